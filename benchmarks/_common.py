@@ -1,0 +1,25 @@
+"""Helpers shared by the benchmark scripts: timing and a uniform report line."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+def median_seconds(fn: Callable[[], object], repeat: int) -> float:
+    """Median wall time of ``repeat`` calls of ``fn``."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def report(name: str, measured: float, target: float, detail: str) -> bool:
+    """Print one result line; returns whether the target was met."""
+    ok = measured <= target
+    verdict = "ok" if ok else "MISSED"
+    print(f"{name:<34} {detail}  [target <= {target:.3f}: {verdict}]")
+    return ok

@@ -1,0 +1,22 @@
+"""Run every benchmark in one process run and print their lines; non-zero if any missed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+SCRIPTS = ["bench_plan_parse.py", "bench_driver.py"]
+
+
+def main() -> int:
+    failed = 0
+    for script in SCRIPTS:
+        print(f"== {script}", flush=True)
+        failed += subprocess.run([sys.executable, str(HERE / script)], check=False).returncode != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

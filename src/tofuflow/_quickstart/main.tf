@@ -1,0 +1,45 @@
+# The quickstart: one file per service under ./out, created on apply and removed on
+# destroy. Built only from `terraform_data` and `local-exec`, so it runs offline with
+# OpenTofu or Terraform and touches nothing outside this directory.
+
+terraform {
+  required_version = ">= 1.5.0"
+}
+
+variable "environment" {
+  description = "Name of the environment; part of every file name."
+  type        = string
+  default     = "dev"
+}
+
+variable "services" {
+  description = "One file is managed per service."
+  type        = set(string)
+  default     = ["api", "web", "worker"]
+}
+
+resource "terraform_data" "service" {
+  for_each = var.services
+
+  input = {
+    name = each.key
+    path = abspath("${path.root}/out/${var.environment}-${each.key}.txt")
+    text = "service ${each.key} runs in ${var.environment}"
+  }
+
+  provisioner "local-exec" {
+    command     = "mkdir -p \"$(dirname \"$FILE\")\" && printf '%s\\n' \"$TEXT\" > \"$FILE\""
+    environment = { FILE = self.output.path, TEXT = self.output.text }
+  }
+
+  provisioner "local-exec" {
+    when        = destroy
+    command     = "rm -f \"$FILE\""
+    environment = { FILE = self.output.path }
+  }
+}
+
+output "files" {
+  description = "The files this configuration manages."
+  value       = sort([for s in terraform_data.service : s.output.path])
+}

@@ -1,0 +1,88 @@
+"""The `tofuflow` command.
+
+Imports stay lazy: `tofuflow --help` must start fast, so each command imports what it
+needs when it runs.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from tofuflow._version import __version__
+from tofuflow.cli._install_cmd import install
+
+__all__ = ["main"]
+
+# Set on SIGTERM (what CI agents and Airflow send to stop a task): every running
+# command then stops gracefully instead of being killed with the lock held.
+CANCEL = threading.Event()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="tofuflow")
+def cli() -> None:
+    """Run OpenTofu from pipelines and workflow schedulers, safely.
+
+    \b
+    Start here:
+      tofuflow demo        plan and apply the bundled quickstart (local state)
+      tofuflow version     which binary tofuflow will drive, and why
+      tofuflow install     fetch a verified OpenTofu release
+
+    tofuflow drives `tofu` when it is on PATH, else a tofu it installed, else
+    `terraform`; set TOFUFLOW_BINARY to choose explicitly.
+    """
+
+
+@cli.command("version")
+def version_cmd() -> None:
+    """Show tofuflow's version and the binary it will drive."""
+    from tofuflow.errors import BinaryError
+    from tofuflow.tofu import find_binary
+
+    click.echo(f"tofuflow {__version__}")
+    try:
+        click.echo(f"binary   {find_binary()}")
+    except BinaryError as err:
+        raise click.ClickException(str(err)) from err
+
+
+@cli.command("demo")
+@click.option(
+    "--dir",
+    "workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to run it (default: <user data dir>/tofuflow/demo/quickstart).",
+)
+@click.option("--environment", default="dev", show_default=True, help="Value of var.environment.")
+@click.option("--destroy", is_flag=True, help="Tear the quickstart down instead.")
+def demo_cmd(workdir: Path | None, environment: str, destroy: bool) -> None:
+    """Plan and apply the bundled quickstart: one file per service, local state.
+
+    The first run creates three files and prints the plan; later runs show
+    "no changes". Use --destroy to remove them. Nothing outside the demo directory
+    is touched.
+    """
+    from tofuflow.cli._demo import run_demo
+
+    sys.exit(run_demo(workdir, environment=environment, destroy=destroy, cancel=CANCEL))
+
+
+cli.add_command(install)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    del signum, frame
+    CANCEL.set()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    cli(prog_name="tofuflow")

@@ -1,0 +1,189 @@
+"""Every error tofuflow raises, in one hierarchy.
+
+    TofuflowError
+    ├── ConfigError               bad input from the user (options, files); says which and the fix
+    ├── BinaryError
+    │   ├── BinaryNotFoundError   no tofu/terraform found
+    │   ├── BinaryVersionError    found, but too old or unreadable
+    │   └── InstallError          `tofuflow install` failed
+    │       └── ChecksumMismatchError   the download is not what SHA256SUMS promises
+    ├── DocumentError             a plan/state document that cannot be read
+    └── TofuError                 a command of the binary failed (command, exit code, diagnostics)
+        ├── TofuCrashError        the binary crashed (exit 11)
+        ├── StateLockedError      the state lock is held by someone else (lock_info says who)
+        ├── StateWriteError       apply could not write state; errored.tfstate was left behind
+        └── TofuCancelledError    cancelled by the caller; says how it stopped
+            └── TofuTimeoutError  cancelled because the timeout ran out
+
+Every message ends with what to do next. Errors from lower layers are translated in one
+place (the driver) and chained with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BinaryError",
+    "BinaryNotFoundError",
+    "BinaryVersionError",
+    "ChecksumMismatchError",
+    "ConfigError",
+    "Diagnostic",
+    "DocumentError",
+    "InstallError",
+    "LockInfo",
+    "StateLockedError",
+    "StateWriteError",
+    "TofuCancelledError",
+    "TofuCrashError",
+    "TofuError",
+    "TofuTimeoutError",
+    "TofuflowError",
+]
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One diagnostic from the binary's ``-json`` output."""
+
+    severity: str
+    summary: str
+    detail: str = ""
+    filename: str | None = None
+    line: int | None = None
+    column: int | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Diagnostic:
+        rng = data.get("range") or {}
+        start = rng.get("start") or {}
+        return cls(
+            severity=str(data.get("severity", "error")),
+            summary=str(data.get("summary", "")),
+            detail=str(data.get("detail", "")),
+            filename=rng.get("filename"),
+            line=start.get("line"),
+            column=start.get("column"),
+        )
+
+    def __str__(self) -> str:
+        where = ""
+        if self.filename:
+            where = f" ({self.filename}"
+            where += f":{self.line}" if self.line is not None else ""
+            where += f":{self.column}" if self.column is not None else ""
+            where += ")"
+        text = f"{self.severity}: {self.summary}{where}"
+        return f"{text}\n{self.detail}" if self.detail else text
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """Who holds a state lock (the backend's LockInfo document)."""
+
+    id: str
+    path: str = ""
+    operation: str = ""
+    who: str = ""
+    version: str = ""
+    created: str = ""
+    info: str = ""
+
+
+class TofuflowError(Exception):
+    """Base of every tofuflow error."""
+
+
+class ConfigError(TofuflowError):
+    """Bad configuration or arguments; the message names what and how to fix it."""
+
+
+class BinaryError(TofuflowError):
+    """Something is wrong with the tofu/terraform binary itself."""
+
+
+class BinaryNotFoundError(BinaryError):
+    """No tofu or terraform binary could be found."""
+
+
+class BinaryVersionError(BinaryError):
+    """The binary is too old, or its version could not be read."""
+
+
+class InstallError(BinaryError):
+    """Installing an OpenTofu release failed."""
+
+
+class ChecksumMismatchError(InstallError):
+    """A downloaded release does not match its SHA256SUMS entry."""
+
+
+class DocumentError(TofuflowError):
+    """A plan or state document could not be parsed."""
+
+
+@dataclass(eq=False)
+class TofuError(TofuflowError):
+    """A command of the binary failed.
+
+    ``command`` is the argv (never holds secrets: they travel in the environment),
+    ``diagnostics`` are parsed from ``-json`` output, ``stderr`` is the redacted tail.
+    """
+
+    message: str
+    command: Sequence[str] = ()
+    exit_code: int | None = None
+    diagnostics: Sequence[Diagnostic] = field(default_factory=tuple)
+    stderr: str = ""
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        errors = [d for d in self.diagnostics if d.severity == "error"]
+        parts.extend(str(d) for d in errors)
+        if not errors and self.stderr.strip():
+            parts.append(self.stderr.strip())
+        return "\n".join(parts)
+
+
+@dataclass(eq=False)
+class TofuCrashError(TofuError):
+    """The binary crashed (exit code 11); its crash log is in the stderr tail."""
+
+
+@dataclass(eq=False)
+class StateLockedError(TofuError):
+    """The state lock is held by someone else."""
+
+    lock_info: LockInfo | None = None
+
+
+@dataclass(eq=False)
+class StateWriteError(TofuError):
+    """Apply could not write its state; the binary left ``errored.tfstate`` behind."""
+
+    errored_state: Path | None = None
+
+
+@dataclass(eq=False)
+class TofuCancelledError(TofuError):
+    """The command was cancelled.
+
+    ``stopped_by`` is ``"interrupt"`` when the binary stopped gracefully after SIGINT
+    (state persisted, lock released) or ``"kill"`` when the grace period ran out and it
+    was killed — then ``lock_may_be_held`` is true and state may be stale.
+    """
+
+    stopped_by: str = "interrupt"
+    lock_may_be_held: bool = False
+
+
+@dataclass(eq=False)
+class TofuTimeoutError(TofuCancelledError):
+    """The command ran past its timeout and was cancelled."""

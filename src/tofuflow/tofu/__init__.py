@@ -1,0 +1,67 @@
+"""Driving the tofu/terraform binary: discovery, install, commands, plan and state."""
+
+from typing import TYPE_CHECKING
+
+from tofuflow._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from tofuflow.tofu._binary import Binary, find_binary
+    from tofuflow.tofu._events import Event
+    from tofuflow.tofu._install import install, installed_versions
+    from tofuflow.tofu._plan import Action, OutputChange, Plan, PlanCounts, ResourceChange
+    from tofuflow.tofu._redact import Redactor
+    from tofuflow.tofu._render import (
+        render_plan_markdown,
+        render_plan_text,
+        render_state_outputs_text,
+    )
+    from tofuflow.tofu._state import State, StateInstance, StateOutput, StateResource
+    from tofuflow.tofu._tofu import ApplyResult, PlanResult, Tofu
+
+_EXPORTS = {
+    "Action": "tofuflow.tofu._plan",
+    "ApplyResult": "tofuflow.tofu._tofu",
+    "Binary": "tofuflow.tofu._binary",
+    "Event": "tofuflow.tofu._events",
+    "OutputChange": "tofuflow.tofu._plan",
+    "Plan": "tofuflow.tofu._plan",
+    "PlanCounts": "tofuflow.tofu._plan",
+    "PlanResult": "tofuflow.tofu._tofu",
+    "Redactor": "tofuflow.tofu._redact",
+    "ResourceChange": "tofuflow.tofu._plan",
+    "State": "tofuflow.tofu._state",
+    "StateInstance": "tofuflow.tofu._state",
+    "StateOutput": "tofuflow.tofu._state",
+    "StateResource": "tofuflow.tofu._state",
+    "Tofu": "tofuflow.tofu._tofu",
+    "find_binary": "tofuflow.tofu._binary",
+    "install": "tofuflow.tofu._install",
+    "installed_versions": "tofuflow.tofu._install",
+    "render_plan_markdown": "tofuflow.tofu._render",
+    "render_plan_text": "tofuflow.tofu._render",
+    "render_state_outputs_text": "tofuflow.tofu._render",
+}
+__all__ = [
+    "Action",
+    "ApplyResult",
+    "Binary",
+    "Event",
+    "OutputChange",
+    "Plan",
+    "PlanCounts",
+    "PlanResult",
+    "Redactor",
+    "ResourceChange",
+    "State",
+    "StateInstance",
+    "StateOutput",
+    "StateResource",
+    "Tofu",
+    "find_binary",
+    "install",
+    "installed_versions",
+    "render_plan_markdown",
+    "render_plan_text",
+    "render_state_outputs_text",
+]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
