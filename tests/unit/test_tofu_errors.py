@@ -114,3 +114,8 @@ def test_excludes_need_opentofu(tmp_path: Path) -> None:
 def test_a_missing_working_directory_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         Tofu(tmp_path / "nope", binary=_stand_in(tmp_path, 0, []))
+
+
+def test_inherit_env_cannot_bring_in_managed_variables(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="TF_CLI_ARGS_plan"):
+        Tofu(tmp_path, binary=_stand_in(tmp_path, 0, []), inherit_env=["TF_CLI_ARGS_plan"])

@@ -21,6 +21,9 @@ variable "services" {
 resource "terraform_data" "service" {
   for_each = var.services
 
+  # A new path means a new file: replace, so the old file's destroy provisioner runs.
+  triggers_replace = [var.environment]
+
   input = {
     name = each.key
     path = abspath("${path.root}/out/${var.environment}-${each.key}.txt")

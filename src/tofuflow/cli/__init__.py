@@ -16,12 +16,15 @@ import click
 
 from tofuflow._version import __version__
 from tofuflow.cli._install_cmd import install
+from tofuflow.cli._server_cmd import server
 
 __all__ = ["main"]
 
 # Set on SIGTERM (what CI agents and Airflow send to stop a task): every running
 # command then stops gracefully instead of being killed with the lock held.
 CANCEL = threading.Event()
+# Set by commands that watch CANCEL; any other command simply exits on SIGTERM.
+CANCELLABLE = threading.Event()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -32,8 +35,9 @@ def cli() -> None:
     \b
     Start here:
       tofuflow demo        plan and apply the bundled quickstart (local state)
-      tofuflow version     which binary tofuflow will drive, and why
+      tofuflow version     which binary tofuflow will drive
       tofuflow install     fetch a verified OpenTofu release
+      tofuflow server      run the control plane (remote, encrypted, audited state)
 
     tofuflow drives `tofu` when it is on PATH, else a tofu it installed, else
     `terraform`; set TOFUFLOW_BINARY to choose explicitly.
@@ -71,15 +75,19 @@ def demo_cmd(workdir: Path | None, environment: str, destroy: bool) -> None:
     """
     from tofuflow.cli._demo import run_demo
 
+    CANCELLABLE.set()
     sys.exit(run_demo(workdir, environment=environment, destroy=destroy, cancel=CANCEL))
 
 
 cli.add_command(install)
+cli.add_command(server)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    del signum, frame
+    del frame
     CANCEL.set()
+    if not CANCELLABLE.is_set():
+        raise SystemExit(128 + signum)
 
 
 def main() -> None:

@@ -122,10 +122,13 @@ class Tofu:
         plugin_cache_dir: str | os.PathLike[str] | None,
         log_level: str | None,
     ) -> dict[str, str]:
-        overridden = sorted(k for k in env if k in MANAGED_ENV or k.startswith("TF_CLI_ARGS"))
+        inherit_env = list(inherit_env)
+        overridden = sorted(
+            k for k in [*env, *inherit_env] if k in MANAGED_ENV or k.startswith("TF_CLI_ARGS")
+        )
         if overridden:
             raise ConfigError(
-                f"env may not set {', '.join(overridden)}: tofuflow manages them "
+                f"env/inherit_env may not set {', '.join(overridden)}: tofuflow manages them "
                 "(use log_level= for TF_LOG, and the method arguments for flags)"
             )
         names = [*PASSTHROUGH_ENV, *inherit_env]
@@ -316,7 +319,9 @@ class Tofu:
                 path = Path(tmp) / "push.tfstate"
                 path.write_bytes(state)
                 path.chmod(0o600)
-                self.state_push(path, force=force, lock=lock, lock_timeout=lock_timeout)
+                self.state_push(
+                    path, force=force, lock=lock, lock_timeout=lock_timeout, timeout=timeout
+                )
             return
         argv = _argv.state_push_argv(state, force=force, lock=lock, lock_timeout=lock_timeout)
         self._check(self._run(argv, timeout=timeout))
@@ -420,7 +425,8 @@ class Tofu:
             self.redactor.add(leaf)
 
     def _init_json_supported(self) -> bool:
-        # `init -json` arrived in Terraform 1.9 and OpenTofu 1.9.
+        # `init -json` arrived in Terraform 1.9 (OpenTofu had it earlier; 1.9 is a safe
+        # floor for both).
         return self.binary.version >= (1, 9, 0)
 
     def _require_exclude_support(self, excludes: Sequence[str]) -> None:
@@ -520,4 +526,5 @@ def _mtime(path: Path) -> int | None:
 def _default_plugin_cache() -> str:
     from platformdirs import user_cache_dir
 
-    return os.path.join(user_cache_dir("tofuflow"), "plugins")
+    root = os.environ.get("TOFUFLOW_CACHE_DIR") or user_cache_dir("tofuflow")
+    return os.path.join(root, "plugins")
