@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from _services.fixtures import database_url, pg_cluster, server_config, state_server
+
+__all__ = ["database_url", "pg_cluster", "server_config", "state_server"]
+
 FIXTURES = Path(__file__).parent / "fixtures"
 QUICKSTART = Path(__file__).parent.parent / "src" / "tofuflow" / "_quickstart"
 

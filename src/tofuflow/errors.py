@@ -8,6 +8,16 @@
     │   └── InstallError          `tofuflow install` failed
     │       └── ChecksumMismatchError   the download is not what SHA256SUMS promises
     ├── DocumentError             a plan/state document that cannot be read
+    ├── AuthError                 no valid credential (HTTP 401)
+    ├── ForbiddenError            a valid credential without the needed role (HTTP 403)
+    ├── CryptoError               a key is missing, wrong, or a ciphertext was tampered with
+    ├── StorageError              a state or blob store failed or is misconfigured
+    ├── RequestError              a control-plane request refused; ``status`` is its HTTP code
+    │   ├── BadRequestError       400: malformed body, bad name, wrong Content-MD5
+    │   ├── NotFoundError         404: no such workspace, version or run
+    │   ├── ConflictError         409: stale serial, other lineage, lock not held
+    │   ├── LockedError           423: the state is locked; ``lock_info`` is the holder's
+    │   └── PayloadTooLargeError  413: body over the configured limit
     └── TofuError                 a command of the binary failed (command, exit code, diagnostics)
         ├── TofuCrashError        the binary crashed (exit 11)
         ├── StateLockedError      the state lock is held by someone else (lock_info says who)
@@ -27,17 +37,26 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "AuthError",
     "BinaryError",
     "BinaryNotFoundError",
     "BinaryVersionError",
     "ChecksumMismatchError",
     "ConfigError",
+    "ConflictError",
+    "CryptoError",
     "Diagnostic",
     "DocumentError",
+    "ForbiddenError",
     "InstallError",
     "LockInfo",
+    "LockedError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "RequestError",
     "StateLockedError",
     "StateWriteError",
+    "StorageError",
     "TofuCancelledError",
     "TofuCrashError",
     "TofuError",
@@ -124,6 +143,54 @@ class ChecksumMismatchError(InstallError):
 
 class DocumentError(TofuflowError):
     """A plan or state document could not be parsed."""
+
+
+class AuthError(TofuflowError):
+    """No valid credential was presented (missing, expired, forged, wrong audience...)."""
+
+
+class ForbiddenError(TofuflowError):
+    """The credential is valid but its roles do not allow this action here."""
+
+
+class CryptoError(TofuflowError):
+    """Encryption or decryption failed: missing key, wrong key, or tampered data."""
+
+
+class StorageError(TofuflowError):
+    """A database or blob store failed or is misconfigured."""
+
+
+class RequestError(TofuflowError):
+    """A control-plane request that was refused; never retried by the binary (4xx)."""
+
+    status = 400
+
+
+class BadRequestError(RequestError):
+    status = 400
+
+
+class NotFoundError(RequestError):
+    status = 404
+
+
+class ConflictError(RequestError):
+    status = 409
+
+
+class LockedError(RequestError):
+    """The workspace's state is locked by someone else."""
+
+    status = 423
+
+    def __init__(self, message: str, lock_info: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.lock_info = lock_info or {}
+
+
+class PayloadTooLargeError(RequestError):
+    status = 413
 
 
 @dataclass(eq=False)

@@ -1,0 +1,185 @@
+"""`tofuflow server`: run the control plane and administer it (tokens, keys, audit)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tofuflow.errors import TofuflowError
+
+__all__ = ["server"]
+
+_CONFIG = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="TOFUFLOW_SERVER_CONFIG",
+    help="Server TOML file (default: $TOFUFLOW_SERVER_CONFIG, else built-in defaults).",
+)
+
+
+def _load(config_path: Path | None, **overrides: Any) -> Any:
+    from tofuflow.server.config import ServerConfig
+
+    try:
+        return ServerConfig.load(config_path, **overrides)
+    except TofuflowError as err:
+        raise click.ClickException(str(err)) from err
+
+
+def _engine(config: Any) -> Any:
+    from tofuflow.server.storage._db import make_engine, migrate
+
+    engine = make_engine(config.effective_database_url)
+    migrate(engine)
+    return engine
+
+
+@click.group("server", invoke_without_command=True)
+@_CONFIG
+@click.option("--host", help="Address to bind (default 127.0.0.1: local only).")
+@click.option("--port", type=int, help="Port to bind (default 8470).")
+@click.pass_context
+def server(
+    ctx: click.Context, config_path: Path | None, host: str | None, port: int | None
+) -> None:
+    """Run the control plane: the state service for the http backend.
+
+    \b
+    Without a configuration file it keeps everything under your data directory
+    (SQLite database, a generated 0600 key file) and listens on 127.0.0.1:8470.
+    Point a configuration at the state service with:
+      terraform { backend "http" {
+        address        = "http://127.0.0.1:8470/v1/state/WORKSPACE"
+        lock_address   = "http://127.0.0.1:8470/v1/state/WORKSPACE/lock"
+        unlock_address = "http://127.0.0.1:8470/v1/state/WORKSPACE/lock"
+      } }
+    and a token from `tofuflow server tokens create` in TF_HTTP_PASSWORD.
+    """
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = _load(config_path)
+        return
+    config = _load(config_path, host=host, port=port)
+    import uvicorn
+
+    from tofuflow.server.app import create_app
+
+    try:
+        app = create_app(config)
+    except TofuflowError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"tofuflow control plane on {config.base_url} (data: {config.data_dir})", err=True)
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+
+
+@server.group("tokens")
+def tokens() -> None:
+    """Create, list and revoke API tokens (always expiring, stored hashed)."""
+
+
+@tokens.command("create")
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice(["reader", "planner", "applier", "admin"]),
+    help="reader: read state; planner: read (plans run unlocked); applier: lock and write; "
+    "admin: also force-unlock, rollback, override, delete.",
+)
+@click.option("--workspaces", default="*", show_default=True, help="Workspace glob, e.g. 'app/*'.")
+@click.option("--ttl", default="30d", show_default=True, help="Lifetime: 90m, 12h, 30d (<= 365d).")
+@click.option("--description", default="", help="What it is for (shown in lists and the audit).")
+@click.pass_obj
+def tokens_create(config: Any, role: str, workspaces: str, ttl: str, description: str) -> None:
+    """Print a new token once; give it to the binary as TF_HTTP_PASSWORD."""
+    from tofuflow.server._admin import create_token
+
+    try:
+        created = create_token(
+            _engine(config), role=role, workspaces=workspaces, ttl=ttl, description=description
+        )
+    except TofuflowError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(created.token)
+    click.echo(
+        f"id {created.token_id}, role {created.role} on {created.workspaces!r}, "
+        f"expires {created.expires_at}",
+        err=True,
+    )
+
+
+@tokens.command("list")
+@click.pass_obj
+def tokens_list(config: Any) -> None:
+    """List tokens (ids, roles, expiry; never secrets)."""
+    from tofuflow.server._admin import list_tokens
+
+    for row in list_tokens(_engine(config)):
+        state = "revoked" if row.revoked_at else f"expires {row.expires_at:%Y-%m-%d %H:%M}"
+        click.echo(f"{row.token_id}  {row.role:<8} {row.workspaces:<20} {state}  {row.description}")
+
+
+@tokens.command("revoke")
+@click.argument("token_id")
+@click.pass_obj
+def tokens_revoke(config: Any, token_id: str) -> None:
+    """Revoke a token at once."""
+    from tofuflow.server._admin import revoke_token
+
+    try:
+        revoke_token(_engine(config), token_id)
+    except TofuflowError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"revoked {token_id}")
+
+
+@server.group("keys")
+def keys() -> None:
+    """Key-encryption keys: rotate without downtime."""
+
+
+@keys.command("rotate")
+@click.pass_obj
+def keys_rotate(config: Any) -> None:
+    """Re-wrap every data key under the current key.
+
+    \b
+    1. Add the new key as [keys.current] and move the old one to [[keys.previous]].
+    2. Restart (or start) the servers with that configuration.
+    3. Run this; it works in small batches while the servers keep serving.
+    4. Remove the old key from [[keys.previous]] once this reports 0 left.
+    """
+    from tofuflow.server._admin import rotate_keys
+    from tofuflow.server.crypto import keyring_from_config
+
+    try:
+        keyring = keyring_from_config(config.keys, config.data_dir)
+        count = rotate_keys(_engine(config), keyring)
+    except TofuflowError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"re-wrapped {count} data keys under {keyring.current.key_id}")
+
+
+@server.group("audit")
+def audit() -> None:
+    """The hash-chained audit log."""
+
+
+@audit.command("verify")
+@click.pass_obj
+def audit_verify(config: Any) -> None:
+    """Check the chain; exits 1 and names the first bad event if any was altered."""
+    from sqlalchemy.orm import Session
+
+    from tofuflow.server._audit import verify
+
+    with Session(_engine(config)) as session:
+        result = verify(session)
+    if result.ok:
+        click.echo(f"audit log intact: {result.checked} events verified")
+        return
+    where = f"event {result.first_bad_id}" if result.first_bad_id else "the end of the log"
+    raise click.ClickException(
+        f"audit log broken at {where}: {result.reason} ({result.checked} events fit before it)"
+    )

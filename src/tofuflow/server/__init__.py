@@ -1,0 +1,1 @@
+"""The tofuflow control plane: state service (HTTP backend protocol), auth, audit."""

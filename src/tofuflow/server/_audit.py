@@ -1,0 +1,124 @@
+"""The audit log: append-only, each event hash-chained to the one before it.
+
+An event's hash covers its id, its content and the previous event's hash, so changing,
+removing or reordering any event breaks the chain from that event on, and ``verify``
+names the first one that no longer fits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tofuflow.server.storage._db import AuditEvent, AuditHead, utcnow
+
+__all__ = ["GENESIS", "Actor", "VerifyResult", "append", "event_hash", "verify"]
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did it: a subject plus the claims worth keeping (never a token)."""
+
+    subject: str
+    claims: Mapping[str, Any] | None = None
+    client: str | None = None
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    checked: int
+    first_bad_id: int | None = None
+    reason: str = ""
+
+
+def append(
+    session: Session,
+    actor: Actor,
+    action: str,
+    *,
+    outcome: str = "ok",
+    status: int = 200,
+    workspace: str | None = None,
+    serial: int | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> AuditEvent:
+    """Add one event inside the caller's transaction (it commits or rolls back with it)."""
+    # Locking the head row serialises appenders, so the chain never forks.
+    head = session.get(AuditHead, 1, with_for_update=True)
+    if head is None:
+        head = AuditHead(id=1, last_hash=GENESIS)
+        session.add(head)
+    event = AuditEvent(
+        ts=utcnow(),
+        actor=actor.subject,
+        actor_claims=dict(actor.claims) if actor.claims else None,
+        action=action,
+        workspace=workspace,
+        serial=serial,
+        outcome=outcome,
+        status=status,
+        client=actor.client,
+        detail=dict(detail) if detail else None,
+        prev_hash=head.last_hash,
+        hash="",
+    )
+    session.add(event)
+    session.flush()  # assigns the id, which the hash covers
+    event.hash = event_hash(event)
+    head.last_hash = event.hash
+    return event
+
+
+def event_hash(event: AuditEvent) -> str:
+    body = {
+        "id": event.id,
+        "ts": _utc(event.ts),
+        "actor": event.actor,
+        "actor_claims": event.actor_claims,
+        "action": event.action,
+        "workspace": event.workspace,
+        "serial": event.serial,
+        "outcome": event.outcome,
+        "status": event.status,
+        "client": event.client,
+        "detail": event.detail,
+    }
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256((event.prev_hash + canonical).encode()).hexdigest()
+
+
+def verify(session: Session, batch: int = 5000) -> VerifyResult:
+    """Walk the chain from the first event; report the first event that does not fit."""
+    previous, checked, last_id = GENESIS, 0, 0
+    while True:
+        rows = session.scalars(
+            select(AuditEvent).where(AuditEvent.id > last_id).order_by(AuditEvent.id).limit(batch)
+        ).all()
+        for event in rows:
+            if event.prev_hash != previous:
+                return VerifyResult(False, checked, event.id, "does not follow the event before it")
+            if event_hash(event) != event.hash:
+                return VerifyResult(False, checked, event.id, "content does not match its hash")
+            previous, last_id, checked = event.hash, event.id, checked + 1
+        if len(rows) < batch:
+            break
+    head = session.get(AuditHead, 1)
+    if head is not None and head.last_hash != previous:
+        return VerifyResult(False, checked, None, "the newest events were removed")
+    return VerifyResult(True, checked)
+
+
+def _utc(ts: dt.datetime) -> str:
+    # SQLite hands back naive datetimes (stored as UTC); PostgreSQL aware ones.
+    aware = ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
+    return aware.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

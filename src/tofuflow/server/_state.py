@@ -1,0 +1,439 @@
+"""The state service: the rules the binary only checks client-side, enforced here.
+
+Every accepted write becomes a sealed (encrypted) version; locks, writes and admin
+actions append to the audit log in the same transaction as the change they describe.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tofuflow.errors import (
+    BadRequestError,
+    ConflictError,
+    DocumentError,
+    LockedError,
+    NotFoundError,
+)
+from tofuflow.server import _audit
+from tofuflow.server.auth import Permission, Principal
+from tofuflow.server.crypto import Keyring, Sealed
+from tofuflow.server.storage._blobs import BlobStore
+from tofuflow.server.storage._db import StateVersion, Workspace, utcnow
+
+__all__ = ["StateService", "VersionInfo", "state_aad", "validate_workspace_name"]
+
+_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+_NAME = re.compile(rf"^{_SEGMENT}(/{_SEGMENT}){{0,7}}$")
+_MAX_NAME = 200
+
+
+def validate_workspace_name(name: str) -> str:
+    """Names are ``[A-Za-z0-9._-]`` segments joined by ``/``: no ``..``, no absolute paths."""
+    if len(name) > _MAX_NAME or not _NAME.match(name) or name.rsplit("/", 1)[-1] == "lock":
+        raise BadRequestError(
+            f"invalid workspace name {name[:80]!r}: use up to 8 '/'-separated segments of "
+            "letters, digits, '.', '_' and '-', each starting with a letter or digit, at most "
+            f"{_MAX_NAME} characters in all, not ending in '/lock'"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    workspace: str
+    version: int
+    serial: int
+    lineage: str
+    size: int
+    sha256: str
+    created_at: dt.datetime
+    created_by: str
+    run_id: str | None
+    source: str
+
+    def to_json(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["created_at"] = self.created_at.isoformat()
+        return data
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    principal: Principal
+    client: str | None = None
+    run_id: str | None = None
+
+    @property
+    def actor(self) -> _audit.Actor:
+        return _audit.Actor(self.principal.subject, self.principal.claims, self.client)
+
+
+class StateService:
+    """State operations; each method checks the caller's permission first."""
+
+    def __init__(self, engine: Engine, keyring: Keyring, blobs: BlobStore | None = None) -> None:
+        self.engine = engine
+        self.keyring = keyring
+        self.blobs = blobs
+
+    # -- HTTP backend protocol ----------------------------------------------------------
+
+    def read(self, ctx: RequestContext, name: str) -> bytes | None:
+        """The current state body, or None when there is none yet."""
+        ctx.principal.require(Permission.READ_STATE, name)
+        with self._tx() as session:
+            ws = _find(session, name)
+            if ws is None or ws.current_version is None:
+                _audit.append(session, ctx.actor, "state.read", workspace=name, status=204)
+                return None
+            version = _version_row(session, ws, ws.current_version)
+            _audit.append(session, ctx.actor, "state.read", workspace=name, serial=ws.serial)
+        return self._open(name, version)
+
+    def write(
+        self, ctx: RequestContext, name: str, body: bytes, lock_id: str | None
+    ) -> VersionInfo | None:
+        """Store ``body`` as a new version; None for an identical retry of the current one."""
+        ctx.principal.require(Permission.WRITE_STATE, name)
+        serial, lineage = state_identity(body)
+        digest = hashlib.sha256(body).hexdigest()
+        with self._tx() as session:
+            ws = self._workspace_for_update(session, name)
+            _check_lock(ws, lock_id)
+            override = self._override_active(ws, ctx)
+            if not override and _is_identical_retry(ws, serial, digest, session):
+                return None
+            if not override:
+                _check_rules(ws, serial, lineage)
+            row = self._store(session, ws, body, serial, lineage, digest, ctx, "write")
+            if override:
+                ws.override_by = ws.override_until = None
+            _audit.append(
+                session, ctx.actor, "state.write", workspace=name, serial=serial,
+                detail={"version": row.version, "sha256": digest, "size": len(body),
+                        "override": override, "run_id": ctx.run_id},
+            )  # fmt: skip
+            return _info(name, row)
+
+    def lock(self, ctx: RequestContext, name: str, info: Mapping[str, Any]) -> None:
+        ctx.principal.require(Permission.LOCK, name)
+        lock_id = str(info.get("ID") or "")
+        if not lock_id:
+            raise BadRequestError("lock request without an ID: send the binary's LockInfo JSON")
+        with self._tx() as session:
+            ws = self._workspace_for_update(session, name)
+            if ws.lock_id is not None and ws.lock_id != lock_id:
+                raise LockedError(f"workspace {name} is locked by {ws.locked_by}", ws.lock_info)
+            ws.lock_id, ws.lock_info = lock_id, dict(info)
+            ws.locked_by, ws.locked_at = ctx.principal.subject, utcnow()
+            _audit.append(
+                session, ctx.actor, "state.lock", workspace=name, serial=ws.serial,
+                detail={"lock_id": lock_id, "operation": info.get("Operation")},
+            )  # fmt: skip
+
+    def unlock(self, ctx: RequestContext, name: str, info: Mapping[str, Any] | None) -> None:
+        """Release the lock. An empty body (Terraform's force-unlock) needs admin; an
+        ID-only body (OpenTofu's force-unlock) needs admin unless the caller holds it."""
+        lock_id = str((info or {}).get("ID") or "")
+        ctx.principal.require(Permission.UNLOCK, name)
+        with self._tx() as session:
+            ws = _find(session, name, for_update=True)
+            if ws is None or ws.lock_id is None:
+                return  # already unlocked: unlocking is idempotent
+            own = ws.locked_by == ctx.principal.subject and lock_id == ws.lock_id
+            forced = not own
+            if forced:
+                ctx.principal.require(Permission.FORCE_UNLOCK, name)
+                if lock_id and lock_id != ws.lock_id:
+                    raise LockedError(
+                        f"lock ID {lock_id} does not match the lock held on {name}", ws.lock_info
+                    )
+            _audit.append(
+                session, ctx.actor, "state.force_unlock" if forced else "state.unlock",
+                workspace=name, serial=ws.serial,
+                detail={"lock_id": ws.lock_id, "held_by": ws.locked_by},
+            )  # fmt: skip
+            ws.lock_id = ws.lock_info = ws.locked_by = ws.locked_at = None
+
+    def delete(self, ctx: RequestContext, name: str) -> None:
+        """Drop the current state (versions are kept for the record)."""
+        ctx.principal.require(Permission.DELETE_STATE, name)
+        with self._tx() as session:
+            ws = _require(session, name, for_update=True)
+            if ws.lock_id is not None:
+                raise LockedError(f"workspace {name} is locked; unlock it first", ws.lock_info)
+            _audit.append(session, ctx.actor, "state.delete", workspace=name, serial=ws.serial)
+            ws.current_version = ws.serial = ws.lineage = None
+
+    # -- versions and admin actions -----------------------------------------------------
+
+    def workspaces(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        with Session(self.engine) as session:
+            rows = session.scalars(select(Workspace).order_by(Workspace.name)).all()
+            return [
+                {
+                    "name": ws.name,
+                    "serial": ws.serial,
+                    "version": ws.current_version,
+                    "locked": ws.lock_id is not None,
+                }
+                for ws in rows
+                if ctx.principal.can(Permission.LIST_VERSIONS, ws.name)
+            ]
+
+    def versions(self, ctx: RequestContext, name: str) -> list[VersionInfo]:
+        ctx.principal.require(Permission.LIST_VERSIONS, name)
+        with Session(self.engine) as session:
+            ws = _require(session, name)
+            rows = session.scalars(
+                select(StateVersion)
+                .where(StateVersion.workspace_id == ws.id)
+                .order_by(StateVersion.version)
+            ).all()
+            return [_info(name, row) for row in rows]
+
+    def version_body(self, ctx: RequestContext, name: str, version: int) -> bytes:
+        ctx.principal.require(Permission.READ_STATE, name)
+        with self._tx() as session:
+            ws = _require(session, name)
+            row = _version_row(session, ws, version)
+            _audit.append(
+                session, ctx.actor, "state.read_version", workspace=name, serial=row.serial,
+                detail={"version": version},
+            )  # fmt: skip
+        return self._open(name, row)
+
+    def diff(self, ctx: RequestContext, name: str, old: int, new: int) -> dict[str, Any]:
+        """Which resources and outputs differ between two versions (names only, no values)."""
+        from tofuflow.server._diff import diff_states
+
+        before = self.version_body(ctx, name, old)
+        after = self.version_body(ctx, name, new)
+        return {"workspace": name, "from": old, "to": new, **diff_states(before, after)}
+
+    def rollback(self, ctx: RequestContext, name: str, version: int) -> VersionInfo:
+        """Write version ``version``'s content again as a new version with a higher serial."""
+        ctx.principal.require(Permission.ROLLBACK, name)
+        with self._tx() as session:
+            ws = _require(session, name, for_update=True)
+            if ws.lock_id is not None:
+                raise LockedError(f"workspace {name} is locked; wait or unlock", ws.lock_info)
+            target = _version_row(session, ws, version)
+            doc = json.loads(self._open(name, target))
+            doc["serial"] = (ws.serial or 0) + 1
+            body = json.dumps(doc, indent=2).encode() + b"\n"
+            digest = hashlib.sha256(body).hexdigest()
+            row = self._store(
+                session, ws, body, doc["serial"], target.lineage, digest, ctx, "rollback"
+            )
+            _audit.append(
+                session, ctx.actor, "state.rollback", workspace=name, serial=row.serial,
+                detail={"restored_version": version, "new_version": row.version},
+            )  # fmt: skip
+            return _info(name, row)
+
+    def arm_override(self, ctx: RequestContext, name: str, minutes: int, reason: str) -> None:
+        """Let the caller's next write skip the lineage/serial rules (``state push -force``)."""
+        ctx.principal.require(Permission.OVERRIDE, name)
+        if not reason.strip():
+            raise BadRequestError("an override needs a reason; it goes to the audit log")
+        if not 1 <= minutes <= 60:
+            raise BadRequestError("override minutes must be between 1 and 60")
+        with self._tx() as session:
+            ws = self._workspace_for_update(session, name)
+            ws.override_by = ctx.principal.subject
+            ws.override_until = utcnow() + dt.timedelta(minutes=minutes)
+            _audit.append(
+                session, ctx.actor, "state.override_armed", workspace=name, serial=ws.serial,
+                detail={"minutes": minutes, "reason": reason},
+            )  # fmt: skip
+
+    def record_refusal(
+        self, ctx: RequestContext, action: str, name: str | None, status: int, reason: str
+    ) -> None:
+        """Audit a refused request (its own transaction: the change itself rolled back)."""
+        with self._tx() as session:
+            _audit.append(
+                session, ctx.actor, action, outcome="refused", status=status, workspace=name,
+                detail={"reason": reason[:500]},
+            )  # fmt: skip
+
+    # -- internals ----------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def _workspace_for_update(self, session: Session, name: str) -> Workspace:
+        ws = _find(session, name, for_update=True)
+        if ws is not None:
+            return ws
+        try:
+            with session.begin_nested():
+                ws = Workspace(name=name)
+                session.add(ws)
+        except IntegrityError:  # created concurrently (PostgreSQL): use that one
+            ws = _find(session, name, for_update=True)
+            if ws is None:
+                raise
+        return ws
+
+    def _override_active(self, ws: Workspace, ctx: RequestContext) -> bool:
+        until = ws.override_until
+        if until is None or ws.override_by != ctx.principal.subject:
+            return False
+        until = until if until.tzinfo else until.replace(tzinfo=dt.UTC)
+        return until > utcnow() and ctx.principal.can(Permission.OVERRIDE, ws.name)
+
+    def _store(
+        self,
+        session: Session,
+        ws: Workspace,
+        body: bytes,
+        serial: int,
+        lineage: str,
+        digest: str,
+        ctx: RequestContext,
+        source: str,
+    ) -> StateVersion:
+        number = (_latest_version(session, ws) or 0) + 1
+        sealed = self.keyring.seal(body, state_aad(ws.name, number))
+        blob_key = None
+        if self.blobs is not None:
+            blob_key = f"state/{ws.id}/{number}-{uuid.uuid4().hex}"
+            self.blobs.put(blob_key, sealed.ciphertext)
+        row = StateVersion(
+            workspace_id=ws.id, version=number, serial=serial, lineage=lineage, size=len(body),
+            sha256=digest, created_by=ctx.principal.subject, run_id=ctx.run_id, source=source,
+            key_id=sealed.key_id, wrapped_key=sealed.wrapped_key, nonce=sealed.nonce,
+            ciphertext=None if blob_key else sealed.ciphertext, blob_key=blob_key,
+        )  # fmt: skip
+        session.add(row)
+        ws.current_version, ws.serial, ws.lineage = number, serial, lineage
+        return row
+
+    def _open(self, name: str, row: StateVersion) -> bytes:
+        ciphertext = row.ciphertext
+        if ciphertext is None:
+            if self.blobs is None or row.blob_key is None:
+                raise NotFoundError(f"version {row.version} of {name} has no stored body")
+            ciphertext = self.blobs.get(row.blob_key)
+        sealed = Sealed(row.key_id, row.wrapped_key, row.nonce, ciphertext)
+        return self.keyring.open(sealed, state_aad(name, row.version))
+
+
+def state_identity(body: bytes) -> tuple[int, str]:
+    """``(serial, lineage)`` of a state body, plain v4 or OpenTofu's encrypted envelope."""
+    from tofuflow.tofu._state import State
+
+    try:
+        state = State.from_json(body)
+    except DocumentError as exc:
+        raise BadRequestError(f"the body is not a state document: {exc}") from exc
+    if not state.lineage:
+        raise BadRequestError("the state has no lineage; push a state written by tofu/terraform")
+    return state.serial, state.lineage
+
+
+def state_aad(name: str, version: int) -> bytes:
+    # Binds each ciphertext to its place: a version copied elsewhere will not decrypt.
+    return f"tofuflow-state:v1;workspace={name};version={version}".encode()
+
+
+def _check_lock(ws: Workspace, lock_id: str | None) -> None:
+    if ws.lock_id is not None and lock_id != ws.lock_id:
+        raise LockedError(
+            f"workspace {ws.name} is locked by {ws.locked_by}; writes must carry its lock ID",
+            ws.lock_info,
+        )
+    if ws.lock_id is None and lock_id:
+        raise ConflictError(
+            f"lock {lock_id} is not held on {ws.name} (it was released or force-unlocked): "
+            "re-run the command to take a new lock"
+        )
+
+
+def _is_identical_retry(ws: Workspace, serial: int, digest: str, session: Session) -> bool:
+    if ws.current_version is None or serial != ws.serial:
+        return False
+    current = _version_row(session, ws, ws.current_version)
+    if current.sha256 == digest:
+        return True
+    raise ConflictError(
+        f"serial {serial} is already stored for {ws.name} with different content: another "
+        "writer got there first. Run `tofu refresh` or re-plan, then apply again"
+    )
+
+
+def _check_rules(ws: Workspace, serial: int, lineage: str) -> None:
+    if ws.current_version is None:
+        return
+    if lineage != ws.lineage:
+        raise ConflictError(
+            f"lineage {lineage} does not match {ws.name}'s lineage {ws.lineage}: this is a "
+            "different state. Check the backend address; an admin can arm an override "
+            "(tofuflow server state override) to replace it deliberately"
+        )
+    if ws.serial is not None and serial < ws.serial:
+        raise ConflictError(
+            f"serial {serial} is older than the stored serial {ws.serial} of {ws.name}: the "
+            "state moved on since it was read. Re-run plan/apply against the current state"
+        )
+
+
+def _find(session: Session, name: str, *, for_update: bool = False) -> Workspace | None:
+    query = select(Workspace).where(Workspace.name == name)
+    if for_update:
+        query = query.with_for_update()
+    return session.scalars(query).first()
+
+
+def _require(session: Session, name: str, *, for_update: bool = False) -> Workspace:
+    ws = _find(session, name, for_update=for_update)
+    if ws is None:
+        raise NotFoundError(f"workspace {name} does not exist")
+    return ws
+
+
+def _version_row(session: Session, ws: Workspace, version: int) -> StateVersion:
+    row = session.scalars(
+        select(StateVersion).where(
+            StateVersion.workspace_id == ws.id, StateVersion.version == version
+        )
+    ).first()
+    if row is None:
+        raise NotFoundError(f"workspace {ws.name} has no version {version}")
+    return row
+
+
+def _latest_version(session: Session, ws: Workspace) -> int | None:
+    row = session.scalars(
+        select(StateVersion.version)
+        .where(StateVersion.workspace_id == ws.id)
+        .order_by(StateVersion.version.desc())
+        .limit(1)
+    ).first()
+    return row
+
+
+def _info(name: str, row: StateVersion) -> VersionInfo:
+    return VersionInfo(
+        workspace=name, version=row.version, serial=row.serial, lineage=row.lineage,
+        size=row.size, sha256=row.sha256, created_at=row.created_at, created_by=row.created_by,
+        run_id=row.run_id, source=row.source,
+    )  # fmt: skip

@@ -1,0 +1,312 @@
+"""The control plane's ASGI app.
+
+    app = create_app(ServerConfig.load())     # then: uvicorn.run(app)
+
+Routes: the HTTP backend protocol at ``/v1/state/{workspace}`` (lock address
+``/v1/state/{workspace}/lock``), versions and admin actions under
+``/v1/workspaces/{workspace}``, and ``/healthz``, ``/readyz``, ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from pydantic import BaseModel, Field
+from sqlalchemy import text
+
+from tofuflow._version import __version__
+from tofuflow.errors import (
+    AuthError,
+    BadRequestError,
+    CryptoError,
+    ForbiddenError,
+    LockedError,
+    PayloadTooLargeError,
+    RequestError,
+    StorageError,
+)
+from tofuflow.server._authn import Authenticator
+from tofuflow.server._state import RequestContext, StateService, validate_workspace_name
+from tofuflow.server.auth import Issuer, OidcVerifier, Principal, bindings_from_config
+from tofuflow.server.config import ServerConfig
+from tofuflow.server.crypto import keyring_from_config
+from tofuflow.server.storage._blobs import BlobStore, blob_store_from_config
+from tofuflow.server.storage._db import make_engine, migrate
+
+__all__ = ["create_app"]
+
+_ANONYMOUS = Principal(subject="anonymous", kind="anonymous", grants=(), claims={})
+
+
+class RollbackRequest(BaseModel):
+    version: int = Field(ge=1, description="The version whose content becomes current again")
+
+
+class OverrideRequest(BaseModel):
+    minutes: int = Field(ge=1, le=60, default=10)
+    reason: str = Field(min_length=1, max_length=500)
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    """Build the app: open (and migrate) the database, load keys, stores and issuers."""
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    engine = make_engine(config.effective_database_url)
+    migrate(engine)
+    blobs = blob_store_from_config(config.blobs)
+    service = StateService(engine, keyring_from_config(config.keys, config.data_dir), blobs)
+    issuers = [Issuer(**dict(issuer)) for issuer in config.oidc_issuers]
+    verifier = OidcVerifier(issuers) if issuers else None
+    authn = Authenticator(engine, verifier, bindings_from_config(list(config.bindings)))
+
+    app = FastAPI(
+        title="tofuflow control plane",
+        version=__version__,
+        description="Remote, encrypted, versioned, locked and audited OpenTofu state.",
+    )
+    app.state.config, app.state.engine, app.state.service = config, engine, service
+    metrics = _Metrics()
+    _install_error_handlers(app, service)
+    _install_metrics(app, metrics)
+
+    async def principal_of(request: Request) -> Principal:
+        principal = await run_in_threadpool(
+            authn.authenticate, request.headers.get("authorization")
+        )
+        request.state.principal = principal
+        return principal
+
+    async def context(request: Request) -> RequestContext:
+        client = request.client.host if request.client else None
+        return RequestContext(await principal_of(request), client, request.headers.get("x-run-id"))
+
+    _health_routes(app, engine, blobs, metrics)
+    _state_routes(app, service, context, config.max_state_bytes)
+    _workspace_routes(app, service, context)
+    return app
+
+
+ContextDep = Callable[[Request], Awaitable[RequestContext]]
+
+
+def _state_routes(app: FastAPI, service: StateService, context: ContextDep, max_bytes: int) -> None:
+    # LOCK and UNLOCK are WebDAV methods OpenAPI cannot describe: served, not documented.
+    @app.api_route(
+        "/v1/state/{workspace:path}/lock", methods=["LOCK", "UNLOCK"], include_in_schema=False
+    )
+    async def lock(workspace: str, request: Request) -> Response:
+        name = validate_workspace_name(workspace)
+        ctx = await context(request)
+        body = await _read_body(request, 64 * 1024)
+        info = _json_object(body, "LockInfo") if body.strip() else None
+        if request.method == "LOCK":
+            await run_in_threadpool(service.lock, ctx, name, info or {})
+        else:
+            await run_in_threadpool(service.unlock, ctx, name, info)
+        return Response(status_code=200)
+
+    @app.get("/v1/state/{workspace:path}", tags=["state"], summary="Read the current state")
+    async def read_state(workspace: str, request: Request) -> Response:
+        name = validate_workspace_name(workspace)
+        body = await run_in_threadpool(service.read, await context(request), name)
+        if body is None:
+            return Response(status_code=204)
+        return Response(body, media_type="application/json")
+
+    @app.post("/v1/state/{workspace:path}", tags=["state"], summary="Write a new state version")
+    async def write_state(workspace: str, request: Request, ID: str | None = None) -> Response:
+        name = validate_workspace_name(workspace)
+        ctx = await context(request)
+        body = await _read_body(request, max_bytes)
+        _check_md5(body, request.headers.get("content-md5"))
+        await run_in_threadpool(service.write, ctx, name, body, ID)
+        return Response(status_code=200)
+
+    @app.delete("/v1/state/{workspace:path}", tags=["state"], summary="Delete the current state")
+    async def delete_state(workspace: str, request: Request) -> Response:
+        name = validate_workspace_name(workspace)
+        await run_in_threadpool(service.delete, await context(request), name)
+        return Response(status_code=200)
+
+
+def _workspace_routes(app: FastAPI, service: StateService, context: ContextDep) -> None:
+    @app.get("/v1/workspaces", tags=["workspaces"], summary="Workspaces the caller may read")
+    async def list_workspaces(request: Request) -> list[dict[str, Any]]:
+        return await run_in_threadpool(service.workspaces, await context(request))
+
+    @app.get("/v1/workspaces/{workspace:path}/versions", tags=["versions"])
+    async def list_versions(workspace: str, request: Request) -> list[dict[str, Any]]:
+        name = validate_workspace_name(workspace)
+        rows = await run_in_threadpool(service.versions, await context(request), name)
+        return [row.to_json() for row in rows]
+
+    @app.get("/v1/workspaces/{workspace:path}/versions/{version}", tags=["versions"])
+    async def get_version(workspace: str, version: int, request: Request) -> Response:
+        name = validate_workspace_name(workspace)
+        body = await run_in_threadpool(service.version_body, await context(request), name, version)
+        return Response(body, media_type="application/json")
+
+    @app.get("/v1/workspaces/{workspace:path}/diff", tags=["versions"])
+    async def diff(workspace: str, request: Request, old: int, new: int) -> dict[str, Any]:
+        name = validate_workspace_name(workspace)
+        return await run_in_threadpool(service.diff, await context(request), name, old, new)
+
+    @app.post("/v1/workspaces/{workspace:path}/rollback", tags=["admin"])
+    async def rollback(workspace: str, body: RollbackRequest, request: Request) -> dict[str, Any]:
+        name = validate_workspace_name(workspace)
+        ctx = await context(request)
+        info = await run_in_threadpool(service.rollback, ctx, name, body.version)
+        return info.to_json()
+
+    @app.post("/v1/workspaces/{workspace:path}/override", tags=["admin"])
+    async def override(workspace: str, body: OverrideRequest, request: Request) -> dict[str, str]:
+        name = validate_workspace_name(workspace)
+        ctx = await context(request)
+        await run_in_threadpool(service.arm_override, ctx, name, body.minutes, body.reason)
+        return {"status": "armed", "workspace": name}
+
+
+def _health_routes(app: FastAPI, engine: Any, blobs: BlobStore | None, metrics: _Metrics) -> None:
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> Response:
+        def check() -> None:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            if blobs is not None:
+                blobs.check()
+
+        try:
+            await run_in_threadpool(check)
+        except Exception as exc:  # readiness reports any failure instead of raising it
+            return JSONResponse({"status": "unavailable", "reason": str(exc)[:300]}, 503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        # A registry per app, so several apps (tests) in one process do not collide.
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "tofuflow_http_requests_total", "HTTP requests", ["method", "route", "status"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "tofuflow_http_request_seconds", "HTTP request latency", ["method", "route"],
+            registry=self.registry,
+        )  # fmt: skip
+
+
+def _install_metrics(app: FastAPI, metrics: _Metrics) -> None:
+    @app.middleware("http")
+    async def measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        metrics.requests.labels(request.method, template, str(response.status_code)).inc()
+        metrics.latency.labels(request.method, template).observe(time.perf_counter() - started)
+        return response
+
+
+def _install_error_handlers(app: FastAPI, service: StateService) -> None:
+    async def audit_refusal(request: Request, status: int, reason: str) -> None:
+        principal = getattr(request.state, "principal", _ANONYMOUS)
+        client = request.client.host if request.client else None
+        workspace = request.path_params.get("workspace")
+        action = f"http.{request.method.lower()}"
+        ctx = RequestContext(principal, client)
+        await run_in_threadpool(
+            service.record_refusal, ctx, action, str(workspace)[:255] if workspace else None,
+            status, reason,
+        )  # fmt: skip
+
+    @app.exception_handler(LockedError)
+    async def locked(request: Request, exc: LockedError) -> Response:
+        await audit_refusal(request, 423, str(exc))
+        # The binary parses this body to tell its user who holds the lock.
+        return JSONResponse(exc.lock_info or {"error": str(exc)}, status_code=423)
+
+    @app.exception_handler(RequestError)
+    async def refused(request: Request, exc: RequestError) -> Response:
+        await audit_refusal(request, exc.status, str(exc))
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(AuthError)
+    async def unauthenticated(request: Request, exc: AuthError) -> Response:
+        await audit_refusal(request, 401, str(exc))
+        return JSONResponse(
+            {"error": str(exc)},
+            status_code=401,
+            headers={"WWW-Authenticate": 'Basic realm="tofuflow", Bearer'},
+        )
+
+    @app.exception_handler(ForbiddenError)
+    async def forbidden(request: Request, exc: ForbiddenError) -> Response:
+        await audit_refusal(request, 403, str(exc))
+        return JSONResponse({"error": str(exc)}, status_code=403)
+
+    @app.exception_handler(CryptoError)
+    async def crypto(request: Request, exc: CryptoError) -> Response:
+        return JSONResponse({"error": f"server key problem: {exc}"}, status_code=500)
+
+    @app.exception_handler(StorageError)
+    async def storage(request: Request, exc: StorageError) -> Response:
+        # 503: the store may come back, and the binary retries 5xx.
+        return JSONResponse({"error": f"storage unavailable: {exc}"}, status_code=503)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"body of {declared} bytes is over the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_md5(body: bytes, header: str | None) -> None:
+    if header is None:
+        return
+    actual = base64.b64encode(hashlib.md5(body).digest()).decode()  # noqa: S324 - protocol
+    if header.strip() != actual:
+        raise BadRequestError(
+            "Content-MD5 does not match the body: it was corrupted in transit; retry"
+        )
+
+
+def _json_object(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(body)
+    except ValueError as exc:
+        raise BadRequestError(f"{what} body is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise BadRequestError(f"{what} body must be a JSON object")
+    return value

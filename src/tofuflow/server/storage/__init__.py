@@ -1,0 +1,1 @@
+"""Storage: SQL tables (SQLAlchemy + Alembic) and object stores for sealed state bodies."""

@@ -1,0 +1,179 @@
+"""The control plane's tables (SQLAlchemy 2) and engine set-up for SQLite and PostgreSQL.
+
+Schema changes go through Alembic (``migrations/``); ``migrate(engine)`` brings a database
+to the newest revision at start-up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "ApiToken",
+    "AuditEvent",
+    "AuditHead",
+    "Base",
+    "StateVersion",
+    "Workspace",
+    "make_engine",
+    "migrate",
+    "utcnow",
+]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dt.datetime: DateTime(timezone=True),
+        dict[str, Any]: JSON,
+    }
+
+
+class Workspace(Base):
+    """One state (the HTTP backend has one URL per state) and its lock."""
+
+    __tablename__ = "workspaces"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    current_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    serial: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    lineage: Mapped[str | None] = mapped_column(String(64), default=None)
+    lock_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    lock_info: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    locked_by: Mapped[str | None] = mapped_column(String(512), default=None)
+    locked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    override_by: Mapped[str | None] = mapped_column(String(512), default=None)
+    override_until: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class StateVersion(Base):
+    """Every accepted write. The body is sealed (encrypted) — never stored in plaintext."""
+
+    __tablename__ = "state_versions"
+    __table_args__ = (UniqueConstraint("workspace_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    serial: Mapped[int] = mapped_column(BigInteger)
+    lineage: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(512))
+    run_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    source: Mapped[str] = mapped_column(String(16), default="write")
+    key_id: Mapped[str] = mapped_column(String(512))
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    nonce: Mapped[bytes] = mapped_column(LargeBinary)
+    ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    blob_key: Mapped[str | None] = mapped_column(String(512), default=None)
+
+
+class ApiToken(Base):
+    """An expiring API token; only the hash of its secret is kept."""
+
+    __tablename__ = "api_tokens"
+
+    token_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    workspaces: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column()
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class AuditEvent(Base):
+    """One append-only audit record; ``hash`` chains it to the previous one."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ts: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(512))
+    actor_claims: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    workspace: Mapped[str | None] = mapped_column(String(255), index=True, default=None)
+    serial: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    outcome: Mapped[str] = mapped_column(String(32))
+    status: Mapped[int] = mapped_column(Integer)
+    client: Mapped[str | None] = mapped_column(String(128), default=None)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """A single row holding the chain's tip; locking it serialises appends."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_hash: Mapped[str] = mapped_column(String(64))
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the settings each database needs for safe concurrent writes."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        _sqlite_pragmas(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # Transactions are begun by hand below; WAL lets readers run beside the writer.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        # IMMEDIATE takes the write lock up front: two writers never deadlock upgrading
+        # a read lock, the second one waits (busy_timeout) instead of failing.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def migrate(engine: Engine) -> None:
+    """Upgrade the database to the newest schema revision (Alembic)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
