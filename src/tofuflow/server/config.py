@@ -88,8 +88,9 @@ class ServerConfig:
             "oidc_issuers": tuple(_list(_table(doc, "oidc", where), "issuers", where)),
             "bindings": tuple(_list(doc, "bindings", where)),
         }
-        values.update(_from_env())
-        values.update(overrides)
+        # Later sources win, but only where they actually set something.
+        for source_values in (_from_env(), overrides):
+            values.update({k: v for k, v in source_values.items() if v is not None})
         values = {k: v for k, v in values.items() if v is not None}
         if "data_dir" in values:
             values["data_dir"] = Path(values["data_dir"]).expanduser()
