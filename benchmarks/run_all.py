@@ -7,7 +7,12 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SCRIPTS = ["bench_plan_parse.py", "bench_driver.py"]
+SCRIPTS = [
+    "bench_plan_parse.py",
+    "bench_driver.py",
+    "bench_state_backends.py",
+    "bench_server_throughput.py",
+]
 
 
 def main() -> int:

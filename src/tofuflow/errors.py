@@ -16,6 +16,7 @@
     │   ├── BadRequestError       400: malformed body, bad name, wrong Content-MD5
     │   ├── NotFoundError         404: no such workspace, version or run
     │   ├── ConflictError         409: stale serial, other lineage, lock not held
+    │   │   └── PlanStaleError    the state moved since the plan: plan again
     │   ├── LockedError           423: the state is locked; ``lock_info`` is the holder's
     │   └── PayloadTooLargeError  413: body over the configured limit
     └── TofuError                 a command of the binary failed (command, exit code, diagnostics)
@@ -53,6 +54,7 @@ __all__ = [
     "LockedError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "PlanStaleError",
     "RequestError",
     "StateLockedError",
     "StateWriteError",
@@ -177,6 +179,10 @@ class NotFoundError(RequestError):
 
 class ConflictError(RequestError):
     status = 409
+
+
+class PlanStaleError(ConflictError):
+    """The workspace's state changed since the run was planned."""
 
 
 class LockedError(RequestError):

@@ -2,7 +2,9 @@
 
 Every test talks HTTP to a real server (uvicorn in a thread, SQLite unless it says
 otherwise), the way the http backend and operators do, and then checks through an admin
-token that the state, its versions and its lock are exactly what they were before.
+token that the state, its versions and its lock are exactly what they were before. The
+servers are shared by the module; each test works in workspaces of its own and reads only
+the audit events it caused.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -160,7 +161,8 @@ def secret_parts(token: str) -> list[str]:
     """The strings that must never be shown: the token, and its secret or JWT signature."""
     if token.startswith("tfw_"):
         return [token, token[len("tfw_") + 13 :]]
-    return [token, token.rsplit(".", 1)[-1]]
+    signature = token.rsplit(".", 1)[-1]
+    return [token, signature] if len(signature) >= 8 else [token]  # alg none: no signature
 
 
 def assert_never_shown(server: RunningServer, tokens: list[str], texts: list[str]) -> None:
@@ -170,6 +172,16 @@ def assert_never_shown(server: RunningServer, tokens: list[str], texts: list[str
             assert secret not in logged, "a token reached the audit log"
             for text in texts:
                 assert secret not in text, "a token was echoed in a response"
+
+
+@pytest.fixture(scope="module")
+def state_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One server on SQLite for the module: each test works in workspaces of its own."""
+    data_dir = tmp_path_factory.mktemp("state-api-errors") / "server"
+    with threaded_server(
+        ServerConfig.from_mapping({"server": {"data_dir": str(data_dir)}})
+    ) as server:
+        yield server
 
 
 @pytest.fixture
@@ -260,10 +272,11 @@ def test_workspace_named_like_a_lock_address_is_refused_with_400(
 SMALL_LIMIT = 64 * 1024
 
 
-@pytest.fixture
-def small_server(tmp_path: Path) -> Iterator[RunningServer]:
+@pytest.fixture(scope="module")
+def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    data_dir = tmp_path_factory.mktemp("small") / "server"
     config = ServerConfig.from_mapping(
-        {"server": {"data_dir": str(tmp_path / "small"), "max_state_bytes": SMALL_LIMIT}}
+        {"server": {"data_dir": str(data_dir), "max_state_bytes": SMALL_LIMIT}}
     )
     with threaded_server(config) as running:
         yield running
@@ -368,7 +381,7 @@ def test_body_that_is_not_a_valid_state_is_refused_with_400_and_changes_nothing(
 
 @pytest.mark.parametrize(
     "body",
-    [b"{not json", b"[]", b'"ID"', b"[" * 40_000 + b"]" * 40_000],
+    [b"{not json", b"[]", b'"ID"', b"[" * 30_000 + b"]" * 30_000],
     ids=["not JSON", "array", "string", "nested too deeply"],
 )
 def test_lock_body_that_is_not_a_json_object_is_refused_with_400(
@@ -685,7 +698,7 @@ GARBAGE = {
     "basic with a random password": (basic("hunter2")["Authorization"], "unrecognised credential"),
     "basic not utf-8": ("Basic " + base64.b64encode(b"\xff:\xfe").decode(), "malformed Basic"),
     "unknown scheme": ("Token abc", "unsupported Authorization header"),
-    "empty bearer": ("Bearer ", "unsupported Authorization header"),
+    "bearer without a token": ("Bearer", "unsupported Authorization header"),
     "truncated api token": ("Bearer tfw_AAAA", "malformed API token"),
     "unknown api token": (f"Bearer {WELL_FORMED_UNKNOWN}", "invalid API token"),
     "jwt-shaped garbage": ("Bearer a.b.c", "OIDC tokens are not accepted"),
@@ -820,17 +833,20 @@ def test_applier_cannot_touch_workspaces_outside_its_pattern(
 BOUND_SUBJECT = "sc://org/proj/infra-apply"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def issuer() -> Iterator[LocalIssuer]:
     with LocalIssuer() as local:
         yield local
 
 
-@pytest.fixture
-def oidc_server(tmp_path: Path, issuer: LocalIssuer) -> Iterator[RunningServer]:
+@pytest.fixture(scope="module")
+def oidc_server(
+    tmp_path_factory: pytest.TempPathFactory, issuer: LocalIssuer
+) -> Iterator[RunningServer]:
+    data_dir = tmp_path_factory.mktemp("oidc") / "server"
     config = ServerConfig.from_mapping(
         {
-            "server": {"data_dir": str(tmp_path / "oidc")},
+            "server": {"data_dir": str(data_dir)},
             "oidc": {
                 "issuers": [
                     {"issuer": issuer.issuer, "audience": issuer.audience,
@@ -954,7 +970,7 @@ def test_every_refusal_is_audited_with_its_actor_and_status_and_no_token_anywher
     with client(state_server) as api:
 
         def send(token: str | None, method: str, url: str, **kw: Any) -> tuple[str, int]:
-            headers = basic(token) if token else {}
+            headers = {**(basic(token) if token else {}), **kw.pop("headers", {})}
             response = api.request(method, url, headers=headers, **kw)
             responses.append(response)
             return response.request.method, response.status_code
@@ -1011,10 +1027,6 @@ def test_overlong_identifiers_are_refused_with_400_on_sqlite_and_postgresql(
                 "LOCK", f"/v1/state/{name}/lock", json={**LOCK_INFO, "ID": "i" * 129}
             )
             refused(long_lock, 400, "lock ID")
-            long_run = api.post(
-                f"/v1/state/{name}", content=state(2), headers={"X-Run-Id": "r" * 65}
-            )
-            refused(long_run, 400, "X-Run-Id")
             for path, params in [
                 (f"/v1/workspaces/{name}/versions/{2**40}", {}),
                 (f"/v1/workspaces/{name}/versions/{2**70}", {}),

@@ -57,25 +57,30 @@ def test_auth_public_api_is_pinned() -> None:
 
 
 def test_roles_are_ordered_by_power_not_alphabetically() -> None:
-    assert Role.READER < Role.PLANNER < Role.APPLIER < Role.ADMIN
+    assert Role.READER < Role.PLANNER < Role.APPLIER < Role.APPROVER < Role.ADMIN
     assert max([Role.ADMIN, Role.READER]) is Role.ADMIN
-    assert sorted([Role.ADMIN, Role.APPLIER, Role.READER, Role.PLANNER]) == list(Role)
+    assert sorted([Role.ADMIN, Role.APPROVER, Role.APPLIER, Role.READER, Role.PLANNER]) == list(
+        Role
+    )
 
 
 def test_role_parse_accepts_any_case() -> None:
     assert Role.parse(" Applier ") is Role.APPLIER
 
 
-@pytest.mark.parametrize("value", ["owner", "", "approver"])
+@pytest.mark.parametrize("value", ["owner", "", "auditor"])
 def test_role_parse_refuses_unknown_roles_listing_the_valid_ones(value: str) -> None:
-    with pytest.raises(ConfigError, match="use one of reader, planner, applier, admin"):
+    with pytest.raises(ConfigError, match="use one of reader, planner, applier, approver, admin"):
         Role.parse(value)
 
 
+_READS = {P.READ_STATE, P.LIST_VERSIONS, P.READ_RUNS}
+_APPLIES = _READS | {P.CREATE_RUN, P.LOCK, P.WRITE_STATE, P.UNLOCK, P.APPLY_RUN}
 EXPECTED_PERMISSIONS = {
-    Role.READER: {P.READ_STATE, P.LIST_VERSIONS},
-    Role.PLANNER: {P.READ_STATE, P.LIST_VERSIONS},
-    Role.APPLIER: {P.READ_STATE, P.LIST_VERSIONS, P.LOCK, P.WRITE_STATE, P.UNLOCK},
+    Role.READER: _READS,
+    Role.PLANNER: _READS | {P.CREATE_RUN},
+    Role.APPLIER: _APPLIES,
+    Role.APPROVER: _APPLIES | {P.APPROVE_RUN},
     Role.ADMIN: set(Permission),
 }
 

@@ -16,6 +16,7 @@ import click
 
 from tofuflow._version import __version__
 from tofuflow.cli._install_cmd import install
+from tofuflow.cli._runs_cmd import apply, approve, audit, plan, runs
 from tofuflow.cli._server_cmd import server
 
 __all__ = ["main"]
@@ -34,9 +35,11 @@ def cli() -> None:
 
     \b
     Start here:
-      tofuflow demo        plan and apply the bundled quickstart (local state)
+      tofuflow demo        the main job: plan → policy → approve → apply the quickstart
       tofuflow version     which binary tofuflow will drive
       tofuflow install     fetch a verified OpenTofu release
+      tofuflow plan WS     plan a workspace of tofuflow.toml, submit it for the policy check
+      tofuflow apply RUN   apply an approved run (here or on another machine)
       tofuflow server      run the control plane (remote, encrypted, audited state)
 
     tofuflow drives `tofu` when it is on PATH, else a tofu it installed, else
@@ -79,8 +82,8 @@ def demo_cmd(workdir: Path | None, environment: str, destroy: bool) -> None:
     sys.exit(run_demo(workdir, environment=environment, destroy=destroy, cancel=CANCEL))
 
 
-cli.add_command(install)
-cli.add_command(server)
+for command in (install, server, plan, apply, approve, runs, audit):
+    cli.add_command(command)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

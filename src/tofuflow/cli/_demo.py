@@ -10,8 +10,9 @@ from pathlib import Path
 import click
 
 from tofuflow.errors import TofuflowError
-from tofuflow.tofu import Event, Tofu, render_plan_text
+from tofuflow.tofu import Event, render_plan_text
 
+WORKSPACE = "demo/quickstart"
 # The progress lines worth showing a person; the rest of the -json stream is detail.
 _SHOWN_EVENTS = {"apply_start", "apply_complete", "apply_errored", "diagnostic"}
 
@@ -19,27 +20,48 @@ _SHOWN_EVENTS = {"apply_start", "apply_complete", "apply_errored", "diagnostic"}
 def run_demo(
     workdir: Path | None, *, environment: str, destroy: bool, cancel: threading.Event
 ) -> int:
-    """Init, plan and apply (or destroy) the quickstart; returns the exit code."""
+    """Plan → policy → approve → apply the quickstart through the embedded control plane."""
+    from tofuflow.ci import detect_run_context
+    from tofuflow.cli._runs_cmd import _print_decision, _print_verify
+    from tofuflow.project import WorkspaceConfig
+    from tofuflow.runs import ControlPlane, EmbeddedControlPlane, Runner, apply_run, plan_workspace
+
     target = workdir or _default_dir()
+    runner = Runner(on_event=_show_event, cancel_event=cancel)
     try:
         _refresh_config(target)
-        tf = Tofu(
-            target,
-            variables={"environment": environment},
-            on_event=_show_event,
-            cancel_event=cancel,
+        workspace = WorkspaceConfig(
+            name=WORKSPACE, directory=target, variables={"environment": environment}
         )
-        click.echo(f"binary:    {tf.binary}")
-        click.echo(f"directory: {target}")
-        tf.init()
-        planned = tf.plan(out="demo.tfplan", destroy=destroy)
-        click.echo("")
-        click.echo(render_plan_text(tf.show_plan("demo.tfplan")))
-        if planned.has_changes:
-            tf.apply("demo.tfplan")
-        else:
-            click.echo("Nothing to apply: the quickstart is up to date.")
-        _show_result(tf)
+        with EmbeddedControlPlane() as embedded:
+            click.echo(f"control plane: embedded at {embedded.url} ({embedded.config.data_dir})")
+            click.echo(f"directory:     {target}")
+            with ControlPlane(embedded.url, embedded.token("planner")) as planner:
+                context = detect_run_context(cwd=target).to_json()
+                outcome = plan_workspace(workspace, planner, context, runner, destroy=destroy)
+            click.echo("")
+            click.echo(render_plan_text(outcome.plan))
+            _print_decision(outcome.run)
+            run_id, status = outcome.run["id"], outcome.run["status"]
+            if status == "denied":
+                return 3
+            if status == "needs_approval":
+                # The embedded plane is single-user: the person at this machine approves.
+                with ControlPlane(embedded.url, embedded.token("approver")) as approver:
+                    approver.approve(run_id, "approved by the local user (tofuflow demo)")
+                click.echo(f"run {run_id}: approved by the local user")
+            if outcome.plan.has_changes:
+                with ControlPlane(embedded.url, embedded.token("applier")) as applier:
+                    done = apply_run(run_id, workspace, applier, runner)
+                result = done.get("result") or {}
+                click.echo(
+                    f"run {run_id}: {done['status']} — state serial {result.get('serial')}, "
+                    f"version {done.get('state_version')} of workspace {WORKSPACE}"
+                )
+            else:
+                click.echo("Nothing to apply: the quickstart is up to date.")
+            with ControlPlane(embedded.url, embedded.token("admin", ttl="10m")) as reader:
+                _print_verify(reader.audit_verify())
     except TofuflowError as err:
         click.secho(f"error: {err}", fg="red", err=True)
         return 1
@@ -65,12 +87,3 @@ def _refresh_config(target: Path) -> None:
 def _show_event(event: Event) -> None:
     if event.type in _SHOWN_EVENTS and event.message:
         click.echo(f"  {event.message}")
-
-
-def _show_result(tf: Tofu) -> None:
-    state = tf.state_pull()
-    outputs = tf.output()
-    click.echo("")
-    click.echo(f"state:     serial {state.serial if state else '-'} in {tf.working_dir}")
-    for name, value in outputs.items():
-        click.echo(f"output {name} = {value}")

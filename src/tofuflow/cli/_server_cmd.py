@@ -83,9 +83,10 @@ def tokens() -> None:
 @click.option(
     "--role",
     required=True,
-    type=click.Choice(["reader", "planner", "applier", "admin"]),
-    help="reader: read state; planner: read (plans run unlocked); applier: lock and write; "
-    "admin: also force-unlock, rollback, override, delete.",
+    type=click.Choice(["reader", "planner", "applier", "approver", "admin"]),
+    help="reader: read state and runs; planner: also submit plans (read-only state); "
+    "applier: also lock, write and apply approved runs; approver: also approve others' "
+    "runs; admin: also force-unlock, rollback, override, delete.",
 )
 @click.option("--workspaces", default="*", show_default=True, help="Workspace glob, e.g. 'app/*'.")
 @click.option("--ttl", default="30d", show_default=True, help="Lifetime: 90m, 12h, 30d (<= 365d).")

@@ -19,7 +19,17 @@ from sqlalchemy.orm import Session
 
 from tofuflow.server.storage._db import AuditEvent, AuditHead, utcnow
 
-__all__ = ["GENESIS", "Actor", "VerifyResult", "append", "event_hash", "verify"]
+__all__ = [
+    "GENESIS",
+    "Actor",
+    "AuditQuery",
+    "VerifyResult",
+    "append",
+    "event_hash",
+    "event_json",
+    "query_events",
+    "verify",
+]
 
 GENESIS = "0" * 64
 
@@ -51,6 +61,8 @@ def append(
     workspace: str | None = None,
     serial: int | None = None,
     detail: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    commit: str | None = None,
 ) -> AuditEvent:
     """Add one event inside the caller's transaction (it commits or rolls back with it)."""
     # Locking the head row serialises appenders, so the chain never forks.
@@ -69,6 +81,8 @@ def append(
         status=status,
         client=actor.client,
         detail=dict(detail) if detail else None,
+        run_id=run_id,
+        commit=commit,
         prev_hash=head.last_hash,
         hash="",
     )
@@ -92,6 +106,8 @@ def event_hash(event: AuditEvent) -> str:
         "status": event.status,
         "client": event.client,
         "detail": event.detail,
+        "run_id": event.run_id,
+        "commit": event.commit,
     }
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256((event.prev_hash + canonical).encode()).hexdigest()
@@ -122,3 +138,51 @@ def _utc(ts: dt.datetime) -> str:
     # SQLite hands back naive datetimes (stored as UTC); PostgreSQL aware ones.
     aware = ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
     return aware.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    run: str | None = None
+    commit: str | None = None
+    workspace: str | None = None
+    actor: str | None = None
+    after: int = 0
+    limit: int = 1000
+
+
+def query_events(engine: Any, principal: Any, query: AuditQuery) -> list[dict[str, Any]]:
+    """Events matching ``query`` that ``principal`` may read, oldest first.
+
+    Events about a workspace need read rights on it; events without one (tokens, key
+    rotation) are for admins.
+    """
+    from sqlalchemy.orm import Session as _Session
+
+    from tofuflow.server.auth import Permission
+
+    statement = select(AuditEvent).where(AuditEvent.id > query.after).order_by(AuditEvent.id)
+    for column, value in (
+        (AuditEvent.run_id, query.run),
+        (AuditEvent.workspace, query.workspace),
+        (AuditEvent.actor, query.actor),
+    ):
+        if value:
+            statement = statement.where(column == value)
+    if query.commit:
+        statement = statement.where(AuditEvent.commit.startswith(query.commit))
+    with _Session(engine) as session:
+        events = session.scalars(statement.limit(query.limit)).all()
+        return [
+            event_json(e) for e in events if principal.can(Permission.READ_RUNS, e.workspace or "*")
+        ]
+
+
+def event_json(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": event.id, "ts": _utc(event.ts), "actor": event.actor,
+        "actor_claims": event.actor_claims, "action": event.action,
+        "workspace": event.workspace, "serial": event.serial, "outcome": event.outcome,
+        "status": event.status, "client": event.client, "detail": event.detail,
+        "run_id": event.run_id, "commit": event.commit,
+        "prev_hash": event.prev_hash, "hash": event.hash,
+    }  # fmt: skip

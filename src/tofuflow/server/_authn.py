@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from tofuflow.errors import AuthError
+from tofuflow.server._runs import SESSION_PREFIX, session_principal
 from tofuflow.server.auth import (
     Binding,
     OidcVerifier,
@@ -40,6 +41,8 @@ class Authenticator:
         credential = _credential(authorization)
         if credential.startswith("tfw_"):
             return self._api_token(credential)
+        if credential.startswith(SESSION_PREFIX):
+            return session_principal(self.engine, credential)
         if credential.count(".") == 2:
             if self.verifier is None:
                 raise AuthError("OIDC tokens are not accepted: no trusted issuer is configured")

@@ -39,6 +39,12 @@ __all__ = ["StateService", "VersionInfo", "state_aad", "validate_workspace_name"
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 _NAME = re.compile(rf"^{_SEGMENT}(/{_SEGMENT}){{0,7}}$")
 _MAX_NAME = 200
+# Bounds of the database columns: past them PostgreSQL fails the write (a 500), and SQLite
+# cannot bind an integer beyond 64 bits.
+_MAX_SERIAL = 2**63 - 1  # BIGINT
+_MAX_VERSION = 2**31 - 1  # INTEGER
+_MAX_LINEAGE = 64  # the binary writes a 36-character UUID
+_MAX_LOCK_ID = 128
 
 
 def validate_workspace_name(name: str) -> str:
@@ -125,7 +131,8 @@ class StateService:
             _audit.append(
                 session, ctx.actor, "state.write", workspace=name, serial=serial,
                 detail={"version": row.version, "sha256": digest, "size": len(body),
-                        "override": override, "run_id": ctx.run_id},
+                        "override": override},
+                run_id=ctx.run_id,
             )  # fmt: skip
             return _info(name, row)
 
@@ -134,6 +141,10 @@ class StateService:
         lock_id = str(info.get("ID") or "")
         if not lock_id:
             raise BadRequestError("lock request without an ID: send the binary's LockInfo JSON")
+        if len(lock_id) > _MAX_LOCK_ID:
+            raise BadRequestError(
+                f"lock ID longer than {_MAX_LOCK_ID} characters: send the binary's LockInfo JSON"
+            )
         with self._tx() as session:
             ws = self._workspace_for_update(session, name)
             if ws.lock_id is not None and ws.lock_id != lock_id:
@@ -345,8 +356,22 @@ def state_identity(body: bytes) -> tuple[int, str]:
         state = State.from_json(body)
     except DocumentError as exc:
         raise BadRequestError(f"the body is not a state document: {exc}") from exc
+    except RecursionError as exc:
+        raise BadRequestError(
+            "the body is not a state document: its JSON is nested too deeply"
+        ) from exc
     if not state.lineage:
         raise BadRequestError("the state has no lineage; push a state written by tofu/terraform")
+    if len(state.lineage) > _MAX_LINEAGE:
+        raise BadRequestError(
+            f"the state's lineage is longer than {_MAX_LINEAGE} characters; push a state "
+            "written by tofu/terraform (its lineage is a UUID)"
+        )
+    if state.serial > _MAX_SERIAL:
+        raise BadRequestError(
+            f"the state's serial {state.serial} is out of range (at most {_MAX_SERIAL}); "
+            "push a state written by tofu/terraform"
+        )
     return state.serial, state.lineage
 
 
@@ -411,6 +436,8 @@ def _require(session: Session, name: str, *, for_update: bool = False) -> Worksp
 
 
 def _version_row(session: Session, ws: Workspace, version: int) -> StateVersion:
+    if not 1 <= version <= _MAX_VERSION:
+        raise NotFoundError(f"workspace {ws.name} has no version {version}")
     row = session.scalars(
         select(StateVersion).where(
             StateVersion.workspace_id == ws.id, StateVersion.version == version

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,6 +29,7 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, Field
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from tofuflow._version import __version__
 from tofuflow.errors import (
@@ -40,9 +42,18 @@ from tofuflow.errors import (
     RequestError,
     StorageError,
 )
+from tofuflow.policy import PolicySet
+from tofuflow.server._audit import AuditQuery, query_events, verify
 from tofuflow.server._authn import Authenticator
+from tofuflow.server._runs import RunService, WorkspacePolicy
 from tofuflow.server._state import RequestContext, StateService, validate_workspace_name
-from tofuflow.server.auth import Issuer, OidcVerifier, Principal, bindings_from_config
+from tofuflow.server.auth import (
+    Issuer,
+    OidcVerifier,
+    Principal,
+    bindings_from_config,
+    parse_ttl,
+)
 from tofuflow.server.config import ServerConfig
 from tofuflow.server.crypto import keyring_from_config
 from tofuflow.server.storage._blobs import BlobStore, blob_store_from_config
@@ -92,11 +103,22 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     async def context(request: Request) -> RequestContext:
         client = request.client.host if request.client else None
-        return RequestContext(await principal_of(request), client, request.headers.get("x-run-id"))
+        principal = await principal_of(request)
+        # Only an apply-session token ties a request to a run; a header could be forged.
+        run_id = principal.claims.get("run_id")
+        return RequestContext(principal, client, str(run_id) if run_id else None)
 
+    runs = RunService(
+        engine, service.keyring, blobs, PolicySet.load(config.policies_dir),
+        [WorkspacePolicy.from_config(entry) for entry in config.workspace_settings],
+        approval_ttl=parse_ttl(config.approval_ttl), session_ttl=parse_ttl(config.session_ttl),
+    )  # fmt: skip
+    app.state.runs = runs
     _health_routes(app, engine, blobs, metrics)
     _state_routes(app, service, context, config.max_state_bytes)
     _workspace_routes(app, service, context)
+    _run_routes(app, runs, context, config.max_state_bytes)
+    _audit_routes(app, engine, context)
     return app
 
 
@@ -109,8 +131,8 @@ def _state_routes(app: FastAPI, service: StateService, context: ContextDep, max_
         "/v1/state/{workspace:path}/lock", methods=["LOCK", "UNLOCK"], include_in_schema=False
     )
     async def lock(workspace: str, request: Request) -> Response:
-        name = validate_workspace_name(workspace)
         ctx = await context(request)
+        name = validate_workspace_name(workspace)
         body = await _read_body(request, 64 * 1024)
         info = _json_object(body, "LockInfo") if body.strip() else None
         if request.method == "LOCK":
@@ -121,16 +143,17 @@ def _state_routes(app: FastAPI, service: StateService, context: ContextDep, max_
 
     @app.get("/v1/state/{workspace:path}", tags=["state"], summary="Read the current state")
     async def read_state(workspace: str, request: Request) -> Response:
+        ctx = await context(request)
         name = validate_workspace_name(workspace)
-        body = await run_in_threadpool(service.read, await context(request), name)
+        body = await run_in_threadpool(service.read, ctx, name)
         if body is None:
             return Response(status_code=204)
         return Response(body, media_type="application/json")
 
     @app.post("/v1/state/{workspace:path}", tags=["state"], summary="Write a new state version")
     async def write_state(workspace: str, request: Request, ID: str | None = None) -> Response:
-        name = validate_workspace_name(workspace)
         ctx = await context(request)
+        name = validate_workspace_name(workspace)
         body = await _read_body(request, max_bytes)
         _check_md5(body, request.headers.get("content-md5"))
         await run_in_threadpool(service.write, ctx, name, body, ID)
@@ -138,8 +161,9 @@ def _state_routes(app: FastAPI, service: StateService, context: ContextDep, max_
 
     @app.delete("/v1/state/{workspace:path}", tags=["state"], summary="Delete the current state")
     async def delete_state(workspace: str, request: Request) -> Response:
+        ctx = await context(request)
         name = validate_workspace_name(workspace)
-        await run_in_threadpool(service.delete, await context(request), name)
+        await run_in_threadpool(service.delete, ctx, name)
         return Response(status_code=200)
 
 
@@ -150,34 +174,139 @@ def _workspace_routes(app: FastAPI, service: StateService, context: ContextDep) 
 
     @app.get("/v1/workspaces/{workspace:path}/versions", tags=["versions"])
     async def list_versions(workspace: str, request: Request) -> list[dict[str, Any]]:
+        ctx = await context(request)
         name = validate_workspace_name(workspace)
-        rows = await run_in_threadpool(service.versions, await context(request), name)
+        rows = await run_in_threadpool(service.versions, ctx, name)
         return [row.to_json() for row in rows]
 
     @app.get("/v1/workspaces/{workspace:path}/versions/{version}", tags=["versions"])
     async def get_version(workspace: str, version: int, request: Request) -> Response:
+        ctx = await context(request)
         name = validate_workspace_name(workspace)
-        body = await run_in_threadpool(service.version_body, await context(request), name, version)
+        body = await run_in_threadpool(service.version_body, ctx, name, version)
         return Response(body, media_type="application/json")
 
     @app.get("/v1/workspaces/{workspace:path}/diff", tags=["versions"])
     async def diff(workspace: str, request: Request, old: int, new: int) -> dict[str, Any]:
+        ctx = await context(request)
         name = validate_workspace_name(workspace)
-        return await run_in_threadpool(service.diff, await context(request), name, old, new)
+        return await run_in_threadpool(service.diff, ctx, name, old, new)
 
     @app.post("/v1/workspaces/{workspace:path}/rollback", tags=["admin"])
     async def rollback(workspace: str, body: RollbackRequest, request: Request) -> dict[str, Any]:
-        name = validate_workspace_name(workspace)
         ctx = await context(request)
+        name = validate_workspace_name(workspace)
         info = await run_in_threadpool(service.rollback, ctx, name, body.version)
         return info.to_json()
 
     @app.post("/v1/workspaces/{workspace:path}/override", tags=["admin"])
     async def override(workspace: str, body: OverrideRequest, request: Request) -> dict[str, str]:
-        name = validate_workspace_name(workspace)
         ctx = await context(request)
+        name = validate_workspace_name(workspace)
         await run_in_threadpool(service.arm_override, ctx, name, body.minutes, body.reason)
         return {"status": "armed", "workspace": name}
+
+
+class NewRun(BaseModel):
+    workspace: str = Field(description="The workspace (state) the run changes")
+    config_digest: str = Field(min_length=64, max_length=64, pattern="^[0-9a-f]{64}$")
+    context: dict[str, Any] = Field(default_factory=dict, description="Commit, CI run, ...")
+
+
+class Approve(BaseModel):
+    comment: str = Field(default="", max_length=1000)
+
+
+class Finish(BaseModel):
+    outcome: str = Field(pattern="^(applied|failed)$")
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class Cancel(BaseModel):
+    reason: str = Field(default="cancelled", max_length=500)
+
+
+def _run_routes(app: FastAPI, runs: RunService, context: ContextDep, max_bytes: int) -> None:
+    @app.post("/v1/runs", tags=["runs"], summary="Start a run (planner)")
+    async def create_run(body: NewRun, request: Request) -> dict[str, Any]:
+        name = validate_workspace_name(body.workspace)
+        ctx = await context(request)
+        return await run_in_threadpool(runs.create, ctx, name, body.context, body.config_digest)
+
+    @app.get("/v1/runs", tags=["runs"])
+    async def list_runs(
+        request: Request, workspace: str | None = None, commit: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        ctx = await context(request)
+        return await run_in_threadpool(
+            lambda: runs.list(ctx, workspace=workspace, commit=commit, limit=limit)
+        )
+
+    @app.get("/v1/runs/{run_id}", tags=["runs"])
+    async def get_run(run_id: str, request: Request) -> dict[str, Any]:
+        return await run_in_threadpool(runs.get, await context(request), run_id)
+
+    @app.put("/v1/runs/{run_id}/artifact", tags=["runs"], summary="Upload the plan artifact")
+    async def put_artifact(run_id: str, request: Request) -> dict[str, Any]:
+        ctx = await context(request)
+        data = await _read_body(request, max_bytes)
+        return await run_in_threadpool(runs.upload_artifact, ctx, run_id, data)
+
+    @app.get("/v1/runs/{run_id}/artifact", tags=["runs"], summary="Download it (appliers)")
+    async def get_artifact(run_id: str, request: Request) -> Response:
+        data, digest = await run_in_threadpool(runs.artifact, await context(request), run_id)
+        return Response(data, media_type="application/zip", headers={"X-Sha256": digest})
+
+    @app.put("/v1/runs/{run_id}/plan", tags=["runs"], summary="Upload the plan; get a decision")
+    async def put_plan(run_id: str, request: Request) -> dict[str, Any]:
+        ctx = await context(request)
+        data = await _read_body(request, max_bytes)
+        return await run_in_threadpool(runs.upload_plan, ctx, run_id, data)
+
+    @app.post("/v1/runs/{run_id}/approve", tags=["runs"], summary="Approve (approver role)")
+    async def approve(run_id: str, body: Approve, request: Request) -> dict[str, Any]:
+        return await run_in_threadpool(runs.approve, await context(request), run_id, body.comment)
+
+    @app.post("/v1/runs/{run_id}/apply-session", tags=["runs"], summary="Start applying")
+    async def open_session(run_id: str, request: Request) -> dict[str, Any]:
+        return await run_in_threadpool(runs.open_session, await context(request), run_id)
+
+    @app.post("/v1/runs/{run_id}/result", tags=["runs"], summary="Record the apply's outcome")
+    async def finish(run_id: str, body: Finish, request: Request) -> dict[str, Any]:
+        ctx = await context(request)
+        return await run_in_threadpool(runs.finish, ctx, run_id, body.outcome, body.detail)
+
+    @app.post("/v1/runs/{run_id}/cancel", tags=["runs"])
+    async def cancel(run_id: str, body: Cancel, request: Request) -> dict[str, Any]:
+        return await run_in_threadpool(runs.cancel, await context(request), run_id, body.reason)
+
+
+def _audit_routes(app: FastAPI, engine: Any, context: ContextDep) -> None:
+    @app.get("/v1/audit", tags=["audit"], summary="Audit events the caller may read")
+    async def audit_events(
+        request: Request,
+        run: str | None = None,
+        commit: str | None = None,
+        workspace: str | None = None,
+        actor: str | None = None,
+        after: int = 0,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        ctx = await context(request)
+        query = AuditQuery(run, commit, workspace, actor, after, min(max(limit, 1), 10_000))
+        return await run_in_threadpool(query_events, engine, ctx.principal, query)
+
+    @app.get("/v1/audit/verify", tags=["audit"], summary="Verify the hash chain")
+    async def audit_verify(request: Request) -> dict[str, Any]:
+        await context(request)
+
+        def check() -> dict[str, Any]:
+            with Session(engine) as session:
+                result = verify(session)
+            return {"ok": result.ok, "checked": result.checked,
+                    "first_bad_id": result.first_bad_id, "reason": result.reason}  # fmt: skip
+
+        return await run_in_threadpool(check)
 
 
 def _health_routes(app: FastAPI, engine: Any, blobs: BlobStore | None, metrics: _Metrics) -> None:
@@ -253,7 +382,9 @@ def _install_error_handlers(app: FastAPI, service: StateService) -> None:
     @app.exception_handler(RequestError)
     async def refused(request: Request, exc: RequestError) -> Response:
         await audit_refusal(request, exc.status, str(exc))
-        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        # The code lets clients raise the same error class (e.g. PlanStaleError).
+        code = re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
+        return JSONResponse({"error": str(exc), "code": code}, status_code=exc.status)
 
     @app.exception_handler(AuthError)
     async def unauthenticated(request: Request, exc: AuthError) -> Response:
@@ -307,6 +438,8 @@ def _json_object(body: bytes, what: str) -> dict[str, Any]:
         value = json.loads(body)
     except ValueError as exc:
         raise BadRequestError(f"{what} body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise BadRequestError(f"{what} body is not valid JSON: it is nested too deeply") from exc
     if not isinstance(value, dict):
         raise BadRequestError(f"{what} body must be a JSON object")
     return value

@@ -30,6 +30,19 @@ File (every key optional)::
     role = "applier"
     workspaces = "app/*"
     subject = "sc://org/project/infra-apply"
+
+    [policies]
+    directory = "/etc/tofuflow/policies"   # your .rego files, beside the built-in library
+
+    [[workspace_settings]]      # what policies see as input.workspace, by workspace glob
+    match = "app/prod*"
+    tags = ["production"]
+    settings = { protected = ["module.db.*"], max_deletions = 5 }
+    allow_self_approval = false
+
+    [runs]
+    approval_ttl = "24h"
+    session_ttl = "1h"
 """
 
 from __future__ import annotations
@@ -61,6 +74,10 @@ class ServerConfig:
     keys: Mapping[str, Any] = field(default_factory=dict)
     oidc_issuers: tuple[Mapping[str, Any], ...] = ()
     bindings: tuple[Mapping[str, Any], ...] = ()
+    policies_dir: Path | None = None
+    workspace_settings: tuple[Mapping[str, Any], ...] = ()
+    approval_ttl: str = "24h"
+    session_ttl: str = "1h"
     source: Path | None = None
 
     @classmethod
@@ -87,13 +104,19 @@ class ServerConfig:
             "keys": _table(doc, "keys", where),
             "oidc_issuers": tuple(_list(_table(doc, "oidc", where), "issuers", where)),
             "bindings": tuple(_list(doc, "bindings", where)),
-        }
+            "policies_dir": _get(_table(doc, "policies", where), "directory", str, where,
+                                 "policies"),
+            "workspace_settings": tuple(_list(doc, "workspace_settings", where)),
+            "approval_ttl": _get(_table(doc, "runs", where), "approval_ttl", str, where, "runs"),
+            "session_ttl": _get(_table(doc, "runs", where), "session_ttl", str, where, "runs"),
+        }  # fmt: skip
         # Later sources win, but only where they actually set something.
         for source_values in (_from_env(), overrides):
             values.update({k: v for k, v in source_values.items() if v is not None})
         values = {k: v for k, v in values.items() if v is not None}
-        if "data_dir" in values:
-            values["data_dir"] = Path(values["data_dir"]).expanduser()
+        for key in ("data_dir", "policies_dir"):
+            if key in values:
+                values[key] = Path(values[key]).expanduser()
         config = cls(source=source, **values)
         config.validate(where)
         return config

@@ -3,8 +3,8 @@
     principal.require(Permission.WRITE_STATE, "app/prod")   # ForbiddenError when not allowed
     principal.role_for("app/prod")                          # Role.PLANNER, or None
 
-Roles are ordered (reader < planner < applier < admin) and each includes the permissions of
-the ones below it. A principal holds grants (a role on a workspace glob); its role on a
+Roles are ordered (reader < planner < applier < approver < admin) and each includes the
+permissions of the ones below it. A principal holds grants (a role on a workspace glob); its role on a
 workspace is the highest role among the grants that match it.
 """
 
@@ -35,6 +35,7 @@ class Role(StrEnum):
     READER = "reader"
     PLANNER = "planner"
     APPLIER = "applier"
+    APPROVER = "approver"
     ADMIN = "admin"
 
     @classmethod
@@ -81,6 +82,10 @@ class Permission(StrEnum):
     OVERRIDE = "override"  # `state push -force`, or a write that changes the lineage
     DELETE_STATE = "delete_state"
     MANAGE_TOKENS = "manage_tokens"
+    READ_RUNS = "read_runs"  # runs, their plans and the audit log of the workspace
+    CREATE_RUN = "create_run"  # upload a plan for policy check
+    APPLY_RUN = "apply_run"  # open an apply session for an approved run
+    APPROVE_RUN = "approve_run"  # approve someone else's run (a person, not a pipeline)
 
     @property
     def minimum_role(self) -> Role:
@@ -96,13 +101,16 @@ def _rank_of(other: object) -> int:
 
 _RANKS = {role: rank for rank, role in enumerate(Role)}
 
-_READ = frozenset({Permission.READ_STATE, Permission.LIST_VERSIONS})
+_READ = frozenset({Permission.READ_STATE, Permission.LIST_VERSIONS, Permission.READ_RUNS})
+# Plans run with -lock=false and never write state, so a planner has a reader's state
+# rights; what it adds is submitting plans to the runs API.
+_PLAN = _READ | {Permission.CREATE_RUN}
+_APPLY = _PLAN | {Permission.LOCK, Permission.WRITE_STATE, Permission.UNLOCK, Permission.APPLY_RUN}
 _PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
     Role.READER: _READ,
-    # Plans run with -lock=false and never write state, so a planner reads like a reader;
-    # it differs in what the runs API lets it submit, not in state rights.
-    Role.PLANNER: _READ,
-    Role.APPLIER: _READ | {Permission.LOCK, Permission.WRITE_STATE, Permission.UNLOCK},
+    Role.PLANNER: _PLAN,
+    Role.APPLIER: _APPLY,
+    Role.APPROVER: _APPLY | {Permission.APPROVE_RUN},
     Role.ADMIN: frozenset(Permission),
 }
 

@@ -27,9 +27,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "ApiToken",
+    "Approval",
     "AuditEvent",
     "AuditHead",
     "Base",
+    "Run",
     "StateVersion",
     "Workspace",
     "make_engine",
@@ -107,6 +109,47 @@ class ApiToken(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
 
 
+class Run(Base):
+    """One plan → check → approve → apply run; artifact and plan are sealed like state."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    workspace: Mapped[str] = mapped_column(String(255), index=True)
+    status: Mapped[str] = mapped_column(String(24), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    requester: Mapped[str] = mapped_column(String(512), index=True)
+    requester_claims: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    context: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    commit: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
+    base_serial: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    base_lineage: Mapped[str | None] = mapped_column(String(64), default=None)
+    config_digest: Mapped[str] = mapped_column(String(64))
+    has_changes: Mapped[bool | None] = mapped_column(default=None)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    decision: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    artifact_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    artifact: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    plan_document: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    session_hash: Mapped[str | None] = mapped_column(String(128), default=None)
+    session_expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    result: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    state_version: Mapped[int | None] = mapped_column(Integer, default=None)
+
+
+class Approval(Base):
+    __tablename__ = "approvals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    approver: Mapped[str] = mapped_column(String(512))
+    approver_claims: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    comment: Mapped[str] = mapped_column(String(1000), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column()
+
+
 class AuditEvent(Base):
     """One append-only audit record; ``hash`` chains it to the previous one."""
 
@@ -123,6 +166,8 @@ class AuditEvent(Base):
     status: Mapped[int] = mapped_column(Integer)
     client: Mapped[str | None] = mapped_column(String(128), default=None)
     detail: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    run_id: Mapped[str | None] = mapped_column(String(32), index=True, default=None)
+    commit: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 

@@ -1,0 +1,277 @@
+"""`tofuflow plan | apply | approve | runs | audit`: runs through the control plane.
+
+Where the control plane is: TOFUFLOW_SERVER_URL, else tofuflow.toml's [server] url, else
+the embedded one (started in-process under your data directory). Which identity: a token
+per stage (TOFUFLOW_PLAN_TOKEN, TOFUFLOW_APPLY_TOKEN, TOFUFLOW_APPROVE_TOKEN) or
+TOFUFLOW_TOKEN; the embedded plane mints its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tofuflow.errors import ConfigError, TofuflowError
+
+__all__ = ["apply", "approve", "audit", "plan", "runs"]
+
+_PROJECT = click.option(
+    "--project",
+    "project_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The tofuflow.toml to use (default: searched upward from the current directory).",
+)
+# Stage → (role the embedded plane mints, the stage's token variable).
+_STAGES = {
+    "plan": ("planner", "TOFUFLOW_PLAN_TOKEN"),
+    "apply": ("applier", "TOFUFLOW_APPLY_TOKEN"),
+    "approve": ("approver", "TOFUFLOW_APPROVE_TOKEN"),
+    "read": ("admin", "TOFUFLOW_TOKEN"),
+}
+
+
+@contextmanager
+def control_plane(stage: str, server_url: str | None) -> Iterator[Any]:
+    """A ControlPlane client for ``stage``: remote when configured, else embedded."""
+    from tofuflow.runs import ControlPlane, EmbeddedControlPlane
+
+    role, token_var = _STAGES[stage]
+    url = os.environ.get("TOFUFLOW_SERVER_URL") or server_url
+    if url:
+        token = os.environ.get(token_var) or os.environ.get("TOFUFLOW_TOKEN")
+        if not token:
+            raise ConfigError(
+                f"no token for the {stage} stage: set {token_var} (or TOFUFLOW_TOKEN) to a "
+                f"token with the {role} role on the workspace"
+            )
+        with ControlPlane(url, token) as client:
+            yield client
+        return
+    with (
+        EmbeddedControlPlane() as embedded,
+        ControlPlane(embedded.url, embedded.token(role)) as client,
+    ):
+        yield client
+
+
+def _fail(err: TofuflowError) -> click.ClickException:
+    return click.ClickException(str(err))
+
+
+def _project(path: Path | None) -> Any:
+    from tofuflow.project import load_project
+
+    return load_project(path)
+
+
+@click.command("plan")
+@click.argument("workspace")
+@_PROJECT
+@click.option("--destroy", is_flag=True, help="Plan to destroy everything in the workspace.")
+def plan(workspace: str, project_path: Path | None, destroy: bool) -> None:
+    """Plan WORKSPACE read-only and submit it for the policy check.
+
+    \b
+    Exit codes: 0 no changes, 2 changes (approved, or waiting for an approver),
+                3 denied by policy, 1 error.
+    Prints the run id; apply it with `tofuflow apply RUN`, here or on another machine.
+    """
+    from tofuflow.ci import detect_run_context
+    from tofuflow.cli import CANCEL, CANCELLABLE
+    from tofuflow.runs import Runner, plan_workspace
+    from tofuflow.tofu import render_plan_text
+
+    CANCELLABLE.set()
+    try:
+        project = _project(project_path)
+        ws = project.workspace(workspace)
+        context = detect_run_context(cwd=ws.directory).to_json()
+        with control_plane("plan", project.server_url) as client:
+            outcome = plan_workspace(
+                ws, client, context, Runner(cancel_event=CANCEL), destroy=destroy
+            )
+    except TofuflowError as err:
+        raise _fail(err) from err
+    click.echo(render_plan_text(outcome.plan))
+    _print_decision(outcome.run)
+    sys.exit(outcome.exit_code)
+
+
+@click.command("apply")
+@click.argument("run_id", metavar="RUN")
+@_PROJECT
+def apply(run_id: str, project_path: Path | None) -> None:
+    """Apply approved run RUN from this checkout (which must match the planned config)."""
+    from tofuflow.cli import CANCEL, CANCELLABLE
+    from tofuflow.runs import Runner, apply_run
+
+    CANCELLABLE.set()
+    try:
+        project = _project(project_path)
+        with control_plane("apply", project.server_url) as client:
+            run = client.run(run_id)
+            ws = project.workspace(run["workspace"])
+            done = apply_run(run_id, ws, client, Runner(cancel_event=CANCEL))
+    except TofuflowError as err:
+        raise _fail(err) from err
+    result = done.get("result") or {}
+    click.echo(
+        f"run {run_id}: {done['status']}; state serial {result.get('serial')}, "
+        f"version {done.get('state_version')}"
+    )
+
+
+@click.command("approve")
+@click.argument("run_id", metavar="RUN")
+@click.option("--comment", default="", help="Why (goes to the audit log).")
+@_PROJECT
+def approve(run_id: str, comment: str, project_path: Path | None) -> None:
+    """Approve run RUN (approver role; not your own run unless the workspace allows it)."""
+    try:
+        with control_plane("approve", _server_url(project_path)) as client:
+            run = client.approve(run_id, comment)
+    except TofuflowError as err:
+        raise _fail(err) from err
+    click.echo(f"run {run_id}: {run['status']}")
+
+
+@click.group("runs")
+def runs() -> None:
+    """List and inspect runs."""
+
+
+@runs.command("list")
+@click.option("--workspace", help="Only this workspace.")
+@click.option("--commit", help="Only runs of this commit (a prefix is enough).")
+@click.option("--limit", default=20, show_default=True)
+@_PROJECT
+def runs_list(
+    workspace: str | None, commit: str | None, limit: int, project_path: Path | None
+) -> None:
+    try:
+        with control_plane("read", _server_url(project_path)) as client:
+            rows = client.runs(workspace=workspace, commit=commit, limit=limit)
+    except TofuflowError as err:
+        raise _fail(err) from err
+    for run in rows:
+        summary = (run.get("summary") or {}).get("text", "")
+        commit_ = (run.get("commit") or "-")[:10]
+        click.echo(f"{run['id']}  {run['status']:<15} {run['workspace']:<24} {commit_}  {summary}")
+
+
+@runs.command("show")
+@click.argument("run_id", metavar="RUN")
+@_PROJECT
+def runs_show(run_id: str, project_path: Path | None) -> None:
+    try:
+        with control_plane("read", _server_url(project_path)) as client:
+            run = client.run(run_id)
+    except TofuflowError as err:
+        raise _fail(err) from err
+    click.echo(json.dumps(run, indent=2, sort_keys=True))
+
+
+@click.group("audit")
+def audit() -> None:
+    """The tamper-evident audit log: show, verify, export."""
+
+
+@audit.command("show")
+@click.option("--run", "run_id", help="Events of one run.")
+@click.option("--commit", help="Events of one commit (prefix).")
+@click.option("--workspace")
+@click.option("--actor", help="Events of one identity (e.g. token:tfw_..., sc://...).")
+@_PROJECT
+def audit_show(
+    run_id: str | None,
+    commit: str | None,
+    workspace: str | None,
+    actor: str | None,
+    project_path: Path | None,
+) -> None:
+    try:
+        with control_plane("read", _server_url(project_path)) as client:
+            events = client.audit(run=run_id, commit=commit, workspace=workspace, actor=actor)
+    except TofuflowError as err:
+        raise _fail(err) from err
+    for e in events:
+        where = e.get("workspace") or "-"
+        click.echo(f"{e['id']:>6} {e['ts']} {e['action']:<22} {e['outcome']:<8} {where:<20} "
+                   f"{e['actor']}")  # fmt: skip
+
+
+@audit.command("verify")
+@_PROJECT
+def audit_verify(project_path: Path | None) -> None:
+    """Exit 1 and name the first bad event if any event was altered, removed or reordered."""
+    try:
+        with control_plane("read", _server_url(project_path)) as client:
+            result = client.audit_verify()
+    except TofuflowError as err:
+        raise _fail(err) from err
+    _print_verify(result)
+    if not result["ok"]:
+        sys.exit(1)
+
+
+@audit.command("export")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Default: stdout.")
+@_PROJECT
+def audit_export(output: Path | None, project_path: Path | None) -> None:
+    """Every event as JSON lines, oldest first (with hashes, so the export verifies too)."""
+    try:
+        with control_plane("read", _server_url(project_path)) as client:
+            lines, after = [], 0
+            while batch := client.audit(after=after, limit=5000):
+                lines += [json.dumps(e, sort_keys=True) for e in batch]
+                after = batch[-1]["id"]
+    except TofuflowError as err:
+        raise _fail(err) from err
+    text = "".join(line + "\n" for line in lines)
+    if output:
+        output.write_text(text)
+        click.echo(f"{len(lines)} events written to {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+def _server_url(project_path: Path | None) -> str | None:
+    if os.environ.get("TOFUFLOW_SERVER_URL"):
+        return None  # control_plane() reads it
+    try:
+        return str(_project(project_path).server_url or "") or None
+    except ConfigError:
+        if project_path is not None:
+            raise
+        return None  # no tofuflow.toml: the embedded control plane
+
+
+def _print_decision(run: Mapping[str, Any]) -> None:
+    decision = run.get("decision") or {}
+    click.echo("")
+    for message in decision.get("denies", []):
+        click.secho(f"denied: {message}", fg="red")
+    for message in decision.get("warnings", []):
+        click.secho(f"warning: {message}", fg="yellow")
+    for message in decision.get("approval_reasons", []):
+        click.echo(f"needs approval: {message}")
+    click.echo(f"run {run['id']}: {run['status']} (policy: {decision.get('outcome', '-')})")
+
+
+def _print_verify(result: Mapping[str, Any]) -> None:
+    if result["ok"]:
+        click.echo(f"audit log intact: {result['checked']} events verified")
+    else:
+        where = result.get("first_bad_id") or "the end of the log"
+        click.secho(
+            f"audit log BROKEN at event {where}: {result['reason']} "
+            f"({result['checked']} events verified before it)",
+            fg="red",
+        )

@@ -1,0 +1,147 @@
+"""A set of Rego policies: the built-in library plus the user's own files.
+
+    policies = PolicySet.load(Path("/etc/tofuflow/policies"))   # built-ins included
+    policies.digest      # 'sha256:…', recorded with every decision
+    policies.packages    # ('tofuflow.library.allowed', …, 'acme.tags')
+
+Loading compiles every module and evaluates it once on an empty plan, so a syntax error
+(or a rule that cannot run at all) fails at start-up with a ConfigError naming the file,
+not at the first plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+
+from tofuflow.errors import ConfigError
+from tofuflow.policy._rego import RegoModule
+
+__all__ = ["BUILTIN_PREFIX", "PolicySet"]
+
+#: Packages of the built-in library; user policies cannot add to them.
+BUILTIN_PREFIX = "tofuflow.library"
+_BUILTIN_NAME = "builtin:{}"
+_PACKAGE = re.compile(r"^[ \t]*package[ \t]+(?P<path>\S+)", re.MULTILINE)
+_DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """Compiled-and-checked Rego modules; build it with ``load`` or ``from_sources``."""
+
+    modules: tuple[RegoModule, ...]
+
+    @classmethod
+    def load(cls, directory: Path | None, *, builtin: bool = True) -> PolicySet:
+        """The built-in library (unless ``builtin=False``) plus every ``*.rego`` under
+        ``directory`` (recursively, ``*_test.rego`` skipped: those are ``opa test`` files).
+
+        PolicySet.load(None)                       # the built-in library alone
+        PolicySet.load(Path("policies"), builtin=False)
+        """
+        user = _read_directory(directory) if directory else []
+        return cls._checked(user, builtin)
+
+    @classmethod
+    def from_sources(cls, sources: Mapping[str, str], *, builtin: bool = True) -> PolicySet:
+        """Policies kept elsewhere (a database, a test): ``{name: rego source}``.
+
+        PolicySet.from_sources({"tags.rego": 'package acme.tags\\n…'})
+        """
+        user = [_user_module(name, source) for name, source in sorted(sources.items())]
+        return cls._checked(user, builtin)
+
+    @classmethod
+    def _checked(cls, user: list[RegoModule], builtin: bool) -> PolicySet:
+        policy_set = cls(modules=(*(_builtin_modules() if builtin else ()), *user))
+        policy_set.check()
+        return policy_set
+
+    @cached_property
+    def packages(self) -> tuple[str, ...]:
+        """Every package, once, in load order: the decision rules are read from each."""
+        return tuple(dict.fromkeys(m.package for m in self.modules))
+
+    @cached_property
+    def digest(self) -> str:
+        """``sha256:<hex>`` over every module's name and source, so the audit log can say
+        exactly which policies decided."""
+        sha = hashlib.sha256()
+        for module in self.modules:
+            for part in (module.name.encode(), module.source.encode()):
+                sha.update(b"%d:" % len(part))  # length-prefixed: no two sets hash alike
+                sha.update(part)
+        return f"sha256:{sha.hexdigest()}"
+
+    def check(self) -> None:
+        """Compile and decide once on an empty plan; ConfigError naming the file if not."""
+        from tofuflow.policy._decision import empty_input, evaluate
+
+        evaluate(self, empty_input())
+
+
+def _builtin_modules() -> tuple[RegoModule, ...]:
+    library = resources.files("tofuflow.policy") / "library"
+    files = sorted((f for f in library.iterdir() if f.name.endswith(".rego")), key=lambda f: f.name)
+    return tuple(
+        _module(_BUILTIN_NAME.format(f.name), f.read_text(encoding="utf-8"), builtin=True)
+        for f in files
+    )
+
+
+def _read_directory(directory: Path) -> list[RegoModule]:
+    if not directory.is_dir():
+        raise ConfigError(
+            f"policy directory {directory} does not exist or is not a directory: "
+            "point the configuration at a directory of .rego files"
+        )
+    paths = sorted(p for p in directory.rglob("*.rego") if p.is_file())
+    # Names are relative, so the digest does not change when the directory moves.
+    return [
+        _user_module(path.relative_to(directory).as_posix(), _read(path), origin=str(path))
+        for path in paths
+        if not path.name.endswith("_test.rego")
+    ]
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read policy file {path}: {exc}") from exc
+
+
+def _user_module(name: str, source: str, origin: str = "") -> RegoModule:
+    module = _module(name, source, origin=origin)
+    if module.package == BUILTIN_PREFIX or module.package.startswith(BUILTIN_PREFIX + "."):
+        raise ConfigError(
+            f"{module.where}: package {module.package} is reserved for tofuflow's built-in "
+            "library; use a package of your own (e.g. acme.policies) and configure the "
+            "built-ins through workspace settings"
+        )
+    return module
+
+
+def _module(name: str, source: str, *, origin: str = "", builtin: bool = False) -> RegoModule:
+    where = origin or name
+    match = _PACKAGE.search(_without_comments(source))
+    if match is None:
+        raise ConfigError(f"{where}: no package declaration; start the file with `package <name>`")
+    package = match.group("path")
+    if not _DOTTED.fullmatch(package):
+        raise ConfigError(
+            f"{where}: package {package} is not a dotted name; tofuflow reads decision rules "
+            "from packages like acme.policies"
+        )
+    return RegoModule(name, package, source, origin=origin, builtin=builtin)
+
+
+def _without_comments(source: str) -> str:
+    # Good enough to find `package`: it precedes every string literal that could hold a '#'.
+    return "\n".join(line.split("#", 1)[0] for line in source.splitlines())

@@ -1,0 +1,435 @@
+"""Project configuration: ``tofuflow.toml`` in the user's repository.
+
+    project = load_project()                 # the nearest tofuflow.toml, upward from the cwd
+    ws = project.workspace("app/prod")
+    ws.directory, ws.variables, ws.var_files, ws.backend
+
+File (paths are relative to the file's directory; every key but ``directory`` optional)::
+
+    [server]
+    url = "https://tofuflow.example"        # absent: the embedded control plane
+
+    [workspaces."app/prod"]                 # a name with '/' needs quotes
+    directory = "infra/app"                 # the configuration; must exist
+    variables = { region = "eu-west-1", sizes = [1, 2] }
+    var_files = ["infra/prod.tfvars"]       # relative ones must exist
+    tags = ["production"]
+    backend = "tofuflow"                    # the state service; "own": keep your backend block
+    settings = { max_deletions = 5 }        # free-form, passed to policies
+
+    [workspaces."app/prod".identity.plan]   # per-stage identity, raw (read by identity/)
+    kind = "azure"
+
+Every problem is reported at once, one per line, as ``FILE: KEY.PATH: what is wrong; the
+fix``. Unknown keys are errors with a did-you-mean suggestion.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import json
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeGuard, get_args
+
+from tofuflow.errors import ConfigError
+
+__all__ = ["PROJECT_FILE", "Backend", "Project", "WorkspaceConfig", "load_project"]
+
+PROJECT_FILE = "tofuflow.toml"
+
+Backend = Literal["tofuflow", "own"]
+_BACKENDS: tuple[str, ...] = get_args(Backend)
+_STAGES = ("plan", "apply")
+
+_TOP_KEYS = ("server", "workspaces")
+_SERVER_KEYS = ("url",)
+_WORKSPACE_KEYS = (
+    "directory",
+    "variables",
+    "var_files",
+    "tags",
+    "backend",
+    "settings",
+    "identity",
+)
+
+# The state service's naming rules (server/_state.py validate_workspace_name), repeated
+# here because the runner must not import the server extra; a unit test keeps them equal.
+_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+_WORKSPACE_NAME = re.compile(rf"^{_SEGMENT}(/{_SEGMENT}){{0,7}}$")
+_MAX_NAME = 200
+# The binary's variable names (tofu/_argv.py): they become TF_VAR_<name>.
+_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+# A key path into the file: table names, and array indexes as ints.
+Keys = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class WorkspaceConfig:
+    """One ``[workspaces.NAME]`` table, with paths made absolute.
+
+    ws = project.workspace("app")
+    Tofu(ws.directory, variables=ws.variables)
+    """
+
+    name: str
+    directory: Path
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    var_files: tuple[Path, ...] = ()
+    tags: tuple[str, ...] = ()
+    backend: Backend = "tofuflow"
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    # "plan" / "apply" -> the raw identity table; interpreted by tofuflow.identity.
+    identity: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Project:
+    """A loaded ``tofuflow.toml``: the server to use and the workspaces it defines."""
+
+    path: Path
+    server_url: str | None = None
+    workspaces: Mapping[str, WorkspaceConfig] = field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        """The directory holding the file; workspace paths are relative to it."""
+        return self.path.parent
+
+    def workspace(self, name: str) -> WorkspaceConfig:
+        """The named workspace; ``ConfigError`` listing the defined ones when unknown."""
+        found = self.workspaces.get(name)
+        if found is not None:
+            return found
+        label = _label(self.path)
+        if not self.workspaces:
+            raise ConfigError(
+                f"{label}: no workspaces are defined; add a [workspaces.{_key(name)}] table "
+                'with directory = "<path to the configuration>"'
+            )
+        defined = ", ".join(sorted(self.workspaces))
+        raise ConfigError(
+            f"{label}: workspace {name!r} is not defined{_suggest(name, self.workspaces)}; "
+            f"defined: {defined}"
+        )
+
+
+def load_project(path: Path | str | None = None) -> Project:
+    """Load and validate ``tofuflow.toml``.
+
+        load_project()                       # search upward from the cwd
+        load_project("repo/")                # search upward from a directory
+        load_project("repo/tofuflow.toml")   # exactly this file
+
+    Raises ``ConfigError`` naming the file, each bad key and its fix.
+    """
+    file = _locate(Path.cwd() if path is None else Path(path))
+    data = _read(file)
+    return _Parser(file).project(data)
+
+
+def _locate(start: Path) -> Path:
+    start = start.resolve()
+    if start.is_file():
+        return start
+    if not start.is_dir():
+        raise ConfigError(f"{start}: no such file or directory; pass the path of a {PROJECT_FILE}")
+    for directory in (start, *start.parents):
+        candidate = directory / PROJECT_FILE
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"no {PROJECT_FILE} in {start} or any parent directory; create one at the root of "
+        f"your repository with a [workspaces.NAME] table per configuration"
+    )
+
+
+def _read(file: Path) -> dict[str, Any]:
+    label = _label(file)
+    try:
+        with file.open("rb") as stream:
+            return tomllib.load(stream)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{label}: not valid TOML: {exc}; fix the syntax there") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{label}: not UTF-8 text; save the file as UTF-8") from exc
+    except OSError as exc:
+        raise ConfigError(f"{label}: cannot be read: {exc.strerror or exc}") from exc
+
+
+class _Parser:
+    """Validates the parsed TOML, collecting every problem before raising once."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+        self.root = file.parent
+        self.problems: list[str] = []
+
+    def problem(self, keys: Keys, message: str) -> None:
+        self.problems.append(f"{_label(self.file)}: {_dotted(keys)}: {message}")
+
+    def project(self, data: dict[str, Any]) -> Project:
+        self.unknown_keys((), data, _TOP_KEYS)
+        server_url = self.server(data.get("server"))
+        workspaces = self.workspaces(data.get("workspaces"))
+        if self.problems:
+            raise ConfigError("\n".join(self.problems))
+        return Project(path=self.file, server_url=server_url, workspaces=workspaces)
+
+    # -- sections ---------------------------------------------------------------------
+
+    def server(self, value: object) -> str | None:
+        table = self.table_or_empty(("server",), value)
+        self.unknown_keys(("server",), table, _SERVER_KEYS)
+        url = table.get("url")
+        if url is None:
+            return None
+        return self.server_url(("server", "url"), url)
+
+    def server_url(self, keys: Keys, url: object) -> str | None:
+        if not isinstance(url, str):
+            self.problem(keys, f"expected a string URL, got {_describe(url)}")
+            return None
+        match = re.match(r"^https?://([^/?#]*)", url)
+        if not match or not match.group(1):
+            self.problem(
+                keys, f'{_describe(url)} is not an http(s) URL; use "https://tofuflow.example"'
+            )
+            return None
+        if "@" in match.group(1):
+            # The file is committed: a token in it is a leaked token.
+            self.problem(
+                keys,
+                "holds credentials (user:password@); remove them: this file is committed, "
+                "and the runner authenticates with the pipeline's identity",
+            )
+            return None
+        return url.rstrip("/")
+
+    def workspaces(self, value: object) -> dict[str, WorkspaceConfig]:
+        found = {}
+        for name, table in self.table_or_empty(("workspaces",), value).items():
+            keys = ("workspaces", name)
+            if not self.workspace_name(keys, name) or not self.is_table(table, keys):
+                continue
+            workspace = self.workspace(name, table)
+            if workspace is not None:
+                found[name] = workspace
+        return found
+
+    def workspace(self, name: str, table: dict[str, Any]) -> WorkspaceConfig | None:
+        keys = ("workspaces", name)
+        before = len(self.problems)
+        self.unknown_keys(keys, table, _WORKSPACE_KEYS, nested_hint=True)
+        config = WorkspaceConfig(
+            name=name,
+            directory=self.directory((*keys, "directory"), table.get("directory")),
+            variables=self.variables((*keys, "variables"), table.get("variables")),
+            var_files=self.var_files((*keys, "var_files"), table.get("var_files")),
+            tags=self.tags((*keys, "tags"), table.get("tags")),
+            backend=self.backend((*keys, "backend"), table.get("backend")),
+            settings=self.table_or_empty((*keys, "settings"), table.get("settings")),
+            identity=self.identity((*keys, "identity"), table.get("identity")),
+        )
+        return config if len(self.problems) == before else None
+
+    # -- workspace keys ---------------------------------------------------------------
+
+    def workspace_name(self, keys: Keys, name: str) -> bool:
+        last = name.rsplit("/", 1)[-1]
+        # The state API serves locks at <name>/lock, so no name may end in that segment.
+        if len(name) <= _MAX_NAME and _WORKSPACE_NAME.match(name) and last != "lock":
+            return True
+        self.problem(
+            keys,
+            "invalid workspace name: use up to 8 '/'-separated segments of letters, digits, "
+            "'.', '_' and '-', each starting with a letter or digit, the last not 'lock' "
+            '(e.g. [workspaces."app/prod"])',
+        )
+        return False
+
+    def directory(self, keys: Keys, value: object) -> Path:
+        if value is None:
+            self.problem(
+                keys, f'missing; add directory = "<the configuration, relative to {self.root}>"'
+            )
+            return self.root
+        path = self.relative_path(keys, value)
+        if path is not None and not path.is_dir():
+            self.problem(keys, f"{_describe(value)} is not a directory (relative to {self.root})")
+        return path or self.root
+
+    def relative_path(self, keys: Keys, value: object) -> Path | None:
+        """A path that must exist, relative to the file's directory."""
+        if not isinstance(value, str) or not value:
+            self.problem(keys, f"expected a path relative to {self.root}, got {_describe(value)}")
+            return None
+        if Path(value).is_absolute():
+            # The same file is read on every agent and clone; absolute paths break that.
+            self.problem(
+                keys,
+                f"{_describe(value)} is absolute; use a path relative to {self.root} so the "
+                "project works in any checkout",
+            )
+            return None
+        path = (self.root / value).resolve()
+        if not path.exists():
+            self.problem(keys, f"{_describe(value)} does not exist (relative to {self.root})")
+            return None
+        return path
+
+    def variables(self, keys: Keys, value: object) -> dict[str, Any]:
+        table = self.table_or_empty(keys, value)
+        for name, item in table.items():
+            if not _VARIABLE_NAME.match(name):
+                self.problem(
+                    (*keys, name),
+                    "not a valid variable name; use letters, digits, '_' and '-', "
+                    "starting with a letter or '_'",
+                )
+            elif _has_datetime(item):
+                # Variables travel as JSON in TF_VAR_*: TOML dates have no JSON form.
+                self.problem((*keys, name), "dates and times are not supported; quote it")
+        return table
+
+    def var_files(self, keys: Keys, value: object) -> tuple[Path, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.problem(
+                keys, f'expected an array of paths, e.g. ["prod.tfvars"], got {_describe(value)}'
+            )
+            return ()
+        paths = []
+        for index, item in enumerate(value):
+            item_keys = (*keys, index)
+            if isinstance(item, str) and Path(item).is_absolute():
+                # Absolute paths are files the pipeline writes at run time (e.g. secrets
+                # it fetched): they are checked by the binary when it reads them.
+                paths.append(Path(item))
+                continue
+            path = self.relative_path(item_keys, item)
+            if path is not None:
+                paths.append(path)
+        return tuple(paths)
+
+    def tags(self, keys: Keys, value: object) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(t, str) and t for t in value):
+            self.problem(
+                keys,
+                f'expected an array of non-empty strings, e.g. ["production"], got '
+                f"{_describe(value)}",
+            )
+            return ()
+        return tuple(value)
+
+    def backend(self, keys: Keys, value: object) -> Backend:
+        if value is None or value in _BACKENDS:
+            return "own" if value == "own" else "tofuflow"
+        hint = _suggest(value, _BACKENDS) if isinstance(value, str) else ""
+        self.problem(
+            keys,
+            f'{_describe(value)} is not a backend choice{hint}; use "tofuflow" (the state '
+            'service, the default) or "own" (keep the configuration\'s own backend block)',
+        )
+        return "tofuflow"
+
+    def identity(self, keys: Keys, value: object) -> dict[str, dict[str, Any]]:
+        table = self.table_or_empty(keys, value)
+        self.unknown_keys(keys, table, _STAGES)
+        stages = {}
+        for stage in _STAGES:
+            if stage in table and self.is_table(table[stage], (*keys, stage)):
+                stages[stage] = table[stage]
+        return stages
+
+    # -- shared checks ----------------------------------------------------------------
+
+    def is_table(self, value: object, keys: Keys) -> TypeGuard[dict[str, Any]]:
+        # value first: a TypeGuard narrows the first argument.
+        if isinstance(value, dict):
+            return True
+        self.problem(keys, f"expected a table ([{_dotted(keys)}]), got {_describe(value)}")
+        return False
+
+    def table_or_empty(self, keys: Keys, value: object) -> dict[str, Any]:
+        if value is None:
+            return {}
+        return value if self.is_table(value, keys) else {}
+
+    def unknown_keys(
+        self,
+        keys: Keys,
+        table: Mapping[str, Any],
+        known: Sequence[str],
+        *,
+        nested_hint: bool = False,
+    ) -> None:
+        for name in table:
+            if name in known:
+                continue
+            fix = _suggest(name, known) or f"; known keys: {', '.join(known)}"
+            if nested_hint and isinstance(table[name], dict):
+                # [workspaces.app.prod] parses as workspace "app" with a key "prod".
+                fix += (
+                    f"; a workspace name containing '/' must be quoted: "
+                    f'[workspaces."{keys[-1]}/{name}"]'
+                )
+            self.problem((*keys, name), f"unknown key{fix}")
+
+
+def _suggest(name: str, choices: Sequence[str] | Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f'; did you mean "{close[0]}"?' if close else ""
+
+
+def _has_datetime(value: object) -> bool:
+    if isinstance(value, dt.date | dt.time):  # datetime is a date
+        return True
+    if isinstance(value, list):
+        return any(_has_datetime(item) for item in value)
+    if isinstance(value, dict):
+        return any(_has_datetime(item) for item in value.values())
+    return False
+
+
+def _describe(value: object) -> str:
+    """A value as the user wrote it, with its TOML type when that helps."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return f"a {type(value).__name__}"
+
+
+def _dotted(keys: Keys) -> str:
+    """A TOML dotted key, quoting keys that are not bare: workspaces."app/prod".var_files[0]"""
+    text = ""
+    for key in keys:
+        text += f"[{key}]" if isinstance(key, int) else f".{_key(key)}"
+    return text.removeprefix(".")
+
+
+def _key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else json.dumps(key)
+
+
+def _label(file: Path) -> str:
+    """The file as the user would type it: relative to the cwd when inside it."""
+    try:
+        return str(file.relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):  # elsewhere, or the cwd was deleted
+        return str(file)

@@ -1,0 +1,16 @@
+"""The run lifecycle on the runner side: plan, submit, apply from anywhere."""
+
+from tofuflow.runs._artifact import config_digest
+from tofuflow.runs._client import ControlPlane
+from tofuflow.runs._embedded import EmbeddedControlPlane
+from tofuflow.runs._runner import PlanOutcome, Runner, apply_run, plan_workspace
+
+__all__ = [
+    "ControlPlane",
+    "EmbeddedControlPlane",
+    "PlanOutcome",
+    "Runner",
+    "apply_run",
+    "config_digest",
+    "plan_workspace",
+]

@@ -1,0 +1,127 @@
+"""HTTP client for the control plane's runs, state and audit APIs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from tofuflow import errors
+
+__all__ = ["ControlPlane"]
+
+_BY_CODE: dict[str, type[errors.RequestError]] = {
+    "bad_request_error": errors.BadRequestError,
+    "not_found_error": errors.NotFoundError,
+    "conflict_error": errors.ConflictError,
+    "plan_stale_error": errors.PlanStaleError,
+    "locked_error": errors.LockedError,
+    "payload_too_large_error": errors.PayloadTooLargeError,
+}
+
+
+class ControlPlane:
+    """One identity's view of a control plane.
+
+    cp = ControlPlane("http://127.0.0.1:8470", token)
+    run = cp.create_run("app/dev", digest, context)
+    """
+
+    def __init__(self, url: str, token: str, *, timeout: float = 120.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self._http = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ControlPlane:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def state_url(self, workspace: str) -> str:
+        return f"{self.url}/v1/state/{workspace}"
+
+    def create_run(
+        self, workspace: str, config_digest: str, context: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        body = {"workspace": workspace, "config_digest": config_digest, "context": context}
+        return self._json("POST", "/v1/runs", json=body)
+
+    def upload_artifact(self, run_id: str, data: bytes) -> dict[str, Any]:
+        return self._json("PUT", f"/v1/runs/{run_id}/artifact", content=data)
+
+    def upload_plan(self, run_id: str, document: bytes) -> dict[str, Any]:
+        return self._json("PUT", f"/v1/runs/{run_id}/plan", content=document)
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/runs/{run_id}")
+
+    def runs(self, **filters: Any) -> list[dict[str, Any]]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        return list(self._send("GET", "/v1/runs", params=params).json())
+
+    def artifact(self, run_id: str) -> tuple[bytes, str]:
+        response = self._send("GET", f"/v1/runs/{run_id}/artifact")
+        return response.content, response.headers.get("x-sha256", "")
+
+    def approve(self, run_id: str, comment: str = "") -> dict[str, Any]:
+        return self._json("POST", f"/v1/runs/{run_id}/approve", json={"comment": comment})
+
+    def open_session(self, run_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/v1/runs/{run_id}/apply-session")
+
+    def finish(self, run_id: str, outcome: str, detail: Mapping[str, Any]) -> dict[str, Any]:
+        body = {"outcome": outcome, "detail": dict(detail)}
+        return self._json("POST", f"/v1/runs/{run_id}/result", json=body)
+
+    def cancel(self, run_id: str, reason: str) -> dict[str, Any]:
+        return self._json("POST", f"/v1/runs/{run_id}/cancel", json={"reason": reason})
+
+    def versions(self, workspace: str) -> list[dict[str, Any]]:
+        return list(self._send("GET", f"/v1/workspaces/{workspace}/versions").json())
+
+    def audit(self, **filters: Any) -> list[dict[str, Any]]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        return list(self._send("GET", "/v1/audit", params=params).json())
+
+    def audit_verify(self) -> dict[str, Any]:
+        return self._json("GET", "/v1/audit/verify")
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        return dict(self._send(method, path, **kwargs).json())
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise errors.StorageError(
+                f"cannot reach the control plane at {self.url}: {exc}. Check the URL "
+                "(tofuflow.toml [server] url or TOFUFLOW_SERVER_URL) and that it is running"
+            ) from exc
+        if response.is_success:
+            return response
+        raise _error(response)
+
+
+def _error(response: httpx.Response) -> errors.TofuflowError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    message = str(body.get("error") or response.text[:300] or response.reason_phrase)
+    if response.status_code == 401:
+        return errors.AuthError(message)
+    if response.status_code == 403:
+        return errors.ForbiddenError(message)
+    cls = _BY_CODE.get(str(body.get("code", "")))
+    if cls is not None:
+        return cls(message)
+    if 400 <= response.status_code < 500:
+        return errors.RequestError(message)
+    return errors.StorageError(f"control plane error {response.status_code}: {message}")

@@ -1,0 +1,457 @@
+"""Runs: plan → policy check → approval → apply session → result, on the control plane.
+
+    planning → denied | needs_approval | approved | no_changes
+    needs_approval → approved            (a person with the approver role)
+    approved → applying → applied | failed
+    planning | needs_approval | approved → cancelled   (also: a stale plan)
+
+Policies are evaluated here, where a pipeline cannot change them. The apply session is a
+short-lived token that can write only the run's workspace, only while it is applying.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from tofuflow.errors import (
+    AuthError,
+    BadRequestError,
+    ConflictError,
+    CryptoError,
+    DocumentError,
+    NotFoundError,
+    PlanStaleError,
+)
+from tofuflow.server import _audit
+from tofuflow.server._state import RequestContext
+from tofuflow.server.auth import Grant, Permission, Principal, Role
+from tofuflow.server.crypto import Keyring, Sealed
+from tofuflow.server.storage._blobs import BlobStore
+from tofuflow.server.storage._db import Approval, Run, Workspace, utcnow
+
+__all__ = ["RunService", "WorkspacePolicy", "session_principal"]
+
+SESSION_PREFIX = "tfs_"
+TERMINAL = frozenset({"denied", "no_changes", "applied", "failed", "cancelled"})
+
+
+@dataclass(frozen=True)
+class WorkspacePolicy:
+    """Server-side settings for workspaces matching ``match`` (a glob)."""
+
+    match: str
+    tags: tuple[str, ...] = ()
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    allow_self_approval: bool = False
+
+    @classmethod
+    def from_config(cls, entry: Mapping[str, Any]) -> WorkspacePolicy:
+        return cls(
+            match=str(entry.get("match", "*")),
+            tags=tuple(str(t) for t in entry.get("tags", ())),
+            settings=dict(entry.get("settings", {})),
+            allow_self_approval=bool(entry.get("allow_self_approval", False)),
+        )
+
+
+class RunService:
+    def __init__(
+        self,
+        engine: Engine,
+        keyring: Keyring,
+        blobs: BlobStore | None,
+        policies: Any,
+        workspace_policies: Sequence[WorkspacePolicy] = (),
+        approval_ttl: dt.timedelta = dt.timedelta(hours=24),
+        session_ttl: dt.timedelta = dt.timedelta(hours=1),
+    ) -> None:
+        self.engine = engine
+        self.keyring = keyring
+        self.blobs = blobs
+        self.policies = policies
+        self.workspace_policies = tuple(workspace_policies)
+        self.approval_ttl = approval_ttl
+        self.session_ttl = session_ttl
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def create(
+        self, ctx: RequestContext, workspace: str, context: Mapping[str, Any], config_digest: str
+    ) -> dict[str, Any]:
+        """Start a run; the workspace's current serial is what the plan is based on."""
+        ctx.principal.require(Permission.CREATE_RUN, workspace)
+        if len(config_digest) != 64:
+            raise BadRequestError("config_digest must be the sha256 hex of the configuration")
+        with self._tx() as session:
+            ws = session.scalars(select(Workspace).where(Workspace.name == workspace)).first()
+            run = Run(
+                id=uuid.uuid4().hex[:16], workspace=workspace, status="planning",
+                requester=ctx.principal.subject, requester_claims=dict(ctx.principal.claims),
+                context=dict(context), commit=_commit(context),
+                base_serial=ws.serial if ws else None, base_lineage=ws.lineage if ws else None,
+                config_digest=config_digest,
+            )  # fmt: skip
+            session.add(run)
+            self._audit(session, ctx, run, "run.created", {"base_serial": run.base_serial})
+            return _view(run)
+
+    def upload_artifact(self, ctx: RequestContext, run_id: str, data: bytes) -> dict[str, Any]:
+        with self._tx() as session:
+            run = self._run(session, run_id, for_update=True)
+            self._require_requester(ctx, run, "upload its plan artifact")
+            _require_status(run, {"planning"}, "upload an artifact")
+            if run.artifact is not None:
+                raise ConflictError(f"run {run_id} already has its artifact; start a new run")
+            run.artifact = self._seal(data, _aad(run, "artifact"))
+            run.artifact_sha256 = hashlib.sha256(data).hexdigest()
+            self._audit(session, ctx, run, "run.artifact", {"sha256": run.artifact_sha256})
+            return _view(run)
+
+    def upload_plan(self, ctx: RequestContext, run_id: str, document: bytes) -> dict[str, Any]:
+        """Store the plan document and decide: denied, needs approval, or approved."""
+        from tofuflow.policy import build_input, evaluate
+        from tofuflow.tofu import Plan
+
+        with self._tx() as session:
+            run = self._run(session, run_id, for_update=True)
+            self._require_requester(ctx, run, "upload its plan")
+            _require_status(run, {"planning"}, "upload a plan")
+            if run.artifact is None:
+                raise ConflictError("upload the plan artifact before the plan document")
+            try:
+                plan = Plan.from_json(document)
+            except DocumentError as exc:
+                raise BadRequestError(f"the plan document is not valid: {exc}") from exc
+            run.plan_document = self._seal(document, _aad(run, "plan"))
+            run.has_changes = plan.has_changes
+            run.summary = _summary(plan)
+            policy = self._workspace_policy(run.workspace)
+            workspace_input = {
+                "name": run.workspace,
+                "tags": sorted(set(policy.tags) | set(_declared_tags(run.context))),
+                "settings": dict(policy.settings),
+            }
+            run_input = {
+                "id": run.id, "requester": {"subject": run.requester,
+                                            "claims": run.requester_claims or {}},
+                "context": run.context or {},
+            }  # fmt: skip
+            decision = evaluate(self.policies, build_input(plan, run_input, workspace_input))
+            run.decision = _decision_json(decision)
+            run.status = _status_after_plan(plan.has_changes, decision.outcome)
+            if run.status == "approved":
+                self._add_approval(session, run, "policy:auto-approve", None, "routine change")
+            run.updated_at = utcnow()
+            self._audit(session, ctx, run, "run.policy_decided", run.decision)
+            return _view(run)
+
+    def approve(self, ctx: RequestContext, run_id: str, comment: str) -> dict[str, Any]:
+        with self._tx() as session:
+            run = self._run(session, run_id, for_update=True)
+            ctx.principal.require(Permission.APPROVE_RUN, run.workspace)
+            _require_status(run, {"needs_approval"}, "approve")
+            policy = self._workspace_policy(run.workspace)
+            if run.requester == ctx.principal.subject and not policy.allow_self_approval:
+                raise ConflictError(
+                    f"{ctx.principal.subject} requested run {run_id} and may not approve it: "
+                    "ask another approver (or allow self-approval for this workspace)"
+                )
+            self._add_approval(
+                session, run, ctx.principal.subject, dict(ctx.principal.claims), comment
+            )
+            run.status, run.updated_at = "approved", utcnow()
+            self._audit(session, ctx, run, "run.approved", {"comment": comment[:500]})
+            return _view(run)
+
+    def open_session(self, ctx: RequestContext, run_id: str) -> dict[str, Any]:
+        """Start applying: returns a short-lived state-write token bound to this run."""
+        stale: str | None = None
+        with self._tx() as session:
+            run = self._run(session, run_id, for_update=True)
+            ctx.principal.require(Permission.APPLY_RUN, run.workspace)
+            _require_status(run, {"approved"}, "apply")
+            self._require_valid_approval(session, run)
+            ws = session.scalars(select(Workspace).where(Workspace.name == run.workspace)).first()
+            serial = ws.serial if ws else None
+            if serial != run.base_serial:
+                # Recorded (committed) before refusing: a stale plan never becomes fresh.
+                run.status = "cancelled"
+                run.result = {"reason": "stale", "planned_serial": run.base_serial,
+                              "current_serial": serial}  # fmt: skip
+                self._audit(session, ctx, run, "run.stale", run.result)
+                stale = (
+                    f"run {run_id} is stale: it was planned against state serial "
+                    f"{run.base_serial} but the workspace is now at serial {serial}. "
+                    "Plan again (`tofuflow plan`) and apply the new run"
+                )
+        if stale is not None:
+            raise PlanStaleError(stale)
+        with self._tx() as session:
+            run = self._run(session, run_id, for_update=True)
+            _require_status(run, {"approved"}, "apply")
+            secret = secrets.token_urlsafe(32)
+            run.session_hash = hashlib.sha256(secret.encode()).hexdigest()
+            run.session_expires_at = utcnow() + self.session_ttl
+            run.status, run.updated_at = "applying", utcnow()
+            self._audit(
+                session, ctx, run, "run.session_opened",
+                {"expires_at": run.session_expires_at.isoformat()},
+            )  # fmt: skip
+            view = _view(run)
+            view["session_token"] = f"{SESSION_PREFIX}{run.id}_{secret}"
+            return view
+
+    def finish(
+        self, ctx: RequestContext, run_id: str, outcome: str, detail: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        if outcome not in {"applied", "failed"}:
+            raise BadRequestError("outcome must be 'applied' or 'failed'")
+        with self._tx() as session:
+            run = self._run(session, run_id, for_update=True)
+            ctx.principal.require(Permission.APPLY_RUN, run.workspace)
+            _require_status(run, {"applying"}, "finish")
+            ws = session.scalars(select(Workspace).where(Workspace.name == run.workspace)).first()
+            run.state_version = ws.current_version if ws else None
+            run.result = {**{k: v for k, v in detail.items() if k != "outcome"},
+                          "serial": ws.serial if ws else None}  # fmt: skip
+            run.status, run.updated_at = outcome, utcnow()
+            run.session_hash = run.session_expires_at = None  # the session token dies here
+            self._audit(session, ctx, run, f"run.{outcome}", run.result)
+            return _view(run)
+
+    def cancel(self, ctx: RequestContext, run_id: str, reason: str) -> dict[str, Any]:
+        with self._tx() as session:
+            run = self._run(session, run_id, for_update=True)
+            ctx.principal.require(Permission.APPLY_RUN, run.workspace)
+            _require_status(run, {"planning", "needs_approval", "approved"}, "cancel")
+            run.status, run.result = "cancelled", {"reason": reason[:500]}
+            self._audit(session, ctx, run, "run.cancelled", run.result)
+            return _view(run)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get(self, ctx: RequestContext, run_id: str) -> dict[str, Any]:
+        with Session(self.engine) as session:
+            run = self._run(session, run_id)
+            ctx.principal.require(Permission.READ_RUNS, run.workspace)
+            view = _view(run)
+            view["approvals"] = [
+                {"approver": a.approver, "comment": a.comment,
+                 "created_at": a.created_at.isoformat(), "expires_at": a.expires_at.isoformat()}
+                for a in session.scalars(select(Approval).where(Approval.run_id == run_id))
+            ]  # fmt: skip
+            return view
+
+    def list(
+        self, ctx: RequestContext, *, workspace: str | None, commit: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        query = select(Run).order_by(Run.created_at.desc()).limit(min(max(limit, 1), 500))
+        if workspace:
+            query = query.where(Run.workspace == workspace)
+        if commit:
+            query = query.where(Run.commit.startswith(commit))
+        with Session(self.engine) as session:
+            runs = session.scalars(query).all()
+            return [_view(r) for r in runs if ctx.principal.can(Permission.READ_RUNS, r.workspace)]
+
+    def artifact(self, ctx: RequestContext, run_id: str) -> tuple[bytes, str]:
+        """The plan artifact (it may hold sensitive values: appliers only)."""
+        with self._tx() as session:
+            run = self._run(session, run_id)
+            ctx.principal.require(Permission.APPLY_RUN, run.workspace)
+            if run.artifact is None or run.artifact_sha256 is None:
+                raise NotFoundError(f"run {run_id} has no artifact yet")
+            self._audit(session, ctx, run, "run.artifact_read", {})
+            record, digest = dict(run.artifact), run.artifact_sha256
+            aad = _aad(run, "artifact")
+        data = self._open(record, aad, run_id)
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ConflictError(f"the artifact of run {run_id} does not match its digest")
+        return data, digest
+
+    # -- internals ----------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def _run(self, session: Session, run_id: str, *, for_update: bool = False) -> Run:
+        query = select(Run).where(Run.id == run_id)
+        run = session.scalars(query.with_for_update() if for_update else query).first()
+        if run is None:
+            raise NotFoundError(f"no run {run_id!r}; `tofuflow runs list` shows recent runs")
+        return run
+
+    def _require_requester(self, ctx: RequestContext, run: Run, what: str) -> None:
+        ctx.principal.require(Permission.CREATE_RUN, run.workspace)
+        if run.requester != ctx.principal.subject:
+            raise ConflictError(f"only the identity that created run {run.id} may {what}")
+
+    def _require_valid_approval(self, session: Session, run: Run) -> None:
+        now = utcnow()
+        for approval in session.scalars(select(Approval).where(Approval.run_id == run.id)):
+            expires = approval.expires_at
+            expires = expires if expires.tzinfo else expires.replace(tzinfo=dt.UTC)
+            if expires > now:
+                return
+        raise ConflictError(f"the approval of run {run.id} expired; ask an approver again")
+
+    def _add_approval(
+        self, session: Session, run: Run, approver: str, claims: Any, comment: str
+    ) -> None:
+        session.add(
+            Approval(run_id=run.id, approver=approver, approver_claims=claims, comment=comment,
+                     expires_at=utcnow() + self.approval_ttl)
+        )  # fmt: skip
+
+    def _workspace_policy(self, workspace: str) -> WorkspacePolicy:
+        matching = [p for p in self.workspace_policies if fnmatchcase(workspace, p.match)]
+        if not matching:
+            return WorkspacePolicy(match="*")
+        tags = tuple(sorted({tag for p in matching for tag in p.tags}))
+        settings: dict[str, Any] = {}
+        for policy in matching:  # later, more specific entries refine earlier ones
+            settings.update(policy.settings)
+        allow = all(p.allow_self_approval for p in matching)
+        return WorkspacePolicy(workspace, tags, settings, allow)
+
+    def _seal(self, data: bytes, aad: bytes) -> dict[str, Any]:
+        sealed = self.keyring.seal(data, aad)
+        record = {"key_id": sealed.key_id, "wrapped_key": _b64(sealed.wrapped_key),
+                  "nonce": _b64(sealed.nonce)}  # fmt: skip
+        if self.blobs is not None:
+            key = f"runs/{uuid.uuid4().hex}"
+            self.blobs.put(key, sealed.ciphertext)
+            record["blob_key"] = key
+        else:
+            record["ciphertext"] = _b64(sealed.ciphertext)
+        return record
+
+    def _open(self, record: Mapping[str, Any], aad: bytes, run_id: str) -> bytes:
+        if "blob_key" in record:
+            if self.blobs is None:
+                raise NotFoundError(f"run {run_id}'s artifact lives in an object store")
+            ciphertext = self.blobs.get(str(record["blob_key"]))
+        else:
+            ciphertext = base64.b64decode(record["ciphertext"])
+        sealed = Sealed(
+            str(record["key_id"]), base64.b64decode(record["wrapped_key"]),
+            base64.b64decode(record["nonce"]), ciphertext,
+        )  # fmt: skip
+        try:
+            return self.keyring.open(sealed, aad)
+        except CryptoError as exc:
+            raise ConflictError(
+                f"the stored artifact of run {run_id} failed its integrity check (it was "
+                "altered at rest): do not apply it; plan again"
+            ) from exc
+
+    def _audit(
+        self, session: Session, ctx: RequestContext, run: Run, action: str, detail: Any
+    ) -> None:
+        _audit.append(
+            session, ctx.actor, action, workspace=run.workspace, serial=run.base_serial,
+            detail={"status": run.status, **(detail or {})}, run_id=run.id, commit=run.commit,
+        )  # fmt: skip
+
+
+def session_principal(engine: Engine, token: str) -> Principal:
+    """The principal of an apply-session token: applier on one workspace, while applying."""
+    run_id, _, secret = token[len(SESSION_PREFIX) :].partition("_")
+    with Session(engine) as session:
+        run = session.get(Run, run_id)
+    if run is None or run.session_hash is None or run.session_expires_at is None:
+        raise AuthError("apply session is not open (the run ended or never started applying)")
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    if not hmac.compare_digest(digest, run.session_hash):
+        raise AuthError("invalid apply-session token")
+    expires = run.session_expires_at
+    expires = expires if expires.tzinfo else expires.replace(tzinfo=dt.UTC)
+    if run.status != "applying" or expires <= utcnow():
+        raise AuthError(f"the apply session of run {run_id} has ended")
+    return Principal(
+        subject=f"run:{run_id}",
+        kind="token",
+        grants=(Grant(Role.APPLIER, run.workspace),),
+        claims={"sub": f"run:{run_id}", "run_id": run_id, "requester": run.requester},
+    )
+
+
+def _status_after_plan(has_changes: bool, outcome: str) -> str:
+    if outcome == "denied":
+        return "denied"
+    if not has_changes:
+        return "no_changes"
+    return "approved" if outcome == "auto_approved" else "needs_approval"
+
+
+def _require_status(run: Run, allowed: set[str], action: str) -> None:
+    if run.status not in allowed:
+        wanted = " or ".join(sorted(allowed))
+        raise ConflictError(
+            f"cannot {action} run {run.id}: it is {run.status}, and only a {wanted} run can be"
+        )
+
+
+def _summary(plan: Any) -> dict[str, Any]:
+    counts = plan.counts
+    return {
+        "add": counts.to_add, "change": counts.change, "destroy": counts.to_destroy,
+        "replace": counts.replace, "text": counts.summary,
+    }  # fmt: skip
+
+
+def _decision_json(decision: Any) -> dict[str, Any]:
+    return {
+        "outcome": decision.outcome,
+        "denies": [str(f) for f in decision.denies],
+        "warnings": [str(f) for f in decision.warnings],
+        "approval_reasons": [str(f) for f in decision.approval_reasons],
+        "routine_reasons": list(decision.routine_reasons),
+        "policy_digest": decision.policy_digest,
+    }
+
+
+def _declared_tags(context: Mapping[str, Any] | None) -> list[str]:
+    tags = (context or {}).get("tags") or []
+    return [str(t) for t in tags] if isinstance(tags, list) else []
+
+
+def _commit(context: Mapping[str, Any]) -> str | None:
+    commit = context.get("commit_sha") or context.get("commit")
+    return str(commit)[:64] if commit else None
+
+
+def _aad(run: Run, what: str) -> bytes:
+    return f"tofuflow-run:v1;run={run.id};workspace={run.workspace};{what}".encode()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _view(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id, "workspace": run.workspace, "status": run.status,
+        "requester": run.requester, "commit": run.commit, "context": run.context,
+        "base_serial": run.base_serial, "config_digest": run.config_digest,
+        "has_changes": run.has_changes, "summary": run.summary, "decision": run.decision,
+        "artifact_sha256": run.artifact_sha256, "result": run.result,
+        "state_version": run.state_version,
+        "created_at": run.created_at.isoformat(), "updated_at": run.updated_at.isoformat(),
+    }  # fmt: skip

@@ -1,0 +1,267 @@
+"""Runs end to end: plan here, apply there; policy, approvals, stale plans, tampering."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from _services.fixtures import make_token
+from _services.server import RunningServer, threaded_server
+from tofuflow.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    PlanStaleError,
+    TofuError,
+)
+from tofuflow.project import load_project
+from tofuflow.runs import ControlPlane, apply_run, plan_workspace
+from tofuflow.server.storage._db import AuditEvent, Run
+from tofuflow.tofu import Binary, Tofu
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+DENY_POLICY = """package tofuflow.user
+
+import rego.v1
+
+deny contains msg if {
+    some change in input.plan.resource_changes
+    change.type == "terraform_data"
+    startswith(change.name, "forbidden")
+    msg := sprintf("%s: resources named forbidden* are not allowed", [change.address])
+}
+"""
+
+
+@dataclass
+class Env:
+    server: RunningServer
+    repo: Path
+    planner: ControlPlane
+    applier: ControlPlane
+    approver: ControlPlane
+    admin: ControlPlane
+
+    def workspace(self, root: Path | None = None, **overrides: Any) -> Any:
+        ws = load_project((root or self.repo) / "tofuflow.toml").workspace("app/dev")
+        return replace(ws, **overrides) if overrides else ws
+
+
+def _git(cwd: Path, *args: str) -> None:
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@e", "PATH": "/usr/bin:/bin"}  # fmt: skip
+    subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
+
+
+@pytest.fixture
+def env(tmp_path: Path, server_config: Any, binary: Binary) -> Iterator[Env]:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "user.rego").write_text(DENY_POLICY)
+    config = replace(
+        server_config,
+        policies_dir=policies,
+        workspace_settings=(
+            {"match": "app/*", "settings": {"protected": ["terraform_data.database*"]}},
+        ),
+    )
+    repo = tmp_path / "repo"
+    shutil.copytree(FIXTURES / "configs" / "app", repo / "infra")
+    (repo / "tofuflow.toml").write_text(
+        '[workspaces."app/dev"]\ndirectory = "infra"\nvariables = { items = ["a", "b"] }\n'
+    )
+    (repo / ".gitignore").write_text(".terraform/\n*.tfplan\n.terraform.lock.hcl\n*_override.tf\n")
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "infra")
+    with threaded_server(config) as server:
+        clients = [ControlPlane(server.url, make_token(server, role, "app/*"))
+                   for role in ("planner", "applier", "approver", "admin")]  # fmt: skip
+        yield Env(server, repo, *clients)
+        for client in clients:
+            client.close()
+
+
+def _plan(env: Env, ws: Any, **kw: Any) -> Any:
+    return plan_workspace(ws, env.planner, {"commit_sha": "c0ffee" * 6 + "abcd"}, **kw)
+
+
+def test_plan_in_one_checkout_apply_from_a_fresh_clone_elsewhere(env: Env, tmp_path: Path) -> None:
+    outcome = _plan(env, env.workspace())
+    assert outcome.run["status"] == "approved"  # creates only: routine, auto-approved
+    assert outcome.exit_code == 2
+    clone = tmp_path / "elsewhere" / "clone"
+    subprocess.run(["git", "clone", "-q", str(env.repo), str(clone)], check=True)
+    done = apply_run(outcome.run["id"], env.workspace(clone), env.applier)
+    assert done["status"] == "applied"
+    assert done["state_version"] == 1 and done["result"]["serial"] >= 1
+    state = json.loads(
+        httpx.get(
+            env.server.state_url("app/dev"), headers={"Authorization": f"Bearer {env.admin.token}"}
+        ).content
+    )
+    addresses = {f"{r['type']}.{r['name']}" for r in state["resources"]}
+    assert addresses == {"terraform_data.item", "terraform_data.database"}
+    again = _plan(env, env.workspace())
+    assert (again.run["status"], again.exit_code) == ("no_changes", 0)
+
+
+def test_a_stale_plan_is_refused_after_a_concurrent_apply(env: Env) -> None:
+    first = _plan(env, env.workspace())
+    second = _plan(env, env.workspace(variables={"items": ["a", "b", "c"]}))
+    apply_run(second.run["id"], env.workspace(variables={"items": ["a", "b", "c"]}), env.applier)
+    with pytest.raises(PlanStaleError, match="Plan again"):
+        apply_run(first.run["id"], env.workspace(), env.applier)
+    assert env.admin.run(first.run["id"])["status"] == "cancelled"
+
+
+def test_a_tampered_artifact_is_refused(env: Env) -> None:
+    outcome = _plan(env, env.workspace())
+    with Session(env.server.app.state.engine) as session, session.begin():
+        run = session.get(Run, outcome.run["id"])
+        artifact = dict(run.artifact)
+        raw = bytearray(artifact["ciphertext"].encode())
+        raw[40] = ord("A") if raw[40] != ord("A") else ord("B")
+        run.artifact = {**artifact, "ciphertext": raw.decode()}
+    with pytest.raises(ConflictError, match="integrity"):
+        apply_run(outcome.run["id"], env.workspace(), env.applier)
+
+
+def test_a_changed_configuration_is_refused(env: Env) -> None:
+    outcome = _plan(env, env.workspace())
+    (env.repo / "infra" / "extra.tf").write_text('resource "terraform_data" "sneaky" {}\n')
+    with pytest.raises(ConflictError, match="differs from what run"):
+        apply_run(outcome.run["id"], env.workspace(), env.applier)
+
+
+def test_a_policy_denial_blocks_apply(env: Env) -> None:
+    (env.repo / "infra" / "forbidden.tf").write_text('resource "terraform_data" "forbidden_x" {}\n')
+    outcome = _plan(env, env.workspace())
+    assert outcome.run["status"] == "denied" and outcome.exit_code == 3
+    assert "forbidden* are not allowed" in outcome.run["decision"]["denies"][0]
+    with pytest.raises(ConflictError, match="it is denied"):
+        apply_run(outcome.run["id"], env.workspace(), env.applier)
+    with pytest.raises(ConflictError, match="it is denied"):
+        env.approver.approve(outcome.run["id"], "please")
+
+
+def test_deleting_a_protected_resource_needs_an_approval_and_self_approval_is_refused(
+    env: Env,
+) -> None:
+    apply_run(_plan(env, env.workspace()).run["id"], env.workspace(), env.applier)
+    without_db = env.workspace(variables={"items": ["a", "b"], "with_database": False})
+    outcome = _plan(env, without_db)
+    assert outcome.run["status"] == "needs_approval"
+    assert any("database" in r for r in outcome.run["decision"]["approval_reasons"])
+    with pytest.raises(ConflictError, match="needs_approval"):
+        apply_run(outcome.run["id"], without_db, env.applier)
+    # An approver who also requested the run may not approve it.
+    self_run = plan_workspace(without_db, env.approver, {})
+    with pytest.raises(ConflictError, match="may not approve it"):
+        env.approver.approve(self_run.run["id"], "mine")
+    approved = env.approver.approve(outcome.run["id"], "database retired, ticket OPS-1")
+    assert approved["status"] == "approved"
+    done = apply_run(outcome.run["id"], without_db, env.applier)
+    assert done["status"] == "applied"
+    shown = env.admin.run(outcome.run["id"])
+    assert shown["approvals"][0]["approver"].startswith("token:tfw_")
+    assert shown["approvals"][0]["comment"] == "database retired, ticket OPS-1"
+
+
+def test_the_planner_cannot_write_state_even_running_the_binary_by_hand(env: Env) -> None:
+    ws = env.workspace()
+    (ws.directory / "tofuflow_backend_override.tf").write_text(
+        'terraform {\n  backend "http" {}\n}\n'
+    )
+    tf = Tofu(ws.directory, env=env.server.backend_env("app/dev", env.planner.token),
+              variables=ws.variables)  # fmt: skip
+    tf.init(reconfigure=True)
+    with pytest.raises(TofuError):
+        tf.apply()
+    current = httpx.get(env.server.state_url("app/dev"),
+                        headers={"Authorization": f"Bearer {env.admin.token}"})  # fmt: skip
+    assert current.status_code == 204, "the planner's apply must not have written state"
+    refusals = env.admin.audit(workspace="app/dev")
+    assert any(e["outcome"] == "refused" and e["status"] == 403 for e in refusals)
+
+
+def test_an_apply_session_token_stops_working_once_its_run_ends(env: Env) -> None:
+    outcome = _plan(env, env.workspace())
+    session = env.applier.open_session(outcome.run["id"])
+    token = session["session_token"]
+    url = env.server.state_url("app/dev")
+    assert httpx.get(url, headers={"Authorization": f"Bearer {token}"}).status_code in (200, 204)
+    other = httpx.get(env.server.state_url("app/other"),
+                      headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    assert other.status_code == 403
+    with ControlPlane(env.server.url, token) as applying:
+        applying.finish(outcome.run["id"], "failed", {"error": "test"})
+    after = httpx.get(url, headers={"Authorization": f"Bearer {token}"})
+    assert after.status_code == 401
+    assert "ended" in after.json()["error"] or "not open" in after.json()["error"]
+
+
+def test_audit_verify_names_the_first_modified_or_removed_event(env: Env) -> None:
+    apply_run(_plan(env, env.workspace()).run["id"], env.workspace(), env.applier)
+    assert env.admin.audit_verify()["ok"] is True
+    engine = env.server.app.state.engine
+    with Session(engine) as session:
+        ids = session.scalars(select(AuditEvent.id).order_by(AuditEvent.id)).all()
+    target = ids[len(ids) // 2]
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE audit_events SET outcome = 'oK' WHERE id = :id"), {"id": target}
+        )
+    broken = env.admin.audit_verify()
+    assert broken["ok"] is False and broken["first_bad_id"] == target
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE audit_events SET outcome = 'ok' WHERE id = :id"),
+                           {"id": target})  # fmt: skip
+    assert env.admin.audit_verify()["ok"] is True
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM audit_events WHERE id = :id"), {"id": target})
+    removed = env.admin.audit_verify()
+    assert removed["ok"] is False and removed["first_bad_id"] == ids[ids.index(target) + 1]
+
+
+def test_the_audit_log_tells_the_run_story_by_run_and_by_commit(env: Env) -> None:
+    outcome = _plan(env, env.workspace())
+    apply_run(outcome.run["id"], env.workspace(), env.applier)
+    events = env.admin.audit(run=outcome.run["id"])
+    actions = [e["action"] for e in events]
+    assert actions[:4] == ["run.created", "run.artifact", "run.policy_decided", "run.artifact_read"]
+    assert "run.session_opened" in actions and actions[-1] == "run.applied"
+    writes = env.admin.audit(workspace="app/dev")
+    assert any(e["action"] == "state.write" and e["run_id"] == outcome.run["id"] for e in writes)
+    by_commit = env.admin.audit(commit="c0ffee")
+    assert {e["run_id"] for e in by_commit} == {outcome.run["id"]}
+
+
+def test_bad_run_requests_are_clear_errors_that_change_nothing(env: Env) -> None:
+    with pytest.raises(NotFoundError, match="no run"):
+        env.applier.run("does-not-exist")
+    outcome = _plan(env, env.workspace())
+    apply_run(outcome.run["id"], env.workspace(), env.applier)
+    with pytest.raises(ConflictError, match="it is applied"):
+        apply_run(outcome.run["id"], env.workspace(), env.applier)
+    run = env.planner.create_run("app/dev", "0" * 64, {})
+    with pytest.raises(ConflictError, match="artifact before"):
+        env.planner.upload_plan(run["id"], b"{}")
+    env.planner.upload_artifact(run["id"], b"PK")
+    from tofuflow.errors import BadRequestError
+
+    with pytest.raises(BadRequestError, match="plan document"):
+        env.planner.upload_plan(run["id"], b'{"not": "a plan"}')
+    assert env.admin.run(run["id"])["status"] == "planning"
+    with pytest.raises(ForbiddenError):
+        env.planner.approve(run["id"], "me")

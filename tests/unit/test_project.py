@@ -1,0 +1,302 @@
+"""tofuflow.toml: locating, parsing, and an error for every mistake that names file, key, fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tofuflow.errors import ConfigError
+from tofuflow.project import Project, WorkspaceConfig, load_project
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A repository root holding infra/app and prod.tfvars; the cwd is its root."""
+    root = tmp_path / "repo"
+    (root / "infra" / "app").mkdir(parents=True)
+    (root / "prod.tfvars").write_text('region = "eu-west-1"\n')
+    monkeypatch.chdir(root)
+    return root.resolve()
+
+
+def _load(repo: Path, text: str) -> Project:
+    (repo / "tofuflow.toml").write_text(text)
+    return load_project()
+
+
+def _error(repo: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        _load(repo, text)
+    return str(info.value)
+
+
+FULL = """
+[server]
+url = "https://tofuflow.example/"
+
+[workspaces."app/prod"]
+directory = "infra/app"
+variables = { region = "eu-west-1", sizes = [1, 2], tags = { team = "platform" } }
+var_files = ["prod.tfvars", "/run/secrets/extra.tfvars"]
+tags = ["production", "eu"]
+backend = "own"
+settings = { protected = ["module.db.*"], max_deletions = 5 }
+
+[workspaces."app/prod".identity.plan]
+kind = "azure"
+client_id = "00000000-0000-0000-0000-000000000001"
+
+[workspaces."app/prod".identity.apply]
+kind = "aws"
+role_arn = "arn:aws:iam::123456789012:role/apply"
+"""
+
+
+def test_a_full_file_is_read_with_absolute_paths(repo: Path) -> None:
+    project = _load(repo, FULL)
+    assert project.path == repo / "tofuflow.toml" and project.root == repo
+    assert project.server_url == "https://tofuflow.example"
+    assert project.workspace("app/prod") == WorkspaceConfig(
+        name="app/prod",
+        directory=repo / "infra" / "app",
+        variables={"region": "eu-west-1", "sizes": [1, 2], "tags": {"team": "platform"}},
+        var_files=(repo / "prod.tfvars", Path("/run/secrets/extra.tfvars")),
+        tags=("production", "eu"),
+        backend="own",
+        settings={"protected": ["module.db.*"], "max_deletions": 5},
+        identity={
+            "plan": {"kind": "azure", "client_id": "00000000-0000-0000-0000-000000000001"},
+            "apply": {"kind": "aws", "role_arn": "arn:aws:iam::123456789012:role/apply"},
+        },
+    )
+
+
+def test_a_minimal_workspace_gets_the_defaults(repo: Path) -> None:
+    project = _load(repo, '[workspaces.app]\ndirectory = "infra/app"\n')
+    assert project.server_url is None  # the embedded control plane
+    assert project.workspace("app") == WorkspaceConfig(name="app", directory=repo / "infra/app")
+    assert project.workspace("app").backend == "tofuflow"
+
+
+def test_the_file_is_found_upward_from_a_subdirectory(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (repo / "tofuflow.toml").write_text('[workspaces.app]\ndirectory = "infra/app"\n')
+    monkeypatch.chdir(repo / "infra" / "app")
+    assert load_project().path == repo / "tofuflow.toml"
+    assert load_project(repo / "infra").path == repo / "tofuflow.toml"
+    assert load_project(str(repo / "tofuflow.toml")).root == repo
+
+
+def test_a_file_elsewhere_is_named_by_its_absolute_path(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (repo / "tofuflow.toml").write_text('[workspaces.app]\ndirectory = "nope"\n')
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with pytest.raises(ConfigError) as info:
+        load_project(repo)
+    assert str(info.value).startswith(f"{repo / 'tofuflow.toml'}: workspaces.app.directory:")
+
+
+def test_no_file_anywhere_says_where_it_looked_and_what_to_create(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"no tofuflow\.toml in .* or any parent directory"):
+        load_project()
+
+
+def test_a_missing_explicit_path_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file or directory"):
+        load_project(tmp_path / "missing.toml")
+
+
+def test_an_unknown_workspace_lists_the_defined_ones(repo: Path) -> None:
+    project = _load(
+        repo, '[workspaces.app]\ndirectory = "infra/app"\n[workspaces.db]\ndirectory = "infra"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        project.workspace("ap")
+    assert str(info.value) == (
+        "tofuflow.toml: workspace 'ap' is not defined; did you mean \"app\"?; defined: app, db"
+    )
+
+
+def test_a_file_without_workspaces_says_how_to_add_one(repo: Path) -> None:
+    project = _load(repo, "")
+    with pytest.raises(ConfigError, match=r"no workspaces are defined; add a \[workspaces.app\]"):
+        project.workspace("app")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[workspaces.app]\ndirectory = "infra/nope"\n',
+            'workspaces.app.directory: "infra/nope" does not exist (relative to {root})',
+        ),
+        (
+            "[workspaces.app]\ntags = []\n",
+            'workspaces.app.directory: missing; add directory = "<the configuration, '
+            'relative to {root}>"',
+        ),
+        (
+            '[workspaces.app]\ndirectory = "prod.tfvars"\n',
+            'workspaces.app.directory: "prod.tfvars" is not a directory (relative to {root})',
+        ),
+        (
+            '[workspaces.app]\ndirectory = "/srv/infra"\n',
+            'workspaces.app.directory: "/srv/infra" is absolute; use a path relative to {root} '
+            "so the project works in any checkout",
+        ),
+        (
+            "[workspaces.app]\ndirectory = 3\n",
+            "workspaces.app.directory: expected a path relative to {root}, got 3",
+        ),
+        (
+            '[workspaces.app]\ndirectory = "infra/app"\nvar_files = ["prod.tfvars", "dev.tf"]\n',
+            'workspaces.app.var_files[1]: "dev.tf" does not exist (relative to {root})',
+        ),
+        (
+            '[workspaces.app]\ndirectory = "infra/app"\nvar_files = "prod.tfvars"\n',
+            'workspaces.app.var_files: expected an array of paths, e.g. ["prod.tfvars"], '
+            'got "prod.tfvars"',
+        ),
+        (
+            '[workspaces.app]\ndirectory = "infra/app"\ntags = ["ok", 7]\n',
+            "workspaces.app.tags: expected an array of non-empty strings, "
+            'e.g. ["production"], got an array',
+        ),
+        (
+            '[workspaces.app]\ndirectory = "infra/app"\nbackend = "owm"\n',
+            'workspaces.app.backend: "owm" is not a backend choice; did you mean "own"?; use '
+            '"tofuflow" (the state service, the default) or "own" (keep the configuration\'s '
+            "own backend block)",
+        ),
+        (
+            '[workspaces.app]\ndirectory = "infra/app"\ntag = ["x"]\n',
+            'workspaces.app.tag: unknown key; did you mean "tags"?',
+        ),
+        (
+            '[workspaces.app]\ndirectory = "infra/app"\nzzz = 1\n',
+            "workspaces.app.zzz: unknown key; known keys: directory, variables, var_files, "
+            "tags, backend, settings, identity",
+        ),
+        (
+            '[workspace.app]\ndirectory = "infra/app"\n',
+            'workspace: unknown key; did you mean "workspaces"?',
+        ),
+        (
+            '[server]\nurl = "https://x"\nurI = "https://y"\n',
+            'server.urI: unknown key; did you mean "url"?',
+        ),
+        (
+            '[server]\nurl = "tofuflow.example"\n',
+            'server.url: "tofuflow.example" is not an http(s) URL; use "https://tofuflow.example"',
+        ),
+        (
+            '[server]\nurl = "https://ci:t0ken@tofuflow.example"\n',
+            "server.url: holds credentials (user:password@); remove them: this file is "
+            "committed, and the runner authenticates with the pipeline's identity",
+        ),
+        (
+            'server = "https://tofuflow.example"\n',
+            'server: expected a table ([server]), got "https://tofuflow.example"',
+        ),
+        (
+            '[workspaces.app.prod]\ndirectory = "infra/app"\n',
+            "workspaces.app.prod: unknown key; known keys: directory, variables, var_files, "
+            "tags, backend, settings, identity; a workspace name containing '/' must be "
+            'quoted: [workspaces."app/prod"]',
+        ),
+        (
+            '[workspaces."-app"]\ndirectory = "infra/app"\n',
+            "workspaces.-app: invalid workspace name: use up to 8 '/'-separated segments",
+        ),
+        (
+            '[workspaces."app/lock"]\ndirectory = "infra/app"\n',
+            'workspaces."app/lock": invalid workspace name',
+        ),
+        (
+            "[workspaces]\napp = 1\n",
+            "workspaces.app: expected a table ([workspaces.app]), got 1",
+        ),
+        (
+            '[workspaces.app]\ndirectory = "infra/app"\n[workspaces.app.identity.plna]\nx = 1\n',
+            'workspaces.app.identity.plna: unknown key; did you mean "plan"?',
+        ),
+        (
+            '[workspaces.app]\ndirectory = "infra/app"\nidentity = { apply = "role" }\n',
+            "workspaces.app.identity.apply: expected a table ([workspaces.app.identity.apply]), "
+            'got "role"',
+        ),
+        (
+            '[workspaces.app]\ndirectory = "infra/app"\nvariables = ["a"]\n',
+            "workspaces.app.variables: expected a table ([workspaces.app.variables]), got an array",
+        ),
+        (
+            '[workspaces.app]\ndirectory = "infra/app"\nvariables = { "1x" = 1 }\n',
+            "workspaces.app.variables.1x: not a valid variable name; use letters, digits, "
+            "'_' and '-', starting with a letter or '_'",
+        ),
+        (
+            '[workspaces.app]\ndirectory = "infra/app"\nvariables = { day = 2025-01-01 }\n',
+            "workspaces.app.variables.day: dates and times are not supported; quote it",
+        ),
+        (
+            '[workspaces.app]\ndirectory = "infra/app"\nsettings = true\n',
+            "workspaces.app.settings: expected a table ([workspaces.app.settings]), got true",
+        ),
+    ],
+)
+def test_every_mistake_names_the_file_the_key_and_the_fix(
+    repo: Path, text: str, expected: str
+) -> None:
+    message = _error(repo, text)
+    assert f"tofuflow.toml: {expected.format(root=repo)}" in message.splitlines()[0]
+
+
+def test_invalid_toml_is_reported_with_its_position(repo: Path) -> None:
+    message = _error(repo, "[workspaces.app\n")
+    assert message.startswith("tofuflow.toml: not valid TOML: ")
+    assert "line 1" in message and message.endswith("fix the syntax there")
+
+
+def test_all_problems_are_reported_at_once(repo: Path) -> None:
+    message = _error(
+        repo,
+        '[workspaces.app]\ndirectory = "nope"\nbackend = "s3"\n'
+        '[workspaces.db]\ndirectory = "infra"\ntag = []\n',
+    )
+    assert message.splitlines() == [
+        f'tofuflow.toml: workspaces.app.directory: "nope" does not exist (relative to {repo})',
+        'tofuflow.toml: workspaces.app.backend: "s3" is not a backend choice; use "tofuflow" '
+        '(the state service, the default) or "own" (keep the configuration\'s own backend '
+        "block)",
+        'tofuflow.toml: workspaces.db.tag: unknown key; did you mean "tags"?',
+    ]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["app", "app/prod", "a.b_c-d/e", "x" * 64, "a/b/c/d/e/f/g/h", "lock", "a/lock", "-a", "a//b",
+     "a/b/c/d/e/f/g/h/i", "x" * 65, "app/", "a b"],
+)  # fmt: skip
+def test_workspace_names_follow_the_state_services_rules(repo: Path, name: str) -> None:
+    from tofuflow.errors import BadRequestError
+    from tofuflow.server._state import validate_workspace_name
+
+    try:
+        validate_workspace_name(name)
+        server_accepts = True
+    except BadRequestError:
+        server_accepts = False
+    text = f'[workspaces."{name}"]\ndirectory = "infra/app"\n'
+    try:
+        _load(repo, text)
+        project_accepts = True
+    except ConfigError:
+        project_accepts = False
+    assert project_accepts == server_accepts
