@@ -28,7 +28,7 @@ def change(
 ) -> dict[str, Any]:
     """A resource_changes entry of a show -json document; the module comes from the address."""
     actions = [action] if isinstance(action, str) else action
-    module, _, local = _split(address)
+    module, local = _split(address)
     rc = {
         "address": address,
         "mode": "managed",
@@ -42,13 +42,13 @@ def change(
     return rc
 
 
-def _split(address: str) -> tuple[str, str, str]:
-    # "module.a.module.b.aws_x.y" -> ("module.a.module.b", ".", "aws_x.y")
+def _split(address: str) -> tuple[str, str]:
+    # "module.a.module.b.aws_x.y" -> ("module.a.module.b", "aws_x.y")
     parts = address.split(".")
     cut = 0
     while cut + 1 < len(parts) and parts[cut] == "module":
         cut += 2
-    return ".".join(parts[:cut]), ".", ".".join(parts[cut:])
+    return ".".join(parts[:cut]), ".".join(parts[cut:])
 
 
 def plan_of(*changes: dict[str, Any], outputs: Mapping[str, Any] | None = None) -> Plan:
@@ -437,6 +437,7 @@ def test_deletions_up_to_the_limit_are_not_denied(builtin: PolicySet) -> None:
 
 def test_without_a_limit_any_number_of_deletions_is_not_denied(builtin: PolicySet) -> None:
     assert decide(builtin, deletes(50)).denies == ()
+    assert decide(builtin, deletes(50), settings={"max_deletions": None}).denies == ()
 
 
 # ------------------------------------------------------------------ settings fail closed

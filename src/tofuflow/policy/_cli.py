@@ -52,7 +52,9 @@ def policy() -> None:
     help="Directory of your .rego files (searched recursively), added to the built-ins.",
 )
 @click.option("--no-builtin", is_flag=True, help="Leave tofuflow's built-in library out.")
-@click.option("--workspace", "workspace_name", default="local", show_default=True)
+@click.option(
+    "--workspace", "workspace_name", default="local", show_default=True, help="Workspace name."
+)
 @click.option("--workspace-tags", default="", help="Comma-separated, e.g. production,eu.")
 @click.option(
     "--settings",
@@ -60,7 +62,9 @@ def policy() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="JSON file with the workspace settings (protected, allowed, max_deletions, ...).",
 )
-@click.option("--requester", help="Subject of the run's requester, e.g. repo:acme/infra:*.")
+@click.option(
+    "--requester", help="The run's requester subject, e.g. repo:acme/infra:ref:refs/heads/main."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
 def test_cmd(
     plan_json: Path,

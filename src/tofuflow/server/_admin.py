@@ -13,7 +13,7 @@ from tofuflow.server import _audit
 from tofuflow.server._state import state_aad
 from tofuflow.server.auth import Role, new_token, parse_ttl
 from tofuflow.server.crypto import Keyring
-from tofuflow.server.storage._db import ApiToken, StateVersion, Workspace, utcnow
+from tofuflow.server.storage._db import ApiToken, StateVersion, Workspace, utcnow, write_session
 
 __all__ = ["CreatedToken", "create_token", "list_tokens", "revoke_token", "rotate_keys"]
 
@@ -36,7 +36,7 @@ def create_token(
     parsed_role = Role.parse(role)
     expires_at = utcnow() + parse_ttl(ttl)
     token, token_id, secret_hash = new_token()
-    with Session(engine) as session, session.begin():
+    with write_session(engine) as session:
         session.add(
             ApiToken(
                 token_id=token_id, secret_hash=secret_hash, role=parsed_role.value,
@@ -57,7 +57,7 @@ def list_tokens(engine: Engine) -> list[ApiToken]:
 
 
 def revoke_token(engine: Engine, token_id: str) -> None:
-    with Session(engine) as session, session.begin():
+    with write_session(engine) as session:
         row = session.get(ApiToken, token_id)
         if row is None:
             raise NotFoundError(f"no token {token_id}; `tofuflow server tokens list` shows them")
@@ -72,7 +72,7 @@ def rotate_keys(engine: Engine, keyring: Keyring, batch: int = 200) -> int:
     """
     rotated = 0
     while True:
-        with Session(engine) as session, session.begin():
+        with write_session(engine) as session:
             rows = session.execute(
                 select(StateVersion, Workspace.name)
                 .join(Workspace, Workspace.id == StateVersion.workspace_id)

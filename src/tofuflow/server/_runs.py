@@ -35,13 +35,14 @@ from tofuflow.errors import (
     DocumentError,
     NotFoundError,
     PlanStaleError,
+    TofuflowError,
 )
 from tofuflow.server import _audit
 from tofuflow.server._state import RequestContext
 from tofuflow.server.auth import Grant, Permission, Principal, Role
 from tofuflow.server.crypto import Keyring, Sealed
 from tofuflow.server.storage._blobs import BlobStore
-from tofuflow.server.storage._db import Approval, Run, Workspace, utcnow
+from tofuflow.server.storage._db import Approval, Run, Workspace, utcnow, write_session
 
 __all__ = ["RunService", "WorkspacePolicy", "session_principal"]
 
@@ -79,11 +80,15 @@ class RunService:
         approval_ttl: dt.timedelta = dt.timedelta(hours=24),
         session_ttl: dt.timedelta = dt.timedelta(hours=1),
     ) -> None:
+        from tofuflow.policy import check_settings
+
         self.engine = engine
         self.keyring = keyring
         self.blobs = blobs
         self.policies = policies
         self.workspace_policies = tuple(workspace_policies)
+        for entry in self.workspace_policies:  # fail at start-up, not at the first plan
+            check_settings(entry.settings)
         self.approval_ttl = approval_ttl
         self.session_ttl = session_ttl
 
@@ -150,9 +155,25 @@ class RunService:
                                             "claims": run.requester_claims or {}},
                 "context": run.context or {},
             }  # fmt: skip
-            decision = evaluate(self.policies, build_input(plan, run_input, workspace_input))
-            run.decision = _decision_json(decision)
-            run.status = _status_after_plan(plan.has_changes, decision.outcome)
+            try:
+                decision = evaluate(self.policies, build_input(plan, run_input, workspace_input))
+            except TofuflowError as exc:
+                # Fail closed: a policy that cannot be evaluated denies the change.
+                run.decision = {
+                    "outcome": "denied",
+                    "denies": [
+                        f"the policies could not be evaluated ({exc}); an administrator must fix "
+                        "the server's policies or workspace settings"
+                    ],
+                    "warnings": [],
+                    "approval_reasons": [],
+                    "routine_reasons": [],
+                    "policy_digest": None,
+                }
+                run.status = "denied"
+            else:
+                run.decision = _decision_json(decision)
+                run.status = _status_after_plan(plan.has_changes, decision.outcome)
             if run.status == "approved":
                 self._add_approval(session, run, "policy:auto-approve", None, "routine change")
             run.updated_at = utcnow()
@@ -287,7 +308,7 @@ class RunService:
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+        with write_session(self.engine) as session:
             yield session
 
     def _run(self, session: Session, run_id: str, *, for_update: bool = False) -> Run:

@@ -32,7 +32,7 @@ from tofuflow.server import _audit
 from tofuflow.server.auth import Permission, Principal
 from tofuflow.server.crypto import Keyring, Sealed
 from tofuflow.server.storage._blobs import BlobStore
-from tofuflow.server.storage._db import StateVersion, Workspace, utcnow
+from tofuflow.server.storage._db import StateVersion, Workspace, utcnow, write_session
 
 __all__ = ["StateService", "VersionInfo", "state_aad", "validate_workspace_name"]
 
@@ -147,7 +147,9 @@ class StateService:
             )
         with self._tx() as session:
             ws = self._workspace_for_update(session, name)
-            if ws.lock_id is not None and ws.lock_id != lock_id:
+            held_by_other = ws.locked_by != ctx.principal.subject
+            # Re-locking with the same ID is an idempotent retry, but only by the holder.
+            if ws.lock_id is not None and (ws.lock_id != lock_id or held_by_other):
                 raise LockedError(f"workspace {name} is locked by {ws.locked_by}", ws.lock_info)
             ws.lock_id, ws.lock_info = lock_id, dict(info)
             ws.locked_by, ws.locked_at = ctx.principal.subject, utcnow()
@@ -287,7 +289,7 @@ class StateService:
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+        with write_session(self.engine) as session:
             yield session
 
     def _workspace_for_update(self, session: Session, name: str) -> Workspace:
@@ -355,7 +357,7 @@ def state_identity(body: bytes) -> tuple[int, str]:
     try:
         state = State.from_json(body)
     except DocumentError as exc:
-        raise BadRequestError(f"the body is not a state document: {exc}") from exc
+        raise BadRequestError(f"the body was refused: {exc}") from exc
     except RecursionError as exc:
         raise BadRequestError(
             "the body is not a state document: its JSON is nested too deeply"

@@ -10,6 +10,7 @@ import rego.v1
 
 deny contains msg if {
 	limit := input.workspace.settings.max_deletions
+	is_number(limit) # null means no limit, as unset does
 	input.plan.counts.to_destroy > limit
 	msg := sprintf(
 		"this plan destroys %d resources, more than settings.max_deletions (%d) allows in workspace \"%s\": split the change into smaller plans, or raise max_deletions",

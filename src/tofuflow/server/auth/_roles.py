@@ -4,8 +4,8 @@
     principal.role_for("app/prod")                          # Role.PLANNER, or None
 
 Roles are ordered (reader < planner < applier < approver < admin) and each includes the
-permissions of the ones below it. A principal holds grants (a role on a workspace glob); its role on a
-workspace is the highest role among the grants that match it.
+permissions of the ones below it. A principal holds grants (a role on a workspace glob);
+its role on a workspace is the highest role among the grants that match it.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ to the newest revision at start-up.
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,7 +26,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 __all__ = [
     "ApiToken",
@@ -37,6 +40,7 @@ __all__ = [
     "make_engine",
     "migrate",
     "utcnow",
+    "write_session",
 ]
 
 
@@ -181,6 +185,27 @@ class AuditHead(Base):
     last_hash: Mapped[str] = mapped_column(String(64))
 
 
+_WRITE = "tofuflow_write"
+_WRITE_LOCKS: dict[int, threading.Lock] = {}
+
+
+@contextmanager
+def write_session(engine: Engine) -> Iterator[Session]:
+    """A session in one write transaction: commits on success, rolls back on error.
+
+    On SQLite, writers of this process queue on a lock instead of in SQLite's busy
+    handler, which sleeps up to 100 ms between tries and serves no one in order.
+    """
+    lock = _WRITE_LOCKS.get(id(engine))
+    with (
+        lock if lock is not None else nullcontext(),
+        Session(engine, expire_on_commit=False) as session,
+        session.begin(),
+    ):
+        session.connection(execution_options={_WRITE: True})
+        yield session
+
+
 def make_engine(url: str) -> Engine:
     """An engine with the settings each database needs for safe concurrent writes."""
     if url.startswith("sqlite"):
@@ -189,6 +214,7 @@ def make_engine(url: str) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _sqlite_pragmas(engine)
+        _WRITE_LOCKS[id(engine)] = threading.Lock()
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
@@ -207,9 +233,10 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
-        # IMMEDIATE takes the write lock up front: two writers never deadlock upgrading
-        # a read lock, the second one waits (busy_timeout) instead of failing.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front (IMMEDIATE): two writers never deadlock
+        # upgrading a read lock. Readers begin deferred and never wait for writers (WAL).
+        write = connection.get_execution_options().get(_WRITE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def migrate(engine: Engine) -> None:
