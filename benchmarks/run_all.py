@@ -12,6 +12,8 @@ SCRIPTS = [
     "bench_driver.py",
     "bench_state_backends.py",
     "bench_server_throughput.py",
+    "bench_policy.py",
+    "bench_pipeline.py",
 ]
 
 

@@ -1,0 +1,125 @@
+"""`tofuflow plan | apply | runs | audit | policy` as a pipeline runs them: real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tofuflow.tofu import Binary
+
+CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+
+
+def _run(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+@pytest.fixture
+def project(tmp_path: Path, binary: Binary) -> tuple[Path, dict[str, str]]:
+    del binary  # fails clearly when no binary is installed
+    repo = tmp_path / "repo"
+    shutil.copytree(FIXTURES / "configs" / "app", repo / "infra")
+    (repo / "tofuflow.toml").write_text(
+        '[workspaces."app/dev"]\ndirectory = "infra"\nvariables = { items = ["a"] }\n'
+    )
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    for name in ("TOFUFLOW_SERVER_URL", "TOFUFLOW_TOKEN", "TOFUFLOW_SERVER_CONFIG"):
+        env.pop(name, None)
+    return repo, env
+
+
+def test_plan_then_apply_from_another_checkout_with_the_embedded_control_plane(
+    project: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    repo, env = project
+    planned = _run("plan", "app/dev", cwd=repo, env=env)
+    assert planned.returncode == 2, planned.stderr
+    assert "Plan: 2 to add" in planned.stdout
+    run_id = planned.stdout.split("run ")[-1].split(":")[0]
+    assert "approved (policy: auto_approved)" in planned.stdout
+
+    other = tmp_path / "other-machine"
+    shutil.copytree(repo, other, ignore=shutil.ignore_patterns(".terraform*", "*.tfplan",
+                                                               "*_override.tf"))  # fmt: skip
+    applied = _run("apply", run_id, cwd=other, env=env)
+    assert applied.returncode == 0, applied.stderr
+    assert f"run {run_id}: applied; state serial" in applied.stdout
+
+    again = _run("plan", "app/dev", cwd=repo, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "no_changes" in again.stdout
+
+    listed = _run("runs", "list", "--workspace", "app/dev", cwd=repo, env=env)
+    assert run_id in listed.stdout and "applied" in listed.stdout
+    shown = json.loads(_run("runs", "show", run_id, cwd=repo, env=env).stdout)
+    assert shown["status"] == "applied" and shown["state_version"] == 1
+
+    verified = _run("audit", "verify", cwd=repo, env=env)
+    assert verified.returncode == 0 and "audit log intact" in verified.stdout
+    story = _run("audit", "show", "--run", run_id, cwd=repo, env=env).stdout
+    assert "run.created" in story and "run.applied" in story
+    export = tmp_path / "audit.jsonl"
+    assert _run("audit", "export", "--output", str(export), cwd=repo, env=env).returncode == 0
+    events = [json.loads(line) for line in export.read_text().splitlines()]
+    assert events and all(len(e["hash"]) == 64 for e in events)
+    assert events[0]["prev_hash"] == "0" * 64
+
+
+def test_a_policy_denial_exits_3_and_an_unknown_workspace_is_a_clear_error(
+    project: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    repo, env = project
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "team.rego").write_text(
+        "package team.rules\n\nimport rego.v1\n\n"
+        "deny contains msg if {\n  some c in input.plan.resource_changes\n"
+        '  c.name == "database"\n  msg := sprintf("%s: databases are managed by the DBA team", '
+        "[c.address])\n}\n"
+    )
+    server_toml = tmp_path / "server.toml"
+    server_toml.write_text(
+        f'[server]\ndata_dir = "{tmp_path / "cp"}"\n[policies]\ndirectory = "{policies}"\n'
+    )
+    env = {**env, "TOFUFLOW_SERVER_CONFIG": str(server_toml)}
+    denied = _run("plan", "app/dev", cwd=repo, env=env)
+    assert denied.returncode == 3, denied.stdout + denied.stderr
+    assert "databases are managed by the DBA team" in denied.stdout
+    unknown = _run("plan", "app/nope", cwd=repo, env=env)
+    assert unknown.returncode == 1
+    assert "app/dev" in unknown.stderr  # names the workspaces that exist
+
+
+def test_policy_test_checks_a_saved_plan_locally(tmp_path: Path) -> None:
+    plan = FIXTURES / "plans" / "mixed.json"
+    env = dict(os.environ)
+    routine = _run("policy", "test", str(plan), cwd=tmp_path, env=env)
+    assert routine.returncode == 2, routine.stdout + routine.stderr  # it deletes: a person
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "deny.rego").write_text(
+        "package team.rules\n\nimport rego.v1\n\n"
+        'deny contains "no changes on Fridays" if { input.plan.has_changes }\n'
+    )
+    denied = _run("policy", "test", str(plan), "--policies", str(policies), cwd=tmp_path, env=env)
+    assert denied.returncode == 3
+    assert "no changes on Fridays" in denied.stdout
+
+
+def test_a_remote_control_plane_without_a_token_is_a_clear_error(
+    project: tuple[Path, dict[str, str]],
+) -> None:
+    repo, env = project
+    env = {**env, "TOFUFLOW_SERVER_URL": "http://127.0.0.1:9"}
+    done = _run("plan", "app/dev", cwd=repo, env=env)
+    assert done.returncode == 1
+    assert "TOFUFLOW_PLAN_TOKEN" in done.stderr
