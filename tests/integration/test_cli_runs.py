@@ -63,6 +63,21 @@ def test_plan_then_apply_from_another_checkout_with_the_embedded_control_plane(
     shown = json.loads(_run("runs", "show", run_id, cwd=repo, env=env).stdout)
     assert shown["status"] == "applied" and shown["state_version"] == 1
 
+    # Removing the database is not routine: a person approves it, then it is applied.
+    (repo / "tofuflow.toml").write_text(
+        '[workspaces."app/dev"]\ndirectory = "infra"\n'
+        'variables = { items = ["a"], with_database = false }\n'
+    )
+    removal = _run("plan", "app/dev", cwd=repo, env=env)
+    assert removal.returncode == 2, removal.stderr
+    assert "needs_approval" in removal.stdout
+    removal_id = removal.stdout.split("run ")[-1].split(":")[0]
+    refused = _run("apply", removal_id, cwd=repo, env=env)
+    assert refused.returncode == 1 and "needs_approval" in refused.stderr
+    approved = _run("approve", removal_id, "--comment", "retired", cwd=repo, env=env)
+    assert approved.returncode == 0 and "approved" in approved.stdout
+    assert _run("apply", removal_id, cwd=repo, env=env).returncode == 0
+
     verified = _run("audit", "verify", cwd=repo, env=env)
     assert verified.returncode == 0 and "audit log intact" in verified.stdout
     story = _run("audit", "show", "--run", run_id, cwd=repo, env=env).stdout

@@ -178,6 +178,32 @@ def test_deleting_a_protected_resource_needs_an_approval_and_self_approval_is_re
     assert shown["approvals"][0]["comment"] == "database retired, ticket OPS-1"
 
 
+def test_an_expired_approval_no_longer_allows_apply(
+    tmp_path: Path, server_config: Any, binary: Binary
+) -> None:
+    config = replace(
+        server_config,
+        approval_ttl="1s",
+        workspace_settings=({"match": "*", "tags": ["production"]},),
+    )
+    workdir = tmp_path / "infra"
+    shutil.copytree(FIXTURES / "configs" / "app", workdir)
+    from tofuflow.project import WorkspaceConfig
+
+    ws = WorkspaceConfig(name="prod/db", directory=workdir)
+    with threaded_server(config) as server:
+        planner = ControlPlane(server.url, make_token(server, "planner"))
+        approver = ControlPlane(server.url, make_token(server, "approver"))
+        outcome = plan_workspace(ws, planner, {})
+        assert outcome.run["status"] == "needs_approval"  # production: a person decides
+        approver.approve(outcome.run["id"], "ok")
+        import time
+
+        time.sleep(1.5)
+        with pytest.raises(ConflictError, match="expired"):
+            apply_run(outcome.run["id"], ws, approver)
+
+
 def test_the_planner_cannot_write_state_even_running_the_binary_by_hand(env: Env) -> None:
     ws = env.workspace()
     (ws.directory / "tofuflow_backend_override.tf").write_text(
