@@ -221,6 +221,36 @@ def audit_verify(project_path: Path | None) -> None:
         sys.exit(1)
 
 
+@audit.command("credentials")
+@click.option("--workspace", help="Only runs of this workspace.")
+@_PROJECT
+def audit_credentials(workspace: str | None, project_path: Path | None) -> None:
+    """Per run, the cloud credentials each stage was issued (role, expiry, fingerprint).
+
+    Exits 1 if any credential fingerprint appears in more than one run: every run must get
+    fresh credentials.
+    """
+    try:
+        with control_plane("read", _server_url(project_path)) as client:
+            events = client.audit(action="credentials.issued", workspace=workspace, limit=10000)
+    except TofuflowError as err:
+        raise _fail(err) from err
+    runs_by_fingerprint: dict[str, set[str]] = {}
+    for e in events:
+        d = e.get("detail") or {}
+        runs_by_fingerprint.setdefault(str(d.get("fingerprint")), set()).add(str(e["run_id"]))
+        click.echo(f"{e['run_id']}  {d.get('stage', '-'):<6} {d.get('cloud', '-'):<6} "
+                   f"{d.get('role', '-'):<48} until {d.get('expires_at') or '-':<26} "
+                   f"fp {d.get('fingerprint')}  ({d.get('source', '-')})")  # fmt: skip
+    reused = {fp: runs for fp, runs in runs_by_fingerprint.items() if len(runs) > 1}
+    for fingerprint, run_ids in reused.items():
+        click.secho(f"REUSED: fingerprint {fingerprint} in runs {', '.join(sorted(run_ids))}",
+                    fg="red")  # fmt: skip
+    if reused:
+        sys.exit(1)
+    click.echo(f"{len(events)} issuances, all fresh (no credential shared between runs)")
+
+
 @audit.command("export")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Default: stdout.")
 @_PROJECT

@@ -80,6 +80,9 @@ class ControlPlane:
         body = {"outcome": outcome, "detail": dict(detail)}
         return self._json("POST", f"/v1/runs/{run_id}/result", json=body)
 
+    def record_credentials(self, run_id: str, record: Mapping[str, Any]) -> dict[str, Any]:
+        return self._json("POST", f"/v1/runs/{run_id}/credentials", json=dict(record))
+
     def cancel(self, run_id: str, reason: str) -> dict[str, Any]:
         return self._json("POST", f"/v1/runs/{run_id}/cancel", json={"reason": reason})
 

@@ -146,6 +146,7 @@ class AuditQuery:
     commit: str | None = None
     workspace: str | None = None
     actor: str | None = None
+    action: str | None = None
     after: int = 0
     limit: int = 1000
 
@@ -165,6 +166,7 @@ def query_events(engine: Any, principal: Any, query: AuditQuery) -> list[dict[st
         (AuditEvent.run_id, query.run),
         (AuditEvent.workspace, query.workspace),
         (AuditEvent.actor, query.actor),
+        (AuditEvent.action, query.action),
     ):
         if value:
             statement = statement.where(column == value)

@@ -254,6 +254,21 @@ class RunService:
             self._audit(session, ctx, run, f"run.{outcome}", run.result)
             return _view(run)
 
+    def record_credentials(
+        self, ctx: RequestContext, run_id: str, record: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Audit one credential issuance of a stage: who, which role, until when, and a
+        fingerprint that proves freshness — never the credential or the token."""
+        stage = str(record.get("stage"))
+        with self._tx() as session:
+            run = self._run(session, run_id)
+            if stage == "plan":
+                self._require_requester(ctx, run, "report its plan credentials")
+            else:
+                ctx.principal.require(Permission.APPLY_RUN, run.workspace)
+            self._audit(session, ctx, run, "credentials.issued", dict(record))
+            return {"run": run_id, "recorded": True}
+
     def cancel(self, ctx: RequestContext, run_id: str, reason: str) -> dict[str, Any]:
         with self._tx() as session:
             run = self._run(session, run_id, for_update=True)

@@ -222,6 +222,16 @@ class Finish(BaseModel):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
+class CredentialIssued(BaseModel):
+    stage: str = Field(pattern="^(plan|apply)$")
+    cloud: str = Field(pattern="^(aws|azure|gcp|none)$")
+    role: str = Field(default="", max_length=512)
+    source: str = Field(default="", max_length=64, description="azure-devops, static-dev, ...")
+    subject_claims: dict[str, Any] = Field(default_factory=dict)
+    expires_at: str | None = Field(default=None, max_length=64)
+    fingerprint: str = Field(min_length=8, max_length=64, pattern="^[0-9a-f]+$")
+
+
 class Cancel(BaseModel):
     reason: str = Field(default="cancelled", max_length=500)
 
@@ -276,6 +286,15 @@ def _run_routes(app: FastAPI, runs: RunService, context: ContextDep, max_bytes: 
         ctx = await context(request)
         return await run_in_threadpool(runs.finish, ctx, run_id, body.outcome, body.detail)
 
+    @app.post(
+        "/v1/runs/{run_id}/credentials",
+        tags=["runs"],
+        summary="Record that a stage was issued cloud credentials (never the values)",
+    )
+    async def credentials(run_id: str, body: CredentialIssued, request: Request) -> dict[str, Any]:
+        ctx = await context(request)
+        return await run_in_threadpool(runs.record_credentials, ctx, run_id, body.model_dump())
+
     @app.post("/v1/runs/{run_id}/cancel", tags=["runs"])
     async def cancel(run_id: str, body: Cancel, request: Request) -> dict[str, Any]:
         return await run_in_threadpool(runs.cancel, await context(request), run_id, body.reason)
@@ -289,11 +308,12 @@ def _audit_routes(app: FastAPI, engine: Any, context: ContextDep) -> None:
         commit: str | None = None,
         workspace: str | None = None,
         actor: str | None = None,
+        action: str | None = None,
         after: int = 0,
         limit: int = 1000,
     ) -> list[dict[str, Any]]:
         ctx = await context(request)
-        query = AuditQuery(run, commit, workspace, actor, after, min(max(limit, 1), 10_000))
+        query = AuditQuery(run, commit, workspace, actor, action, after, min(max(limit, 1), 10_000))
         return await run_in_threadpool(query_events, engine, ctx.principal, query)
 
     @app.get("/v1/audit/verify", tags=["audit"], summary="Verify the hash chain")
