@@ -71,11 +71,15 @@ def version_cmd() -> None:
 @click.option("--environment", default="dev", show_default=True, help="Value of var.environment.")
 @click.option("--destroy", is_flag=True, help="Tear the quickstart down instead.")
 def demo_cmd(workdir: Path | None, environment: str, destroy: bool) -> None:
-    """Plan and apply the bundled quickstart: one file per service, local state.
+    """The main job: plan → policy check → approval → apply of the bundled quickstart.
 
-    The first run creates three files and prints the plan; later runs show
-    "no changes". Use --destroy to remove them. Nothing outside the demo directory
-    is touched.
+    \b
+    It runs through the embedded control plane (in-process on 127.0.0.1, SQLite and a
+    generated 0600 key under your data directory): the plan is made read-only, checked
+    by the built-in policies (creating files is routine: auto-approved), applied with a
+    short-lived apply session, and recorded in the hash-chained audit log, which is
+    verified at the end. The first run creates three files; later runs find no changes.
+    --destroy removes them (deletions need a person: the demo approves as you).
     """
     from tofuflow.cli._demo import run_demo
 
@@ -95,6 +99,20 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    Usage errors exit 1, not click's 2: for `tofuflow plan`, 2 means "changes".
+    """
     signal.signal(signal.SIGTERM, _on_sigterm)
-    cli(prog_name="tofuflow")
+    try:
+        code = cli.main(prog_name="tofuflow", standalone_mode=False)
+    except click.exceptions.UsageError as err:
+        err.show()
+        sys.exit(1)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

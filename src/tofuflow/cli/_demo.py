@@ -1,4 +1,4 @@
-"""`tofuflow demo`: the main job on the embedded default (for now: a local backend)."""
+"""`tofuflow demo`: the main job on the embedded default control plane."""
 
 from __future__ import annotations
 

@@ -38,18 +38,31 @@ _STAGES = {
 
 
 @contextmanager
-def control_plane(stage: str, server_url: str | None) -> Iterator[Any]:
-    """A ControlPlane client for ``stage``: remote when configured, else embedded."""
+def control_plane(
+    stage: str, server_url: str | None, identity: Mapping[str, Any] | None = None
+) -> Iterator[Any]:
+    """A ControlPlane client for ``stage``: remote when configured, else embedded.
+
+    Without a token variable, a stage whose identity names a token source presents that
+    OIDC token: one pipeline identity gets both its cloud role and its state role.
+    """
     from tofuflow.runs import ControlPlane, EmbeddedControlPlane
 
     role, token_var = _STAGES[stage]
     url = os.environ.get("TOFUFLOW_SERVER_URL") or server_url
     if url:
         token = os.environ.get(token_var) or os.environ.get("TOFUFLOW_TOKEN")
+        if not token and identity and identity.get("source"):
+            from tofuflow.identity import StageIdentity
+
+            stage_identity = StageIdentity.from_config(identity, os.environ, stage=stage)
+            if stage_identity.source is not None:
+                token = stage_identity.source.token(stage_identity.audience)
         if not token:
+            names = token_var if stage == "read" else f"{token_var} (or TOFUFLOW_TOKEN)"
             raise ConfigError(
-                f"no token for the {stage} stage: set {token_var} (or TOFUFLOW_TOKEN) to a "
-                f"token with the {role} role on the workspace"
+                f"no token for the {stage} stage: set {names} to a token with at least the "
+                f"{'reader' if stage == 'read' else role} role on the workspace"
             )
         with ControlPlane(url, token) as client:
             yield client
@@ -93,7 +106,7 @@ def plan(workspace: str, project_path: Path | None, destroy: bool) -> None:
         project = _project(project_path)
         ws = project.workspace(workspace)
         context = detect_run_context(cwd=ws.directory).to_json()
-        with control_plane("plan", project.server_url) as client:
+        with control_plane("plan", project.server_url, ws.identity.get("plan")) as client:
             outcome = plan_workspace(
                 ws, client, context, Runner(cancel_event=CANCEL), destroy=destroy
             )
@@ -176,6 +189,20 @@ def runs_show(run_id: str, project_path: Path | None) -> None:
     except TofuflowError as err:
         raise _fail(err) from err
     click.echo(json.dumps(run, indent=2, sort_keys=True))
+
+
+@runs.command("cancel")
+@click.argument("run_id", metavar="RUN")
+@click.option("--reason", default="cancelled from the CLI", show_default=True)
+@_PROJECT
+def runs_cancel(run_id: str, reason: str, project_path: Path | None) -> None:
+    """Cancel a run that has not started applying (needs the applier role)."""
+    try:
+        with control_plane("apply", _server_url(project_path)) as client:
+            run = client.cancel(run_id, reason)
+    except TofuflowError as err:
+        raise _fail(err) from err
+    click.echo(f"run {run_id}: {run['status']}")
 
 
 @click.group("audit")

@@ -149,7 +149,8 @@ def keys_rotate(config: Any) -> None:
     1. Add the new key as [keys.current] and move the old one to [[keys.previous]].
     2. Restart (or start) the servers with that configuration.
     3. Run this; it works in small batches while the servers keep serving.
-    4. Remove the old key from [[keys.previous]] once this reports 0 left.
+    4. Run it again: once it reports 0 re-wrapped, remove the old key from
+       [[keys.previous]]. State versions, run artifacts and plans are all covered.
     """
     from tofuflow.server._admin import rotate_keys
     from tofuflow.server.crypto import keyring_from_config

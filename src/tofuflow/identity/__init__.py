@@ -66,6 +66,31 @@ _EXPORTS = {
     "vso_escape": "tofuflow.identity._stage",
     "write_aws_config": "tofuflow.identity._aws",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AwsExchanger",
+    "AzureDevOpsTokenSource",
+    "AzureExchanger",
+    "Cloud",
+    "Credentials",
+    "Exchanger",
+    "FileTokenSource",
+    "GcpExchanger",
+    "GitHubActionsTokenSource",
+    "NoCloudExchanger",
+    "StageIdentity",
+    "StaticTokenSource",
+    "TokenRefresher",
+    "TokenSource",
+    "aws_config_env",
+    "check_not_expired",
+    "credential_process_output",
+    "exchanger_from_config",
+    "session_name",
+    "stage_credentials",
+    "token_claims",
+    "token_source_from_config",
+    "vso_escape",
+    "write_aws_config",
+]
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

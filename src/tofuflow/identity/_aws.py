@@ -21,7 +21,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from tofuflow.errors import AuthError, ConfigError
 from tofuflow.identity._claims import fingerprint, token_claims
@@ -43,12 +43,14 @@ __all__ = [
 ]
 
 AWS_AUDIENCE = "sts.amazonaws.com"  # what IAM OIDC providers conventionally list
-TOKEN_FILE = "aws-web-identity-token"
+WEB_IDENTITY_FILE = "aws-web-identity-token"
 AwsMode = Literal["web-identity", "static"]
 MIN_DURATION, MAX_DURATION = 900, 43200  # STS DurationSeconds bounds
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 _SESSION_CHARS = re.compile(r"[^A-Za-z0-9_+=,.@-]")  # STS RoleSessionName: [\w+=,.@-]{2,64}
-_NO_FILE = "aws-no-such-file"  # shared config/credentials the SDK must not find
+# Empty shared config/credentials files: the SDK must not read ~/.aws, and an empty file
+# is valid for every SDK where a missing one is an error for some.
+EMPTY_CONFIG, EMPTY_CREDENTIALS = "aws-empty-config", "aws-empty-credentials"
 
 
 def session_name(stage: str, run_id: str) -> str:
@@ -116,14 +118,15 @@ class AwsExchanger:
             "AWS_SECRET_ACCESS_KEY": keys["SecretAccessKey"],
             "AWS_SESSION_TOKEN": keys["SessionToken"],
         }
-        token_file = write_private(workdir / TOKEN_FILE, token)
-        env = self._binary_env(workdir, token_file, static_env)
+        token_file = write_private(workdir / WEB_IDENTITY_FILE, token)
+        empty = (write_private(workdir / EMPTY_CONFIG, ""), _empty_credentials(workdir))
+        env = self._binary_env(token_file, *empty, static_env)
         return Credentials(
             cloud="aws",
             env=env,
             static_env=static_env,
             secrets=(token, *static_env.values()),
-            files=(token_file,),
+            files=(token_file, *empty),
             token_files=(token_file,),
             expires_at=_utc(keys["Expiration"]),
             role=self.role_arn,
@@ -140,15 +143,19 @@ class AwsExchanger:
         )
 
     def _binary_env(
-        self, workdir: Path, token_file: Path, static_env: Mapping[str, str]
+        self,
+        token_file: Path,
+        config_file: Path,
+        credentials_file: Path,
+        static_env: Mapping[str, str],
     ) -> dict[str, str]:
         env = {
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
             # Point the SDK away from ~/.aws and the instance metadata service: the stage's
             # role must be the only credential it can find.
-            "AWS_CONFIG_FILE": str(workdir / _NO_FILE),
-            "AWS_SHARED_CREDENTIALS_FILE": str(workdir / _NO_FILE),
+            "AWS_CONFIG_FILE": str(config_file),
+            "AWS_SHARED_CREDENTIALS_FILE": str(credentials_file),
             "AWS_EC2_METADATA_DISABLED": "true",
         }
         if self.endpoint_url:
@@ -204,10 +211,10 @@ class AwsExchanger:
             connect_timeout=10,
             read_timeout=30,
         )
-        client: STSClient = session.create_client(
+        client = session.create_client(
             "sts", region_name=self.region, endpoint_url=self.endpoint_url, config=config
         )
-        return client
+        return cast("STSClient", client)
 
 
 def _refusal(role_arn: str, exc: Any, claims: Mapping[str, Any]) -> str:
@@ -217,8 +224,7 @@ def _refusal(role_arn: str, exc: Any, claims: Mapping[str, Any]) -> str:
     message = str(error.get("Message", "")).strip()
     seen = f"{code}: {message}" if message else code
     subject = (
-        f"iss={claims.get('iss', '?')}, aud={claims.get('aud', '?')}, "
-        f"sub={claims.get('sub', '?')}"
+        f"iss={claims.get('iss', '?')}, aud={claims.get('aud', '?')}, sub={claims.get('sub', '?')}"
     )
     if code in {"AccessDenied", "AccessDeniedException", "IDPRejectedClaim"}:
         fix = (
@@ -241,6 +247,10 @@ def _refusal(role_arn: str, exc: Any, claims: Mapping[str, Any]) -> str:
     else:
         fix = f"check the role ARN and its trust policy ({subject})"
     return f"STS refused to let this pipeline assume role {role_arn} ({seen}); {fix}"
+
+
+def _empty_credentials(workdir: Path) -> Path:
+    return write_private(workdir / EMPTY_CREDENTIALS, "")
 
 
 def _utc(value: datetime) -> datetime:
@@ -274,6 +284,7 @@ def write_aws_config(
     text = f"[profile {profile}]\ncredential_process = {line}\n"
     if region:
         text += f"region = {region}\n"
+    _empty_credentials(workdir)  # aws_config_env points the credentials file here
     return write_private(workdir / "aws-config", text)
 
 
@@ -283,7 +294,7 @@ def aws_config_env(config_file: Path, profile: str) -> dict[str, str]:
         "AWS_CONFIG_FILE": str(config_file),
         "AWS_PROFILE": profile,
         "AWS_SDK_LOAD_CONFIG": "1",  # the Go SDK v1 only reads the config file when asked
-        "AWS_SHARED_CREDENTIALS_FILE": str(config_file.parent / _NO_FILE),
+        "AWS_SHARED_CREDENTIALS_FILE": str(config_file.parent / EMPTY_CREDENTIALS),
         "AWS_EC2_METADATA_DISABLED": "true",
     }
 
@@ -291,15 +302,15 @@ def aws_config_env(config_file: Path, profile: str) -> dict[str, str]:
 def credential_process_output(credentials: Credentials) -> str:
     """The JSON an AWS SDK expects from a ``credential_process`` command.
 
-        print(credential_process_output(creds))
-        # {"Version": 1, "AccessKeyId": ..., "SecretAccessKey": ..., "SessionToken": ...,
-        #  "Expiration": "2025-01-01T12:00:00Z"}
+    print(credential_process_output(creds))
+    # {"Version": 1, "AccessKeyId": ..., "SecretAccessKey": ..., "SessionToken": ...,
+    #  "Expiration": "2025-01-01T12:00:00Z"}
     """
     keys = credentials.static_env
     if credentials.cloud != "aws" or "AWS_ACCESS_KEY_ID" not in keys:
         raise AuthError(
             f"credential_process needs AWS session keys, and these credentials are for "
-            f"{credentials.cloud!r}; configure cloud = \"aws\" for this stage"
+            f'{credentials.cloud!r}; configure cloud = "aws" for this stage'
         )
     document: dict[str, Any] = {
         "Version": 1,

@@ -43,8 +43,9 @@ class Table:
         if value is None:
             return None
         if not isinstance(value, str) or not value.strip():
-            raise self.error(key, f"expected a non-empty string, got {_describe(value)}; "
-                             f"e.g. {key} = {example}")
+            raise self.error(
+                key, f"expected a non-empty string, got {_describe(value)}; e.g. {key} = {example}"
+            )
         return value.strip()
 
     def integer(self, key: str, default: int, *, low: int, high: int) -> int:

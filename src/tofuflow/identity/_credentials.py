@@ -1,8 +1,8 @@
 """What one stage's identity hands the binary: environment, files, and what audit may see.
 
-    creds.environ(os.environ)        # the binary's env: parent's cloud credentials removed
-    creds.audit_record("plan")       # JSON-safe, no secrets: stage, role, subject, fingerprint
-    creds.secrets                    # every value the redactor must mask
+creds.environ(os.environ)        # the binary's env: parent's cloud credentials removed
+creds.audit_record("plan")       # JSON-safe, no secrets: stage, role, subject, fingerprint
+creds.secrets                    # every value the redactor must mask
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ CLOUD_CREDENTIAL_VARS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         ),
         "gcp": (
             "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CREDENTIALS", "GOOGLE_CLOUD_KEYFILE_JSON",
-            "GCLOUD_KEYFILE_JSON", "GOOGLE_OAUTH_ACCESS_TOKEN", "GOOGLE_IMPERSONATE_SERVICE_ACCOUNT",
+            "GCLOUD_KEYFILE_JSON", "GOOGLE_OAUTH_ACCESS_TOKEN",
+            "GOOGLE_IMPERSONATE_SERVICE_ACCOUNT",
             "CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE", "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE",
         ),
         "none": (),
@@ -114,13 +115,13 @@ class Credentials:
 
     def audit_record(self, stage: str) -> dict[str, Any]:
         """One audit event for this issuance, JSON-safe and free of secrets."""
+        # Keys match the control plane's POST /v1/runs/{id}/credentials body.
         return {
-            "event": "credentials.issued",
             "stage": stage,
             "cloud": self.cloud,
             "role": self.role,
             "source": self.source,
-            "subject": dict(self.subject_claims),
+            "subject_claims": dict(self.subject_claims),
             "issued_at": self.issued_at.isoformat(timespec="seconds"),
             "expires_at": self.expires_at.isoformat(timespec="seconds")
             if self.expires_at

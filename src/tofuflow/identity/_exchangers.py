@@ -1,8 +1,8 @@
 """Turning a stage's OIDC token into cloud credentials: one exchanger per cloud.
 
-    exchanger = exchanger_from_config({"cloud": "aws", "role_arn": "arn:aws:iam::1:role/p",
-                                       "region": "eu-west-1"}, run_id=run_id, stage="plan")
-    creds = exchanger.exchange(token, workdir=private_dir)
+exchanger = exchanger_from_config({"cloud": "aws", "role_arn": "arn:aws:iam::1:role/p",
+                                   "region": "eu-west-1"}, run_id=run_id, stage="plan")
+creds = exchanger.exchange(token, workdir=private_dir)
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ def exchanger_from_config(
 ) -> Exchanger:
     """The exchanger a stage table names; ``ConfigError`` naming the key when it is wrong.
 
-        exchanger_from_config({"cloud": "azure", "client_id": ..., "tenant_id": ...,
-                               "subscription_id": ...}, run_id="r-1")
+    exchanger_from_config({"cloud": "azure", "client_id": ..., "tenant_id": ...,
+                           "subscription_id": ...}, run_id="r-1")
     """
     table = Table(cfg, where)
     cloud = table.choice("cloud", CLOUDS, default="none" if not table.data else None)
@@ -101,7 +101,8 @@ def _aws(table: Table, *, run_id: str, context: Mapping[str, Any], stage: str) -
     mode = cast(AwsMode, table.choice("mode", ("web-identity", "static"), "web-identity"))
     if not ROLE_ARN.match(role_arn):
         raise table.error(
-            "role_arn", f'"{role_arn}" is not an IAM role ARN; use arn:aws:iam::<account>:role/<name>'
+            "role_arn",
+            f'"{role_arn}" is not an IAM role ARN; use arn:aws:iam::<account>:role/<name>',
         )
     return AwsExchanger(
         role_arn,

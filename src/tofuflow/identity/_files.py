@@ -1,7 +1,7 @@
 """The run's private directory and the 0600 files in it (tokens, credential configs).
 
-    with private_dir() as workdir:               # 0700, removed on exit, also on errors
-        write_private(workdir / "token", token)  # 0600, replaced atomically
+with private_dir() as workdir:               # 0700, removed on exit, also on errors
+    write_private(workdir / "token", token)  # 0600, replaced atomically
 """
 
 from __future__ import annotations

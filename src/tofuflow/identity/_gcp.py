@@ -23,7 +23,7 @@ from tofuflow.identity._files import write_private
 
 __all__ = ["GcpExchanger", "checked_service_account", "provider_audience"]
 
-TOKEN_FILE = "gcp-oidc-token"
+SUBJECT_FILE = "gcp-oidc-token"
 CONFIG_FILE = "gcp-external-account.json"
 _PROVIDER = re.compile(
     r"^//iam\.googleapis\.com/projects/\d+/locations/global/"
@@ -48,8 +48,7 @@ def provider_audience(value: str) -> str:
 def checked_service_account(email: str | None) -> str | None:
     if email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.iam\.gserviceaccount\.com", email):
         raise ConfigError(
-            f"{email!r} is not a service account email; use "
-            "name@project.iam.gserviceaccount.com"
+            f"{email!r} is not a service account email; use name@project.iam.gserviceaccount.com"
         )
     return email
 
@@ -72,7 +71,7 @@ class GcpExchanger:
         return "https:" + self.audience
 
     def exchange(self, token: str, *, workdir: Path) -> Credentials:
-        token_file = write_private(workdir / TOKEN_FILE, token)
+        token_file = write_private(workdir / SUBJECT_FILE, token)
         config_file = write_private(
             workdir / CONFIG_FILE, json.dumps(self.credential_config(token_file), indent=2)
         )

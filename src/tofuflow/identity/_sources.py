@@ -38,7 +38,7 @@ __all__ = [
 # Azure DevOps mints every pipeline token for this audience; the request cannot change it.
 ADO_AUDIENCE = "api://AzureADTokenExchange"
 ADO_API_VERSION = "7.1"
-_MAP_ACCESS_TOKEN = "env:\n  SYSTEM_ACCESSTOKEN: $(System.AccessToken)"
+_MAPPING_HINT = "env:\n  SYSTEM_ACCESSTOKEN: $(System.AccessToken)"
 _TIMEOUT = 30.0
 _ATTEMPTS = 3  # transient failures (connection, 5xx, 429) are retried; refusals are not
 
@@ -99,7 +99,7 @@ class AzureDevOpsTokenSource:
         if not access_token:
             raise AuthError(
                 "SYSTEM_ACCESSTOKEN is not set: Azure DevOps only gives it to steps that map "
-                f"it; add to the step that runs tofuflow:\n{_MAP_ACCESS_TOKEN}"
+                f"it; add to the step that runs tofuflow:\n{_MAPPING_HINT}"
             )
         return url, access_token
 
@@ -111,7 +111,10 @@ class AzureDevOpsTokenSource:
             self._http,
             "POST",
             url,
-            params={"api-version": ADO_API_VERSION, "serviceConnectionId": self.service_connection_id},
+            params={
+                "api-version": ADO_API_VERSION,
+                "serviceConnectionId": self.service_connection_id,
+            },
             headers={"Authorization": f"Bearer {access_token}", "Content-Type": "application/json"},
             content=b"{}",
             what=f"the Azure DevOps OIDC endpoint ({_host(url)}) for {connection}",
@@ -126,7 +129,7 @@ class AzureDevOpsTokenSource:
             return (
                 f"Azure DevOps refused the job access token (HTTP 401) while requesting an "
                 f"OIDC token for service connection {connection}: map this job's own token "
-                f"into the step (not a PAT, not one from another job):\n{_MAP_ACCESS_TOKEN}"
+                f"into the step (not a PAT, not one from another job):\n{_MAPPING_HINT}"
             )
         if status == 403:
             return (
@@ -236,7 +239,7 @@ class FileTokenSource:
 class StaticTokenSource:
     """One fixed token, for local development only; audited as ``static-dev``.
 
-        StaticTokenSource(os.environ["DEV_OIDC_TOKEN"])
+    StaticTokenSource(os.environ["DEV_OIDC_TOKEN"])
     """
 
     kind = "static-dev"
@@ -296,9 +299,7 @@ def _azure_devops(table: Table, env: Mapping[str, str], http: httpx.Client | Non
     return AzureDevOpsTokenSource(connection, env=env, http=http)
 
 
-def _github_actions(
-    table: Table, env: Mapping[str, str], http: httpx.Client | None
-) -> TokenSource:
+def _github_actions(table: Table, env: Mapping[str, str], http: httpx.Client | None) -> TokenSource:
     audience = table.optional_string("audience", example='"sts.amazonaws.com"')
     return GitHubActionsTokenSource(audience, env=env, http=http)
 
@@ -352,8 +353,12 @@ def _request(
     """Send, retrying transient failures (connection, 5xx, 429); AuthError when unreachable."""
     client = http or httpx.Client(timeout=_TIMEOUT)
 
+    # Merged, not passed as params=: httpx would replace the URL's own query, and
+    # GitHub's request URL already carries one (?api-version=...).
+    target = httpx.URL(url).copy_merge_params(dict(params))
+
     def send() -> httpx.Response:
-        return client.request(method, url, params=params, headers=headers, content=content)
+        return client.request(method, target, headers=headers, content=content)
 
     try:
         for attempt in range(1, _ATTEMPTS):

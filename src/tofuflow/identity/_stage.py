@@ -58,9 +58,9 @@ _COMMON_KEYS = frozenset({"source", "cloud", "audience"})
 class StageIdentity:
     """A stage's token source, the audience to ask for, and its cloud exchanger.
 
-        identity = StageIdentity.from_config(ws.identity.get("apply"), stage="apply",
-                                             run_id=run_id)
-        identity.source.token(control_plane_audience)   # the same identity, for tofuflow
+    identity = StageIdentity.from_config(ws.identity.get("apply"), stage="apply",
+                                         run_id=run_id)
+    identity.source.token(control_plane_audience)   # the same identity, for tofuflow
     """
 
     source: TokenSource | None
@@ -94,7 +94,9 @@ class StageIdentity:
             source = token_source_from_config(table.data, env, where=table.where, http=http)
         return cls(source, _audience(table, source, exchanger), exchanger)
 
-    def issue(self, workdir: Path, *, protect: Callable[[str], None] = lambda s: None) -> Credentials:
+    def issue(
+        self, workdir: Path, *, protect: Callable[[str], None] = lambda s: None
+    ) -> Credentials:
         """Fetch a token, check it, exchange it; every secret goes to ``protect`` first."""
         if self.source is None or self.exchanger.cloud == "none":
             return Credentials(cloud="none", source=self.source.kind if self.source else "")
@@ -115,8 +117,8 @@ def _known_keys(data: Mapping[str, Any]) -> frozenset[str]:
             return groups[chosen]
         return frozenset().union(*groups.values())
 
-    return _COMMON_KEYS | pick(SOURCE_KEYS, data.get("source")) | pick(
-        CLOUD_KEYS, data.get("cloud")
+    return (
+        _COMMON_KEYS | pick(SOURCE_KEYS, data.get("source")) | pick(CLOUD_KEYS, data.get("cloud"))
     )
 
 
@@ -163,7 +165,12 @@ def stage_credentials(
     )
     announce = _announcer(env.get("TF_BUILD", "").lower() == "true" if ado is None else ado, out)
 
+    protected: set[str] = set()
+
     def protect(secret: str) -> None:
+        if not secret or secret in protected:  # announce each value once
+            return
+        protected.add(secret)
         if redactor is not None:
             redactor.add(secret)
         announce(secret)

@@ -6,18 +6,20 @@ side needs only the run id, a checkout of the same configuration, and the artifa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tofuflow.errors import ConflictError, TofuError
+from tofuflow.errors import ConflictError, TofuflowError
+from tofuflow.identity import Credentials, stage_credentials
 from tofuflow.project import WorkspaceConfig
 from tofuflow.runs._artifact import BACKEND_OVERRIDE, PLAN_FILE, config_digest, pack, unpack
 from tofuflow.runs._client import ControlPlane
-from tofuflow.tofu import Plan, Tofu
+from tofuflow.tofu import Plan, Redactor, Tofu
 from tofuflow.tofu._process import EventCallback, OutputCallback
 
 __all__ = ["PlanOutcome", "Runner", "apply_run", "plan_workspace"]
@@ -63,12 +65,18 @@ def plan_workspace(
     run = control_plane.create_run(
         workspace.name, config_digest(directory), {**context, "tags": list(workspace.tags)}
     )
-    tf = _tofu(workspace, control_plane, control_plane.token, runner)
-    tf.init(reconfigure=True)
-    # -lock=false: a plan only reads, and a read-only identity cannot take the lock.
-    tf.plan(out=PLAN_FILE, lock=False, destroy=destroy, var_files=workspace.var_files)
-    plan = tf.show_plan(PLAN_FILE)
-    control_plane.upload_artifact(run["id"], pack(directory))
+    try:
+        with _stage(workspace, "plan", run["id"], context, control_plane) as (creds, redactor):
+            tf = _tofu(workspace, control_plane, control_plane.token, runner, creds, redactor)
+            tf.init(reconfigure=True)
+            # -lock=false: a plan only reads, and a read-only identity cannot take the lock.
+            tf.plan(out=PLAN_FILE, lock=False, destroy=destroy, var_files=workspace.var_files)
+            plan = tf.show_plan(PLAN_FILE)
+        control_plane.upload_artifact(run["id"], pack(directory))
+    except BaseException as exc:
+        # A run left in "planning" would never end: record why it stopped.
+        _quietly(control_plane.cancel, run["id"], f"plan failed: {exc}"[:500])
+        raise
     decided = control_plane.upload_plan(run["id"], json.dumps(plan.raw).encode())
     return PlanOutcome(decided, plan)
 
@@ -99,21 +107,60 @@ def apply_run(
     unpack(data, directory)
     session = control_plane.open_session(run_id)
     with ControlPlane(control_plane.url, session["session_token"]) as applying:
-        tf = _tofu(workspace, applying, applying.token, runner)
         try:
-            tf.init(reconfigure=True)
-            result = tf.apply(PLAN_FILE)
-        except TofuError as exc:
-            applying.finish(run_id, "failed", {"error": str(exc)[:2000]})
+            context = dict(run.get("context") or {})
+            with _stage(workspace, "apply", run_id, context, applying) as (creds, redactor):
+                tf = _tofu(workspace, applying, applying.token, runner, creds, redactor)
+                tf.init(reconfigure=True)
+                result = tf.apply(PLAN_FILE)
+        except BaseException as exc:
+            # Recorded with the applier's own identity: the session may have expired.
+            _quietly(control_plane.finish, run_id, "failed", {"error": str(exc)[:2000]})
             raise
         summary = dict(result.change_summary or {})
-        return applying.finish(run_id, "applied", {"changes": summary})
+    return control_plane.finish(run_id, "applied", {"changes": summary})
+
+
+def _quietly(call: Any, *args: Any) -> None:
+    """Best effort: reporting a failure must not hide the failure itself."""
+    with contextlib.suppress(TofuflowError):
+        call(*args)
+
+
+@contextlib.contextmanager
+def _stage(
+    workspace: WorkspaceConfig,
+    stage: str,
+    run_id: str,
+    context: Mapping[str, Any],
+    control_plane: ControlPlane,
+) -> Iterator[tuple[Credentials, Redactor]]:
+    """This stage's own cloud credentials (never the other stage's), audited as issued."""
+    redactor = Redactor()
+    with stage_credentials(
+        workspace.identity.get(stage), stage, run_id, context, redactor,
+        where=f"workspaces.{workspace.name}.identity.{stage}",
+    ) as creds:  # fmt: skip
+        if creds.cloud != "none":
+            control_plane.record_credentials(run_id, _issued(creds, stage))
+        yield creds, redactor
+
+
+def _issued(creds: Credentials, stage: str) -> dict[str, Any]:
+    record = creds.audit_record(stage)
+    keys = ("stage", "cloud", "role", "source", "subject_claims", "expires_at", "fingerprint")
+    return {key: record.get(key) for key in keys}
 
 
 def _tofu(
-    workspace: WorkspaceConfig, control_plane: ControlPlane, token: str, runner: Runner
+    workspace: WorkspaceConfig,
+    control_plane: ControlPlane,
+    token: str,
+    runner: Runner,
+    creds: Credentials,
+    redactor: Redactor,
 ) -> Tofu:
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(creds.env)
     if workspace.backend == "tofuflow":
         (workspace.directory / BACKEND_OVERRIDE).write_text(_OVERRIDE)
         address = control_plane.state_url(workspace.name)
@@ -130,7 +177,8 @@ def _tofu(
         binary=runner.binary,
         env=env,
         variables=workspace.variables,
-        secrets=[token],
+        secrets=[token, *creds.secrets],
+        redactor=redactor,
         on_output=runner.on_output,
         on_event=runner.on_event,
         cancel_event=runner.cancel_event,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -13,7 +14,14 @@ from tofuflow.server import _audit
 from tofuflow.server._state import state_aad
 from tofuflow.server.auth import Role, new_token, parse_ttl
 from tofuflow.server.crypto import Keyring
-from tofuflow.server.storage._db import ApiToken, StateVersion, Workspace, utcnow, write_session
+from tofuflow.server.storage._db import (
+    ApiToken,
+    Run,
+    StateVersion,
+    Workspace,
+    utcnow,
+    write_session,
+)
 
 __all__ = ["CreatedToken", "create_token", "list_tokens", "revoke_token", "rotate_keys"]
 
@@ -88,4 +96,39 @@ def rotate_keys(engine: Engine, keyring: Keyring, batch: int = 200) -> int:
                 _audit.append(session, _OPERATOR, "keys.rotate", detail={"rewrapped": len(rows)})
             rotated += len(rows)
         if len(rows) < batch:
+            return rotated + _rotate_runs(engine, keyring, batch)
+
+
+def _rotate_runs(engine: Engine, keyring: Keyring, batch: int) -> int:
+    """Re-wrap the data keys of run artifacts and plan documents (sealed like state)."""
+    from tofuflow.server._runs import run_aad
+
+    rotated, last = 0, ""
+    while True:
+        with write_session(engine) as session:
+            runs = session.scalars(
+                select(Run).where(Run.id > last).order_by(Run.id).limit(batch).with_for_update()
+            ).all()
+            for run in runs:
+                for column, what in (("artifact", "artifact"), ("plan_document", "plan")):
+                    record = getattr(run, column)
+                    if record is None or record["key_id"] == keyring.current.key_id:
+                        continue
+                    key_id, wrapped = keyring.rewrap(
+                        record["key_id"], base64.b64decode(record["wrapped_key"]),
+                        run_aad(run, what),
+                    )  # fmt: skip
+                    setattr(
+                        run,
+                        column,
+                        {
+                            **record,
+                            "key_id": key_id,
+                            "wrapped_key": base64.b64encode(wrapped).decode(),
+                        },
+                    )
+                    rotated += 1
+            if runs:
+                last = runs[-1].id
+        if len(runs) < batch:
             return rotated

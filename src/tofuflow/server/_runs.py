@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from tofuflow.errors import (
     AuthError,
     BadRequestError,
+    ConfigError,
     ConflictError,
     CryptoError,
     DocumentError,
@@ -44,7 +45,7 @@ from tofuflow.server.crypto import Keyring, Sealed
 from tofuflow.server.storage._blobs import BlobStore
 from tofuflow.server.storage._db import Approval, Run, Workspace, utcnow, write_session
 
-__all__ = ["RunService", "WorkspacePolicy", "session_principal"]
+__all__ = ["RunService", "WorkspacePolicy", "run_aad", "session_principal"]
 
 SESSION_PREFIX = "tfs_"
 TERMINAL = frozenset({"denied", "no_changes", "applied", "failed", "cancelled"})
@@ -60,13 +61,21 @@ class WorkspacePolicy:
     allow_self_approval: bool = False
 
     @classmethod
-    def from_config(cls, entry: Mapping[str, Any]) -> WorkspacePolicy:
-        return cls(
-            match=str(entry.get("match", "*")),
-            tags=tuple(str(t) for t in entry.get("tags", ())),
-            settings=dict(entry.get("settings", {})),
-            allow_self_approval=bool(entry.get("allow_self_approval", False)),
-        )
+    def from_config(cls, entry: Mapping[str, Any], index: int = 0) -> WorkspacePolicy:
+        where = f"workspace_settings[{index}]"
+        unknown = set(entry) - {"match", "tags", "settings", "allow_self_approval"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; valid: match, tags, "
+                              "settings, allow_self_approval")  # fmt: skip
+        tags, settings = entry.get("tags", []), entry.get("settings", {})
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise ConfigError(f'{where}.tags must be a list of strings, e.g. ["production"]')
+        if not isinstance(settings, Mapping):
+            raise ConfigError(f"{where}.settings must be a table, e.g. {{ max_deletions = 5 }}")
+        allow = entry.get("allow_self_approval", False)
+        if not isinstance(allow, bool):
+            raise ConfigError(f"{where}.allow_self_approval must be true or false")
+        return cls(str(entry.get("match", "*")), tuple(tags), dict(settings), allow)
 
 
 class RunService:
@@ -121,7 +130,7 @@ class RunService:
             _require_status(run, {"planning"}, "upload an artifact")
             if run.artifact is not None:
                 raise ConflictError(f"run {run_id} already has its artifact; start a new run")
-            run.artifact = self._seal(data, _aad(run, "artifact"))
+            run.artifact = self._seal(data, run_aad(run, "artifact"))
             run.artifact_sha256 = hashlib.sha256(data).hexdigest()
             self._audit(session, ctx, run, "run.artifact", {"sha256": run.artifact_sha256})
             return _view(run)
@@ -141,7 +150,7 @@ class RunService:
                 plan = Plan.from_json(document)
             except DocumentError as exc:
                 raise BadRequestError(f"the plan document is not valid: {exc}") from exc
-            run.plan_document = self._seal(document, _aad(run, "plan"))
+            run.plan_document = self._seal(document, run_aad(run, "plan"))
             run.has_changes = plan.has_changes
             run.summary = _summary(plan)
             policy = self._workspace_policy(run.workspace)
@@ -313,7 +322,7 @@ class RunService:
                 raise NotFoundError(f"run {run_id} has no artifact yet")
             self._audit(session, ctx, run, "run.artifact_read", {})
             record, digest = dict(run.artifact), run.artifact_sha256
-            aad = _aad(run, "artifact")
+            aad = run_aad(run, "artifact")
         data = self._open(record, aad, run_id)
         if hashlib.sha256(data).hexdigest() != digest:
             raise ConflictError(f"the artifact of run {run_id} does not match its digest")
@@ -345,7 +354,10 @@ class RunService:
             expires = expires if expires.tzinfo else expires.replace(tzinfo=dt.UTC)
             if expires > now:
                 return
-        raise ConflictError(f"the approval of run {run.id} expired; ask an approver again")
+        raise ConflictError(
+            f"the approval of run {run.id} expired: plan again (`tofuflow plan`) and have "
+            "the new run approved"
+        )
 
     def _add_approval(
         self, session: Session, run: Run, approver: str, claims: Any, comment: str
@@ -440,7 +452,7 @@ def _require_status(run: Run, allowed: set[str], action: str) -> None:
     if run.status not in allowed:
         wanted = " or ".join(sorted(allowed))
         raise ConflictError(
-            f"cannot {action} run {run.id}: it is {run.status}, and only a {wanted} run can be"
+            f"cannot {action} run {run.id}: it is {run.status}; only runs that are {wanted} can"
         )
 
 
@@ -473,7 +485,7 @@ def _commit(context: Mapping[str, Any]) -> str | None:
     return str(commit)[:64] if commit else None
 
 
-def _aad(run: Run, what: str) -> bytes:
+def run_aad(run: Run, what: str) -> bytes:
     return f"tofuflow-run:v1;run={run.id};workspace={run.workspace};{what}".encode()
 
 

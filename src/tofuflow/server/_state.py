@@ -413,8 +413,8 @@ def _check_rules(ws: Workspace, serial: int, lineage: str) -> None:
     if lineage != ws.lineage:
         raise ConflictError(
             f"lineage {lineage} does not match {ws.name}'s lineage {ws.lineage}: this is a "
-            "different state. Check the backend address; an admin can arm an override "
-            "(tofuflow server state override) to replace it deliberately"
+            "different state. Check the backend address; to replace it deliberately an "
+            f"admin arms an override: POST /v1/workspaces/{ws.name}/override"
         )
     if ws.serial is not None and serial < ws.serial:
         raise ConflictError(

@@ -48,10 +48,10 @@ from tofuflow.server._authn import Authenticator
 from tofuflow.server._runs import RunService, WorkspacePolicy
 from tofuflow.server._state import RequestContext, StateService, validate_workspace_name
 from tofuflow.server.auth import (
-    Issuer,
     OidcVerifier,
     Principal,
     bindings_from_config,
+    issuers_from_config,
     parse_ttl,
 )
 from tofuflow.server.config import ServerConfig
@@ -80,7 +80,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     migrate(engine)
     blobs = blob_store_from_config(config.blobs)
     service = StateService(engine, keyring_from_config(config.keys, config.data_dir), blobs)
-    issuers = [Issuer(**dict(issuer)) for issuer in config.oidc_issuers]
+    issuers = issuers_from_config(list(config.oidc_issuers))
     verifier = OidcVerifier(issuers) if issuers else None
     authn = Authenticator(engine, verifier, bindings_from_config(list(config.bindings)))
 
@@ -110,7 +110,7 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     runs = RunService(
         engine, service.keyring, blobs, PolicySet.load(config.policies_dir),
-        [WorkspacePolicy.from_config(entry) for entry in config.workspace_settings],
+        [WorkspacePolicy.from_config(e, i) for i, e in enumerate(config.workspace_settings)],
         approval_ttl=parse_ttl(config.approval_ttl), session_ttl=parse_ttl(config.session_ttl),
     )  # fmt: skip
     app.state.runs = runs

@@ -144,7 +144,9 @@ def _default_data_dir() -> Path:
 
 
 def _from_env() -> dict[str, Any]:
-    env = os.environ
+    # An empty variable counts as unset: `TOFUFLOW_DATABASE_URL=` must not silently swap
+    # a configured PostgreSQL for SQLite.
+    env = {k: v for k, v in os.environ.items() if v.strip()}
     port = env.get("TOFUFLOW_SERVER_PORT")
     if port is not None and not port.isdigit():
         raise ConfigError(f"TOFUFLOW_SERVER_PORT={port!r} is not a port number")

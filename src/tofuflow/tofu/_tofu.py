@@ -97,12 +97,16 @@ class Tofu:
         plugin_cache_dir: str | os.PathLike[str] | None = None,
         log_level: str | None = None,
         cancel_event: threading.Event | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.working_dir = Path(working_dir).resolve()
         if not self.working_dir.is_dir():
             raise ConfigError(f"working directory {self.working_dir} does not exist")
         self.binary = binary if isinstance(binary, Binary) else find_binary(binary)
-        self.redactor = Redactor(secrets)
+        # A shared redactor lets secrets registered later (refreshed tokens) mask too.
+        self.redactor = redactor if redactor is not None else Redactor()
+        for secret in secrets:
+            self.redactor.add(secret)
         self.on_output = on_output
         self.on_event = on_event
         self.timeout = timeout
