@@ -18,7 +18,7 @@ File (paths are relative to the file's directory; every key but ``directory`` op
     settings = { max_deletions = 5 }        # free-form, passed to policies
 
     [workspaces."app/prod".identity.plan]   # per-stage identity, raw (read by identity/)
-    kind = "azure"
+    cloud = "azure"
 
 Every problem is reported at once, one per line, as ``FILE: KEY.PATH: what is wrong; the
 fix``. Unknown keys are errors with a did-you-mean suggestion.

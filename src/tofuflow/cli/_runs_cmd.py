@@ -128,7 +128,8 @@ def apply(run_id: str, project_path: Path | None) -> None:
     CANCELLABLE.set()
     try:
         project = _project(project_path)
-        with control_plane("apply", project.server_url) as client:
+        identity = _apply_identity(project)
+        with control_plane("apply", project.server_url, identity) as client:
             run = client.run(run_id)
             ws = project.workspace(run["workspace"])
             done = apply_run(run_id, ws, client, Runner(cancel_event=CANCEL))
@@ -297,6 +298,14 @@ def audit_export(output: Path | None, project_path: Path | None) -> None:
         click.echo(f"{len(lines)} events written to {output}", err=True)
     else:
         click.echo(text, nl=False)
+
+
+def _apply_identity(project: Any) -> Mapping[str, Any] | None:
+    """The apply identity to present to the control plane, when exactly one workspace has
+    one: the run's workspace is only known after asking the control plane."""
+    tables = [ws.identity.get("apply") for ws in project.workspaces.values()]
+    tables = [t for t in tables if t and t.get("source")]
+    return tables[0] if len(tables) == 1 else None
 
 
 def _server_url(project_path: Path | None) -> str | None:

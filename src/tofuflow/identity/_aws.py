@@ -190,9 +190,12 @@ class AwsExchanger:
             ) from exc
 
     def _client(self) -> STSClient:
-        import botocore.session
-        from botocore import UNSIGNED
-        from botocore.config import Config
+        try:
+            import botocore.session
+            from botocore import UNSIGNED
+            from botocore.config import Config
+        except ImportError as exc:
+            raise ConfigError("AWS identity needs boto3: pip install 'tofuflow[aws]'") from exc
 
         # AssumeRoleWithWebIdentity is authenticated by the token alone: an unsigned client
         # cannot fall back to (and so never reveals) the parent process's own AWS

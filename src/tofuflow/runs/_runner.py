@@ -165,7 +165,7 @@ def _tofu(
         (workspace.directory / BACKEND_OVERRIDE).write_text(_OVERRIDE)
         address = control_plane.state_url(workspace.name)
         # Everything through the environment: nothing lands in argv or the plan file.
-        env = {
+        env |= {
             "TF_HTTP_ADDRESS": address,
             "TF_HTTP_LOCK_ADDRESS": f"{address}/lock",
             "TF_HTTP_UNLOCK_ADDRESS": f"{address}/lock",
