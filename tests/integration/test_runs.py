@@ -291,3 +291,55 @@ def test_bad_run_requests_are_clear_errors_that_change_nothing(env: Env) -> None
     assert env.admin.run(run["id"])["status"] == "planning"
     with pytest.raises(ForbiddenError):
         env.planner.approve(run["id"], "me")
+
+
+def test_the_apply_stage_binary_gets_its_cloud_credentials_beside_the_state_service(
+    tmp_path: Path, server_config: Any, binary: Binary, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    from _services.moto import AWS_TEST_ENV, moto_server
+    from _services.oidc import LocalIssuer
+    from tofuflow.project import WorkspaceConfig
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAPARENTCANARY")
+    workdir = tmp_path / "infra"
+    workdir.mkdir()
+    (workdir / "main.tf").write_text(
+        'resource "terraform_data" "dump" {\n  provisioner "local-exec" {\n'
+        '    command = "env > env.dump"\n  }\n}\n'
+    )
+    with (
+        moto_server() as endpoint,
+        LocalIssuer() as issuer,
+        threaded_server(server_config) as server,
+    ):
+        iam = boto3.client(
+            "iam",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            **{k.lower(): v for k, v in AWS_TEST_ENV.items() if "KEY" in k},
+        )
+        role = iam.create_role(RoleName="tofuflow-apply", AssumeRolePolicyDocument="{}")
+        monkeypatch.setenv("DEV_OIDC_TOKEN", issuer.mint(sub="dev", aud="sts.amazonaws.com"))
+        apply_identity = {"source": "static", "token_env": "DEV_OIDC_TOKEN", "cloud": "aws",
+                          "role_arn": role["Role"]["Arn"], "region": "us-east-1",
+                          "endpoint_url": endpoint}  # fmt: skip
+        ws = WorkspaceConfig(name="app/creds", directory=workdir,
+                             identity={"apply": apply_identity})  # fmt: skip
+        planner = ControlPlane(server.url, make_token(server, "planner"))
+        applier = ControlPlane(server.url, make_token(server, "applier"))
+        outcome = plan_workspace(ws, planner, {})
+        apply_run(outcome.run["id"], ws, applier)
+        issued = applier.audit(run=outcome.run["id"], action="credentials.issued")
+    dumped = dict(
+        line.split("=", 1)
+        for line in (workdir / "env.dump").read_text().splitlines()
+        if "=" in line
+    )
+    assert dumped["AWS_ROLE_ARN"] == role["Role"]["Arn"]
+    assert Path(dumped["AWS_WEB_IDENTITY_TOKEN_FILE"]).name == "aws-web-identity-token"
+    assert dumped["TF_HTTP_ADDRESS"].endswith("/v1/state/app/creds")
+    assert "AKIAPARENTCANARY" not in (workdir / "env.dump").read_text()
+    assert not Path(dumped["AWS_WEB_IDENTITY_TOKEN_FILE"]).exists(), "private dir removed"
+    assert [e["detail"]["stage"] for e in issued] == ["apply"]  # plan had no identity
