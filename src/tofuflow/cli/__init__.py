@@ -16,6 +16,7 @@ import click
 
 from tofuflow._version import __version__
 from tofuflow.cli._install_cmd import install
+from tofuflow.cli._pipeline_cmd import pipeline
 from tofuflow.cli._runs_cmd import apply, approve, audit, plan, runs
 from tofuflow.cli._server_cmd import server
 from tofuflow.policy._cli import policy
@@ -87,7 +88,7 @@ def demo_cmd(workdir: Path | None, environment: str, destroy: bool) -> None:
     sys.exit(run_demo(workdir, environment=environment, destroy=destroy, cancel=CANCEL))
 
 
-for command in (install, server, plan, apply, approve, runs, audit, policy):
+for command in (install, server, plan, apply, approve, runs, audit, policy, pipeline):
     cli.add_command(command)
 
 

