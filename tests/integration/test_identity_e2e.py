@@ -628,7 +628,6 @@ def test_a_bad_pipeline_identity_fails_the_plan_clearly_and_leaves_no_partial_ru
 
     assert planned.returncode == 1, planned.stdout + planned.stderr
     error = planned.stderr.strip()
-    print("\nMSG>>", error)
     assert error.startswith("Error: "), error
     for part in message:
         assert part in error, error
@@ -705,7 +704,6 @@ def test_an_sts_refusal_at_apply_names_the_trust_policy_and_applies_nothing(
 
     assert applied.returncode == 1, applied.stdout + applied.stderr
     error = applied.stderr.strip()
-    print("\nMSG>>", error)
     assert f"STS refused to let this pipeline assume role {APPLY_ROLE}" in error, error
     assert "AccessDenied" in error and "trust policy" in error
     assert "sub=sc://contoso/infra/aws-apply" in error  # what to match in the condition

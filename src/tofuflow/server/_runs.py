@@ -281,7 +281,11 @@ class RunService:
     def cancel(self, ctx: RequestContext, run_id: str, reason: str) -> dict[str, Any]:
         with self._tx() as session:
             run = self._run(session, run_id, for_update=True)
-            ctx.principal.require(Permission.APPLY_RUN, run.workspace)
+            if run.status == "planning" and run.requester == ctx.principal.subject:
+                # A planner abandons its own unfinished plan (the plan failed, Ctrl-C).
+                ctx.principal.require(Permission.CREATE_RUN, run.workspace)
+            else:
+                ctx.principal.require(Permission.APPLY_RUN, run.workspace)
             _require_status(run, {"planning", "needs_approval", "approved"}, "cancel")
             run.status, run.result = "cancelled", {"reason": reason[:500]}
             self._audit(session, ctx, run, "run.cancelled", run.result)
