@@ -320,7 +320,7 @@ def test_the_apply_stage_binary_gets_its_cloud_credentials_beside_the_state_serv
             region_name="us-east-1",
             **{k.lower(): v for k, v in AWS_TEST_ENV.items() if "KEY" in k},
         )
-        role = iam.create_role(RoleName="tofuflow-apply", AssumeRolePolicyDocument="{}")
+        role = iam.create_role(RoleName="apply-creds-test", AssumeRolePolicyDocument="{}")
         monkeypatch.setenv("DEV_OIDC_TOKEN", issuer.mint(sub="dev", aud="sts.amazonaws.com"))
         apply_identity = {"source": "static", "token_env": "DEV_OIDC_TOKEN", "cloud": "aws",
                           "role_arn": role["Role"]["Arn"], "region": "us-east-1",

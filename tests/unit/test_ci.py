@@ -354,10 +354,16 @@ def test_from_json_refuses_malformed_documents(document: object) -> None:
 
 def test_public_api_of_tofuflow_ci_is_pinned() -> None:
     assert set(tofuflow.ci.__all__) == {
+        "AgentReport",
+        "AzureDevOpsLog",
         "CISystem",
         "RunContext",
         "airflow_context",
         "detect_run_context",
+        "escape_message",
+        "escape_property",
+        "neutralise",
+        "on_agent",
         "strip_url_credentials",
     }
     for name in tofuflow.ci.__all__:

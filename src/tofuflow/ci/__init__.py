@@ -11,22 +11,42 @@ from tofuflow._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from tofuflow.ci._airflow import airflow_context
+    from tofuflow.ci._azure_devops import (
+        AgentReport,
+        AzureDevOpsLog,
+        escape_message,
+        escape_property,
+        neutralise,
+        on_agent,
+    )
     from tofuflow.ci._context import CISystem, RunContext
     from tofuflow.ci._detect import detect_run_context
     from tofuflow.ci._normalize import strip_url_credentials
 
 _EXPORTS = {
+    "AgentReport": "tofuflow.ci._azure_devops",
+    "AzureDevOpsLog": "tofuflow.ci._azure_devops",
     "CISystem": "tofuflow.ci._context",
     "RunContext": "tofuflow.ci._context",
     "airflow_context": "tofuflow.ci._airflow",
     "detect_run_context": "tofuflow.ci._detect",
+    "escape_message": "tofuflow.ci._azure_devops",
+    "escape_property": "tofuflow.ci._azure_devops",
+    "neutralise": "tofuflow.ci._azure_devops",
+    "on_agent": "tofuflow.ci._azure_devops",
     "strip_url_credentials": "tofuflow.ci._normalize",
 }
 __all__ = [
+    "AgentReport",
+    "AzureDevOpsLog",
     "CISystem",
     "RunContext",
     "airflow_context",
     "detect_run_context",
+    "escape_message",
+    "escape_property",
+    "neutralise",
+    "on_agent",
     "strip_url_credentials",
 ]
 

@@ -14,11 +14,15 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from tofuflow.errors import ConfigError, TofuflowError
+
+if TYPE_CHECKING:
+    from tofuflow.ci import AgentReport
+    from tofuflow.runs import Runner
 
 __all__ = ["apply", "approve", "audit", "plan", "runs"]
 
@@ -74,8 +78,51 @@ def control_plane(
         yield client
 
 
-def _fail(err: TofuflowError) -> click.ClickException:
-    return click.ClickException(str(err))
+def _fail(err: TofuflowError, report: AgentReport | None = None) -> click.ClickException:
+    return click.ClickException(_clean(report, str(err)))
+
+
+# On an Azure Pipelines agent (TF_BUILD=True): logging commands around plan and apply.
+
+
+def _agent_report() -> AgentReport | None:
+    from tofuflow.ci import AgentReport, AzureDevOpsLog, on_agent
+
+    return AgentReport(AzureDevOpsLog()) if on_agent() else None
+
+
+@contextmanager
+def _reporting(report: AgentReport | None, title: str) -> Iterator[None]:
+    """The binary's output in a group; an error becomes issues and ``task.complete Failed``."""
+    if report is None:
+        yield
+        return
+    with report.stage(title):
+        yield
+
+
+def _announce(report: AgentReport | None, token: str, directory: Path) -> None:
+    if report is not None:
+        report.directory = directory
+        report.log.set_secret(token)  # the control plane token: masked before anything runs
+
+
+def _runner(report: AgentReport | None) -> Runner:
+    from tofuflow.cli import CANCEL
+    from tofuflow.runs import Runner
+
+    if report is None:
+        return Runner(cancel_event=CANCEL)
+    return Runner(on_output=report.on_output, on_event=report.on_event, cancel_event=CANCEL)
+
+
+def _clean(report: AgentReport | None, text: str) -> str:
+    """On an agent, user-controlled text must not carry a logging command."""
+    if report is None:
+        return text
+    from tofuflow.ci import neutralise
+
+    return "\n".join(neutralise(line) for line in text.split("\n"))
 
 
 def _project(path: Path | None) -> Any:
@@ -97,23 +144,26 @@ def plan(workspace: str, project_path: Path | None, destroy: bool) -> None:
     Prints the run id; apply it with `tofuflow apply RUN`, here or on another machine.
     """
     from tofuflow.ci import detect_run_context
-    from tofuflow.cli import CANCEL, CANCELLABLE
-    from tofuflow.runs import Runner, plan_workspace
+    from tofuflow.cli import CANCELLABLE
+    from tofuflow.runs import plan_workspace
     from tofuflow.tofu import render_plan_text
 
     CANCELLABLE.set()
+    report = _agent_report()
     try:
-        project = _project(project_path)
-        ws = project.workspace(workspace)
-        context = detect_run_context(cwd=ws.directory).to_json()
-        with control_plane("plan", project.server_url, ws.identity.get("plan")) as client:
-            outcome = plan_workspace(
-                ws, client, context, Runner(cancel_event=CANCEL), destroy=destroy
-            )
+        with _reporting(report, f"tofuflow plan {workspace}"):
+            project = _project(project_path)
+            ws = project.workspace(workspace)
+            context = detect_run_context(cwd=ws.directory).to_json()
+            with control_plane("plan", project.server_url, ws.identity.get("plan")) as client:
+                _announce(report, client.token, ws.directory)
+                outcome = plan_workspace(ws, client, context, _runner(report), destroy=destroy)
     except TofuflowError as err:
-        raise _fail(err) from err
-    click.echo(render_plan_text(outcome.plan))
-    _print_decision(outcome.run)
+        raise _fail(err, report) from err
+    click.echo(_clean(report, render_plan_text(outcome.plan)))
+    _print_decision(outcome.run, report)
+    if report is not None:
+        report.planned(ws.name, outcome.run, outcome.plan)
     sys.exit(outcome.exit_code)
 
 
@@ -122,24 +172,29 @@ def plan(workspace: str, project_path: Path | None, destroy: bool) -> None:
 @_PROJECT
 def apply(run_id: str, project_path: Path | None) -> None:
     """Apply approved run RUN from this checkout (which must match the planned config)."""
-    from tofuflow.cli import CANCEL, CANCELLABLE
-    from tofuflow.runs import Runner, apply_run
+    from tofuflow.cli import CANCELLABLE
+    from tofuflow.runs import apply_run
 
     CANCELLABLE.set()
+    report = _agent_report()
     try:
-        project = _project(project_path)
-        identity = _apply_identity(project)
-        with control_plane("apply", project.server_url, identity) as client:
-            run = client.run(run_id)
-            ws = project.workspace(run["workspace"])
-            done = apply_run(run_id, ws, client, Runner(cancel_event=CANCEL))
+        with _reporting(report, f"tofuflow apply {run_id}"):
+            project = _project(project_path)
+            identity = _apply_identity(project)
+            with control_plane("apply", project.server_url, identity) as client:
+                run = client.run(run_id)
+                ws = project.workspace(run["workspace"])
+                _announce(report, client.token, ws.directory)
+                done = apply_run(run_id, ws, client, _runner(report))
     except TofuflowError as err:
-        raise _fail(err) from err
+        raise _fail(err, report) from err
     result = done.get("result") or {}
-    click.echo(
+    click.echo(_clean(report, (
         f"run {run_id}: {done['status']}; state serial {result.get('serial')}, "
         f"version {done.get('state_version')}"
-    )
+    )))  # fmt: skip
+    if report is not None:
+        report.applied(ws.name, done)
 
 
 @click.command("approve")
@@ -319,15 +374,15 @@ def _server_url(project_path: Path | None) -> str | None:
         return None  # no tofuflow.toml: the embedded control plane
 
 
-def _print_decision(run: Mapping[str, Any]) -> None:
+def _print_decision(run: Mapping[str, Any], report: AgentReport | None = None) -> None:
     decision = run.get("decision") or {}
     click.echo("")
     for message in decision.get("denies", []):
-        click.secho(f"denied: {message}", fg="red")
+        click.secho(_clean(report, f"denied: {message}"), fg="red")
     for message in decision.get("warnings", []):
-        click.secho(f"warning: {message}", fg="yellow")
+        click.secho(_clean(report, f"warning: {message}"), fg="yellow")
     for message in decision.get("approval_reasons", []):
-        click.echo(f"needs approval: {message}")
+        click.echo(_clean(report, f"needs approval: {message}"))
     click.echo(f"run {run['id']}: {run['status']} (policy: {decision.get('outcome', '-')})")
 
 

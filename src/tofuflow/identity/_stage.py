@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import httpx
 
+from tofuflow.ci._azure_devops import escape_message as vso_escape
+from tofuflow.ci._azure_devops import on_agent
 from tofuflow.identity._claims import check_not_expired
 from tofuflow.identity._config import Table
 from tofuflow.identity._credentials import Credentials
@@ -163,7 +165,7 @@ def stage_credentials(
     identity = StageIdentity.from_config(
         stage_cfg, env, stage=stage, run_id=run_id, context=context, where=where, http=http
     )
-    announce = _announcer(env.get("TF_BUILD", "").lower() == "true" if ado is None else ado, out)
+    announce = _announcer(on_agent(env) if ado is None else ado, out)
 
     protected: set[str] = set()
 
@@ -203,9 +205,3 @@ def _announcer(ado: bool, out: TextIO | None) -> Callable[[str], None]:
         stream.flush()
 
     return announce
-
-
-def vso_escape(value: str) -> str:
-    """Escape a logging command's data the way the agent unescapes it:
-    ``%`` -> ``%AZP25``, CR -> ``%0D``, LF -> ``%0A`` (``%`` first)."""
-    return value.replace("%", "%AZP25").replace("\r", "%0D").replace("\n", "%0A")

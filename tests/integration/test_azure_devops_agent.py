@@ -1,0 +1,217 @@
+"""`tofuflow plan` / `tofuflow apply` on a simulated Azure Pipelines agent (PROTOCOLS §4).
+
+Two stages as two processes in two directories, the project copied between them like a
+pipeline artifact, the embedded control plane shared through XDG_DATA_HOME. The tests
+read stdout the way the agent does: any line holding ``##vso[`` is a command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from _services.ado_oidc import ADO_AUDIENCE, AdoOidcEndpoint, ado_oidc
+from _services.oidc import LocalIssuer
+from tofuflow.tofu import Binary
+
+CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
+CONFIGS = Path(__file__).parent.parent / "fixtures" / "configs"
+CANARY = "ado-canary-System.AccessToken-7f3e9c1d2b"
+WORKSPACE = "app/dev"
+
+
+def _run(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def _commands(stdout: str) -> list[str]:
+    """The lines the agent would treat as logging commands (``##vso[`` anywhere, any case)."""
+    return [line for line in stdout.splitlines() if "##vso[" in line.lower()]
+
+
+def _command(stdout: str, prefix: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith(prefix)]
+
+
+def _data(stdout: str, prefix: str) -> str:
+    (line,) = _command(stdout, prefix)
+    return line[len(prefix) :]
+
+
+@pytest.fixture
+def ado() -> Iterator[AdoOidcEndpoint]:
+    with (
+        LocalIssuer(
+            issuer="https://vstoken.dev.azure.com/contoso-org", audience=ADO_AUDIENCE
+        ) as issuer,
+        ado_oidc(issuer, CANARY, {"6f1c0000-0000-4000-8000-000000000001": "plan"}) as endpoint,
+    ):
+        yield endpoint
+
+
+def _agent_env(tmp_path: Path, ado: AdoOidcEndpoint, stage: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOFUFLOW_", "TF_"))}
+    temp = tmp_path / f"agent-temp-{stage}"
+    temp.mkdir(exist_ok=True)
+    env.update(ado.env())  # TF_BUILD=True, SYSTEM_OIDCREQUESTURI, SYSTEM_ACCESSTOKEN
+    env.update({
+        "XDG_DATA_HOME": str(tmp_path / "data"),  # one embedded control plane for both
+        "AGENT_TEMPDIRECTORY": str(temp),
+        "BUILD_SOURCEVERSION": "0123456789abcdef0123456789abcdef01234567",
+        "BUILD_SOURCEBRANCH": "refs/heads/main",
+        "BUILD_REPOSITORY_URI": "https://dev.azure.com/contoso/infra/_git/infra",
+        "BUILD_BUILDID": "1234",
+        "BUILD_BUILDNUMBER": "20261123.1",
+        "BUILD_REQUESTEDFOR": "Ada Lovelace",
+        "BUILD_REQUESTEDFORID": "7e1b7e6a-0000-4000-8000-000000000002",
+        "BUILD_REASON": "IndividualCI",
+        "SYSTEM_COLLECTIONURI": "https://dev.azure.com/contoso/",
+        "SYSTEM_TEAMPROJECT": "infra",
+        "SYSTEM_DEFINITIONID": "42",
+        "SYSTEM_STAGENAME": stage,
+        "SYSTEM_JOBNAME": stage,
+        "SYSTEM_JOBATTEMPT": "1",
+        "ENVIRONMENT_NAME": "dev",
+    })  # fmt: skip
+    return env
+
+
+def _project(tmp_path: Path, config: str) -> Path:
+    repo = tmp_path / "plan-stage"
+    shutil.copytree(CONFIGS / config, repo / "infra")
+    (repo / "tofuflow.toml").write_text(f'[workspaces."{WORKSPACE}"]\ndirectory = "infra"\n')
+    return repo
+
+
+def _artifact(repo: Path, tmp_path: Path) -> Path:
+    """The apply stage's checkout: the plan stage's files, without .terraform/."""
+    other = tmp_path / "apply-stage"
+    shutil.copytree(repo, other, ignore=shutil.ignore_patterns(".terraform*", "*.tfplan",
+                                                               "*_override.tf"))  # fmt: skip
+    return other
+
+
+def _assert_no_injection(done: subprocess.CompletedProcess[str], final: str) -> None:
+    """Only tofuflow's own commands: nothing the config printed is honoured."""
+    for stream in (done.stdout, done.stderr):
+        for line in _commands(stream):
+            assert "##vso[task.setvariable variable=pwned" not in line.lower(), line
+            # One command per line, at its start: tofuflow's own; no second one inside.
+            assert line.startswith("##vso[") and "##vso[" not in line[6:].lower(), line
+    assert not _commands(done.stderr)
+    completes = [ln for ln in done.stdout.splitlines() if "##vso[task.complete" in ln.lower()]
+    assert len(completes) == 1 and completes[0] == done.stdout.splitlines()[-1], completes
+    assert completes[0].startswith(f"##vso[task.complete result={final};]"), completes
+
+
+def _assert_no_secret(done: subprocess.CompletedProcess[str]) -> None:
+    assert CANARY not in done.stdout and CANARY not in done.stderr
+
+
+def test_plan_and_apply_stages_report_to_the_agent(
+    tmp_path: Path, ado: AdoOidcEndpoint, binary: Binary
+) -> None:
+    del binary
+    repo = _project(tmp_path, "ado_app")
+    plan_env = _agent_env(tmp_path, ado, "plan")
+    planned = _run("plan", WORKSPACE, cwd=repo, env=plan_env)
+    assert planned.returncode == 2, planned.stdout + planned.stderr
+    out = planned.stdout
+    run_id = _data(out, "##vso[task.setvariable variable=runId;isoutput=true]")
+
+    lines = out.splitlines()
+    assert lines[0] == f"##[group]tofuflow plan {WORKSPACE}"
+    assert "##[endgroup]" in lines
+    variables = {
+        "changesPresent": "true", "add": "2", "change": "0", "destroy": "0",
+        "runStatus": "approved",
+    }  # fmt: skip
+    for name, value in variables.items():
+        assert f"##vso[task.setvariable variable={name};isoutput=true]{value}" in lines, name
+
+    summary = Path(_data(out, "##vso[task.uploadsummary]"))
+    assert summary.is_absolute() and summary.parent == Path(plan_env["AGENT_TEMPDIRECTORY"])
+    markdown = summary.read_text()
+    assert markdown.startswith(f"# tofuflow plan: `{WORKSPACE}`")
+    assert "| create | 2 |" in markdown and "| delete | 0 |" in markdown
+    assert f"Run `{run_id}`: **approved**" in markdown
+
+    attach = "##vso[task.addattachment type=terraform-plan-results;name=app/dev]"
+    document = json.loads(Path(_data(out, attach)).read_text())
+    assert "format_version" in document
+    assert {rc["address"] for rc in document["resource_changes"]} == {
+        "terraform_data.web", "terraform_data.cache",
+    }  # fmt: skip
+    for tag in ("tofuflow", WORKSPACE, run_id):
+        assert f"##vso[build.addbuildtag]{tag}" in lines
+    # The injection attempts in the config are printed, inert, for people to read.
+    assert "#\u200b#vso[task.setvariable variable=pwned]1" in out
+    _assert_no_injection(planned, "Succeeded")
+    assert out.index("##vso[task.setvariable") < out.index("##vso[task.complete")
+    _assert_no_secret(planned)
+
+    # The apply stage: another process, another directory, another temp directory.
+    checkout = _artifact(repo, tmp_path)
+    apply_env = _agent_env(tmp_path, ado, "apply")
+    applied = _run("apply", run_id, cwd=checkout, env=apply_env)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    out = applied.stdout
+    assert out.splitlines()[0] == f"##[group]tofuflow apply {run_id}"
+    assert f"##vso[task.setvariable variable=runId;isoutput=true]{run_id}" in out
+    assert "##vso[task.setvariable variable=runStatus;isoutput=true]applied" in out
+    assert "##vso[task.setvariable variable=add;isoutput=true]2" in out
+    summary = Path(_data(out, "##vso[task.uploadsummary]"))
+    assert summary.parent == Path(apply_env["AGENT_TEMPDIRECTORY"])
+    assert "| added | 2 |" in summary.read_text()
+    _assert_no_injection(applied, "Succeeded")
+    _assert_no_secret(applied)
+
+
+def test_a_failing_local_exec_and_an_injecting_output_set_nothing(
+    tmp_path: Path, ado: AdoOidcEndpoint, binary: Binary
+) -> None:
+    del binary
+    repo = _project(tmp_path, "ado_inject")
+    planned = _run("plan", WORKSPACE, cwd=repo, env=_agent_env(tmp_path, ado, "plan"))
+    assert planned.returncode == 2, planned.stdout + planned.stderr
+    _assert_no_injection(planned, "Succeeded")
+    run_id = _data(planned.stdout, "##vso[task.setvariable variable=runId;isoutput=true]")
+
+    applied = _run("apply", run_id, cwd=_artifact(repo, tmp_path),
+                   env=_agent_env(tmp_path, ado, "apply"))  # fmt: skip
+    assert applied.returncode == 1, applied.stdout + applied.stderr
+    # What local-exec printed reached the log, inert.
+    assert "#\u200b#vso[task.setvariable variable=pwned]1" in applied.stdout
+    assert "#\u200b#vso[task.complete result=Succeeded;]" in applied.stdout
+    assert _command(applied.stdout, "##vso[task.logissue type=error;sourcepath="), applied.stdout
+    _assert_no_injection(applied, "Failed")
+    _assert_no_secret(applied)
+    assert _run("runs", "show", run_id, cwd=repo, env=_agent_env(tmp_path, ado, "x")).stdout
+
+
+def test_an_invalid_configuration_is_an_issue_with_file_line_and_column(
+    tmp_path: Path, ado: AdoOidcEndpoint, binary: Binary
+) -> None:
+    del binary
+    repo = _project(tmp_path, "ado_invalid")
+    planned = _run("plan", WORKSPACE, cwd=repo, env=_agent_env(tmp_path, ado, "plan"))
+    assert planned.returncode == 1, planned.stdout + planned.stderr
+    main_tf = (repo / "infra" / "main.tf").resolve()
+    issue = re.compile(
+        rf"^##vso\[task\.logissue type=error;sourcepath={re.escape(str(main_tf))};"
+        r"linenumber=6;columnnumber=\d+\]\S"
+    )
+    assert any(issue.match(line) for line in planned.stdout.splitlines()), planned.stdout
+    assert _command(planned.stdout, "##vso[task.complete result=Failed;]")
+    assert not _command(planned.stdout, "##vso[task.setvariable variable=changesPresent")
+    _assert_no_secret(planned)
