@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
-from _services.postgres import free_port
 
 
 @dataclass
@@ -43,26 +40,12 @@ class RunningServer:
 
 @contextmanager
 def threaded_server(config: Any) -> Iterator[RunningServer]:
-    """Serve ``create_app(config)`` with uvicorn in a daemon thread on a free port."""
-    import uvicorn
+    """Serve ``create_app(config)`` with uvicorn in a thread on a free port: the same
+    machinery as the runner's embedded control plane."""
+    from tofuflow.runs import EmbeddedControlPlane
 
-    from tofuflow.server.app import create_app
-
-    app = create_app(config)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    _wait_healthy(url)
-    try:
-        yield RunningServer(url, app=app)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        app.state.engine.dispose()
+    with EmbeddedControlPlane(config) as plane:
+        yield RunningServer(plane.url, app=plane.app)
 
 
 @contextmanager

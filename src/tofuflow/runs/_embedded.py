@@ -61,6 +61,11 @@ class EmbeddedControlPlane:
         if self._app is not None:
             self._app.state.engine.dispose()
 
+    @property
+    def app(self) -> Any:
+        """The running ASGI app (its ``state`` holds the engine and services)."""
+        return self._app
+
     def token(self, role: str, ttl: str = "2h") -> str:
         """A short-lived token for this process (the local user owns the embedded plane)."""
         from tofuflow.server._admin import create_token
