@@ -190,3 +190,22 @@ def test_state_versions_are_never_stored_in_plaintext(state_server: RunningServe
         row = session.scalars(select(StateVersion)).one()
         assert marker.encode() not in (row.ciphertext or b"")
         assert row.key_id.startswith("local:")
+
+
+def test_malformed_request_bodies_get_the_usual_error_shape_without_echoing_input(
+    state_server: RunningServer,
+) -> None:
+    token = make_token(state_server, "admin")
+    secretish = "do-not-echo-" + uuid.uuid4().hex
+    response = httpx.post(
+        f"{state_server.url}/v1/workspaces/app/x/rollback",
+        json={"version": secretish},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 422
+    body = response.json()
+    assert body["code"] == "validation_error" and "version" in body["error"]
+    assert secretish not in response.text
+    with Session(state_server.app.state.engine) as session:
+        refusals = session.scalars(select(AuditEvent).where(AuditEvent.status == 422)).all()
+    assert refusals and refusals[-1].actor.startswith("token:tfw_")

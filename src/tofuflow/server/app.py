@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -41,6 +43,7 @@ from tofuflow.errors import (
     PayloadTooLargeError,
     RequestError,
     StorageError,
+    TofuflowError,
 )
 from tofuflow.policy import PolicySet
 from tofuflow.server._audit import AuditQuery, query_events, verify
@@ -60,6 +63,8 @@ from tofuflow.server.storage._blobs import BlobStore, blob_store_from_config
 from tofuflow.server.storage._db import make_engine, migrate
 
 __all__ = ["create_app"]
+
+_log = logging.getLogger("tofuflow.server")
 
 _ANONYMOUS = Principal(subject="anonymous", kind="anonymous", grants=(), claims={})
 
@@ -91,7 +96,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     )
     app.state.config, app.state.engine, app.state.service = config, engine, service
     metrics = _Metrics()
-    _install_error_handlers(app, service)
+    _install_error_handlers(app, service, authn)
     _install_metrics(app, metrics)
 
     async def principal_of(request: Request) -> Principal:
@@ -336,16 +341,25 @@ def _health_routes(app: FastAPI, engine: Any, blobs: BlobStore | None, metrics: 
 
     @app.get("/readyz", tags=["health"])
     async def readyz() -> Response:
-        def check() -> None:
-            with engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-            if blobs is not None:
-                blobs.check()
+        def check() -> str | None:
+            try:
+                with engine.connect() as connection:
+                    connection.execute(text("SELECT 1"))
+            except Exception:  # readiness reports any failure instead of raising it
+                _log.exception("readiness: database check failed")
+                return "database"
+            try:
+                if blobs is not None:
+                    blobs.check()
+            except Exception:
+                _log.exception("readiness: blob store check failed")
+                return "blob store"
+            return None
 
-        try:
-            await run_in_threadpool(check)
-        except Exception as exc:  # readiness reports any failure instead of raising it
-            return JSONResponse({"status": "unavailable", "reason": str(exc)[:300]}, 503)
+        failed = await run_in_threadpool(check)
+        if failed is not None:
+            # Unauthenticated endpoint: name the component, keep the details in the log.
+            return JSONResponse({"status": "unavailable", "reason": f"{failed} check failed"}, 503)
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
@@ -381,9 +395,19 @@ def _install_metrics(app: FastAPI, metrics: _Metrics) -> None:
         return response
 
 
-def _install_error_handlers(app: FastAPI, service: StateService) -> None:
+def _install_error_handlers(app: FastAPI, service: StateService, authn: Authenticator) -> None:
+    def who(request: Request) -> Principal:
+        """The caller, also for requests refused before the endpoint authenticated them."""
+        principal = getattr(request.state, "principal", None)
+        if isinstance(principal, Principal):
+            return principal
+        try:
+            return authn.authenticate(request.headers.get("authorization"))
+        except TofuflowError:
+            return _ANONYMOUS
+
     async def audit_refusal(request: Request, status: int, reason: str) -> None:
-        principal = getattr(request.state, "principal", _ANONYMOUS)
+        principal = await run_in_threadpool(who, request)
         client = request.client.host if request.client else None
         workspace = request.path_params.get("workspace")
         action = f"http.{request.method.lower()}"
@@ -392,6 +416,17 @@ def _install_error_handlers(app: FastAPI, service: StateService) -> None:
             service.record_refusal, ctx, action, str(workspace)[:255] if workspace else None,
             status, reason,
         )  # fmt: skip
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's default echoes the input back (it may hold secrets) in another shape.
+        problems = [
+            f"{'.'.join(str(p) for p in error.get('loc', ()))}: {error.get('msg', 'invalid')}"
+            for error in exc.errors()
+        ]
+        message = "invalid request: " + "; ".join(problems)[:1000]
+        await audit_refusal(request, 422, message)
+        return JSONResponse({"error": message, "code": "validation_error"}, status_code=422)
 
     @app.exception_handler(LockedError)
     async def locked(request: Request, exc: LockedError) -> Response:
