@@ -343,3 +343,28 @@ def test_the_apply_stage_binary_gets_its_cloud_credentials_beside_the_state_serv
     assert "AKIAPARENTCANARY" not in (workdir / "env.dump").read_text()
     assert not Path(dumped["AWS_WEB_IDENTITY_TOKEN_FILE"]).exists(), "private dir removed"
     assert [e["detail"]["stage"] for e in issued] == ["apply"]  # plan had no identity
+
+
+def test_a_workspace_can_take_state_writes_only_from_apply_sessions(
+    tmp_path: Path, server_config: Any, binary: Binary
+) -> None:
+    from tofuflow.project import WorkspaceConfig
+
+    config = replace(
+        server_config,
+        workspace_settings=({"match": "locked/*", "require_apply_session": True},),
+    )
+    workdir = tmp_path / "infra"
+    shutil.copytree(FIXTURES / "configs" / "app", workdir)
+    ws = WorkspaceConfig(name="locked/app", directory=workdir)
+    with threaded_server(config) as server:
+        applier = ControlPlane(server.url, make_token(server, "applier"))
+        planner = ControlPlane(server.url, make_token(server, "planner"))
+        direct = httpx.request(
+            "LOCK", f"{server.state_url('locked/app')}/lock", json={"ID": "x"},
+            headers={"Authorization": f"Bearer {applier.token}"},
+        )  # fmt: skip
+        assert direct.status_code == 403
+        assert "only from an approved run's apply session" in direct.json()["error"]
+        done = apply_run(plan_workspace(ws, planner, {}).run["id"], ws, applier)
+        assert done["status"] == "applied" and done["state_version"] == 1

@@ -59,23 +59,27 @@ class WorkspacePolicy:
     tags: tuple[str, ...] = ()
     settings: Mapping[str, Any] = field(default_factory=dict)
     allow_self_approval: bool = False
+    require_apply_session: bool = False
+    """State writes only through an approved run's apply session (admins excepted)."""
 
     @classmethod
     def from_config(cls, entry: Mapping[str, Any], index: int = 0) -> WorkspacePolicy:
         where = f"workspace_settings[{index}]"
-        unknown = set(entry) - {"match", "tags", "settings", "allow_self_approval"}
-        if unknown:
-            raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; valid: match, tags, "
-                              "settings, allow_self_approval")  # fmt: skip
+        valid = {"match", "tags", "settings", "allow_self_approval", "require_apply_session"}
+        if set(entry) - valid:
+            raise ConfigError(f"{where}: unknown keys {sorted(set(entry) - valid)}; valid: "
+                              f"{', '.join(sorted(valid))}")  # fmt: skip
         tags, settings = entry.get("tags", []), entry.get("settings", {})
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise ConfigError(f'{where}.tags must be a list of strings, e.g. ["production"]')
         if not isinstance(settings, Mapping):
             raise ConfigError(f"{where}.settings must be a table, e.g. {{ max_deletions = 5 }}")
-        allow = entry.get("allow_self_approval", False)
-        if not isinstance(allow, bool):
-            raise ConfigError(f"{where}.allow_self_approval must be true or false")
-        return cls(str(entry.get("match", "*")), tuple(tags), dict(settings), allow)
+        flags = {}
+        for key in ("allow_self_approval", "require_apply_session"):
+            flags[key] = entry.get(key, False)
+            if not isinstance(flags[key], bool):
+                raise ConfigError(f"{where}.{key} must be true or false")
+        return cls(str(entry.get("match", "*")), tuple(tags), dict(settings), **flags)
 
 
 class RunService:
@@ -371,6 +375,9 @@ class RunService:
                      expires_at=utcnow() + self.approval_ttl)
         )  # fmt: skip
 
+    def requires_apply_session(self, workspace: str) -> bool:
+        return self._workspace_policy(workspace).require_apply_session
+
     def _workspace_policy(self, workspace: str) -> WorkspacePolicy:
         matching = [p for p in self.workspace_policies if fnmatchcase(workspace, p.match)]
         if not matching:
@@ -380,7 +387,8 @@ class RunService:
         for policy in matching:  # later, more specific entries refine earlier ones
             settings.update(policy.settings)
         allow = all(p.allow_self_approval for p in matching)
-        return WorkspacePolicy(workspace, tags, settings, allow)
+        session_only = any(p.require_apply_session for p in matching)
+        return WorkspacePolicy(workspace, tags, settings, allow, session_only)
 
     def _seal(self, data: bytes, aad: bytes) -> dict[str, Any]:
         sealed = self.keyring.seal(data, aad)

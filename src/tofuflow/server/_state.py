@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +25,7 @@ from tofuflow.errors import (
     BadRequestError,
     ConflictError,
     DocumentError,
+    ForbiddenError,
     LockedError,
     NotFoundError,
 )
@@ -95,6 +96,20 @@ class StateService:
         self.engine = engine
         self.keyring = keyring
         self.blobs = blobs
+        # Set by the app from [[workspace_settings]] require_apply_session.
+        self.session_only: Callable[[str], bool] = lambda workspace: False
+
+    def _require_session(self, ctx: RequestContext, name: str) -> None:
+        """Where configured, only an apply session (or an admin, audited) changes state."""
+        if ctx.run_id or not self.session_only(name):
+            return
+        if ctx.principal.can(Permission.OVERRIDE, name):
+            return
+        raise ForbiddenError(
+            f"{ctx.principal.subject} may not change {name} directly: this workspace takes "
+            "state writes only from an approved run's apply session. Use `tofuflow plan` "
+            "and `tofuflow apply`"
+        )
 
     # -- HTTP backend protocol ----------------------------------------------------------
 
@@ -115,6 +130,7 @@ class StateService:
     ) -> VersionInfo | None:
         """Store ``body`` as a new version; None for an identical retry of the current one."""
         ctx.principal.require(Permission.WRITE_STATE, name)
+        self._require_session(ctx, name)
         serial, lineage = state_identity(body)
         digest = hashlib.sha256(body).hexdigest()
         with self._tx() as session:
@@ -138,6 +154,7 @@ class StateService:
 
     def lock(self, ctx: RequestContext, name: str, info: Mapping[str, Any]) -> None:
         ctx.principal.require(Permission.LOCK, name)
+        self._require_session(ctx, name)
         lock_id = str(info.get("ID") or "")
         if not lock_id:
             raise BadRequestError("lock request without an ID: send the binary's LockInfo JSON")

@@ -119,6 +119,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         approval_ttl=parse_ttl(config.approval_ttl), session_ttl=parse_ttl(config.session_ttl),
     )  # fmt: skip
     app.state.runs = runs
+    service.session_only = runs.requires_apply_session
     _health_routes(app, engine, blobs, metrics)
     _state_routes(app, service, context, config.max_state_bytes)
     _workspace_routes(app, service, context)
