@@ -24,7 +24,7 @@ from tofuflow.tofu._process import EventCallback, OutputCallback
 
 __all__ = ["PlanOutcome", "Runner", "apply_run", "plan_workspace"]
 
-EXIT_NO_CHANGES, EXIT_ERROR, EXIT_CHANGES, EXIT_DENIED = 0, 1, 2, 3
+EXIT_NO_CHANGES, EXIT_CHANGES, EXIT_DENIED = 0, 2, 3  # errors exit 1
 _OVERRIDE = 'terraform {\n  backend "http" {}\n}\n'
 
 

@@ -48,7 +48,6 @@ from tofuflow.server.storage._db import Approval, Run, Workspace, utcnow, write_
 __all__ = ["RunService", "WorkspacePolicy", "run_aad", "session_principal"]
 
 SESSION_PREFIX = "tfs_"
-TERMINAL = frozenset({"denied", "no_changes", "applied", "failed", "cancelled"})
 
 
 @dataclass(frozen=True)
@@ -477,14 +476,11 @@ def _summary(plan: Any) -> dict[str, Any]:
 
 
 def _decision_json(decision: Any) -> dict[str, Any]:
-    return {
-        "outcome": decision.outcome,
-        "denies": [str(f) for f in decision.denies],
-        "warnings": [str(f) for f in decision.warnings],
-        "approval_reasons": [str(f) for f in decision.approval_reasons],
-        "routine_reasons": list(decision.routine_reasons),
-        "policy_digest": decision.policy_digest,
-    }
+    """``Decision.to_dict()``, with each finding as one readable line ("message [policy]")."""
+    data: dict[str, Any] = decision.to_dict()
+    for key in ("denies", "warnings", "approval_reasons"):
+        data[key] = [str(finding) for finding in getattr(decision, key)]
+    return data
 
 
 def _declared_tags(context: Mapping[str, Any] | None) -> list[str]:
