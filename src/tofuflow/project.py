@@ -16,6 +16,8 @@ File (paths are relative to the file's directory; every key but ``directory`` op
     tags = ["production"]
     backend = "tofuflow"                    # the state service; "own": keep your backend block
     settings = { max_deletions = 5 }        # free-form, passed to policies
+    depends_on = ["network"]                # run after these (`tofuflow run-all`)
+    inputs = { vpc_id = "network.vpc_id" }  # variable = "<workspace>.<output>"
 
     [workspaces."app/prod".identity.plan]   # per-stage identity, raw (read by identity/)
     cloud = "azure"
@@ -56,6 +58,8 @@ _WORKSPACE_KEYS = (
     "backend",
     "settings",
     "identity",
+    "depends_on",
+    "inputs",
 )
 
 # The state service's naming rules (server/_state.py validate_workspace_name), repeated
@@ -66,6 +70,8 @@ _MAX_NAME = 200
 # The binary's variable names (tofu/_argv.py): they become TF_VAR_<name>.
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+# Output names are identifiers (no '.'), so "<workspace>.<output>" splits at the last '.'.
+_OUTPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 # A key path into the file: table names, and array indexes as ints.
 Keys = tuple[str | int, ...]
@@ -88,6 +94,10 @@ class WorkspaceConfig:
     settings: Mapping[str, Any] = field(default_factory=dict)
     # "plan" / "apply" -> the raw identity table; interpreted by tofuflow.identity.
     identity: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Workspaces `tofuflow run-all` must run first (tofuflow.stacks).
+    depends_on: tuple[str, ...] = ()
+    # Variable name -> "<workspace>.<output>" of a workspace in depends_on.
+    inputs: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -171,6 +181,7 @@ class _Parser:
         self.file = file
         self.root = file.parent
         self.problems: list[str] = []
+        self.names: frozenset[str] = frozenset()  # every workspace defined in the file
 
     def problem(self, keys: Keys, message: str) -> None:
         self.problems.append(f"{_label(self.file)}: {_dotted(keys)}: {message}")
@@ -215,7 +226,9 @@ class _Parser:
 
     def workspaces(self, value: object) -> dict[str, WorkspaceConfig]:
         found = {}
-        for name, table in self.table_or_empty(("workspaces",), value).items():
+        tables = self.table_or_empty(("workspaces",), value)
+        self.names = frozenset(tables)
+        for name, table in tables.items():
             keys = ("workspaces", name)
             if not self.workspace_name(keys, name) or not self.is_table(table, keys):
                 continue
@@ -228,15 +241,21 @@ class _Parser:
         keys = ("workspaces", name)
         before = len(self.problems)
         self.unknown_keys(keys, table, _WORKSPACE_KEYS, nested_hint=True)
+        directory = self.directory((*keys, "directory"), table.get("directory"))
+        variables = self.variables((*keys, "variables"), table.get("variables"))
         config = WorkspaceConfig(
             name=name,
-            directory=self.directory((*keys, "directory"), table.get("directory")),
-            variables=self.variables((*keys, "variables"), table.get("variables")),
+            directory=directory,
+            variables=variables,
             var_files=self.var_files((*keys, "var_files"), table.get("var_files")),
             tags=self.tags((*keys, "tags"), table.get("tags")),
             backend=self.backend((*keys, "backend"), table.get("backend")),
             settings=self.table_or_empty((*keys, "settings"), table.get("settings")),
             identity=self.identity((*keys, "identity"), table.get("identity")),
+            depends_on=self.depends_on(name, (*keys, "depends_on"), table.get("depends_on")),
+            inputs=self.inputs(
+                (*keys, "inputs"), table.get("inputs"), table.get("depends_on"), variables
+            ),
         )
         return config if len(self.problems) == before else None
 
@@ -351,6 +370,76 @@ class _Parser:
             if stage in table and self.is_table(table[stage], (*keys, stage)):
                 stages[stage] = table[stage]
         return stages
+
+    def depends_on(self, name: str, keys: Keys, value: object) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.problem(
+                keys,
+                f'expected an array of workspace names, e.g. ["network"], got {_describe(value)}',
+            )
+            return ()
+        found: list[str] = []
+        for index, item in enumerate(value):
+            item_keys = (*keys, index)
+            if not isinstance(item, str) or not item:
+                self.problem(item_keys, f"expected a workspace name, got {_describe(item)}")
+            elif item == name:
+                self.problem(item_keys, f"a workspace cannot depend on itself; remove {item!r}")
+            elif item in found:
+                self.problem(item_keys, f"{_describe(item)} is listed twice; remove one")
+            elif item not in self.names:
+                defined = ", ".join(sorted(self.names - {name})) or "none"
+                self.problem(
+                    item_keys,
+                    f"workspace {_describe(item)} is not defined"
+                    f"{_suggest(item, sorted(self.names))}; "
+                    f"depend on a [workspaces.NAME] of this file (defined: {defined})",
+                )
+            else:
+                found.append(item)
+        return tuple(found)
+
+    def inputs(
+        self, keys: Keys, value: object, depends_on: object, variables: Mapping[str, Any]
+    ) -> dict[str, str]:
+        table = self.table_or_empty(keys, value)
+        # As written: a bad depends_on entry is reported there, not again here.
+        listed = (
+            [d for d in depends_on if isinstance(d, str)] if isinstance(depends_on, list) else []
+        )
+        found = {}
+        for variable, reference in table.items():
+            item_keys = (*keys, variable)
+            text = reference if isinstance(reference, str) else ""
+            workspace, _, output = text.rpartition(".")
+            if not _VARIABLE_NAME.match(variable):
+                self.problem(
+                    item_keys,
+                    "not a valid variable name; use letters, digits, '_' and '-', "
+                    "starting with a letter or '_'",
+                )
+            elif not workspace or not _OUTPUT_NAME.match(output):
+                self.problem(
+                    item_keys,
+                    f'expected "<workspace>.<output>", e.g. "network.vpc_id", got '
+                    f"{_describe(reference)}",
+                )
+            elif variable in variables:
+                self.problem(
+                    item_keys, "is also set in variables; keep it in one of the two tables"
+                )
+            elif workspace not in listed:
+                hint = _suggest(workspace, listed)
+                self.problem(
+                    item_keys,
+                    f"reads workspace {_describe(workspace)}, which is not in depends_on{hint}; "
+                    f"add it to depends_on so it runs first",
+                )
+            else:
+                found[variable] = reference
+        return found
 
     # -- shared checks ----------------------------------------------------------------
 

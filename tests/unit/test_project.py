@@ -182,7 +182,7 @@ def test_a_file_without_workspaces_says_how_to_add_one(repo: Path) -> None:
         (
             '[workspaces.app]\ndirectory = "infra/app"\nzzz = 1\n',
             "workspaces.app.zzz: unknown key; known keys: directory, variables, var_files, "
-            "tags, backend, settings, identity",
+            "tags, backend, settings, identity, depends_on, inputs",
         ),
         (
             '[workspace.app]\ndirectory = "infra/app"\n',
@@ -208,8 +208,8 @@ def test_a_file_without_workspaces_says_how_to_add_one(repo: Path) -> None:
         (
             '[workspaces.app.prod]\ndirectory = "infra/app"\n',
             "workspaces.app.prod: unknown key; known keys: directory, variables, var_files, "
-            "tags, backend, settings, identity; a workspace name containing '/' must be "
-            'quoted: [workspaces."app/prod"]',
+            "tags, backend, settings, identity, depends_on, inputs; a workspace name "
+            "containing '/' must be quoted: [workspaces.\"app/prod\"]",
         ),
         (
             '[workspaces."-app"]\ndirectory = "infra/app"\n',
