@@ -136,7 +136,9 @@ def test_input_lists_what_changes_by_address_module_type_name_provider_and_actio
     assert doc["plan"]["summary"] == "Plan: 2 to add, 0 to change, 1 to destroy."
     assert doc["plan"]["has_changes"] is True
     assert doc["run"] == {"branch": "main"}
-    assert doc["workspace"] == {"name": "prod", "tags": ["production"], "settings": {}}
+    assert doc["workspace"] == {
+        "name": "prod", "tags": ["production"], "settings": {}, "environment": False
+    }
 
 
 def test_input_of_the_recorded_plan_leaves_out_no_op_and_read_changes() -> None:

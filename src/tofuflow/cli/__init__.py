@@ -15,6 +15,7 @@ from types import FrameType
 import click
 
 from tofuflow._version import __version__
+from tofuflow.cli._env_cmd import env
 from tofuflow.cli._install_cmd import install
 from tofuflow.cli._pipeline_cmd import pipeline
 from tofuflow.cli._runs_cmd import apply, approve, audit, plan, runs
@@ -43,6 +44,7 @@ def cli() -> None:
       tofuflow plan WS     plan a workspace of tofuflow.toml, submit it for the policy check
       tofuflow apply RUN   apply an approved run (here or on another machine)
       tofuflow server      run the control plane (remote, encrypted, audited state)
+      tofuflow env         ephemeral environments with a TTL, always torn down
 
     tofuflow drives `tofu` when it is on PATH, else a tofu it installed, else
     `terraform`; set TOFUFLOW_BINARY to choose explicitly.
@@ -88,7 +90,7 @@ def demo_cmd(workdir: Path | None, environment: str, destroy: bool) -> None:
     sys.exit(run_demo(workdir, environment=environment, destroy=destroy, cancel=CANCEL))
 
 
-for command in (install, server, plan, apply, approve, runs, audit, policy, pipeline):
+for command in (install, server, plan, apply, approve, runs, audit, policy, pipeline, env):
     cli.add_command(command)
 
 

@@ -71,7 +71,15 @@ def server(
     except TofuflowError as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"tofuflow control plane on {config.base_url} (data: {config.data_dir})", err=True)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+    from tofuflow.server._reaping import start_reaper
+
+    local = "127.0.0.1" if config.host in {"0.0.0.0", "::", ""} else config.host  # noqa: S104
+    reaper = start_reaper(app.state.engine, config, f"http://{local}:{config.port}")
+    try:
+        uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+    finally:
+        if reaper is not None:
+            reaper.stop()
 
 
 @server.group("tokens")

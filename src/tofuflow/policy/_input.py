@@ -27,8 +27,8 @@ def build_input(plan: Plan, run: Mapping[str, Any], workspace: Mapping[str, Any]
     """The ``input`` every policy sees: ``{"plan": ..., "run": ..., "workspace": ...}``.
 
     ``run`` is kept as given (requester subject and claims, commit, branch, CI system,
-    pipeline id...); ``workspace`` gives ``name``, ``tags`` and ``settings``. Raises
-    ConfigError when either holds something that is not JSON.
+    pipeline id...); ``workspace`` gives ``name``, ``tags``, ``settings`` and
+    ``environment``. Raises ConfigError when either holds something that is not JSON.
     """
     return {
         "plan": _plan_section(plan),
@@ -73,6 +73,8 @@ def _workspace_section(workspace: Mapping[str, Any]) -> dict[str, Any]:
         "name": str(workspace.get("name") or ""),
         "tags": list(tags),
         "settings": _json_value(workspace.get("settings") or {}, "workspace.settings"),
+        # An ephemeral environment (`tofuflow env`): see routine.rego.
+        "environment": bool(workspace.get("environment", False)),
     }
 
 

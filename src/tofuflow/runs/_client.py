@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from typing import Any
 
@@ -95,6 +96,64 @@ class ControlPlane:
 
     def audit_verify(self) -> dict[str, Any]:
         return self._json("GET", "/v1/audit/verify")
+
+    # -- environments (tofuflow.envs) ---------------------------------------------------
+
+    def create_environment(
+        self, name: str, *, source_workspace: str, ttl_seconds: int, owner: str,
+        snapshot: bytes, context: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        body = {
+            "name": name, "source_workspace": source_workspace, "ttl_seconds": ttl_seconds,
+            "owner": owner, "context": dict(context or {}),
+            "snapshot": base64.b64encode(snapshot).decode(),
+        }  # fmt: skip
+        return self._json("POST", "/v1/environments", json=body)
+
+    def environment(self, name: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/environments/{name}")
+
+    def environments(
+        self, *, due: bool = False, include_destroyed: bool = False
+    ) -> list[dict[str, Any]]:
+        params = {"due": str(due).lower(), "include_destroyed": str(include_destroyed).lower()}
+        return list(self._send("GET", "/v1/environments", params=params).json())
+
+    def extend_environment(self, name: str, ttl_seconds: int) -> dict[str, Any]:
+        body = {"ttl_seconds": ttl_seconds}
+        return self._json("POST", f"/v1/environments/{name}/extend", json=body)
+
+    def environment_snapshot(self, name: str) -> bytes:
+        return self._send("GET", f"/v1/environments/{name}/snapshot").content
+
+    def claim_environment(
+        self, name: str, holder: str, *, lease_seconds: int = 300, force: bool = False
+    ) -> dict[str, Any]:
+        body = {"holder": holder, "lease_seconds": lease_seconds, "force": force}
+        return self._json("POST", f"/v1/environments/{name}/claim", json=body)
+
+    def environment_run(self, name: str, holder: str, run_id: str) -> dict[str, Any]:
+        body = {"holder": holder, "run_id": run_id}
+        return self._json("POST", f"/v1/environments/{name}/run", json=body)
+
+    def environment_destroyed(self, name: str, holder: str) -> dict[str, Any]:
+        return self._json("POST", f"/v1/environments/{name}/destroyed", json={"holder": holder})
+
+    def environment_failed(self, name: str, holder: str, error: str) -> dict[str, Any]:
+        body = {"holder": holder, "error": error[:20000]}
+        return self._json("POST", f"/v1/environments/{name}/failed", json=body)
+
+    # -- drift ----------------------------------------------------------------------------
+
+    def record_drift(
+        self, workspace: str, status: str, report: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        body = {"status": status, "report": dict(report)}
+        return self._json("POST", f"/v1/workspaces/{workspace}/drift", json=body)
+
+    def drift(self, workspace: str | None = None) -> list[dict[str, Any]]:
+        params = {"workspace": workspace} if workspace else {}
+        return list(self._send("GET", "/v1/drift", params=params).json())
 
     def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         return dict(self._send(method, path, **kwargs).json())

@@ -11,13 +11,12 @@ short-lived token that can write only the run's workspace, only while it is appl
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import hmac
 import secrets
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -32,16 +31,16 @@ from tofuflow.errors import (
     BadRequestError,
     ConfigError,
     ConflictError,
-    CryptoError,
     DocumentError,
     NotFoundError,
     PlanStaleError,
     TofuflowError,
 )
 from tofuflow.server import _audit
+from tofuflow.server._sealed import open_record, seal_record
 from tofuflow.server._state import RequestContext
 from tofuflow.server.auth import Grant, Permission, Principal, Role
-from tofuflow.server.crypto import Keyring, Sealed
+from tofuflow.server.crypto import Keyring
 from tofuflow.server.storage._blobs import BlobStore
 from tofuflow.server.storage._db import Approval, Run, Workspace, utcnow, write_session
 
@@ -103,6 +102,8 @@ class RunService:
             check_settings(entry.settings)
         self.approval_ttl = approval_ttl
         self.session_ttl = session_ttl
+        # Set by the app: whether a workspace is an ephemeral environment (policy input).
+        self.is_environment: Callable[[str], bool] = lambda workspace: False
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -161,6 +162,7 @@ class RunService:
                 "name": run.workspace,
                 "tags": sorted(set(policy.tags) | set(_declared_tags(run.context))),
                 "settings": dict(policy.settings),
+                "environment": self.is_environment(run.workspace),
             }
             run_input = {
                 "id": run.id, "requester": {"subject": run.requester,
@@ -390,35 +392,13 @@ class RunService:
         return WorkspacePolicy(workspace, tags, settings, allow, session_only)
 
     def _seal(self, data: bytes, aad: bytes) -> dict[str, Any]:
-        sealed = self.keyring.seal(data, aad)
-        record = {"key_id": sealed.key_id, "wrapped_key": _b64(sealed.wrapped_key),
-                  "nonce": _b64(sealed.nonce)}  # fmt: skip
-        if self.blobs is not None:
-            key = f"runs/{uuid.uuid4().hex}"
-            self.blobs.put(key, sealed.ciphertext)
-            record["blob_key"] = key
-        else:
-            record["ciphertext"] = _b64(sealed.ciphertext)
-        return record
+        return seal_record(self.keyring, self.blobs, data, aad, "runs")
 
     def _open(self, record: Mapping[str, Any], aad: bytes, run_id: str) -> bytes:
-        if "blob_key" in record:
-            if self.blobs is None:
-                raise NotFoundError(f"run {run_id}'s artifact lives in an object store")
-            ciphertext = self.blobs.get(str(record["blob_key"]))
-        else:
-            ciphertext = base64.b64decode(record["ciphertext"])
-        sealed = Sealed(
-            str(record["key_id"]), base64.b64decode(record["wrapped_key"]),
-            base64.b64decode(record["nonce"]), ciphertext,
-        )  # fmt: skip
         try:
-            return self.keyring.open(sealed, aad)
-        except CryptoError as exc:
-            raise ConflictError(
-                f"the stored artifact of run {run_id} failed its integrity check (it was "
-                "altered at rest): do not apply it; plan again"
-            ) from exc
+            return open_record(self.keyring, self.blobs, record, aad, f"artifact of run {run_id}")
+        except ConflictError as exc:
+            raise ConflictError(f"{exc}; plan again") from exc
 
     def _audit(
         self, session: Session, ctx: RequestContext, run: Run, action: str, detail: Any
@@ -495,10 +475,6 @@ def _commit(context: Mapping[str, Any]) -> str | None:
 
 def run_aad(run: Run, what: str) -> bytes:
     return f"tofuflow-run:v1;run={run.id};workspace={run.workspace};{what}".encode()
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def _view(run: Run) -> dict[str, Any]:

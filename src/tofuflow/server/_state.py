@@ -30,6 +30,7 @@ from tofuflow.errors import (
     NotFoundError,
 )
 from tofuflow.server import _audit
+from tofuflow.server._sealed import open_record, seal_record
 from tofuflow.server.auth import Permission, Principal
 from tofuflow.server.crypto import Keyring, Sealed
 from tofuflow.server.storage._blobs import BlobStore
@@ -356,6 +357,19 @@ class StateService:
         session.add(row)
         ws.current_version, ws.serial, ws.lineage = number, serial, lineage
         return row
+
+    def current_body(self, session: Session, name: str) -> bytes | None:
+        """The current state of ``name`` for the server's own use (no permission check)."""
+        ws = _find(session, name)
+        if ws is None or ws.current_version is None:
+            return None
+        return self._open(name, _version_row(session, ws, ws.current_version))
+
+    def seal_record(self, data: bytes, aad: bytes) -> dict[str, Any]:
+        return seal_record(self.keyring, self.blobs, data, aad, "records")
+
+    def open_record(self, record: Mapping[str, Any], aad: bytes, what: str) -> bytes:
+        return open_record(self.keyring, self.blobs, record, aad, what)
 
     def _open(self, name: str, row: StateVersion) -> bytes:
         ciphertext = row.ciphertext

@@ -10,6 +10,7 @@ Routes: the HTTP backend protocol at ``/v1/state/{workspace}`` (lock address
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -48,6 +49,8 @@ from tofuflow.errors import (
 from tofuflow.policy import PolicySet
 from tofuflow.server._audit import AuditQuery, query_events, verify
 from tofuflow.server._authn import Authenticator
+from tofuflow.server._drift import DriftService
+from tofuflow.server._envs import EnvironmentService, ReapPolicy
 from tofuflow.server._runs import RunService, WorkspacePolicy
 from tofuflow.server._state import RequestContext, StateService, validate_workspace_name
 from tofuflow.server.auth import (
@@ -120,10 +123,19 @@ def create_app(config: ServerConfig) -> FastAPI:
     )  # fmt: skip
     app.state.runs = runs
     service.session_only = runs.requires_apply_session
+    reap = ReapPolicy(
+        retry_backoff=parse_ttl(config.retry_backoff), max_backoff=parse_ttl(config.max_backoff),
+        orphan_after=config.orphan_after, max_ttl=parse_ttl(config.max_env_ttl),
+    )  # fmt: skip
+    environments = EnvironmentService(engine, service, reap)
+    runs.is_environment = environments.exists
+    app.state.environments = environments
     _health_routes(app, engine, blobs, metrics)
     _state_routes(app, service, context, config.max_state_bytes)
     _workspace_routes(app, service, context)
     _run_routes(app, runs, context, config.max_state_bytes)
+    _environment_routes(app, environments, context)
+    _drift_routes(app, DriftService(engine), context)
     _audit_routes(app, engine, context)
     return app
 
@@ -304,6 +316,121 @@ def _run_routes(app: FastAPI, runs: RunService, context: ContextDep, max_bytes: 
     @app.post("/v1/runs/{run_id}/cancel", tags=["runs"])
     async def cancel(run_id: str, body: Cancel, request: Request) -> dict[str, Any]:
         return await run_in_threadpool(runs.cancel, await context(request), run_id, body.reason)
+
+
+class NewEnvironment(BaseModel):
+    name: str = Field(description="The environment's workspace name (its own state)")
+    source_workspace: str = Field(description="The workspace whose configuration it uses")
+    ttl_seconds: int = Field(ge=1, description="Time to live; the reaper destroys it after")
+    owner: str = Field(min_length=1, max_length=255)
+    context: dict[str, Any] = Field(default_factory=dict, description="Commit, CI run, ...")
+    snapshot: str = Field(description="base64 zip of the configuration (tofuflow.runs)")
+
+
+class Extend(BaseModel):
+    ttl_seconds: int = Field(ge=1)
+
+
+class Claim(BaseModel):
+    holder: str = Field(min_length=1, max_length=255, description="Who destroys it")
+    lease_seconds: int = Field(ge=5, le=3600, default=300)
+    force: bool = Field(default=False, description="Destroy before it expires")
+
+
+class ClaimRun(BaseModel):
+    holder: str = Field(min_length=1, max_length=255)
+    run_id: str = Field(min_length=1, max_length=32)
+
+
+class ClaimDone(BaseModel):
+    holder: str = Field(min_length=1, max_length=255)
+
+
+class ClaimFailed(BaseModel):
+    holder: str = Field(min_length=1, max_length=255)
+    error: str = Field(default="", max_length=20000)
+
+
+def _environment_routes(app: FastAPI, envs: EnvironmentService, context: ContextDep) -> None:
+    @app.post("/v1/environments", tags=["environments"], summary="Register an environment")
+    async def create_environment(body: NewEnvironment, request: Request) -> dict[str, Any]:
+        ctx = await context(request)
+        name = validate_workspace_name(body.name)
+        source = validate_workspace_name(body.source_workspace)
+        try:
+            snapshot = base64.b64decode(body.snapshot, validate=True)
+        except ValueError as exc:
+            raise BadRequestError("snapshot must be base64 (a zip of the configuration)") from exc
+        return await run_in_threadpool(
+            lambda: envs.create(
+                ctx, name, source_workspace=source, ttl=dt.timedelta(seconds=body.ttl_seconds),
+                owner=body.owner, context=body.context, snapshot=snapshot,
+            )
+        )  # fmt: skip
+
+    @app.get("/v1/environments", tags=["environments"])
+    async def list_environments(
+        request: Request, due: bool = False, include_destroyed: bool = False
+    ) -> list[dict[str, Any]]:
+        ctx = await context(request)
+        return await run_in_threadpool(
+            lambda: envs.list(ctx, due=due, include_destroyed=include_destroyed)
+        )
+
+    @app.get("/v1/environments/{name:path}/snapshot", tags=["environments"])
+    async def environment_snapshot(name: str, request: Request) -> Response:
+        data = await run_in_threadpool(envs.snapshot, await context(request), name)
+        return Response(data, media_type="application/zip")
+
+    @app.get("/v1/environments/{name:path}", tags=["environments"])
+    async def get_environment(name: str, request: Request) -> dict[str, Any]:
+        return await run_in_threadpool(envs.get, await context(request), name)
+
+    @app.post("/v1/environments/{name:path}/extend", tags=["environments"])
+    async def extend_environment(name: str, body: Extend, request: Request) -> dict[str, Any]:
+        ctx = await context(request)
+        ttl = dt.timedelta(seconds=body.ttl_seconds)
+        return await run_in_threadpool(envs.extend, ctx, name, ttl)
+
+    @app.post("/v1/environments/{name:path}/claim", tags=["environments"])
+    async def claim_environment(name: str, body: Claim, request: Request) -> dict[str, Any]:
+        ctx = await context(request)
+        lease = dt.timedelta(seconds=body.lease_seconds)
+        return await run_in_threadpool(
+            lambda: envs.claim(ctx, name, body.holder, lease, force=body.force)
+        )
+
+    @app.post("/v1/environments/{name:path}/run", tags=["environments"])
+    async def environment_run(name: str, body: ClaimRun, request: Request) -> dict[str, str]:
+        ctx = await context(request)
+        await run_in_threadpool(envs.record_run, ctx, name, body.holder, body.run_id)
+        return {"environment": name, "run": body.run_id}
+
+    @app.post("/v1/environments/{name:path}/destroyed", tags=["environments"])
+    async def environment_destroyed(name: str, body: ClaimDone, request: Request) -> dict[str, Any]:
+        return await run_in_threadpool(envs.destroyed, await context(request), name, body.holder)
+
+    @app.post("/v1/environments/{name:path}/failed", tags=["environments"])
+    async def environment_failed(name: str, body: ClaimFailed, request: Request) -> dict[str, Any]:
+        ctx = await context(request)
+        return await run_in_threadpool(envs.failed, ctx, name, body.holder, body.error)
+
+
+class DriftCheck(BaseModel):
+    status: str = Field(pattern="^(drift|none|error)$")
+    report: dict[str, Any] = Field(default_factory=dict)
+
+
+def _drift_routes(app: FastAPI, drift: DriftService, context: ContextDep) -> None:
+    @app.post("/v1/workspaces/{workspace:path}/drift", tags=["drift"], summary="Record a check")
+    async def record_drift(workspace: str, body: DriftCheck, request: Request) -> dict[str, Any]:
+        ctx = await context(request)
+        name = validate_workspace_name(workspace)
+        return await run_in_threadpool(drift.record, ctx, name, body.status, body.report)
+
+    @app.get("/v1/drift", tags=["drift"], summary="The newest drift report per workspace")
+    async def latest_drift(request: Request, workspace: str | None = None) -> list[dict[str, Any]]:
+        return await run_in_threadpool(drift.latest, await context(request), workspace)
 
 
 def _audit_routes(app: FastAPI, engine: Any, context: ContextDep) -> None:

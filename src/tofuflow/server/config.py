@@ -43,6 +43,14 @@ File (every key optional)::
     [runs]
     approval_ttl = "24h"
     session_ttl = "1h"
+
+    [environments]              # ephemeral workspaces (`tofuflow env`) and their reaper
+    reaper = true               # destroy expired environments from inside the server
+    reap_interval = "30s"       # how often the leader looks for expired environments
+    retry_backoff = "30s"       # first retry after a failed destroy; doubles each time
+    max_backoff = "1h"
+    orphan_after = 3            # failed destroys before an environment is reported orphaned
+    max_ttl = "7d"
 """
 
 from __future__ import annotations
@@ -78,6 +86,12 @@ class ServerConfig:
     workspace_settings: tuple[Mapping[str, Any], ...] = ()
     approval_ttl: str = "24h"
     session_ttl: str = "1h"
+    reaper: bool = True
+    reap_interval: str = "30s"
+    retry_backoff: str = "30s"
+    max_backoff: str = "1h"
+    orphan_after: int = 3
+    max_env_ttl: str = "7d"
     source: Path | None = None
 
     @classmethod
@@ -109,6 +123,7 @@ class ServerConfig:
             "workspace_settings": tuple(_list(doc, "workspace_settings", where)),
             "approval_ttl": _get(_table(doc, "runs", where), "approval_ttl", str, where, "runs"),
             "session_ttl": _get(_table(doc, "runs", where), "session_ttl", str, where, "runs"),
+            **_environments(_table(doc, "environments", where), where),
         }  # fmt: skip
         # Later sources win, but only where they actually set something.
         for source_values in (_from_env(), overrides):
@@ -126,6 +141,16 @@ class ServerConfig:
             raise ConfigError(f"{where}: server.port {self.port} is not a TCP port (1-65535)")
         if self.max_state_bytes < 1024:
             raise ConfigError(f"{where}: server.max_state_bytes must be at least 1024")
+        if self.orphan_after < 1:
+            raise ConfigError(f"{where}: environments.orphan_after must be at least 1")
+        from tofuflow.server.auth import parse_ttl
+
+        for key in ("reap_interval", "retry_backoff", "max_backoff", "max_env_ttl"):
+            try:
+                parse_ttl(getattr(self, key))
+            except ConfigError as exc:
+                name = "max_ttl" if key == "max_env_ttl" else key
+                raise ConfigError(f"{where}: environments.{name}: {exc}") from exc
 
     @property
     def effective_database_url(self) -> str:
@@ -155,6 +180,29 @@ def _from_env() -> dict[str, Any]:
         "port": int(port) if port else None,
         "data_dir": env.get("TOFUFLOW_DATA_DIR"),
         "database_url": env.get("TOFUFLOW_DATABASE_URL"),
+    }
+
+
+_ENVIRONMENT_KEYS = {
+    "reaper": ("reaper", bool),
+    "reap_interval": ("reap_interval", str),
+    "retry_backoff": ("retry_backoff", str),
+    "max_backoff": ("max_backoff", str),
+    "orphan_after": ("orphan_after", int),
+    "max_ttl": ("max_env_ttl", str),
+}
+
+
+def _environments(table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    unknown = set(table) - set(_ENVIRONMENT_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown keys in [environments]: {sorted(unknown)}; valid: "
+            f"{', '.join(sorted(_ENVIRONMENT_KEYS))}"
+        )
+    return {
+        field_name: _get(table, key, kind, where, "environments")
+        for key, (field_name, kind) in _ENVIRONMENT_KEYS.items()
     }
 
 

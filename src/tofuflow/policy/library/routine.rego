@@ -15,3 +15,12 @@ auto_approve if {
 	not data.tofuflow.library.production.production
 	counts.destroy + counts.replace + counts.forget == 0
 }
+
+# An ephemeral environment (`tofuflow env`) exists to be torn down and rebuilt: its changes,
+# destroys included, are routine unless it is production or a resource in it is protected
+# (require_approval from protected.rego still asks for a person).
+auto_approve if {
+	input.plan.has_changes
+	input.workspace.environment == true
+	not data.tofuflow.library.production.production
+}

@@ -34,6 +34,9 @@ __all__ = [
     "AuditEvent",
     "AuditHead",
     "Base",
+    "DriftReport",
+    "Environment",
+    "Lease",
     "Run",
     "StateVersion",
     "Workspace",
@@ -183,6 +186,60 @@ class AuditHead(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class Environment(Base):
+    """An ephemeral workspace: its own state, a configuration snapshot, a time to live.
+
+    active → destroying → destroyed; a destroy that keeps failing is ``orphaned`` (still
+    retried, with back-off, and listed until someone deals with it).
+    """
+
+    __tablename__ = "environments"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    source_workspace: Mapped[str] = mapped_column(String(255))
+    owner: Mapped[str] = mapped_column(String(255))
+    created_by: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="active")
+    context: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    snapshot: Mapped[dict[str, Any]] = mapped_column()  # sealed zip: configuration + variables
+    snapshot_sha256: Mapped[str] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    claimed_by: Mapped[str | None] = mapped_column(String(255), default=None)
+    claim_expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    last_run_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    last_error: Mapped[str | None] = mapped_column(String(2000), default=None)
+    destroyed_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class Lease(Base):
+    """A named lease (leader election among replicas sharing one database)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[dt.datetime] = mapped_column()
+
+
+class DriftReport(Base):
+    """One drift check of a workspace, with what last applied it."""
+
+    __tablename__ = "drift_reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace: Mapped[str] = mapped_column(String(255), index=True)
+    checked_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    checked_by: Mapped[str] = mapped_column(String(512))
+    status: Mapped[str] = mapped_column(String(16))  # drift | none | error
+    serial: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    last_applied_run: Mapped[str | None] = mapped_column(String(32), default=None)
+    last_applied_commit: Mapped[str | None] = mapped_column(String(64), default=None)
+    report: Mapped[dict[str, Any] | None] = mapped_column(default=None)
 
 
 _WRITE = "tofuflow_write"

@@ -1,0 +1,215 @@
+"""`tofuflow env create | list | extend | destroy | reap`: ephemeral environments."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tofuflow.cli._runs_cmd import _PROJECT, _fail, _project, _runner, _server_url, control_plane
+from tofuflow.errors import ConfigError, TofuflowError
+
+__all__ = ["env"]
+
+
+@click.group("env")
+def env() -> None:
+    """Ephemeral environments: a workspace's configuration, its own state, a TTL.
+
+    \b
+      tofuflow env create pr-42 --from app/dev --ttl 2h --var name=pr-42
+      tofuflow env list
+      tofuflow env extend pr-42 --by 1h
+      tofuflow env destroy pr-42
+      tofuflow env reap          one reaper pass (the server runs one every 30 s)
+
+    Every create and destroy is a normal run: planned, checked by policy (an environment's
+    changes are routine unless it is production or touches protected resources), applied
+    with a short-lived apply session and audited. When the TTL ends, the control plane's
+    reaper destroys the environment from the snapshot it keeps, retries failures with
+    back-off and reports those it cannot destroy as orphans.
+    """
+
+
+@env.command("create")
+@click.argument("name")
+@click.option("--from", "source", required=True, help="The workspace whose configuration to use.")
+@click.option("--ttl", default="2h", show_default=True, help="Time to live: 90m, 2h, 1d...")
+@click.option("--owner", help="Who answers for it (default: your user name).")
+@click.option(
+    "--var", "variables", multiple=True, metavar="KEY=VALUE",
+    help="A variable of this environment (repeatable); wins over the workspace's.",
+)  # fmt: skip
+@click.option("--no-apply", is_flag=True, help="Only register it; deploy later (or never).")
+@_PROJECT
+def env_create(
+    name: str, source: str, ttl: str, owner: str | None, variables: tuple[str, ...],
+    no_apply: bool, project_path: Path | None,
+) -> None:  # fmt: skip
+    """Create environment NAME from workspace --from, then plan and apply it."""
+    from tofuflow.ci import detect_run_context
+    from tofuflow.cli import CANCELLABLE
+    from tofuflow.envs import create_environment, deploy_environment, parse_duration
+
+    CANCELLABLE.set()
+    try:
+        seconds = parse_duration(ttl)
+        extra = _parse_vars(variables)
+        project = _project(project_path)
+        ws = project.workspace(source)
+        context = detect_run_context(cwd=ws.directory).to_json()
+        with control_plane("apply", project.server_url, ws.identity.get("apply")) as client:
+            created = create_environment(
+                ws, name, client, ttl_seconds=seconds, owner=owner or getpass.getuser(),
+                variables=extra, context=context,
+            )  # fmt: skip
+            click.echo(f"environment {name}: registered from {source}, expires "
+                       f"{created['expires_at']} (owner {created['owner']})")  # fmt: skip
+            if no_apply:
+                return
+            run = deploy_environment(name, client, _runner(None), context=context, base=ws)
+    except TofuflowError as err:
+        raise _fail(err) from err
+    click.echo(f"environment {name}: run {run['id']} {run['status']}")
+
+
+@env.command("list")
+@click.option("--all", "include_destroyed", is_flag=True, help="Include destroyed ones.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_PROJECT
+def env_list(include_destroyed: bool, as_json: bool, project_path: Path | None) -> None:
+    """Environments with their age, TTL left, owner and resource count."""
+    try:
+        with control_plane("read", _server_url(project_path)) as client:
+            rows = client.environments(include_destroyed=include_destroyed)
+    except TofuflowError as err:
+        raise _fail(err) from err
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, sort_keys=True))
+        return
+    if not rows:
+        click.echo("no environments")
+        return
+    click.echo(f"{'NAME':<28} {'STATUS':<11} {'OWNER':<20} {'AGE':>6} {'TTL LEFT':>8} "
+               f"{'RES':>4}  FROM")  # fmt: skip
+    for row in rows:
+        click.echo(
+            f"{row['name']:<28} {row['status']:<11} {row['owner'][:20]:<20} "
+            f"{_span(row['age_seconds']):>6} {_span(row['ttl_left_seconds']):>8} "
+            f"{row['resources'] if row['resources'] is not None else '-':>4}  "
+            f"{row['source_workspace']}"
+        )
+        if row["status"] in {"orphaned", "destroying"} and row.get("last_error"):
+            click.echo(f"    last error (attempt {row['attempts']}): {_brief(row['last_error'])}")
+
+
+@env.command("extend")
+@click.argument("name")
+@click.option("--by", "ttl", required=True, help="How much longer: 30m, 2h, 1d...")
+@_PROJECT
+def env_extend(name: str, ttl: str, project_path: Path | None) -> None:
+    """Push NAME's expiry back by --by (counted from its current expiry)."""
+    from tofuflow.envs import parse_duration
+
+    try:
+        seconds = parse_duration(ttl)
+        with control_plane("plan", _server_url(project_path)) as client:
+            row = client.extend_environment(name, seconds)
+    except TofuflowError as err:
+        raise _fail(err) from err
+    click.echo(f"environment {name}: expires {row['expires_at']}")
+
+
+@env.command("destroy")
+@click.argument("name")
+@_PROJECT
+def env_destroy(name: str, project_path: Path | None) -> None:
+    """Destroy NAME now, through plan → policy → apply, from its stored snapshot."""
+    from tofuflow.cli import CANCELLABLE
+    from tofuflow.envs import destroy_environment
+
+    CANCELLABLE.set()
+    holder = f"{getpass.getuser()}@cli"
+    try:
+        with control_plane("apply", _server_url(project_path)) as client:
+            row = destroy_environment(name, client, _runner(None), holder=holder, force=True)
+    except TofuflowError as err:
+        raise _fail(err) from err
+    click.echo(f"environment {name}: {row['status']} (run {row['last_run_id']})")
+
+
+@env.command("reap")
+@click.option("--json", "as_json", is_flag=True, help="Print the pass's report as JSON.")
+@click.option(
+    "--lease", default="5m", show_default=True,
+    help="How long a claim lasts unrenewed: if this reaper dies, the next pass takes its "
+    "environments over after this long.",
+)  # fmt: skip
+@_PROJECT
+def env_reap(as_json: bool, lease: str, project_path: Path | None) -> None:
+    """One reaper pass: destroy every expired environment (for cron and schedulers).
+
+    \b
+    Exit codes: 0 nothing left behind, 1 a destroy failed or an environment is orphaned.
+    """
+    from tofuflow.cli import CANCELLABLE
+    from tofuflow.envs import parse_duration, reap_once
+
+    CANCELLABLE.set()
+    try:
+        lease_seconds = parse_duration(lease)
+        with control_plane("apply", _server_url(project_path)) as client:
+            report = reap_once(client, runner=_runner(None), lease_seconds=lease_seconds)
+    except TofuflowError as err:
+        raise _fail(err) from err
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
+    else:
+        _print_report(report)
+    sys.exit(0 if report.ok else 1)
+
+
+def _print_report(report: Any) -> None:
+    for name in report.destroyed:
+        click.echo(f"destroyed  {name}")
+    for name, error in report.failed.items():
+        click.echo(f"FAILED     {name}: {error}", err=True)
+    for name, reason in report.skipped.items():
+        click.echo(f"skipped    {name}: {reason}")
+    for orphan in report.orphans:
+        click.echo(
+            f"ORPHANED   {orphan['name']} (owner {orphan['owner']}, {orphan['attempts']} "
+            f"failed destroys; next try {orphan['next_attempt_at']}): {orphan['last_error']}",
+            err=True,
+        )
+    if not (report.destroyed or report.failed or report.skipped or report.orphans):
+        click.echo("nothing to reap")
+
+
+def _parse_vars(pairs: tuple[str, ...]) -> dict[str, str]:
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--var {pair!r}: write it as KEY=VALUE, e.g. --var name=pr-42")
+        parsed[key.strip()] = value
+    return parsed
+
+
+def _brief(error: str) -> str:
+    """An error's first and last lines: what failed, and the binary's final word on it."""
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return (lines or [""])[0][:300]
+    return f"{lines[0][:150]} … {lines[-1][-150:]}"
+
+
+def _span(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

@@ -1,0 +1,197 @@
+"""Create and destroy ephemeral environments through the normal run lifecycle.
+
+    env = create_environment(project.workspace("app"), "pr-42", client,
+                             ttl_seconds=7200, owner="ana@example.com")
+    deploy_environment("pr-42", client)          # plan → policy → apply, from the snapshot
+    destroy_environment("pr-42", client, holder="ana@example.com", force=True)
+
+The snapshot (the configuration, its lock file and the environment's variables) lives on
+the control plane, sealed, so whoever destroys the environment needs no checkout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import re
+import tempfile
+import threading
+import zipfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from tofuflow.errors import ConfigError, ConflictError, TofuflowError
+from tofuflow.project import WorkspaceConfig
+from tofuflow.runs import ControlPlane, Runner, apply_run, plan_workspace
+from tofuflow.runs._artifact import restore_config, snapshot_config
+
+__all__ = [
+    "create_environment",
+    "deploy_environment",
+    "destroy_environment",
+    "environment_workspace",
+    "parse_duration",
+]
+
+_SETTINGS = "tofuflow-environment.json"
+_DURATION = re.compile(r"\s*(\d+)\s*([smhd])\s*")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """``"2h"`` → 7200 seconds; units s, m, h, d."""
+    match = _DURATION.fullmatch(text)
+    if match is None or int(match.group(1)) <= 0:
+        raise ConfigError(f"invalid duration {text!r}: use a number and a unit, e.g. 90m, 2h, 1d")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def create_environment(
+    source: WorkspaceConfig,
+    name: str,
+    control_plane: ControlPlane,
+    *,
+    ttl_seconds: int,
+    owner: str,
+    variables: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Register ``name``: its own state, ``source``'s configuration, a time to live."""
+    snapshot = _snapshot(source, {**source.variables, **(variables or {})})
+    return control_plane.create_environment(
+        name, source_workspace=source.name, ttl_seconds=ttl_seconds, owner=owner,
+        snapshot=snapshot, context=context,
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def environment_workspace(
+    name: str, control_plane: ControlPlane, base: WorkspaceConfig | None = None
+) -> Iterator[WorkspaceConfig]:
+    """The environment's configuration, restored from its snapshot into a private directory."""
+    data = control_plane.environment_snapshot(name)
+    with tempfile.TemporaryDirectory(prefix="tofuflow-env-") as tmp:
+        directory = Path(tmp)
+        restore_config(data, directory)
+        settings = json.loads((directory / _SETTINGS).read_text())
+        (directory / _SETTINGS).unlink()
+        template = base or WorkspaceConfig(name=name, directory=directory)
+        yield dataclasses.replace(
+            template, name=name, directory=directory, variables=settings["variables"],
+            var_files=tuple(directory / f for f in settings["var_files"]),
+            tags=(*template.tags, "environment"), backend="tofuflow",
+        )  # fmt: skip
+
+
+def deploy_environment(
+    name: str,
+    control_plane: ControlPlane,
+    runner: Runner | None = None,
+    *,
+    context: Mapping[str, Any] | None = None,
+    base: WorkspaceConfig | None = None,
+) -> dict[str, Any]:
+    """Plan and (when policy approves) apply the environment; returns the run."""
+    with environment_workspace(name, control_plane, base) as workspace:
+        ctx = {**(context or {}), "environment": name, "operation": "deploy"}
+        outcome = plan_workspace(workspace, control_plane, ctx, runner)
+        run = dict(outcome.run)
+        if run["status"] == "approved":
+            return dict(apply_run(run["id"], workspace, control_plane, runner))
+        if run["status"] not in {"no_changes"}:
+            raise ConflictError(_waiting(name, run, "deploy"))
+        return run
+
+
+def destroy_environment(
+    name: str,
+    control_plane: ControlPlane,
+    runner: Runner | None = None,
+    *,
+    holder: str,
+    force: bool = False,
+    lease_seconds: int = 300,
+    context: Mapping[str, Any] | None = None,
+    base: WorkspaceConfig | None = None,
+) -> dict[str, Any]:
+    """Claim, plan -destroy, apply, and close the books; a failure is recorded (back-off).
+
+    ``force`` destroys before the TTL ends (an owner's ``env destroy``); without it only an
+    expired environment (or one whose earlier destroy failed) may be claimed.
+    """
+    claimed = control_plane.claim_environment(
+        name, holder, lease_seconds=lease_seconds, force=force
+    )
+    try:
+        ctx = {
+            **dict(claimed.get("context") or {}), **(context or {}),
+            "environment": name, "operation": "destroy", "destroyed_by": holder,
+        }  # fmt: skip
+        with (
+            _renewing(control_plane, name, holder, lease_seconds, force),
+            environment_workspace(name, control_plane, base) as workspace,
+        ):
+            outcome = plan_workspace(workspace, control_plane, ctx, runner, destroy=True)
+            run = dict(outcome.run)
+            control_plane.environment_run(name, holder, run["id"])
+            if run["status"] == "approved":
+                apply_run(run["id"], workspace, control_plane, runner)
+            elif run["status"] != "no_changes":
+                raise ConflictError(_waiting(name, run, "destroy"))
+        return control_plane.environment_destroyed(name, holder)
+    except BaseException as exc:
+        with contextlib.suppress(TofuflowError):
+            control_plane.environment_failed(name, holder, str(exc) or type(exc).__name__)
+        raise
+
+
+def _waiting(name: str, run: Mapping[str, Any], what: str) -> str:
+    reasons = "; ".join((run.get("decision") or {}).get("approval_reasons") or []) or "-"
+    denies = "; ".join((run.get("decision") or {}).get("denies") or [])
+    if run["status"] == "denied":
+        return f"the {what} of environment {name} was denied by policy (run {run['id']}): {denies}"
+    return (
+        f"the {what} of environment {name} is {run['status']} (run {run['id']}; {reasons}): "
+        f"approve it with `tofuflow approve {run['id']}` and apply it with "
+        f"`tofuflow apply {run['id']}`"
+    )
+
+
+@contextlib.contextmanager
+def _renewing(
+    control_plane: ControlPlane, name: str, holder: str, lease_seconds: int, force: bool
+) -> Iterator[None]:
+    """Renew the claim while destroying: a live destroyer never looks dead."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(lease_seconds / 3):
+            with contextlib.suppress(TofuflowError):
+                control_plane.claim_environment(
+                    name, holder, lease_seconds=lease_seconds, force=force
+                )
+
+    thread = threading.Thread(target=renew, name=f"claim:{name}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _snapshot(source: WorkspaceConfig, variables: Mapping[str, Any]) -> bytes:
+    """The source's configuration, plus its variables and var files, as one zip."""
+    buffer = io.BytesIO(snapshot_config(source.directory))
+    var_files = []
+    with zipfile.ZipFile(buffer, "a", zipfile.ZIP_DEFLATED) as archive:
+        for index, path in enumerate(source.var_files):
+            relative = f"tofuflow-vars-{index}.tfvars" + (".json" if path.suffix == ".json" else "")
+            archive.writestr(f"config/{relative}", path.read_bytes())
+            var_files.append(relative)
+        settings = {"variables": dict(variables), "var_files": var_files}
+        archive.writestr(f"config/{_SETTINGS}", json.dumps(settings, sort_keys=True))
+    return buffer.getvalue()

@@ -1,0 +1,100 @@
+"""Drift reports: what a refresh-only check found, beside the run that last applied it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from tofuflow.errors import BadRequestError, NotFoundError
+from tofuflow.server import _audit
+from tofuflow.server._state import RequestContext
+from tofuflow.server.auth import Permission
+from tofuflow.server.storage._db import DriftReport, Run, Workspace, write_session
+
+__all__ = ["DriftService"]
+
+STATUSES = ("drift", "none", "error")
+
+
+class DriftService:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def record(
+        self, ctx: RequestContext, workspace: str, status: str, report: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Store one check; the server adds the serial and the run that last applied it."""
+        ctx.principal.require(Permission.CREATE_RUN, workspace)
+        if status not in STATUSES:
+            raise BadRequestError(f"status must be one of {', '.join(STATUSES)}")
+        with write_session(self.engine) as session:
+            ws = session.scalars(select(Workspace).where(Workspace.name == workspace)).first()
+            applied = last_applied(session, workspace)
+            row = DriftReport(
+                workspace=workspace, checked_by=ctx.principal.subject, status=status,
+                serial=ws.serial if ws else None, report=dict(report),
+                last_applied_run=applied.id if applied else None,
+                last_applied_commit=applied.commit if applied else None,
+            )  # fmt: skip
+            session.add(row)
+            session.flush()
+            _audit.append(
+                session, ctx.actor, "drift.checked", workspace=workspace, serial=row.serial,
+                outcome="ok" if status != "error" else "error",
+                detail={"status": status, "report_id": row.id,
+                        "last_applied_run": row.last_applied_run,
+                        "resources": len(report.get("resources") or [])},
+                commit=row.last_applied_commit,
+            )  # fmt: skip
+            return _view(row, applied)
+
+    def latest(self, ctx: RequestContext, workspace: str | None) -> list[dict[str, Any]]:
+        """The newest report of each workspace the caller may read (or of one)."""
+        with Session(self.engine) as session:
+            newest = select(DriftReport.workspace, func.max(DriftReport.id).label("id"))
+            if workspace:
+                newest = newest.where(DriftReport.workspace == workspace)
+            ids = [row.id for row in session.execute(newest.group_by(DriftReport.workspace))]
+            rows = session.scalars(
+                select(DriftReport).where(DriftReport.id.in_(ids)).order_by(DriftReport.workspace)
+            ).all()
+            views = [
+                _view(row, session.get(Run, row.last_applied_run) if row.last_applied_run else None)
+                for row in rows
+                if ctx.principal.can(Permission.READ_RUNS, row.workspace)
+            ]
+        if workspace and not views:
+            ctx.principal.require(Permission.READ_RUNS, workspace)
+            raise NotFoundError(f"workspace {workspace} has no drift report yet: run "
+                                "`tofuflow drift` first")  # fmt: skip
+        return views
+
+
+def last_applied(session: Session, workspace: str) -> Run | None:
+    query = (
+        select(Run)
+        .where(Run.workspace == workspace, Run.status == "applied")
+        .order_by(Run.updated_at.desc())
+        .limit(1)
+    )
+    return session.scalars(query).first()
+
+
+def _view(row: DriftReport, applied: Run | None) -> dict[str, Any]:
+    context = (applied.context or {}) if applied else {}
+    return {
+        "id": row.id, "workspace": row.workspace, "status": row.status,
+        "checked_at": row.checked_at.isoformat(), "checked_by": row.checked_by,
+        "serial": row.serial,
+        "last_applied": None if applied is None else {
+            "run": applied.id, "commit": applied.commit,
+            "applied_at": applied.updated_at.isoformat(), "requester": applied.requester,
+            "pipeline": context.get("pipeline") or context.get("dag_id"),
+            "build": context.get("build_id") or context.get("run_id"),
+        },
+        "report": row.report or {},
+    }  # fmt: skip

@@ -1,0 +1,257 @@
+"""Ephemeral environments: TTL, the reaper (in the server and one-shot), resume, orphans.
+
+Everything is real: the binary creates and removes files, the control plane runs as its own
+process (with its reaper thread) or in a thread, and a reaper is SIGKILLed mid-destroy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from _services.fixtures import make_token
+from _services.postgres import free_port
+from _services.server import RunningServer, process_server, threaded_server
+from tofuflow.envs import create_environment, deploy_environment, reap_once
+from tofuflow.errors import ConflictError
+from tofuflow.project import WorkspaceConfig
+from tofuflow.runs import ControlPlane
+from tofuflow.tofu import Binary
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
+
+
+@pytest.fixture
+def source(tmp_path: Path, binary: Binary) -> WorkspaceConfig:
+    del binary  # fails clearly when no binary is installed
+    directory = tmp_path / "repo" / "ephemeral"
+    shutil.copytree(FIXTURES / "configs" / "ephemeral", directory)
+    return WorkspaceConfig(name="app/dev", directory=directory)
+
+
+def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _state(server: RunningServer, workspace: str, token: str) -> dict[str, Any]:
+    response = httpx.get(server.state_url(workspace), headers={"Authorization": f"Bearer {token}"})
+    return json.loads(response.content) if response.status_code == 200 else {}
+
+
+def _files(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.glob("*.txt"))
+
+
+def _actions(client: ControlPlane, workspace: str) -> list[str]:
+    return [event["action"] for event in client.audit(workspace=workspace, limit=1000)]
+
+
+def test_an_environment_with_a_2s_ttl_is_destroyed_by_the_servers_reaper(
+    tmp_path: Path, source: WorkspaceConfig
+) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text(
+        f'[server]\ndata_dir = "{tmp_path / "data"}"\n\n'
+        '[environments]\nreap_interval = "1s"\n'
+    )
+    files = tmp_path / "pr-7-files"
+    files.mkdir()
+    with process_server(config, free_port(), tmp_path / "server.log") as server:
+        token = subprocess.run(
+            [*CLI, "server", "tokens", "create", "--role", "admin"], capture_output=True,
+            text=True, check=True, env={**os.environ, "TOFUFLOW_SERVER_CONFIG": str(config)},
+        ).stdout.strip()  # fmt: skip
+        with ControlPlane(server.url, token) as client:
+            created = create_environment(
+                source, "pr-7", client, ttl_seconds=2, owner="ana@example.com",
+                variables={"dir": str(files)}, context={"commit": "ab" * 20},
+            )  # fmt: skip
+            assert created["status"] == "active" and created["ttl_left_seconds"] <= 2
+            deployed = deploy_environment("pr-7", client)
+            assert deployed["status"] == "applied"
+            assert _files(files) == ["app.txt", "db.txt"]
+
+            gone = _wait(
+                lambda: client.environment("pr-7")["status"] == "destroyed", 90,
+                "the server's reaper to destroy pr-7",
+            )  # fmt: skip
+            assert gone
+            assert _files(files) == [], "the environment's files outlived it"
+            assert _state(server, "pr-7", token).get("resources") == []
+            actions = _actions(client, "pr-7")
+            for expected in ("environment.created", "environment.claimed", "run.applied",
+                             "environment.destroyed"):  # fmt: skip
+                assert expected in actions, (expected, actions)
+            destroy = next(r for r in client.runs(workspace="pr-7")
+                           if (r["context"] or {}).get("operation") == "destroy")  # fmt: skip
+            assert destroy["status"] == "applied"
+            assert destroy["context"]["trigger"] == "reaper"
+            assert destroy["decision"]["outcome"] == "auto_approved"  # routine for environments
+            assert destroy["commit"] == "ab" * 20  # the environment's commit follows it
+            listed = client.environments(include_destroyed=True)
+            assert [e["name"] for e in listed] == ["pr-7"]
+            assert client.environments() == []  # destroyed ones are hidden by default
+
+
+@pytest.fixture
+def plane(server_config: Any) -> Iterator[tuple[RunningServer, ControlPlane]]:
+    config = replace(server_config, retry_backoff="1s", orphan_after=2)
+    with threaded_server(config) as server, ControlPlane(
+        server.url, make_token(server, "admin")
+    ) as client:
+        yield server, client
+
+
+def test_a_reaper_killed_mid_destroy_is_taken_over_on_the_next_pass(
+    tmp_path: Path, source: WorkspaceConfig, plane: tuple[RunningServer, ControlPlane]
+) -> None:
+    server, client = plane
+    files = tmp_path / "files"
+    files.mkdir()
+    create_environment(source, "slow", client, ttl_seconds=1, owner="ci",
+                       variables={"dir": str(files), "destroy_sleep": 6})  # fmt: skip
+    deploy_environment("slow", client)
+    assert _files(files) == ["app.txt", "db.txt"]
+    time.sleep(1.2)  # expired
+
+    env = {**os.environ, "TOFUFLOW_SERVER_URL": server.url, "TOFUFLOW_TOKEN": client.token}
+    reaper = subprocess.Popen(
+        [*CLI, "env", "reap", "--lease", "5s"], env=env, cwd=tmp_path, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        run_id = _wait(lambda: client.environment("slow")["last_run_id"], 60, "a destroy run")
+        _wait(lambda: client.run(run_id)["status"] == "applying", 60, "the destroy to start")
+        _wait(
+            lambda: [e for e in client.audit(workspace="slow", action="state.lock")
+                     if e["actor"] == f"run:{run_id}"], 30, "the destroy to take the state lock",
+        )  # fmt: skip
+        time.sleep(1)  # into the destroy provisioner's 6 s sleep
+    finally:
+        os.killpg(reaper.pid, signal.SIGKILL)  # the reaper and its binary, mid-destroy
+        reaper.wait()
+    assert _files(files) == ["app.txt", "db.txt"]  # killed in the destroy provisioner's sleep
+
+    locked = [w for w in httpx.get(f"{server.url}/v1/workspaces",
+                                   headers={"Authorization": f"Bearer {client.token}"}).json()
+              if w["name"] == "slow"]  # fmt: skip
+    assert locked and locked[0]["locked"], "the killed destroy should have left its lock"
+
+    with pytest.raises(ConflictError, match="is being destroyed by"):
+        client.claim_environment("slow", "someone-else")  # the dead claim still runs
+    time.sleep(5.5)  # the killed reaper's 5 s lease runs out
+
+    # The next pass (with a short destroy this time) takes over: ends the dead run,
+    # releases its lock, destroys.
+    report = reap_once(client, holder="reaper-2")
+    assert report.destroyed == ["slow"], report.to_json()
+    assert client.run(run_id)["status"] == "failed"
+    assert "abandoned" in client.run(run_id)["result"]["reason"]
+    assert _files(files) == []
+    assert _state(server, "slow", client.token).get("resources") == []
+    actions = _actions(client, "slow")
+    assert "state.force_unlock" in actions and "environment.destroyed" in actions
+
+
+def test_an_environment_that_cannot_be_destroyed_is_retried_and_reported_orphaned(
+    tmp_path: Path, source: WorkspaceConfig, plane: tuple[RunningServer, ControlPlane]
+) -> None:
+    server, client = plane
+    files, marker = tmp_path / "files", tmp_path / "block"
+    files.mkdir()
+    marker.write_text("x")
+    variables = {"dir": str(files), "block_destroy_marker": str(marker)}
+    create_environment(source, "stuck", client, ttl_seconds=1, owner="bob", variables=variables)
+    deploy_environment("stuck", client)
+    time.sleep(1.2)
+
+    first = reap_once(client, holder="r")
+    assert list(first.failed) == ["stuck"] and "destroy blocked" in first.failed["stuck"]
+    assert client.environment("stuck")["status"] == "destroying"
+    assert reap_once(client, holder="r").failed == {}  # backing off: not due yet
+    time.sleep(1.2)
+    second = reap_once(client, holder="r")
+    assert list(second.failed) == ["stuck"]
+    assert [o["name"] for o in second.orphans] == ["stuck"]  # reported, never forgotten
+
+    env = {**os.environ, "TOFUFLOW_SERVER_URL": server.url, "TOFUFLOW_TOKEN": client.token}
+    listed = subprocess.run([*CLI, "env", "list"], env=env, capture_output=True, text=True,
+                            check=False, cwd=tmp_path)  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert "stuck" in listed.stdout and "orphaned" in listed.stdout
+    assert "destroy blocked" in listed.stdout
+    assert "environment.orphaned" in _actions(client, "stuck")
+
+    marker.unlink()  # someone fixes the cause; the reaper's retries continue
+    time.sleep(2.2)  # back-off after two failures: 2 s
+    reaped = subprocess.run([*CLI, "env", "reap"], env=env, capture_output=True, text=True,
+                            check=False, cwd=tmp_path)  # fmt: skip
+    assert reaped.returncode == 0, reaped.stdout + reaped.stderr
+    assert "destroyed  stuck" in reaped.stdout
+    assert client.environment("stuck")["status"] == "destroyed"
+    assert _files(files) == []
+
+
+def test_env_cli_create_list_extend_destroy_with_the_embedded_control_plane(
+    tmp_path: Path, source: WorkspaceConfig
+) -> None:
+    repo = source.directory.parent
+    (repo / "tofuflow.toml").write_text('[workspaces."app/dev"]\ndirectory = "ephemeral"\n')
+    files = tmp_path / "files"
+    files.mkdir()
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    for name in ("TOFUFLOW_SERVER_URL", "TOFUFLOW_TOKEN", "TOFUFLOW_SERVER_CONFIG"):
+        env.pop(name, None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, "env", *args], cwd=repo, env=env, capture_output=True,
+                              text=True, check=False, timeout=300)  # fmt: skip
+
+    created = cli("create", "pr-9", "--from", "app/dev", "--ttl", "2h", "--owner", "ana",
+                  "--var", f"dir={files}")  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert "environment pr-9: registered from app/dev" in created.stdout
+    assert "applied" in created.stdout
+    assert _files(files) == ["app.txt", "db.txt"]
+
+    listed = cli("list", "--json")
+    row = json.loads(listed.stdout)[0]
+    summary = (row["name"], row["owner"], row["status"], row["resources"])
+    assert summary == ("pr-9", "ana", "active", 2)
+    assert 7000 < row["ttl_left_seconds"] <= 7200
+    extended = cli("extend", "pr-9", "--by", "1h")
+    assert extended.returncode == 0, extended.stderr
+    assert 10700 < json.loads(cli("list", "--json").stdout)[0]["ttl_left_seconds"] <= 10800
+
+    again = cli("create", "pr-9", "--from", "app/dev", "--var", f"dir={files}")
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+    destroyed = cli("destroy", "pr-9")
+    assert destroyed.returncode == 0, destroyed.stderr
+    assert "environment pr-9: destroyed" in destroyed.stdout
+    assert _files(files) == []
+    assert cli("list").stdout.strip() == "no environments"
+
+    bad = cli("create", "x", "--from", "app/dev", "--ttl", "soon")
+    assert bad.returncode == 1 and "invalid duration 'soon'" in bad.stderr
+    unknown = cli("create", "x", "--from", "nope")
+    assert unknown.returncode == 1 and "nope" in unknown.stderr
