@@ -18,7 +18,7 @@ from tofuflow._version import __version__
 from tofuflow.cli._env_cmd import env
 from tofuflow.cli._install_cmd import install
 from tofuflow.cli._pipeline_cmd import pipeline
-from tofuflow.cli._runs_cmd import apply, approve, audit, plan, runs
+from tofuflow.cli._runs_cmd import apply, approve, audit, plan, rollback, runs
 from tofuflow.cli._server_cmd import server
 from tofuflow.policy._cli import policy
 
@@ -90,8 +90,12 @@ def demo_cmd(workdir: Path | None, environment: str, destroy: bool) -> None:
     sys.exit(run_demo(workdir, environment=environment, destroy=destroy, cancel=CANCEL))
 
 
-for command in (install, server, plan, apply, approve, runs, audit, policy, pipeline, env):
+for command in (
+    install, server, plan, apply, approve, rollback, runs, audit, policy, pipeline,
+    env,
+):  # fmt: skip
     cli.add_command(command)
+cli.add_command(__import__("tofuflow.cli._run_all_cmd", fromlist=["run_all"]).run_all)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from tofuflow.ci import AgentReport
     from tofuflow.runs import Runner
 
-__all__ = ["apply", "approve", "audit", "plan", "runs"]
+__all__ = ["apply", "approve", "audit", "plan", "rollback", "runs"]
 
 _PROJECT = click.option(
     "--project",
@@ -173,7 +173,8 @@ def plan(workspace: str, project_path: Path | None, destroy: bool) -> None:
 def apply(run_id: str, project_path: Path | None) -> None:
     """Apply approved run RUN from this checkout (which must match the planned config)."""
     from tofuflow.cli import CANCELLABLE
-    from tofuflow.runs import apply_run
+    from tofuflow.runs import apply_from_artifact, apply_run
+    from tofuflow.runs._rollback import CONFIG_FROM_ARTIFACT
 
     CANCELLABLE.set()
     report = _agent_report()
@@ -185,7 +186,10 @@ def apply(run_id: str, project_path: Path | None) -> None:
                 run = client.run(run_id)
                 ws = project.workspace(run["workspace"])
                 _announce(report, client.token, ws.directory)
-                done = apply_run(run_id, ws, client, _runner(report))
+                from_artifact = (run.get("context") or {}).get("config_source")
+                # A rollback's configuration is the snapshot in its artifact, not this checkout.
+                apply = apply_from_artifact if from_artifact == CONFIG_FROM_ARTIFACT else apply_run
+                done = apply(run_id, ws, client, _runner(report))
     except TofuflowError as err:
         raise _fail(err, report) from err
     result = done.get("result") or {}
@@ -195,6 +199,52 @@ def apply(run_id: str, project_path: Path | None) -> None:
     )))  # fmt: skip
     if report is not None:
         report.applied(ws.name, done)
+
+
+@click.command("rollback")
+@click.argument("workspace")
+@click.option("--to", "to_run", required=True, metavar="RUN",
+              help="The applied run whose configuration to go back to.")  # fmt: skip
+@click.option("--apply", "apply_now", is_flag=True,
+              help="Apply at once if the policy approves (needs the applier role).")  # fmt: skip
+@_PROJECT
+def rollback(workspace: str, to_run: str, apply_now: bool, project_path: Path | None) -> None:
+    """Plan WORKSPACE back to the configuration that run --to applied.
+
+    \b
+    The configuration snapshot stored with that run's artifact is planned against the
+    current state and goes through the normal policy check and approval: what it would
+    re-create or remove is shown, and deletions need a person as usual. Apply the new
+    run with `tofuflow apply RUN` (from any checkout: its configuration travels in the
+    artifact), or pass --apply. Variables come from today's tofuflow.toml.
+    Restoring a raw state version is the admin-only break-glass path
+    (POST /v1/workspaces/WS/rollback), not this.
+
+    \b
+    Exit codes: as `tofuflow plan` (0 nothing to roll back, 2 changes, 3 denied, 1 error).
+    """
+    from tofuflow.ci import detect_run_context
+    from tofuflow.cli import CANCELLABLE
+    from tofuflow.runs import apply_from_artifact, rollback_workspace
+    from tofuflow.tofu import render_plan_text
+
+    CANCELLABLE.set()
+    try:
+        project = _project(project_path)
+        ws = project.workspace(workspace)
+        context = detect_run_context(cwd=ws.directory).to_json()
+        # Reading the earlier run's artifact (it may hold sensitive values) needs an applier.
+        with control_plane("apply", project.server_url, ws.identity.get("apply")) as client:
+            outcome = rollback_workspace(ws, to_run, client, context, _runner(None))
+            click.echo(render_plan_text(outcome.plan))
+            _print_decision(outcome.run)
+            if apply_now and outcome.run["status"] == "approved":
+                done = apply_from_artifact(outcome.run["id"], ws, client, _runner(None))
+                click.echo(f"run {done['id']}: {done['status']}; rolled back to run {to_run}")
+                sys.exit(0)
+    except TofuflowError as err:
+        raise _fail(err) from err
+    sys.exit(outcome.exit_code)
 
 
 @click.command("approve")

@@ -1,0 +1,85 @@
+"""Rollback: re-plan the configuration an earlier run applied, through the normal path.
+
+    outcome = rollback_workspace(ws, "3f2a...", client, context)   # a new run: policy decides
+    apply_from_artifact(outcome.run["id"], ws, client)             # once approved
+
+Not a state overwrite: the configuration snapshot stored in the earlier run's artifact is
+planned against today's state, so the binary works out what to re-create and what to
+remove, and the policy check and approvals apply as for any change. (Restoring a state
+version, `POST /v1/workspaces/{ws}/rollback`, stays the admin-only break-glass path.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tofuflow.errors import ConflictError
+from tofuflow.project import WorkspaceConfig
+from tofuflow.runs._artifact import restore_config
+from tofuflow.runs._client import ControlPlane
+from tofuflow.runs._runner import PlanOutcome, Runner, apply_run, plan_workspace
+
+__all__ = ["CONFIG_FROM_ARTIFACT", "apply_from_artifact", "rollback_workspace"]
+
+# A run whose configuration came from an artifact (not a checkout) says so in its context.
+CONFIG_FROM_ARTIFACT = "artifact"
+
+
+def rollback_workspace(
+    workspace: WorkspaceConfig,
+    to_run: str,
+    control_plane: ControlPlane,
+    context: Mapping[str, Any],
+    runner: Runner | None = None,
+) -> PlanOutcome:
+    """Plan ``workspace`` back to the configuration run ``to_run`` applied."""
+    target = control_plane.run(to_run)
+    if target["workspace"] != workspace.name:
+        raise ConflictError(
+            f"run {to_run} is for workspace {target['workspace']}, not {workspace.name}"
+        )
+    if target["status"] != "applied":
+        raise ConflictError(
+            f"run {to_run} is {target['status']}: roll back to a run that was applied "
+            f"(`tofuflow runs list --workspace {workspace.name}` shows them)"
+        )
+    data = _artifact(control_plane, target)
+    with tempfile.TemporaryDirectory(prefix="tofuflow-rollback-") as tmp:
+        restore_config(data, Path(tmp))
+        snapshot = dataclasses.replace(workspace, directory=Path(tmp))
+        ctx = {
+            **context,
+            "operation": "rollback",
+            "rollback_to": to_run,
+            "rolled_back_from_commit": context.get("commit_sha") or context.get("commit"),
+            "commit_sha": target.get("commit"),
+            "config_source": CONFIG_FROM_ARTIFACT,
+        }
+        return plan_workspace(snapshot, control_plane, ctx, runner)
+
+
+def apply_from_artifact(
+    run_id: str,
+    workspace: WorkspaceConfig,
+    control_plane: ControlPlane,
+    runner: Runner | None = None,
+) -> Mapping[str, Any]:
+    """Apply a run whose configuration lives in its own artifact (a rollback)."""
+    run = control_plane.run(run_id)
+    data = _artifact(control_plane, run)
+    with tempfile.TemporaryDirectory(prefix="tofuflow-apply-") as tmp:
+        restore_config(data, Path(tmp))
+        snapshot = dataclasses.replace(workspace, directory=Path(tmp))
+        return apply_run(run_id, snapshot, control_plane, runner)
+
+
+def _artifact(control_plane: ControlPlane, run: Mapping[str, Any]) -> bytes:
+    data, _ = control_plane.artifact(run["id"])
+    if hashlib.sha256(data).hexdigest() != run.get("artifact_sha256"):
+        raise ConflictError(f"the artifact of run {run['id']} was altered: refusing to use it")
+    return data

@@ -1,0 +1,105 @@
+"""`tofuflow rollback WS --to RUN`: the earlier configuration, re-planned through policy."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from _services.fixtures import make_token
+from _services.server import RunningServer, threaded_server
+from tofuflow.tofu import Binary
+
+CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+
+
+@pytest.fixture
+def server(server_config: Any) -> Iterator[RunningServer]:
+    with threaded_server(server_config) as running:
+        yield running
+
+
+def _cli(repo: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], cwd=repo, env=env, capture_output=True, text=True,
+                          check=False, timeout=300)  # fmt: skip
+
+
+def _run_id(output: str) -> str:
+    return output.split("run ")[-1].split(":")[0]
+
+
+def _items(server: RunningServer, token: str) -> set[str]:
+    response = httpx.get(server.state_url("app/dev"), headers={"Authorization": f"Bearer {token}"})
+    state = json.loads(response.content)
+    return {
+        instance["index_key"]
+        for resource in state["resources"] if resource["name"] == "item"
+        for instance in resource["instances"]
+    }  # fmt: skip
+
+
+def test_rollback_brings_back_the_previous_configuration_through_policy_and_approval(
+    tmp_path: Path, server: RunningServer, binary: Binary
+) -> None:
+    del binary  # fails clearly when no binary is installed
+    repo = tmp_path / "repo"
+    shutil.copytree(FIXTURES / "configs" / "app", repo / "infra")
+    (repo / "tofuflow.toml").write_text('[workspaces."app/dev"]\ndirectory = "infra"\n')
+    tfvars = repo / "infra" / "terraform.tfvars"
+    admin = make_token(server, "admin")
+    env = {**os.environ, "TOFUFLOW_SERVER_URL": server.url,
+           "TOFUFLOW_PLAN_TOKEN": make_token(server, "planner"),
+           "TOFUFLOW_APPLY_TOKEN": make_token(server, "applier"),
+           "TOFUFLOW_APPROVE_TOKEN": make_token(server, "approver"),
+           "TOFUFLOW_TOKEN": admin}  # fmt: skip
+
+    # v1: items a and b (creations only: auto-approved).
+    tfvars.write_text('items = ["a", "b"]\n')
+    first = _cli(repo, env, "plan", "app/dev")
+    assert first.returncode == 2, first.stderr
+    v1 = _run_id(first.stdout)
+    assert _cli(repo, env, "apply", v1).returncode == 0
+
+    # v2: b goes, c comes. Deleting needs a person.
+    tfvars.write_text('items = ["a", "c"]\n')
+    second = _cli(repo, env, "plan", "app/dev")
+    v2 = _run_id(second.stdout)
+    assert "needs_approval" in second.stdout, second.stdout
+    assert _cli(repo, env, "approve", v2).returncode == 0
+    assert _cli(repo, env, "apply", v2).returncode == 0
+    assert _items(server, admin) == {"a", "c"}
+
+    # Roll back to v1 from the v2 checkout: b is re-created, c removed — through policy.
+    rolled = _cli(repo, env, "rollback", "app/dev", "--to", v1)
+    assert rolled.returncode == 2, rolled.stdout + rolled.stderr
+    assert "1 to add" in rolled.stdout and "1 to destroy" in rolled.stdout
+    assert "needs_approval" in rolled.stdout  # the destroy of c needs a person, as always
+    back = _run_id(rolled.stdout)
+    assert _cli(repo, env, "apply", back).returncode == 1  # not approved yet: refused
+    assert _cli(repo, env, "approve", back, "--comment", "roll back v2").returncode == 0
+    applied = _cli(repo, env, "apply", back)  # from the v2 checkout: config from the artifact
+    assert applied.returncode == 0, applied.stderr
+    assert _items(server, admin) == {"a", "b"}
+    assert tfvars.read_text() == 'items = ["a", "c"]\n'  # the checkout was not touched
+
+    shown = json.loads(_cli(repo, env, "runs", "show", back).stdout)
+    assert shown["context"]["rollback_to"] == v1
+    assert shown["context"]["operation"] == "rollback"
+    assert [a["comment"] for a in shown["approvals"]] == ["roll back v2"]
+
+    unknown = _cli(repo, env, "rollback", "app/dev", "--to", "0" * 16)
+    assert unknown.returncode == 1 and "no run" in unknown.stderr
+    nothing = _cli(repo, env, "plan", "app/dev")  # v2 config on v1 state: a change, needs a person
+    pending = _run_id(nothing.stdout)
+    refused = _cli(repo, env, "rollback", "app/dev", "--to", pending)
+    assert refused.returncode == 1
+    assert "roll back to a run that was applied" in refused.stderr
