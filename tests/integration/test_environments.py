@@ -70,8 +70,7 @@ def test_an_environment_with_a_2s_ttl_is_destroyed_by_the_servers_reaper(
 ) -> None:
     config = tmp_path / "server.toml"
     config.write_text(
-        f'[server]\ndata_dir = "{tmp_path / "data"}"\n\n'
-        '[environments]\nreap_interval = "1s"\n'
+        f'[server]\ndata_dir = "{tmp_path / "data"}"\n\n[environments]\nreap_interval = "1s"\n'
     )
     files = tmp_path / "pr-7-files"
     files.mkdir()
@@ -115,9 +114,10 @@ def test_an_environment_with_a_2s_ttl_is_destroyed_by_the_servers_reaper(
 @pytest.fixture
 def plane(server_config: Any) -> Iterator[tuple[RunningServer, ControlPlane]]:
     config = replace(server_config, retry_backoff="1s", orphan_after=2)
-    with threaded_server(config) as server, ControlPlane(
-        server.url, make_token(server, "admin")
-    ) as client:
+    with (
+        threaded_server(config) as server,
+        ControlPlane(server.url, make_token(server, "admin")) as client,
+    ):
         yield server, client
 
 
