@@ -6,7 +6,9 @@
 A workspace of ``tofuflow.toml`` declares ``depends_on = ["network"]`` and may read its
 dependencies' outputs as variables (``inputs = { vpc_id = "network.vpc_id" }``).
 ``stack_graph`` is the dependency graph (the Airflow provider builds its tasks from it);
-``tofuflow run-all plan|apply|destroy`` runs it (see docs/cli.md).
+``run_graph`` runs any callable over it (dependencies first, bounded parallelism, the
+dependants of a failure skipped); ``run_stacks`` runs the stacks through the normal run
+lifecycle, which is what ``tofuflow run-all plan|apply|destroy`` does (docs/cli.md).
 """
 
 from typing import TYPE_CHECKING
@@ -14,6 +16,18 @@ from typing import TYPE_CHECKING
 from tofuflow._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from tofuflow.stacks._cache import (
+        init_lock,
+        locking_binary,
+        plugin_cache_dir,
+    )
+    from tofuflow.stacks._execute import (
+        Clients,
+        Mode,
+        StackTask,
+        read_outputs,
+        run_stacks,
+    )
     from tofuflow.stacks._graph import (
         Closure,
         CycleError,
@@ -25,25 +39,55 @@ if TYPE_CHECKING:
         transitive_dependants,
         transitive_dependencies,
     )
+    from tofuflow.stacks._scheduler import (
+        Outcome,
+        Report,
+        Status,
+        run_graph,
+    )
 
 _EXPORTS = {
+    "Clients": "tofuflow.stacks._execute",
     "Closure": "tofuflow.stacks._graph",
     "CycleError": "tofuflow.stacks._graph",
     "Graph": "tofuflow.stacks._graph",
+    "Mode": "tofuflow.stacks._execute",
+    "Outcome": "tofuflow.stacks._scheduler",
+    "Report": "tofuflow.stacks._scheduler",
+    "StackTask": "tofuflow.stacks._execute",
+    "Status": "tofuflow.stacks._scheduler",
     "dependants": "tofuflow.stacks._graph",
     "find_cycle": "tofuflow.stacks._graph",
+    "init_lock": "tofuflow.stacks._cache",
     "input_reference": "tofuflow.stacks._graph",
+    "locking_binary": "tofuflow.stacks._cache",
+    "plugin_cache_dir": "tofuflow.stacks._cache",
+    "read_outputs": "tofuflow.stacks._execute",
+    "run_graph": "tofuflow.stacks._scheduler",
+    "run_stacks": "tofuflow.stacks._execute",
     "stack_graph": "tofuflow.stacks._graph",
     "transitive_dependants": "tofuflow.stacks._graph",
     "transitive_dependencies": "tofuflow.stacks._graph",
 }
 __all__ = [
+    "Clients",
     "Closure",
     "CycleError",
     "Graph",
+    "Mode",
+    "Outcome",
+    "Report",
+    "StackTask",
+    "Status",
     "dependants",
     "find_cycle",
+    "init_lock",
     "input_reference",
+    "locking_binary",
+    "plugin_cache_dir",
+    "read_outputs",
+    "run_graph",
+    "run_stacks",
     "stack_graph",
     "transitive_dependants",
     "transitive_dependencies",
