@@ -318,17 +318,22 @@ def _run_routes(app: FastAPI, runs: RunService, context: ContextDep, max_bytes: 
         return await run_in_threadpool(runs.cancel, await context(request), run_id, body.reason)
 
 
+_YEAR = 365 * 86400
+
+
 class NewEnvironment(BaseModel):
     name: str = Field(description="The environment's workspace name (its own state)")
     source_workspace: str = Field(description="The workspace whose configuration it uses")
-    ttl_seconds: int = Field(ge=1, description="Time to live; the reaper destroys it after")
+    ttl_seconds: int = Field(
+        ge=1, le=_YEAR, description="Time to live; the reaper destroys it after"
+    )
     owner: str = Field(min_length=1, max_length=255)
     context: dict[str, Any] = Field(default_factory=dict, description="Commit, CI run, ...")
     snapshot: str = Field(description="base64 zip of the configuration (tofuflow.runs)")
 
 
 class Extend(BaseModel):
-    ttl_seconds: int = Field(ge=1)
+    ttl_seconds: int = Field(ge=1, le=_YEAR)
 
 
 class Claim(BaseModel):
