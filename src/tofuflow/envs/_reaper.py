@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,8 @@ _log = logging.getLogger("tofuflow.reaper")
 
 
 def default_holder() -> str:
-    return f"reaper@{socket.gethostname()}:{os.getpid()}"
+    """Unique per reaper: host, process and a random tag (replicas may share a process)."""
+    return f"reaper@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 @dataclass
