@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from tofuflow.ci._context import Fields, RunContext, checked_overrides
 from tofuflow.ci._git import fill_from_git
 
-__all__ = ["airflow_context", "airflow_fields"]
+__all__ = ["airflow_context", "airflow_fields", "airflow_run_context"]
 
 # DagRunType values Airflow puts before "__" in generated run ids (dataset_ is Airflow 2).
 _RUN_TYPES = ("manual", "scheduled", "backfill", "asset_triggered", "dataset_triggered")
@@ -41,6 +43,55 @@ def airflow_context(
     if cwd is not None:
         fields = fill_from_git(fields, cwd)
     return RunContext(**fields)
+
+
+def airflow_run_context(
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    try_number: int | None = None,
+    *,
+    map_index: int | None = None,
+    logical_date: dt.datetime | str | None = None,
+    dag_file: Path | None = None,
+    bundle_version: str | None = None,
+    base_url: str | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> dict[str, Any]:
+    """The context document the provider sends with a run (stored with it on the control
+    plane): :class:`RunContext` plus an ``airflow`` section with Airflow's own names.
+
+        airflow_run_context("deploy", "manual__2025-01-01T00:00:00+00:00", "apply", 1,
+                            logical_date=..., dag_file=Path(dag.fileloc))
+
+    The commit is the DAG bundle's version when Airflow knows it (a git bundle), else the
+    commit of the git working copy holding ``dag_file`` (when it is in one).
+    """
+    given = dict(overrides or {})
+    if bundle_version and "commit_sha" not in given and _looks_like_commit(bundle_version):
+        given["commit_sha"] = bundle_version
+    cwd = dag_file.parent if dag_file is not None and dag_file.parent.is_dir() else None
+    context = airflow_context(
+        dag_id, run_id, task_id, try_number, map_index=map_index, base_url=base_url,
+        cwd=cwd, overrides=given,
+    ).to_json()  # fmt: skip
+    if isinstance(logical_date, dt.datetime):
+        logical_date = logical_date.isoformat()
+    context["airflow"] = {
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "task_id": task_id,
+        "try_number": try_number,
+        "map_index": map_index if map_index is not None and map_index >= 0 else None,
+        "logical_date": logical_date,
+        "dag_file": dag_file.name if dag_file is not None else None,
+        "bundle_version": bundle_version,
+    }
+    return context
+
+
+def _looks_like_commit(value: str) -> bool:
+    return 7 <= len(value) <= 64 and all(c in "0123456789abcdef" for c in value.lower())
 
 
 def airflow_fields(

@@ -1,0 +1,272 @@
+"""What every tofuflow operator shares: the connection, the workspace, the run context,
+the worker thread that ``on_kill`` can stop, the asset and the lineage facet."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import Asset, AssetAlias, BaseOperator
+
+from tofuflow.airflow import DEFAULT_CONN_ID
+from tofuflow.airflow._lineage import asset_uri, lineage_facet, operator_lineage
+from tofuflow.airflow._work import TaskWork, working_copy
+from tofuflow.airflow.hooks import ConnectionSettings, OpenTofuHook
+from tofuflow.errors import NotFoundError, TofuflowError
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from tofuflow.project import WorkspaceConfig
+
+__all__ = ["BASE_FIELDS", "TofuBaseOperator", "airflow_context_of"]
+
+BASE_FIELDS: tuple[str, ...] = ("workspace", "environment", "variables", "var_files", "project")
+# Statuses a run can be cancelled from on the control plane.
+_CANCELLABLE = ("planning", "needs_approval", "approved")
+
+
+class TofuBaseOperator(BaseOperator):
+    """Shared parameters (all templated but the connection id):
+
+    :param workspace: the workspace in ``tofuflow.toml`` (default: the connection's).
+    :param environment: run that workspace's configuration under this name instead (its
+        own state and runs), e.g. an ephemeral environment per DAG run.
+    :param variables: input variables, merged over the workspace's (``TF_VAR_*``).
+    :param var_files: extra ``-var-file`` paths (relative to ``tofuflow.toml``).
+    :param project: path of ``tofuflow.toml`` (default: the connection's; a relative
+        path is relative to the DAG file's folder).
+    :param tofuflow_conn_id: the ``opentofu`` connection.
+    :param asset_host: host of the workspace's asset URI when the connection is not an
+        ``AIRFLOW_CONN_*`` variable (read at parse time); default: its host or embedded.
+    """
+
+    template_fields: Sequence[str] = BASE_FIELDS
+    template_fields_renderers = {"variables": "json"}  # noqa: RUF012 - Airflow's class attribute
+    ui_color = "#e2dcff"
+    # Apply and destroy change the workspace: an outlet (data DAGs can be scheduled on it).
+    # The others only read it: an inlet, so a plan never looks like a change.
+    changes_workspace = False
+
+    def __init__(
+        self,
+        *,
+        workspace: str | None = None,
+        environment: str | None = None,
+        variables: Mapping[str, Any] | None = None,
+        var_files: Sequence[str] | None = None,
+        project: str | None = None,
+        tofuflow_conn_id: str = DEFAULT_CONN_ID,
+        asset_host: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        key = "outlets" if self.changes_workspace else "inlets"
+        declared = _declared_asset(tofuflow_conn_id, asset_host, workspace, environment)
+        if declared is not None and key not in kwargs:
+            kwargs[key] = [declared]
+        super().__init__(**kwargs)
+        self.workspace = workspace
+        self.environment = environment
+        self.variables = dict(variables or {})
+        self.var_files = list(var_files or [])
+        self.project = project
+        self.tofuflow_conn_id = tofuflow_conn_id
+        self.asset_host = asset_host
+        self._declared = declared
+        self._work: TaskWork | None = None
+        self._hook_obj: OpenTofuHook | None = None
+        self._active_run: str | None = None
+        self._active_ws: str | None = None
+        self._facet: dict[str, Any] | None = None
+
+    # -- per task instance ----------------------------------------------------------------
+
+    def hook(self, context: Context) -> OpenTofuHook:
+        if self._hook_obj is None:
+            dag = context.get("dag")
+            fileloc = getattr(dag, "fileloc", None)
+            base = Path(fileloc).parent if fileloc else None
+            self._hook_obj = OpenTofuHook(
+                self.tofuflow_conn_id, project=self.project, base_dir=base
+            )
+        return self._hook_obj
+
+    def work(self, hook: OpenTofuHook) -> TaskWork:
+        if self._work is None:
+            self._work = TaskWork(self.log, hook.binary)
+        return self._work
+
+    def resolve_workspace(self, hook: OpenTofuHook, name: str | None = None) -> WorkspaceConfig:
+        return hook.workspace(
+            name or self.workspace, environment=self.environment or None,
+            variables=self.variables, var_files=self.var_files,
+        )  # fmt: skip
+
+    @contextmanager
+    def private_workspace(
+        self, context: Context, hook: OpenTofuHook, ws: WorkspaceConfig
+    ) -> Iterator[WorkspaceConfig]:
+        """``ws`` in a directory of this task's own, removed afterwards.
+
+        An environment registered on the control plane (``tofuflow.envs``) runs from its
+        sealed snapshot — the configuration and variables it was created with, whatever
+        the checkout holds now; anything else from a copy of the workspace's directory.
+        """
+        if self.environment and self.registered_environment(context, hook, ws.name):
+            from tofuflow.envs import environment_workspace
+
+            description = self.describe(context, "environment snapshot")
+            with (
+                hook.control_plane("apply", workspace=ws.name, description=description) as cp,
+                environment_workspace(ws.name, cp, base=ws) as restored,
+            ):
+                yield restored
+            return
+        with working_copy(ws.directory, ws.name, hook.work_dir) as copy:
+            yield dataclasses.replace(ws, directory=copy)
+
+    def registered_environment(
+        self, context: Context, hook: OpenTofuHook, name: str
+    ) -> dict[str, Any] | None:
+        """The environment ``name`` on the control plane, or None if it is not one."""
+        description = self.describe(context, "read")
+        with hook.control_plane("read", workspace=name, description=description) as cp:
+            try:
+                return cp.environment(name)
+            except NotFoundError:
+                return None
+
+    def run_context(self, context: Context) -> dict[str, Any]:
+        return airflow_context_of(context)
+
+    def describe(self, context: Context, stage: str) -> str:
+        """The identity's description: what the audit log shows for this task's events."""
+        ti = context["ti"]
+        return (
+            f"airflow dag_id={ti.dag_id} run_id={ti.run_id} task_id={ti.task_id} "
+            f"try={ti.try_number} ({stage})"
+        )
+
+    # -- stopping -------------------------------------------------------------------------
+
+    def on_kill(self) -> None:
+        """Stop the binary gracefully (SIGINT, grace period, then SIGKILL) and record the
+        run as cancelled on the control plane when it can still be cancelled."""
+        stopped = self._work.stop() if self._work is not None else True
+        if not stopped:
+            self.log.error("the binary did not stop within the wait; see the log above")
+        run_id, hook = self._active_run, self._hook_obj
+        if run_id is None or hook is None:
+            return
+        try:
+            with hook.control_plane("apply", workspace=self._active_ws or "*") as cp:
+                run = cp.run(run_id)
+                if run["status"] in _CANCELLABLE:
+                    cp.cancel(run_id, "airflow: the task was killed (on_kill)")
+                    self.log.info("run %s recorded as cancelled", run_id)
+                else:
+                    self.log.info("run %s is %s", run_id, run["status"])
+        except TofuflowError as exc:
+            self.log.error("could not record run %s as cancelled: %s", run_id, exc)
+
+    # -- assets and lineage -----------------------------------------------------------------
+
+    def record_asset(
+        self, context: Context, hook: OpenTofuHook, workspace: str, extra: Mapping[str, Any]
+    ) -> None:
+        """Attach ``extra`` to the workspace's asset event (or add it through the alias)."""
+        if not self.changes_workspace or self._declared is None:
+            return
+        uri = hook.asset_uri(workspace)
+        events = context["outlet_events"]
+        if isinstance(self._declared, AssetAlias):
+            events[self._declared].add(Asset(uri), extra=dict(extra))
+        elif self._declared.uri == uri:
+            events[self._declared].extra.update(extra)
+        else:
+            self.log.warning(
+                "declared asset %s, but this connection's workspace is %s: pass "
+                "asset_host=%r so data DAGs see the right asset",
+                self._declared.uri, uri, hook.settings.authority,
+            )  # fmt: skip
+
+    def remember_changes(
+        self,
+        hook: OpenTofuHook,
+        workspace: str,
+        run: Mapping[str, Any] | None,
+        changes: Mapping[str, list[str]],
+        operation: str,
+    ) -> None:
+        self._facet = lineage_facet(
+            uri=hook.asset_uri(workspace), workspace=workspace, run=run,
+            changes=changes, operation=operation,
+        )  # fmt: skip
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The resources this task created, changed, replaced or destroyed (addresses), as
+        an OpenLineage run facet; None without the OpenLineage provider."""
+        return operator_lineage(self._facet) if self._facet is not None else None
+
+
+def airflow_context_of(context: Context) -> dict[str, Any]:
+    """The run context document for this task instance (see ``ci.airflow_run_context``)."""
+    from tofuflow.ci._airflow import airflow_run_context
+
+    ti = context["ti"]
+    dag = context.get("dag")
+    dag_run = context.get("dag_run")
+    fileloc = getattr(dag, "fileloc", None)
+    return airflow_run_context(
+        ti.dag_id, ti.run_id, ti.task_id, ti.try_number,
+        map_index=getattr(ti, "map_index", None),
+        logical_date=context.get("logical_date"),
+        dag_file=Path(fileloc) if fileloc else None,
+        bundle_version=getattr(dag_run, "bundle_version", None),
+        base_url=_base_url(),
+    )  # fmt: skip
+
+
+def _base_url() -> str | None:
+    try:
+        from airflow.sdk.configuration import conf
+
+        return str(conf.get("api", "base_url", fallback="")) or None
+    except Exception:  # the UI link is a nicety; never fail a run over it
+        return None
+
+
+def _declared_asset(
+    conn_id: str, asset_host: str | None, workspace: str | None, environment: str | None
+) -> Asset | AssetAlias | None:
+    """The asset declared at parse time. A templated name is known only at run time, so it
+    is declared as an alias and the concrete asset is added when the task runs."""
+    if not workspace:
+        return None
+    if "{{" in workspace or (environment and "{{" in environment):
+        return AssetAlias(name=f"tofuflow:{conn_id}:{workspace}")
+    name = environment or workspace
+    return Asset(asset_uri(asset_host or _authority_from_env(conn_id), name))
+
+
+def _authority_from_env(conn_id: str) -> str:
+    """The host of a connection given as ``AIRFLOW_CONN_<ID>`` (no lookup at parse time)."""
+    raw = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
+    if not raw:
+        return "embedded"
+    try:
+        from airflow.sdk import Connection
+
+        conn = (
+            Connection.from_json(raw, conn_id=conn_id)
+            if raw.lstrip().startswith("{")
+            else Connection.from_uri(raw, conn_id=conn_id)
+        )
+        return ConnectionSettings.from_connection(conn).authority
+    except (ValueError, json.JSONDecodeError, TofuflowError):
+        return "embedded"

@@ -1,0 +1,280 @@
+"""``OpenTofuHook``: an ``opentofu`` Airflow connection resolved into the runner's settings.
+
+    hook = OpenTofuHook("tofuflow_default")
+    with hook.control_plane("plan", workspace="app/dev", description="...") as cp:
+        plan_workspace(hook.workspace("app/dev"), cp, context, runner)
+
+The connection's host is the control plane's URL (empty: the embedded control plane,
+which keeps its SQLite database and key under the tofuflow data directory, so every task
+on the machine shares it); the password is an API token (or an OIDC ID token); the
+extras are documented in :func:`tofuflow.airflow.get_provider_info`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
+
+from tofuflow.airflow import CONN_TYPE, DEFAULT_CONN_ID
+from tofuflow.airflow._embedded import embedded_plane, mint_token
+from tofuflow.airflow._lineage import asset_authority, asset_uri
+from tofuflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tofuflow.project import WorkspaceConfig
+    from tofuflow.runs import ControlPlane
+
+__all__ = ["ConnectionSettings", "OpenTofuHook", "Stage"]
+
+_log = logging.getLogger(__name__)
+Stage = Literal["plan", "apply", "read"]
+# The role the embedded control plane mints for each stage (a remote one gets the token
+# the connection holds, which must have at least this role).
+_ROLES: dict[str, str] = {"plan": "planner", "apply": "applier", "read": "reader"}
+_EXTRAS = (
+    "oidc_token_file", "apply_token", "binary", "project", "workspace", "server_config",
+    "work_dir",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """What an ``opentofu`` connection says. Secrets are left out of ``repr``."""
+
+    url: str | None = None
+    token: str | None = field(default=None, repr=False)
+    apply_token: str | None = field(default=None, repr=False)
+    oidc_token_file: Path | None = None
+    binary: str | None = None
+    project: str | None = None
+    workspace: str | None = None
+    server_config: str | None = None
+    work_dir: str | None = None
+
+    @classmethod
+    def from_connection(cls, conn: Any) -> ConnectionSettings:
+        """From an Airflow ``Connection`` (host, schema, port, password, extras)."""
+        extra = _extras(conn)
+        return cls(
+            url=_url(conn.host, conn.schema, conn.port),
+            token=conn.password or None,
+            apply_token=extra.get("apply_token"),
+            oidc_token_file=Path(extra["oidc_token_file"]) if "oidc_token_file" in extra else None,
+            binary=extra.get("binary"),
+            project=extra.get("project"),
+            workspace=extra.get("workspace"),
+            server_config=extra.get("server_config"),
+            work_dir=extra.get("work_dir"),
+        )
+
+    @property
+    def embedded(self) -> bool:
+        return not self.url
+
+    @property
+    def authority(self) -> str:
+        """``host[:port]`` of the control plane, or ``embedded``: the asset URIs' host."""
+        return asset_authority(self.url)
+
+    def secrets(self) -> list[str]:
+        return [s for s in (self.token, self.apply_token) if s]
+
+
+class OpenTofuHook(BaseHook):
+    """Resolves an ``opentofu`` connection: control plane, project, workspace, binary."""
+
+    conn_name_attr = "tofuflow_conn_id"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = CONN_TYPE
+    hook_name = "OpenTofu (tofuflow)"
+
+    def __init__(
+        self,
+        tofuflow_conn_id: str = DEFAULT_CONN_ID,
+        *,
+        project: str | os.PathLike[str] | None = None,
+        base_dir: Path | None = None,
+        settings: ConnectionSettings | None = None,
+    ) -> None:
+        super().__init__()
+        self.tofuflow_conn_id = tofuflow_conn_id
+        self._project_override = str(project) if project else None
+        self.base_dir = base_dir  # relative project paths resolve from here (the DAG's folder)
+        self._settings = settings  # already resolved (the trigger reads it asynchronously)
+
+    # -- the connection -------------------------------------------------------------------
+
+    def get_conn(self) -> ConnectionSettings:
+        """The connection's settings; its secrets are registered with Airflow's masker."""
+        if self._settings is None:
+            conn = self.get_connection(self.tofuflow_conn_id)
+            settings = ConnectionSettings.from_connection(conn)
+            for secret in settings.secrets():
+                mask_secret(secret)
+            self._settings = settings
+        return self._settings
+
+    @property
+    def settings(self) -> ConnectionSettings:
+        return self.get_conn()
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Airflow's "Test" button: reach the control plane and read with the token."""
+        try:
+            with self.control_plane("read") as client:
+                client.runs(limit=1)
+        except Exception as exc:  # every failure is the answer to the test
+            return False, str(exc)
+        return True, f"reached the control plane at {self.settings.url or 'embedded'}"
+
+    # -- the control plane ----------------------------------------------------------------
+
+    @contextmanager
+    def control_plane(
+        self, stage: Stage, *, workspace: str = "*", description: str = ""
+    ) -> Iterator[ControlPlane]:
+        """A client with the identity for ``stage``.
+
+        Remote: the connection's token (``apply_token`` for apply when set, else the API
+        token, else the OIDC token file). Embedded: a token minted for this task with the
+        stage's role on ``workspace``, its description naming the task, so every audit
+        event it causes says which DAG run and task did it.
+        """
+        from tofuflow.runs import ControlPlane
+
+        settings = self.settings
+        if settings.embedded:
+            plane = embedded_plane(self.server_config_path())
+            token = mint_token(plane, _ROLES[stage], workspace, description)
+            mask_secret(token)
+            url = plane.url
+        else:
+            url, token = str(settings.url), self.token_for(stage)
+        with ControlPlane(url, token) as client:
+            yield client
+
+    def token_for(self, stage: Stage) -> str:
+        """The remote control plane's token for ``stage`` (from the connection)."""
+        settings = self.settings
+        if stage == "apply" and settings.apply_token:
+            return settings.apply_token
+        if settings.token:
+            return settings.token
+        if settings.oidc_token_file is not None:
+            try:
+                token = settings.oidc_token_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"connection {self.tofuflow_conn_id!r}: cannot read its oidc_token_file "
+                    f"({exc}); fix the path or give the connection an API token as password"
+                ) from exc
+            if token:
+                mask_secret(token)
+                return token
+        raise ConfigError(
+            f"connection {self.tofuflow_conn_id!r} points at the control plane "
+            f"{settings.url} but holds no token: set its password to an API token with at "
+            f"least the {_ROLES[stage]} role (tofuflow server tokens create), or set the "
+            "oidc_token_file extra"
+        )
+
+    def server_config_path(self) -> str | None:
+        """The embedded control plane's server TOML, if any."""
+        chosen = self.settings.server_config or os.environ.get("TOFUFLOW_SERVER_CONFIG")
+        return str(self._resolve(chosen)) if chosen else None
+
+    # -- project and workspace ------------------------------------------------------------
+
+    def workspace(
+        self,
+        name: str | None = None,
+        *,
+        environment: str | None = None,
+        variables: Mapping[str, Any] | None = None,
+        var_files: Sequence[str] = (),
+    ) -> WorkspaceConfig:
+        """The workspace from ``tofuflow.toml`` with the task's variables and var files.
+
+        ``environment`` runs the workspace's configuration under another name: its own
+        state and runs (an ephemeral environment per DAG run).
+        """
+        from tofuflow.project import load_project
+
+        chosen = name or self.settings.workspace
+        if not chosen:
+            raise ConfigError(
+                f"no workspace: give the operator workspace=... or set the workspace extra of "
+                f"connection {self.tofuflow_conn_id!r}"
+            )
+        project_file = self._project_override or self.settings.project
+        if not project_file:
+            raise ConfigError(
+                f"no tofuflow.toml: give the operator project=... or set the project extra of "
+                f"connection {self.tofuflow_conn_id!r} (a path; relative to the DAG's folder)"
+            )
+        project = load_project(self._resolve(project_file))
+        ws = project.workspace(chosen)
+        extra_files = tuple(
+            f if f.is_absolute() else project.root / f for f in (Path(v) for v in var_files)
+        )
+        return dataclasses.replace(
+            ws,
+            name=environment or ws.name,
+            variables={**ws.variables, **dict(variables or {})},
+            var_files=(*ws.var_files, *extra_files),
+        )
+
+    def asset_uri(self, workspace: str) -> str:
+        """``tofuflow://<control-plane host or "embedded">/<workspace>``."""
+        return asset_uri(self.settings.authority, workspace)
+
+    @property
+    def binary(self) -> str | None:
+        return self.settings.binary
+
+    @property
+    def work_dir(self) -> str | None:
+        return self.settings.work_dir
+
+    def _resolve(self, path: str) -> Path:
+        candidate = Path(path).expanduser()
+        if candidate.is_absolute() or self.base_dir is None:
+            return candidate
+        return self.base_dir / candidate
+
+
+def _extras(conn: Any) -> dict[str, str]:
+    """The known extras, plain or with the ``extra__opentofu__`` prefix older forms use."""
+    raw = conn.extra_dejson if conn.extra else {}
+    found: dict[str, str] = {}
+    for name in _EXTRAS:
+        value = raw.get(name) or raw.get(f"extra__{CONN_TYPE}__{name}")
+        if value not in (None, ""):
+            found[name] = str(value)
+    unknown = sorted(set(raw) - set(_EXTRAS) - {f"extra__{CONN_TYPE}__{n}" for n in _EXTRAS})
+    if unknown:  # a typo would otherwise silently fall back to a default
+        _log.warning(
+            "connection %r: ignoring unknown extras %s; valid: %s", conn.conn_id, unknown, _EXTRAS
+        )
+    return found
+
+
+def _url(host: str | None, scheme: str | None, port: int | None) -> str | None:
+    """``host`` may be a whole URL, or a host name completed by ``schema`` and ``port``."""
+    if not host:
+        return None
+    host = host.rstrip("/")
+    if "://" not in host:
+        host = f"{scheme or 'https'}://{host}"
+    if port and host.count(":") < 2:  # no port in the URL yet
+        host = f"{host}:{port}"
+    return host
