@@ -14,6 +14,7 @@ SCRIPTS = [
     "bench_server_throughput.py",
     "bench_policy.py",
     "bench_pipeline.py",
+    "bench_run_all.py",
 ]
 
 
