@@ -17,9 +17,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from _services.fixtures import make_token
+from _services.server import threaded_server
 from tofuflow.stacks import locking_binary, plugin_cache_dir
 from tofuflow.stacks._cache import LOCK_NAME, init_lock
 from tofuflow.tofu import Binary
@@ -307,6 +310,34 @@ def test_a_stack_waiting_for_approval_holds_back_its_dependants_until_approved(
     assert again.returncode == 2, again.stdout + again.stderr
     lines = {line.split()[0]: line for line in again.stdout.splitlines() if "  " in line}
     assert "no changes" in lines["app"] and "awaiting approval" in lines["db"]
+
+
+def test_a_remote_control_plane_with_a_token_per_stage(
+    tmp_path: Path, environment: dict[str, str], server_config: Any
+) -> None:
+    graph = {"net": [], "app": ["net"]}
+    stacks = Stacks(tmp_path / "repo", environment, graph, tmp_path / "log.txt")
+    stacks.write()
+    with threaded_server(server_config) as server:
+        planner, applier = make_token(server, "planner"), make_token(server, "applier")
+        base = {k: v for k, v in environment.items() if k != "TOFUFLOW_SERVER_CONFIG"}
+        stacks.env = {**base, "TOFUFLOW_SERVER_URL": server.url, "TOFUFLOW_PLAN_TOKEN": planner}
+
+        # No applier token: refused before any stack runs, saying which variable to set.
+        refused = stacks.run("apply")
+        assert refused.returncode == 1
+        assert "TOFUFLOW_APPLY_TOKEN" in refused.stderr and stacks.events() == []
+
+        stacks.env["TOFUFLOW_APPLY_TOKEN"] = applier
+        done = stacks.run("apply", "-v")
+        out = done.stdout + done.stderr
+        assert done.returncode == 0, out
+        assert f"control plane: {server.url}" in out
+        assert planner not in out and applier not in out
+        assert (stacks.root / "stacks" / "app" / "upstream.txt").read_text().strip() == "net"
+        unchanged = stacks.run("plan")  # everything applied: exit 0, no changes anywhere
+        assert unchanged.returncode == 0, unchanged.stdout + unchanged.stderr
+        assert unchanged.stdout.count(": no changes") == 2
 
 
 def test_mistakes_are_reported_before_anything_runs(

@@ -1,13 +1,18 @@
-"""The stack scheduler with plain Python callables: order, parallelism, skips, reverse."""
+"""The stack scheduler with plain Python callables (order, parallelism, skips, reverse),
+and the plugin cache's init lock between processes."""
 
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
+from tofuflow.stacks._cache import LOCK_NAME, init_lock
 from tofuflow.stacks._scheduler import Outcome, run_graph
 
 
@@ -198,3 +203,23 @@ def test_parallelism_must_be_positive(bad: int) -> None:
 def test_an_empty_graph_is_an_empty_report() -> None:
     report = run_graph({}, Recorder(), parallelism=2)
     assert report.outcomes == {} and report.ok
+
+
+def test_the_init_lock_excludes_other_processes_until_released(tmp_path: Path) -> None:
+    probe = (
+        "import fcntl, os, sys\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+        "try:\n"
+        "    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "except OSError:\n"
+        "    sys.exit(3)\n"
+    )
+    lock = str(tmp_path / "cache" / LOCK_NAME)
+
+    def other_process_gets_it() -> bool:
+        done = subprocess.run([sys.executable, "-c", probe, lock], check=False, timeout=30)
+        return done.returncode == 0
+
+    with init_lock(tmp_path / "cache"):
+        assert not other_process_gets_it()
+    assert other_process_gets_it()
