@@ -27,16 +27,20 @@ class DriftService:
     def record(
         self, ctx: RequestContext, workspace: str, status: str, report: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """Store one check; the server adds the serial and the run that last applied it."""
+        """Store one check; the server adds the serial, the run that last applied it and
+        the workspace's lock (holder, since when) as it is now, whatever the report says."""
         ctx.principal.require(Permission.CREATE_RUN, workspace)
         if status not in STATUSES:
             raise BadRequestError(f"status must be one of {', '.join(STATUSES)}")
         with write_session(self.engine) as session:
             ws = session.scalars(select(Workspace).where(Workspace.name == workspace)).first()
             applied = last_applied(session, workspace)
+            # A planner cannot see who holds a lock anywhere else (the listing says only
+            # "locked"), and a check on a locked workspace must name the holder.
+            stored = {**report, "lock": _lock(ws)}
             row = DriftReport(
                 workspace=workspace, checked_by=ctx.principal.subject, status=status,
-                serial=ws.serial if ws else None, report=dict(report),
+                serial=ws.serial if ws else None, report=stored,
                 last_applied_run=applied.id if applied else None,
                 last_applied_commit=applied.commit if applied else None,
             )  # fmt: skip
@@ -84,17 +88,41 @@ def last_applied(session: Session, workspace: str) -> Run | None:
     return session.scalars(query).first()
 
 
+def _lock(ws: Workspace | None) -> dict[str, Any] | None:
+    if ws is None or ws.lock_id is None:
+        return None
+    info = ws.lock_info or {}
+
+    def text(key: str) -> str | None:  # the binary's LockInfo is the client's JSON
+        value = info.get(key)
+        return str(value)[:200] if value is not None else None
+
+    return {
+        "id": ws.lock_id, "held_by": ws.locked_by,
+        "since": ws.locked_at.isoformat() if ws.locked_at else None,
+        "who": text("Who"), "operation": text("Operation"), "info": text("Info"),
+    }  # fmt: skip
+
+
 def _view(row: DriftReport, applied: Run | None) -> dict[str, Any]:
+    # The run context is a RunContext (ci/_context.py): pipeline_name, run_id, run_url...
     context = (applied.context or {}) if applied else {}
+    result = (applied.result or {}) if applied else {}
+    report = row.report or {}
     return {
         "id": row.id, "workspace": row.workspace, "status": row.status,
         "checked_at": row.checked_at.isoformat(), "checked_by": row.checked_by,
         "serial": row.serial,
+        "lock": report.get("lock"),
         "last_applied": None if applied is None else {
             "run": applied.id, "commit": applied.commit,
             "applied_at": applied.updated_at.isoformat(), "requester": applied.requester,
-            "pipeline": context.get("pipeline") or context.get("dag_id"),
-            "build": context.get("build_id") or context.get("run_id"),
+            "pipeline": context.get("pipeline_name") or context.get("pipeline_id")
+            or context.get("dag_id"),
+            "build": context.get("run_id") or context.get("run_number"),
+            "build_url": context.get("run_url"),
+            "branch": context.get("branch"),
+            "serial": result.get("serial"), "state_version": applied.state_version,
         },
-        "report": row.report or {},
+        "report": report,
     }  # fmt: skip
