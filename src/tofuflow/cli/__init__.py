@@ -93,6 +93,7 @@ def demo_cmd(workdir: Path | None, environment: str, destroy: bool) -> None:
 for command in (
     install, server, plan, apply, approve, rollback, runs, audit, policy, pipeline,
     env,
+    __import__("tofuflow.cli._drift_cmd", fromlist=["drift"]).drift,
 ):  # fmt: skip
     cli.add_command(command)
 cli.add_command(__import__("tofuflow.cli._run_all_cmd", fromlist=["run_all"]).run_all)

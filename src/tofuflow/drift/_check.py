@@ -1,0 +1,175 @@
+"""Run drift checks: two read-only plans per workspace, recorded on the control plane.
+
+    with ControlPlane(url, planner_token) as cp:
+        report = check_drift([project.workspace("app/prod")], cp)
+    report.exit_code          # 0 none, 2 drift, 1 error
+
+Per workspace, with the planner's identity (the same rights as ``tofuflow plan``):
+
+1. the lock: a workspace the control plane lists as locked is not checked (an apply may
+   be writing its state); the check is recorded as an error naming the holder;
+2. ``init -reconfigure``, then ``plan -refresh-only -lock=false`` (objects changed
+   outside tofuflow) and ``plan -refresh=false -lock=false`` (the configuration in this
+   checkout against the state), each with ``show -json`` only when it found changes;
+3. ``POST /v1/workspaces/{ws}/drift``: the control plane adds the serial and the run that
+   last applied the workspace, and appends ``drift.checked`` to the audit log.
+
+No lock is ever taken (``-lock=false``; a planner may not lock anyway), so none can be left
+behind, whatever happens to the binary. Plan files go to a private temporary directory
+that is removed afterwards (they hold a copy of the state).
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from tofuflow.drift._report import (
+    DriftReport,
+    Findings,
+    WorkspaceDrift,
+    checkout_of,
+    findings_from_plans,
+    now_iso,
+)
+from tofuflow.errors import TofuflowError
+from tofuflow.identity import stage_credentials
+from tofuflow.project import WorkspaceConfig
+from tofuflow.runs._client import ControlPlane
+from tofuflow.runs._runner import Runner, _issued, _tofu
+from tofuflow.tofu import Redactor
+
+__all__ = ["check_drift", "check_workspace", "locked_message"]
+
+_LOCKED = "workspace is locked: not checked"
+
+ContextFor = Callable[[WorkspaceConfig], Mapping[str, Any]]
+
+
+def check_drift(
+    workspaces: Sequence[WorkspaceConfig],
+    control_plane: ControlPlane,
+    runner: Runner | None = None,
+    *,
+    context_for: ContextFor | None = None,
+) -> DriftReport:
+    """Check each workspace in turn; a failure in one is reported and the rest go on."""
+    runner = runner or Runner()
+    started = now_iso()
+    results = []
+    for ws in workspaces:
+        if runner.cancel_event is not None and runner.cancel_event.is_set():
+            results.append(WorkspaceDrift.failed(
+                ws.name, "not checked: the drift check was cancelled", checked_at=now_iso(),
+                not_recorded="cancelled before this workspace was checked",
+            ))  # fmt: skip
+            continue
+        context = context_for(ws) if context_for else _detect_context(ws)
+        results.append(check_workspace(ws, control_plane, runner, context=context))
+    return DriftReport(tuple(results), checked_at=started)
+
+
+def check_workspace(
+    workspace: WorkspaceConfig,
+    control_plane: ControlPlane,
+    runner: Runner | None = None,
+    *,
+    context: Mapping[str, Any] | None = None,
+) -> WorkspaceDrift:
+    """One workspace's check, recorded on the control plane. Never raises for a
+    ``TofuflowError``: it becomes the check's ``error``."""
+    runner = runner or Runner()
+    context = dict(context) if context is not None else _detect_context(workspace)
+    base = {"checked_at": now_iso(), "checkout": checkout_of(context)}
+    try:
+        if workspace.backend == "tofuflow" and _listed_as_locked(workspace, control_plane):
+            # Recorded first: the control plane's answer says who holds the lock.
+            refused = WorkspaceDrift.failed(workspace.name, _LOCKED, **base)
+            recorded = _record(refused, control_plane)
+            return replace(recorded, error=locked_message(workspace.name, recorded))
+        findings, binary, credentials = _plans(workspace, control_plane, runner, context)
+        result = WorkspaceDrift.found(
+            workspace.name, findings, binary=binary, credentials=credentials, **base
+        )
+    except (TofuflowError, OSError) as exc:
+        result = WorkspaceDrift.failed(workspace.name, str(exc), **base)
+    return _record(result, control_plane)
+
+
+def _plans(
+    workspace: WorkspaceConfig,
+    control_plane: ControlPlane,
+    runner: Runner,
+    context: Mapping[str, Any],
+) -> tuple[Findings, str, dict[str, Any] | None]:
+    redactor = Redactor()
+    check_id = f"drift-{secrets.token_hex(6)}"
+    with (
+        tempfile.TemporaryDirectory(prefix="tofuflow-drift-") as tmp,
+        stage_credentials(
+            workspace.identity.get("plan"), "plan", check_id, context, redactor,
+            where=f"workspaces.{workspace.name}.identity.plan",
+        ) as creds,
+    ):  # fmt: skip
+        tf = _tofu(workspace, control_plane, control_plane.token, runner, creds, redactor)
+        tf.init(reconfigure=True)
+        # -lock=false: both plans only read, and a read-only identity cannot take the lock.
+        refresh_file, config_file = Path(tmp, "refresh.tfplan"), Path(tmp, "config.tfplan")
+        common: dict[str, Any] = {"lock": False, "var_files": workspace.var_files}
+        refreshed = tf.plan(out=refresh_file, refresh_only=True, **common)
+        configured = tf.plan(out=config_file, refresh=False, **common)
+        findings = findings_from_plans(
+            tf.show_plan(refresh_file) if refreshed.has_changes else None,
+            tf.show_plan(config_file) if configured.has_changes else None,
+        )
+        credentials = _issued(creds, "plan") if creds.cloud != "none" else None
+        return findings, str(tf.binary), credentials
+
+
+def _listed_as_locked(workspace: WorkspaceConfig, control_plane: ControlPlane) -> bool:
+    # GET /v1/workspaces lists what the caller may read, with a "locked" flag.
+    listed = control_plane._send("GET", "/v1/workspaces").json()
+    return any(row.get("name") == workspace.name and row.get("locked") for row in listed)
+
+
+def locked_message(workspace: str, check: WorkspaceDrift) -> str:
+    """Who holds the lock, since when, and what to do about it."""
+    lock = check.lock
+    if not lock:
+        if check.not_recorded:
+            return f"workspace {workspace} is locked: not checked ({check.not_recorded})"
+        return (
+            f"workspace {workspace} was locked when the drift check started and has been "
+            "released since: not checked. Run `tofuflow drift` again."
+        )
+    who = ", ".join(str(lock[k]) for k in ("who", "operation") if lock.get(k))
+    held = f"{lock.get('held_by') or 'an unknown holder'}" + (f" ({who})" if who else "")
+    return (
+        f"workspace {workspace} is locked by {held} since {lock.get('since') or 'an unknown time'}"
+        f" (lock ID {lock.get('id')}): not checked. A drift check never waits for or breaks a "
+        "lock; the lock was left as it was. Wait for the run holding it to finish "
+        f"(`tofuflow runs list --workspace {workspace}`) and run `tofuflow drift` again; if "
+        "nothing holds it any more, an admin can release it (`tofu force-unlock` or "
+        "`terraform force-unlock` with that lock ID and an admin token as TF_HTTP_PASSWORD)."
+    )
+
+
+def _record(result: WorkspaceDrift, control_plane: ControlPlane) -> WorkspaceDrift:
+    try:
+        view = control_plane.record_drift(result.workspace, result.status, result.body())
+    except TofuflowError as exc:
+        return replace(result, not_recorded=f"the control plane did not record it: {exc}")
+    return result.recorded(view)
+
+
+def _detect_context(workspace: WorkspaceConfig) -> Mapping[str, Any]:
+    from tofuflow.ci import detect_run_context
+
+    try:
+        return detect_run_context(cwd=workspace.directory).to_json()
+    except TofuflowError:
+        return {}
