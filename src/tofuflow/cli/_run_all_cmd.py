@@ -205,8 +205,12 @@ def _exit_code(report: Report, action: str) -> int:
 
 
 class _Clients:
-    """One ControlPlane client per stage and identity, created up front (so a missing
-    token fails once, before anything runs) and shared by every stack's thread."""
+    """One ControlPlane client per stage and identity, shared by every stack's thread.
+
+    Created up front (so a missing token fails once, before anything runs) for every
+    stack of the run and, for the plan stage, for the dependencies whose outputs they
+    read (a destroy's selection leaves those out).
+    """
 
     def __init__(
         self,
@@ -216,36 +220,41 @@ class _Clients:
         workspaces: Iterable[str],
         printer: _Printer,
     ) -> None:
-        from tofuflow.cli._runs_cmd import control_plane
         from tofuflow.runs import ControlPlane, EmbeddedControlPlane
 
+        self._stack = stack
+        self._printer = printer
+        self._lock = threading.Lock()
         self._by_key: dict[tuple[str, str], ControlPlane] = {}
-        self._embedded = False
-        url = os.environ.get("TOFUFLOW_SERVER_URL") or project.server_url
-        if not url:
+        self._url = os.environ.get("TOFUFLOW_SERVER_URL") or project.server_url
+        if not self._url:
             # One in-process control plane for the whole run: the threads share it.
             embedded = stack.enter_context(EmbeddedControlPlane())
             printer.line(f"control plane: embedded at {embedded.url} ({embedded.config.data_dir})")
-            self._embedded = True
             for stage in stages:
                 client = ControlPlane(embedded.url, embedded.token(_ROLES[stage]))
                 self._by_key[(stage, "")] = stack.enter_context(client)
             return
-        printer.line(f"control plane: {url}")
-        for name in workspaces:
-            workspace = project.workspace(name)
-            for stage in stages:
-                identity = workspace.identity.get(stage)
-                key = (stage, _identity_key(identity))
-                if key not in self._by_key:
-                    cm = control_plane(stage, url, identity)
-                    self._by_key[key] = stack.enter_context(cm)
-                    printer.redactor.add(self._by_key[key].token)
+        printer.line(f"control plane: {self._url}")
+        names = list(workspaces)
+        readers = {d for n in names for d in project.workspace(n).depends_on}
+        for stage in stages:
+            for name in sorted(set(names) | (readers if stage == "plan" else set())):
+                self(stage, project.workspace(name))
 
     def __call__(self, stage: str, workspace: WorkspaceConfig) -> ControlPlane:
-        if self._embedded:
+        if not self._url:
             return self._by_key[(stage, "")]
-        return self._by_key[(stage, _identity_key(workspace.identity.get(stage)))]
+        identity = workspace.identity.get(stage)
+        key = (stage, _identity_key(identity))
+        with self._lock:
+            if key not in self._by_key:
+                from tofuflow.cli._runs_cmd import control_plane
+
+                client = self._stack.enter_context(control_plane(stage, self._url, identity))
+                self._printer.redactor.add(client.token)
+                self._by_key[key] = client
+            return self._by_key[key]
 
 
 def _identity_key(identity: Mapping[str, Any] | None) -> str:
