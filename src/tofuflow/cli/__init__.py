@@ -15,9 +15,11 @@ from types import FrameType
 import click
 
 from tofuflow._version import __version__
+from tofuflow.cli._drift_cmd import drift
 from tofuflow.cli._env_cmd import env
 from tofuflow.cli._install_cmd import install
 from tofuflow.cli._pipeline_cmd import pipeline
+from tofuflow.cli._run_all_cmd import run_all
 from tofuflow.cli._runs_cmd import apply, approve, audit, plan, rollback, runs
 from tofuflow.cli._server_cmd import server
 from tofuflow.policy._cli import policy
@@ -45,6 +47,9 @@ def cli() -> None:
       tofuflow apply RUN   apply an approved run (here or on another machine)
       tofuflow server      run the control plane (remote, encrypted, audited state)
       tofuflow env         ephemeral environments with a TTL, always torn down
+      tofuflow drift       refresh-only checks: what changed outside tofuflow
+      tofuflow rollback    re-plan the configuration an earlier run applied
+      tofuflow run-all     plan/apply/destroy many workspaces in dependency order
 
     tofuflow drives `tofu` when it is on PATH, else a tofu it installed, else
     `terraform`; set TOFUFLOW_BINARY to choose explicitly.
@@ -92,11 +97,9 @@ def demo_cmd(workdir: Path | None, environment: str, destroy: bool) -> None:
 
 for command in (
     install, server, plan, apply, approve, rollback, runs, audit, policy, pipeline,
-    env,
-    __import__("tofuflow.cli._drift_cmd", fromlist=["drift"]).drift,
+    env, drift, run_all,
 ):  # fmt: skip
     cli.add_command(command)
-cli.add_command(__import__("tofuflow.cli._run_all_cmd", fromlist=["run_all"]).run_all)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
