@@ -24,12 +24,14 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from _services.fixtures import make_token
 from _services.pyvider import Pyvider, pyvider  # noqa: F401 - the session fixture
 from _services.server import RunningServer, threaded_server
+from tofuflow.ci._pipelines import DRIFT_FILE, PipelineOptions, azure_devops_pipeline
 from tofuflow.project import load_project
 from tofuflow.runs import ControlPlane, apply_run, plan_workspace
 from tofuflow.server.storage._db import Workspace
@@ -311,6 +313,54 @@ def test_usage_errors_exit_1(plain: Env) -> None:
         env={**plain.cli_env(), "TOFUFLOW_TOKEN": ""}, capture_output=True, text=True,
     )  # fmt: skip
     assert no_token.returncode == 1 and "TOFUFLOW_PLAN_TOKEN" in no_token.stderr
+
+
+def test_the_generated_azure_devops_drift_step(plain: Env, tmp_path: Path) -> None:
+    """The step of `tofuflow pipeline init azure-devops`'s drift pipeline, run by bash as an
+    agent would: the real `tofuflow drift`, its exit codes and the logging commands."""
+    files = azure_devops_pipeline(PipelineOptions(workspaces=["app/plain"]))
+    (step,) = [s for s in _steps(yaml.safe_load(files[DRIFT_FILE])) if s.get("name") == "drift"]
+    plain.apply("app/plain")
+    agent_temp = tmp_path / "agent-temp"
+    agent_temp.mkdir()
+    env = plain.cli_env({
+        **step["env"], "AGENT_TEMPDIRECTORY": str(agent_temp), "TF_BUILD": "True",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    })  # fmt: skip
+    summary = agent_temp / "tofuflow-drift.md"
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", "-c", step["bash"]], cwd=plain.repo, env=env,
+                              capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+
+    clean = run()
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert f"##vso[task.uploadsummary]{summary}" in clean.stdout
+    assert "| `app/plain` | no drift |" in summary.read_text()
+    assert "addbuildtag" not in clean.stdout
+
+    main_tf = plain.workspace("app/plain").directory / "main.tf"
+    main_tf.write_text(main_tf.read_text().replace('input = "kept"', 'input = "changed"'))
+    drifted = run()
+    assert drifted.returncode == 1  # drift fails the job...
+    assert "##vso[build.addbuildtag]drift" in drifted.stdout  # ...and tags the build
+    assert "##vso[task.logissue type=error]Drift found" in drifted.stdout
+    assert "| `terraform_data.kept` | update |" in summary.read_text()
+
+    env["TOFUFLOW_TOKEN"] = "tfw_notatoken_x"
+    failed = run()
+    assert failed.returncode == 1
+    assert "addbuildtag" not in failed.stdout
+    assert "##vso[task.logissue type=error]The drift check failed (exit 1)" in failed.stdout
+
+
+def _steps(node: Any) -> list[dict[str, Any]]:
+    if isinstance(node, dict):
+        found = list(node.get("steps") or [])
+        return found + [s for value in node.values() for s in _steps(value)]
+    if isinstance(node, list):
+        return [s for item in node for s in _steps(item)]
+    return []
 
 
 def _wait_for_child(pid: int, marker: str, timeout: float = 120) -> None:

@@ -245,10 +245,18 @@ def test_drift_pipeline(generated: tuple[PipelineOptions, dict[str, Any]]) -> No
     (stage,) = drift["stages"]
     assert stage["variables"] == {"TOFUFLOW_PLAN_SERVICE_CONNECTION": "sc-plan"}
     assert stage["jobs"][0]["pool"] == options.pool.to_yaml()
-    checks = [s for s in _steps(drift) if "tofuflow plan" in s.get("bash", "")]
-    assert [s["env"]["TOFUFLOW_WORKSPACE"] for s in checks] == options.workspaces
-    for step in checks:
-        assert "exit 1" in step["bash"] and '"$code" -eq 2' in step["bash"]
+    (check,) = [s for s in _steps(drift) if "tofuflow drift" in s.get("bash", "")]
+    # One `tofuflow drift` for every workspace, the names through the environment only.
+    assert check["env"]["TOFUFLOW_WORKSPACES"].split("\n") == options.workspaces
+    assert check["env"]["SYSTEM_ACCESSTOKEN"] == "$(System.AccessToken)"
+    script = check["bash"]
+    assert 'tofuflow drift "${workspaces[@]}" --format markdown --output "$report"' in script
+    assert "##vso[task.uploadsummary]$report" in script
+    # Exit 2 (drift) tags the build and fails the job; 1 (an error) fails it too.
+    drifted = script.split('if [ "$code" -eq 2 ]; then', 1)[1].split("fi", 1)[0]
+    assert "##vso[build.addbuildtag]drift" in drifted and "exit 1" in drifted
+    assert script.rstrip().endswith('exit "$code"')
+    assert "tofuflow plan" not in yaml.safe_dump(drift)
     assert "tofuflow apply" not in yaml.safe_dump(drift)
 
 

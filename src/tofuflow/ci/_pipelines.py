@@ -19,9 +19,10 @@ Three files:
   there, in the web UI), downloading that artifact, installing the same OpenTofu and
   running ``tofuflow apply`` for the run id taken from the plan stage's output variables
   (``tofuflow apply`` re-runs ``init`` in the downloaded directory).
-- ``azure-pipelines-drift.yml``: a scheduled pipeline planning every workspace with the
-  plan service connection only; a plan with changes fails the job and tags the build
-  ``drift``.
+- ``azure-pipelines-drift.yml``: a scheduled pipeline running ``tofuflow drift`` on every
+  workspace with the plan service connection only (refresh-only and configuration checks,
+  recorded on the control plane); its Markdown report becomes the build summary, and drift
+  fails the job and tags the build ``drift``.
 
 Routine auto-apply (``auto_apply_routine=True``): Azure DevOps resolves a deployment
 job's environment at compile time, so a run cannot choose at run time whether the gated
@@ -160,7 +161,7 @@ def azure_devops_pipeline(options: PipelineOptions) -> dict[str, str]:
     }
     if options.drift_cron is not None:
         files[DRIFT_FILE] = _dump(
-            _drift(options), "Scheduled drift detection: plan every workspace, fail on changes."
+            _drift(options), "Scheduled drift detection: `tofuflow drift`, fail on drift."
         )
     return files
 
@@ -379,14 +380,23 @@ def _apply_stage(*, routine: bool, gate_on_status: bool) -> dict[str, Any]:
 
 # -- the drift pipeline ---------------------------------------------------------------
 
+# Exit codes of `tofuflow drift`: 0 no drift, 2 drift, 1 an error in at least one
+# workspace (every workspace is still checked and reported). The workspace names come in
+# through the environment, one per line (a name cannot contain a newline).
 _DRIFT_SCRIPT = """\
 set +e
-tofuflow plan "$TOFUFLOW_WORKSPACE"
+mapfile -t workspaces <<< "$TOFUFLOW_WORKSPACES"
+report="${AGENT_TEMPDIRECTORY:-.}/tofuflow-drift.md"
+tofuflow drift "${workspaces[@]}" --format markdown --output "$report"
 code=$?
+if [ -s "$report" ]; then echo "##vso[task.uploadsummary]$report"; fi
 if [ "$code" -eq 2 ]; then
   echo "##vso[build.addbuildtag]drift"
-  echo "##vso[task.logissue type=error]Drift: the infrastructure differs from the configuration."
+  echo "##vso[task.logissue type=error]Drift found: see the drift summary of this build."
   exit 1
+fi
+if [ "$code" -ne 0 ]; then
+  echo "##vso[task.logissue type=error]The drift check failed (exit $code): see its log."
 fi
 exit "$code"
 """
@@ -397,18 +407,13 @@ def _drift(options: PipelineOptions) -> dict[str, Any]:
     steps: list[dict[str, Any]] = [
         {"checkout": "self", "fetchDepth": "1", "persistCredentials": "false"},
         *_setup_steps(options.python_version, options.tofuflow_version, options.opentofu_version),
+        {
+            "bash": _DRIFT_SCRIPT,
+            "name": "drift",
+            "displayName": "tofuflow drift",
+            "env": {**_ACCESS_TOKEN, "TOFUFLOW_WORKSPACES": "\n".join(options.workspaces)},
+        },
     ]
-    for ws in options.workspaces:
-        steps.append(
-            {
-                "bash": _DRIFT_SCRIPT,
-                "name": f"drift_{stage_id(ws)}",
-                "displayName": f"Drift check {ws}",
-                # Check every workspace even when an earlier one drifted.
-                "condition": "succeededOrFailed()",
-                "env": {**_ACCESS_TOKEN, "TOFUFLOW_WORKSPACE": ws},
-            }
-        )
     return {
         "trigger": "none",
         "pr": "none",
@@ -430,7 +435,7 @@ def _drift(options: PipelineOptions) -> dict[str, Any]:
                 "jobs": [
                     {
                         "job": "drift",
-                        "displayName": "tofuflow plan (drift)",
+                        "displayName": "tofuflow drift",
                         "pool": options.pool.to_yaml(),
                         "steps": steps,
                     }
