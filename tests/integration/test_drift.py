@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import runpy
 import shutil
 import signal
 import subprocess
@@ -352,6 +353,39 @@ def test_the_generated_azure_devops_drift_step(plain: Env, tmp_path: Path) -> No
     assert failed.returncode == 1
     assert "addbuildtag" not in failed.stdout
     assert "##vso[task.logissue type=error]The drift check failed (exit 1)" in failed.stdout
+
+
+def test_the_airflow_drift_dag_check_step(plain: Env) -> None:
+    """The bash step of examples/airflow/dags/drift_schedule.py with its environment as
+    Airflow renders it, then the DAG's verdict on the JSON report it leaves in XCom."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    dag_file = FIXTURES.parents[2] / "examples" / "airflow" / "dags" / "drift_schedule.py"
+    module = runpy.run_path(str(dag_file), run_name="drift_schedule")
+    plain.apply("app/plain")
+    env = plain.cli_env({
+        "TOFUFLOW_PROJECT": str(plain.repo / "tofuflow.toml"), "TOFUFLOW_WORKSPACES": "app/plain",
+        "TOFUFLOW_SERVER_URL": plain.server.url, "TOFUFLOW_PLAN_TOKEN": plain.planner.token,
+        "TOFUFLOW_TOKEN": "", "TOFUFLOW_SERVER_CONFIG": "",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    })  # fmt: skip
+
+    def xcom() -> Any:
+        done = subprocess.run(["bash", "-c", module["CHECK"]], cwd=plain.repo, env=env,
+                              capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "app/plain: " in done.stdout  # the text report, for the task log
+        return json.loads(done.stdout.splitlines()[-1])
+
+    assert module["raise_on_drift"](xcom()) == {"drift": 0, "none": 1, "error": 0}
+    main_tf = plain.workspace("app/plain").directory / "main.tf"
+    main_tf.write_text(main_tf.read_text().replace('input = "kept"', 'input = "changed"'))
+    with pytest.raises(AirflowFailException, match=r"app/plain: update terraform_data\.kept"):
+        module["raise_on_drift"](xcom())
+    env["TOFUFLOW_WORKSPACES"] = "app/plain\napp/nope"
+    failed = subprocess.run(["bash", "-c", module["CHECK"]], cwd=plain.repo, env=env,
+                            capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert failed.returncode == 1 and "app/nope" in failed.stderr
 
 
 def _steps(node: Any) -> list[dict[str, Any]]:
