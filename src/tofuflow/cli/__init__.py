@@ -47,7 +47,7 @@ def cli() -> None:
       tofuflow apply RUN   apply an approved run (here or on another machine)
       tofuflow server      run the control plane (remote, encrypted, audited state)
       tofuflow env         ephemeral environments with a TTL, always torn down
-      tofuflow drift       refresh-only checks: what changed outside tofuflow
+      tofuflow drift       what changed outside tofuflow, and what the checkout would change
       tofuflow rollback    re-plan the configuration an earlier run applied
       tofuflow run-all     plan/apply/destroy many workspaces in dependency order
 

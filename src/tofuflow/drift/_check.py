@@ -131,8 +131,7 @@ def _plans(
 
 
 def _listed_as_locked(workspace: WorkspaceConfig, control_plane: ControlPlane) -> bool:
-    # GET /v1/workspaces lists what the caller may read, with a "locked" flag.
-    listed = control_plane._send("GET", "/v1/workspaces").json()
+    listed = control_plane.workspaces()
     return any(row.get("name") == workspace.name and row.get("locked") for row in listed)
 
 

@@ -87,6 +87,10 @@ class ControlPlane:
     def cancel(self, run_id: str, reason: str) -> dict[str, Any]:
         return self._json("POST", f"/v1/runs/{run_id}/cancel", json={"reason": reason})
 
+    def workspaces(self) -> list[dict[str, Any]]:
+        """Workspaces the caller may read: name, serial, version, locked."""
+        return list(self._send("GET", "/v1/workspaces").json())
+
     def versions(self, workspace: str) -> list[dict[str, Any]]:
         return list(self._send("GET", f"/v1/workspaces/{workspace}/versions").json())
 
