@@ -3,7 +3,7 @@
 ``create`` (a setup task) only registers the environment — name from the DAG and run ids,
 a sealed snapshot of examples/preview's configuration, a 30 minute TTL — so it cannot
 half-fail. ``deploy`` applies it, ``outputs`` reads its outputs (the sensitive api_key too,
-on request: it is masked in every log), the smoke test runs against it and, here, fails on
+on request: the provider masks it), the smoke test runs against it and, here, fails on
 purpose (param ``fail_smoke_test``), and the ``destroy`` teardown still tears it all down.
 Had the destroy failed as well, the control plane's reaper would take over after the TTL.
 """
@@ -39,9 +39,11 @@ def tofuflow_ephemeral() -> None:
 
     @task
     def smoke_test(outputs: dict[str, Any]) -> None:
-        # Airflow masks per task: a task that receives a sensitive value registers it too.
-        mask_secret(outputs["api_key"])
-        log.info("testing %s with api key %s", outputs["endpoint"], outputs["api_key"])
+        api_key = outputs["api_key"]
+        # Airflow masks per task: a task that receives a sensitive value registers it too
+        # (and, better still, never logs it).
+        mask_secret(api_key)
+        log.info("testing %s (api key of %d characters)", outputs["endpoint"], len(api_key))
         missing = [path for path in outputs["replica_files"] if not Path(path).is_file()]
         if missing:
             raise RuntimeError(f"replicas missing: {missing}")

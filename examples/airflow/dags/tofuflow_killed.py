@@ -1,6 +1,6 @@
 """An apply that is killed: the binary is stopped gracefully and nothing stays locked.
 
-The apply takes two minutes (a slow local-exec) but the task's execution_timeout is 20 s.
+The apply takes two minutes (a slow local-exec) but the task's execution_timeout is 12 s.
 Airflow interrupts the task and calls on_kill; the provider sends the binary SIGINT (then,
 after a grace period, SIGKILL), the binary saves its state and releases the state lock,
 and the run is recorded as stopped on the control plane. A retry would plan again.
@@ -20,7 +20,7 @@ def tofuflow_killed() -> None:
     plan = TofuPlanOperator(task_id="plan", workspace="examples/slow", variables={"seconds": 120})
     TofuApplyOperator(
         task_id="apply", workspace="examples/slow", run_id=plan.output["run_id"],
-        execution_timeout=timedelta(seconds=20), retries=0,
+        execution_timeout=timedelta(seconds=12), retries=0,
     )  # fmt: skip
 
 
