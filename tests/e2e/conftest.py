@@ -17,6 +17,8 @@ from collections.abc import Iterator
 import pytest
 from _airflow_harness import EXAMPLES, Airflow
 
+from _services.pyvider import pyvider  # noqa: F401 - the session fixture
+
 
 def _fail(message: str) -> None:
     pytest.fail(message, pytrace=False)
