@@ -15,6 +15,7 @@ SCRIPTS = [
     "bench_policy.py",
     "bench_pipeline.py",
     "bench_run_all.py",
+    "bench_airflow.py",
 ]
 
 
