@@ -11,9 +11,8 @@ bypasses the control plane: a run that needs a person is left waiting for one.
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -33,7 +32,6 @@ Mode = Literal["plan", "apply", "destroy"]
 # (stage, workspace) -> a client with that stage's identity: "plan" (planner; also reads
 # the dependencies' state) or "apply" (applier). Called from several threads.
 Clients = Callable[[str, WorkspaceConfig], ControlPlane]
-_MIN_MASKED = 4  # as the driver: masking every "1" or "true" would protect nothing
 
 
 @dataclass
@@ -281,20 +279,4 @@ def _outputs_by_binary(
 
 
 def _register(redactor: Redactor, value: Any) -> None:
-    for leaf in _leaves(value):
-        redactor.add(leaf)
-    if not isinstance(value, str):
-        text = json.dumps(value)  # how a list or map travels in TF_VAR_*
-        if len(text) >= _MIN_MASKED:
-            redactor.add(text)
-
-
-def _leaves(value: Any) -> Iterator[str]:
-    if isinstance(value, dict):
-        for item in value.values():
-            yield from _leaves(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _leaves(item)
-    elif isinstance(value, str) and len(value) >= _MIN_MASKED:
-        yield value
+    redactor.add_value(value)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 MASK = "***"
+# Only strings of 4+ characters are masked when a structured value is registered: masking
+# every "1" or "true" would garble all output while protecting nothing.
+MIN_VALUE_LENGTH = 4
 
 
 class Redactor:
@@ -38,6 +42,16 @@ class Redactor:
             ordered = sorted(self._variants, key=len, reverse=True)
             self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
 
+    def add_value(self, value: Any) -> None:
+        """Register a sensitive value of any shape: each string leaf, and (for a list or
+        map) its JSON text, the form it takes in ``TF_VAR_*`` and ``-json`` output."""
+        for leaf in _leaves(value):
+            self.add(leaf)
+        if not isinstance(value, str) and value is not None:
+            text = json.dumps(value)
+            if len(text) >= MIN_VALUE_LENGTH:
+                self.add(text)
+
     def __bool__(self) -> bool:
         return self._pattern is not None
 
@@ -58,3 +72,14 @@ def _variants(secret: str) -> set[str]:
         # diagnostic detail quoting a JSON value).
         variants.add(json.dumps(encoded, ensure_ascii=ensure_ascii)[1:-1])
     return {v for v in variants if v}
+
+
+def _leaves(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _leaves(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _leaves(item)
+    elif isinstance(value, str) and len(value) >= MIN_VALUE_LENGTH:
+        yield value

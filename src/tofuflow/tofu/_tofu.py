@@ -46,7 +46,6 @@ PASSTHROUGH_ENV = (
 MANAGED_ENV = frozenset({"TF_IN_AUTOMATION", "TF_INPUT", "CHECKPOINT_DISABLE", "TF_LOG"})
 _LOCK_SUMMARY = "Error acquiring the state lock"
 _CRASH_EXIT = 11
-_MIN_AUTO_SECRET = 4
 
 
 @dataclass(frozen=True)
@@ -425,8 +424,7 @@ class Tofu:
         return [self.binary.flavor, *(self.redactor.redact(a) for a in argv)]
 
     def _register_value(self, value: Any) -> None:
-        for leaf in _leaves(value):
-            self.redactor.add(leaf)
+        self.redactor.add_value(value)
 
     def _init_json_supported(self) -> bool:
         # `init -json` arrived in Terraform 1.9 (OpenTofu had it earlier; 1.9 is a safe
@@ -506,18 +504,6 @@ def _json_document(result: ProcessResult, what: str) -> dict[str, Any]:
         raise DocumentError(f"`{what}` printed {type(doc).__name__}, expected an object")
     return doc
 
-
-def _leaves(value: Any) -> Iterable[str]:
-    # Only strings of 4+ characters: masking every "1" or "true" would garble all output
-    # while protecting nothing.
-    if isinstance(value, dict):
-        for item in value.values():
-            yield from _leaves(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _leaves(item)
-    elif isinstance(value, str) and len(value) >= _MIN_AUTO_SECRET:
-        yield value
 
 
 def _mtime(path: Path) -> int | None:
