@@ -83,6 +83,7 @@ class TofuBaseOperator(BaseOperator):
         self._active_run: str | None = None
         self._active_ws: str | None = None
         self._facet: dict[str, Any] | None = None
+        self._who = ""
 
     # -- per task instance ----------------------------------------------------------------
 
@@ -147,10 +148,11 @@ class TofuBaseOperator(BaseOperator):
     def describe(self, context: Context, stage: str) -> str:
         """The identity's description: what the audit log shows for this task's events."""
         ti = context["ti"]
-        return (
+        self._who = (
             f"airflow dag_id={ti.dag_id} run_id={ti.run_id} task_id={ti.task_id} "
-            f"try={ti.try_number} ({stage})"
+            f"try={ti.try_number}"
         )
+        return f"{self._who} ({stage})"
 
     # -- stopping -------------------------------------------------------------------------
 
@@ -164,7 +166,9 @@ class TofuBaseOperator(BaseOperator):
         if run_id is None or hook is None:
             return
         try:
-            with hook.control_plane("apply", workspace=self._active_ws or "*") as cp:
+            description = f"{self._who} (on_kill)" if self._who else ""
+            scope = self._active_ws or "*"
+            with hook.control_plane("apply", workspace=scope, description=description) as cp:
                 run = cp.run(run_id)
                 if run["status"] in _CANCELLABLE:
                     cp.cancel(run_id, "airflow: the task was killed (on_kill)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,20 @@ def embedded_plane(server_config: str | None = None) -> EmbeddedControlPlane:
         return plane
 
 
-def mint_token(plane: EmbeddedControlPlane, role: str, workspace: str, description: str) -> str:
+def mint_token(
+    plane: EmbeddedControlPlane,
+    role: str,
+    workspace: str,
+    description: str,
+    lifetime: timedelta = timedelta(hours=2),
+) -> str:
     """A short-lived token with ``role`` on ``workspace``; its description (which the audit
     log records with every event the token causes) names the Airflow task."""
     from tofuflow.server._admin import create_token
 
+    minutes = max(int(lifetime.total_seconds() // 60) + 1, 5)
     created = create_token(
-        plane.app.state.engine, role=role, workspaces=workspace or "*", ttl="12h",
+        plane.app.state.engine, role=role, workspaces=workspace or "*", ttl=f"{minutes}m",
         description=description[:255] or f"tofuflow airflow provider ({role})",
     )  # fmt: skip
     return created.token

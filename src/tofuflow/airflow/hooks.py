@@ -18,6 +18,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -140,21 +141,26 @@ class OpenTofuHook(BaseHook):
 
     @contextmanager
     def control_plane(
-        self, stage: Stage, *, workspace: str = "*", description: str = ""
+        self,
+        stage: Stage,
+        *,
+        workspace: str = "*",
+        description: str = "",
+        lifetime: timedelta = timedelta(hours=2),
     ) -> Iterator[ControlPlane]:
         """A client with the identity for ``stage``.
 
         Remote: the connection's token (``apply_token`` for apply when set, else the API
         token, else the OIDC token file). Embedded: a token minted for this task with the
-        stage's role on ``workspace``, its description naming the task, so every audit
-        event it causes says which DAG run and task did it.
+        stage's role on ``workspace``, valid for ``lifetime``, its description naming the
+        task, so every audit event it causes says which DAG run and task did it.
         """
         from tofuflow.runs import ControlPlane
 
         settings = self.settings
         if settings.embedded:
             plane = embedded_plane(self.server_config_path())
-            token = mint_token(plane, _ROLES[stage], workspace, description)
+            token = mint_token(plane, _ROLES[stage], workspace, description, lifetime)
             mask_secret(token)
             url = plane.url
         else:

@@ -210,9 +210,15 @@ class TofuApplyOperator(TofuPlanOperator):
             if status == "failed" or reason.startswith(_OUR_REASONS):
                 self.log.warning("run %s is %s (%s): planning again", run["id"], status, reason)
                 return self._replan(context, hook, ws)
+        if status in ("applying", "planning"):
+            raise AirflowException(
+                f"run {run['id']} is {status} in another task: wait for it to end "
+                f"(`tofuflow runs show {run['id']}`), then retry this task"
+            )
+        reason = (run.get("result") or {}).get("reason") or "-"
         raise AirflowException(
-            f"run {run['id']} is {status} ({(run.get('result') or {}).get('reason', '')}): "
-            "it cannot be applied; plan again"
+            f"run {run['id']} is {status} (reason: {reason}): it cannot be applied and is not "
+            "re-planned; plan again"
         )
 
     def _replan(self, context: Context, hook: OpenTofuHook, ws: WorkspaceConfig) -> dict[str, Any]:
@@ -253,7 +259,10 @@ class TofuApplyOperator(TofuPlanOperator):
             )  # fmt: skip
         deadline = time.monotonic() + self.approval_timeout.total_seconds()
         description = self.describe(context, "wait for approval")
-        with hook.control_plane("apply", workspace=ws.name, description=description) as cp:
+        lifetime = self.approval_timeout + timedelta(minutes=10)  # outlives the wait
+        with hook.control_plane(
+            "apply", workspace=ws.name, description=description, lifetime=lifetime
+        ) as cp:
             while run["status"] in WAITING:
                 if time.monotonic() >= deadline:
                     # Not left waiting: a later apply of it would be a surprise.
