@@ -44,8 +44,11 @@ def test_a_stale_plan_is_planned_again_not_applied(airflow: Airflow, tmp_path: P
         assert run.state == "success", run.log[-5000:]
         stale_id = run.xcom("plan_one", key="run_id")
         applied = run.xcom("apply_one")
+        targeted = run.xcom("apply_two")
+        assert (targeted["status"], targeted["add"]) == ("applied", 1)  # -target replica[1]
         assert applied["run_id"] != stale_id and applied["status"] == "applied"
-        assert (applied["add"], applied["destroy"]) == (0, 1)  # from two replicas to one
+        # Planned again from the new state: replica[0] to create, replica[1] to remove.
+        assert (applied["add"], applied["destroy"]) == (1, 1)
         assert f"run {stale_id} is stale" in run.log
         with ControlPlane(server.url, token) as client:
             stale = client.run(stale_id)

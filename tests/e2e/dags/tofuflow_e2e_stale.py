@@ -1,9 +1,10 @@
 """Test DAG: an apply whose plan went stale plans again instead of applying it.
 
-Two plans start from the same (empty) state; the second is applied first, so the first
-one's base serial is gone. Its apply task must not apply it: the control plane refuses the
-stale plan (and records it cancelled), the task plans again with its own inputs and
-applies the fresh run. Runs against a remote control plane (connection tofuflow_remote).
+Two plans start from the same (empty) state; the second (targeted at one resource) is
+applied first, so the first one's base serial is gone. Its apply task must not apply it:
+the control plane refuses the stale plan (and records it cancelled), the task plans again
+with its own inputs and applies the fresh run. Runs against a remote control plane
+(connection tofuflow_remote).
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ def inputs(replicas: int) -> dict[str, Any]:
 @dag(schedule=None, start_date=datetime(2025, 1, 1), catchup=False, tags=["tofuflow-e2e"])
 def tofuflow_e2e_stale() -> None:
     plan_one = TofuPlanOperator(task_id="plan_one", variables=inputs(1), **COMMON)
-    plan_two = TofuPlanOperator(task_id="plan_two", variables=inputs(2), **COMMON)
+    plan_two = TofuPlanOperator(  # targeted: only the second replica
+        task_id="plan_two", variables=inputs(2), targets=["terraform_data.replica[1]"], **COMMON
+    )
     apply_two = TofuApplyOperator(task_id="apply_two", run_id=plan_two.output["run_id"], **COMMON)
     apply_one = TofuApplyOperator(
         task_id="apply_one", run_id=plan_one.output["run_id"], variables=inputs(1), **COMMON
