@@ -160,7 +160,6 @@ def test_a_killed_apply_stops_the_binary_gracefully_and_releases_the_lock(
         # ends "failed" — the control plane's outcome for an interrupted apply — with the
         # driver's account of the graceful stop.
         assert "was cancelled; it stopped gracefully after SIGINT" in done["result"]["error"]
-        assert "Creating..." in run.log  # (on any normal machine, killed mid-apply)
     else:  # killed before the session opened: on_kill recorded the run as cancelled
         assert done["status"] == "cancelled", done
         assert done["result"]["reason"] == "airflow: the task was killed (on_kill)"
