@@ -137,7 +137,10 @@ def test_input_lists_what_changes_by_address_module_type_name_provider_and_actio
     assert doc["plan"]["has_changes"] is True
     assert doc["run"] == {"branch": "main"}
     assert doc["workspace"] == {
-        "name": "prod", "tags": ["production"], "settings": {}, "environment": False
+        "name": "prod",
+        "tags": ["production"],
+        "settings": {},
+        "environment": False,
     }
 
 

@@ -66,3 +66,21 @@ def test_bad_files_name_the_key_and_the_fix(tmp_path: Path, text: str, message: 
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         ServerConfig.load(tmp_path / "nope.toml")
+
+
+def test_relative_paths_in_a_file_are_relative_to_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TOFUFLOW_DATA_DIR", raising=False)
+    config_dir = tmp_path / "etc"
+    config_dir.mkdir()
+    (config_dir / "server.toml").write_text(
+        '[server]\ndata_dir = "data"\n[policies]\ndirectory = "../policies"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    config = ServerConfig.load(config_dir / "server.toml")
+    assert config.data_dir == config_dir / "data"
+    assert config.policies_dir is not None
+    assert config.policies_dir.resolve() == tmp_path / "policies"
+    monkeypatch.setenv("TOFUFLOW_DATA_DIR", "here")  # the environment stays as given
+    assert ServerConfig.load(config_dir / "server.toml").data_dir == Path("here")

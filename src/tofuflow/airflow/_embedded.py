@@ -9,10 +9,8 @@ the next. Within a process (``dag.test()``, the triggerer) it starts once.
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import threading
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from tofuflow.runs import EmbeddedControlPlane
@@ -46,25 +44,18 @@ def mint_token(
 ) -> str:
     """A short-lived token with ``role`` on ``workspace``; its description (which the audit
     log records with every event the token causes) names the Airflow task."""
-    from tofuflow.server._admin import create_token
-
     minutes = max(int(lifetime.total_seconds() // 60) + 1, 5)
-    created = create_token(
-        plane.app.state.engine, role=role, workspaces=workspace or "*", ttl=f"{minutes}m",
-        description=description[:255] or f"tofuflow airflow provider ({role})",
+    return plane.token(
+        role, f"{minutes}m", workspaces=workspace or "*",
+        description=description or f"tofuflow airflow provider ({role})",
     )  # fmt: skip
-    return created.token
 
 
 def _load(server_config: str | None) -> Any:
-    """The server configuration; relative paths in it are relative to the file."""
+    """The server configuration (relative paths in it are relative to the file)."""
     from tofuflow.server.config import ServerConfig
 
-    config = ServerConfig.load(server_config)
-    if server_config and config.policies_dir is not None and not config.policies_dir.is_absolute():
-        base = Path(server_config).resolve().parent
-        config = dataclasses.replace(config, policies_dir=base / config.policies_dir)
-    return config
+    return ServerConfig.load(server_config)
 
 
 def _close_all() -> None:

@@ -1,27 +1,22 @@
-"""The run lifecycle as the operators use it: plan (with targets), read outputs, summaries.
+"""The run lifecycle as the operators use it: plan, read outputs, refresh, summaries.
 
-Everything goes through ``tofuflow.runs`` (``plan_workspace``, ``apply_run``); only what
-it lacks is here: ``plan_workspace`` takes no ``targets`` yet, so a targeted plan repeats
-its few steps with the runner's own stage helpers (see ``_targeted_plan``).
+Everything goes through ``tofuflow.runs`` (``plan_workspace``, ``apply_run``,
+``state_backend_env``); what is here only adapts it to the operators.
 """
 
 from __future__ import annotations
 
-import inspect
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tofuflow.project import WorkspaceConfig
-from tofuflow.runs import ControlPlane, PlanOutcome, Runner, plan_workspace
+from tofuflow.runs import ControlPlane, PlanOutcome, Runner, plan_workspace, state_backend_env
 from tofuflow.tofu import StateOutput, Tofu
 
 __all__ = ["WAITING", "plan_run", "read_outputs", "run_summary"]
 
 # Statuses in which a run is still waiting for the policy check or a person.
 WAITING = frozenset({"planning", "needs_approval"})
-_OVERRIDE_FILE = "tofuflow_backend_override.tf"
-_OVERRIDE = 'terraform {\n  backend "http" {}\n}\n'
 
 
 def plan_run(
@@ -34,47 +29,9 @@ def plan_run(
     targets: Sequence[str] = (),
 ) -> PlanOutcome:
     """``plan_workspace``, with ``-target`` addresses when given."""
-    if not targets:
-        return plan_workspace(workspace, control_plane, context, runner, destroy=destroy)
-    if "targets" in inspect.signature(plan_workspace).parameters:  # once the runner has it
-        return plan_workspace(  # type: ignore[call-arg,unused-ignore]
-            workspace, control_plane, context, runner, destroy=destroy, targets=list(targets)
-        )
-    return _targeted_plan(workspace, control_plane, context, runner, destroy, targets)
-
-
-def _targeted_plan(
-    workspace: WorkspaceConfig,
-    control_plane: ControlPlane,
-    context: Mapping[str, Any],
-    runner: Runner,
-    destroy: bool,
-    targets: Sequence[str],
-) -> PlanOutcome:
-    """``plan_workspace`` step by step, adding ``-target``. Remove once the runner takes
-    ``targets=`` (the same steps, the same identity rules, the same audit trail)."""
-    from tofuflow.runs._artifact import PLAN_FILE, config_digest, pack
-    from tofuflow.runs._runner import _quietly, _stage, _tofu
-
-    directory = workspace.directory
-    run = control_plane.create_run(
-        workspace.name, config_digest(directory), {**context, "tags": list(workspace.tags)}
+    return plan_workspace(
+        workspace, control_plane, context, runner, destroy=destroy, targets=targets
     )
-    try:
-        with _stage(workspace, "plan", run["id"], context, control_plane) as (creds, redactor):
-            tf = _tofu(workspace, control_plane, control_plane.token, runner, creds, redactor)
-            tf.init(reconfigure=True)
-            tf.plan(
-                out=PLAN_FILE, lock=False, destroy=destroy, var_files=workspace.var_files,
-                targets=list(targets),
-            )  # fmt: skip
-            plan = tf.show_plan(PLAN_FILE)
-        control_plane.upload_artifact(run["id"], pack(directory))
-    except BaseException as exc:
-        _quietly(control_plane.cancel, run["id"], f"plan failed: {exc}"[:500])
-        raise
-    decided = control_plane.upload_plan(run["id"], json.dumps(plan.raw).encode())
-    return PlanOutcome(decided, plan)
 
 
 def read_outputs(
@@ -82,17 +39,7 @@ def read_outputs(
 ) -> dict[str, StateOutput]:
     """The workspace's root outputs from its current state (``output -json``); sensitive
     values are registered with the driver's redactor as they are read."""
-    env: dict[str, str] = {}
-    if workspace.backend == "tofuflow":
-        (workspace.directory / _OVERRIDE_FILE).write_text(_OVERRIDE)
-        address = control_plane.state_url(workspace.name)
-        env = {
-            "TF_HTTP_ADDRESS": address,
-            "TF_HTTP_LOCK_ADDRESS": f"{address}/lock",
-            "TF_HTTP_UNLOCK_ADDRESS": f"{address}/lock",
-            "TF_HTTP_USERNAME": "tofuflow",
-            "TF_HTTP_PASSWORD": control_plane.token,
-        }
+    env = state_backend_env(workspace, control_plane)
     tf = Tofu(
         workspace.directory, binary=runner.binary, env=env, secrets=[control_plane.token],
         on_output=runner.on_output, cancel_event=runner.cancel_event,
@@ -106,15 +53,7 @@ def refresh_only(
 ) -> list[str]:
     """Addresses of the resources whose real objects drifted from state (a refresh-only
     plan, without taking the lock: nothing is written)."""
-    env: dict[str, str] = {}
-    if workspace.backend == "tofuflow":
-        (workspace.directory / _OVERRIDE_FILE).write_text(_OVERRIDE)
-        address = control_plane.state_url(workspace.name)
-        env = {
-            "TF_HTTP_ADDRESS": address,
-            "TF_HTTP_USERNAME": "tofuflow",
-            "TF_HTTP_PASSWORD": control_plane.token,
-        }
+    env = state_backend_env(workspace, control_plane)  # -lock=false below: never locks
     tf = Tofu(
         workspace.directory, binary=runner.binary, env=env, variables=workspace.variables,
         secrets=[control_plane.token], on_output=runner.on_output,

@@ -27,6 +27,7 @@ from tofuflow.airflow._runs import WAITING, plan_run, read_outputs, run_summary
 from tofuflow.airflow._work import working_copy
 from tofuflow.errors import PlanStaleError
 from tofuflow.runs import apply_run
+from tofuflow.runs._runner import INTERRUPTED
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -41,9 +42,10 @@ __all__ = [
     "TofuPlanOperator",
 ]
 
-# A cancelled run this provider may plan again: the plan went stale, or a task of ours
-# was killed. A run a person cancelled is a rejection: it is never re-planned.
-_OUR_REASONS = ("stale", "airflow:", "plan failed")
+# A cancelled run this provider may plan again: the plan went stale, a task of ours was
+# killed, or the apply was interrupted. A run a person cancelled is a rejection: it is
+# never re-planned.
+_OUR_REASONS = ("stale", "airflow:", "plan failed", INTERRUPTED)
 
 
 class TofuPlanOperator(TofuBaseOperator):

@@ -4,7 +4,13 @@ from tofuflow.runs._artifact import config_digest
 from tofuflow.runs._client import ControlPlane
 from tofuflow.runs._embedded import EmbeddedControlPlane
 from tofuflow.runs._rollback import apply_from_artifact, rollback_workspace
-from tofuflow.runs._runner import PlanOutcome, Runner, apply_run, plan_workspace
+from tofuflow.runs._runner import (
+    PlanOutcome,
+    Runner,
+    apply_run,
+    plan_workspace,
+    state_backend_env,
+)
 
 __all__ = [
     "ControlPlane",
@@ -16,4 +22,5 @@ __all__ = [
     "config_digest",
     "plan_workspace",
     "rollback_workspace",
+    "state_backend_env",
 ]

@@ -66,13 +66,19 @@ class EmbeddedControlPlane:
         """The running ASGI app (its ``state`` holds the engine and services)."""
         return self._app
 
-    def token(self, role: str, ttl: str = "2h") -> str:
-        """A short-lived token for this process (the local user owns the embedded plane)."""
+    def token(
+        self, role: str, ttl: str = "2h", *, workspaces: str = "*", description: str = ""
+    ) -> str:
+        """A short-lived token for this process (the local user owns the embedded plane).
+
+        ``description`` is recorded with every audit event the token causes (say which
+        task it is for); ``workspaces`` narrows it to a glob.
+        """
         from tofuflow.server._admin import create_token
 
         created = create_token(
-            self._app.state.engine, role=role, workspaces="*", ttl=ttl,
-            description=f"embedded runner ({role})",
+            self._app.state.engine, role=role, workspaces=workspaces or "*", ttl=ttl,
+            description=description[:255] or f"embedded runner ({role})",
         )  # fmt: skip
         return created.token
 

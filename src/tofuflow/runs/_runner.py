@@ -10,11 +10,11 @@ import contextlib
 import hashlib
 import json
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tofuflow.errors import ConflictError, TofuflowError
+from tofuflow.errors import ConflictError, TofuCancelledError, TofuflowError
 from tofuflow.identity import Credentials, stage_credentials
 from tofuflow.project import WorkspaceConfig
 from tofuflow.runs._artifact import BACKEND_OVERRIDE, PLAN_FILE, config_digest, pack, unpack
@@ -22,9 +22,11 @@ from tofuflow.runs._client import ControlPlane
 from tofuflow.tofu import Plan, Redactor, Tofu
 from tofuflow.tofu._process import EventCallback, OutputCallback
 
-__all__ = ["PlanOutcome", "Runner", "apply_run", "plan_workspace"]
+__all__ = ["PlanOutcome", "Runner", "apply_run", "plan_workspace", "state_backend_env"]
 
 EXIT_NO_CHANGES, EXIT_CHANGES, EXIT_DENIED = 0, 2, 3  # errors exit 1
+# The reason recorded when an apply is cancelled while the binary runs (SIGINT, SIGTERM).
+INTERRUPTED = "apply interrupted"
 _OVERRIDE = 'terraform {\n  backend "http" {}\n}\n'
 
 
@@ -58,8 +60,13 @@ def plan_workspace(
     runner: Runner | None = None,
     *,
     destroy: bool = False,
+    targets: Sequence[str] = (),
 ) -> PlanOutcome:
-    """Plan with the planner's read-only identity and submit it for the policy check."""
+    """Plan with the planner's read-only identity and submit it for the policy check.
+
+    ``targets``: ``-target`` addresses (the binary warns that a targeted plan is partial;
+    the policy sees exactly what it changes).
+    """
     runner = runner or Runner()
     directory = workspace.directory
     run = control_plane.create_run(
@@ -70,7 +77,10 @@ def plan_workspace(
             tf = _tofu(workspace, control_plane, control_plane.token, runner, creds, redactor)
             tf.init(reconfigure=True)
             # -lock=false: a plan only reads, and a read-only identity cannot take the lock.
-            tf.plan(out=PLAN_FILE, lock=False, destroy=destroy, var_files=workspace.var_files)
+            tf.plan(
+                out=PLAN_FILE, lock=False, destroy=destroy, var_files=workspace.var_files,
+                targets=list(targets),
+            )  # fmt: skip
             plan = tf.show_plan(PLAN_FILE)
         control_plane.upload_artifact(run["id"], pack(directory))
     except BaseException as exc:
@@ -115,7 +125,11 @@ def apply_run(
                 result = tf.apply(PLAN_FILE)
         except BaseException as exc:
             # Recorded with the applier's own identity: the session may have expired.
-            _quietly(control_plane.finish, run_id, "failed", {"error": str(exc)[:2000]})
+            detail = {"error": str(exc)[:2000]}
+            outcome = "failed"
+            if isinstance(exc, TofuCancelledError):  # SIGINT: the binary stopped gracefully
+                outcome, detail["reason"] = "cancelled", INTERRUPTED
+            _quietly(control_plane.finish, run_id, outcome, detail)
             raise
         summary = dict(result.change_summary or {})
     return control_plane.finish(run_id, "applied", {"changes": summary})
@@ -160,18 +174,7 @@ def _tofu(
     creds: Credentials,
     redactor: Redactor,
 ) -> Tofu:
-    env: dict[str, str] = dict(creds.env)
-    if workspace.backend == "tofuflow":
-        (workspace.directory / BACKEND_OVERRIDE).write_text(_OVERRIDE)
-        address = control_plane.state_url(workspace.name)
-        # Everything through the environment: nothing lands in argv or the plan file.
-        env |= {
-            "TF_HTTP_ADDRESS": address,
-            "TF_HTTP_LOCK_ADDRESS": f"{address}/lock",
-            "TF_HTTP_UNLOCK_ADDRESS": f"{address}/lock",
-            "TF_HTTP_USERNAME": "tofuflow",
-            "TF_HTTP_PASSWORD": token,
-        }
+    env = {**creds.env, **state_backend_env(workspace, control_plane, token)}
     return Tofu(
         workspace.directory,
         binary=runner.binary,
@@ -183,3 +186,23 @@ def _tofu(
         on_event=runner.on_event,
         cancel_event=runner.cancel_event,
     )
+
+
+def state_backend_env(
+    workspace: WorkspaceConfig, control_plane: ControlPlane, token: str | None = None
+) -> dict[str, str]:
+    """Wire ``workspace`` to its state on the control plane: writes the ``http`` backend
+    override into its directory and returns the ``TF_HTTP_*`` variables (the token only
+    ever travels in the environment, never in argv or the plan file). Nothing for a
+    workspace with ``backend = "own"``."""
+    if workspace.backend != "tofuflow":
+        return {}
+    (workspace.directory / BACKEND_OVERRIDE).write_text(_OVERRIDE)
+    address = control_plane.state_url(workspace.name)
+    return {
+        "TF_HTTP_ADDRESS": address,
+        "TF_HTTP_LOCK_ADDRESS": f"{address}/lock",
+        "TF_HTTP_UNLOCK_ADDRESS": f"{address}/lock",
+        "TF_HTTP_USERNAME": "tofuflow",
+        "TF_HTTP_PASSWORD": token or control_plane.token,
+    }

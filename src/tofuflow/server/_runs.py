@@ -2,7 +2,7 @@
 
     planning → denied | needs_approval | approved | no_changes
     needs_approval → approved            (a person with the approver role)
-    approved → applying → applied | failed
+    approved → applying → applied | failed | cancelled   (cancelled: stopped by SIGINT)
     planning | needs_approval | approved → cancelled   (also: a stale plan)
 
 Policies are evaluated here, where a pipeline cannot change them. The apply session is a
@@ -124,7 +124,10 @@ class RunService:
                 config_digest=config_digest,
             )  # fmt: skip
             session.add(run)
-            self._audit(session, ctx, run, "run.created", {"base_serial": run.base_serial})
+            # The run's context in its first event: the audit log alone tells which commit,
+            # pipeline or DAG run and task asked for it (self-reported; see security.md).
+            detail = {"base_serial": run.base_serial, "context": run.context}
+            self._audit(session, ctx, run, "run.created", detail)
             return _view(run)
 
     def upload_artifact(self, ctx: RequestContext, run_id: str, data: bytes) -> dict[str, Any]:
@@ -253,8 +256,9 @@ class RunService:
     def finish(
         self, ctx: RequestContext, run_id: str, outcome: str, detail: Mapping[str, Any]
     ) -> dict[str, Any]:
-        if outcome not in {"applied", "failed"}:
-            raise BadRequestError("outcome must be 'applied' or 'failed'")
+        if outcome not in {"applied", "failed", "cancelled"}:
+            # cancelled: the apply was stopped (SIGINT, gracefully) before it finished.
+            raise BadRequestError("outcome must be 'applied', 'failed' or 'cancelled'")
         with self._tx() as session:
             run = self._run(session, run_id, for_update=True)
             ctx.principal.require(Permission.APPLY_RUN, run.workspace)

@@ -236,7 +236,7 @@ class Approve(BaseModel):
 
 
 class Finish(BaseModel):
-    outcome: str = Field(pattern="^(applied|failed)$")
+    outcome: str = Field(pattern="^(applied|failed|cancelled)$")
     detail: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -125,6 +125,12 @@ class ServerConfig:
             "session_ttl": _get(_table(doc, "runs", where), "session_ttl", str, where, "runs"),
             **_environments(_table(doc, "environments", where), where),
         }  # fmt: skip
+        for key in ("data_dir", "policies_dir"):
+            # Relative paths in a file are relative to that file, not to wherever the
+            # server happens to be started.
+            if source is not None and values[key] is not None:
+                path = Path(values[key]).expanduser()
+                values[key] = path if path.is_absolute() else source.resolve().parent / path
         # Later sources win, but only where they actually set something.
         for source_values in (_from_env(), overrides):
             values.update({k: v for k, v in source_values.items() if v is not None})

@@ -20,7 +20,7 @@ import httpx
 
 from tofuflow.errors import AuthError, ConfigError, ForbiddenError, StorageError, TofuflowError
 from tofuflow.project import Project, WorkspaceConfig
-from tofuflow.runs import ControlPlane, Runner, apply_run, plan_workspace
+from tofuflow.runs import ControlPlane, Runner, apply_run, plan_workspace, state_backend_env
 from tofuflow.stacks._cache import locking_binary
 from tofuflow.stacks._graph import Closure, input_reference, stack_graph
 from tofuflow.stacks._scheduler import Outcome, Report, Status, run_graph
@@ -174,7 +174,7 @@ def read_outputs(
         return None
     state = State.from_json(body)
     if state.encrypted:
-        env = _http_backend_env(client, workspace.name)
+        env = state_backend_env(workspace, client)
         return _outputs_by_binary(workspace, env, [client.token], redactor, binary)
     for value in state.outputs.values():
         if value.sensitive:
@@ -253,17 +253,6 @@ def _get_state(client: ControlPlane, name: str) -> bytes | None:
         f"{message}); the plan stage's identity needs read access to the workspaces it "
         "depends on"
     )
-
-
-def _http_backend_env(client: ControlPlane, name: str) -> dict[str, str]:
-    address = client.state_url(name)
-    return {
-        "TF_HTTP_ADDRESS": address,
-        "TF_HTTP_LOCK_ADDRESS": f"{address}/lock",
-        "TF_HTTP_UNLOCK_ADDRESS": f"{address}/lock",
-        "TF_HTTP_USERNAME": "tofuflow",
-        "TF_HTTP_PASSWORD": client.token,
-    }
 
 
 def _outputs_by_binary(

@@ -505,7 +505,6 @@ def _json_document(result: ProcessResult, what: str) -> dict[str, Any]:
     return doc
 
 
-
 def _mtime(path: Path) -> int | None:
     try:
         return path.stat().st_mtime_ns
