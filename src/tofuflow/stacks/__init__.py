@@ -6,7 +6,8 @@
 A workspace of ``tofuflow.toml`` declares ``depends_on = ["network"]`` and may read its
 dependencies' outputs as variables (``inputs = { vpc_id = "network.vpc_id" }``).
 ``stack_graph`` is the dependency graph (the Airflow provider builds its tasks from it);
-``run_graph`` runs any callable over it (dependencies first, bounded parallelism, the
+``resolve_inputs`` reads a stack's ``inputs`` from its dependencies' state;
+``run_graph`` runs any callable over the graph (dependencies first, bounded parallelism, the
 dependants of a failure skipped); ``run_stacks`` runs the stacks through the normal run
 lifecycle, which is what ``tofuflow run-all plan|apply|destroy`` does (docs/cli.md).
 """
@@ -23,9 +24,11 @@ if TYPE_CHECKING:
     )
     from tofuflow.stacks._execute import (
         Clients,
+        Inputs,
         Mode,
         StackTask,
         read_outputs,
+        resolve_inputs,
         run_stacks,
     )
     from tofuflow.stacks._graph import (
@@ -51,6 +54,7 @@ _EXPORTS = {
     "Closure": "tofuflow.stacks._graph",
     "CycleError": "tofuflow.stacks._graph",
     "Graph": "tofuflow.stacks._graph",
+    "Inputs": "tofuflow.stacks._execute",
     "Mode": "tofuflow.stacks._execute",
     "Outcome": "tofuflow.stacks._scheduler",
     "Report": "tofuflow.stacks._scheduler",
@@ -63,6 +67,7 @@ _EXPORTS = {
     "locking_binary": "tofuflow.stacks._cache",
     "plugin_cache_dir": "tofuflow.stacks._cache",
     "read_outputs": "tofuflow.stacks._execute",
+    "resolve_inputs": "tofuflow.stacks._execute",
     "run_graph": "tofuflow.stacks._scheduler",
     "run_stacks": "tofuflow.stacks._execute",
     "stack_graph": "tofuflow.stacks._graph",
@@ -74,6 +79,7 @@ __all__ = [
     "Closure",
     "CycleError",
     "Graph",
+    "Inputs",
     "Mode",
     "Outcome",
     "Report",
@@ -86,6 +92,7 @@ __all__ = [
     "locking_binary",
     "plugin_cache_dir",
     "read_outputs",
+    "resolve_inputs",
     "run_graph",
     "run_stacks",
     "stack_graph",

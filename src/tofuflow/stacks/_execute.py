@@ -26,7 +26,15 @@ from tofuflow.stacks._graph import Closure, input_reference, stack_graph
 from tofuflow.stacks._scheduler import Outcome, Report, Status, run_graph
 from tofuflow.tofu import Action, Binary, Plan, Redactor, State, StateOutput, Tofu, find_binary
 
-__all__ = ["Clients", "Mode", "StackTask", "read_outputs", "run_stacks"]
+__all__ = [
+    "Clients",
+    "Inputs",
+    "Mode",
+    "StackTask",
+    "read_outputs",
+    "resolve_inputs",
+    "run_stacks",
+]
 
 Mode = Literal["plan", "apply", "destroy"]
 # (stage, workspace) -> a client with that stage's identity: "plan" (planner; also reads
@@ -120,44 +128,78 @@ class StackTask:
         return Runner(on_output=on_output, cancel_event=self.cancel, binary=self.binary)
 
     def inputs(self, workspace: WorkspaceConfig) -> tuple[dict[str, Any], tuple[str, ...]]:
-        """The ``inputs`` variables from the dependencies' current state.
+        """The ``inputs`` variables from the dependencies' current state, and the notes
+        about those left out (``resolve_inputs``; strict for apply)."""
+        found = resolve_inputs(
+            workspace, self.project, self.clients, self.redactor, self.binary,
+            strict=self.mode == "apply",
+        )  # fmt: skip
+        return dict(found.values), found.notes
 
-        A missing value is an error for apply (the dependency was just applied: the
-        reference is wrong); for plan and destroy it is a note, and the variable is left
-        out so that the binary decides (its default, or an error for that stack).
-        """
-        values: dict[str, Any] = {}
-        notes: list[str] = []
-        outputs: dict[str, Mapping[str, StateOutput] | None] = {}
-        for variable, reference in workspace.inputs.items():
-            source, output = input_reference(reference)
-            if source not in outputs:
-                outputs[source] = read_outputs(
-                    self.project.workspace(source), self.clients, self.redactor, self.binary
-                )
-            found = outputs[source]
-            if found is not None and output in found:
-                values[variable] = found[output].value
-                continue
-            if found is None:
-                why = f"{source} has no state yet"
-            else:
-                known = ", ".join(sorted(found)) or "none"
-                why = f"{source} has no output {output!r} (its outputs: {known})"
-            if self.mode == "apply":
-                raise ConfigError(
-                    f"workspaces.{workspace.name}.inputs.{variable} = {reference!r}: {why}; "
-                    f"fix the reference in tofuflow.toml, or add the output to {source}"
-                )
-            notes.append(f"input {variable} unknown: {why}; planned without it")
-        return values, tuple(notes)
+
+@dataclass(frozen=True)
+class Inputs:
+    """A stack's ``inputs`` as read from its dependencies' current state.
+
+    ``values``: variable → value; ``notes``: why a variable was left out (lenient mode);
+    ``sensitive``: the variables whose source output is sensitive (their values are
+    already registered with the redactor).
+    """
+
+    values: Mapping[str, Any]
+    notes: tuple[str, ...] = ()
+    sensitive: frozenset[str] = frozenset()
+
+
+def resolve_inputs(
+    workspace: WorkspaceConfig,
+    project: Project,
+    clients: Clients,
+    redactor: Redactor,
+    binary: Binary | str | None = None,
+    *,
+    strict: bool,
+) -> Inputs:
+    """``workspace.inputs`` (variable → ``"<workspace>.<output>"``) from the dependencies'
+    current state (``read_outputs``, each dependency read once).
+
+    A missing value is a ``ConfigError`` when ``strict`` (an apply: the dependency was
+    just applied, so the reference is wrong); otherwise it is a note, and the variable is
+    left out so that the binary decides (its default, or an error for that stack).
+    """
+    values: dict[str, Any] = {}
+    notes: list[str] = []
+    sensitive: set[str] = set()
+    outputs: dict[str, Mapping[str, StateOutput] | None] = {}
+    for variable, reference in workspace.inputs.items():
+        source, output = input_reference(reference)
+        if source not in outputs:
+            outputs[source] = read_outputs(project.workspace(source), clients, redactor, binary)
+        found = outputs[source]
+        if found is not None and output in found:
+            values[variable] = found[output].value
+            if found[output].sensitive:
+                sensitive.add(variable)
+            continue
+        if found is None:
+            why = f"{source} has no state yet"
+        else:
+            known = ", ".join(sorted(found)) or "none"
+            why = f"{source} has no output {output!r} (its outputs: {known})"
+        if strict:
+            raise ConfigError(
+                f"workspaces.{workspace.name}.inputs.{variable} = {reference!r}: {why}; "
+                f"fix the reference in tofuflow.toml, or add the output to {source}"
+            )
+        notes.append(f"input {variable} unknown: {why}; planned without it")
+    return Inputs(values, tuple(notes), frozenset(sensitive))
 
 
 def read_outputs(
     workspace: WorkspaceConfig,
     clients: Clients,
     redactor: Redactor,
-    binary: Binary | None = None,
+    binary: Binary | str | None = None,
 ) -> dict[str, StateOutput] | None:
     """A workspace's root outputs from its current state; None when it has no state.
 
@@ -260,7 +302,7 @@ def _outputs_by_binary(
     env: Mapping[str, str],
     secrets: list[str],
     redactor: Redactor,
-    binary: Binary | None,
+    binary: Binary | str | None,
 ) -> dict[str, StateOutput] | None:
     tf = Tofu(workspace.directory, binary=binary, env=env, secrets=secrets, redactor=redactor)
     found = tf.output()  # registers sensitive values with the redactor
