@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tofuflow.runs import Runner
-from tofuflow.tofu import Event
+from tofuflow.tofu import Event, Redactor
 from tofuflow.tofu._events import parse_event
 
 __all__ = ["TaskWork", "working_copy"]
@@ -40,6 +40,9 @@ class TaskWork:
         self.log = log
         self.cancel = threading.Event()
         self.events: list[Event] = []
+        # Values the driver does not know are secret (sensitive stack inputs), masked in
+        # every line this task logs.
+        self.redactor = Redactor()
         self._binary = binary
         self._done: threading.Event | None = None
 
@@ -85,6 +88,7 @@ class TaskWork:
 
     def _on_output(self, stream: str, line: str) -> None:
         # Lines arrive redacted (the driver masks every registered secret first).
+        line = self.redactor.redact(line)
         event = parse_event(line)
         if event is None:
             if line.strip():

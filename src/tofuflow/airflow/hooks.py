@@ -31,7 +31,7 @@ from tofuflow.airflow._lineage import asset_authority, asset_uri
 from tofuflow.errors import ConfigError
 
 if TYPE_CHECKING:
-    from tofuflow.project import WorkspaceConfig
+    from tofuflow.project import Project, WorkspaceConfig
     from tofuflow.runs import ControlPlane
 
 __all__ = ["ConnectionSettings", "OpenTofuHook", "Stage"]
@@ -111,6 +111,7 @@ class OpenTofuHook(BaseHook):
         self._project_override = str(project) if project else None
         self.base_dir = base_dir  # relative project paths resolve from here (the DAG's folder)
         self._settings = settings  # already resolved (the trigger reads it asynchronously)
+        self._project: Project | None = None
 
     # -- the connection -------------------------------------------------------------------
 
@@ -213,21 +214,13 @@ class OpenTofuHook(BaseHook):
         ``environment`` runs the workspace's configuration under another name: its own
         state and runs (an ephemeral environment per DAG run).
         """
-        from tofuflow.project import load_project
-
         chosen = name or self.settings.workspace
         if not chosen:
             raise ConfigError(
                 f"no workspace: give the operator workspace=... or set the workspace extra of "
                 f"connection {self.tofuflow_conn_id!r}"
             )
-        project_file = self._project_override or self.settings.project
-        if not project_file:
-            raise ConfigError(
-                f"no tofuflow.toml: give the operator project=... or set the project extra of "
-                f"connection {self.tofuflow_conn_id!r} (a path; relative to the DAG's folder)"
-            )
-        project = load_project(self._resolve(project_file))
+        project = self.project()
         ws = project.workspace(chosen)
         extra_files = tuple(
             f if f.is_absolute() else project.root / f for f in (Path(v) for v in var_files)
@@ -238,6 +231,22 @@ class OpenTofuHook(BaseHook):
             variables={**ws.variables, **dict(variables or {})},
             var_files=(*ws.var_files, *extra_files),
         )
+
+    def project(self) -> Project:
+        """The ``tofuflow.toml`` in use: the operator's ``project``, else the connection's
+        extra (a relative path is relative to the DAG's folder); loaded once per hook."""
+        from tofuflow.project import load_project
+
+        if self._project is None:
+            project_file = self._project_override or self.settings.project
+            if not project_file:
+                raise ConfigError(
+                    f"no tofuflow.toml: give the operator project=... or set the project "
+                    f"extra of connection {self.tofuflow_conn_id!r} (a path; relative to the "
+                    "DAG's folder)"
+                )
+            self._project = load_project(self._resolve(project_file))
+        return self._project
 
     def asset_uri(self, workspace: str) -> str:
         """``tofuflow://<control-plane host or "embedded">/<workspace>``."""

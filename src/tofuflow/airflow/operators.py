@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +97,9 @@ class TofuPlanOperator(TofuBaseOperator):
         """Plan in a private copy of the configuration; returns the decided run."""
         work = self.work(hook)
         self._active_ws = ws.name
+        # An apply needs every input (its dependencies were applied before it); a plan
+        # or a destroy may run before a dependency has state, as in `tofuflow run-all`.
+        ws = self.with_inputs(context, hook, ws, strict=self.changes_workspace and not destroy)
         description = self.describe(context, "plan")
         with (
             self.private_workspace(context, hook, ws) as local,
@@ -112,6 +116,47 @@ class TofuPlanOperator(TofuBaseOperator):
             hook, ws.name, run, changes_from_plan(outcome.plan.resource_changes), "plan"
         )
         return run
+
+    def with_inputs(
+        self, context: Context, hook: OpenTofuHook, ws: WorkspaceConfig, *, strict: bool
+    ) -> WorkspaceConfig:
+        """``ws`` with its ``inputs`` (``tofuflow.toml``: variable = "<workspace>.<output>")
+        read from its dependencies' current state, as ``tofuflow run-all`` does
+        (``tofuflow.stacks.resolve_inputs``): over the workspace's variables, under the
+        task's own ``variables``. Sensitive values go to Airflow's masker (and this task's
+        log redactor) before the binary runs; they reach it as ``TF_VAR_*`` only, and are
+        never written to a templated field."""
+        if not ws.inputs:
+            return ws
+        from tofuflow.stacks import input_reference, resolve_inputs
+
+        project = hook.project()
+        work = self.work(hook)
+        sources = sorted({input_reference(ref)[0] for ref in ws.inputs.values()})
+        description = self.describe(context, "read inputs")
+        with ExitStack() as stack:
+            # An embedded token is scoped to one workspace: one read client per dependency.
+            clients = {
+                name: stack.enter_context(
+                    hook.control_plane("read", workspace=name, description=description)
+                )
+                for name in sources
+            }
+            found = work.call(
+                resolve_inputs, ws, project, lambda _stage, dep: clients[dep.name],
+                work.redactor, hook.binary, strict=strict,
+            )  # fmt: skip
+        for variable in sorted(found.sensitive):
+            value = found.values[variable]
+            work.redactor.add_value(value)
+            for leaf in _leaves(value):
+                mask_secret(leaf)
+        for note in found.notes:
+            self.log.warning("%s", work.redactor.redact(note))
+        shown = [f"{v} = {ws.inputs[v]}" for v in sorted(found.values)]
+        self.log.info("inputs of %s: %s", ws.name, ", ".join(shown) or "none available")
+        explicit = {k: v for k, v in ws.variables.items() if k in self.variables}
+        return dataclasses.replace(ws, variables={**ws.variables, **found.values, **explicit})
 
 
 class TofuApplyOperator(TofuPlanOperator):
