@@ -4,6 +4,7 @@
 
     plan = TofuPlanOperator(task_id="plan", workspace="app/dev")
     apply = TofuApplyOperator(task_id="apply", workspace="app/dev", run_id=plan.output["run_id"])
+    stacks = stack_task_group("tofuflow.toml", "apply")   # every stack, in depends_on order
 
 Airflow finds the provider through the ``apache_airflow_provider`` entry point, which
 calls :func:`get_provider_info`; importing this package imports nothing from Airflow
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
         TofuPlanOperator,
     )
     from tofuflow.airflow.sensors import TofuDriftSensor
+    from tofuflow.airflow.stacks import stack_task_group
     from tofuflow.airflow.triggers import TofuRunTrigger
 
 CONN_TYPE = "opentofu"
@@ -48,6 +50,7 @@ _EXPORTS = {
     "TofuRunTrigger": "tofuflow.airflow.triggers",
     "environment_name": "tofuflow.airflow.environments",
     "ephemeral_environment": "tofuflow.airflow.environments",
+    "stack_task_group": "tofuflow.airflow.stacks",
 }
 __all__ = [
     "CONN_TYPE",
@@ -64,6 +67,7 @@ __all__ = [
     "environment_name",
     "ephemeral_environment",
     "get_provider_info",
+    "stack_task_group",
 ]
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
