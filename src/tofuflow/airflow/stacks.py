@@ -60,7 +60,8 @@ def stack_task_group(
         ``retries``, ``pool``, ...).
 
     Task ids are the workspace names made safe for Airflow (``network/eu`` →
-    ``network_eu``; see :func:`stack_task_id`); the UI shows the workspace name. Raises
+    ``network_eu``; see :func:`stack_task_id`); the UI shows the workspace name. How many
+    run at once is Airflow's: ``max_active_tasks``, pools, the executor. Raises
     ``ConfigError`` for an unknown workspace or dependency, ``CycleError`` for a cycle —
     so the DAG fails to import, naming the problem.
     """
@@ -101,8 +102,9 @@ def stack_task_id(workspace: str) -> str:
 
 
 def _task_ids(graph: Iterable[str]) -> dict[str, str]:
-    """Task id per workspace; names that would share one (``a/b`` and ``a_b``) get the
-    hashed form of their full name instead, so every stack has its own task."""
+    """Task id per workspace; names that would share one (``a/b`` beside ``a_b``) get
+    ``environment_name``'s form of their full name instead (``a-b-<hash>``; a name that
+    needed no change keeps it), so every stack has its own task."""
     names = sorted(graph)
     ids = {name: stack_task_id(name) for name in names}
     taken: dict[str, list[str]] = {}
