@@ -251,6 +251,17 @@ def test_env_cli_create_list_extend_destroy_with_the_embedded_control_plane(
     assert _files(files) == []
     assert cli("list").stdout.strip() == "no environments"
 
+    # Registered only, then expired: listed as such until a reaper pass destroys it.
+    lazy = cli("create", "pr-10", "--from", "app/dev", "--ttl", "1s", "--no-apply",
+               "--var", f"dir={files}")  # fmt: skip
+    assert lazy.returncode == 0 and "registered" in lazy.stdout and "run " not in lazy.stdout
+    time.sleep(1.2)
+    assert "pr-10                        expired" in cli("list").stdout
+    reaped = cli("reap")
+    assert reaped.returncode == 0, reaped.stdout + reaped.stderr
+    assert "destroyed  pr-10" in reaped.stdout
+    assert cli("list").stdout.strip() == "no environments"
+
     bad = cli("create", "x", "--from", "app/dev", "--ttl", "soon")
     assert bad.returncode == 1 and "invalid duration 'soon'" in bad.stderr
     unknown = cli("create", "x", "--from", "nope")

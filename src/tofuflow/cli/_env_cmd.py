@@ -97,8 +97,11 @@ def env_list(include_destroyed: bool, as_json: bool, project_path: Path | None) 
     click.echo(f"{'NAME':<28} {'STATUS':<11} {'OWNER':<20} {'AGE':>6} {'TTL LEFT':>8} "
                f"{'RES':>4}  FROM")  # fmt: skip
     for row in rows:
+        status = row["status"]
+        if status == "active" and row["ttl_left_seconds"] == 0:
+            status = "expired"  # waiting for a reaper pass (`tofuflow env reap`)
         click.echo(
-            f"{row['name']:<28} {row['status']:<11} {row['owner'][:20]:<20} "
+            f"{row['name']:<28} {status:<11} {row['owner'][:20]:<20} "
             f"{_span(row['age_seconds']):>6} {_span(row['ttl_left_seconds']):>8} "
             f"{row['resources'] if row['resources'] is not None else '-':>4}  "
             f"{row['source_workspace']}"
