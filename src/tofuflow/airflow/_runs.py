@@ -1,4 +1,4 @@
-"""The run lifecycle as the operators use it: plan, read outputs, refresh, summaries.
+"""The run lifecycle as the operators use it: plan, read outputs, summaries.
 
 Everything goes through ``tofuflow.runs`` (``plan_workspace``, ``apply_run``,
 ``state_backend_env``); what is here only adapts it to the operators.
@@ -46,27 +46,6 @@ def read_outputs(
     )  # fmt: skip
     tf.init(reconfigure=True)
     return tf.output()
-
-
-def refresh_only(
-    workspace: WorkspaceConfig, control_plane: ControlPlane, runner: Runner
-) -> list[str]:
-    """Addresses of the resources whose real objects drifted from state (a refresh-only
-    plan, without taking the lock: nothing is written)."""
-    env = state_backend_env(workspace, control_plane)  # -lock=false below: never locks
-    tf = Tofu(
-        workspace.directory, binary=runner.binary, env=env, variables=workspace.variables,
-        secrets=[control_plane.token], on_output=runner.on_output,
-        cancel_event=runner.cancel_event,
-    )  # fmt: skip
-    tf.init(reconfigure=True)
-    result = tf.plan(
-        out="tofuflow-drift.tfplan", refresh_only=True, lock=False, var_files=workspace.var_files
-    )
-    if not result.has_changes:
-        return []
-    plan = tf.show_plan("tofuflow-drift.tfplan")
-    return sorted({rc.address for rc in plan.resource_drift} or {"(outputs)"})
 
 
 def run_summary(run: Mapping[str, Any]) -> dict[str, Any]:

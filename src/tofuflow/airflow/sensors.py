@@ -19,7 +19,7 @@ from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from tofuflow.airflow._base import BASE_FIELDS, TofuBaseOperator
-from tofuflow.airflow._runs import refresh_only
+from tofuflow.drift import drifted_resources
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -58,7 +58,9 @@ class TofuDriftSensor(TofuBaseOperator, BaseSensorOperator):
             self.private_workspace(context, hook, ws) as local,
             hook.control_plane("plan", workspace=ws.name, description=description) as cp,
         ):
-            drifted = work.call(refresh_only, local, cp, work.runner())
+            drifted = work.call(
+                drifted_resources, local, cp, work.runner(), self.run_context(context)
+            )
         if drifted:
             self.log.info("drift in %s: %s", ws.name, ", ".join(drifted))
         else:

@@ -12,7 +12,12 @@ lock, and records each result on the control plane beside the run and commit tha
 applied the workspace. See docs/drift.md.
 """
 
-from tofuflow.drift._check import check_drift, check_workspace, locked_message
+from tofuflow.drift._check import (
+    check_drift,
+    check_workspace,
+    drifted_resources,
+    locked_message,
+)
 from tofuflow.drift._render import (
     FORMATS,
     render_drift,
@@ -44,6 +49,7 @@ __all__ = [
     "WorkspaceDrift",
     "check_drift",
     "check_workspace",
+    "drifted_resources",
     "findings_from_plans",
     "locked_message",
     "render_drift",

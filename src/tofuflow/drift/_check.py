@@ -21,9 +21,10 @@ that is removed afterwards (they hold a copy of the state).
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -37,13 +38,13 @@ from tofuflow.drift._report import (
     now_iso,
 )
 from tofuflow.errors import TofuflowError
-from tofuflow.identity import stage_credentials
+from tofuflow.identity import Credentials, stage_credentials
 from tofuflow.project import WorkspaceConfig
 from tofuflow.runs._client import ControlPlane
 from tofuflow.runs._runner import Runner, _issued, _tofu
-from tofuflow.tofu import Redactor
+from tofuflow.tofu import Redactor, Tofu
 
-__all__ = ["check_drift", "check_workspace", "locked_message"]
+__all__ = ["check_drift", "check_workspace", "drifted_resources", "locked_message"]
 
 _LOCKED = "workspace is locked: not checked"
 
@@ -100,12 +101,15 @@ def check_workspace(
     return _record(result, control_plane)
 
 
-def _plans(
+@contextlib.contextmanager
+def _planner(
     workspace: WorkspaceConfig,
     control_plane: ControlPlane,
     runner: Runner,
     context: Mapping[str, Any],
-) -> tuple[Findings, str, dict[str, Any] | None]:
+) -> Iterator[tuple[Tofu, Credentials, Path]]:
+    """An initialised binary with the plan stage's identity, and a private directory for
+    plan files (they hold a copy of the state), removed afterwards."""
     redactor = Redactor()
     check_id = f"drift-{secrets.token_hex(6)}"
     with (
@@ -117,8 +121,37 @@ def _plans(
     ):  # fmt: skip
         tf = _tofu(workspace, control_plane, control_plane.token, runner, creds, redactor)
         tf.init(reconfigure=True)
+        yield tf, creds, Path(tmp)
+
+
+def drifted_resources(
+    workspace: WorkspaceConfig,
+    control_plane: ControlPlane,
+    runner: Runner,
+    context: Mapping[str, Any],
+) -> list[str]:
+    """Addresses of the resources whose real objects drifted from state: one refresh-only
+    plan, without the lock, nothing recorded (the Airflow drift sensor's poke)."""
+    with _planner(workspace, control_plane, runner, context) as (tf, _, tmp):
+        plan_file = tmp / "refresh.tfplan"
+        result = tf.plan(
+            out=plan_file, refresh_only=True, lock=False, var_files=workspace.var_files
+        )
+        if not result.has_changes:
+            return []
+        plan = tf.show_plan(plan_file)
+    return sorted({rc.address for rc in plan.resource_drift} or {"(outputs)"})
+
+
+def _plans(
+    workspace: WorkspaceConfig,
+    control_plane: ControlPlane,
+    runner: Runner,
+    context: Mapping[str, Any],
+) -> tuple[Findings, str, dict[str, Any] | None]:
+    with _planner(workspace, control_plane, runner, context) as (tf, creds, tmp):
         # -lock=false: both plans only read, and a read-only identity cannot take the lock.
-        refresh_file, config_file = Path(tmp, "refresh.tfplan"), Path(tmp, "config.tfplan")
+        refresh_file, config_file = tmp / "refresh.tfplan", tmp / "config.tfplan"
         common: dict[str, Any] = {"lock": False, "var_files": workspace.var_files}
         refreshed = tf.plan(out=refresh_file, refresh_only=True, **common)
         configured = tf.plan(out=config_file, refresh=False, **common)
