@@ -33,7 +33,7 @@ from tofuflow.server._state import RequestContext, StateService
 from tofuflow.server.auth import Permission
 from tofuflow.server.storage._db import Environment, Run, Workspace, utcnow, write_session
 
-__all__ = ["EnvironmentService", "ReapPolicy", "environment_aad"]
+__all__ = ["EnvironmentService", "ReapPolicy", "environment_aad", "is_due"]
 
 _OWNER = re.compile(r"[^\x00-\x1f]{1,255}")
 _UNFINISHED = {"planning", "needs_approval", "approved", "applying"}
@@ -157,7 +157,7 @@ class EnvironmentService:
                     continue
                 if env.status == "destroyed" and not include_destroyed:
                     continue
-                if due and not self._due(env, now):
+                if due and not is_due(env, now):
                     continue
                 views.append(self._view(env, self._resources(session, env.name)))
             return views
@@ -192,7 +192,7 @@ class EnvironmentService:
                     f"environment {name} is being destroyed by {env.claimed_by} (its claim "
                     f"runs until {_iso(env.claim_expires_at)}); try again after that"
                 )
-            if not force and not mine and not self._due(env, now):
+            if not force and not mine and not is_due(env, now):
                 raise ConflictError(
                     f"environment {name} is not due for destruction (it expires "
                     f"{_iso(env.expires_at)}); use `tofuflow env destroy` to destroy it now"
@@ -246,15 +246,6 @@ class EnvironmentService:
             return self._view(env, None)
 
     # -- internals ----------------------------------------------------------------------
-
-    def _due(self, env: Environment, now: dt.datetime) -> bool:
-        if env.status == "destroyed":
-            return False
-        if env.claimed_by and not _passed(env.claim_expires_at, now):
-            return False  # someone is on it
-        if env.status == "active":
-            return _passed(env.expires_at, now)
-        return env.next_attempt_at is None or _passed(env.next_attempt_at, now)
 
     def _end_dead_run(self, session: Session, ctx: RequestContext, env: Environment) -> Any:
         """A previous destroyer stopped: fail its run and release its session's lock."""
@@ -332,6 +323,18 @@ class EnvironmentService:
         _audit.append(session, ctx.actor, action, workspace=env.name, outcome=outcome,
                       detail={"status": env.status, **detail},
                       commit=str(context.get("commit") or "")[:64] or None)  # fmt: skip
+
+
+def is_due(env: Environment, now: dt.datetime) -> bool:
+    """Whether a reaper should destroy ``env`` now: expired, or a retry whose wait is over,
+    and nobody holds a live claim on it."""
+    if env.status == "destroyed":
+        return False
+    if env.claimed_by and not _passed(env.claim_expires_at, now):
+        return False  # someone is on it
+    if env.status == "active":
+        return _passed(env.expires_at, now)
+    return env.next_attempt_at is None or _passed(env.next_attempt_at, now)
 
 
 def environment_aad(name: str) -> bytes:

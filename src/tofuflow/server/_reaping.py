@@ -10,10 +10,11 @@ import datetime as dt
 import threading
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from tofuflow.server._envs import is_due
 from tofuflow.server.auth import parse_ttl
 from tofuflow.server.storage._db import Environment, utcnow
 
@@ -35,19 +36,11 @@ def start_reaper(engine: Engine, config: Any, url: str) -> Any:
 
 
 def any_due(engine: Engine) -> bool:
-    """A cheap look in the table: is any environment expired or waiting for a retry?"""
+    """A cheap look in the table (no token, no HTTP): is any environment due?"""
     now = utcnow()
-    query = select(Environment.name).where(
-        Environment.status != "destroyed",
-        or_(Environment.claim_expires_at.is_(None), Environment.claim_expires_at <= now),
-        or_(
-            (Environment.status == "active") & (Environment.expires_at <= now),
-            (Environment.status != "active")
-            & (or_(Environment.next_attempt_at.is_(None), Environment.next_attempt_at <= now)),
-        ),
-    )
+    query = select(Environment).where(Environment.status != "destroyed")
     with Session(engine) as session:
-        return session.execute(query.limit(1)).first() is not None
+        return any(is_due(env, now) for env in session.scalars(query))
 
 
 class _Tokens:
