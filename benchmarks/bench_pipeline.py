@@ -22,8 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import report
 
+from tofuflow.embedded import EmbeddedControlPlane
 from tofuflow.project import WorkspaceConfig
-from tofuflow.runs import ControlPlane, EmbeddedControlPlane, apply_run, plan_workspace
+from tofuflow.runs import ControlPlane, apply_run, plan_workspace
 from tofuflow.server.config import ServerConfig
 from tofuflow.tofu import Tofu, find_binary
 

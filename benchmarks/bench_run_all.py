@@ -35,8 +35,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import report
 
+from tofuflow.embedded import EmbeddedControlPlane
 from tofuflow.project import Project, WorkspaceConfig, load_project
-from tofuflow.runs import ControlPlane, EmbeddedControlPlane
+from tofuflow.runs import ControlPlane
 from tofuflow.server.config import ServerConfig
 from tofuflow.stacks import Report, dependants, run_stacks, stack_graph
 

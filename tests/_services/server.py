@@ -42,7 +42,7 @@ class RunningServer:
 def threaded_server(config: Any) -> Iterator[RunningServer]:
     """Serve ``create_app(config)`` with uvicorn in a thread on a free port: the same
     machinery as the runner's embedded control plane."""
-    from tofuflow.runs import EmbeddedControlPlane
+    from tofuflow.embedded import EmbeddedControlPlane
 
     with EmbeddedControlPlane(config) as plane:
         yield RunningServer(plane.url, app=plane.app)

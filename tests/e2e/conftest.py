@@ -33,8 +33,9 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
             f"these tests run Apache Airflow 3 and it is not importable ({exc}): install the "
             "airflow extra, `.venv/bin/pip install -e '.[airflow]'` (make test does)"
         )
+    from tofuflow.embedded import EmbeddedControlPlane
     from tofuflow.errors import BinaryError
-    from tofuflow.runs import ControlPlane, EmbeddedControlPlane
+    from tofuflow.runs import ControlPlane
     from tofuflow.server.config import ServerConfig
     from tofuflow.tofu import find_binary
 

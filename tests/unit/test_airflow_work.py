@@ -13,7 +13,7 @@ from types import FrameType
 
 import pytest
 
-from tofuflow.airflow._work import TaskWork, working_copy
+from tofuflow.airflow._work import TaskWork
 
 
 class Interrupted(BaseException):
@@ -78,32 +78,3 @@ def test_output_lines_and_json_events_are_logged(caplog: pytest.LogCaptureFixtur
         ("INFO", "x: Creating..."), ("INFO", "plain line"), ("WARNING", "Error: boom"),
     ]  # fmt: skip
     assert [e.type for e in work.events] == ["version", "apply_start", "diagnostic"]
-
-
-def _config(tmp_path: Path) -> Path:
-    source = tmp_path / "infra"
-    (source / ".terraform" / "providers").mkdir(parents=True)
-    (source / "modules" / "m").mkdir(parents=True)
-    for name in ("main.tf", "vars.tfvars", ".terraform.lock.hcl", "modules/m/main.tf",
-                 "terraform.tfstate", "terraform.tfstate.backup", "old.tfplan",
-                 "tofuflow_backend_override.tf", ".terraform/providers/x"):  # fmt: skip
-        (source / name).write_text(name)
-    return source
-
-
-def test_a_working_copy_holds_the_configuration_only_and_goes_away(tmp_path: Path) -> None:
-    source = _config(tmp_path)
-    with working_copy(source, "app/dev", str(tmp_path / "work")) as copy:
-        names = sorted(str(p.relative_to(copy)) for p in copy.rglob("*") if p.is_file())
-        assert names == [".terraform.lock.hcl", "main.tf", "modules/m/main.tf", "vars.tfvars"]
-        assert copy.parent.name.startswith("tofuflow-app-dev-")
-        (copy / "tofuflow.tfplan").write_text("plan with secrets")
-    assert not copy.exists() and list((tmp_path / "work").iterdir()) == []
-    assert (source / "terraform.tfstate").exists()  # the source is left alone
-
-
-def test_a_copy_with_errored_state_is_kept(tmp_path: Path) -> None:
-    source = _config(tmp_path)
-    with working_copy(source, "app/dev", str(tmp_path / "work")) as copy:
-        (copy / "errored.tfstate").write_text("{}")  # the only record of what exists
-    assert (copy / "errored.tfstate").exists()

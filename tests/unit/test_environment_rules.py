@@ -12,7 +12,7 @@ import pytest
 from tofuflow.envs import parse_duration
 from tofuflow.errors import ConfigError, ConflictError
 from tofuflow.policy import PolicySet, build_input, evaluate
-from tofuflow.runs._artifact import config_digest, restore_config, snapshot_config
+from tofuflow.runs import config_digest, restore_config, snapshot_config
 from tofuflow.server._envs import ReapPolicy
 from tofuflow.server.config import ServerConfig
 from tofuflow.tofu import Plan
@@ -78,13 +78,14 @@ def test_a_snapshot_restores_the_same_configuration(tmp_path: Path) -> None:
     (source / "main.tf").write_text('module "net" { source = "./modules/net" }\n')
     (source / "modules" / "net" / "main.tf").write_text("# net\n")
     (source / "terraform.tfvars").write_text('x = "1"\n')
-    (source / "notes.txt").write_text("not configuration\n")
+    (source / "notes.txt").write_text("a file() may read it\n")
     (source / ".terraform").mkdir()
     (source / ".terraform" / "junk.tf").write_text("# cache\n")
     restored = tmp_path / "restored"
     restore_config(snapshot_config(source), restored)
     assert config_digest(restored) == config_digest(source)
-    assert not (restored / "notes.txt").exists() and not (restored / ".terraform").exists()
+    # Every file the configuration can read travels; what the binary generates does not.
+    assert (restored / "notes.txt").exists() and not (restored / ".terraform").exists()
 
 
 @pytest.mark.parametrize("name", ["config/../evil.tf", "config//etc/evil.tf"])

@@ -1,6 +1,6 @@
-# The quickstart: one file per service under ./out, created on apply and removed on
-# destroy. Built only from `terraform_data` and `local-exec`, so it runs offline with
-# OpenTofu or Terraform and touches nothing outside this directory.
+# The quickstart: one file per service under ./out (or var.out_dir), created on apply and
+# removed on destroy. Built only from `terraform_data` and `local-exec`, so it runs offline
+# with OpenTofu or Terraform and touches nothing outside that directory.
 
 terraform {
   required_version = ">= 1.5.0"
@@ -10,6 +10,12 @@ variable "environment" {
   description = "Name of the environment; part of every file name."
   type        = string
   default     = "dev"
+}
+
+variable "out_dir" {
+  description = "Where the files go (default: ./out next to this file). tofuflow runs every stage in a private copy of the configuration, so `tofuflow demo` sets it."
+  type        = string
+  default     = ""
 }
 
 variable "services" {
@@ -26,7 +32,7 @@ resource "terraform_data" "service" {
 
   input = {
     name = each.key
-    path = abspath("${path.root}/out/${var.environment}-${each.key}.txt")
+    path = abspath("${var.out_dir != "" ? var.out_dir : "${path.root}/out"}/${var.environment}-${each.key}.txt")
     text = "service ${each.key} runs in ${var.environment}"
   }
 

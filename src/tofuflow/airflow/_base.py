@@ -3,7 +3,6 @@ the worker thread that ``on_kill`` can stop, the asset and the lineage facet."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -15,7 +14,7 @@ from airflow.sdk import Asset, AssetAlias, BaseOperator
 
 from tofuflow.airflow import DEFAULT_CONN_ID
 from tofuflow.airflow._lineage import asset_uri, lineage_facet, operator_lineage
-from tofuflow.airflow._work import TaskWork, working_copy
+from tofuflow.airflow._work import TaskWork
 from tofuflow.airflow.hooks import ConnectionSettings, OpenTofuHook
 from tofuflow.errors import NotFoundError, TofuflowError
 
@@ -99,7 +98,7 @@ class TofuBaseOperator(BaseOperator):
 
     def work(self, hook: OpenTofuHook) -> TaskWork:
         if self._work is None:
-            self._work = TaskWork(self.log, hook.binary)
+            self._work = TaskWork(self.log, hook.binary, hook.work_dir)
         return self._work
 
     def resolve_workspace(self, hook: OpenTofuHook, name: str | None = None) -> WorkspaceConfig:
@@ -112,11 +111,11 @@ class TofuBaseOperator(BaseOperator):
     def private_workspace(
         self, context: Context, hook: OpenTofuHook, ws: WorkspaceConfig
     ) -> Iterator[WorkspaceConfig]:
-        """``ws`` in a directory of this task's own, removed afterwards.
+        """``ws`` as this task runs it (every stage then works on a private copy).
 
         An environment registered on the control plane (``tofuflow.envs``) runs from its
         sealed snapshot — the configuration and variables it was created with, whatever
-        the checkout holds now; anything else from a copy of the workspace's directory.
+        the checkout holds now; anything else from the workspace's directory.
         """
         if self.environment and self.registered_environment(context, hook, ws.name):
             from tofuflow.envs import environment_workspace
@@ -128,8 +127,7 @@ class TofuBaseOperator(BaseOperator):
             ):
                 yield restored
             return
-        with working_copy(ws.directory, ws.name, hook.work_dir) as copy:
-            yield dataclasses.replace(ws, directory=copy)
+        yield ws
 
     def registered_environment(
         self, context: Context, hook: OpenTofuHook, name: str

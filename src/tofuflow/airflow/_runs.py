@@ -1,7 +1,7 @@
 """The run lifecycle as the operators use it: plan, read outputs, summaries.
 
 Everything goes through ``tofuflow.runs`` (``plan_workspace``, ``apply_run``,
-``state_backend_env``); what is here only adapts it to the operators.
+``staged``); what is here only adapts it to the operators.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tofuflow.project import WorkspaceConfig
-from tofuflow.runs import ControlPlane, PlanOutcome, Runner, plan_workspace, state_backend_env
-from tofuflow.tofu import StateOutput, Tofu
+from tofuflow.runs import ControlPlane, PlanOutcome, Runner, plan_workspace, staged
+from tofuflow.tofu import StateOutput
 
 __all__ = ["WAITING", "plan_run", "read_outputs", "run_summary"]
 
@@ -39,13 +39,9 @@ def read_outputs(
 ) -> dict[str, StateOutput]:
     """The workspace's root outputs from its current state (``output -json``); sensitive
     values are registered with the driver's redactor as they are read."""
-    env = state_backend_env(workspace, control_plane)
-    tf = Tofu(
-        workspace.directory, binary=runner.binary, env=env, secrets=[control_plane.token],
-        on_output=runner.on_output, cancel_event=runner.cancel_event,
-    )  # fmt: skip
-    tf.init(reconfigure=True)
-    return tf.output()
+    with staged(workspace, "read", control_plane, runner=runner) as st:
+        st.tofu.init(reconfigure=True)
+        return st.tofu.output()
 
 
 def run_summary(run: Mapping[str, Any]) -> dict[str, Any]:

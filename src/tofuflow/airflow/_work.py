@@ -1,4 +1,4 @@
-"""How a task runs the binary: in a worker thread it can stop, in a private copy.
+"""How a task runs the binary: in a worker thread it can stop.
 
 Airflow stops a task by raising ``AirflowTaskTimeout`` in its main thread (execution
 timeout) or by calling ``on_kill`` (SIGTERM). If the binary ran in the main thread, that
@@ -10,34 +10,26 @@ binary to stop — releasing the lock — before letting the interruption go on.
 
 from __future__ import annotations
 
-import re
-import shutil
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from tofuflow.runs import Runner
-from tofuflow.tofu import Event, Redactor
-from tofuflow.tofu._events import parse_event
+from tofuflow.tofu import Event, Redactor, parse_event
 
-__all__ = ["TaskWork", "working_copy"]
+__all__ = ["TaskWork"]
 
 T = TypeVar("T")
 # Longer than the driver's grace period (30 s): SIGINT, wait, SIGKILL, then report.
 _STOP_WAIT_SECONDS = 60.0
-# Never copied into a working copy: local state, plans, the binary's own directories.
-_SKIP = re.compile(r"^(\.terraform|\.git|.*\.tfplan|terraform\.tfstate.*|errored\.tfstate)$")
-_OVERRIDE = "tofuflow_backend_override.tf"
 
 
 class TaskWork:
     """One task's runs of the binary: a cancel event, log forwarding, collected events."""
 
-    def __init__(self, log: Any, binary: str | None = None) -> None:
+    def __init__(self, log: Any, binary: str | None = None, work_dir: str | None = None) -> None:
         self.log = log
+        self.work_dir = work_dir  # where the private working copies go (default: temp)
         self.cancel = threading.Event()
         self.events: list[Event] = []
         # Values the driver does not know are secret (sensitive stack inputs), masked in
@@ -47,7 +39,10 @@ class TaskWork:
         self._done: threading.Event | None = None
 
     def runner(self) -> Runner:
-        return Runner(on_output=self._on_output, cancel_event=self.cancel, binary=self._binary)
+        return Runner(
+            on_output=self._on_output, cancel_event=self.cancel, binary=self._binary,
+            work_dir=self.work_dir,
+        )  # fmt: skip
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` in a worker thread; an interruption of the waiting main
@@ -98,34 +93,3 @@ class TaskWork:
         if event.message and event.type != "version":
             log = self.log.warning if event.level in ("warn", "error") else self.log.info
             log("%s", event.message)
-
-
-@contextmanager
-def working_copy(source: Path, label: str, root: str | None = None) -> Iterator[Path]:
-    """A private copy of the configuration directory for one task, removed afterwards.
-
-    The DAG folder may be read-only or shared by concurrent runs, and the copy will hold
-    the plan file (which can carry secrets). If the binary left ``errored.tfstate``
-    behind (it could not save state), the copy is kept and its path logged by the caller.
-    """
-    if not source.is_dir():
-        raise FileNotFoundError(f"the workspace directory {source} does not exist")
-    base = Path(root).expanduser() if root else None
-    if base is not None:
-        base.mkdir(parents=True, exist_ok=True)
-    holder = Path(tempfile.mkdtemp(prefix=f"tofuflow-{_safe(label)}-", dir=base))
-    target = holder / source.name
-    shutil.copytree(source, target, symlinks=True, ignore=_ignored)
-    try:
-        yield target
-    finally:
-        if not (target / "errored.tfstate").exists():
-            shutil.rmtree(holder, ignore_errors=True)
-
-
-def _ignored(directory: str, names: list[str]) -> set[str]:
-    return {n for n in names if _SKIP.match(n) or n == _OVERRIDE}
-
-
-def _safe(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", label)[:60]

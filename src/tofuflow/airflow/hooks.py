@@ -26,9 +26,9 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
 from tofuflow.airflow import CONN_TYPE, DEFAULT_CONN_ID
-from tofuflow.airflow._embedded import embedded_plane, mint_token
 from tofuflow.airflow._lineage import asset_authority, asset_uri
 from tofuflow.errors import ConfigError
+from tofuflow.runs import STAGE_ROLES
 
 if TYPE_CHECKING:
     from tofuflow.project import Project, WorkspaceConfig
@@ -38,9 +38,6 @@ __all__ = ["ConnectionSettings", "OpenTofuHook", "Stage"]
 
 _log = logging.getLogger(__name__)
 Stage = Literal["plan", "apply", "read"]
-# The role the embedded control plane mints for each stage (a remote one gets the token
-# the connection holds, which must have at least this role).
-_ROLES: dict[str, str] = {"plan": "planner", "apply": "applier", "read": "reader"}
 _EXTRAS = (
     "oidc_token_file", "apply_token", "binary", "project", "workspace", "server_config",
     "work_dir",
@@ -156,17 +153,15 @@ class OpenTofuHook(BaseHook):
         stage's role on ``workspace``, valid for ``lifetime``, its description naming the
         task, so every audit event it causes says which DAG run and task did it.
         """
-        from tofuflow.runs import ControlPlane
+        from tofuflow.runs import connect
 
         settings = self.settings
-        if settings.embedded:
-            plane = embedded_plane(self.server_config_path())
-            token = mint_token(plane, _ROLES[stage], workspace, description, lifetime)
-            mask_secret(token)
-            url = plane.url
-        else:
-            url, token = str(settings.url), self.token_for(stage)
-        with ControlPlane(url, token) as client:
+        token = None if settings.embedded else self.token_for(stage)
+        with connect(
+            stage, url=settings.url, token=token, workspace=workspace, description=description,
+            lifetime=lifetime, server_config=self.server_config_path(), keep_running=True,
+        ) as client:  # fmt: skip
+            mask_secret(client.token)
             yield client
 
     def token_for(self, stage: Stage) -> str:
@@ -190,7 +185,7 @@ class OpenTofuHook(BaseHook):
         raise ConfigError(
             f"connection {self.tofuflow_conn_id!r} points at the control plane "
             f"{settings.url} but holds no token: set its password to an API token with at "
-            f"least the {_ROLES[stage]} role (tofuflow server tokens create), or set the "
+            f"least the {STAGE_ROLES[stage]} role (tofuflow server tokens create), or set the "
             "oidc_token_file extra"
         )
 

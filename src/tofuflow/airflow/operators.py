@@ -25,10 +25,8 @@ from airflow.sdk.log import mask_secret
 from tofuflow.airflow._base import BASE_FIELDS, TofuBaseOperator
 from tofuflow.airflow._lineage import changes_from_events, changes_from_plan
 from tofuflow.airflow._runs import WAITING, plan_run, read_outputs, run_summary
-from tofuflow.airflow._work import working_copy
 from tofuflow.errors import PlanStaleError
-from tofuflow.runs import apply_run
-from tofuflow.runs._runner import INTERRUPTED
+from tofuflow.runs import INTERRUPTED, apply_run
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -428,12 +426,8 @@ class TofuOutputsOperator(TofuBaseOperator):
         work = self.work(hook)
         description = self.describe(context, "outputs")
         # Outputs need only the backend, not the environment's snapshot: a copy will do.
-        with (
-            working_copy(ws.directory, ws.name, hook.work_dir) as copy,
-            hook.control_plane("read", workspace=ws.name, description=description) as cp,
-        ):
-            local = dataclasses.replace(ws, directory=copy)
-            outputs = work.call(read_outputs, local, cp, work.runner())
+        with hook.control_plane("read", workspace=ws.name, description=description) as cp:
+            outputs = work.call(read_outputs, ws, cp, work.runner())
         chosen, hidden = {}, []
         for name, output in outputs.items():
             if self.names and name not in self.names:

@@ -103,11 +103,13 @@ class TofuRunTrigger(BaseTrigger):
             return str(hook.settings.url), hook.token_for("read")
 
         def embedded() -> tuple[str, str]:
-            from tofuflow.airflow._embedded import embedded_plane, mint_token
+            from tofuflow.runs import connect
 
-            plane = embedded_plane(hook.server_config_path())
-            description = f"airflow trigger: waiting for run {self.run_id}"
-            return plane.url, mint_token(plane, "reader", self.workspace, description)
+            with connect(
+                "read", workspace=self.workspace, server_config=hook.server_config_path(),
+                description=f"airflow trigger: waiting for run {self.run_id}", keep_running=True,
+            ) as client:  # fmt: skip
+                return client.url, client.token
 
         url, token = await asyncio.to_thread(embedded)
         await amask_secret(token)

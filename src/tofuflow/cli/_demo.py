@@ -9,6 +9,10 @@ from pathlib import Path
 
 import click
 
+from tofuflow.cli._common import (
+    print_decision,
+    print_verify,
+)
 from tofuflow.errors import TofuflowError
 from tofuflow.tofu import Event, render_plan_text
 
@@ -22,36 +26,38 @@ def run_demo(
 ) -> int:
     """Plan → policy → approve → apply the quickstart through the embedded control plane."""
     from tofuflow.ci import detect_run_context
-    from tofuflow.cli._runs_cmd import _print_decision, _print_verify
+    from tofuflow.embedded import data_dir
     from tofuflow.project import WorkspaceConfig
-    from tofuflow.runs import ControlPlane, EmbeddedControlPlane, Runner, apply_run, plan_workspace
+    from tofuflow.runs import Runner, apply_run, connect, plan_workspace
 
     target = workdir or _default_dir()
     runner = Runner(on_event=_show_event, cancel_event=cancel)
     try:
         _refresh_config(target)
         workspace = WorkspaceConfig(
-            name=WORKSPACE, directory=target, variables={"environment": environment}
+            name=WORKSPACE,
+            directory=target,
+            variables={"environment": environment, "out_dir": str(target / "out")},
         )
-        with EmbeddedControlPlane() as embedded:
-            click.echo(f"control plane: embedded at {embedded.url} ({embedded.config.data_dir})")
+        with connect("read", description="tofuflow demo") as reader:
+            click.echo(f"control plane: embedded at {reader.url} ({data_dir()})")
             click.echo(f"directory:     {target}")
-            with ControlPlane(embedded.url, embedded.token("planner")) as planner:
+            with connect("plan", description="tofuflow demo") as planner:
                 context = detect_run_context(cwd=target).to_json()
                 outcome = plan_workspace(workspace, planner, context, runner, destroy=destroy)
             click.echo("")
             click.echo(render_plan_text(outcome.plan))
-            _print_decision(outcome.run)
+            print_decision(outcome.run)
             run_id, status = outcome.run["id"], outcome.run["status"]
             if status == "denied":
                 return 3
             if status == "needs_approval":
                 # The embedded plane is single-user: the person at this machine approves.
-                with ControlPlane(embedded.url, embedded.token("approver")) as approver:
+                with connect("approve", description="tofuflow demo") as approver:
                     approver.approve(run_id, "approved by the local user (tofuflow demo)")
                 click.echo(f"run {run_id}: approved by the local user")
             if outcome.plan.has_changes:
-                with ControlPlane(embedded.url, embedded.token("applier")) as applier:
+                with connect("apply", description="tofuflow demo") as applier:
                     done = apply_run(run_id, workspace, applier, runner)
                 result = done.get("result") or {}
                 click.echo(
@@ -60,8 +66,7 @@ def run_demo(
                 )
             else:
                 click.echo("Nothing to apply: the quickstart is up to date.")
-            with ControlPlane(embedded.url, embedded.token("admin", ttl="10m")) as reader:
-                _print_verify(reader.audit_verify())
+            print_verify(reader.audit_verify())
     except TofuflowError as err:
         click.secho(f"error: {err}", fg="red", err=True)
         return 1

@@ -9,6 +9,12 @@ from typing import Any
 
 import click
 
+from tofuflow.cli._common import (
+    control_plane,
+    fail,
+    load_project_file,
+    project_url,
+)
 from tofuflow.errors import ConfigError, TofuflowError
 
 __all__ = ["drift"]
@@ -50,13 +56,12 @@ def drift(
                 and reported), or a usage error.
     """
     from tofuflow.cli import CANCEL, CANCELLABLE
-    from tofuflow.cli._runs_cmd import _fail, _project, control_plane
     from tofuflow.drift import check_drift, render_drift, render_drift_text
     from tofuflow.runs import Runner
 
     CANCELLABLE.set()
     try:
-        project = _project(project_path)
+        project = load_project_file(project_path)
         names = list(dict.fromkeys(workspaces)) or sorted(project.workspaces)
         if not names:
             raise ConfigError(
@@ -64,23 +69,23 @@ def drift(
             )
         selected = [project.workspace(name) for name in names]
         identity = _plan_identity(ws.identity.get("plan") for ws in selected)
-        with control_plane("plan", project.server_url, identity) as client:
+        with control_plane("plan", project_url(project), identity) as client:
             report = check_drift(selected, client, Runner(cancel_event=CANCEL))
     except TofuflowError as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     text = render_drift_text(report)
     if output is not None:
         try:
             output.write_text(render_drift(report, fmt), encoding="utf-8")
         except OSError as err:
             raise click.ClickException(f"cannot write the report to {output}: {err}") from err
-        click.echo(_clean(text), nl=False)
+        click.echo(clean(text), nl=False)
         click.echo(f"report written to {output}", err=True)
     else:
-        click.echo(_clean(text if fmt == "text" else render_drift(report, fmt)), nl=False)
+        click.echo(clean(text if fmt == "text" else render_drift(report, fmt)), nl=False)
     for ws in report.workspaces:
         if ws.status == "error" or ws.not_recorded:
-            click.echo(_clean(f"Error: {ws.workspace}: {ws.error or ws.not_recorded}"), err=True)
+            click.echo(clean(f"Error: {ws.workspace}: {ws.error or ws.not_recorded}"), err=True)
     sys.exit(report.exit_code)
 
 
@@ -91,7 +96,7 @@ def _plan_identity(tables: Iterable[Mapping[str, Any] | None]) -> Mapping[str, A
     return next(iter(distinct.values())) if len(distinct) == 1 else None
 
 
-def _clean(text: str) -> str:
+def clean(text: str) -> str:
     """On an Azure Pipelines agent, names from the report must not carry a logging command."""
     from tofuflow.ci import neutralise, on_agent
 

@@ -10,7 +10,15 @@ from typing import Any
 
 import click
 
-from tofuflow.cli._runs_cmd import _PROJECT, _fail, _project, _runner, _server_url, control_plane
+from tofuflow.cli._common import (
+    PROJECT_OPTION,
+    cli_runner,
+    configured_url,
+    control_plane,
+    fail,
+    load_project_file,
+    project_url,
+)
 from tofuflow.errors import ConfigError, TofuflowError
 
 __all__ = ["env"]
@@ -45,7 +53,7 @@ def env() -> None:
     help="A variable of this environment (repeatable); wins over the workspace's.",
 )  # fmt: skip
 @click.option("--no-apply", is_flag=True, help="Only register it; deploy later (or never).")
-@_PROJECT
+@PROJECT_OPTION
 def env_create(
     name: str, source: str, ttl: str, owner: str | None, variables: tuple[str, ...],
     no_apply: bool, project_path: Path | None,
@@ -59,10 +67,10 @@ def env_create(
     try:
         seconds = parse_duration(ttl)
         extra = _parse_vars(variables)
-        project = _project(project_path)
+        project = load_project_file(project_path)
         ws = project.workspace(source)
         context = detect_run_context(cwd=ws.directory).to_json()
-        with control_plane("apply", project.server_url, ws.identity.get("apply")) as client:
+        with control_plane("apply", project_url(project), ws.identity.get("apply")) as client:
             created = create_environment(
                 ws, name, client, ttl_seconds=seconds, owner=owner or getpass.getuser(),
                 variables=extra, context=context,
@@ -71,23 +79,23 @@ def env_create(
                        f"{created['expires_at']} (owner {created['owner']})")  # fmt: skip
             if no_apply:
                 return
-            run = deploy_environment(name, client, _runner(None), context=context, base=ws)
+            run = deploy_environment(name, client, cli_runner(None), context=context, base=ws)
     except TofuflowError as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     click.echo(f"environment {name}: run {run['id']} {run['status']}")
 
 
 @env.command("list")
 @click.option("--all", "include_destroyed", is_flag=True, help="Include destroyed ones.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_PROJECT
+@PROJECT_OPTION
 def env_list(include_destroyed: bool, as_json: bool, project_path: Path | None) -> None:
     """Environments with their age, TTL left, owner and resource count."""
     try:
-        with control_plane("read", _server_url(project_path)) as client:
+        with control_plane("read", configured_url(project_path)) as client:
             rows = client.environments(include_destroyed=include_destroyed)
     except TofuflowError as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     if as_json:
         click.echo(json.dumps(rows, indent=2, sort_keys=True))
         return
@@ -113,23 +121,23 @@ def env_list(include_destroyed: bool, as_json: bool, project_path: Path | None) 
 @env.command("extend")
 @click.argument("name")
 @click.option("--by", "ttl", required=True, help="How much longer: 30m, 2h, 1d...")
-@_PROJECT
+@PROJECT_OPTION
 def env_extend(name: str, ttl: str, project_path: Path | None) -> None:
     """Push NAME's expiry back by --by (counted from its current expiry)."""
     from tofuflow.envs import parse_duration
 
     try:
         seconds = parse_duration(ttl)
-        with control_plane("plan", _server_url(project_path)) as client:
+        with control_plane("plan", configured_url(project_path)) as client:
             row = client.extend_environment(name, seconds)
     except TofuflowError as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     click.echo(f"environment {name}: expires {row['expires_at']}")
 
 
 @env.command("destroy")
 @click.argument("name")
-@_PROJECT
+@PROJECT_OPTION
 def env_destroy(name: str, project_path: Path | None) -> None:
     """Destroy NAME now, through plan → policy → apply, from its stored snapshot."""
     from tofuflow.cli import CANCELLABLE
@@ -138,10 +146,10 @@ def env_destroy(name: str, project_path: Path | None) -> None:
     CANCELLABLE.set()
     holder = f"{getpass.getuser()}@cli"
     try:
-        with control_plane("apply", _server_url(project_path)) as client:
-            row = destroy_environment(name, client, _runner(None), holder=holder, force=True)
+        with control_plane("apply", configured_url(project_path)) as client:
+            row = destroy_environment(name, client, cli_runner(None), holder=holder, force=True)
     except TofuflowError as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     click.echo(f"environment {name}: {row['status']} (run {row['last_run_id']})")
 
 
@@ -152,7 +160,7 @@ def env_destroy(name: str, project_path: Path | None) -> None:
     help="How long a claim lasts unrenewed: if this reaper dies, the next pass takes its "
     "environments over after this long.",
 )  # fmt: skip
-@_PROJECT
+@PROJECT_OPTION
 def env_reap(as_json: bool, lease: str, project_path: Path | None) -> None:
     """One reaper pass: destroy every expired environment (for cron and schedulers).
 
@@ -165,10 +173,10 @@ def env_reap(as_json: bool, lease: str, project_path: Path | None) -> None:
     CANCELLABLE.set()
     try:
         lease_seconds = parse_duration(lease)
-        with control_plane("apply", _server_url(project_path)) as client:
-            report = reap_once(client, runner=_runner(None), lease_seconds=lease_seconds)
+        with control_plane("apply", configured_url(project_path)) as client:
+            report = reap_once(client, runner=cli_runner(None), lease_seconds=lease_seconds)
     except TofuflowError as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
     else:

@@ -7,7 +7,6 @@ worker threads), one client per stage and identity, one plugin cache.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 from collections.abc import Iterable, Mapping
@@ -21,13 +20,12 @@ from tofuflow.errors import TofuflowError
 
 if TYPE_CHECKING:
     from tofuflow.project import Project, WorkspaceConfig
-    from tofuflow.runs import ControlPlane
+    from tofuflow.runs import ControlPlane, Stage
     from tofuflow.stacks import Closure, Mode, Outcome, Report
 
 __all__ = ["run_all"]
 
 _ACTIONS = ("plan", "apply", "destroy")
-_ROLES = {"plan": "planner", "apply": "applier"}  # what the embedded plane mints per stage
 _MARKS = {
     "succeeded": "ok",
     "failed": "FAILED",
@@ -79,8 +77,7 @@ def run_all(
     """
     from tofuflow.cli import CANCEL, CANCELLABLE
     from tofuflow.project import load_project
-    from tofuflow.stacks import stack_graph
-    from tofuflow.stacks._execute import run_stacks
+    from tofuflow.stacks import run_stacks, stack_graph
 
     CANCELLABLE.set()
     printer = _Printer()
@@ -220,20 +217,21 @@ class _Clients:
         workspaces: Iterable[str],
         printer: _Printer,
     ) -> None:
-        from tofuflow.runs import ControlPlane, EmbeddedControlPlane
+        from tofuflow.runs import server_url
 
         self._stack = stack
         self._printer = printer
         self._lock = threading.Lock()
         self._by_key: dict[tuple[str, str], ControlPlane] = {}
-        self._url = os.environ.get("TOFUFLOW_SERVER_URL") or project.server_url
+        self._url = server_url(project.server_url)
         if not self._url:
             # One in-process control plane for the whole run: the threads share it.
-            embedded = stack.enter_context(EmbeddedControlPlane())
-            printer.line(f"control plane: embedded at {embedded.url} ({embedded.config.data_dir})")
             for stage in stages:
-                client = ControlPlane(embedded.url, embedded.token(_ROLES[stage]))
-                self._by_key[(stage, "")] = stack.enter_context(client)
+                self._by_key[(stage, "")] = self._connect(stage, None)
+            from tofuflow.embedded import data_dir
+
+            url = self._by_key[(stage, "")].url
+            printer.line(f"control plane: embedded at {url} ({data_dir()})")
             return
         printer.line(f"control plane: {self._url}")
         names = list(workspaces)
@@ -249,12 +247,18 @@ class _Clients:
         key = (stage, _identity_key(identity))
         with self._lock:
             if key not in self._by_key:
-                from tofuflow.cli._runs_cmd import control_plane
-
-                client = self._stack.enter_context(control_plane(stage, self._url, identity))
+                client = self._connect(stage, identity)
                 self._printer.redactor.add(client.token)
                 self._by_key[key] = client
             return self._by_key[key]
+
+    def _connect(self, stage: str, identity: Mapping[str, Any] | None) -> ControlPlane:
+        from tofuflow.runs import connect
+
+        return self._stack.enter_context(connect(
+            cast("Stage", stage), url=self._url, identity=identity,
+            description=f"tofuflow run-all ({stage})",
+        ))  # fmt: skip
 
 
 def _identity_key(identity: Mapping[str, Any] | None) -> str:

@@ -22,7 +22,6 @@ that is removed afterwards (they hold a copy of the state).
 from __future__ import annotations
 
 import contextlib
-import secrets
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -38,11 +37,10 @@ from tofuflow.drift._report import (
     now_iso,
 )
 from tofuflow.errors import TofuflowError
-from tofuflow.identity import Credentials, stage_credentials
+from tofuflow.identity import Credentials
 from tofuflow.project import WorkspaceConfig
-from tofuflow.runs._client import ControlPlane
-from tofuflow.runs._runner import Runner, _issued, _tofu
-from tofuflow.tofu import Redactor, Tofu
+from tofuflow.runs import ControlPlane, Runner, issued_record, staged
+from tofuflow.tofu import Tofu
 
 __all__ = ["check_drift", "check_workspace", "drifted_resources", "locked_message"]
 
@@ -108,20 +106,14 @@ def _planner(
     runner: Runner,
     context: Mapping[str, Any],
 ) -> Iterator[tuple[Tofu, Credentials, Path]]:
-    """An initialised binary with the plan stage's identity, and a private directory for
-    plan files (they hold a copy of the state), removed afterwards."""
-    redactor = Redactor()
-    check_id = f"drift-{secrets.token_hex(6)}"
+    """An initialised binary with the plan stage's identity on a private working copy, and
+    a private directory for plan files (they hold a copy of the state), removed afterwards."""
     with (
         tempfile.TemporaryDirectory(prefix="tofuflow-drift-") as tmp,
-        stage_credentials(
-            workspace.identity.get("plan"), "plan", check_id, context, redactor,
-            where=f"workspaces.{workspace.name}.identity.plan",
-        ) as creds,
-    ):  # fmt: skip
-        tf = _tofu(workspace, control_plane, control_plane.token, runner, creds, redactor)
-        tf.init(reconfigure=True)
-        yield tf, creds, Path(tmp)
+        staged(workspace, "plan", control_plane, context=context, runner=runner) as st,
+    ):
+        st.tofu.init(reconfigure=True)
+        yield st.tofu, st.credentials, Path(tmp)
 
 
 def drifted_resources(
@@ -159,7 +151,7 @@ def _plans(
             tf.show_plan(refresh_file) if refreshed.has_changes else None,
             tf.show_plan(config_file) if configured.has_changes else None,
         )
-        credentials = _issued(creds, "plan") if creds.cloud != "none" else None
+        credentials = issued_record(creds, "plan") if creds.cloud != "none" else None
         return findings, str(tf.binary), credentials
 
 

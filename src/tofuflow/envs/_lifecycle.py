@@ -25,8 +25,14 @@ from typing import Any
 
 from tofuflow.errors import ConfigError, ConflictError, TofuflowError
 from tofuflow.project import WorkspaceConfig
-from tofuflow.runs import ControlPlane, Runner, apply_run, plan_workspace
-from tofuflow.runs._artifact import restore_config, snapshot_config
+from tofuflow.runs import (
+    ControlPlane,
+    Runner,
+    apply_run,
+    plan_workspace,
+    restore_config,
+    snapshot_config,
+)
 
 __all__ = [
     "create_environment",
@@ -74,14 +80,14 @@ def environment_workspace(
     """The environment's configuration, restored from its snapshot into a private directory."""
     data = control_plane.environment_snapshot(name)
     with tempfile.TemporaryDirectory(prefix="tofuflow-env-") as tmp:
-        directory = Path(tmp)
-        restore_config(data, directory)
-        settings = json.loads((directory / _SETTINGS).read_text())
-        (directory / _SETTINGS).unlink()
+        root = Path(tmp)
+        directory = restore_config(data, root)
+        settings = json.loads((root / _SETTINGS).read_text())
+        (root / _SETTINGS).unlink()
         template = base or WorkspaceConfig(name=name, directory=directory)
         yield dataclasses.replace(
             template, name=name, directory=directory, variables=settings["variables"],
-            var_files=tuple(directory / f for f in settings["var_files"]),
+            var_files=tuple(root / f for f in settings["var_files"]),
             tags=(*template.tags, "environment"), backend="tofuflow",
         )  # fmt: skip
 

@@ -1,26 +1,58 @@
-"""The run lifecycle on the runner side: plan, submit, apply from anywhere."""
+"""The run lifecycle on the runner side: plan, submit, apply from anywhere.
 
-from tofuflow.runs._artifact import config_digest
+    with connect("plan", url=server_url(project.server_url)) as client:
+        outcome = plan_workspace(project.workspace("app/dev"), client, context)
+    with connect("apply", url=...) as client:
+        apply_run(outcome.run["id"], project.workspace("app/dev"), client)
+
+``connect`` is the one way to reach the control plane (remote or embedded) and
+``staged`` the one way to get a driver for a workspace and stage (a private working
+copy, the stage's credentials, the state backend, the redactor).
+"""
+
+from tofuflow.runs._artifact import config_digest, restore_config, snapshot_config
 from tofuflow.runs._client import ControlPlane
-from tofuflow.runs._embedded import EmbeddedControlPlane
-from tofuflow.runs._rollback import apply_from_artifact, rollback_workspace
-from tofuflow.runs._runner import (
-    PlanOutcome,
+from tofuflow.runs._connect import STAGE_ROLES, STAGE_TOKEN_VARIABLES, Stage, connect, server_url
+from tofuflow.runs._rollback import (
+    CONFIG_FROM_ARTIFACT,
+    apply_from_artifact,
+    rollback_workspace,
+)
+from tofuflow.runs._runner import INTERRUPTED, PlanOutcome, apply_run, plan_workspace
+from tofuflow.runs._staged import (
     Runner,
-    apply_run,
-    plan_workspace,
+    Staged,
+    StageName,
+    issued_record,
+    staged,
     state_backend_env,
 )
+from tofuflow.runs._workcopy import Configuration, configuration, working_copy
 
 __all__ = [
+    "CONFIG_FROM_ARTIFACT",
+    "INTERRUPTED",
+    "STAGE_ROLES",
+    "STAGE_TOKEN_VARIABLES",
+    "Configuration",
     "ControlPlane",
-    "EmbeddedControlPlane",
     "PlanOutcome",
     "Runner",
+    "Stage",
+    "StageName",
+    "Staged",
     "apply_from_artifact",
     "apply_run",
     "config_digest",
+    "configuration",
+    "connect",
+    "issued_record",
     "plan_workspace",
+    "restore_config",
     "rollback_workspace",
+    "server_url",
+    "snapshot_config",
+    "staged",
     "state_backend_env",
+    "working_copy",
 ]

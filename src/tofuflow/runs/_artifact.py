@@ -3,22 +3,28 @@
 Applying a saved plan needs the same configuration, an initialised ``.terraform`` and the
 same ``.terraform.lock.hcl``; the artifact carries the plan and the lock file, and the
 digest proves the configuration on the applying machine is the one that was planned. It
-also carries a snapshot of the configuration (under ``config/``): a rollback re-plans it,
-and an environment's reaper destroys from it when no checkout is at hand.
+also carries a snapshot of the configuration (under ``config/``, laid out as
+``configuration()`` finds it: the directory and the local modules it uses, under their
+common ancestor; ``tofuflow-artifact.json`` says which directory is the configuration's
+own): a rollback re-plans it, and an environment's reaper destroys from it when no
+checkout is at hand.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import zipfile
 from pathlib import Path
 
 from tofuflow.errors import ConflictError
+from tofuflow.runs._workcopy import BACKEND_OVERRIDE, LOCK_FILE, Configuration, configuration
 
 __all__ = [
     "BACKEND_OVERRIDE",
     "PLAN_FILE",
+    "check_artifact",
     "config_digest",
     "pack",
     "restore_config",
@@ -27,76 +33,76 @@ __all__ = [
 ]
 
 PLAN_FILE = "tofuflow.tfplan"
-LOCK_FILE = ".terraform.lock.hcl"
-BACKEND_OVERRIDE = "tofuflow_backend_override.tf"
-# What makes up a configuration. The lock file travels in the artifact instead (a fresh
-# clone has none until init), and tofuflow's own override file is generated per stage.
-_CONFIG_SUFFIXES = (".tf", ".tf.json", ".tfvars", ".tfvars.json", ".tftpl", ".tpl", ".hcl")
-_SKIP = {LOCK_FILE, BACKEND_OVERRIDE}
+MANIFEST = "tofuflow-artifact.json"
 _CONFIG_DIR = "config/"
 
 
-def config_digest(directory: Path) -> str:
-    """sha256 over the configuration files' relative paths and contents."""
-    digest = hashlib.sha256()
-    for path in sorted(_config_files(directory)):
-        relative = path.relative_to(directory).as_posix()
-        content = path.read_bytes()
-        digest.update(f"{relative}\0{len(content)}\0".encode())
+def config_digest(directory: Path | Configuration) -> str:
+    """sha256 over every file of the configuration (``configuration()``): the path of the
+    configuration directory under the common root, then each file's path and content.
+
+    Covers what the binary can read at plan and apply time — scripts a ``local-exec``
+    runs, files a ``file()`` reads, local modules in ``../`` — and nothing it generates.
+    """
+    tree = directory if isinstance(directory, Configuration) else configuration(directory)
+    digest = hashlib.sha256(f"tofuflow-config-v2\0{tree.relative.as_posix()}\0".encode())
+    for relative in tree.files:
+        content = (tree.root / relative).read_bytes()
+        digest.update(f"{relative.as_posix()}\0{len(content)}\0".encode())
         digest.update(content)
     return digest.hexdigest()
 
 
-def _config_files(directory: Path) -> list[Path]:
-    found = []
-    for path in directory.rglob("*"):
-        parts = path.relative_to(directory).parts
-        if any(part.startswith(".") for part in parts[:-1]) or path.name in _SKIP:
-            continue
-        if path.is_file() and path.name.endswith(_CONFIG_SUFFIXES):
-            found.append(path)
-    return found
-
-
-def pack(directory: Path) -> bytes:
-    """Zip the saved plan, the lock file and the configuration of ``directory``."""
+def pack(tree: Configuration) -> bytes:
+    """Zip the saved plan and lock file of ``tree.directory`` and the configuration."""
+    directory = tree.directory
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.write(directory / PLAN_FILE, PLAN_FILE)
         if (directory / LOCK_FILE).exists():
             archive.write(directory / LOCK_FILE, LOCK_FILE)
-        _add_config(archive, directory)
+        _add_config(archive, tree)
     return buffer.getvalue()
 
 
 def snapshot_config(directory: Path) -> bytes:
     """Zip just the configuration (and lock file) of ``directory``."""
+    tree = configuration(directory)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        if (directory / LOCK_FILE).exists():
-            archive.write(directory / LOCK_FILE, LOCK_FILE)
-        _add_config(archive, directory)
+        if (tree.directory / LOCK_FILE).exists():
+            archive.write(tree.directory / LOCK_FILE, LOCK_FILE)
+        _add_config(archive, tree)
     return buffer.getvalue()
 
 
-def _add_config(archive: zipfile.ZipFile, directory: Path) -> None:
-    for path in sorted(_config_files(directory)):
-        archive.write(path, _CONFIG_DIR + path.relative_to(directory).as_posix())
+def _add_config(archive: zipfile.ZipFile, tree: Configuration) -> None:
+    archive.writestr(MANIFEST, json.dumps({"directory": tree.relative.as_posix()}))
+    for relative in tree.files:
+        archive.write(tree.root / relative, _CONFIG_DIR + relative.as_posix())
+
+
+def check_artifact(data: bytes) -> None:
+    """ConflictError unless ``data`` is a plan artifact (before anything is started)."""
+    with _open(data) as archive:
+        top = {name for name in archive.namelist() if not name.startswith(_CONFIG_DIR)}
+        if not top <= {PLAN_FILE, LOCK_FILE, MANIFEST} or PLAN_FILE not in top:
+            raise ConflictError(f"the artifact holds unexpected files: {sorted(top)}")
 
 
 def unpack(data: bytes, directory: Path) -> None:
     """Write the plan and lock file from an artifact into ``directory``."""
+    check_artifact(data)
     with _open(data) as archive:
-        names = set(archive.namelist())
-        top = {name for name in names if not name.startswith(_CONFIG_DIR)}
-        if not top <= {PLAN_FILE, LOCK_FILE} or PLAN_FILE not in top:
-            raise ConflictError(f"the artifact holds unexpected files: {sorted(top)}")
-        for name in top:
-            (directory / name).write_bytes(archive.read(name))
+        for name in (PLAN_FILE, LOCK_FILE):
+            if name in archive.namelist():
+                (directory / name).write_bytes(archive.read(name))
 
 
-def restore_config(data: bytes, directory: Path) -> None:
-    """Write the configuration snapshot (and lock file) of an artifact into ``directory``."""
+def restore_config(data: bytes, directory: Path) -> Path:
+    """Write the configuration snapshot (and lock file) of an artifact under ``directory``;
+    returns the configuration's own directory (``directory`` itself when it used no module
+    outside it)."""
     directory.mkdir(parents=True, exist_ok=True)
     root = directory.resolve()
     with _open(data) as archive:
@@ -112,8 +118,16 @@ def restore_config(data: bytes, directory: Path) -> None:
                 raise ConflictError(f"the artifact holds a path outside its directory: {name}")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(archive.read(name))
+        own = root
+        if MANIFEST in archive.namelist():
+            relative = str(json.loads(archive.read(MANIFEST)).get("directory") or ".")
+            own = (root / relative).resolve()
+            if not own.is_relative_to(root):
+                raise ConflictError(f"the artifact names a directory outside it: {relative}")
+            own.mkdir(parents=True, exist_ok=True)
         if LOCK_FILE in archive.namelist():
-            (root / LOCK_FILE).write_bytes(archive.read(LOCK_FILE))
+            (own / LOCK_FILE).write_bytes(archive.read(LOCK_FILE))
+    return own
 
 
 def _open(data: bytes) -> zipfile.ZipFile:

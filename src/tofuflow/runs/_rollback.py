@@ -22,7 +22,8 @@ from tofuflow.errors import ConflictError
 from tofuflow.project import WorkspaceConfig
 from tofuflow.runs._artifact import restore_config
 from tofuflow.runs._client import ControlPlane
-from tofuflow.runs._runner import PlanOutcome, Runner, apply_run, plan_workspace
+from tofuflow.runs._runner import PlanOutcome, apply_run, plan_workspace
+from tofuflow.runs._staged import Runner
 
 __all__ = ["CONFIG_FROM_ARTIFACT", "apply_from_artifact", "rollback_workspace"]
 
@@ -50,8 +51,7 @@ def rollback_workspace(
         )
     data = _artifact(control_plane, target)
     with tempfile.TemporaryDirectory(prefix="tofuflow-rollback-") as tmp:
-        restore_config(data, Path(tmp))
-        snapshot = dataclasses.replace(workspace, directory=Path(tmp))
+        snapshot = dataclasses.replace(workspace, directory=restore_config(data, Path(tmp)))
         ctx = {
             **context,
             "operation": "rollback",
@@ -73,8 +73,7 @@ def apply_from_artifact(
     run = control_plane.run(run_id)
     data = _artifact(control_plane, run)
     with tempfile.TemporaryDirectory(prefix="tofuflow-apply-") as tmp:
-        restore_config(data, Path(tmp))
-        snapshot = dataclasses.replace(workspace, directory=Path(tmp))
+        snapshot = dataclasses.replace(workspace, directory=restore_config(data, Path(tmp)))
         return apply_run(run_id, snapshot, control_plane, runner)
 
 

@@ -9,35 +9,23 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tofuflow.errors import ConflictError, TofuCancelledError, TofuflowError
-from tofuflow.identity import Credentials, stage_credentials
 from tofuflow.project import WorkspaceConfig
-from tofuflow.runs._artifact import BACKEND_OVERRIDE, PLAN_FILE, config_digest, pack, unpack
+from tofuflow.runs._artifact import PLAN_FILE, check_artifact, config_digest, pack
 from tofuflow.runs._client import ControlPlane
-from tofuflow.tofu import Plan, Redactor, Tofu
-from tofuflow.tofu._process import EventCallback, OutputCallback
+from tofuflow.runs._staged import Runner, staged
+from tofuflow.runs._workcopy import configuration
+from tofuflow.tofu import Plan
 
-__all__ = ["PlanOutcome", "Runner", "apply_run", "plan_workspace", "state_backend_env"]
+__all__ = ["PlanOutcome", "apply_run", "plan_workspace"]
 
 EXIT_NO_CHANGES, EXIT_CHANGES, EXIT_DENIED = 0, 2, 3  # errors exit 1
 # The reason recorded when an apply is cancelled while the binary runs (SIGINT, SIGTERM).
 INTERRUPTED = "apply interrupted"
-_OVERRIDE = 'terraform {\n  backend "http" {}\n}\n'
-
-
-@dataclass
-class Runner:
-    """How to run the binary: callbacks and cancellation shared by plan and apply."""
-
-    on_output: OutputCallback | None = None
-    on_event: EventCallback | None = None
-    cancel_event: threading.Event | None = None
-    binary: Any = None
 
 
 @dataclass(frozen=True)
@@ -67,22 +55,23 @@ def plan_workspace(
     ``targets``: ``-target`` addresses (the binary warns that a targeted plan is partial;
     the policy sees exactly what it changes).
     """
-    runner = runner or Runner()
-    directory = workspace.directory
+    tree = configuration(workspace.directory)
     run = control_plane.create_run(
-        workspace.name, config_digest(directory), {**context, "tags": list(workspace.tags)}
+        workspace.name, config_digest(tree), {**context, "tags": list(workspace.tags)}
     )
     try:
-        with _stage(workspace, "plan", run["id"], context, control_plane) as (creds, redactor):
-            tf = _tofu(workspace, control_plane, control_plane.token, runner, creds, redactor)
-            tf.init(reconfigure=True)
+        with staged(
+            workspace, "plan", control_plane, run_id=run["id"], context=context, runner=runner
+        ) as st:
+            st.tofu.init(reconfigure=True)
             # -lock=false: a plan only reads, and a read-only identity cannot take the lock.
-            tf.plan(
+            st.tofu.plan(
                 out=PLAN_FILE, lock=False, destroy=destroy, var_files=workspace.var_files,
                 targets=list(targets),
             )  # fmt: skip
-            plan = tf.show_plan(PLAN_FILE)
-        control_plane.upload_artifact(run["id"], pack(directory))
+            plan = st.tofu.show_plan(PLAN_FILE)
+            artifact = pack(st.copy)
+        control_plane.upload_artifact(run["id"], artifact)
     except BaseException as exc:
         # A run left in "planning" would never end: record why it stopped.
         _quietly(control_plane.cancel, run["id"], f"plan failed: {exc}"[:500])
@@ -98,7 +87,6 @@ def apply_run(
     runner: Runner | None = None,
 ) -> Mapping[str, Any]:
     """Apply an approved run from this checkout; refuses changed config or a bad artifact."""
-    runner = runner or Runner()
     run = control_plane.run(run_id)
     if run["workspace"] != workspace.name:
         raise ConflictError(
@@ -114,15 +102,17 @@ def apply_run(
     data, _ = control_plane.artifact(run_id)
     if hashlib.sha256(data).hexdigest() != run["artifact_sha256"]:
         raise ConflictError(f"the artifact of run {run_id} was altered: refusing to apply it")
-    unpack(data, directory)
+    check_artifact(data)
     session = control_plane.open_session(run_id)
     with ControlPlane(control_plane.url, session["session_token"]) as applying:
         try:
             context = dict(run.get("context") or {})
-            with _stage(workspace, "apply", run_id, context, applying) as (creds, redactor):
-                tf = _tofu(workspace, applying, applying.token, runner, creds, redactor)
-                tf.init(reconfigure=True)
-                result = tf.apply(PLAN_FILE)
+            with staged(
+                workspace, "apply", applying, run_id=run_id, context=context, runner=runner,
+                artifact=data,
+            ) as st:  # fmt: skip
+                st.tofu.init(reconfigure=True)
+                result = st.tofu.apply(PLAN_FILE)
         except BaseException as exc:
             # Recorded with the applier's own identity: the session may have expired.
             detail = {"error": str(exc)[:2000]}
@@ -139,70 +129,3 @@ def _quietly(call: Any, *args: Any) -> None:
     """Best effort: reporting a failure must not hide the failure itself."""
     with contextlib.suppress(TofuflowError):
         call(*args)
-
-
-@contextlib.contextmanager
-def _stage(
-    workspace: WorkspaceConfig,
-    stage: str,
-    run_id: str,
-    context: Mapping[str, Any],
-    control_plane: ControlPlane,
-) -> Iterator[tuple[Credentials, Redactor]]:
-    """This stage's own cloud credentials (never the other stage's), audited as issued."""
-    redactor = Redactor()
-    with stage_credentials(
-        workspace.identity.get(stage), stage, run_id, context, redactor,
-        where=f"workspaces.{workspace.name}.identity.{stage}",
-    ) as creds:  # fmt: skip
-        if creds.cloud != "none":
-            control_plane.record_credentials(run_id, _issued(creds, stage))
-        yield creds, redactor
-
-
-def _issued(creds: Credentials, stage: str) -> dict[str, Any]:
-    record = creds.audit_record(stage)
-    keys = ("stage", "cloud", "role", "source", "subject_claims", "expires_at", "fingerprint")
-    return {key: record.get(key) for key in keys}
-
-
-def _tofu(
-    workspace: WorkspaceConfig,
-    control_plane: ControlPlane,
-    token: str,
-    runner: Runner,
-    creds: Credentials,
-    redactor: Redactor,
-) -> Tofu:
-    env = {**creds.env, **state_backend_env(workspace, control_plane, token)}
-    return Tofu(
-        workspace.directory,
-        binary=runner.binary,
-        env=env,
-        variables=workspace.variables,
-        secrets=[token, *creds.secrets],
-        redactor=redactor,
-        on_output=runner.on_output,
-        on_event=runner.on_event,
-        cancel_event=runner.cancel_event,
-    )
-
-
-def state_backend_env(
-    workspace: WorkspaceConfig, control_plane: ControlPlane, token: str | None = None
-) -> dict[str, str]:
-    """Wire ``workspace`` to its state on the control plane: writes the ``http`` backend
-    override into its directory and returns the ``TF_HTTP_*`` variables (the token only
-    ever travels in the environment, never in argv or the plan file). Nothing for a
-    workspace with ``backend = "own"``."""
-    if workspace.backend != "tofuflow":
-        return {}
-    (workspace.directory / BACKEND_OVERRIDE).write_text(_OVERRIDE)
-    address = control_plane.state_url(workspace.name)
-    return {
-        "TF_HTTP_ADDRESS": address,
-        "TF_HTTP_LOCK_ADDRESS": f"{address}/lock",
-        "TF_HTTP_UNLOCK_ADDRESS": f"{address}/lock",
-        "TF_HTTP_USERNAME": "tofuflow",
-        "TF_HTTP_PASSWORD": token or control_plane.token,
-    }

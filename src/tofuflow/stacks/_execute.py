@@ -20,11 +20,11 @@ import httpx
 
 from tofuflow.errors import AuthError, ConfigError, ForbiddenError, StorageError, TofuflowError
 from tofuflow.project import Project, WorkspaceConfig
-from tofuflow.runs import ControlPlane, Runner, apply_run, plan_workspace, state_backend_env
+from tofuflow.runs import ControlPlane, Runner, apply_run, plan_workspace, staged
 from tofuflow.stacks._cache import locking_binary
 from tofuflow.stacks._graph import Closure, input_reference, stack_graph
 from tofuflow.stacks._scheduler import Outcome, Report, Status, run_graph
-from tofuflow.tofu import Action, Binary, Plan, Redactor, State, StateOutput, Tofu, find_binary
+from tofuflow.tofu import Action, Binary, Plan, Redactor, State, StateOutput, find_binary
 
 __all__ = [
     "Clients",
@@ -208,16 +208,15 @@ def read_outputs(
     "own"``, is read by the binary (``output -json``) in the workspace's directory.
     Sensitive values are registered with ``redactor``.
     """
-    if workspace.backend == "own":
-        return _outputs_by_binary(workspace, {}, [], redactor, binary)
     client = clients("plan", workspace)
+    if workspace.backend == "own":
+        return _outputs_by_binary(workspace, client, redactor, binary)
     body = _get_state(client, workspace.name)
     if body is None:
         return None
     state = State.from_json(body)
     if state.encrypted:
-        env = state_backend_env(workspace, client)
-        return _outputs_by_binary(workspace, env, [client.token], redactor, binary)
+        return _outputs_by_binary(workspace, client, redactor, binary)
     for value in state.outputs.values():
         if value.sensitive:
             _register(redactor, value.value)
@@ -299,13 +298,14 @@ def _get_state(client: ControlPlane, name: str) -> bytes | None:
 
 def _outputs_by_binary(
     workspace: WorkspaceConfig,
-    env: Mapping[str, str],
-    secrets: list[str],
+    client: ControlPlane,
     redactor: Redactor,
     binary: Binary | str | None,
 ) -> dict[str, StateOutput] | None:
-    tf = Tofu(workspace.directory, binary=binary, env=env, secrets=secrets, redactor=redactor)
-    found = tf.output()  # registers sensitive values with the redactor
+    runner = Runner(binary=binary)
+    with staged(workspace, "read", client, runner=runner, redactor=redactor) as st:
+        st.tofu.init(reconfigure=True)
+        found = st.tofu.output()  # registers sensitive values with the redactor
     return found or None
 
 

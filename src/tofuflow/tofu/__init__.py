@@ -6,9 +6,10 @@ from tofuflow._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from tofuflow.tofu._binary import Binary, find_binary
-    from tofuflow.tofu._events import Event
+    from tofuflow.tofu._events import Event, parse_event
     from tofuflow.tofu._install import install, installed_versions
     from tofuflow.tofu._plan import Action, OutputChange, Plan, PlanCounts, ResourceChange
+    from tofuflow.tofu._process import EventCallback, OutputCallback
     from tofuflow.tofu._redact import Redactor
     from tofuflow.tofu._render import (
         render_plan_markdown,
@@ -23,6 +24,9 @@ _EXPORTS = {
     "ApplyResult": "tofuflow.tofu._tofu",
     "Binary": "tofuflow.tofu._binary",
     "Event": "tofuflow.tofu._events",
+    "EventCallback": "tofuflow.tofu._process",
+    "OutputCallback": "tofuflow.tofu._process",
+    "parse_event": "tofuflow.tofu._events",
     "OutputChange": "tofuflow.tofu._plan",
     "Plan": "tofuflow.tofu._plan",
     "PlanCounts": "tofuflow.tofu._plan",
@@ -46,6 +50,8 @@ __all__ = [
     "ApplyResult",
     "Binary",
     "Event",
+    "EventCallback",
+    "OutputCallback",
     "OutputChange",
     "Plan",
     "PlanCounts",
@@ -60,6 +66,7 @@ __all__ = [
     "find_binary",
     "install",
     "installed_versions",
+    "parse_event",
     "render_plan_markdown",
     "render_plan_text",
     "render_state_outputs_text",

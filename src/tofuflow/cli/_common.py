@@ -1,0 +1,157 @@
+"""What the `tofuflow` commands share: the --project option, errors, the runner, the
+control plane's URL, agent reporting and the decision and audit summaries."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from tofuflow.errors import ConfigError, TofuflowError
+
+if TYPE_CHECKING:
+    from tofuflow.ci import AgentReport
+    from tofuflow.runs import ControlPlane, Runner, Stage
+
+PROJECT_OPTION = click.option(
+    "--project",
+    "project_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The tofuflow.toml to use (default: searched upward from the current directory).",
+)
+
+
+@contextmanager
+def control_plane(
+    stage: Stage,
+    url: str | None,
+    identity: Mapping[str, Any] | None = None,
+    *,
+    description: str = "",
+) -> Iterator[ControlPlane]:
+    """``tofuflow.runs.connect`` for a command: ``url`` as ``configured_url`` resolved it
+    (None: the embedded plane, whose token says which command minted it)."""
+    from tofuflow.runs import connect
+
+    with connect(
+        stage, url=url, identity=identity, description=description or _command_line()
+    ) as client:
+        yield client
+
+
+def _command_line() -> str:
+    import sys
+
+    words = [Path(sys.argv[0]).name, *sys.argv[1:4]] if sys.argv else ["tofuflow"]
+    return " ".join(words)[:200]
+
+
+def fail(err: TofuflowError, report: AgentReport | None = None) -> click.ClickException:
+    return click.ClickException(clean(report, str(err)))
+
+
+# On an Azure Pipelines agent (TF_BUILD=True): logging commands around plan and apply.
+
+
+def agent_report() -> AgentReport | None:
+    from tofuflow.ci import AgentReport, AzureDevOpsLog, on_agent
+
+    return AgentReport(AzureDevOpsLog()) if on_agent() else None
+
+
+@contextmanager
+def reporting(report: AgentReport | None, title: str) -> Iterator[None]:
+    """The binary's output in a group; an error becomes issues and ``task.complete Failed``."""
+    if report is None:
+        yield
+        return
+    with report.stage(title):
+        yield
+
+
+def announce(report: AgentReport | None, token: str, directory: Path) -> None:
+    if report is not None:
+        report.directory = directory
+        report.log.set_secret(token)  # the control plane token: masked before anything runs
+
+
+def cli_runner(report: AgentReport | None) -> Runner:
+    from tofuflow.cli import CANCEL
+    from tofuflow.runs import Runner
+
+    if report is None:
+        return Runner(cancel_event=CANCEL)
+    return Runner(on_output=report.on_output, on_event=report.on_event, cancel_event=CANCEL)
+
+
+def clean(report: AgentReport | None, text: str) -> str:
+    """On an agent, user-controlled text must not carry a logging command."""
+    if report is None:
+        return text
+    from tofuflow.ci import neutralise
+
+    return "\n".join(neutralise(line) for line in text.split("\n"))
+
+
+def load_project_file(path: Path | None) -> Any:
+    from tofuflow.project import load_project
+
+    return load_project(path)
+
+
+def apply_identity(project: Any) -> Mapping[str, Any] | None:
+    """The apply identity to present to the control plane, when exactly one workspace has
+    one: the run's workspace is only known after asking the control plane."""
+    tables = [ws.identity.get("apply") for ws in project.workspaces.values()]
+    tables = [t for t in tables if t and t.get("source")]
+    return tables[0] if len(tables) == 1 else None
+
+
+def project_url(project: Any) -> str | None:
+    """TOFUFLOW_SERVER_URL, else the loaded project's ``[server] url``, else None."""
+    from tofuflow.runs import server_url
+
+    return server_url(project.server_url)
+
+
+def configured_url(project_path: Path | None, configured: str | None = None) -> str | None:
+    """Where the control plane is: TOFUFLOW_SERVER_URL, else tofuflow.toml's ``[server]
+    url`` (``configured``, or read from the project file), else None (embedded)."""
+    from tofuflow.runs import server_url
+
+    if os.environ.get("TOFUFLOW_SERVER_URL") or configured:
+        return server_url(configured)
+    try:
+        return server_url(str(load_project_file(project_path).server_url or "") or None)
+    except ConfigError:
+        if project_path is not None:
+            raise
+        return None  # no tofuflow.toml: the embedded control plane
+
+
+def print_decision(run: Mapping[str, Any], report: AgentReport | None = None) -> None:
+    decision = run.get("decision") or {}
+    click.echo("")
+    for message in decision.get("denies", []):
+        click.secho(clean(report, f"denied: {message}"), fg="red")
+    for message in decision.get("warnings", []):
+        click.secho(clean(report, f"warning: {message}"), fg="yellow")
+    for message in decision.get("approval_reasons", []):
+        click.echo(clean(report, f"needs approval: {message}"))
+    click.echo(f"run {run['id']}: {run['status']} (policy: {decision.get('outcome', '-')})")
+
+
+def print_verify(result: Mapping[str, Any]) -> None:
+    if result["ok"]:
+        click.echo(f"audit log intact: {result['checked']} events verified")
+    else:
+        where = result.get("first_bad_id") or "the end of the log"
+        click.secho(
+            f"audit log BROKEN at event {where}: {result['reason']} "
+            f"({result['checked']} events verified before it)",
+            fg="red",
+        )
