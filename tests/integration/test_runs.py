@@ -305,9 +305,10 @@ def test_the_apply_stage_binary_gets_its_cloud_credentials_beside_the_state_serv
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAPARENTCANARY")
     workdir = tmp_path / "infra"
     workdir.mkdir()
+    # An absolute path: the binary runs in a private working copy of infra/.
     (workdir / "main.tf").write_text(
         'resource "terraform_data" "dump" {\n  provisioner "local-exec" {\n'
-        '    command = "env > env.dump"\n  }\n}\n'
+        f'    command = "env > {workdir}/env.dump"\n  }}\n}}\n'
     )
     with (
         moto_server() as endpoint,

@@ -354,7 +354,11 @@ def test_from_json_refuses_malformed_documents(document: object) -> None:
 
 def test_public_api_of_tofuflow_ci_is_pinned() -> None:
     assert set(tofuflow.ci.__all__) == {
+        "AgentPool",
         "AgentReport",
+        "PipelineOptions",
+        "airflow_run_context",
+        "azure_devops_pipeline",
         "AzureDevOpsLog",
         "CISystem",
         "RunContext",

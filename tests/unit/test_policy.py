@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 import tofuflow.policy
+from tofuflow.cli._policy_cmd import policy as policy_cli
 from tofuflow.errors import ConfigError, DocumentError
 from tofuflow.policy import Decision, PolicySet, build_input, check_settings, evaluate
-from tofuflow.policy._cli import policy as policy_cli
 from tofuflow.tofu import Plan
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"

@@ -8,11 +8,11 @@ import pytest
 
 from tofuflow.errors import ConfigError
 from tofuflow.project import Project, WorkspaceConfig, load_project
+from tofuflow.runs import input_reference
 from tofuflow.stacks import (
     CycleError,
     dependants,
     find_cycle,
-    input_reference,
     stack_graph,
     transitive_dependants,
     transitive_dependencies,

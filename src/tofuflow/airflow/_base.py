@@ -218,7 +218,7 @@ class TofuBaseOperator(BaseOperator):
 
 def airflow_context_of(context: Context) -> dict[str, Any]:
     """The run context document for this task instance (see ``ci.airflow_run_context``)."""
-    from tofuflow.ci._airflow import airflow_run_context
+    from tofuflow.ci import airflow_run_context
 
     ti = context["ti"]
     dag = context.get("dag")

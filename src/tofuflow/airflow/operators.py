@@ -120,13 +120,13 @@ class TofuPlanOperator(TofuBaseOperator):
     ) -> WorkspaceConfig:
         """``ws`` with its ``inputs`` (``tofuflow.toml``: variable = "<workspace>.<output>")
         read from its dependencies' current state, as ``tofuflow run-all`` does
-        (``tofuflow.stacks.resolve_inputs``): over the workspace's variables, under the
+        (``tofuflow.runs.resolve_inputs``): over the workspace's variables, under the
         task's own ``variables``. Sensitive values go to Airflow's masker (and this task's
         log redactor) before the binary runs; they reach it as ``TF_VAR_*`` only, and are
         never written to a templated field."""
         if not ws.inputs:
             return ws
-        from tofuflow.stacks import input_reference, resolve_inputs
+        from tofuflow.runs import input_reference, resolve_inputs
 
         project = hook.project()
         work = self.work(hook)

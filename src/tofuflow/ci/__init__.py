@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from tofuflow._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from tofuflow.ci._airflow import airflow_context
+    from tofuflow.ci._airflow import airflow_context, airflow_run_context
     from tofuflow.ci._azure_devops import (
         AgentReport,
         AzureDevOpsLog,
@@ -22,13 +22,18 @@ if TYPE_CHECKING:
     from tofuflow.ci._context import CISystem, RunContext
     from tofuflow.ci._detect import detect_run_context
     from tofuflow.ci._normalize import strip_url_credentials
+    from tofuflow.ci._pipelines import AgentPool, PipelineOptions, azure_devops_pipeline
 
 _EXPORTS = {
+    "AgentPool": "tofuflow.ci._pipelines",
     "AgentReport": "tofuflow.ci._azure_devops",
     "AzureDevOpsLog": "tofuflow.ci._azure_devops",
     "CISystem": "tofuflow.ci._context",
+    "PipelineOptions": "tofuflow.ci._pipelines",
     "RunContext": "tofuflow.ci._context",
     "airflow_context": "tofuflow.ci._airflow",
+    "airflow_run_context": "tofuflow.ci._airflow",
+    "azure_devops_pipeline": "tofuflow.ci._pipelines",
     "detect_run_context": "tofuflow.ci._detect",
     "escape_message": "tofuflow.ci._azure_devops",
     "escape_property": "tofuflow.ci._azure_devops",
@@ -37,11 +42,15 @@ _EXPORTS = {
     "strip_url_credentials": "tofuflow.ci._normalize",
 }
 __all__ = [
+    "AgentPool",
     "AgentReport",
     "AzureDevOpsLog",
     "CISystem",
+    "PipelineOptions",
     "RunContext",
     "airflow_context",
+    "airflow_run_context",
+    "azure_devops_pipeline",
     "detect_run_context",
     "escape_message",
     "escape_property",

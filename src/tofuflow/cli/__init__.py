@@ -19,10 +19,10 @@ from tofuflow.cli._drift_cmd import drift
 from tofuflow.cli._env_cmd import env
 from tofuflow.cli._install_cmd import install
 from tofuflow.cli._pipeline_cmd import pipeline
+from tofuflow.cli._policy_cmd import policy
 from tofuflow.cli._run_all_cmd import run_all
 from tofuflow.cli._runs_cmd import apply, approve, audit, plan, rollback, runs
 from tofuflow.cli._server_cmd import server
-from tofuflow.policy._cli import policy
 
 __all__ = ["main"]
 

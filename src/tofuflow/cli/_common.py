@@ -50,6 +50,21 @@ def _command_line() -> str:
     return " ".join(words)[:200]
 
 
+def wired(workspace: Any, project: Any, client: ControlPlane) -> Any:
+    """``workspace`` with its ``inputs`` read from its dependencies' state, as run-all and
+    Airflow read them (``tofuflow.runs.resolve_inputs``); an input that cannot be read yet
+    is left to the binary (its default, or its error), with a warning."""
+    if not workspace.inputs:
+        return workspace
+    from tofuflow.runs import resolve_inputs, with_inputs
+    from tofuflow.tofu import Redactor
+
+    found = resolve_inputs(workspace, project, lambda _s, _w: client, Redactor(), strict=False)
+    for note in found.notes:
+        click.secho(f"warning: {workspace.name}: {note}", fg="yellow", err=True)
+    return with_inputs(workspace, found)
+
+
 def fail(err: TofuflowError, report: AgentReport | None = None) -> click.ClickException:
     return click.ClickException(clean(report, str(err)))
 

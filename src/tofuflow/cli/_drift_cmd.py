@@ -14,6 +14,7 @@ from tofuflow.cli._common import (
     fail,
     load_project_file,
     project_url,
+    wired,
 )
 from tofuflow.errors import ConfigError, TofuflowError
 
@@ -70,6 +71,7 @@ def drift(
         selected = [project.workspace(name) for name in names]
         identity = _plan_identity(ws.identity.get("plan") for ws in selected)
         with control_plane("plan", project_url(project), identity) as client:
+            selected = [wired(ws, project, client) for ws in selected]
             report = check_drift(selected, client, Runner(cancel_event=CANCEL))
     except TofuflowError as err:
         raise fail(err) from err

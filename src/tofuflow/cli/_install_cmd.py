@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from tofuflow.errors import TofuflowError
-from tofuflow.tofu._install import DEFAULT_VERSION, read_record
-from tofuflow.tofu._install import install as install_release
+from tofuflow.tofu import DEFAULT_VERSION, read_record
+from tofuflow.tofu import install as install_release
 
 __all__ = ["install"]
 

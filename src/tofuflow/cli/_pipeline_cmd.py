@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from tofuflow.tofu._install import DEFAULT_VERSION
+from tofuflow.tofu import DEFAULT_VERSION
 
 if TYPE_CHECKING:
-    from tofuflow.ci._pipelines import PipelineOptions
+    from tofuflow.ci import PipelineOptions
 
 __all__ = ["pipeline"]
 
@@ -118,7 +118,7 @@ def azure_devops(
     checks gate it; it applies the run id the plan stage printed. Existing files are
     kept unless --force is given.
     """
-    from tofuflow.ci._pipelines import AgentPool, PipelineOptions, azure_devops_pipeline
+    from tofuflow.ci import AgentPool, PipelineOptions, azure_devops_pipeline
 
     try:
         options = PipelineOptions(

@@ -30,6 +30,7 @@ from tofuflow.cli._common import (
     print_verify,
     project_url,
     reporting,
+    wired,
 )
 from tofuflow.errors import TofuflowError
 
@@ -65,6 +66,7 @@ def plan(workspace: str, project_path: Path | None, destroy: bool) -> None:
             context = detect_run_context(cwd=ws.directory).to_json()
             with control_plane("plan", project_url(project), ws.identity.get("plan")) as client:
                 announce(report, client.token, ws.directory)
+                ws = wired(ws, project, client)
                 outcome = plan_workspace(ws, client, context, cli_runner(report), destroy=destroy)
     except TofuflowError as err:
         raise fail(err, report) from err
@@ -81,8 +83,7 @@ def plan(workspace: str, project_path: Path | None, destroy: bool) -> None:
 def apply(run_id: str, project_path: Path | None) -> None:
     """Apply approved run RUN from this checkout (which must match the planned config)."""
     from tofuflow.cli import CANCELLABLE
-    from tofuflow.runs import apply_from_artifact, apply_run
-    from tofuflow.runs._rollback import CONFIG_FROM_ARTIFACT
+    from tofuflow.runs import CONFIG_FROM_ARTIFACT, apply_from_artifact, apply_run
 
     CANCELLABLE.set()
     report = agent_report()

@@ -19,8 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
-from tofuflow.tofu import Action, Plan
-from tofuflow.tofu._plan import ResourceChange
+from tofuflow.tofu import Action, Plan, ResourceChange
 from tofuflow.tofu._render import _REASONS, _attribute_changes, _Masker, _path_text
 
 __all__ = [

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import httpx
 
-from tofuflow.ci._azure_devops import escape_message as vso_escape
-from tofuflow.ci._azure_devops import on_agent
+from tofuflow.ci import escape_message as vso_escape
+from tofuflow.ci import on_agent
 from tofuflow.identity._claims import check_not_expired
 from tofuflow.identity._config import Table
 from tofuflow.identity._credentials import Credentials

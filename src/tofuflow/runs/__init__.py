@@ -13,6 +13,14 @@ copy, the stage's credentials, the state backend, the redactor).
 from tofuflow.runs._artifact import config_digest, restore_config, snapshot_config
 from tofuflow.runs._client import ControlPlane
 from tofuflow.runs._connect import STAGE_ROLES, STAGE_TOKEN_VARIABLES, Stage, connect, server_url
+from tofuflow.runs._inputs import (
+    Clients,
+    Inputs,
+    input_reference,
+    read_outputs,
+    resolve_inputs,
+    with_inputs,
+)
 from tofuflow.runs._rollback import (
     CONFIG_FROM_ARTIFACT,
     apply_from_artifact,
@@ -34,8 +42,10 @@ __all__ = [
     "INTERRUPTED",
     "STAGE_ROLES",
     "STAGE_TOKEN_VARIABLES",
+    "Clients",
     "Configuration",
     "ControlPlane",
+    "Inputs",
     "PlanOutcome",
     "Runner",
     "Stage",
@@ -46,13 +56,17 @@ __all__ = [
     "config_digest",
     "configuration",
     "connect",
+    "input_reference",
     "issued_record",
     "plan_workspace",
+    "read_outputs",
+    "resolve_inputs",
     "restore_config",
     "rollback_workspace",
     "server_url",
     "snapshot_config",
     "staged",
     "state_backend_env",
+    "with_inputs",
     "working_copy",
 ]

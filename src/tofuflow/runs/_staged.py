@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import secrets
 import threading
 from collections.abc import Iterator, Mapping
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from tofuflow.errors import ConfigError
 from tofuflow.identity import Credentials, stage_credentials
 from tofuflow.project import WorkspaceConfig
 from tofuflow.runs._artifact import unpack
@@ -35,6 +37,8 @@ __all__ = ["Runner", "StageName", "Staged", "issued_record", "staged", "state_ba
 
 StageName = Literal["plan", "apply", "read"]
 _OVERRIDE = 'terraform {\n  backend "http" {}\n}\n'
+# `backend "s3" {` in HCL, `"backend": {` in JSON (cloud {} blocks count too).
+_BACKEND_BLOCK = re.compile(r'(^\s*backend\s+"[^"]+"\s*\{|"backend"\s*:|^\s*cloud\s*\{)', re.M)
 
 
 @dataclass
@@ -86,6 +90,8 @@ def staged(
     """
     runner = runner or Runner()
     redactor = redactor or Redactor()
+    if workspace.backend == "own":
+        _require_backend_block(workspace)
     label = run_id or f"{stage}-{secrets.token_hex(6)}"
     identity = workspace.identity.get(stage) if stage != "read" else None
     with working_copy(
@@ -113,6 +119,20 @@ def staged(
                 cancel_event=runner.cancel_event,
             )
             yield Staged(tf, local, copy, creds, redactor)
+
+
+def _require_backend_block(workspace: WorkspaceConfig) -> None:
+    """``backend = "own"`` without a backend block would keep local state in the private
+    working copy, where the next stage replaces it: refuse before anything runs."""
+    for path in [*workspace.directory.glob("*.tf"), *workspace.directory.glob("*.tf.json")]:
+        if _BACKEND_BLOCK.search(path.read_text(errors="replace")):
+            return
+    raise ConfigError(
+        f'workspaces.{workspace.name}: backend = "own", but {workspace.directory} has no '
+        "backend block, so the state would be a local file in tofuflow's private working "
+        'copy and be lost. Remove backend = "own" (the state then lives in the control '
+        "plane), or add a remote backend block (s3, azurerm, gcs, http, ...)"
+    )
 
 
 def issued_record(creds: Credentials, stage: str) -> dict[str, Any]:

@@ -12,9 +12,9 @@ runs or the JSON a ``file()`` reads — except what the binary or tofuflow gener
 ``.terraform/`` and ``.git/`` directories, plan files, local state files, the lock file
 (it travels in the plan artifact) and tofuflow's backend override.
 
-Each stage (plan, apply, drift, outputs) runs in its own copy, so two stacks that share a
-directory — app/dev and app/prod on one ``infra/`` — never share a plan file or a
-``.terraform/``.
+Each workspace's stages (plan, apply, drift, outputs) run in that workspace's own copy,
+so two stacks that share a directory — app/dev and app/prod on one ``infra/`` — never
+share a plan file or a ``.terraform/``; a workspace's stages on one machine take turns.
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ def working_copy(
     workspace), held under a file lock for the block.
 
     The copy lives at a stable path — ``<base>/<label>-<hash of the source>``, ``base``
-    defaulting to ``$TOFUFLOW_WORK_DIR`` or the user's cache directory — so that
+    defaulting to ``$TOFUFLOW_WORK_DIR``, else ``work/`` under ``$TOFUFLOW_CACHE_DIR`` or the
+    user's cache directory — so that
     ``path.root`` is the same for every stage of a workspace on a machine, and its
     ``.terraform/`` is reused (faster ``init``). Each block starts from the checkout as it
     is now: everything else in the copy is replaced. Plan files (they can hold secrets)
@@ -156,7 +157,7 @@ def _default_base() -> str:
         return configured
     from platformdirs import user_cache_dir
 
-    return str(Path(user_cache_dir("tofuflow")) / "work")
+    return str(Path(os.environ.get("TOFUFLOW_CACHE_DIR") or user_cache_dir("tofuflow")) / "work")
 
 
 @contextmanager

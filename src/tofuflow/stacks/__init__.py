@@ -6,7 +6,7 @@
 A workspace of ``tofuflow.toml`` declares ``depends_on = ["network"]`` and may read its
 dependencies' outputs as variables (``inputs = { vpc_id = "network.vpc_id" }``).
 ``stack_graph`` is the dependency graph (the Airflow provider builds its tasks from it);
-``resolve_inputs`` reads a stack's ``inputs`` from its dependencies' state;
+``tofuflow.runs.resolve_inputs`` reads a stack's ``inputs`` from its dependencies' state;
 ``run_graph`` runs any callable over the graph (dependencies first, bounded parallelism, the
 dependants of a failure skipped); ``run_stacks`` runs the stacks through the normal run
 lifecycle, which is what ``tofuflow run-all plan|apply|destroy`` does (docs/cli.md).
@@ -22,22 +22,13 @@ if TYPE_CHECKING:
         locking_binary,
         plugin_cache_dir,
     )
-    from tofuflow.stacks._execute import (
-        Clients,
-        Inputs,
-        Mode,
-        StackTask,
-        read_outputs,
-        resolve_inputs,
-        run_stacks,
-    )
+    from tofuflow.stacks._execute import Mode, StackTask, run_stacks
     from tofuflow.stacks._graph import (
         Closure,
         CycleError,
         Graph,
         dependants,
         find_cycle,
-        input_reference,
         stack_graph,
         transitive_dependants,
         transitive_dependencies,
@@ -50,11 +41,9 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS = {
-    "Clients": "tofuflow.stacks._execute",
     "Closure": "tofuflow.stacks._graph",
     "CycleError": "tofuflow.stacks._graph",
     "Graph": "tofuflow.stacks._graph",
-    "Inputs": "tofuflow.stacks._execute",
     "Mode": "tofuflow.stacks._execute",
     "Outcome": "tofuflow.stacks._scheduler",
     "Report": "tofuflow.stacks._scheduler",
@@ -63,11 +52,8 @@ _EXPORTS = {
     "dependants": "tofuflow.stacks._graph",
     "find_cycle": "tofuflow.stacks._graph",
     "init_lock": "tofuflow.stacks._cache",
-    "input_reference": "tofuflow.stacks._graph",
     "locking_binary": "tofuflow.stacks._cache",
     "plugin_cache_dir": "tofuflow.stacks._cache",
-    "read_outputs": "tofuflow.stacks._execute",
-    "resolve_inputs": "tofuflow.stacks._execute",
     "run_graph": "tofuflow.stacks._scheduler",
     "run_stacks": "tofuflow.stacks._execute",
     "stack_graph": "tofuflow.stacks._graph",
@@ -75,11 +61,9 @@ _EXPORTS = {
     "transitive_dependencies": "tofuflow.stacks._graph",
 }
 __all__ = [
-    "Clients",
     "Closure",
     "CycleError",
     "Graph",
-    "Inputs",
     "Mode",
     "Outcome",
     "Report",
@@ -88,11 +72,8 @@ __all__ = [
     "dependants",
     "find_cycle",
     "init_lock",
-    "input_reference",
     "locking_binary",
     "plugin_cache_dir",
-    "read_outputs",
-    "resolve_inputs",
     "run_graph",
     "run_stacks",
     "stack_graph",

@@ -23,7 +23,6 @@ __all__ = [
     "Graph",
     "dependants",
     "find_cycle",
-    "input_reference",
     "stack_graph",
     "transitive_dependants",
     "transitive_dependencies",
@@ -127,12 +126,6 @@ def find_cycle(graph: Graph) -> list[str] | None:
                 on_path.add(dependency)
                 pending.append(iter(sorted(graph.get(dependency, ()))))
     return None
-
-
-def input_reference(reference: str) -> tuple[str, str]:
-    """``"network/eu.vpc_id"`` → ``("network/eu", "vpc_id")`` (outputs have no ``.``)."""
-    workspace, _, output = reference.rpartition(".")
-    return workspace, output
 
 
 def _full_graph(project: Project) -> dict[str, frozenset[str]]:

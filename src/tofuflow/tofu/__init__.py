@@ -7,7 +7,7 @@ from tofuflow._lazy import lazy_exports
 if TYPE_CHECKING:
     from tofuflow.tofu._binary import Binary, find_binary
     from tofuflow.tofu._events import Event, parse_event
-    from tofuflow.tofu._install import install, installed_versions
+    from tofuflow.tofu._install import DEFAULT_VERSION, install, installed_versions, read_record
     from tofuflow.tofu._plan import Action, OutputChange, Plan, PlanCounts, ResourceChange
     from tofuflow.tofu._process import EventCallback, OutputCallback
     from tofuflow.tofu._redact import Redactor
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from tofuflow.tofu._tofu import ApplyResult, PlanResult, Tofu
 
 _EXPORTS = {
+    "DEFAULT_VERSION": "tofuflow.tofu._install",
     "Action": "tofuflow.tofu._plan",
     "ApplyResult": "tofuflow.tofu._tofu",
     "Binary": "tofuflow.tofu._binary",
@@ -41,11 +42,13 @@ _EXPORTS = {
     "find_binary": "tofuflow.tofu._binary",
     "install": "tofuflow.tofu._install",
     "installed_versions": "tofuflow.tofu._install",
+    "read_record": "tofuflow.tofu._install",
     "render_plan_markdown": "tofuflow.tofu._render",
     "render_plan_text": "tofuflow.tofu._render",
     "render_state_outputs_text": "tofuflow.tofu._render",
 }
 __all__ = [
+    "DEFAULT_VERSION",
     "Action",
     "ApplyResult",
     "Binary",
@@ -67,6 +70,7 @@ __all__ = [
     "install",
     "installed_versions",
     "parse_event",
+    "read_record",
     "render_plan_markdown",
     "render_plan_text",
     "render_state_outputs_text",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from tofuflow.policy._decision import Decision, Finding
+    from tofuflow.policy import Decision, Finding
 
 __all__ = ["EXIT_CODES", "policy"]
 
