@@ -8,6 +8,13 @@ if TYPE_CHECKING:
     from tofuflow.tofu._binary import Binary, find_binary
     from tofuflow.tofu._events import Event
     from tofuflow.tofu._install import install, installed_versions
+    from tofuflow.tofu._options import (
+        ApplyOptions,
+        DestroyOptions,
+        InitOptions,
+        PlanOptions,
+        StatePushOptions,
+    )
     from tofuflow.tofu._plan import Action, OutputChange, Plan, PlanCounts, ResourceChange
     from tofuflow.tofu._redact import Redactor
     from tofuflow.tofu._render import (
@@ -20,18 +27,23 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "Action": "tofuflow.tofu._plan",
+    "ApplyOptions": "tofuflow.tofu._options",
     "ApplyResult": "tofuflow.tofu._tofu",
     "Binary": "tofuflow.tofu._binary",
+    "DestroyOptions": "tofuflow.tofu._options",
     "Event": "tofuflow.tofu._events",
+    "InitOptions": "tofuflow.tofu._options",
     "OutputChange": "tofuflow.tofu._plan",
     "Plan": "tofuflow.tofu._plan",
     "PlanCounts": "tofuflow.tofu._plan",
+    "PlanOptions": "tofuflow.tofu._options",
     "PlanResult": "tofuflow.tofu._tofu",
     "Redactor": "tofuflow.tofu._redact",
     "ResourceChange": "tofuflow.tofu._plan",
     "State": "tofuflow.tofu._state",
     "StateInstance": "tofuflow.tofu._state",
     "StateOutput": "tofuflow.tofu._state",
+    "StatePushOptions": "tofuflow.tofu._options",
     "StateResource": "tofuflow.tofu._state",
     "Tofu": "tofuflow.tofu._tofu",
     "find_binary": "tofuflow.tofu._binary",
@@ -43,18 +55,23 @@ _EXPORTS = {
 }
 __all__ = [
     "Action",
+    "ApplyOptions",
     "ApplyResult",
     "Binary",
+    "DestroyOptions",
     "Event",
+    "InitOptions",
     "OutputChange",
     "Plan",
     "PlanCounts",
+    "PlanOptions",
     "PlanResult",
     "Redactor",
     "ResourceChange",
     "State",
     "StateInstance",
     "StateOutput",
+    "StatePushOptions",
     "StateResource",
     "Tofu",
     "find_binary",
