@@ -179,3 +179,19 @@ def test_variables_travel_as_env_never_argv() -> None:
 def test_variables_with_bad_names_are_refused() -> None:
     with pytest.raises(ConfigError, match="not a valid identifier"):
         a.variables_env({"bad name": "x"})
+
+
+def test_options_are_frozen_values_that_do_not_follow_the_callers_list() -> None:
+    targets = ["terraform_data.a"]
+    options = PlanOptions(targets=targets)
+    targets.append("terraform_data.b")
+    assert options.targets == ("terraform_data.a",)
+    assert a.plan_argv(options)[-1] == "-target=terraform_data.a"
+    with pytest.raises(AttributeError):
+        options.out = "p.tfplan"  # type: ignore[misc]
+    assert PlanOptions(targets=["x"]) == PlanOptions(targets=("x",))
+
+
+def test_state_push_argv_needs_a_path_not_bytes() -> None:
+    with pytest.raises(TypeError, match="path"):
+        a.state_push_argv(StatePushOptions(b"{}"))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
+
+import pytest
 
 import tofuflow.tofu
 from tofuflow.tofu import PlanOptions, Tofu
@@ -31,3 +34,9 @@ def test_the_methods_keywords_are_their_options_fields() -> None:
     assert shown["refresh"].default is True
     assert shown["out"].annotation == declared["out"].annotation
     assert "timeout" in shown
+
+
+def test_an_unknown_keyword_names_itself(tmp_path: Path) -> None:
+    tf = Tofu(tmp_path)
+    with pytest.raises(TypeError, match="tragets"):
+        tf.plan(tragets=["x"])  # type: ignore[call-arg]
