@@ -168,6 +168,7 @@ class PlanView:
 def plan_view(plan: Plan, max_items: int | None = 20) -> PlanView:
     """The model of ``plan``, each list cut at ``max_items`` (None: every item)."""
     masker = _Masker(plan.sensitive_values())
+    counts = plan.counts
     groups = _groups(plan.resource_changes)
     detailed = max_items is None or _changed_count(plan) <= max_items
     rest = [] if max_items is None else groups[max_items:]
@@ -187,8 +188,8 @@ def plan_view(plan: Plan, max_items: int | None = 20) -> PlanView:
     return PlanView(
         errored=plan.errored,
         has_changes=plan.has_changes,
-        summary=plan.counts.summary,
-        by_action=_by_action(plan.counts),
+        summary=counts.summary,
+        by_action=_by_action(counts),
         detailed=detailed,
         modules=Folded(tuple(map(section, _head(groups, max_items))), len(rest)),
         more_modules_summary=_rest_summary(rest) if rest else "",
