@@ -26,6 +26,7 @@ from tofuflow.tofu._values import (
 )
 
 __all__ = [
+    "ActionSection",
     "AttributeLine",
     "Folded",
     "ModuleSection",
