@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tofuflow.errors import ConfigError
+from tofuflow.tofu import ApplyOptions, DestroyOptions, InitOptions, PlanOptions, StatePushOptions
 from tofuflow.tofu import _argv as a
 
 
@@ -13,18 +14,20 @@ def test_version_asks_for_json() -> None:
 
 
 def test_init_defaults_are_non_interactive_json_without_color() -> None:
-    assert a.init_argv() == ["init", "-input=false", "-no-color", "-json"]
+    assert a.init_argv(InitOptions()) == ["init", "-input=false", "-no-color", "-json"]
 
 
 def test_init_every_option() -> None:
     argv = a.init_argv(
+        InitOptions(
+            backend=False,
+            backend_config={"address": "https://state.example/v1/state/app", "lock_method": "LOCK"},
+            backend_config_files=["backend.hcl"],
+            reconfigure=True,
+            upgrade=True,
+            lockfile_readonly=True,
+        ),
         json_output=False,
-        backend=False,
-        backend_config={"address": "https://state.example/v1/state/app", "lock_method": "LOCK"},
-        backend_config_files=["backend.hcl"],
-        reconfigure=True,
-        upgrade=True,
-        lockfile_readonly=True,
     )
     assert argv == [
         "init", "-input=false", "-no-color", "-backend=false",
@@ -38,24 +41,32 @@ def test_init_every_option() -> None:
 @pytest.mark.parametrize("key", ["password", "access_key", "secret_key", "token", "sas_token"])
 def test_init_refuses_credentials_on_argv_and_names_the_env_route(key: str) -> None:
     with pytest.raises(ConfigError, match="environment variable"):
-        a.init_argv(backend_config={key: "hunter2"})
+        a.init_argv(InitOptions(backend_config={key: "hunter2"}))
 
 
 def test_plan_defaults_use_detailed_exitcode() -> None:
-    assert a.plan_argv() == ["plan", "-input=false", "-no-color", "-json", "-detailed-exitcode"]
+    assert a.plan_argv(PlanOptions()) == [
+        "plan",
+        "-input=false",
+        "-no-color",
+        "-json",
+        "-detailed-exitcode",
+    ]
 
 
 def test_plan_every_option() -> None:
     argv = a.plan_argv(
-        out="plan.tfplan",
-        destroy=True,
-        refresh=False,
-        lock=False,
-        lock_timeout="30s",
-        targets=["terraform_data.a"],
-        replace=["terraform_data.b"],
-        var_files=["prod.tfvars"],
-        parallelism=4,
+        PlanOptions(
+            out="plan.tfplan",
+            destroy=True,
+            refresh=False,
+            lock=False,
+            lock_timeout="30s",
+            targets=["terraform_data.a"],
+            replace=["terraform_data.b"],
+            var_files=["prod.tfvars"],
+            parallelism=4,
+        )
     )
     assert argv == [
         "plan", "-input=false", "-no-color", "-json", "-detailed-exitcode",
@@ -66,7 +77,7 @@ def test_plan_every_option() -> None:
 
 
 def test_plan_refresh_only_and_excludes() -> None:
-    argv = a.plan_argv(refresh_only=True, excludes=["module.big"])
+    argv = a.plan_argv(PlanOptions(refresh_only=True, excludes=["module.big"]))
     assert argv[-2:] == ["-refresh-only", "-exclude=module.big"]
 
 
@@ -81,7 +92,7 @@ def test_plan_refresh_only_and_excludes() -> None:
 )
 def test_plan_rejects_contradictory_or_malformed_options(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        a.plan_argv(**kwargs)
+        a.plan_argv(PlanOptions(**kwargs))
 
 
 def test_show_plan_and_state() -> None:
@@ -90,11 +101,17 @@ def test_show_plan_and_state() -> None:
 
 
 def test_apply_of_saved_plan_needs_no_auto_approve() -> None:
-    assert a.apply_argv("p.tfplan") == ["apply", "-input=false", "-no-color", "-json", "p.tfplan"]
+    assert a.apply_argv(ApplyOptions("p.tfplan")) == [
+        "apply",
+        "-input=false",
+        "-no-color",
+        "-json",
+        "p.tfplan",
+    ]
 
 
 def test_apply_of_saved_plan_with_lock_options_and_parallelism() -> None:
-    argv = a.apply_argv("p.tfplan", lock=False, lock_timeout="1m", parallelism=2)
+    argv = a.apply_argv(ApplyOptions("p.tfplan", lock=False, lock_timeout="1m", parallelism=2))
     assert argv == [
         "apply", "-input=false", "-no-color", "-json",
         "-lock=false", "-lock-timeout=1m", "-parallelism=2", "p.tfplan",
@@ -102,7 +119,9 @@ def test_apply_of_saved_plan_with_lock_options_and_parallelism() -> None:
 
 
 def test_direct_apply_every_option() -> None:
-    argv = a.apply_argv(targets=["t"], replace=["r"], var_files=["v.tfvars"], parallelism=3)
+    argv = a.apply_argv(
+        ApplyOptions(targets=["t"], replace=["r"], var_files=["v.tfvars"], parallelism=3)
+    )
     assert argv == [
         "apply", "-input=false", "-no-color", "-json", "-auto-approve",
         "-target=t", "-replace=r", "-var-file=v.tfvars", "-parallelism=3",
@@ -111,12 +130,20 @@ def test_direct_apply_every_option() -> None:
 
 def test_apply_of_saved_plan_refuses_targeting() -> None:
     with pytest.raises(ConfigError, match="pass them to plan"):
-        a.apply_argv("p.tfplan", targets=["x"])
+        a.apply_argv(ApplyOptions("p.tfplan", targets=["x"]))
 
 
 def test_destroy_every_option() -> None:
-    assert a.destroy_argv() == ["destroy", "-input=false", "-no-color", "-json", "-auto-approve"]
-    argv = a.destroy_argv(lock_timeout="5m", excludes=["e"], var_files=["v"], parallelism=1)
+    assert a.destroy_argv(DestroyOptions()) == [
+        "destroy",
+        "-input=false",
+        "-no-color",
+        "-json",
+        "-auto-approve",
+    ]
+    argv = a.destroy_argv(
+        DestroyOptions(lock_timeout="5m", excludes=["e"], var_files=["v"], parallelism=1)
+    )
     assert argv[5:] == ["-lock-timeout=5m", "-exclude=e", "-var-file=v", "-parallelism=1"]
 
 
@@ -124,8 +151,8 @@ def test_output_state_and_unlock_commands() -> None:
     assert a.output_argv() == ["output", "-json", "-no-color"]
     assert a.output_argv("files") == ["output", "-json", "-no-color", "files"]
     assert a.state_pull_argv() == ["state", "pull"]
-    assert a.state_push_argv("s.tfstate") == ["state", "push", "s.tfstate"]
-    assert a.state_push_argv("s", force=True, lock=False, lock_timeout="2s") == [
+    assert a.state_push_argv(StatePushOptions("s.tfstate")) == ["state", "push", "s.tfstate"]
+    assert a.state_push_argv(StatePushOptions("s", force=True, lock=False, lock_timeout="2s")) == [
         "state", "push", "-lock=false", "-lock-timeout=2s", "-force", "s"
     ]  # fmt: skip
     assert a.force_unlock_argv("abc-123") == ["force-unlock", "-force", "abc-123"]
@@ -152,3 +179,19 @@ def test_variables_travel_as_env_never_argv() -> None:
 def test_variables_with_bad_names_are_refused() -> None:
     with pytest.raises(ConfigError, match="not a valid identifier"):
         a.variables_env({"bad name": "x"})
+
+
+def test_options_are_frozen_values_that_do_not_follow_the_callers_list() -> None:
+    targets = ["terraform_data.a"]
+    options = PlanOptions(targets=targets)
+    targets.append("terraform_data.b")
+    assert options.targets == ("terraform_data.a",)
+    assert a.plan_argv(options)[-1] == "-target=terraform_data.a"
+    with pytest.raises(AttributeError):
+        options.out = "p.tfplan"  # type: ignore[misc]
+    assert PlanOptions(targets=["x"]) == PlanOptions(targets=("x",))
+
+
+def test_state_push_argv_needs_a_path_not_bytes() -> None:
+    with pytest.raises(TypeError, match="path"):
+        a.state_push_argv(StatePushOptions(b"{}"))

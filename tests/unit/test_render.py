@@ -16,7 +16,20 @@ from tofuflow.tofu import (
     render_plan_text,
     render_state_outputs_text,
 )
-from tofuflow.tofu._render import render_output_changes_text
+from tofuflow.tofu._plan import Action
+from tofuflow.tofu._plan_view import (
+    ActionSection,
+    AttributeLine,
+    Folded,
+    ModuleSection,
+    Note,
+    OutputLine,
+    PlanView,
+    ResourceLine,
+    plan_view,
+)
+from tofuflow.tofu._render import _write_markdown, _write_text, render_output_changes_text
+from tofuflow.tofu._values import _Masker
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 CANARY = "canary-s3cr3t-value"
@@ -261,6 +274,118 @@ def test_max_items_bounds_every_list() -> None:
     text = render_plan_text(plan, max_items=3)
     assert "  create (10)\n" in text
     assert "    … and 7 more\n" in text
+
+
+def test_max_items_none_shows_every_resource_with_its_attributes_and_no_secret() -> None:
+    resources = 200
+    changes = [
+        change(f"terraform_data.r[{i}]", ["update"],
+               before={"size": i, "password": f"{CANARY}-{i}"},
+               after={"size": i + 1, "password": f"{CANARY}-{i}-new"},
+               before_sensitive={"password": True}, after_sensitive={"password": True})
+        for i in range(resources)
+    ]  # fmt: skip
+    plan = plan_of(*changes)
+    text = render_plan_text(plan, max_items=None)
+    md = render_plan_markdown(plan, max_items=None)
+    for i in range(resources):
+        assert f"    ~ terraform_data.r[{i}]\n        size: {i} -> {i + 1}\n" in text
+        assert f"- `terraform_data.r[{i}]`\n  - `size`: `{i}` → `{i + 1}`\n" in md
+    for rendered in (text, md):
+        assert "more" not in rendered  # nothing folded
+        assert CANARY not in rendered
+        assert rendered.count("(sensitive value)") == 2 * resources
+    # The default still folds the summary at 20 per group, without attribute details.
+    summary = render_plan_text(plan)
+    assert "    … and 180 more\n" in summary
+    assert "size:" not in summary
+
+
+def test_max_items_none_lists_every_module_output_and_drifted_resource() -> None:
+    listed = synthetic_plan(300, modules=40).raw["resource_changes"]
+    plan = plan_of(
+        *listed,
+        resource_drift=[change(f"terraform_data.d[{i}]", ["update"]) for i in range(50)],
+        output_changes={f"o{i}": {"actions": ["create"], "after": i} for i in range(50)},
+    )
+    text = render_plan_text(plan, max_items=None)
+    for rc in [*plan.resource_changes, *plan.resource_drift]:
+        if rc.action is not Action.NO_OP:
+            assert f" {rc.address}\n" in text
+    assert all(f"  + o{i} = {i}\n" in text for i in range(50))
+    assert "more" not in text
+
+
+# ------------------------------------------------------------------ one model, two writers
+
+
+@pytest.mark.parametrize(
+    ("name", "max_items", "golden"),
+    [
+        ("mixed", 20, "mixed.rendered"),
+        ("mixed", 1, "mixed.max1.rendered"),
+        ("no_changes", 20, "no_changes.rendered"),
+    ],
+)
+def test_renderings_of_the_recorded_plans_are_unchanged(
+    name: str, max_items: int, golden: str
+) -> None:
+    # The golden files were written by the renderers before they shared one model.
+    plan = recorded_plan(name)
+    expected = FIXTURES / "plans" / golden
+    assert render_plan_text(plan, max_items=max_items) == Path(f"{expected}.txt").read_text()
+    assert render_plan_markdown(plan, max_items=max_items) == Path(f"{expected}.md").read_text()
+
+
+def test_output_changes_of_the_recorded_plan_are_unchanged(mixed: Plan) -> None:
+    expected = (FIXTURES / "plans" / "mixed.outputs.rendered.txt").read_text()
+    assert render_output_changes_text(mixed) == expected
+
+
+def test_both_writers_render_the_one_plan_model(mixed: Plan) -> None:
+    view = plan_view(mixed, max_items=20)
+    assert _write_text(view) == render_plan_text(mixed)
+    assert _write_markdown(view) == render_plan_markdown(mixed)
+
+
+def test_the_writers_read_nothing_but_the_model() -> None:
+    # A model made by hand, with no plan behind it: whatever it says is what both show.
+    attrs = Folded((AttributeLine("tags.env", '"dev"', '"prod"', forces_replacement=True),), 2)
+    line = ResourceLine(
+        "aws_s3_bucket.logs", Action.REPLACE, "-/+",
+        (Note("moved from ", "aws_s3_bucket.old", code=True), Note("", "tainted")), attrs,
+    )  # fmt: skip
+    view = PlanView(
+        errored=False,
+        has_changes=True,
+        summary="Plan: 1 to add, 0 to change, 1 to destroy.",
+        by_action=(("create", 0), ("update", 0), ("replace", 1), ("delete", 0),
+                   ("forget", 0), ("read", 0), ("no-op", 0)),
+        detailed=True,
+        modules=Folded((ModuleSection(None, "1 replace",
+                                      (ActionSection(Action.REPLACE, 4, Folded((line,), 3)),)),)),
+        more_modules_summary="",
+        outputs=Folded((OutputLine("url", Action.UPDATE, "~", '"a"', '"b"'),)),
+        drift=Folded(()),
+        masker=_Masker([]),
+    )  # fmt: skip
+    text = _write_text(view)
+    assert (
+        "  replace (4)\n"
+        "    -/+ aws_s3_bucket.logs  (moved from aws_s3_bucket.old; tainted)\n"
+        '        tags.env: "dev" -> "prod"  # forces replacement\n'
+        "        … and 2 more attributes\n"
+        "    … and 3 more\n"
+    ) in text
+    assert '  ~ url = "a" -> "b"\n' in text
+    md = _write_markdown(view)
+    assert (
+        "- `aws_s3_bucket.logs` — moved from `aws_s3_bucket.old`; tainted\n"
+        '  - `tags.env`: `"dev"` → `"prod"` *(forces replacement)*\n'
+        "  - … and 2 more attributes\n"
+        "- … and 3 more\n"
+    ) in md
+    assert '- update: `url` = `"a" → "b"`' in md
 
 
 # ------------------------------------------------------------------ markdown safety

@@ -25,7 +25,8 @@ from tofuflow.drift._report import (
     DriftReport,
     WorkspaceDrift,
 )
-from tofuflow.tofu._render import _code, _md_text
+from tofuflow.tofu import markdown_code as _code
+from tofuflow.tofu import markdown_text as _md_text
 
 __all__ = ["FORMATS", "render_drift", "render_drift_json", "render_drift_markdown",
            "render_drift_text"]  # fmt: skip

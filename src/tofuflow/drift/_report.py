@@ -19,8 +19,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
+from tofuflow.tofu import CHANGE_REASONS as _REASONS
 from tofuflow.tofu import Action, Plan, ResourceChange
-from tofuflow.tofu._render import _REASONS, _attribute_changes, _Masker, _path_text
+from tofuflow.tofu import Masker as _Masker
+from tofuflow.tofu import attribute_changes as _attribute_changes
+from tofuflow.tofu import path_text as _path_text
 
 __all__ = [
     "EXIT_DRIFT",

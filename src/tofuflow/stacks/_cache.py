@@ -52,9 +52,9 @@ os.execv(real, [real, *argv])
 
 def plugin_cache_dir() -> Path:
     """The cache every stack's binary uses: what ``Tofu`` picks when not told otherwise."""
-    from tofuflow.tofu._tofu import _default_plugin_cache
+    from tofuflow.tofu import default_plugin_cache
 
-    return Path(os.environ.get("TF_PLUGIN_CACHE_DIR") or _default_plugin_cache())
+    return Path(os.environ.get("TF_PLUGIN_CACHE_DIR") or default_plugin_cache())
 
 
 @contextmanager

@@ -1,5 +1,8 @@
 """argv for every binary command, built by pure functions (tested without a binary).
 
+A command with options takes its options value (``_options.py``), where each option is
+declared once: ``plan_argv(PlanOptions(out="plan.tfplan"))``.
+
 Every command runs non-interactively (``-input=false`` where the command takes it) and
 without colour. Nothing secret is ever put here: argv is visible in ``ps``, and
 ``-backend-config`` values are saved into plan files. Variables travel as ``TF_VAR_*``
@@ -15,6 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from tofuflow.errors import ConfigError
+from tofuflow.tofu._options import (
+    ApplyOptions,
+    DestroyOptions,
+    InitOptions,
+    PlanOptions,
+    StatePushOptions,
+    _Locking,
+    _Targeting,
+)
 
 __all__ = [
     "apply_argv",
@@ -45,24 +57,15 @@ def version_argv() -> list[str]:
     return ["version", "-json"]
 
 
-def init_argv(
-    *,
-    json_output: bool = True,
-    backend: bool = True,
-    backend_config: Mapping[str, str] | None = None,
-    backend_config_files: Sequence[str | Path] = (),
-    reconfigure: bool = False,
-    upgrade: bool = False,
-    lockfile_readonly: bool = False,
-) -> list[str]:
+def init_argv(options: InitOptions, *, json_output: bool = True) -> list[str]:
     """``init``; ``backend_config`` holds only non-secret settings (see module doc)."""
     argv = ["init", "-input=false", "-no-color"]
     if json_output:
         argv.append("-json")
-    if not backend:
+    if not options.backend:
         argv.append("-backend=false")
-    argv += [f"-backend-config={path}" for path in backend_config_files]
-    for key, value in (backend_config or {}).items():
+    argv += [f"-backend-config={path}" for path in options.backend_config_files]
+    for key, value in (options.backend_config or {}).items():
         if _SECRET_BACKEND_KEY.search(key):
             raise ConfigError(
                 f"backend setting {key!r} looks like a credential and would be saved in "
@@ -70,11 +73,11 @@ def init_argv(
                 "(e.g. TF_HTTP_PASSWORD for the http backend) through env=..."
             )
         argv.append(f"-backend-config={key}={value}")
-    if reconfigure:
+    if options.reconfigure:
         argv.append("-reconfigure")
-    if upgrade:
+    if options.upgrade:
         argv.append("-upgrade")
-    if lockfile_readonly:
+    if options.lockfile_readonly:
         argv.append("-lockfile=readonly")
     return argv
 
@@ -83,36 +86,23 @@ def validate_argv() -> list[str]:
     return ["validate", "-json", "-no-color"]
 
 
-def plan_argv(
-    *,
-    out: str | Path | None = None,
-    destroy: bool = False,
-    refresh_only: bool = False,
-    refresh: bool = True,
-    lock: bool = True,
-    lock_timeout: str | None = None,
-    targets: Sequence[str] = (),
-    excludes: Sequence[str] = (),
-    replace: Sequence[str] = (),
-    var_files: Sequence[str | Path] = (),
-    parallelism: int | None = None,
-) -> list[str]:
+def plan_argv(options: PlanOptions) -> list[str]:
     """``plan -detailed-exitcode``: exit 0 = no changes, 2 = changes, 1 = error."""
-    if destroy and refresh_only:
+    if options.destroy and options.refresh_only:
         raise ConfigError("plan: choose one of destroy and refresh_only, not both")
-    if targets and excludes:
+    if options.targets and options.excludes:
         raise ConfigError("plan: targets and excludes cannot be combined; use one of them")
     argv = ["plan", "-input=false", "-no-color", "-json", "-detailed-exitcode"]
-    argv += _lock_flags(lock, lock_timeout)
-    if out is not None:
-        argv.append(f"-out={out}")
-    if destroy:
+    argv += _lock_flags(options)
+    if options.out is not None:
+        argv.append(f"-out={options.out}")
+    if options.destroy:
         argv.append("-destroy")
-    if refresh_only:
+    if options.refresh_only:
         argv.append("-refresh-only")
-    if not refresh:
+    if not options.refresh:
         argv.append("-refresh=false")
-    argv += _targeting(targets, excludes, replace, var_files, parallelism)
+    argv += _targeting(options, options.replace)
     return argv
 
 
@@ -124,48 +114,30 @@ def show_argv(plan_file: str | Path | None = None) -> list[str]:
     return argv
 
 
-def apply_argv(
-    plan_file: str | Path | None = None,
-    *,
-    lock: bool = True,
-    lock_timeout: str | None = None,
-    targets: Sequence[str] = (),
-    excludes: Sequence[str] = (),
-    replace: Sequence[str] = (),
-    var_files: Sequence[str | Path] = (),
-    parallelism: int | None = None,
-) -> list[str]:
+def apply_argv(options: ApplyOptions) -> list[str]:
     """``apply`` of a saved plan (what was reviewed), or a direct apply when none is given."""
     argv = ["apply", "-input=false", "-no-color", "-json"]
-    argv += _lock_flags(lock, lock_timeout)
-    if plan_file is not None:
-        if targets or excludes or replace or var_files:
+    argv += _lock_flags(options)
+    if options.plan_file is not None:
+        if options.targets or options.excludes or options.replace or options.var_files:
             raise ConfigError(
                 "apply: a saved plan already fixes targets, replacements and variables; "
                 "pass them to plan() instead"
             )
-        if parallelism is not None:
-            argv.append(f"-parallelism={_positive(parallelism)}")
-        argv.append(str(plan_file))
+        if options.parallelism is not None:
+            argv.append(f"-parallelism={_positive(options.parallelism)}")
+        argv.append(str(options.plan_file))
         return argv
     # A direct apply has no reviewed plan to apply; non-interactive runs must say so.
     argv.append("-auto-approve")
-    argv += _targeting(targets, excludes, replace, var_files, parallelism)
+    argv += _targeting(options, options.replace)
     return argv
 
 
-def destroy_argv(
-    *,
-    lock: bool = True,
-    lock_timeout: str | None = None,
-    targets: Sequence[str] = (),
-    excludes: Sequence[str] = (),
-    var_files: Sequence[str | Path] = (),
-    parallelism: int | None = None,
-) -> list[str]:
+def destroy_argv(options: DestroyOptions) -> list[str]:
     argv = ["destroy", "-input=false", "-no-color", "-json", "-auto-approve"]
-    argv += _lock_flags(lock, lock_timeout)
-    argv += _targeting(targets, excludes, (), var_files, parallelism)
+    argv += _lock_flags(options)
+    argv += _targeting(options, ())
     return argv
 
 
@@ -180,14 +152,15 @@ def state_pull_argv() -> list[str]:
     return ["state", "pull"]
 
 
-def state_push_argv(
-    path: str | Path, *, force: bool = False, lock: bool = True, lock_timeout: str | None = None
-) -> list[str]:
+def state_push_argv(options: StatePushOptions) -> list[str]:
+    """``state push PATH``: ``Tofu.state_push`` writes a document given as bytes to a file."""
+    if isinstance(options.state, bytes):
+        raise TypeError("state_push_argv needs the state file's path, not its bytes")
     argv = ["state", "push"]
-    argv += _lock_flags(lock, lock_timeout)
-    if force:
+    argv += _lock_flags(options)
+    if options.force:
         argv.append("-force")
-    argv.append(str(path))
+    argv.append(str(options.state))
     return argv
 
 
@@ -222,30 +195,24 @@ def variables_env(variables: Mapping[str, Any]) -> dict[str, str]:
     return env
 
 
-def _lock_flags(lock: bool, lock_timeout: str | None) -> list[str]:
-    flags = [] if lock else ["-lock=false"]
-    if lock_timeout is not None:
-        if not re.fullmatch(r"\d+(ms|s|m|h)", lock_timeout):
+def _lock_flags(options: _Locking) -> list[str]:
+    flags = [] if options.lock else ["-lock=false"]
+    if options.lock_timeout is not None:
+        if not re.fullmatch(r"\d+(ms|s|m|h)", options.lock_timeout):
             raise ConfigError(
-                f"lock_timeout {lock_timeout!r}: use a duration such as '30s' or '5m'"
+                f"lock_timeout {options.lock_timeout!r}: use a duration such as '30s' or '5m'"
             )
-        flags.append(f"-lock-timeout={lock_timeout}")
+        flags.append(f"-lock-timeout={options.lock_timeout}")
     return flags
 
 
-def _targeting(
-    targets: Sequence[str],
-    excludes: Sequence[str],
-    replace: Sequence[str],
-    var_files: Sequence[str | Path],
-    parallelism: int | None,
-) -> list[str]:
-    argv = [f"-target={address}" for address in targets]
-    argv += [f"-exclude={address}" for address in excludes]
+def _targeting(options: _Targeting, replace: Sequence[str]) -> list[str]:
+    argv = [f"-target={address}" for address in options.targets]
+    argv += [f"-exclude={address}" for address in options.excludes]
     argv += [f"-replace={address}" for address in replace]
-    argv += [f"-var-file={path}" for path in var_files]
-    if parallelism is not None:
-        argv.append(f"-parallelism={_positive(parallelism)}")
+    argv += [f"-var-file={path}" for path in options.var_files]
+    if options.parallelism is not None:
+        argv.append(f"-parallelism={_positive(options.parallelism)}")
     return argv
 
 

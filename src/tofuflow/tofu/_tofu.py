@@ -7,7 +7,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,14 @@ from tofuflow.errors import (
 from tofuflow.tofu import _argv
 from tofuflow.tofu._binary import Binary, find_binary
 from tofuflow.tofu._events import Event
+from tofuflow.tofu._options import (
+    ApplyOptions,
+    DestroyOptions,
+    InitOptions,
+    PlanOptions,
+    StatePushOptions,
+    keywords_of,
+)
 from tofuflow.tofu._plan import Plan
 from tofuflow.tofu._process import EventCallback, OutputCallback, ProcessResult, run_process
 from tofuflow.tofu._redact import Redactor
@@ -140,7 +148,7 @@ class Tofu:
         if cli_config and Path(cli_config).is_file():
             # Only an existing file: a dangling one makes every command print a warning.
             child["TF_CLI_CONFIG_FILE"] = cli_config
-        cache = plugin_cache_dir or child.get("TF_PLUGIN_CACHE_DIR") or _default_plugin_cache()
+        cache = plugin_cache_dir or child.get("TF_PLUGIN_CACHE_DIR") or default_plugin_cache()
         Path(cache).mkdir(parents=True, exist_ok=True)
         child["TF_PLUGIN_CACHE_DIR"] = str(cache)
         child.update(_argv.variables_env(variables))
@@ -168,27 +176,11 @@ class Tofu:
     def version(self) -> Binary:
         return self.binary
 
-    def init(
-        self,
-        *,
-        backend: bool = True,
-        backend_config: Mapping[str, str] | None = None,
-        backend_config_files: Sequence[str | Path] = (),
-        reconfigure: bool = False,
-        upgrade: bool = False,
-        lockfile_readonly: bool = False,
-        timeout: float | None = None,
-    ) -> None:
-        argv = _argv.init_argv(
-            json_output=self._init_json_supported(),
-            backend=backend,
-            backend_config=backend_config,
-            backend_config_files=backend_config_files,
-            reconfigure=reconfigure,
-            upgrade=upgrade,
-            lockfile_readonly=lockfile_readonly,
-        )
-        self._check(self._run(argv, timeout=timeout))
+    @keywords_of(InitOptions)
+    def init(self, options: InitOptions) -> None:
+        """``init``; its keyword arguments are ``InitOptions``' fields."""
+        argv = _argv.init_argv(options, json_output=self._init_json_supported())
+        self._check(self._run(argv, timeout=options.timeout))
 
     def validate(self, *, timeout: float | None = None) -> list[Diagnostic]:
         """Return warnings; raise TofuError carrying the diagnostics when invalid."""
@@ -199,31 +191,13 @@ class Tofu:
             raise self._error(result, "configuration is invalid", diagnostics)
         return diagnostics
 
-    def plan(
-        self,
-        *,
-        out: str | Path | None = None,
-        destroy: bool = False,
-        refresh_only: bool = False,
-        refresh: bool = True,
-        lock: bool = True,
-        lock_timeout: str | None = None,
-        targets: Sequence[str] = (),
-        excludes: Sequence[str] = (),
-        replace: Sequence[str] = (),
-        var_files: Sequence[str | Path] = (),
-        parallelism: int | None = None,
-        timeout: float | None = None,
-    ) -> PlanResult:
-        self._require_exclude_support(excludes)
-        argv = _argv.plan_argv(
-            out=out, destroy=destroy, refresh_only=refresh_only, refresh=refresh, lock=lock,
-            lock_timeout=lock_timeout, targets=targets, excludes=excludes, replace=replace,
-            var_files=var_files, parallelism=parallelism,
-        )  # fmt: skip
-        result = self._run(argv, timeout=timeout)
+    @keywords_of(PlanOptions)
+    def plan(self, options: PlanOptions) -> PlanResult:
+        """``plan``; its keyword arguments are ``PlanOptions``' fields."""
+        self._require_exclude_support(options.excludes)
+        result = self._run(_argv.plan_argv(options), timeout=options.timeout)
         self._check(result, ok=(0, 2))
-        plan_file = None if out is None else (self.working_dir / out)
+        plan_file = None if options.out is None else (self.working_dir / options.out)
         return PlanResult(
             has_changes=result.exit_code == 2,
             plan_file=plan_file,
@@ -242,44 +216,20 @@ class Tofu:
         result = self._run(_argv.show_argv(), capture=True, timeout=timeout)
         return _json_document(self._check(result), "show -json")
 
-    def apply(
-        self,
-        plan_file: str | Path | None = None,
-        *,
-        lock: bool = True,
-        lock_timeout: str | None = None,
-        targets: Sequence[str] = (),
-        excludes: Sequence[str] = (),
-        replace: Sequence[str] = (),
-        var_files: Sequence[str | Path] = (),
-        parallelism: int | None = None,
-        timeout: float | None = None,
-    ) -> ApplyResult:
-        """Apply ``plan_file`` (the reviewed plan) or, without one, apply directly."""
-        self._require_exclude_support(excludes)
-        argv = _argv.apply_argv(
-            plan_file, lock=lock, lock_timeout=lock_timeout, targets=targets,
-            excludes=excludes, replace=replace, var_files=var_files, parallelism=parallelism,
-        )  # fmt: skip
-        return self._apply_like(argv, timeout)
+    @keywords_of(ApplyOptions)
+    def apply(self, options: ApplyOptions) -> ApplyResult:
+        """Apply ``plan_file`` (the reviewed plan) or, without one, apply directly.
 
-    def destroy(
-        self,
-        *,
-        lock: bool = True,
-        lock_timeout: str | None = None,
-        targets: Sequence[str] = (),
-        excludes: Sequence[str] = (),
-        var_files: Sequence[str | Path] = (),
-        parallelism: int | None = None,
-        timeout: float | None = None,
-    ) -> ApplyResult:
-        self._require_exclude_support(excludes)
-        argv = _argv.destroy_argv(
-            lock=lock, lock_timeout=lock_timeout, targets=targets, excludes=excludes,
-            var_files=var_files, parallelism=parallelism,
-        )  # fmt: skip
-        return self._apply_like(argv, timeout)
+        Its arguments are ``ApplyOptions``' fields: ``tf.apply("plan.tfplan", lock_timeout="5m")``.
+        """
+        self._require_exclude_support(options.excludes)
+        return self._apply_like(_argv.apply_argv(options), options.timeout)
+
+    @keywords_of(DestroyOptions)
+    def destroy(self, options: DestroyOptions) -> ApplyResult:
+        """``destroy``; its keyword arguments are ``DestroyOptions``' fields."""
+        self._require_exclude_support(options.excludes)
+        return self._apply_like(_argv.destroy_argv(options), options.timeout)
 
     def output(self, *, timeout: float | None = None) -> dict[str, StateOutput]:
         """Root-module outputs; sensitive values are registered as secrets on the way."""
@@ -307,27 +257,23 @@ class Tofu:
         """The state exactly as the backend returned it (for backups and ``state_push``)."""
         return self._check(self._run(_argv.state_pull_argv(), capture=True, timeout=timeout)).stdout
 
-    def state_push(
-        self,
-        state: str | Path | bytes,
-        *,
-        force: bool = False,
-        lock: bool = True,
-        lock_timeout: str | None = None,
-        timeout: float | None = None,
-    ) -> None:
-        """Push a state file (a path, or the document's bytes) to the backend."""
-        if isinstance(state, bytes):
+    @keywords_of(StatePushOptions)
+    def state_push(self, options: StatePushOptions) -> None:
+        """Push a state file (a path, or the document's bytes) to the backend.
+
+        Its arguments are ``StatePushOptions``' fields: ``tf.state_push(path, force=True)``.
+        """
+        if isinstance(options.state, bytes):
             with tempfile.TemporaryDirectory(prefix="tofuflow-push-") as tmp:
                 path = Path(tmp) / "push.tfstate"
-                path.write_bytes(state)
+                path.write_bytes(options.state)
                 path.chmod(0o600)
-                self.state_push(
-                    path, force=force, lock=lock, lock_timeout=lock_timeout, timeout=timeout
-                )
+                self._state_push(replace(options, state=path))
             return
-        argv = _argv.state_push_argv(state, force=force, lock=lock, lock_timeout=lock_timeout)
-        self._check(self._run(argv, timeout=timeout))
+        self._state_push(options)
+
+    def _state_push(self, options: StatePushOptions) -> None:
+        self._check(self._run(_argv.state_push_argv(options), timeout=options.timeout))
 
     def force_unlock(self, lock_id: str, *, timeout: float | None = None) -> None:
         self._check(self._run(_argv.force_unlock_argv(lock_id), timeout=timeout))
@@ -512,7 +458,7 @@ def _mtime(path: Path) -> int | None:
         return None
 
 
-def _default_plugin_cache() -> str:
+def default_plugin_cache() -> str:
     from platformdirs import user_cache_dir
 
     root = os.environ.get("TOFUFLOW_CACHE_DIR") or user_cache_dir("tofuflow")
