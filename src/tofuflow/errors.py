@@ -2,6 +2,7 @@
 
     TofuflowError
     ├── ConfigError               bad input from the user (options, files); says which and the fix
+    │   └── CycleError            ``depends_on`` entries that form a cycle; ``cycle`` names it
     ├── BinaryError
     │   ├── BinaryNotFoundError   no tofu/terraform found
     │   ├── BinaryVersionError    found, but too old or unreadable
@@ -12,13 +13,15 @@
     ├── ForbiddenError            a valid credential without the needed role (HTTP 403)
     ├── CryptoError               a key is missing, wrong, or a ciphertext was tampered with
     ├── StorageError              a state or blob store failed or is misconfigured
+    ├── UnreachableError          the control plane could not be reached (network, DNS, TLS)
     ├── RequestError              a control-plane request refused; ``status`` is its HTTP code
     │   ├── BadRequestError       400: malformed body, bad name, wrong Content-MD5
     │   ├── NotFoundError         404: no such workspace, version or run
     │   ├── ConflictError         409: stale serial, other lineage, lock not held
     │   │   └── PlanStaleError    the state moved since the plan: plan again
     │   ├── LockedError           423: the state is locked; ``lock_info`` is the holder's
-    │   └── PayloadTooLargeError  413: body over the configured limit
+    │   ├── PayloadTooLargeError  413: body over the configured limit
+    │   └── ServerError           5xx: the control plane failed; retry, or tell its operator
     └── TofuError                 a command of the binary failed (command, exit code, diagnostics)
         ├── TofuCrashError        the binary crashed (exit 11)
         ├── StateLockedError      the state lock is held by someone else (lock_info says who)
@@ -39,6 +42,7 @@ from typing import Any
 
 __all__ = [
     "AuthError",
+    "BadRequestError",
     "BinaryError",
     "BinaryNotFoundError",
     "BinaryVersionError",
@@ -46,6 +50,7 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "CryptoError",
+    "CycleError",
     "Diagnostic",
     "DocumentError",
     "ForbiddenError",
@@ -56,6 +61,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PlanStaleError",
     "RequestError",
+    "ServerError",
     "StateLockedError",
     "StateWriteError",
     "StorageError",
@@ -64,6 +70,7 @@ __all__ = [
     "TofuError",
     "TofuTimeoutError",
     "TofuflowError",
+    "UnreachableError",
 ]
 
 
@@ -123,6 +130,14 @@ class ConfigError(TofuflowError):
     """Bad configuration or arguments; the message names what and how to fix it."""
 
 
+class CycleError(ConfigError):
+    """``depends_on`` entries that form a cycle; ``cycle`` is ``[a, b, ..., a]``."""
+
+    def __init__(self, message: str, cycle: list[str]) -> None:
+        super().__init__(message)
+        self.cycle = cycle
+
+
 class BinaryError(TofuflowError):
     """Something is wrong with the tofu/terraform binary itself."""
 
@@ -163,6 +178,10 @@ class StorageError(TofuflowError):
     """A database or blob store failed or is misconfigured."""
 
 
+class UnreachableError(TofuflowError):
+    """The control plane could not be reached: the message names the URL and the cause."""
+
+
 class RequestError(TofuflowError):
     """A control-plane request that was refused; never retried by the binary (4xx)."""
 
@@ -197,6 +216,12 @@ class LockedError(RequestError):
 
 class PayloadTooLargeError(RequestError):
     status = 413
+
+
+class ServerError(RequestError):
+    """The control plane answered 5xx: its log has the cause."""
+
+    status = 500
 
 
 @dataclass(eq=False)

@@ -14,7 +14,36 @@ EXPECTED = {
     "TofuCancelledError", "TofuCrashError", "TofuError", "TofuTimeoutError", "TofuflowError",
     "__version__", "find_binary", "install", "installed_versions", "render_plan_markdown",
     "render_plan_text", "render_state_outputs_text",
+    # the errors a caller of the runs API meets (every class of tofuflow.errors)
+    "AuthError", "BadRequestError", "ConflictError", "CryptoError", "CycleError",
+    "ForbiddenError", "LockedError", "NotFoundError", "PayloadTooLargeError",
+    "PlanStaleError", "RequestError", "ServerError", "StorageError", "UnreachableError",
 }  # fmt: skip
+
+
+def test_every_error_class_lives_in_errors_and_is_exported() -> None:
+    import inspect
+    import pkgutil
+
+    import tofuflow as package
+
+    classes = {
+        name
+        for name, obj in vars(tofuflow.errors).items()
+        if isinstance(obj, type) and issubclass(obj, Exception)
+    }
+    assert classes <= set(tofuflow.__all__)
+    assert classes == set(tofuflow.errors.__all__) - {"Diagnostic", "LockInfo"}
+    # No error class is defined anywhere else (click's own usage errors aside).
+    for info in pkgutil.walk_packages(package.__path__, "tofuflow."):
+        if info.name.startswith(("tofuflow.airflow", "tofuflow.server.storage.migrations")):
+            continue
+        module = __import__(info.name, fromlist=["_"])
+        for name, obj in inspect.getmembers(module, inspect.isclass):
+            if obj.__module__ == info.name and issubclass(obj, Exception):
+                assert issubclass(obj, BaseException) and (
+                    obj.__module__ == "tofuflow.errors" or "click" in str(obj.__mro__)
+                ), f"{info.name}.{name}: define error classes in tofuflow/errors.py"
 
 
 def test_public_api_is_pinned() -> None:

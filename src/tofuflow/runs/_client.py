@@ -166,7 +166,7 @@ class ControlPlane:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise errors.StorageError(
+            raise errors.UnreachableError(
                 f"cannot reach the control plane at {self.url}: {exc}. Check the URL "
                 "(tofuflow.toml [server] url or TOFUFLOW_SERVER_URL) and that it is running"
             ) from exc
@@ -190,4 +190,7 @@ def _error(response: httpx.Response) -> errors.TofuflowError:
         return cls(message)
     if 400 <= response.status_code < 500:
         return errors.RequestError(message)
-    return errors.StorageError(f"control plane error {response.status_code}: {message}")
+    return errors.ServerError(
+        f"the control plane failed ({response.status_code}: {message}); retry, and if it "
+        "persists its operator finds the cause in the server log"
+    )

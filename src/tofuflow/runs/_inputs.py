@@ -16,7 +16,13 @@ from typing import Any
 
 import httpx
 
-from tofuflow.errors import AuthError, ConfigError, ForbiddenError, StorageError
+from tofuflow.errors import (
+    AuthError,
+    ConfigError,
+    ForbiddenError,
+    StorageError,
+    UnreachableError,
+)
 from tofuflow.project import Project, WorkspaceConfig
 from tofuflow.runs._client import ControlPlane
 from tofuflow.runs._staged import Runner, staged
@@ -142,7 +148,7 @@ def _get_state(client: ControlPlane, name: str) -> bytes | None:
             timeout=120,
         )  # fmt: skip
     except httpx.HTTPError as exc:
-        raise StorageError(
+        raise UnreachableError(
             f"cannot read the state of {name} from the control plane at {client.url}: {exc}"
         ) from exc
     if response.status_code == 204:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
-from tofuflow.errors import ConfigError
+from tofuflow.errors import ConfigError, CycleError
 from tofuflow.project import Project
 
 __all__ = [
@@ -30,14 +30,6 @@ __all__ = [
 
 Graph = Mapping[str, frozenset[str]]
 Closure = Literal["dependencies", "dependants"]
-
-
-class CycleError(ConfigError):
-    """``depends_on`` entries that form a cycle; ``cycle`` is ``[a, b, ..., a]``."""
-
-    def __init__(self, message: str, cycle: list[str]) -> None:
-        super().__init__(message)
-        self.cycle = cycle
 
 
 def stack_graph(
