@@ -22,8 +22,9 @@ File (paths are relative to the file's directory; every key but ``directory`` op
     [workspaces."app/prod".identity.plan]   # per-stage identity, raw (read by identity/)
     cloud = "azure"
 
-Every problem is reported at once, one per line, as ``FILE: KEY.PATH: what is wrong; the
-fix``. Unknown keys are errors with a did-you-mean suggestion.
+Every problem is reported at once, one per line, as ``FILE:LINE: KEY.PATH: what is wrong;
+the fix``. Unknown keys, at every level, are errors with a did-you-mean suggestion: a typo
+must never silently drop a setting.
 """
 
 from __future__ import annotations
@@ -33,14 +34,22 @@ import difflib
 import json
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeGuard, get_args
 
 from tofuflow.errors import ConfigError
 
-__all__ = ["PROJECT_FILE", "Backend", "Project", "WorkspaceConfig", "load_project"]
+__all__ = [
+    "PROJECT_FILE",
+    "Backend",
+    "Project",
+    "WorkspaceConfig",
+    "key_line",
+    "load_project",
+    "suggest",
+]
 
 PROJECT_FILE = "tofuflow.toml"
 
@@ -126,7 +135,7 @@ class Project:
             )
         defined = ", ".join(sorted(self.workspaces))
         raise ConfigError(
-            f"{label}: workspace {name!r} is not defined{_suggest(name, self.workspaces)}; "
+            f"{label}: workspace {name!r} is not defined{suggest(name, self.workspaces)}; "
             f"defined: {defined}"
         )
 
@@ -141,8 +150,8 @@ def load_project(path: Path | str | None = None) -> Project:
     Raises ``ConfigError`` naming the file, each bad key and its fix.
     """
     file = _locate(Path.cwd() if path is None else Path(path))
-    data = _read(file)
-    return _Parser(file).project(data)
+    text, data = _read(file)
+    return _Parser(file, text).project(data)
 
 
 def _locate(start: Path) -> Path:
@@ -156,16 +165,16 @@ def _locate(start: Path) -> Path:
         if candidate.is_file():
             return candidate
     raise ConfigError(
-        f"no {PROJECT_FILE} in {start} or any parent directory; create one at the root of "
-        f"your repository with a [workspaces.NAME] table per configuration"
+        f"no {PROJECT_FILE} in {start} or any parent directory; run `tofuflow init` at the "
+        f"root of your repository to write one with a workspace per configuration it finds"
     )
 
 
-def _read(file: Path) -> dict[str, Any]:
+def _read(file: Path) -> tuple[str, dict[str, Any]]:
     label = _label(file)
     try:
-        with file.open("rb") as stream:
-            return tomllib.load(stream)
+        text = file.read_bytes().decode()
+        return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{label}: not valid TOML: {exc}; fix the syntax there") from exc
     except UnicodeDecodeError as exc:
@@ -177,21 +186,22 @@ def _read(file: Path) -> dict[str, Any]:
 class _Parser:
     """Validates the parsed TOML, collecting every problem before raising once."""
 
-    def __init__(self, file: Path) -> None:
+    def __init__(self, file: Path, text: str) -> None:
         self.file = file
+        self.text = text
         self.root = file.parent
-        self.problems: list[str] = []
+        self.problems: list[tuple[int, str]] = []  # (line, message)
         self.names: frozenset[str] = frozenset()  # every workspace defined in the file
 
     def problem(self, keys: Keys, message: str) -> None:
-        self.problems.append(f"{_label(self.file)}: {_dotted(keys)}: {message}")
+        self.problems.append(located(self.file, self.text, keys, message))
 
     def project(self, data: dict[str, Any]) -> Project:
         self.unknown_keys((), data, _TOP_KEYS)
         server_url = self.server(data.get("server"))
         workspaces = self.workspaces(data.get("workspaces"))
         if self.problems:
-            raise ConfigError("\n".join(self.problems))
+            raise ConfigError(in_file_order(self.problems))
         return Project(path=self.file, server_url=server_url, workspaces=workspaces)
 
     # -- sections ---------------------------------------------------------------------
@@ -354,7 +364,7 @@ class _Parser:
     def backend(self, keys: Keys, value: object) -> Backend:
         if value is None or value in _BACKENDS:
             return "own" if value == "own" else "tofuflow"
-        hint = _suggest(value, _BACKENDS) if isinstance(value, str) else ""
+        hint = suggest(value, _BACKENDS) if isinstance(value, str) else ""
         self.problem(
             keys,
             f'{_describe(value)} is not a backend choice{hint}; use "tofuflow" (the state '
@@ -369,6 +379,9 @@ class _Parser:
         for stage in _STAGES:
             if stage in table and self.is_table(table[stage], (*keys, stage)):
                 stages[stage] = table[stage]
+                # Only the keys here: the values are checked when the stage runs (they
+                # may name environment variables that exist only on the agent).
+                self.unknown_keys((*keys, stage), table[stage], _identity_keys(table[stage]))
         return stages
 
     def depends_on(self, name: str, keys: Keys, value: object) -> tuple[str, ...]:
@@ -394,7 +407,7 @@ class _Parser:
                 self.problem(
                     item_keys,
                     f"workspace {_describe(item)} is not defined"
-                    f"{_suggest(item, sorted(self.names))}; "
+                    f"{suggest(item, sorted(self.names))}; "
                     f"depend on a [workspaces.NAME] of this file (defined: {defined})",
                 )
             else:
@@ -431,7 +444,7 @@ class _Parser:
                     item_keys, "is also set in variables; keep it in one of the two tables"
                 )
             elif workspace not in listed:
-                hint = _suggest(workspace, listed)
+                hint = suggest(workspace, listed)
                 self.problem(
                     item_keys,
                     f"reads workspace {_describe(workspace)}, which is not in depends_on{hint}; "
@@ -466,7 +479,7 @@ class _Parser:
         for name in table:
             if name in known:
                 continue
-            fix = _suggest(name, known) or f"; known keys: {', '.join(known)}"
+            fix = suggest(name, known) or f"; known keys: {', '.join(known)}"
             if nested_hint and isinstance(table[name], dict):
                 # [workspaces.app.prod] parses as workspace "app" with a key "prod".
                 fix += (
@@ -476,9 +489,93 @@ class _Parser:
             self.problem((*keys, name), f"unknown key{fix}")
 
 
-def _suggest(name: str, choices: Sequence[str] | Mapping[str, Any]) -> str:
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """``'; did you mean "tags"?'`` for the nearest choice, or ``""`` when none is close."""
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f'; did you mean "{close[0]}"?' if close else ""
+
+
+def _identity_keys(stage: Mapping[str, Any]) -> list[str]:
+    # The identity layer's own list (for the stage's source and cloud), so the two never
+    # disagree; imported here only when a file has an identity table.
+    from tofuflow.identity._stage import _known_keys
+
+    return sorted(_known_keys(stage))
+
+
+# -- where a key is in the file -------------------------------------------------------
+
+
+def key_line(text: str, keys: Keys) -> int | None:
+    """The 1-based line of ``text`` (TOML) where the key path ``keys`` is defined.
+
+        key_line('[server]\nprot = 1\n', ("server", "prot"))   # 2
+
+    tomllib keeps no positions, so this asks tomllib itself: the key is defined on the
+    first line whose prefix of the document parses and holds it (found by bisection;
+    prefixes that end inside a multi-line value do not parse and are stepped over). So
+    comments, strings that mention the key, quoting and dotted keys cannot mislead it.
+    None when the path is not in the document.
+    """
+    lines = text.splitlines(keepends=True)
+
+    def first_parsed(start: int) -> tuple[int, bool]:
+        """The first prefix of at least ``start`` lines that parses, and if it holds keys."""
+        for end in range(start, len(lines) + 1):
+            try:
+                data = tomllib.loads("".join(lines[:end]))
+            except tomllib.TOMLDecodeError:
+                continue
+            return end, _holds(data, keys)
+        return len(lines), False
+
+    low, high = 0, len(lines)  # P(low) is false (the empty prefix holds nothing)
+    if not first_parsed(high)[1]:
+        return None
+    while high - low > 1:  # invariant: P(low) false, P(high) true
+        middle = (low + high) // 2
+        end, holds = first_parsed(middle)
+        if holds:
+            high = middle
+        else:
+            low = end
+    # Lines low+1..high: the first one that is not blank or a comment is the definition.
+    for number in range(low + 1, high + 1):
+        stripped = lines[number - 1].strip()
+        if stripped and not stripped.startswith("#"):
+            return number
+    return high
+
+
+def _holds(data: object, keys: Keys) -> bool:
+    for key in keys:
+        if isinstance(key, int):
+            if not isinstance(data, list) or key >= len(data):
+                return False
+            data = data[key]
+        elif isinstance(data, dict) and key in data:
+            data = data[key]
+        else:
+            return False
+    return True
+
+
+def located(file: Path, text: str | None, keys: Keys, message: str) -> tuple[int, str]:
+    """``(line, "FILE:LINE: KEY.PATH: message")``; without a line ``FILE: KEY.PATH: ...``."""
+    line = None
+    # A missing key points at its table: the nearest part of the path that is there.
+    for end in range(len(keys), 0, -1):
+        line = key_line(text, keys[:end]) if text is not None else None
+        if line is not None:
+            break
+    where = f"{_label(file)}:{line}" if line else _label(file)
+    path = f"{_dotted(keys)}: " if keys else ""
+    return line or 0, f"{where}: {path}{message}"
+
+
+def in_file_order(problems: Sequence[tuple[int, str]]) -> str:
+    """The messages one per line, in the order of their lines in the file."""
+    return "\n".join(message for _, message in sorted(problems, key=lambda item: item[0]))
 
 
 def _has_datetime(value: object) -> bool:
