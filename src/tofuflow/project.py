@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 import json
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeGuard, get_args
@@ -509,42 +510,90 @@ def _identity_keys(stage: Mapping[str, Any]) -> list[str]:
 def key_line(text: str, keys: Keys) -> int | None:
     """The 1-based line of ``text`` (TOML) where the key path ``keys`` is defined.
 
-        key_line('[server]\nprot = 1\n', ("server", "prot"))   # 2
+        key_line('[server]\\nprot = 1\\n', ("server", "prot"))   # 2
 
-    tomllib keeps no positions, so this asks tomllib itself: the key is defined on the
-    first line whose prefix of the document parses and holds it (found by bisection;
-    prefixes that end inside a multi-line value do not parse and are stepped over). So
-    comments, strings that mention the key, quoting and dotted keys cannot mislead it.
-    None when the path is not in the document.
+    tomllib keeps no positions, so this asks tomllib itself: the key is defined in the
+    first statement whose prefix of the document holds it. Statement ends are found by a
+    small scan (multi-line strings, arrays and inline tables span lines), the statement by
+    bisection, each step parsing a prefix with tomllib: comments, strings that mention the
+    key, quoting and dotted keys cannot mislead it. None when the path is not there.
     """
     lines = text.splitlines(keepends=True)
+    ends = _statement_ends(lines)
 
-    def first_parsed(start: int) -> tuple[int, bool]:
-        """The first prefix of at least ``start`` lines that parses, and if it holds keys."""
-        for end in range(start, len(lines) + 1):
-            try:
-                data = tomllib.loads("".join(lines[:end]))
-            except tomllib.TOMLDecodeError:
-                continue
-            return end, _holds(data, keys)
-        return len(lines), False
+    @functools.cache
+    def holds(index: int) -> bool | None:
+        try:
+            return _holds(tomllib.loads("".join(lines[: ends[index]])), keys)
+        except tomllib.TOMLDecodeError:  # the scan misjudged an odd string: not an end
+            return None
 
-    low, high = 0, len(lines)  # P(low) is false (the empty prefix holds nothing)
-    if not first_parsed(high)[1]:
+    low, high = 0, len(ends) - 1  # holds(low) is false: the empty prefix holds nothing
+    if not holds(high):
         return None
-    while high - low > 1:  # invariant: P(low) false, P(high) true
-        middle = (low + high) // 2
-        end, holds = first_parsed(middle)
-        if holds:
+    while high - low > 1:  # invariant: the key is defined after ends[low], by ends[high]
+        middle = next(
+            (m for m in _outward((low + high) // 2, low, high) if holds(m) is not None), None
+        )
+        if middle is None:
+            break
+        if holds(middle):
             high = middle
         else:
-            low = end
-    # Lines low+1..high: the first one that is not blank or a comment is the definition.
-    for number in range(low + 1, high + 1):
+            low = middle
+    # The statement's first line that is not blank or a comment.
+    for number in range(ends[low] + 1, ends[high] + 1):
         stripped = lines[number - 1].strip()
         if stripped and not stripped.startswith("#"):
             return number
-    return high
+    return ends[high]
+
+
+def _outward(middle: int, low: int, high: int) -> Iterator[int]:
+    """middle, middle + 1, middle - 1, ... strictly between low and high."""
+    for step in range(high - low):
+        for candidate in (middle + step, middle - step) if step else (middle,):
+            if low < candidate < high:
+                yield candidate
+
+
+def _statement_ends(lines: Sequence[str]) -> list[int]:
+    """The line counts after which no string, array or inline table is left open."""
+    ends, depth, open_string = [0], 0, ""
+    for number, line in enumerate(lines, 1):
+        index = 0
+        while index < len(line):
+            if open_string:  # inside a multi-line string: look for its end
+                if open_string == '"""' and line[index] == "\\":
+                    index += 2  # an escape: \" does not end it
+                elif line.startswith(open_string, index):
+                    # Up to two quotes may precede the closing three: """a""""
+                    run = len(line) - index - len(line[index:].lstrip(open_string[0]))
+                    index, open_string = index + min(run, 5), ""
+                else:
+                    index += 1
+                continue
+            char = line[index]
+            if char == "#":
+                break
+            if line.startswith(('"""', "'''"), index):
+                index, open_string = index + 3, line[index : index + 3]
+                continue
+            if char in "\"'":  # a one-line string: skip it (escapes only in "...")
+                index += 1
+                while index < len(line) and line[index] != char:
+                    index += 2 if char == '"' and line[index] == "\\" else 1
+            elif char in "[{":
+                depth += 1
+            elif char in "]}":
+                depth -= 1
+            index += 1
+        if not open_string and depth <= 0:
+            depth = 0
+            ends.append(number)
+    if ends[-1] != len(lines):
+        ends.append(len(lines))
+    return ends
 
 
 def _holds(data: object, keys: Keys) -> bool:

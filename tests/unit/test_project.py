@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tofuflow.errors import ConfigError
-from tofuflow.project import Project, WorkspaceConfig, load_project
+from tofuflow.project import Project, WorkspaceConfig, key_line, load_project
 
 
 @pytest.fixture
@@ -395,3 +395,31 @@ def test_the_example_project_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     example = Path(__file__).parents[2] / "examples" / "project"
     monkeypatch.chdir(example)
     assert sorted(load_project().workspaces) == ["app/dev", "app/prod"]
+
+
+ODD = (
+    's = """has \\""" inside\n'  # an escaped quote does not end the string
+    'and "[" here\n'
+    '""""\n'  # a quote, then the end
+    "t = '['\n"
+    'u = "# not a comment ["\n'
+    "w = '''x\n"
+    "]'''\n"
+    "\n"
+    "# v = 0\n"
+    "v = 1\n"
+    "[[a]]\n"
+    "[[a]]\n"
+    "x.y = [\n  1,\n  { z = 2 },\n]\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("keys", "line"),
+    [(("s",), 1), (("t",), 4), (("u",), 5), (("w",), 6), (("v",), 10), (("a", 1), 12),
+     (("a", 1, "x", "y"), 13), (("a", 1, "x", "y", 1, "z"), 13), (("a", 2), None)],
+)  # fmt: skip
+def test_key_line_is_not_misled_by_strings_comments_or_multi_line_values(
+    keys: tuple[str | int, ...], line: int | None
+) -> None:
+    assert key_line(ODD, keys) == line
