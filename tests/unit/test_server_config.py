@@ -148,6 +148,16 @@ def _problems(tmp_path: Path, text: str) -> list[str]:
             'server.toml:3: blobs.bucket: unknown key for kind "database"; known keys: kind',
         ),
         (
+            '[blobs]\nbucket = "b"\n',
+            'server.toml:2: blobs.bucket: unknown key for kind "database"; known keys: kind',
+        ),
+        (
+            '[blobs]\nkind = "azure"\ncontainer = "c"\nconnection_string = "x"\n',
+            'server.toml:4: blobs.connection_string: unknown key for kind "azure"; did you mean '
+            '"connection_string_env"?; secrets never go in this file: they come from the '
+            "environment",
+        ),
+        (
             '[keys.current]\nkind = "aws-kms"\nkey_id = "arn:x"\nregon = "eu-west-1"\n',
             'server.toml:4: keys.current.regon: unknown key for kind "aws-kms"; did you mean '
             '"region"?',

@@ -241,6 +241,7 @@ class _Each:
 @dataclass(frozen=True)
 class _ByKind:
     kinds: Mapping[str, frozenset[str]]
+    default: str | None = None  # the kind when the table names none
 
 
 Schema = Mapping[str, "Schema | _Each | _ByKind | None"] | _Each | _ByKind | None
@@ -258,7 +259,7 @@ def _schema() -> Schema:
     return {
         "server": dict.fromkeys(("host", "port", "data_dir", "max_state_bytes", "public_url")),
         "database": {"url": None},
-        "blobs": _ByKind(_BLOB_KEYS),
+        "blobs": _ByKind(_BLOB_KEYS, default="database"),
         "keys": {"current": key, "previous": _Each(key)},
         "oidc": {"issuers": _Each(dict.fromkeys(sorted(_ISSUER_KEYS)))},
         "bindings": _Each(dict.fromkeys(_BINDING_KEYS)),
@@ -301,17 +302,17 @@ class _Checker:
                     self.unknown_keys((*keys, name), item, schema[name])
                 else:
                     fix = suggest(name, schema) or f"; known keys: {', '.join(schema)}"
-                    self.problem((*keys, name), f"unknown key{fix}")
+                    self.problem((*keys, name), f"unknown key{fix}{_secret(name)}")
 
     def kind_keys(self, keys: Keys, table: Mapping[str, Any], schema: _ByKind) -> None:
-        kind = table.get("kind")
+        kind = table.get("kind", schema.default)
         if not isinstance(kind, str) or kind not in schema.kinds:
             return  # the kind itself is refused, with its choices, by the table's reader
         known = sorted(schema.kinds[kind])
         for name in table:
             if name not in known:
                 fix = suggest(name, known) or f"; known keys: {', '.join(known)}"
-                self.problem((*keys, name), f'unknown key for kind "{kind}"{fix}')
+                self.problem((*keys, name), f'unknown key for kind "{kind}"{fix}{_secret(name)}')
 
     def table(self, doc: Mapping[str, Any], keys: Keys) -> Mapping[str, Any]:
         value = doc.get(str(keys[-1]), {})
@@ -334,6 +335,15 @@ class _Checker:
             return value
         self.problem(keys, f"expected {_TYPE_NAMES[kind]}, got {_describe(value)}")
         return None
+
+
+def _secret(name: str) -> str:
+    if any(word in name.lower() for word in _SECRET_WORDS):
+        return "; secrets never go in this file: they come from the environment"
+    return ""
+
+
+_SECRET_WORDS = ("secret", "password", "passphrase", "token", "connection_string", "access_key")
 
 
 def _read_toml(path: Path) -> tuple[str, dict[str, Any]]:
