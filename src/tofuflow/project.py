@@ -22,25 +22,35 @@ File (paths are relative to the file's directory; every key but ``directory`` op
     [workspaces."app/prod".identity.plan]   # per-stage identity, raw (read by identity/)
     cloud = "azure"
 
-Every problem is reported at once, one per line, as ``FILE: KEY.PATH: what is wrong; the
-fix``. Unknown keys are errors with a did-you-mean suggestion.
+Every problem is reported at once, one per line, as ``FILE:LINE: KEY.PATH: what is wrong;
+the fix``. Unknown keys, at every level, are errors with a did-you-mean suggestion: a typo
+must never silently drop a setting.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 import json
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeGuard, get_args
 
 from tofuflow.errors import ConfigError
 
-__all__ = ["PROJECT_FILE", "Backend", "Project", "WorkspaceConfig", "load_project"]
+__all__ = [
+    "PROJECT_FILE",
+    "Backend",
+    "Project",
+    "WorkspaceConfig",
+    "key_line",
+    "load_project",
+    "suggest",
+]
 
 PROJECT_FILE = "tofuflow.toml"
 
@@ -126,7 +136,7 @@ class Project:
             )
         defined = ", ".join(sorted(self.workspaces))
         raise ConfigError(
-            f"{label}: workspace {name!r} is not defined{_suggest(name, self.workspaces)}; "
+            f"{label}: workspace {name!r} is not defined{suggest(name, self.workspaces)}; "
             f"defined: {defined}"
         )
 
@@ -141,8 +151,8 @@ def load_project(path: Path | str | None = None) -> Project:
     Raises ``ConfigError`` naming the file, each bad key and its fix.
     """
     file = _locate(Path.cwd() if path is None else Path(path))
-    data = _read(file)
-    return _Parser(file).project(data)
+    text, data = _read(file)
+    return _Parser(file, text).project(data)
 
 
 def _locate(start: Path) -> Path:
@@ -156,16 +166,16 @@ def _locate(start: Path) -> Path:
         if candidate.is_file():
             return candidate
     raise ConfigError(
-        f"no {PROJECT_FILE} in {start} or any parent directory; create one at the root of "
-        f"your repository with a [workspaces.NAME] table per configuration"
+        f"no {PROJECT_FILE} in {start} or any parent directory; run `tofuflow init` at the "
+        f"root of your repository to write one with a workspace per configuration it finds"
     )
 
 
-def _read(file: Path) -> dict[str, Any]:
+def _read(file: Path) -> tuple[str, dict[str, Any]]:
     label = _label(file)
     try:
-        with file.open("rb") as stream:
-            return tomllib.load(stream)
+        text = file.read_bytes().decode()
+        return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{label}: not valid TOML: {exc}; fix the syntax there") from exc
     except UnicodeDecodeError as exc:
@@ -177,21 +187,22 @@ def _read(file: Path) -> dict[str, Any]:
 class _Parser:
     """Validates the parsed TOML, collecting every problem before raising once."""
 
-    def __init__(self, file: Path) -> None:
+    def __init__(self, file: Path, text: str) -> None:
         self.file = file
+        self.text = text
         self.root = file.parent
-        self.problems: list[str] = []
+        self.problems: list[tuple[int, str]] = []  # (line, message)
         self.names: frozenset[str] = frozenset()  # every workspace defined in the file
 
     def problem(self, keys: Keys, message: str) -> None:
-        self.problems.append(f"{_label(self.file)}: {_dotted(keys)}: {message}")
+        self.problems.append(located(self.file, self.text, keys, message))
 
     def project(self, data: dict[str, Any]) -> Project:
         self.unknown_keys((), data, _TOP_KEYS)
         server_url = self.server(data.get("server"))
         workspaces = self.workspaces(data.get("workspaces"))
         if self.problems:
-            raise ConfigError("\n".join(self.problems))
+            raise ConfigError(in_file_order(self.problems))
         return Project(path=self.file, server_url=server_url, workspaces=workspaces)
 
     # -- sections ---------------------------------------------------------------------
@@ -354,7 +365,7 @@ class _Parser:
     def backend(self, keys: Keys, value: object) -> Backend:
         if value is None or value in _BACKENDS:
             return "own" if value == "own" else "tofuflow"
-        hint = _suggest(value, _BACKENDS) if isinstance(value, str) else ""
+        hint = suggest(value, _BACKENDS) if isinstance(value, str) else ""
         self.problem(
             keys,
             f'{_describe(value)} is not a backend choice{hint}; use "tofuflow" (the state '
@@ -369,6 +380,9 @@ class _Parser:
         for stage in _STAGES:
             if stage in table and self.is_table(table[stage], (*keys, stage)):
                 stages[stage] = table[stage]
+                # Only the keys here: the values are checked when the stage runs (they
+                # may name environment variables that exist only on the agent).
+                self.unknown_keys((*keys, stage), table[stage], _identity_keys(table[stage]))
         return stages
 
     def depends_on(self, name: str, keys: Keys, value: object) -> tuple[str, ...]:
@@ -394,7 +408,7 @@ class _Parser:
                 self.problem(
                     item_keys,
                     f"workspace {_describe(item)} is not defined"
-                    f"{_suggest(item, sorted(self.names))}; "
+                    f"{suggest(item, sorted(self.names))}; "
                     f"depend on a [workspaces.NAME] of this file (defined: {defined})",
                 )
             else:
@@ -431,7 +445,7 @@ class _Parser:
                     item_keys, "is also set in variables; keep it in one of the two tables"
                 )
             elif workspace not in listed:
-                hint = _suggest(workspace, listed)
+                hint = suggest(workspace, listed)
                 self.problem(
                     item_keys,
                     f"reads workspace {_describe(workspace)}, which is not in depends_on{hint}; "
@@ -466,7 +480,7 @@ class _Parser:
         for name in table:
             if name in known:
                 continue
-            fix = _suggest(name, known) or f"; known keys: {', '.join(known)}"
+            fix = suggest(name, known) or f"; known keys: {', '.join(known)}"
             if nested_hint and isinstance(table[name], dict):
                 # [workspaces.app.prod] parses as workspace "app" with a key "prod".
                 fix += (
@@ -476,9 +490,141 @@ class _Parser:
             self.problem((*keys, name), f"unknown key{fix}")
 
 
-def _suggest(name: str, choices: Sequence[str] | Mapping[str, Any]) -> str:
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """``'; did you mean "tags"?'`` for the nearest choice, or ``""`` when none is close."""
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f'; did you mean "{close[0]}"?' if close else ""
+
+
+def _identity_keys(stage: Mapping[str, Any]) -> list[str]:
+    # The identity layer's own list (for the stage's source and cloud), so the two never
+    # disagree; imported here only when a file has an identity table.
+    from tofuflow.identity._stage import _known_keys
+
+    return sorted(_known_keys(stage))
+
+
+# -- where a key is in the file -------------------------------------------------------
+
+
+def key_line(text: str, keys: Keys) -> int | None:
+    """The 1-based line of ``text`` (TOML) where the key path ``keys`` is defined.
+
+        key_line('[server]\\nprot = 1\\n', ("server", "prot"))   # 2
+
+    tomllib keeps no positions, so this asks tomllib itself: the key is defined in the
+    first statement whose prefix of the document holds it. Statement ends are found by a
+    small scan (multi-line strings, arrays and inline tables span lines), the statement by
+    bisection, each step parsing a prefix with tomllib: comments, strings that mention the
+    key, quoting and dotted keys cannot mislead it. None when the path is not there.
+    """
+    lines = text.splitlines(keepends=True)
+    ends = _statement_ends(lines)
+
+    @functools.cache
+    def holds(index: int) -> bool | None:
+        try:
+            return _holds(tomllib.loads("".join(lines[: ends[index]])), keys)
+        except tomllib.TOMLDecodeError:  # the scan misjudged an odd string: not an end
+            return None
+
+    low, high = 0, len(ends) - 1  # holds(low) is false: the empty prefix holds nothing
+    if not holds(high):
+        return None
+    while high - low > 1:  # invariant: the key is defined after ends[low], by ends[high]
+        middle = next(
+            (m for m in _outward((low + high) // 2, low, high) if holds(m) is not None), None
+        )
+        if middle is None:
+            break
+        if holds(middle):
+            high = middle
+        else:
+            low = middle
+    # The statement's first line that is not blank or a comment.
+    for number in range(ends[low] + 1, ends[high] + 1):
+        stripped = lines[number - 1].strip()
+        if stripped and not stripped.startswith("#"):
+            return number
+    return ends[high]
+
+
+def _outward(middle: int, low: int, high: int) -> Iterator[int]:
+    """middle, middle + 1, middle - 1, ... strictly between low and high."""
+    for step in range(high - low):
+        for candidate in (middle + step, middle - step) if step else (middle,):
+            if low < candidate < high:
+                yield candidate
+
+
+def _statement_ends(lines: Sequence[str]) -> list[int]:
+    """The line counts after which no string, array or inline table is left open."""
+    ends, depth, open_string = [0], 0, ""
+    for number, line in enumerate(lines, 1):
+        index = 0
+        while index < len(line):
+            if open_string:  # inside a multi-line string: look for its end
+                if open_string == '"""' and line[index] == "\\":
+                    index += 2  # an escape: \" does not end it
+                elif line.startswith(open_string, index):
+                    # Up to two quotes may precede the closing three: """a""""
+                    run = len(line) - index - len(line[index:].lstrip(open_string[0]))
+                    index, open_string = index + min(run, 5), ""
+                else:
+                    index += 1
+                continue
+            char = line[index]
+            if char == "#":
+                break
+            if line.startswith(('"""', "'''"), index):
+                index, open_string = index + 3, line[index : index + 3]
+                continue
+            if char in "\"'":  # a one-line string: skip it (escapes only in "...")
+                index += 1
+                while index < len(line) and line[index] != char:
+                    index += 2 if char == '"' and line[index] == "\\" else 1
+            elif char in "[{":
+                depth += 1
+            elif char in "]}":
+                depth -= 1
+            index += 1
+        if not open_string and depth <= 0:
+            depth = 0
+            ends.append(number)
+    if ends[-1] != len(lines):
+        ends.append(len(lines))
+    return ends
+
+
+def _holds(data: object, keys: Keys) -> bool:
+    for key in keys:
+        if isinstance(key, int):
+            if not isinstance(data, list) or key >= len(data):
+                return False
+            data = data[key]
+        elif isinstance(data, dict) and key in data:
+            data = data[key]
+        else:
+            return False
+    return True
+
+
+def located(file: Path, text: str | None, keys: Keys, message: str) -> tuple[int, str]:
+    """``(line, "FILE:LINE: KEY.PATH: message")``; without a line ``FILE: KEY.PATH: ...``."""
+    line = None
+    # A missing key points at its table: the nearest part of the path that is there.
+    for end in range(len(keys), 0, -1):
+        line = key_line(text, keys[:end]) if text is not None else None
+        if line is not None:
+            break
+    where = f"{_label(file)}:{line}" if line else _label(file)
+    path = f"{_dotted(keys)}: " if keys else ""
+    return line or 0, f"{where}: {path}{message}"
+
+
+def in_file_order(problems: Sequence[tuple[int, str]]) -> str:
+    """The messages one per line, in the order of their lines in the file."""
+    return "\n".join(message for _, message in sorted(problems, key=lambda item: item[0]))
 
 
 def _has_datetime(value: object) -> bool:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from tofuflow.errors import ConfigError
-from tofuflow.project import Project, WorkspaceConfig, load_project
+from tofuflow.project import Project, WorkspaceConfig, key_line, load_project
 
 
 @pytest.fixture
@@ -44,11 +45,11 @@ backend = "own"
 settings = { protected = ["module.db.*"], max_deletions = 5 }
 
 [workspaces."app/prod".identity.plan]
-kind = "azure"
+cloud = "azure"
 client_id = "00000000-0000-0000-0000-000000000001"
 
 [workspaces."app/prod".identity.apply]
-kind = "aws"
+cloud = "aws"
 role_arn = "arn:aws:iam::123456789012:role/apply"
 """
 
@@ -66,8 +67,8 @@ def test_a_full_file_is_read_with_absolute_paths(repo: Path) -> None:
         backend="own",
         settings={"protected": ["module.db.*"], "max_deletions": 5},
         identity={
-            "plan": {"kind": "azure", "client_id": "00000000-0000-0000-0000-000000000001"},
-            "apply": {"kind": "aws", "role_arn": "arn:aws:iam::123456789012:role/apply"},
+            "plan": {"cloud": "azure", "client_id": "00000000-0000-0000-0000-000000000001"},
+            "apply": {"cloud": "aws", "role_arn": "arn:aws:iam::123456789012:role/apply"},
         },
     )
 
@@ -97,7 +98,7 @@ def test_a_file_elsewhere_is_named_by_its_absolute_path(
     monkeypatch.chdir(tmp_path / "elsewhere")
     with pytest.raises(ConfigError) as info:
         load_project(repo)
-    assert str(info.value).startswith(f"{repo / 'tofuflow.toml'}: workspaces.app.directory:")
+    assert str(info.value).startswith(f"{repo / 'tofuflow.toml'}:2: workspaces.app.directory:")
 
 
 def test_no_file_anywhere_says_where_it_looked_and_what_to_create(
@@ -105,6 +106,8 @@ def test_no_file_anywhere_says_where_it_looked_and_what_to_create(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"no tofuflow\.toml in .* or any parent directory"):
+        load_project()
+    with pytest.raises(ConfigError, match=r"run `tofuflow init` at the root of your repository"):
         load_project()
 
 
@@ -254,8 +257,9 @@ def test_a_file_without_workspaces_says_how_to_add_one(repo: Path) -> None:
 def test_every_mistake_names_the_file_the_key_and_the_fix(
     repo: Path, text: str, expected: str
 ) -> None:
-    message = _error(repo, text)
-    assert f"tofuflow.toml: {expected.format(root=repo)}" in message.splitlines()[0]
+    first = _error(repo, text).splitlines()[0]
+    # FILE:LINE: KEY.PATH: what is wrong; the fix
+    assert re.match(rf"tofuflow\.toml:\d+: {re.escape(expected.format(root=repo))}", first), first
 
 
 def test_invalid_toml_is_reported_with_its_position(repo: Path) -> None:
@@ -271,11 +275,11 @@ def test_all_problems_are_reported_at_once(repo: Path) -> None:
         '[workspaces.db]\ndirectory = "infra"\ntag = []\n',
     )
     assert message.splitlines() == [
-        f'tofuflow.toml: workspaces.app.directory: "nope" does not exist (relative to {repo})',
-        'tofuflow.toml: workspaces.app.backend: "s3" is not a backend choice; use "tofuflow" '
+        f'tofuflow.toml:2: workspaces.app.directory: "nope" does not exist (relative to {repo})',
+        'tofuflow.toml:3: workspaces.app.backend: "s3" is not a backend choice; use "tofuflow" '
         '(the state service, the default) or "own" (keep the configuration\'s own backend '
         "block)",
-        'tofuflow.toml: workspaces.db.tag: unknown key; did you mean "tags"?',
+        'tofuflow.toml:6: workspaces.db.tag: unknown key; did you mean "tags"?',
     ]
 
 
@@ -300,3 +304,122 @@ def test_workspace_names_follow_the_state_services_rules(repo: Path, name: str) 
     except ConfigError:
         project_accepts = False
     assert project_accepts == server_accepts
+
+
+# -- unknown keys: named with the file, the line and the nearest valid key -----------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[workspace.app]\ndirectory = "infra/app"\n',
+            'tofuflow.toml:1: workspace: unknown key; did you mean "workspaces"?',
+        ),
+        (
+            '# a comment\n\n[servr]\nurl = "https://x"\n',
+            'tofuflow.toml:3: servr: unknown key; did you mean "server"?',
+        ),
+        (
+            '[server]\nurl = "https://x"\n\nurI = "https://y"\n',
+            'tofuflow.toml:4: server.urI: unknown key; did you mean "url"?',
+        ),
+        (
+            # A multi-line string that mentions the key, and a commented-out line with it,
+            # come before the real one: neither is taken for it.
+            '[workspaces.app]\ndirectory = "infra/app"\nsettings = { note = """\ntag = 1\n"""'
+            ' }\n# tag = ["x"]\ntag = ["x"]\n',
+            'tofuflow.toml:7: workspaces.app.tag: unknown key; did you mean "tags"?',
+        ),
+        (
+            '[workspaces."app/prod"]\ndirectory = "infra/app"\n\n'
+            '[workspaces."app/prod".identity.plan]\nsource = "static"\ntoken_env = "T"\n'
+            'clod = "aws"\n',
+            'tofuflow.toml:7: workspaces."app/prod".identity.plan.clod: unknown key; '
+            'did you mean "cloud"?',
+        ),
+        (
+            '[workspaces.app]\ndirectory = "infra/app"\n'
+            'identity.apply = { source = "static", token_env = "T", rol_arn = "x", cloud = "aws" }'
+            "\n",
+            "tofuflow.toml:3: workspaces.app.identity.apply.rol_arn: unknown key; did you mean "
+            '"role_arn"?',
+        ),
+        (
+            '[workspaces.app]\r\ndirectory = "infra/app"\r\ndepend_on = []\r\n',
+            'tofuflow.toml:3: workspaces.app.depend_on: unknown key; did you mean "depends_on"?',
+        ),
+    ],
+)
+def test_an_unknown_key_is_named_with_its_line_and_the_nearest_valid_key(
+    repo: Path, text: str, expected: str
+) -> None:
+    assert _error(repo, text).splitlines() == [expected]
+
+
+def test_every_unknown_key_is_reported_at_once_in_file_order(repo: Path) -> None:
+    message = _error(
+        repo,
+        '[servr]\nurl = "https://x"\n\n[workspaces.app]\ndirectory = "infra/app"\n'
+        'tag = ["x"]\n\n[workspaces.app.identity.plan]\nsorce = "static"\n',
+    )
+    assert message.splitlines() == [
+        'tofuflow.toml:1: servr: unknown key; did you mean "server"?',
+        'tofuflow.toml:6: workspaces.app.tag: unknown key; did you mean "tags"?',
+        'tofuflow.toml:9: workspaces.app.identity.plan.sorce: unknown key; did you mean "source"?',
+    ]
+
+
+def test_identity_keys_of_the_chosen_source_and_cloud_are_accepted(repo: Path) -> None:
+    project = _load(
+        repo,
+        '[workspaces.app]\ndirectory = "infra/app"\n[workspaces.app.identity.plan]\n'
+        'source = "azure-devops"\nservice_connection_id = "6f1c"\ncloud = "aws"\n'
+        'role_arn = "arn:aws:iam::123456789012:role/plan"\nregion = "eu-west-1"\n',
+    )
+    assert project.workspace("app").identity["plan"]["cloud"] == "aws"
+
+
+def test_a_key_of_another_cloud_is_unknown_for_the_chosen_one(repo: Path) -> None:
+    message = _error(
+        repo,
+        '[workspaces.app]\ndirectory = "infra/app"\n[workspaces.app.identity.plan]\n'
+        'source = "static"\ntoken_env = "T"\ncloud = "aws"\nclient_id = "x"\n',
+    )
+    assert message.startswith(
+        "tofuflow.toml:7: workspaces.app.identity.plan.client_id: unknown key"
+    )
+
+
+def test_the_example_project_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    example = Path(__file__).parents[2] / "examples" / "project"
+    monkeypatch.chdir(example)
+    assert sorted(load_project().workspaces) == ["app/dev", "app/prod"]
+
+
+ODD = (
+    's = """has \\""" inside\n'  # an escaped quote does not end the string
+    'and "[" here\n'
+    '""""\n'  # a quote, then the end
+    "t = '['\n"
+    'u = "# not a comment ["\n'
+    "w = '''x\n"
+    "]'''\n"
+    "\n"
+    "# v = 0\n"
+    "v = 1\n"
+    "[[a]]\n"
+    "[[a]]\n"
+    "x.y = [\n  1,\n  { z = 2 },\n]\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("keys", "line"),
+    [(("s",), 1), (("t",), 4), (("u",), 5), (("w",), 6), (("v",), 10), (("a", 1), 12),
+     (("a", 1, "x", "y"), 13), (("a", 1, "x", "y", 1, "z"), 13), (("a", 2), None)],
+)  # fmt: skip
+def test_key_line_is_not_misled_by_strings_comments_or_multi_line_values(
+    keys: tuple[str | int, ...], line: int | None
+) -> None:
+    assert key_line(ODD, keys) == line

@@ -51,10 +51,13 @@ def test_defaults_keep_everything_in_the_data_dir(
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[server]\nport = 'x'\n", "server.port must be a int"),
+        ("[server]\nport = 'x'\n", r"server.toml:2: server.port: expected an integer, got \"x\""),
         ("[server]\nport = 70000\n", "not a TCP port"),
-        ("server = 3\n", r"\[server\] must be a table"),
-        ("bindings = 3\n", r"array of tables"),
+        ("server = 3\n", r"server.toml:1: server: expected a table \(\[server\]\), got 3"),
+        (
+            "bindings = 3\n",
+            r"server.toml:1: bindings: expected an array of tables \(\[\[bindings\]\]\)",
+        ),
         ("[server\n", "not valid TOML"),
     ],
 )
@@ -84,3 +87,160 @@ def test_relative_paths_in_a_file_are_relative_to_the_file(
     assert config.policies_dir.resolve() == tmp_path / "policies"
     monkeypatch.setenv("TOFUFLOW_DATA_DIR", "here")  # the environment stays as given
     assert ServerConfig.load(config_dir / "server.toml").data_dir == Path("here")
+
+
+# -- unknown keys: every one, with its line and the nearest valid key ----------------------
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+def _problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        ServerConfig.load(_write(tmp_path, text))
+    return str(info.value).splitlines()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[polices]\ndirectory = "policies"\n',
+            'server.toml:1: polices: unknown key; did you mean "policies"?',
+        ),
+        (
+            '# the port\n[server]\nhost = "0.0.0.0"\nprot = 9000\n',
+            'server.toml:4: server.prot: unknown key; did you mean "port"?',
+        ),
+        (
+            '[runs]\naproval_ttl = "1h"\n',
+            'server.toml:2: runs.aproval_ttl: unknown key; did you mean "approval_ttl"?',
+        ),
+        (
+            '[database]\nurl = "sqlite://"\nuser = "x"\n',
+            "server.toml:3: database.user: unknown key; known keys: url",
+        ),
+        (
+            '[[workspace_settings]]\nmatch = "a/*"\n\n[[workspace_settings]]\nmatch = "b/*"\n'
+            "allow_self_aproval = true\n",
+            "server.toml:6: workspace_settings[1].allow_self_aproval: unknown key; did you mean "
+            '"allow_self_approval"?',
+        ),
+        (
+            '[[bindings]]\nrole = "planner"\nworkspaces = "*"\nsubject = "sc://x"\n'
+            '[[bindings]]\nrole = "applier"\nworkspaces = "*"\nsubjet = "sc://y"\n',
+            'server.toml:8: bindings[1].subjet: unknown key; did you mean "subject"?',
+        ),
+        (
+            '[[oidc.issuers]]\nissuer = "https://i"\naudiance = "api://t"\n'
+            'jwks_url = "https://i/jwks"\n',
+            'server.toml:3: oidc.issuers[0].audiance: unknown key; did you mean "audience"?',
+        ),
+        (
+            '[oidc]\nissuer = "https://i"\n',
+            'server.toml:2: oidc.issuer: unknown key; did you mean "issuers"?',
+        ),
+        (
+            '[blobs]\nkind = "s3"\nbuckett = "b"\n',
+            'server.toml:3: blobs.buckett: unknown key for kind "s3"; did you mean "bucket"?',
+        ),
+        (
+            '[blobs]\nkind = "database"\nbucket = "b"\n',
+            'server.toml:3: blobs.bucket: unknown key for kind "database"; known keys: kind',
+        ),
+        (
+            '[blobs]\nbucket = "b"\n',
+            'server.toml:2: blobs.bucket: unknown key for kind "database"; known keys: kind',
+        ),
+        (
+            '[blobs]\nkind = "azure"\ncontainer = "c"\nconnection_string = "x"\n',
+            'server.toml:4: blobs.connection_string: unknown key for kind "azure"; did you mean '
+            '"connection_string_env"?; secrets never go in this file: they come from the '
+            "environment",
+        ),
+        (
+            '[keys.current]\nkind = "aws-kms"\nkey_id = "arn:x"\nregon = "eu-west-1"\n',
+            'server.toml:4: keys.current.regon: unknown key for kind "aws-kms"; did you mean '
+            '"region"?',
+        ),
+        (
+            '[[keys.previous]]\nkind = "local"\n[[keys.previous]]\nkind = "local"\npaht = "k"\n',
+            'server.toml:5: keys.previous[1].paht: unknown key for kind "local"; did you mean '
+            '"path"?',
+        ),
+        (
+            '[keys]\ncurent = { kind = "local" }\n',
+            'server.toml:2: keys.curent: unknown key; did you mean "current"?',
+        ),
+        (
+            '[environments]\nreaper = false\nmax_tll = "1d"\n',
+            'server.toml:3: environments.max_tll: unknown key; did you mean "max_ttl"?',
+        ),
+    ],
+)
+def test_an_unknown_key_is_an_error_naming_file_line_and_nearest_key(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    assert _problems(tmp_path, text) == [f"{tmp_path / expected}"]
+
+
+def test_every_problem_is_reported_at_once_in_file_order(tmp_path: Path) -> None:
+    text = (
+        "[server]\n"
+        "prot = 9000\n"
+        "host = 1\n"
+        "\n"
+        "[polices]\n"
+        'directory = "p"\n'
+        "\n"
+        "[runs]\n"
+        'aproval_ttl = "1h"\n'
+    )
+    assert _problems(tmp_path, text) == [
+        f'{tmp_path}/server.toml:2: server.prot: unknown key; did you mean "port"?',
+        f"{tmp_path}/server.toml:3: server.host: expected a string, got 1",
+        f'{tmp_path}/server.toml:5: polices: unknown key; did you mean "policies"?',
+        f'{tmp_path}/server.toml:9: runs.aproval_ttl: unknown key; did you mean "approval_ttl"?',
+    ]
+
+
+def test_free_form_tables_take_any_key(tmp_path: Path) -> None:
+    """Workspace settings are your policies' input, binding claims are claim names."""
+    config = ServerConfig.load(
+        _write(
+            tmp_path,
+            "[[workspace_settings]]\nsettings = { my_team_rule = 1 }\n"
+            '[[bindings]]\nrole = "reader"\nworkspaces = "*"\n'
+            'claims = { repository_owner = "a" }\n',
+        )
+    )
+    assert config.workspace_settings[0]["settings"] == {"my_team_rule": 1}
+
+
+def test_a_mapping_without_a_file_names_the_key_without_a_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        ServerConfig.from_mapping({"runs": {"aproval_ttl": "1h"}})
+    assert str(info.value) == (
+        'configuration: runs.aproval_ttl: unknown key; did you mean "approval_ttl"?'
+    )
+
+
+@pytest.mark.parametrize("example", ["server/server.toml", "airflow/server.toml"])
+def test_the_example_configurations_have_no_unknown_keys(
+    example: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TOFUFLOW_SERVER_PORT", raising=False)
+    config = ServerConfig.load(EXAMPLES / example)
+    assert config.source == EXAMPLES / example
+
+
+def test_workspace_settings_keys_are_those_the_run_service_reads() -> None:
+    from tofuflow.server._runs import WorkspacePolicy
+    from tofuflow.server.config import WORKSPACE_SETTINGS_KEYS
+
+    every = {"match": "a/*", "tags": ["x"], "settings": {}, "allow_self_approval": True,
+             "require_apply_session": True}  # fmt: skip
+    assert set(every) == WORKSPACE_SETTINGS_KEYS
+    assert WorkspacePolicy.from_config(every).require_apply_session  # each is read there
+    with pytest.raises(ConfigError) as info:  # and nothing else
+        WorkspacePolicy.from_config({"zzz": 1})
+    assert str(info.value).endswith("valid: " + ", ".join(sorted(WORKSPACE_SETTINGS_KEYS)))

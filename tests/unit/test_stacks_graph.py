@@ -132,7 +132,7 @@ def test_every_stack_mistake_names_the_file_the_key_and_the_fix(
     repo: Path, text: str, expected: str
 ) -> None:
     problems = _error(repo, text)
-    assert any(f"tofuflow.toml: {expected}" in line for line in problems), problems
+    assert any(line.startswith("tofuflow.toml:") and f": {expected}" in line for line in problems)
 
 
 def test_a_bad_dependency_is_reported_once_not_again_by_the_inputs_reading_it(repo: Path) -> None:

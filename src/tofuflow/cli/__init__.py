@@ -17,6 +17,7 @@ import click
 from tofuflow._version import __version__
 from tofuflow.cli._drift_cmd import drift
 from tofuflow.cli._env_cmd import env
+from tofuflow.cli._init_cmd import init
 from tofuflow.cli._install_cmd import install
 from tofuflow.cli._pipeline_cmd import pipeline
 from tofuflow.cli._policy_cmd import policy
@@ -96,7 +97,7 @@ def demo_cmd(workdir: Path | None, environment: str, destroy: bool) -> None:
 
 
 for command in (
-    install, server, plan, apply, approve, rollback, runs, audit, policy, pipeline,
+    init, install, server, plan, apply, approve, rollback, runs, audit, policy, pipeline,
     env, drift, run_all,
 ):  # fmt: skip
     cli.add_command(command)

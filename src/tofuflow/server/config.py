@@ -51,6 +51,12 @@ File (every key optional)::
     max_backoff = "1h"
     orphan_after = 3            # failed destroys before an environment is reported orphaned
     max_ttl = "7d"
+
+Unknown tables and keys, at every level (also in ``[[bindings]]`` and the other arrays of
+tables), are errors naming the file, the line and the nearest valid key; every problem of
+the file is reported at once, in file order::
+
+    /etc/tofuflow/server.toml:31: polices: unknown key; did you mean "policies"?
 """
 
 from __future__ import annotations
@@ -63,8 +69,9 @@ from pathlib import Path
 from typing import Any
 
 from tofuflow.errors import ConfigError
+from tofuflow.project import Keys, _describe, _dotted, in_file_order, located, suggest
 
-__all__ = ["DEFAULT_PORT", "ServerConfig"]
+__all__ = ["DEFAULT_PORT", "WORKSPACE_SETTINGS_KEYS", "ServerConfig"]
 
 DEFAULT_PORT = 8470
 CONFIG_ENV = "TOFUFLOW_SERVER_CONFIG"
@@ -98,33 +105,48 @@ class ServerConfig:
     def load(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> ServerConfig:
         """Read ``path`` (or $TOFUFLOW_SERVER_CONFIG), then env vars, then ``overrides``."""
         chosen = path or os.environ.get(CONFIG_ENV)
-        doc = _read_toml(Path(chosen)) if chosen else {}
-        return cls.from_mapping(doc, source=Path(chosen) if chosen else None, **overrides)
+        if not chosen:
+            return cls.from_mapping({}, **overrides)
+        text, doc = _read_toml(Path(chosen))
+        return cls.from_mapping(doc, source=Path(chosen), text=text, **overrides)
 
     @classmethod
     def from_mapping(
-        cls, doc: Mapping[str, Any], *, source: Path | None = None, **overrides: Any
+        cls,
+        doc: Mapping[str, Any],
+        *,
+        source: Path | None = None,
+        text: str | None = None,
+        **overrides: Any,
     ) -> ServerConfig:
+        """Check ``doc`` (every problem at once; ``text``, the file, gives their lines)."""
         where = str(source) if source else "configuration"
-        server = _table(doc, "server", where)
+        check = _Checker(where, text)
+        check.unknown_keys((), doc, _schema())
+        server = check.table(doc, ("server",))
+        runs = check.table(doc, ("runs",))
         values: dict[str, Any] = {
-            "host": _get(server, "host", str, where, "server"),
-            "port": _get(server, "port", int, where, "server"),
-            "data_dir": _get(server, "data_dir", str, where, "server"),
-            "max_state_bytes": _get(server, "max_state_bytes", int, where, "server"),
-            "public_url": _get(server, "public_url", str, where, "server"),
-            "database_url": _get(_table(doc, "database", where), "url", str, where, "database"),
-            "blobs": _table(doc, "blobs", where),
-            "keys": _table(doc, "keys", where),
-            "oidc_issuers": tuple(_list(_table(doc, "oidc", where), "issuers", where)),
-            "bindings": tuple(_list(doc, "bindings", where)),
-            "policies_dir": _get(_table(doc, "policies", where), "directory", str, where,
-                                 "policies"),
-            "workspace_settings": tuple(_list(doc, "workspace_settings", where)),
-            "approval_ttl": _get(_table(doc, "runs", where), "approval_ttl", str, where, "runs"),
-            "session_ttl": _get(_table(doc, "runs", where), "session_ttl", str, where, "runs"),
-            **_environments(_table(doc, "environments", where), where),
-        }  # fmt: skip
+            "host": check.get(server, ("server", "host"), str),
+            "port": check.get(server, ("server", "port"), int),
+            "data_dir": check.get(server, ("server", "data_dir"), str),
+            "max_state_bytes": check.get(server, ("server", "max_state_bytes"), int),
+            "public_url": check.get(server, ("server", "public_url"), str),
+            "database_url": check.get(check.table(doc, ("database",)), ("database", "url"), str),
+            "blobs": check.table(doc, ("blobs",)),
+            "keys": check.table(doc, ("keys",)),
+            "oidc_issuers": check.tables(check.table(doc, ("oidc",)), ("oidc", "issuers")),
+            "bindings": check.tables(doc, ("bindings",)),
+            "policies_dir": check.get(
+                check.table(doc, ("policies",)), ("policies", "directory"), str
+            ),
+            "workspace_settings": check.tables(doc, ("workspace_settings",)),
+            "approval_ttl": check.get(runs, ("runs", "approval_ttl"), str),
+            "session_ttl": check.get(runs, ("runs", "session_ttl"), str),
+        }
+        environments = check.table(doc, ("environments",))
+        for key, (field_name, kind) in _ENVIRONMENT_KEYS.items():
+            values[field_name] = check.get(environments, ("environments", key), kind)
+        check.done()
         for key in ("data_dir", "policies_dir"):
             # Relative paths in a file are relative to that file, not to wherever the
             # server happens to be started.
@@ -189,7 +211,7 @@ def _from_env() -> dict[str, Any]:
     }
 
 
-_ENVIRONMENT_KEYS = {
+_ENVIRONMENT_KEYS: dict[str, tuple[str, type]] = {
     "reaper": ("reaper", bool),
     "reap_interval": ("reap_interval", str),
     "retry_backoff": ("retry_backoff", str),
@@ -198,48 +220,139 @@ _ENVIRONMENT_KEYS = {
     "max_ttl": ("max_env_ttl", str),
 }
 
+# What WorkspacePolicy.from_config (server/_runs.py) reads; a unit test keeps them equal.
+WORKSPACE_SETTINGS_KEYS = frozenset(
+    {"match", "tags", "settings", "allow_self_approval", "require_apply_session"}
+)
 
-def _environments(table: Mapping[str, Any], where: str) -> dict[str, Any]:
-    unknown = set(table) - set(_ENVIRONMENT_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown keys in [environments]: {sorted(unknown)}; valid: "
-            f"{', '.join(sorted(_ENVIRONMENT_KEYS))}"
-        )
+
+# -- the file's shape: every table and key the server reads ---------------------------
+#
+# A schema is a table's known keys, each mapped to the schema of its value: None for a
+# value (or a free-form table: policy settings, claim names), a nested dict for a table,
+# _Each for an array of tables, _ByKind for a table whose keys depend on its "kind".
+
+
+@dataclass(frozen=True)
+class _Each:
+    item: Schema
+
+
+@dataclass(frozen=True)
+class _ByKind:
+    kinds: Mapping[str, frozenset[str]]
+    default: str | None = None  # the kind when the table names none
+
+
+Schema = Mapping[str, "Schema | _Each | _ByKind | None"] | _Each | _ByKind | None
+
+
+def _schema() -> Schema:
+    # The key lists of the modules that read those tables, so the two never disagree.
+    # Imported here, not at the top: they pull in the server's dependencies.
+    from tofuflow.server.auth._bindings import _BINDING_KEYS
+    from tofuflow.server.auth._oidc import _ISSUER_KEYS
+    from tofuflow.server.crypto._keys import _BUILDERS
+    from tofuflow.server.storage._blobs import _KEYS as _BLOB_KEYS
+
+    key = _ByKind({kind: options for kind, (options, _) in _BUILDERS.items()})
     return {
-        field_name: _get(table, key, kind, where, "environments")
-        for key, (field_name, kind) in _ENVIRONMENT_KEYS.items()
+        "server": dict.fromkeys(("host", "port", "data_dir", "max_state_bytes", "public_url")),
+        "database": {"url": None},
+        "blobs": _ByKind(_BLOB_KEYS, default="database"),
+        "keys": {"current": key, "previous": _Each(key)},
+        "oidc": {"issuers": _Each(dict.fromkeys(sorted(_ISSUER_KEYS)))},
+        "bindings": _Each(dict.fromkeys(_BINDING_KEYS)),
+        "policies": {"directory": None},
+        "workspace_settings": _Each(dict.fromkeys(sorted(WORKSPACE_SETTINGS_KEYS))),
+        "runs": {"approval_ttl": None, "session_ttl": None},
+        "environments": dict.fromkeys(_ENVIRONMENT_KEYS),
     }
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
+
+
+class _Checker:
+    """Collects every problem of the file, each at its line, and raises them together."""
+
+    def __init__(self, where: str, text: str | None) -> None:
+        self.where = where
+        self.text = text
+        self.problems: list[tuple[int, str]] = []
+
+    def problem(self, keys: Keys, message: str) -> None:
+        self.problems.append(located(Path(self.where), self.text, keys, message))
+
+    def done(self) -> None:
+        if self.problems:
+            raise ConfigError(in_file_order(self.problems))
+
+    def unknown_keys(self, keys: Keys, value: object, schema: Schema) -> None:
+        if isinstance(schema, _Each):
+            if isinstance(value, list):
+                for index, item in enumerate(value):
+                    self.unknown_keys((*keys, index), item, schema.item)
+        elif isinstance(schema, _ByKind):
+            if isinstance(value, Mapping):
+                self.kind_keys(keys, value, schema)
+        elif schema is not None and isinstance(value, Mapping):
+            for name, item in value.items():
+                if name in schema:
+                    self.unknown_keys((*keys, name), item, schema[name])
+                else:
+                    fix = suggest(name, schema) or f"; known keys: {', '.join(schema)}"
+                    self.problem((*keys, name), f"unknown key{fix}{_secret(name)}")
+
+    def kind_keys(self, keys: Keys, table: Mapping[str, Any], schema: _ByKind) -> None:
+        kind = table.get("kind", schema.default)
+        if not isinstance(kind, str) or kind not in schema.kinds:
+            return  # the kind itself is refused, with its choices, by the table's reader
+        known = sorted(schema.kinds[kind])
+        for name in table:
+            if name not in known:
+                fix = suggest(name, known) or f"; known keys: {', '.join(known)}"
+                self.problem((*keys, name), f'unknown key for kind "{kind}"{fix}{_secret(name)}')
+
+    def table(self, doc: Mapping[str, Any], keys: Keys) -> Mapping[str, Any]:
+        value = doc.get(str(keys[-1]), {})
+        if isinstance(value, Mapping):
+            return value
+        self.problem(keys, f"expected a table ([{_dotted(keys)}]), got {_describe(value)}")
+        return {}
+
+    def tables(self, doc: Mapping[str, Any], keys: Keys) -> tuple[Mapping[str, Any], ...]:
+        value = doc.get(str(keys[-1]), [])
+        if isinstance(value, list) and all(isinstance(v, Mapping) for v in value):
+            return tuple(value)
+        self.problem(keys, f"expected an array of tables ([[{_dotted(keys)}]])")
+        return ()
+
+    def get(self, table: Mapping[str, Any], keys: Keys, kind: type) -> Any:
+        value = table.get(str(keys[-1]))
+        # A bool is an int in Python, never in TOML.
+        if value is None or (isinstance(value, kind) and (kind is bool) == isinstance(value, bool)):
+            return value
+        self.problem(keys, f"expected {_TYPE_NAMES[kind]}, got {_describe(value)}")
+        return None
+
+
+def _secret(name: str) -> str:
+    if any(word in name.lower() for word in _SECRET_WORDS):
+        return "; secrets never go in this file: they come from the environment"
+    return ""
+
+
+_SECRET_WORDS = ("secret", "password", "passphrase", "token", "connection_string", "access_key")
+
+
+def _read_toml(path: Path) -> tuple[str, dict[str, Any]]:
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        text = path.read_bytes().decode()
+        return text, tomllib.loads(text)
     except FileNotFoundError as exc:
         raise ConfigError(f"server configuration {path} does not exist") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-
-
-def _table(doc: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
-    value = doc.get(key, {})
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{where}: [{key}] must be a table, e.g. [{key}] on its own line")
-    return value
-
-
-def _list(doc: Mapping[str, Any], key: str, where: str) -> list[Mapping[str, Any]]:
-    value = doc.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
-        raise ConfigError(f"{where}: {key} must be an array of tables ([[{key}]])")
-    return value
-
-
-def _get(table: Mapping[str, Any], key: str, kind: type, where: str, section: str) -> Any:
-    value = table.get(key)
-    if value is not None and not isinstance(value, kind):
-        raise ConfigError(
-            f"{where}: {section}.{key} must be a {kind.__name__}, got {type(value).__name__}"
-        )
-    return value
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text; save the file as UTF-8") from exc

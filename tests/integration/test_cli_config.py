@@ -1,0 +1,197 @@
+"""Configuration files as a user meets them through the real `tofuflow` command: a typo
+stops it with the file, the line and the fix; `tofuflow init` writes a tofuflow.toml."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tofuflow.project import load_project
+from tofuflow.tofu import Binary
+
+TOFUFLOW = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+def _tofuflow(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TOFUFLOW, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
+        check=False,
+    )  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- a typo in the server configuration -----------------------------------------------
+
+
+def test_server_with_a_typo_in_its_config_exits_naming_every_mistake_before_binding(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    config = tmp_path / "server.toml"
+    port = _free_port()
+    config.write_text(
+        f'[server]\ndata_dir = "{data_dir}"\nprot = {port}\n\n'
+        '[polices]\ndirectory = "policies"\n\n[runs]\naproval_ttl = "1h"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOFUFLOW_")}
+    done = _tofuflow("server", "--config", str(config), "--port", str(port), env=env)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f'Error: {config}:3: server.prot: unknown key; did you mean "port"?',
+        f'{config}:5: polices: unknown key; did you mean "policies"?',
+        f'{config}:9: runs.aproval_ttl: unknown key; did you mean "approval_ttl"?',
+    ]
+    # It stopped before creating anything or listening: no data directory, port free.
+    assert not data_dir.exists()
+    assert "control plane on" not in done.stderr
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+
+
+def test_a_typo_in_tofuflow_toml_stops_plan_with_its_line(tmp_path: Path) -> None:
+    (tmp_path / "infra").mkdir()
+    (tmp_path / "tofuflow.toml").write_text(
+        '[workspaces.app]\ndirectory = "infra"\nvarables = { x = 1 }\n'
+    )
+    done = _tofuflow("plan", "app", cwd=tmp_path)
+    assert done.returncode == 1
+    assert (
+        'tofuflow.toml:3: workspaces.app.varables: unknown key; did you mean "variables"?'
+        in done.stderr
+    )
+
+
+# -- tofuflow init ----------------------------------------------------------------------
+
+
+def _tf(directory: Path, text: str = 'resource "terraform_data" "x" {}\n') -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "main.tf").write_text(text)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """Two root modules, a local module both use, and directories init must skip."""
+    root = tmp_path / "repo"
+    _tf(root / "modules" / "vpc")
+    _tf(root / "modules" / "vpc" / "subnets")
+    (root / "modules" / "vpc" / "main.tf").write_text(
+        'module "subnets" {\n  source = "./subnets"\n}\n'
+    )
+    _tf(
+        root / "infra" / "network",
+        'module "vpc" {\n  source = "../../modules/vpc"\n}\n'
+        '# module "old" { source = "../legacy" }\n',
+    )
+    _tf(root / "infra" / "legacy")  # only named in a comment: still a root
+    _tf(
+        root / "infra" / "app",
+        'variable "region" {\n  type = string\n}\n'
+        'variable "size" {\n  type    = number\n  default = 1\n}\n'
+        'terraform {\n  backend "s3" {\n    bucket = "state"\n  }\n}\n',
+    )
+    _tf(root / "infra" / "app" / ".terraform" / "modules" / "vpc")
+    _tf(root / ".github" / "ci")
+    (root / "docs").mkdir()
+    (root / "docs" / "README.md").write_text("no configuration here\n")
+    return root
+
+
+def test_init_proposes_a_workspace_per_root_module_and_the_file_loads(repo: Path) -> None:
+    done = _tofuflow("init", cwd=repo)
+    assert done.returncode == 0, done.stderr
+    project = load_project(repo / "tofuflow.toml")
+    assert {name: ws.directory for name, ws in project.workspaces.items()} == {
+        "infra/app": repo / "infra" / "app",
+        "infra/legacy": repo / "infra" / "legacy",
+        "infra/network": repo / "infra" / "network",
+    }
+    # A configuration with its own backend keeps it: its state is there, not in tofuflow.
+    assert project.workspace("infra/app").backend == "own"
+    assert project.workspace("infra/network").backend == "tofuflow"
+    assert f"wrote {repo / 'tofuflow.toml'} with 3 workspaces" in done.stdout
+    assert "next: tofuflow plan infra/legacy" in done.stdout  # the first that needs nothing
+    assert "infra/app needs values for: region" in done.stdout
+
+
+def test_every_key_init_writes_says_what_it_does(repo: Path) -> None:
+    assert _tofuflow("init", cwd=repo).returncode == 0
+    lines = (repo / "tofuflow.toml").read_text().splitlines()
+    for number, line in enumerate(lines):
+        if "=" in line and not line.startswith("#"):
+            comment = lines[number - 1]
+            assert comment.startswith("#") or "#" in line, f"uncommented key: {line!r}"
+    text = "\n".join(lines)
+    for key in ("directory", "variables", "var_files", "tags", "backend", "depends_on"):
+        assert f"{key} =" in text, key
+    assert "# [server]" in text and "docs/configuration.md" in text
+    assert 'variables = { region = "..." }' in text  # the required variable, commented out
+
+
+def test_init_refuses_to_overwrite_unless_forced(repo: Path) -> None:
+    (repo / "tofuflow.toml").write_text("# mine\n")
+    refused = _tofuflow("init", cwd=repo)
+    assert refused.returncode == 1
+    assert f"{repo / 'tofuflow.toml'} already exists" in refused.stderr
+    assert "--force" in refused.stderr
+    assert (repo / "tofuflow.toml").read_text() == "# mine\n"
+
+    forced = _tofuflow("init", "--force", cwd=repo)
+    assert forced.returncode == 0, forced.stderr
+    assert len(load_project(repo / "tofuflow.toml").workspaces) == 3
+
+
+def test_init_takes_the_repository_as_an_argument(repo: Path, tmp_path: Path) -> None:
+    done = _tofuflow("init", str(repo), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (repo / "tofuflow.toml").is_file() and not (tmp_path / "tofuflow.toml").exists()
+
+
+def test_init_without_any_configuration_says_what_it_looked_for(tmp_path: Path) -> None:
+    done = _tofuflow("init", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "no directory with *.tf files" in done.stderr
+    assert not (tmp_path / "tofuflow.toml").exists()
+
+
+def test_init_on_the_example_project(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(EXAMPLES / "project", project)
+    (project / "tofuflow.toml").unlink()
+    done = _tofuflow("init", cwd=project)
+    assert done.returncode == 0, done.stderr
+    loaded = load_project(project / "tofuflow.toml")
+    assert list(loaded.workspaces) == ["infra"]
+    assert loaded.workspace("infra").directory == project / "infra"
+    assert "infra needs values for: environment" in done.stdout
+
+
+@pytest.mark.binary
+def test_the_next_step_init_prints_plans_the_workspace(binary: Binary, tmp_path: Path) -> None:
+    del binary  # the fixture fails clearly when no binary is installed
+    repo = tmp_path / "repo"
+    _tf(repo / "infra" / "web", 'resource "terraform_data" "web" {\n  input = "hello"\n}\n')
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TOFUFLOW_")},
+        "XDG_DATA_HOME": str(tmp_path / "data"),  # the embedded control plane's home
+    }
+    done = _tofuflow("init", cwd=repo, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "next: tofuflow plan infra/web" in done.stdout
+    planned = _tofuflow("plan", "infra/web", cwd=repo, env=env)
+    assert planned.returncode == 2, planned.stderr  # changes: one resource to add
+    assert "1 to add" in planned.stdout

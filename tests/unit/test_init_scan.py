@@ -1,0 +1,70 @@
+"""`tofuflow init`'s scan: which directories are root modules, and their workspace names."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tofuflow.cli._init_cmd import find_root_modules, render_project
+from tofuflow.project import load_project
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_a_configuration_at_the_top_is_named_after_the_repository(tmp_path: Path) -> None:
+    repo = tmp_path / "my infra"
+    _write(repo / "main.tf", 'resource "terraform_data" "x" {}\n')
+    roots, _ = find_root_modules(repo)
+    assert [(r.name, r.directory) for r in roots] == [("my-infra", ".")]
+
+
+def test_names_are_made_valid_for_the_state_service(tmp_path: Path) -> None:
+    for directory in ("envs/prod env", "envs/lock", "_x/y"):
+        _write(tmp_path / directory / "main.tf", "")
+    roots, _ = find_root_modules(tmp_path)
+    assert [r.name for r in roots] == ["x/y", "envs/lock-config", "envs/prod-env"]
+    (tmp_path / "tofuflow.toml").write_text(render_project(roots))
+    assert len(load_project(tmp_path / "tofuflow.toml").workspaces) == 3
+
+
+def test_module_sources_in_json_and_single_line_blocks_count(tmp_path: Path) -> None:
+    _write(tmp_path / "a" / "main.tf.json", json.dumps({"module": {"m": {"source": "../m1"}}}))
+    _write(tmp_path / "b" / "main.tofu", 'module "m" { source = "../m2" }\n')
+    _write(tmp_path / "m1" / "main.tf", "")
+    _write(tmp_path / "m2" / "main.tf", "")
+    roots, modules = find_root_modules(tmp_path)
+    assert [r.name for r in roots] == ["a", "b"] and modules == ["m1", "m2"]
+
+
+def test_comments_do_not_count_but_strings_that_look_like_them_do(tmp_path: Path) -> None:
+    _write(
+        tmp_path / "app" / "main.tf",
+        '/* module "x" { source = "../m1" } */\n'
+        '// module "y" { source = "../m2" }\n'
+        'variable "url" { default = "https://example.com//x" } # source = "../m3"\n'
+        'variable "need" {\n  validation {\n    condition = true\n  }\n}\n',
+    )
+    for name in ("m1", "m2", "m3"):
+        _write(tmp_path / name / "main.tf", "")
+    roots, modules = find_root_modules(tmp_path)
+    assert modules == []
+    assert [r.required for r in roots if r.name == "app"] == [("need",)]
+
+
+def test_a_reused_directory_with_its_own_backend_is_still_a_root(tmp_path: Path) -> None:
+    _write(tmp_path / "shared" / "main.tf", 'terraform {\n  backend "gcs" {}\n}\n')
+    _write(tmp_path / "app" / "main.tf", 'module "s" {\n  source = "../shared"\n}\n')
+    roots, modules = find_root_modules(tmp_path)
+    assert [(r.name, r.backend) for r in roots] == [("app", None), ("shared", "gcs")]
+    assert modules == []
+
+
+def test_tfvars_beside_a_root_are_proposed_except_those_loaded_anyway(tmp_path: Path) -> None:
+    for name in ("main.tf", "prod.tfvars", "terraform.tfvars", "x.auto.tfvars"):
+        _write(tmp_path / "app" / name, "")
+    roots, _ = find_root_modules(tmp_path)
+    assert roots[0].var_files == ("app/prod.tfvars",)
+    assert '# var_files = ["app/prod.tfvars"]' in render_project(roots)
