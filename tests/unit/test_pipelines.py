@@ -25,7 +25,9 @@ from tofuflow.ci._pipelines import (
 from tofuflow.cli._pipeline_cmd import pipeline
 from tofuflow.tofu._install import DEFAULT_VERSION
 
-SCHEMA = Path(__file__).parents[3] / "shared" / "schemas" / "azure-pipelines-service-schema.json"
+REPO = Path(__file__).resolve().parents[2]
+# Vendored (MIT, microsoft/azure-pipelines-vscode): see the .LICENSE file beside it.
+SCHEMA = REPO / "tests" / "fixtures" / "schemas" / "azure-pipelines-service-schema.json"
 
 
 @functools.cache
@@ -33,7 +35,7 @@ def _validator() -> Draft7Validator:
     if not SCHEMA.is_file():
         pytest.fail(
             f"the Azure Pipelines schema is missing: expected {SCHEMA} "
-            "(../shared/schemas beside the repository)"
+            "(vendored in the repository: restore it from git)"
         )
     schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
     Draft7Validator.check_schema(schema)
@@ -369,3 +371,12 @@ def test_the_schema_check_catches_mistakes() -> None:
     bad = {"stages": [{"stage": "s", "jobs": [{"deployment": "d", "steps": [{"bash": "x"}]}]}]}
     assert list(_validator().iter_errors(bad))
     assert not list(_validator().iter_errors(yaml.safe_load("stages: []")))
+
+
+def test_the_schema_is_vendored_in_the_repository_with_its_license() -> None:
+    """A clone of the repository alone runs the suite: the schema is not read from outside."""
+    assert SCHEMA.resolve().is_relative_to(REPO), f"{SCHEMA} is outside {REPO}"
+    assert SCHEMA.is_file()
+    license_text = SCHEMA.with_name(SCHEMA.stem + ".LICENSE").read_text(encoding="utf-8")
+    assert "MIT License" in license_text and "Microsoft Corporation" in license_text
+    assert "microsoft/azure-pipelines-vscode" in license_text
