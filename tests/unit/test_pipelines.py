@@ -43,6 +43,8 @@ def _validator() -> Draft7Validator:
 
 
 def _validate(name: str, text: str) -> Any:
+    """Schema-valid and within Azure Pipelines' YAML subset (which the schema cannot see)."""
+    assert not _unsupported_yaml(text), f"{name}: {_unsupported_yaml(text)}"
     document = yaml.safe_load(text)
     errors = sorted(_validator().iter_errors(document), key=lambda e: list(e.absolute_path))
     messages = []
@@ -105,6 +107,38 @@ def test_every_file_validates_against_the_schema(
     options, documents = generated
     expected = {MAIN_FILE, TEMPLATE_FILE} | ({DRIFT_FILE} if options.drift_cron else set())
     assert set(documents) == expected
+
+
+def _unsupported_yaml(text: str) -> list[str]:
+    """What Azure Pipelines' YAML subset refuses ("Anchors are not currently supported"):
+    anchors, aliases and merge keys, read from the event stream (a loaded document hides
+    them: an alias loads as the same object)."""
+    found = []
+    for event in yaml.parse(text):
+        mark = f"line {event.start_mark.line + 1}"
+        if isinstance(event, yaml.AliasEvent):
+            found.append(f"{mark}: alias *{event.anchor}")
+        elif isinstance(event, yaml.NodeEvent) and event.anchor is not None:
+            found.append(f"{mark}: anchor &{event.anchor}")
+        if isinstance(event, yaml.ScalarEvent) and event.value == "<<" and event.implicit[0]:
+            found.append(f"{mark}: merge key <<")
+    return found
+
+
+@pytest.mark.parametrize(
+    "combination", COMBINATIONS, ids=[f"auto={a}-{w}-{p}-{d}" for a, w, p, d in COMBINATIONS]
+)
+def test_no_anchors_aliases_or_merge_keys(combination: tuple[bool, str, str, str]) -> None:
+    for name, text in azure_devops_pipeline(_options(*combination)).items():
+        assert not _unsupported_yaml(text), f"{name}: Azure Pipelines refuses " + ", ".join(
+            _unsupported_yaml(text)
+        )
+
+
+def test_the_anchor_check_catches_them() -> None:
+    assert _unsupported_yaml("a: &x {b: 1}\nc: *x\nd:\n  <<: *x\n") == [
+        "line 1: anchor &x", "line 2: alias *x", "line 4: merge key <<", "line 4: alias *x",
+    ]  # fmt: skip
 
 
 def test_main_includes_the_template_per_workspace(

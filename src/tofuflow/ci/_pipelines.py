@@ -452,7 +452,10 @@ def _dump(document: dict[str, Any], purpose: str) -> str:
     import yaml
 
     class _Dumper(yaml.SafeDumper):
-        pass
+        # Azure Pipelines refuses anchors and aliases ("Anchors are not currently
+        # supported"): an object used twice is written out twice.
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
 
     def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
         style = "|" if "\n" in value else None
