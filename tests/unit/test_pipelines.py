@@ -177,7 +177,11 @@ def test_plan_stage(generated: tuple[PipelineOptions, dict[str, Any]]) -> None:
     assert plan_step["env"]["TOFUFLOW_WORKSPACE"] == "${{ parameters.workspace }}"
     # The artifact: the checkout without .terraform/, published as a pipeline artifact.
     copy = next(s for s in steps if s.get("task") == "CopyFiles@2")
-    assert "!**/.terraform/**" in copy["inputs"]["Contents"].splitlines()
+    contents = copy["inputs"]["Contents"].splitlines()
+    assert "!**/.terraform/**" in contents
+    # The saved plan and any local state hold secrets in clear: the apply stage gets the
+    # plan from the control plane, so the artifact carries neither.
+    assert {"!**/*.tfplan", "!**/*.tfstate", "!**/*.tfstate.*"} <= set(contents)
     publish = next(s for s in steps if s.get("task") == "PublishPipelineArtifact@1")
     assert publish["inputs"]["targetPath"] == copy["inputs"]["TargetFolder"]
     assert steps.index(copy) < steps.index(publish)

@@ -273,6 +273,19 @@ exit "$code"
 """
 
 
+# The planned configuration for the apply stage, minus what holds secrets in clear (the
+# saved plan, local state: the apply stage gets the plan from the control plane) and
+# what `init` re-creates there.
+_ARTIFACT_CONTENTS = "\n".join([
+    "**",
+    "!**/.terraform/**",
+    "!.git/**",
+    "!**/*.tfplan",
+    "!**/*.tfstate",
+    "!**/*.tfstate.*",
+])  # fmt: skip
+
+
 def _plan_stage() -> dict[str, Any]:
     steps: list[dict[str, Any]] = [
         {"checkout": "self", "fetchDepth": "1", "persistCredentials": "false"},
@@ -285,10 +298,10 @@ def _plan_stage() -> dict[str, Any]:
         },
         {
             "task": "CopyFiles@2",
-            "displayName": "Stage the planned configuration (without .terraform/)",
+            "displayName": "Stage the planned configuration (no .terraform/, plan or state files)",
             "inputs": {
                 "SourceFolder": "$(Build.SourcesDirectory)",
-                "Contents": "**\n!**/.terraform/**\n!.git/**",
+                "Contents": _ARTIFACT_CONTENTS,
                 "TargetFolder": "$(Build.ArtifactStagingDirectory)/tofuflow",
                 "CleanTargetFolder": True,
             },
