@@ -240,7 +240,9 @@ def _published_artifact(checkout: Path, destination: Path) -> Path:
     """What the generated plan stage publishes: its CopyFiles@2 step applied to the
     checkout, pattern by pattern (``!`` removes what earlier patterns matched)."""
     template = yaml.safe_load(
-        azure_devops_pipeline(PipelineOptions(workspaces=[WORKSPACE]))[TEMPLATE_FILE]
+        azure_devops_pipeline(
+            PipelineOptions(workspaces=[WORKSPACE], server_url="https://tofuflow.example.com")
+        )[TEMPLATE_FILE]
     )
     (copy,) = [
         step
