@@ -1,6 +1,7 @@
 """Generate Azure DevOps pipelines that run tofuflow (`tofuflow pipeline init azure-devops`).
 
     files = azure_devops_pipeline(PipelineOptions(workspaces=["app/prod"],
+                                                  server_url="https://tofuflow.example.com",
                                                   plan_service_connection="tofu-plan",
                                                   apply_service_connection="tofu-apply"))
     files["azure-pipelines.yml"]                 # the main pipeline (file name -> YAML text)
@@ -12,13 +13,14 @@ Three files:
 - ``templates/tofuflow-stages.yml``: a stages template taking the workspace and its
   settings as parameters. A plan stage (regular job): checkout, UsePythonVersion,
   ``pip install tofuflow``, ``tofuflow install`` of the pinned OpenTofu (checksum-verified),
-  ``tofuflow plan`` in a step named ``plan`` (its output variables: ``plan.runId``,
-  ``plan.runStatus``, ``plan.changesPresent``...), then the checkout minus ``.terraform/``
-  (and ``.git/``) copied to the staging directory and published as a pipeline artifact.
-  An apply stage: a ``deployment`` job on the environment (approvals and checks live
-  there, in the web UI), downloading that artifact, installing the same OpenTofu and
-  running ``tofuflow apply`` for the run id taken from the plan stage's output variables
-  (``tofuflow apply`` re-runs ``init`` in the downloaded directory).
+  both behind a Cache@2, ``tofuflow plan`` in a step named ``plan`` (its output variables:
+  ``plan.runId``, ``plan.runStatus``, ``plan.changesPresent``...), then the checkout minus
+  ``.terraform/``, ``.git/``, the saved plan and state files (they hold secrets in clear)
+  copied to the staging directory and published as a pipeline artifact. An apply stage:
+  a ``deployment`` job on the environment (approvals and checks live there, in the web
+  UI), downloading that artifact, installing the same OpenTofu and running ``tofuflow
+  apply`` for the run id taken from the plan stage's output variables (``tofuflow apply``
+  fetches the saved plan from the control plane and re-runs ``init``).
 - ``azure-pipelines-drift.yml``: a scheduled pipeline running ``tofuflow drift`` on every
   workspace with the plan service connection only (refresh-only and configuration checks,
   recorded on the control plane); its Markdown report becomes the build summary, and drift
@@ -32,11 +34,14 @@ gated environment runs when the plan's ``runStatus`` is not ``approved``, and
 be created without approval checks) runs when tofuflow's policy auto-approved the run
 (``runStatus == 'approved'``). Exactly one of them runs when there are changes.
 
-Secrets never appear in the YAML: ``System.AccessToken`` is mapped with ``env:`` into the
-steps that run tofuflow (it is only in a script's environment when mapped), service
-connection names and environment names are per-stage variables, and other values are
-passed to scripts through ``env:`` rather than spliced into the script text (no quoting
-bugs). The YAML is built as Python data and emitted with PyYAML.
+Every step running tofuflow is an AzureCLI@2 task naming the stage's service connection
+(so Azure DevOps asks to authorize the pipeline for it) with ``TOFUFLOW_SERVER_URL``, and
+maps ``System.AccessToken`` and the stage's own token variable (``TOFUFLOW_PLAN_TOKEN`` /
+``TOFUFLOW_APPLY_TOKEN``) with ``env:``: secret variables are only in a script's
+environment when mapped. Secrets never appear in the YAML, and values reach scripts
+through ``env:`` rather than spliced into the script text (no quoting bugs). The YAML is
+built as Python data and emitted with PyYAML, without anchors or aliases (Azure
+Pipelines refuses them).
 """
 
 from __future__ import annotations
