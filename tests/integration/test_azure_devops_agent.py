@@ -7,19 +7,21 @@ read stdout the way the agent does: any line holding ``##vso[`` is a command.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from _services.ado_oidc import ADO_AUDIENCE, AdoOidcEndpoint, ado_oidc
 from _services.oidc import LocalIssuer
+from tofuflow.ci._pipelines import TEMPLATE_FILE, PipelineOptions, azure_devops_pipeline
 from tofuflow.tofu import Binary
 
 CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
@@ -94,11 +96,8 @@ def _project(tmp_path: Path, config: str) -> Path:
 
 
 def _artifact(repo: Path, tmp_path: Path) -> Path:
-    """The apply stage's checkout: the plan stage's files, without .terraform/."""
-    other = tmp_path / "apply-stage"
-    shutil.copytree(repo, other, ignore=shutil.ignore_patterns(".terraform*", "*.tfplan",
-                                                               "*_override.tf"))  # fmt: skip
-    return other
+    """The apply stage's checkout: what the generated plan stage publishes."""
+    return _published_artifact(repo, tmp_path / "apply-stage")
 
 
 def _assert_no_injection(done: subprocess.CompletedProcess[str], final: str) -> None:
@@ -147,11 +146,10 @@ def test_plan_and_apply_stages_report_to_the_agent(
     assert f"Run `{run_id}`: **approved**" in markdown
 
     attach = "##vso[task.addattachment type=terraform-plan-results;name=app/dev]"
-    document = json.loads(Path(_data(out, attach)).read_text())
-    assert "format_version" in document
-    assert {rc["address"] for rc in document["resource_changes"]} == {
-        "terraform_data.web", "terraform_data.cache",
-    }  # fmt: skip
+    attachment = Path(_data(out, attach))
+    assert attachment.parent == Path(plan_env["AGENT_TEMPDIRECTORY"])
+    text = attachment.read_text()  # the rendered plan the plan tab shows
+    assert "terraform_data.web" in text and "terraform_data.cache" in text, text
     for tag in ("tofuflow", WORKSPACE, run_id):
         assert f"##vso[build.addbuildtag]{tag}" in lines
     # The injection attempts in the config are printed, inert, for people to read.
@@ -215,3 +213,107 @@ def test_an_invalid_configuration_is_an_issue_with_file_line_and_column(
     assert _command(planned.stdout, "##vso[task.complete result=Failed;]")
     assert not _command(planned.stdout, "##vso[task.setvariable variable=changesPresent")
     _assert_no_secret(planned)
+
+
+# -- sensitive values ---------------------------------------------------------------
+
+SENSITIVE_CANARY = "ado-sensitive-canary-5d1f0b7e"
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """A CopyFiles@2 (minimatch, dot files included) pattern as a regex over posix paths."""
+    parts = []
+    segments = pattern.split("/")
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == "**":
+            parts.append(".*" if last else "(?:.*/)?")
+            continue
+        text = "".join(
+            "[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c) for c in segment
+        )
+        parts.append(text if last else text + "/")
+    return re.compile("".join(parts))
+
+
+def _published_artifact(checkout: Path, destination: Path) -> Path:
+    """What the generated plan stage publishes: its CopyFiles@2 step applied to the
+    checkout, pattern by pattern (``!`` removes what earlier patterns matched)."""
+    template = yaml.safe_load(
+        azure_devops_pipeline(
+            PipelineOptions(workspaces=[WORKSPACE], server_url="https://tofuflow.example.com")
+        )[TEMPLATE_FILE]
+    )
+    (copy,) = [
+        step
+        for stage in template["stages"]
+        for job in stage["jobs"]
+        for step in job.get("steps", [])
+        if step.get("task") == "CopyFiles@2"
+    ]
+    files = [p.relative_to(checkout).as_posix() for p in checkout.rglob("*") if p.is_file()]
+    chosen: set[str] = set()
+    for pattern in copy["inputs"]["Contents"].splitlines():
+        exclude = pattern.startswith("!")
+        regex = _glob_regex(pattern.lstrip("!"))
+        matched = {f for f in files if regex.fullmatch(f)}
+        chosen = chosen - matched if exclude else chosen | matched
+    for relative in chosen:
+        (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(checkout / relative, destination / relative)
+    return destination
+
+
+def _holding(directory: Path, secret: str) -> list[str]:
+    """Files under ``directory`` holding ``secret``, looking inside zip files too."""
+    found = []
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        blobs = [path.read_bytes()]
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                blobs += [archive.read(name) for name in archive.namelist()]
+        if any(secret.encode() in blob for blob in blobs):
+            found.append(str(path))
+    return found
+
+
+def test_sensitive_values_reach_no_attachment_artifact_or_log(
+    tmp_path: Path, ado: AdoOidcEndpoint, binary: Binary
+) -> None:
+    del binary
+    repo = _project(tmp_path, "ado_sensitive")
+    # The secret comes from a file the pipeline writes outside the checkout at run time
+    # (a secure file, a key vault): never from the repository.
+    secure = tmp_path / "secure-files" / "secret.tfvars"
+    secure.parent.mkdir()
+    secure.write_text(f'db_password = "{SENSITIVE_CANARY}"\n')
+    (repo / "tofuflow.toml").write_text(
+        f'[workspaces."{WORKSPACE}"]\ndirectory = "infra"\nvar_files = ["{secure}"]\n'
+    )
+    plan_env = _agent_env(tmp_path, ado, "plan")
+    planned = _run("plan", WORKSPACE, cwd=repo, env=plan_env)
+    assert planned.returncode == 2, planned.stdout + planned.stderr
+    # The plan really holds the secret (in the saved plan the stage leaves behind).
+    assert _holding(repo, SENSITIVE_CANARY), "the canary never reached the plan"
+
+    attach = "##vso[task.addattachment type=terraform-plan-results;name=app/dev]"
+    attachment = Path(_data(planned.stdout, attach))
+    text = attachment.read_text()
+    assert "terraform_data.db" in text and "(sensitive value)" in text, text
+    assert not text.lstrip().startswith("{"), "the plan tab reads text, not show -json"
+
+    artifact = _artifact(repo, tmp_path)
+    assert not list(artifact.rglob("*.tfplan")), "the saved plan must not be published"
+    assert (artifact / "infra" / "main.tf").is_file() and (artifact / "tofuflow.toml").is_file()
+    assert _holding(Path(plan_env["AGENT_TEMPDIRECTORY"]), SENSITIVE_CANARY) == []
+    assert _holding(artifact, SENSITIVE_CANARY) == []
+    assert SENSITIVE_CANARY not in planned.stdout + planned.stderr
+
+    # The apply stage gets the saved plan from the control plane, not from the artifact.
+    run_id = _data(planned.stdout, "##vso[task.setvariable variable=runId;isoutput=true]")
+    apply_env = _agent_env(tmp_path, ado, "apply")
+    applied = _run("apply", run_id, cwd=artifact, env=apply_env)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "##vso[task.setvariable variable=runStatus;isoutput=true]applied" in applied.stdout
+    assert SENSITIVE_CANARY not in applied.stdout + applied.stderr
+    assert _holding(Path(apply_env["AGENT_TEMPDIRECTORY"]), SENSITIVE_CANARY) == []

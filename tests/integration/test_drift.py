@@ -319,7 +319,8 @@ def test_usage_errors_exit_1(plain: Env) -> None:
 def test_the_generated_azure_devops_drift_step(plain: Env, tmp_path: Path) -> None:
     """The step of `tofuflow pipeline init azure-devops`'s drift pipeline, run by bash as an
     agent would: the real `tofuflow drift`, its exit codes and the logging commands."""
-    files = azure_devops_pipeline(PipelineOptions(workspaces=["app/plain"]))
+    options = PipelineOptions(workspaces=["app/plain"], server_url=plain.server.url)
+    files = azure_devops_pipeline(options)
     (step,) = [s for s in _steps(yaml.safe_load(files[DRIFT_FILE])) if s.get("name") == "drift"]
     plain.apply("app/plain")
     agent_temp = tmp_path / "agent-temp"
@@ -331,7 +332,8 @@ def test_the_generated_azure_devops_drift_step(plain: Env, tmp_path: Path) -> No
     summary = agent_temp / "tofuflow-drift.md"
 
     def run() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["bash", "-c", step["bash"]], cwd=plain.repo, env=env,
+        script = step["inputs"]["inlineScript"]  # an AzureCLI@2 task's bash script
+        return subprocess.run(["bash", "-c", script], cwd=plain.repo, env=env,
                               capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
 
     clean = run()

@@ -16,9 +16,10 @@ from tofuflow.ci import (
     neutralise,
     on_agent,
 )
+from tofuflow.ci._azure_devops import ATTACHMENT_ITEMS
 from tofuflow.errors import Diagnostic, TofuError
 from tofuflow.identity import vso_escape
-from tofuflow.tofu import Event
+from tofuflow.tofu import Event, render_plan_text
 
 ZWSP = "\u200b"
 
@@ -197,8 +198,9 @@ def test_report_after_a_plan(
     report = AgentReport(log, env={"AGENT_TEMPDIRECTORY": str(tmp_path / "agent")})
     report.planned("app/dev", {"id": "r1", "status": status, "decision": decision}, plan)
     lines = out.getvalue().splitlines()
-    # The plan's sensitive value is masked before anything could print it.
-    assert lines[0] == "##vso[task.setsecret]canary-s3cr3t-value"
+    assert "canary-s3cr3t-value" in json.dumps(plan.raw)  # the raw plan holds it
+    # Nothing written holds the plan's sensitive value, so nothing needs announcing.
+    assert "canary-s3cr3t-value" not in out.getvalue()
     assert "##vso[task.setvariable variable=changesPresent;isoutput=true]true" in lines
     assert "##vso[task.setvariable variable=add;isoutput=true]4" in lines
     assert "##vso[task.setvariable variable=change;isoutput=true]2" in lines
@@ -207,8 +209,14 @@ def test_report_after_a_plan(
     summary = (tmp_path / "agent" / "tofuflow-plan-r1.md").read_text()
     assert "| create | 2 |" in summary and "canary-s3cr3t-value" not in summary
     assert "<b>" not in summary
-    attached = json.loads((tmp_path / "agent" / "tofuflow-plan-r1.json").read_text())
-    assert attached == plan.raw  # what the plan tab renders: the whole document
+    # The plan tab's attachment: the rendered plan as text, sensitive values masked
+    # (attachments are downloadable by anyone who can read the build; only logs are masked).
+    attachment = tmp_path / "agent" / "tofuflow-plan-r1.txt"
+    attach = "##vso[task.addattachment type=terraform-plan-results;name=app/dev]"
+    assert f"{attach}{attachment}" in lines
+    assert attachment.read_text() == render_plan_text(plan, max_items=ATTACHMENT_ITEMS)
+    assert "canary-s3cr3t-value" not in attachment.read_text()
+    assert not list((tmp_path / "agent").glob("*.json"))
     assert lines[-1].startswith(f"##vso[task.complete result={result};]")
     assert all("##vso[" not in line[6:] for line in lines)
 

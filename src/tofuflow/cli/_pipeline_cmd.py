@@ -34,6 +34,17 @@ def pipeline_init() -> None:
     help="A workspace of tofuflow.toml to plan and apply (repeat for several).",
 )
 @click.option(
+    "--server-url",
+    required=True,
+    help="The control plane's URL (e.g. https://tofuflow.example.com): every plan, apply "
+    "and drift step gets it as TOFUFLOW_SERVER_URL.",
+)
+@click.option(
+    "--variable-group",
+    help="A variable group (Pipelines > Library) every stage references, holding the "
+    "secret variables TOFUFLOW_PLAN_TOKEN / TOFUFLOW_APPLY_TOKEN.",
+)
+@click.option(
     "--plan-service-connection",
     default="tofuflow-plan",
     show_default=True,
@@ -96,6 +107,8 @@ def pipeline_init() -> None:
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def azure_devops(
     workspaces: tuple[str, ...],
+    server_url: str,
+    variable_group: str | None,
     plan_service_connection: str,
     apply_service_connection: str,
     environment: str,
@@ -112,17 +125,20 @@ def azure_devops(
     """Write azure-pipelines.yml, templates/tofuflow-stages.yml and a drift pipeline.
 
     \b
-    The plan stage plans each workspace with the plan service connection and publishes
-    the planned configuration (without .terraform/) as a pipeline artifact. The apply
-    stage is a deployment job on --environment, so the environment's approvals and
-    checks gate it; it applies the run id the plan stage printed. Existing files are
-    kept unless --force is given.
+    The plan stage plans each workspace with the plan service connection against the
+    control plane at --server-url and publishes the planned configuration (without
+    .terraform/, plan or state files) as a pipeline artifact. The apply stage is a
+    deployment job on --environment, so the environment's approvals and checks gate it;
+    it applies the run id the plan stage printed, fetching the saved plan from the
+    control plane. Existing files are kept unless --force is given.
     """
     from tofuflow.ci import AgentPool, PipelineOptions, azure_devops_pipeline
 
     try:
         options = PipelineOptions(
             workspaces=list(workspaces),
+            server_url=server_url,
+            variable_group=variable_group,
             plan_service_connection=plan_service_connection,
             apply_service_connection=apply_service_connection,
             environment=environment,
@@ -151,13 +167,20 @@ def azure_devops(
 
 
 def _next_steps(options: PipelineOptions) -> str:
+    where = (
+        f"in the variable group {options.variable_group!r} (Pipelines > Library)"
+        if options.variable_group
+        else "as pipeline variables (the pipeline's Edit > Variables)"
+    )
     lines = [
         "",
         "Next steps (Project settings and Pipelines > Environments, in the web UI):",
         f"  1. Create the service connections {options.plan_service_connection!r} (read-only "
-        f"rights) and {options.apply_service_connection!r} with workload identity "
-        "federation (OIDC); put their ids in tofuflow.toml as identity.plan/apply "
-        "service_connection_id.",
+        f"rights) and {options.apply_service_connection!r} (Azure Resource Manager, "
+        "workload identity federation); put their ids in tofuflow.toml as "
+        "identity.plan/apply service_connection_id. The steps name them in AzureCLI@2 "
+        "tasks (self-hosted agents need the Azure CLI): on the first run, Permit the "
+        "pipeline to use them.",
         f"  2. Create the environment {options.environment!r} and add an Approvals check "
         "to it: the apply stage waits there.",
     ]
@@ -167,9 +190,15 @@ def _next_steps(options: PipelineOptions) -> str:
             "policy auto-approved deploy there."
         )
     lines += [
-        "  3. The generated steps map the job token with env: SYSTEM_ACCESSTOKEN: "
+        f"  3. The stages use the control plane at {options.server_url}. Create the "
+        f"variables TOFUFLOW_PLAN_TOKEN (planner role) and TOFUFLOW_APPLY_TOKEN (applier "
+        f"role) {where} and tick 'Keep this value secret'; the generated steps map each "
+        "stage's own one with env: (secret variables reach a script only that way). "
+        "Without them, each stage signs in to the control plane with its service "
+        "connection's OIDC token, given [[bindings]] for it (docs/identity.md).",
+        "  4. The generated steps map the job token with env: SYSTEM_ACCESSTOKEN: "
         "$(System.AccessToken); keep that mapping in any step you add that runs tofuflow.",
-        "  4. Commit the files and create the pipeline(s) from them (Pipelines > New "
+        "  5. Commit the files and create the pipeline(s) from them (Pipelines > New "
         "pipeline > Existing Azure Pipelines YAML file).",
         "  Details: docs/azure-devops.md",
     ]
