@@ -47,8 +47,12 @@ __all__ = [
     "Backend",
     "Project",
     "WorkspaceConfig",
+    "as_written",
+    "dotted_key",
+    "in_file_order",
     "key_line",
     "load_project",
+    "located",
     "suggest",
 ]
 
@@ -217,12 +221,12 @@ class _Parser:
 
     def server_url(self, keys: Keys, url: object) -> str | None:
         if not isinstance(url, str):
-            self.problem(keys, f"expected a string URL, got {_describe(url)}")
+            self.problem(keys, f"expected a string URL, got {as_written(url)}")
             return None
         match = re.match(r"^https?://([^/?#]*)", url)
         if not match or not match.group(1):
             self.problem(
-                keys, f'{_describe(url)} is not an http(s) URL; use "https://tofuflow.example"'
+                keys, f'{as_written(url)} is not an http(s) URL; use "https://tofuflow.example"'
             )
             return None
         if "@" in match.group(1):
@@ -293,25 +297,25 @@ class _Parser:
             return self.root
         path = self.relative_path(keys, value)
         if path is not None and not path.is_dir():
-            self.problem(keys, f"{_describe(value)} is not a directory (relative to {self.root})")
+            self.problem(keys, f"{as_written(value)} is not a directory (relative to {self.root})")
         return path or self.root
 
     def relative_path(self, keys: Keys, value: object) -> Path | None:
         """A path that must exist, relative to the file's directory."""
         if not isinstance(value, str) or not value:
-            self.problem(keys, f"expected a path relative to {self.root}, got {_describe(value)}")
+            self.problem(keys, f"expected a path relative to {self.root}, got {as_written(value)}")
             return None
         if Path(value).is_absolute():
             # The same file is read on every agent and clone; absolute paths break that.
             self.problem(
                 keys,
-                f"{_describe(value)} is absolute; use a path relative to {self.root} so the "
+                f"{as_written(value)} is absolute; use a path relative to {self.root} so the "
                 "project works in any checkout",
             )
             return None
         path = (self.root / value).resolve()
         if not path.exists():
-            self.problem(keys, f"{_describe(value)} does not exist (relative to {self.root})")
+            self.problem(keys, f"{as_written(value)} does not exist (relative to {self.root})")
             return None
         return path
 
@@ -334,7 +338,8 @@ class _Parser:
             return ()
         if not isinstance(value, list):
             self.problem(
-                keys, f'expected an array of paths, e.g. ["prod.tfvars"], got {_describe(value)}'
+                keys,
+                f'expected an array of paths, e.g. ["prod.tfvars"], got {as_written(value)}',
             )
             return ()
         paths = []
@@ -357,7 +362,7 @@ class _Parser:
             self.problem(
                 keys,
                 f'expected an array of non-empty strings, e.g. ["production"], got '
-                f"{_describe(value)}",
+                f"{as_written(value)}",
             )
             return ()
         return tuple(value)
@@ -368,7 +373,7 @@ class _Parser:
         hint = suggest(value, _BACKENDS) if isinstance(value, str) else ""
         self.problem(
             keys,
-            f'{_describe(value)} is not a backend choice{hint}; use "tofuflow" (the state '
+            f'{as_written(value)} is not a backend choice{hint}; use "tofuflow" (the state '
             'service, the default) or "own" (keep the configuration\'s own backend block)',
         )
         return "tofuflow"
@@ -391,23 +396,23 @@ class _Parser:
         if not isinstance(value, list):
             self.problem(
                 keys,
-                f'expected an array of workspace names, e.g. ["network"], got {_describe(value)}',
+                f'expected an array of workspace names, e.g. ["network"], got {as_written(value)}',
             )
             return ()
         found: list[str] = []
         for index, item in enumerate(value):
             item_keys = (*keys, index)
             if not isinstance(item, str) or not item:
-                self.problem(item_keys, f"expected a workspace name, got {_describe(item)}")
+                self.problem(item_keys, f"expected a workspace name, got {as_written(item)}")
             elif item == name:
                 self.problem(item_keys, f"a workspace cannot depend on itself; remove {item!r}")
             elif item in found:
-                self.problem(item_keys, f"{_describe(item)} is listed twice; remove one")
+                self.problem(item_keys, f"{as_written(item)} is listed twice; remove one")
             elif item not in self.names:
                 defined = ", ".join(sorted(self.names - {name})) or "none"
                 self.problem(
                     item_keys,
-                    f"workspace {_describe(item)} is not defined"
+                    f"workspace {as_written(item)} is not defined"
                     f"{suggest(item, sorted(self.names))}; "
                     f"depend on a [workspaces.NAME] of this file (defined: {defined})",
                 )
@@ -438,7 +443,7 @@ class _Parser:
                 self.problem(
                     item_keys,
                     f'expected "<workspace>.<output>", e.g. "network.vpc_id", got '
-                    f"{_describe(reference)}",
+                    f"{as_written(reference)}",
                 )
             elif variable in variables:
                 self.problem(
@@ -448,7 +453,7 @@ class _Parser:
                 hint = suggest(workspace, listed)
                 self.problem(
                     item_keys,
-                    f"reads workspace {_describe(workspace)}, which is not in depends_on{hint}; "
+                    f"reads workspace {as_written(workspace)}, which is not in depends_on{hint}; "
                     f"add it to depends_on so it runs first",
                 )
             else:
@@ -461,7 +466,7 @@ class _Parser:
         # value first: a TypeGuard narrows the first argument.
         if isinstance(value, dict):
             return True
-        self.problem(keys, f"expected a table ([{_dotted(keys)}]), got {_describe(value)}")
+        self.problem(keys, f"expected a table ([{dotted_key(keys)}]), got {as_written(value)}")
         return False
 
     def table_or_empty(self, keys: Keys, value: object) -> dict[str, Any]:
@@ -499,9 +504,9 @@ def suggest(name: str, choices: Iterable[str]) -> str:
 def _identity_keys(stage: Mapping[str, Any]) -> list[str]:
     # The identity layer's own list (for the stage's source and cloud), so the two never
     # disagree; imported here only when a file has an identity table.
-    from tofuflow.identity._stage import _known_keys
+    from tofuflow.identity import stage_table_keys
 
-    return sorted(_known_keys(stage))
+    return sorted(stage_table_keys(stage))
 
 
 # -- where a key is in the file -------------------------------------------------------
@@ -618,7 +623,7 @@ def located(file: Path, text: str | None, keys: Keys, message: str) -> tuple[int
         if line is not None:
             break
     where = f"{_label(file)}:{line}" if line else _label(file)
-    path = f"{_dotted(keys)}: " if keys else ""
+    path = f"{dotted_key(keys)}: " if keys else ""
     return line or 0, f"{where}: {path}{message}"
 
 
@@ -637,7 +642,7 @@ def _has_datetime(value: object) -> bool:
     return False
 
 
-def _describe(value: object) -> str:
+def as_written(value: object) -> str:
     """A value as the user wrote it, with its TOML type when that helps."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -650,7 +655,7 @@ def _describe(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
-def _dotted(keys: Keys) -> str:
+def dotted_key(keys: Keys) -> str:
     """A TOML dotted key, quoting keys that are not bare: workspaces."app/prod".var_files[0]"""
     text = ""
     for key in keys:

@@ -74,7 +74,8 @@ def test_public_api_is_pinned_and_resolvable() -> None:
         "Exchanger", "FileTokenSource", "GcpExchanger", "GitHubActionsTokenSource",
         "NoCloudExchanger", "StageIdentity", "StaticTokenSource", "TokenRefresher",
         "TokenSource", "aws_config_env", "check_not_expired", "credential_process_output",
-        "exchanger_from_config", "session_name", "stage_credentials", "token_claims",
+        "exchanger_from_config", "session_name", "stage_credentials", "stage_table_keys",
+        "token_claims",
         "token_source_from_config", "vso_escape", "write_aws_config",
     }  # fmt: skip
     assert set(tofuflow.identity.__all__) == expected

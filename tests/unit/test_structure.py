@@ -30,6 +30,7 @@ LAYERS: dict[str, float] = {
 # Imports between packages of one level, each with its reason.
 SAME_LEVEL = {
     ("identity", "ci"): "credentials are announced to the Azure DevOps agent as secrets",
+    ("project", "identity"): "tofuflow.toml's identity tables are checked with identity's keys",
     ("runs", "embedded"): "connect() starts the embedded control plane",
     ("embedded", "server"): "the embedded control plane is the server, in-process",
 }

@@ -216,7 +216,7 @@ class AgentReport:
 
     def on_output(self, stream: str, line: str) -> None:
         """Relay a (redacted) line of the binary: its ``@message`` for a JSON message."""
-        from tofuflow.tofu._events import parse_event
+        from tofuflow.tofu import parse_event
 
         del stream
         event = parse_event(line)

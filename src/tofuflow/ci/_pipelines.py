@@ -52,7 +52,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from tofuflow._version import __version__
-from tofuflow.tofu._install import DEFAULT_VERSION
+from tofuflow.tofu import DEFAULT_VERSION
 
 __all__ = [
     "DRIFT_FILE",

@@ -38,7 +38,12 @@ if TYPE_CHECKING:
         TokenSource,
         token_source_from_config,
     )
-    from tofuflow.identity._stage import StageIdentity, stage_credentials, vso_escape
+    from tofuflow.identity._stage import (
+        StageIdentity,
+        stage_credentials,
+        stage_table_keys,
+        vso_escape,
+    )
 
 _EXPORTS = {
     "AwsExchanger": "tofuflow.identity._aws",
@@ -61,6 +66,7 @@ _EXPORTS = {
     "exchanger_from_config": "tofuflow.identity._exchangers",
     "session_name": "tofuflow.identity._aws",
     "stage_credentials": "tofuflow.identity._stage",
+    "stage_table_keys": "tofuflow.identity._stage",
     "token_claims": "tofuflow.identity._claims",
     "token_source_from_config": "tofuflow.identity._sources",
     "vso_escape": "tofuflow.identity._stage",
@@ -87,6 +93,7 @@ __all__ = [
     "exchanger_from_config",
     "session_name",
     "stage_credentials",
+    "stage_table_keys",
     "token_claims",
     "token_source_from_config",
     "vso_escape",

@@ -51,7 +51,7 @@ from tofuflow.identity._sources import (
 if TYPE_CHECKING:
     from tofuflow.tofu import Redactor
 
-__all__ = ["StageIdentity", "stage_credentials", "vso_escape"]
+__all__ = ["StageIdentity", "stage_credentials", "stage_table_keys", "vso_escape"]
 
 _COMMON_KEYS = frozenset({"source", "cloud", "audience"})
 
@@ -87,7 +87,9 @@ class StageIdentity:
     ) -> StageIdentity:
         """Validate a stage table; ``ConfigError`` naming the key and the fix."""
         table = Table(cfg, where or f"identity.{stage}")
-        table.check_keys(_known_keys(table.data))  # first: "clod" is a typo, not a missing cloud
+        table.check_keys(
+            stage_table_keys(table.data)
+        )  # first: "clod" is a typo, not a missing cloud
         exchanger = exchanger_from_config(
             table.data, run_id=run_id, context=context, stage=stage, env=env, where=table.where
         )
@@ -111,7 +113,7 @@ class StageIdentity:
         return replace(credentials, source=self.source.kind)
 
 
-def _known_keys(data: Mapping[str, Any]) -> frozenset[str]:
+def stage_table_keys(data: Mapping[str, Any]) -> frozenset[str]:
     """The keys the table's source and cloud read (all of them while those are unknown)."""
 
     def pick(groups: Mapping[str, frozenset[str]], chosen: object) -> frozenset[str]:

@@ -69,7 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from tofuflow.errors import ConfigError
-from tofuflow.project import Keys, _describe, _dotted, in_file_order, located, suggest
+from tofuflow.project import Keys, as_written, dotted_key, in_file_order, located, suggest
 
 __all__ = ["DEFAULT_PORT", "WORKSPACE_SETTINGS_KEYS", "ServerConfig"]
 
@@ -318,14 +318,14 @@ class _Checker:
         value = doc.get(str(keys[-1]), {})
         if isinstance(value, Mapping):
             return value
-        self.problem(keys, f"expected a table ([{_dotted(keys)}]), got {_describe(value)}")
+        self.problem(keys, f"expected a table ([{dotted_key(keys)}]), got {as_written(value)}")
         return {}
 
     def tables(self, doc: Mapping[str, Any], keys: Keys) -> tuple[Mapping[str, Any], ...]:
         value = doc.get(str(keys[-1]), [])
         if isinstance(value, list) and all(isinstance(v, Mapping) for v in value):
             return tuple(value)
-        self.problem(keys, f"expected an array of tables ([[{_dotted(keys)}]])")
+        self.problem(keys, f"expected an array of tables ([[{dotted_key(keys)}]])")
         return ()
 
     def get(self, table: Mapping[str, Any], keys: Keys, kind: type) -> Any:
@@ -333,7 +333,7 @@ class _Checker:
         # A bool is an int in Python, never in TOML.
         if value is None or (isinstance(value, kind) and (kind is bool) == isinstance(value, bool)):
             return value
-        self.problem(keys, f"expected {_TYPE_NAMES[kind]}, got {_describe(value)}")
+        self.problem(keys, f"expected {_TYPE_NAMES[kind]}, got {as_written(value)}")
         return None
 
 
