@@ -3,8 +3,8 @@
 Two DAGs on the same configuration, one dag.test() run each, side by side in one process:
 - bare: one BashOperator, `init` + `plan -out` + `apply PLAN` with the local backend —
   what copy-pasted Airflow samples do (no policy, no approval, state on the worker);
-- tofuflow: TofuPlanOperator (working copy, `init`, `plan`, `show`, upload, policy check)
-  then TofuApplyOperator (run read, artifact, apply session, `init`, `apply`, result),
+- tofuflow: TofuflowPlanOperator (working copy, `init`, `plan`, `show`, upload, policy check)
+  then TofuflowApplyOperator (run read, artifact, apply session, `init`, `apply`, result),
   state in the embedded control plane.
 Compared: the task durations Airflow records (start to end of each task instance), so
 Airflow's own per-task cost is in both. A first round of each warms caches and is not
@@ -39,7 +39,7 @@ from datetime import datetime
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG
 
-from tofuflow.airflow import TofuApplyOperator, TofuPlanOperator
+from tofuflow.airflow import TofuflowApplyOperator, TofuflowPlanOperator
 
 BINARY = {binary!r}
 BARE = (
@@ -54,8 +54,8 @@ with DAG("bench_bare", schedule=None, start_date=datetime(2025, 1, 1)) as bare_d
 with DAG("bench_tofuflow", schedule=None, start_date=datetime(2025, 1, 1)) as flow_dag:
     common = dict(workspace="bench", environment="{{{{ dag_run.conf['ws'] }}}}",
                   asset_host="bench")
-    plan = TofuPlanOperator(task_id="plan", **common)
-    TofuApplyOperator(task_id="apply", run_id=plan.output["run_id"], **common)
+    plan = TofuflowPlanOperator(task_id="plan", **common)
+    TofuflowApplyOperator(task_id="apply", run_id=plan.output["run_id"], **common)
 """
 
 
@@ -67,7 +67,7 @@ def _prepare(root: Path, binary: str) -> dict[str, str]:
     tf_env = {"TF_IN_AUTOMATION": "1", "TF_INPUT": "0", "CHECKPOINT_DISABLE": "1",
               "TF_PLUGIN_CACHE_DIR": str(root / "plugins")}  # fmt: skip
     (root / "dags" / "bench_dags.py").write_text(DAGS.format(binary=binary, env=tf_env))
-    connection = {"conn_type": "opentofu",
+    connection = {"conn_type": "tofuflow",
                   "extra": {"project": str(root / "project" / "tofuflow.toml")}}  # fmt: skip
     env = {
         "AIRFLOW_HOME": str(root / "home"),

@@ -48,7 +48,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
     for directory in (home, files):
         directory.mkdir()
     connection = {
-        "conn_type": "opentofu",
+        "conn_type": "tofuflow",
         "extra": {
             "project": str(EXAMPLES / "tofuflow.toml"),
             "server_config": str(EXAMPLES / "server.toml"),

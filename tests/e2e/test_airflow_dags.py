@@ -77,14 +77,14 @@ def test_airflow_lists_the_provider_and_its_connection_type(airflow: Airflow) ->
         [sys.executable, "-m", "airflow", "providers", "hooks", "-o", "json"],
         env=airflow.env, capture_output=True, text=True, timeout=180, check=True,
     )  # fmt: skip
-    opentofu = [h for h in json.loads(hooks.stdout) if h["connection_type"] == "opentofu"]
-    assert opentofu == [
+    ours = [h for h in json.loads(hooks.stdout) if h["connection_type"] == "tofuflow"]
+    assert ours == [
         {
-            "connection_type": "opentofu",
-            "class": "tofuflow.airflow.hooks.OpenTofuHook",
+            "connection_type": "tofuflow",
+            "class": "tofuflow.airflow.hooks.TofuflowHook",
             "conn_id_attribute_name": "tofuflow_conn_id",
             "package_name": "tofuflow",
-            "hook_name": "OpenTofu (tofuflow)",
+            "hook_name": "tofuflow",
         }
     ]
 

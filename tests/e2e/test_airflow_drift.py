@@ -1,4 +1,4 @@
-"""TofuDriftSensor against real drift: a file changed outside tofuflow (pyvider)."""
+"""TofuflowDriftSensor against real drift: a file changed outside tofuflow (pyvider)."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ def test_a_stale_plan_is_planned_again_not_applied(airflow: Airflow, tmp_path: P
             capture_output=True, text=True, check=True, env=env,
         ).stdout.strip()  # fmt: skip
         connection = {
-            "conn_type": "opentofu", "host": "127.0.0.1", "schema": "http", "port": port,
+            "conn_type": "tofuflow", "host": "127.0.0.1", "schema": "http", "port": port,
             "password": token,
         }  # fmt: skip
         run = airflow.run(

@@ -1,4 +1,4 @@
-"""OpenTofuHook: an ``opentofu`` connection resolved into control plane, project and
+"""TofuflowHook: an ``tofuflow`` connection resolved into control plane, project and
 binary; its secrets registered with Airflow's masker."""
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import pytest
 from airflow.sdk import Connection
 from airflow.sdk._shared.secrets_masker import redact
 
-from tofuflow.airflow.hooks import ConnectionSettings, OpenTofuHook
+from tofuflow.airflow.hooks import ConnectionSettings, TofuflowHook
 from tofuflow.errors import ConfigError
 
 
-def _hook(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: object) -> OpenTofuHook:
+def _hook(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: object) -> TofuflowHook:
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(fields))
-    return OpenTofuHook(conn_id)
+    return TofuflowHook(conn_id)
 
 
 @pytest.mark.parametrize(
@@ -33,7 +33,7 @@ def _hook(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: object) -> Op
 def test_the_host_fields_make_the_control_plane_url(
     monkeypatch: pytest.MonkeyPatch, fields: dict[str, object], url: str | None, authority: str
 ) -> None:
-    hook = _hook(monkeypatch, "tf_url", conn_type="opentofu", **fields)
+    hook = _hook(monkeypatch, "tf_url", conn_type="tofuflow", **fields)
     assert hook.settings.url == url
     assert hook.settings.embedded is (url is None)
     assert hook.settings.authority == authority
@@ -43,8 +43,8 @@ def test_the_host_fields_make_the_control_plane_url(
 def test_extras_plain_or_prefixed_and_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     token, apply_token = "tfw_plan_0123456789abcdef", "tfw_apply_fedcba9876543210"
     hook = _hook(
-        monkeypatch, "tf_extras", conn_type="opentofu", host="https://cp", password=token,
-        extra={"workspace": "app/dev", "extra__opentofu__binary": "/opt/tofu",
+        monkeypatch, "tf_extras", conn_type="tofuflow", host="https://cp", password=token,
+        extra={"workspace": "app/dev", "extra__tofuflow__binary": "/opt/tofu",
                "apply_token": apply_token, "project": "infra/tofuflow.toml"},
     )  # fmt: skip
     settings = hook.get_conn()
@@ -62,7 +62,7 @@ def test_an_oidc_token_file_is_read_at_each_use(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     file = tmp_path / "oidc.jwt"
-    hook = _hook(monkeypatch, "tf_oidc", conn_type="opentofu", host="https://cp",
+    hook = _hook(monkeypatch, "tf_oidc", conn_type="tofuflow", host="https://cp",
                  extra={"oidc_token_file": str(file)})  # fmt: skip
     file.write_text("eyJfirst.token.value\n")
     assert hook.token_for("plan") == "eyJfirst.token.value"
@@ -77,7 +77,7 @@ def test_an_oidc_token_file_is_read_at_each_use(
 def test_a_remote_connection_without_a_token_says_what_to_set(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    hook = _hook(monkeypatch, "tf_notoken", conn_type="opentofu", host="https://cp")
+    hook = _hook(monkeypatch, "tf_notoken", conn_type="tofuflow", host="https://cp")
     with pytest.raises(ConfigError, match="holds no token: set its password to an API token") as e:
         hook.token_for("apply")
     assert "applier role" in str(e.value)
@@ -97,10 +97,10 @@ def test_the_workspace_comes_from_the_project_relative_to_the_dag_folder(
     dags.mkdir()
     monkeypatch.setenv(
         "AIRFLOW_CONN_TF_PROJECT",
-        json.dumps({"conn_type": "opentofu", "extra": {"project": "../tofuflow.toml",
+        json.dumps({"conn_type": "tofuflow", "extra": {"project": "../tofuflow.toml",
                                                        "workspace": "app/dev"}}),
     )  # fmt: skip
-    hook = OpenTofuHook("tf_project", base_dir=dags)
+    hook = TofuflowHook("tf_project", base_dir=dags)
     ws = hook.workspace()
     assert (ws.name, ws.directory, dict(ws.variables)) == ("app/dev", repo / "infra",
                                                            {"a": 1, "b": "x"})  # fmt: skip
@@ -118,7 +118,7 @@ def test_the_workspace_comes_from_the_project_relative_to_the_dag_folder(
 def test_missing_workspace_or_project_says_where_to_set_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    hook = _hook(monkeypatch, "tf_empty", conn_type="opentofu")
+    hook = _hook(monkeypatch, "tf_empty", conn_type="tofuflow")
     with pytest.raises(ConfigError, match="no workspace: give the operator workspace="):
         hook.workspace()
     with pytest.raises(ConfigError, match=r"no tofuflow\.toml: give the operator project="):
@@ -127,7 +127,7 @@ def test_missing_workspace_or_project_says_where_to_set_it(
 
 def test_settings_from_a_uri_form_connection() -> None:
     conn = Connection.from_uri(
-        "opentofu://:tfw_uri_token_123456@cp.internal:8470/http?workspace=app%2Fdev",
+        "tofuflow://:tfw_uri_token_123456@cp.internal:8470/http?workspace=app%2Fdev",
         conn_id="tf_uri",
     )
     settings = ConnectionSettings.from_connection(conn)

@@ -12,11 +12,11 @@ from airflow.sdk._shared.secrets_masker import redact
 from airflow.sdk.log import mask_secret
 
 from tofuflow.airflow import (
-    TofuApplyOperator,
-    TofuDestroyOperator,
-    TofuDriftSensor,
-    TofuOutputsOperator,
-    TofuPlanOperator,
+    TofuflowApplyOperator,
+    TofuflowDestroyOperator,
+    TofuflowDriftSensor,
+    TofuflowOutputsOperator,
+    TofuflowPlanOperator,
 )
 from tofuflow.airflow.operators import _leaves
 
@@ -24,16 +24,16 @@ BASE = ("workspace", "environment", "variables", "var_files", "project")
 
 
 def test_templated_fields() -> None:
-    assert tuple(TofuPlanOperator.template_fields) == (*BASE, "targets")
-    assert tuple(TofuApplyOperator.template_fields) == (*BASE, "targets", "run_id")
-    assert tuple(TofuDestroyOperator.template_fields) == (*BASE, "targets", "run_id")
-    assert tuple(TofuOutputsOperator.template_fields) == (*BASE, "names")
-    assert tuple(TofuDriftSensor.template_fields) == BASE
+    assert tuple(TofuflowPlanOperator.template_fields) == (*BASE, "targets")
+    assert tuple(TofuflowApplyOperator.template_fields) == (*BASE, "targets", "run_id")
+    assert tuple(TofuflowDestroyOperator.template_fields) == (*BASE, "targets", "run_id")
+    assert tuple(TofuflowOutputsOperator.template_fields) == (*BASE, "names")
+    assert tuple(TofuflowDriftSensor.template_fields) == BASE
 
 
 def test_templates_render_from_the_task_context() -> None:
     with DAG("render", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
-        plan = TofuPlanOperator(
+        plan = TofuflowPlanOperator(
             task_id="plan",
             workspace="app/{{ params.stage }}",
             variables={"region": "{{ params.region }}", "replicas": 3},
@@ -52,12 +52,12 @@ def test_templates_render_from_the_task_context() -> None:
 
 def test_apply_and_destroy_declare_the_workspace_as_an_outlet_reads_as_an_inlet() -> None:
     with DAG("assets", schedule=None, start_date=datetime(2025, 1, 1)):
-        plan = TofuPlanOperator(task_id="plan", workspace="app/dev")
-        apply = TofuApplyOperator(task_id="apply", workspace="app/dev", run_id="r1")
-        destroy = TofuDestroyOperator(task_id="destroy", workspace="app/dev")
-        outputs = TofuOutputsOperator(task_id="outputs", workspace="app/dev")
-        drift = TofuDriftSensor(task_id="drift", workspace="app/dev")
-        named = TofuApplyOperator(task_id="named", workspace="app/dev", environment="pr-7")
+        plan = TofuflowPlanOperator(task_id="plan", workspace="app/dev")
+        apply = TofuflowApplyOperator(task_id="apply", workspace="app/dev", run_id="r1")
+        destroy = TofuflowDestroyOperator(task_id="destroy", workspace="app/dev")
+        outputs = TofuflowOutputsOperator(task_id="outputs", workspace="app/dev")
+        drift = TofuflowDriftSensor(task_id="drift", workspace="app/dev")
+        named = TofuflowApplyOperator(task_id="named", workspace="app/dev", environment="pr-7")
     asset = Asset("tofuflow://embedded/app/dev")
     assert apply.outlets == [asset] and destroy.outlets == [asset]
     # A plan or a read never looks like a change to data DAGs scheduled on the asset.
@@ -71,19 +71,21 @@ def test_the_asset_host_comes_from_the_connection_variable_or_asset_host(
 ) -> None:
     monkeypatch.setenv(
         "AIRFLOW_CONN_TF_REMOTE",
-        json.dumps({"conn_type": "opentofu", "host": "https://cp.example.com:8443",
+        json.dumps({"conn_type": "tofuflow", "host": "https://cp.example.com:8443",
                     "password": "tfw_x_0123456789"}),
     )  # fmt: skip
     with DAG("hosts", schedule=None, start_date=datetime(2025, 1, 1)):
-        remote = TofuApplyOperator(task_id="a", workspace="app/prod", tofuflow_conn_id="tf_remote")
-        given = TofuApplyOperator(task_id="b", workspace="app/prod", asset_host="cp.internal")
+        remote = TofuflowApplyOperator(
+            task_id="a", workspace="app/prod", tofuflow_conn_id="tf_remote"
+        )
+        given = TofuflowApplyOperator(task_id="b", workspace="app/prod", asset_host="cp.internal")
     assert remote.outlets == [Asset("tofuflow://cp.example.com:8443/app/prod")]
     assert given.outlets == [Asset("tofuflow://cp.internal/app/prod")]
 
 
 def test_a_templated_workspace_is_declared_as_an_alias() -> None:
     with DAG("alias", schedule=None, start_date=datetime(2025, 1, 1)):
-        apply = TofuApplyOperator(
+        apply = TofuflowApplyOperator(
             task_id="apply", workspace="app/preview",
             environment="{{ ti.xcom_pull(task_ids='create')['workspace'] }}",
         )  # fmt: skip
@@ -92,20 +94,20 @@ def test_a_templated_workspace_is_declared_as_an_alias() -> None:
 
 def test_operator_options() -> None:
     with DAG("options", schedule=None, start_date=datetime(2025, 1, 1)):
-        apply = TofuApplyOperator(task_id="apply", workspace="a")
-        waiting = TofuApplyOperator(
+        apply = TofuflowApplyOperator(task_id="apply", workspace="a")
+        waiting = TofuflowApplyOperator(
             task_id="waiting", workspace="a", deferrable=True, poll_interval=5,
             approval_timeout=timedelta(minutes=10), replan=False, wait_for_approval=False,
         )  # fmt: skip
-        destroy = TofuDestroyOperator(task_id="destroy", workspace="a")
+        destroy = TofuflowDestroyOperator(task_id="destroy", workspace="a")
     assert (apply.deferrable, apply.replan, apply.wait_for_approval) == (False, True, True)
     assert apply.approval_timeout == timedelta(hours=24) and apply.poll_interval == 30
     assert (waiting.deferrable, waiting.replan, waiting.poll_interval) == (True, False, 5)
     assert destroy.destroy is True and destroy.run_id is None
     with pytest.raises(ValueError, match="plans its own destroy"):
-        TofuDestroyOperator(task_id="x", workspace="a", run_id="r1")
+        TofuflowDestroyOperator(task_id="x", workspace="a", run_id="r1")
     with pytest.raises(ValueError, match="expect must be"):
-        TofuDriftSensor(task_id="d", workspace="a", expect="sometimes")  # type: ignore[arg-type]
+        TofuflowDriftSensor(task_id="d", workspace="a", expect="sometimes")  # type: ignore[arg-type]
 
 
 def test_sensitive_output_values_are_masked_leaf_by_leaf() -> None:
@@ -114,17 +116,17 @@ def test_sensitive_output_values_are_masked_leaf_by_leaf() -> None:
     leaves = sorted(_leaves(value))
     assert leaves == ["54321", "k-1111-aaaa", "k-2222-bbbb", "svc-admin-xyz"]
     for leaf in leaves:
-        mask_secret(leaf)  # what TofuOutputsOperator does for include_sensitive=True
+        mask_secret(leaf)  # what TofuflowOutputsOperator does for include_sensitive=True
     assert redact("user svc-admin-xyz key k-2222-bbbb") == "user *** key ***"
 
 
 def test_the_trigger_serializes_ids_never_a_token() -> None:
-    from tofuflow.airflow import TofuRunTrigger
+    from tofuflow.airflow import TofuflowRunTrigger
 
-    trigger = TofuRunTrigger(run_id="r1", tofuflow_conn_id="tf", poll_interval=7,
+    trigger = TofuflowRunTrigger(run_id="r1", tofuflow_conn_id="tf", poll_interval=7,
                              workspace="app/dev", base_dir="/dags/x.py")  # fmt: skip
     classpath, kwargs = trigger.serialize()
-    assert classpath == "tofuflow.airflow.triggers.TofuRunTrigger"
+    assert classpath == "tofuflow.airflow.triggers.TofuflowRunTrigger"
     assert kwargs == {"run_id": "r1", "tofuflow_conn_id": "tf", "poll_interval": 7,
                       "workspace": "app/dev", "base_dir": "/dags/x.py"}  # fmt: skip
-    assert TofuRunTrigger(**kwargs).serialize() == (classpath, kwargs)
+    assert TofuflowRunTrigger(**kwargs).serialize() == (classpath, kwargs)

@@ -42,7 +42,7 @@ def test_every_module_and_class_it_names_imports() -> None:
     (conn,) = info["connection-types"]
     module, _, name = conn["hook-class-name"].rpartition(".")
     hook = getattr(importlib.import_module(module), name)
-    assert (conn["connection-type"], hook.conn_type) == ("opentofu", "opentofu")
+    assert (conn["connection-type"], hook.conn_type) == ("tofuflow", "tofuflow")
     assert conn["hook-name"] == hook.hook_name
     assert hook.default_conn_name == "tofuflow_default"
 
@@ -76,9 +76,9 @@ def test_airflows_providers_manager_loads_the_form_without_importing_the_hook() 
     manager = ProvidersManager()
     assert "tofuflow" in manager.providers
     widgets = manager.connection_form_widgets
-    assert "extra__opentofu__project" in widgets
-    assert widgets["extra__opentofu__apply_token"].is_sensitive
-    assert manager.field_behaviours["opentofu"]["hidden_fields"] == ["login"]
+    assert "extra__tofuflow__project" in widgets
+    assert widgets["extra__tofuflow__apply_token"].is_sensitive
+    assert manager.field_behaviours["tofuflow"]["hidden_fields"] == ["login"]
 
 
 def test_importing_the_package_imports_nothing_from_airflow() -> None:

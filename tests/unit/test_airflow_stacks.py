@@ -16,12 +16,12 @@ from airflow.sdk import DAG
 from airflow.sdk._shared.secrets_masker import redact
 
 from tofuflow.airflow import (
-    TofuApplyOperator,
-    TofuDestroyOperator,
-    TofuPlanOperator,
+    TofuflowApplyOperator,
+    TofuflowDestroyOperator,
+    TofuflowPlanOperator,
     stack_task_group,
 )
-from tofuflow.airflow.hooks import OpenTofuHook
+from tofuflow.airflow.hooks import TofuflowHook
 from tofuflow.airflow.stacks import stack_task_id
 from tofuflow.errors import ConfigError
 from tofuflow.stacks import CycleError
@@ -66,17 +66,20 @@ def _group(project: Path, operation: Any, **kwargs: Any) -> dict[str, tuple[str,
 
 def test_apply_runs_dependencies_first_one_apply_task_per_stack(project: Path) -> None:
     assert _group(project, "apply") == {
-        "stacks.stacks_network": ("TofuApplyOperator", {"stacks.stacks_db", "stacks.stacks_app"}),
-        "stacks.stacks_db": ("TofuApplyOperator", {"stacks.stacks_app"}),
-        "stacks.stacks_app": ("TofuApplyOperator", set()),
-        "stacks.tools": ("TofuApplyOperator", set()),
+        "stacks.stacks_network": (
+            "TofuflowApplyOperator",
+            {"stacks.stacks_db", "stacks.stacks_app"},
+        ),
+        "stacks.stacks_db": ("TofuflowApplyOperator", {"stacks.stacks_app"}),
+        "stacks.stacks_app": ("TofuflowApplyOperator", set()),
+        "stacks.tools": ("TofuflowApplyOperator", set()),
     }
 
 
 def test_plan_has_the_same_edges_with_plan_tasks(project: Path) -> None:
     tasks = _group(project, "plan", group_id="preview")
     assert {k: v[0] for k, v in tasks.items()} == {
-        f"preview.{t}": "TofuPlanOperator"
+        f"preview.{t}": "TofuflowPlanOperator"
         for t in ("stacks_network", "stacks_db", "stacks_app", "tools")
     }
     assert tasks["preview.stacks_network"][1] == {"preview.stacks_db", "preview.stacks_app"}
@@ -85,8 +88,8 @@ def test_plan_has_the_same_edges_with_plan_tasks(project: Path) -> None:
 def test_destroy_runs_dependants_first(project: Path) -> None:
     assert _group(project, "destroy", workspaces=["stacks/db"]) == {
         # db and what depends on it; network stays.
-        "stacks.stacks_app": ("TofuDestroyOperator", {"stacks.stacks_db"}),
-        "stacks.stacks_db": ("TofuDestroyOperator", set()),
+        "stacks.stacks_app": ("TofuflowDestroyOperator", {"stacks.stacks_db"}),
+        "stacks.stacks_db": ("TofuflowDestroyOperator", set()),
     }
 
 
@@ -105,7 +108,7 @@ def test_every_task_gets_the_workspace_the_resolved_project_and_the_kwargs(
             poll_interval=3, retries=2,
         )  # fmt: skip
     app = dag.get_task("stacks.stacks_app")
-    assert isinstance(app, TofuApplyOperator) and not isinstance(app, TofuDestroyOperator)
+    assert isinstance(app, TofuflowApplyOperator) and not isinstance(app, TofuflowDestroyOperator)
     assert (app.workspace, app.project, app.run_id) == ("stacks/app", str(project), None)
     assert app.task_display_name == "stacks/app"
     assert (app.tofuflow_conn_id, app.variables, app.poll_interval, app.retries) == (
@@ -169,16 +172,16 @@ TOKEN = "tok-unit-3b9f0c1d2e4a5b6c"
 
 
 @pytest.fixture
-def plane_hook(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> OpenTofuHook:
+def plane_hook(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TofuflowHook:
     """A hook on a real embedded control plane (its own data dir) where network has
     applied state with a plain and a sensitive output."""
     monkeypatch.setenv("TOFUFLOW_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("TOFUFLOW_SERVER_CONFIG", raising=False)
     monkeypatch.setenv(
         "AIRFLOW_CONN_TF_STACKS",
-        json.dumps({"conn_type": "opentofu", "extra": {"project": str(project)}}),
+        json.dumps({"conn_type": "tofuflow", "extra": {"project": str(project)}}),
     )
-    hook = OpenTofuHook("tf_stacks")
+    hook = TofuflowHook("tf_stacks")
     with hook.control_plane("apply", workspace="stacks/network") as applier:
         state = {
             "version": 4, "terraform_version": "1.9.0", "serial": 1, "lineage": "unit",
@@ -201,9 +204,9 @@ def _context() -> Any:
 
 
 def test_a_plan_reads_its_inputs_explicit_variables_win_sensitive_ones_are_masked(
-    plane_hook: OpenTofuHook, capsys: pytest.CaptureFixture[str]
+    plane_hook: TofuflowHook, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    plan = TofuPlanOperator(task_id="app", workspace="stacks/app", variables={"subnet": "mine"})
+    plan = TofuflowPlanOperator(task_id="app", workspace="stacks/app", variables={"subnet": "mine"})
     ws = plan.resolve_workspace(plane_hook)
     got = plan.with_inputs(_context(), plane_hook, ws, strict=False)
     logged = "".join(capsys.readouterr())
@@ -217,8 +220,8 @@ def test_a_plan_reads_its_inputs_explicit_variables_win_sensitive_ones_are_maske
     assert plane_hook.project() is plane_hook.project()  # loaded once
 
 
-def test_an_apply_needs_every_input(plane_hook: OpenTofuHook) -> None:
-    apply = TofuApplyOperator(task_id="app", workspace="stacks/app")
+def test_an_apply_needs_every_input(plane_hook: TofuflowHook) -> None:
+    apply = TofuflowApplyOperator(task_id="app", workspace="stacks/app")
     ws = apply.resolve_workspace(plane_hook)
     with pytest.raises(ConfigError, match=r"inputs\.region = 'stacks/network\.region': "):
         apply.with_inputs(_context(), plane_hook, ws, strict=True)

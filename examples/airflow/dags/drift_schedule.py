@@ -12,7 +12,7 @@ drifted, naming the workspaces and resources, so the usual failure alerts fire.
 Params: ``project`` (the tofuflow.toml; default: examples/project beside this directory)
 and ``workspaces`` (default: every workspace of that file).
 
-Connection ``tofuflow_default`` (type ``opentofu``), as for the other examples: its host is
+Connection ``tofuflow_default`` (type ``tofuflow``), as for the other examples: its host is
 the control plane's URL (``https://tofuflow.example.com``) and its password a token with the
 planner role; with no host, the embedded control plane is used (the ``server_config`` extra
 picks its server TOML). Run the workers from the repository's default branch: configuration

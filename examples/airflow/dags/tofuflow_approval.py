@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag
 
-from tofuflow.airflow import TofuApplyOperator, TofuDestroyOperator, TofuPlanOperator
+from tofuflow.airflow import TofuflowApplyOperator, TofuflowDestroyOperator, TofuflowPlanOperator
 
 WORKSPACE = "guarded/service"
 FILES_DIR = "{{ var.value.get('tofuflow_examples_dir', '/tmp/tofuflow-airflow-examples') }}"
@@ -24,12 +24,12 @@ WAIT = timedelta(minutes=30)
 
 @dag(schedule=None, start_date=datetime(2025, 1, 1), catchup=False, tags=["tofuflow", "example"])
 def tofuflow_approval() -> None:
-    plan = TofuPlanOperator(task_id="plan", workspace=WORKSPACE, variables={"dir": FILES_DIR})
-    apply = TofuApplyOperator(
+    plan = TofuflowPlanOperator(task_id="plan", workspace=WORKSPACE, variables={"dir": FILES_DIR})
+    apply = TofuflowApplyOperator(
         task_id="apply", workspace=WORKSPACE, run_id=plan.output["run_id"],
         deferrable=True, poll_interval=POLL_SECONDS, approval_timeout=WAIT,
     )  # fmt: skip
-    destroy = TofuDestroyOperator(
+    destroy = TofuflowDestroyOperator(
         task_id="destroy", workspace=WORKSPACE, variables={"dir": FILES_DIR},
         deferrable=False, poll_interval=POLL_SECONDS, approval_timeout=WAIT,
     )  # fmt: skip

@@ -12,13 +12,15 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag
 
-from tofuflow.airflow import TofuApplyOperator, TofuPlanOperator
+from tofuflow.airflow import TofuflowApplyOperator, TofuflowPlanOperator
 
 
 @dag(schedule=None, start_date=datetime(2025, 1, 1), catchup=False, tags=["tofuflow", "example"])
 def tofuflow_killed() -> None:
-    plan = TofuPlanOperator(task_id="plan", workspace="examples/slow", variables={"seconds": 120})
-    TofuApplyOperator(
+    plan = TofuflowPlanOperator(
+        task_id="plan", workspace="examples/slow", variables={"seconds": 120}
+    )
+    TofuflowApplyOperator(
         task_id="apply", workspace="examples/slow", run_id=plan.output["run_id"],
         execution_timeout=timedelta(seconds=12), retries=0,
     )  # fmt: skip

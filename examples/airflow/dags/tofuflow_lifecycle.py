@@ -6,7 +6,7 @@ outputs task pushes the non-sensitive outputs to XCom (the sensitive api_key sta
 task uses them, and the destroy goes through the same lifecycle (the example server config
 marks examples/* disposable, so its destroys are routine too).
 
-Connection ``tofuflow_default`` (type ``opentofu``): no host = the embedded control plane;
+Connection ``tofuflow_default`` (type ``tofuflow``): no host = the embedded control plane;
 extras ``project`` (this example's tofuflow.toml) and ``server_config`` (server.toml).
 """
 
@@ -19,10 +19,10 @@ from typing import Any
 from airflow.sdk import dag, task
 
 from tofuflow.airflow import (
-    TofuApplyOperator,
-    TofuDestroyOperator,
-    TofuOutputsOperator,
-    TofuPlanOperator,
+    TofuflowApplyOperator,
+    TofuflowDestroyOperator,
+    TofuflowOutputsOperator,
+    TofuflowPlanOperator,
 )
 
 WORKSPACE = "examples/lifecycle"
@@ -32,11 +32,11 @@ FILES_DIR = "{{ var.value.get('tofuflow_examples_dir', '/tmp/tofuflow-airflow-ex
 
 @dag(schedule=None, start_date=datetime(2025, 1, 1), catchup=False, tags=["tofuflow", "example"])
 def tofuflow_lifecycle() -> None:
-    plan = TofuPlanOperator(task_id="plan", workspace=WORKSPACE, variables={"dir": FILES_DIR})
-    apply = TofuApplyOperator(
+    plan = TofuflowPlanOperator(task_id="plan", workspace=WORKSPACE, variables={"dir": FILES_DIR})
+    apply = TofuflowApplyOperator(
         task_id="apply", workspace=WORKSPACE, run_id=plan.output["run_id"], poll_interval=5
     )
-    outputs = TofuOutputsOperator(task_id="outputs", workspace=WORKSPACE)
+    outputs = TofuflowOutputsOperator(task_id="outputs", workspace=WORKSPACE)
 
     @task
     def check_service(outputs: dict[str, Any]) -> int:
@@ -48,7 +48,7 @@ def tofuflow_lifecycle() -> None:
         print(f"{len(files)} replicas up at {outputs['endpoint']}")
         return len(files)
 
-    destroy = TofuDestroyOperator(
+    destroy = TofuflowDestroyOperator(
         task_id="destroy", workspace=WORKSPACE, variables={"dir": FILES_DIR}, poll_interval=5
     )
     apply >> outputs

@@ -1,9 +1,10 @@
 """The Airflow provider: plan, approve, apply, destroy and outputs as Airflow 3 tasks.
 
-    from tofuflow.airflow import TofuPlanOperator, TofuApplyOperator
+    from tofuflow.airflow import TofuflowPlanOperator, TofuflowApplyOperator
 
-    plan = TofuPlanOperator(task_id="plan", workspace="app/dev")
-    apply = TofuApplyOperator(task_id="apply", workspace="app/dev", run_id=plan.output["run_id"])
+    plan = TofuflowPlanOperator(task_id="plan", workspace="app/dev")
+    apply = TofuflowApplyOperator(task_id="apply", workspace="app/dev",
+                                  run_id=plan.output["run_id"])
     stacks = stack_task_group("tofuflow.toml", "apply")   # every stack, in depends_on order
 
 Airflow finds the provider through the ``apache_airflow_provider`` entry point, which
@@ -18,38 +19,38 @@ from typing import TYPE_CHECKING, Any
 from tofuflow._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from tofuflow.airflow.environments import (
+    from tofuflow.airflow.envs import (
         EphemeralEnvironment,
         environment_name,
         ephemeral_environment,
     )
-    from tofuflow.airflow.hooks import ConnectionSettings, OpenTofuHook
+    from tofuflow.airflow.hooks import ConnectionSettings, TofuflowHook
     from tofuflow.airflow.operators import (
-        TofuApplyOperator,
-        TofuDestroyOperator,
-        TofuOutputsOperator,
-        TofuPlanOperator,
+        TofuflowApplyOperator,
+        TofuflowDestroyOperator,
+        TofuflowOutputsOperator,
+        TofuflowPlanOperator,
     )
-    from tofuflow.airflow.sensors import TofuDriftSensor
+    from tofuflow.airflow.sensors import TofuflowDriftSensor
     from tofuflow.airflow.stacks import stack_task_group
-    from tofuflow.airflow.triggers import TofuRunTrigger
+    from tofuflow.airflow.triggers import TofuflowRunTrigger
 
-CONN_TYPE = "opentofu"
+CONN_TYPE = "tofuflow"
 DEFAULT_CONN_ID = "tofuflow_default"
-_INTEGRATION = "OpenTofu (tofuflow)"
+_INTEGRATION = "tofuflow"
 
 _EXPORTS = {
     "ConnectionSettings": "tofuflow.airflow.hooks",
-    "EphemeralEnvironment": "tofuflow.airflow.environments",
-    "OpenTofuHook": "tofuflow.airflow.hooks",
-    "TofuApplyOperator": "tofuflow.airflow.operators",
-    "TofuDestroyOperator": "tofuflow.airflow.operators",
-    "TofuDriftSensor": "tofuflow.airflow.sensors",
-    "TofuOutputsOperator": "tofuflow.airflow.operators",
-    "TofuPlanOperator": "tofuflow.airflow.operators",
-    "TofuRunTrigger": "tofuflow.airflow.triggers",
-    "environment_name": "tofuflow.airflow.environments",
-    "ephemeral_environment": "tofuflow.airflow.environments",
+    "EphemeralEnvironment": "tofuflow.airflow.envs",
+    "TofuflowHook": "tofuflow.airflow.hooks",
+    "TofuflowApplyOperator": "tofuflow.airflow.operators",
+    "TofuflowDestroyOperator": "tofuflow.airflow.operators",
+    "TofuflowDriftSensor": "tofuflow.airflow.sensors",
+    "TofuflowOutputsOperator": "tofuflow.airflow.operators",
+    "TofuflowPlanOperator": "tofuflow.airflow.operators",
+    "TofuflowRunTrigger": "tofuflow.airflow.triggers",
+    "environment_name": "tofuflow.airflow.envs",
+    "ephemeral_environment": "tofuflow.airflow.envs",
     "stack_task_group": "tofuflow.airflow.stacks",
 }
 __all__ = [
@@ -57,13 +58,13 @@ __all__ = [
     "DEFAULT_CONN_ID",
     "ConnectionSettings",
     "EphemeralEnvironment",
-    "OpenTofuHook",
-    "TofuApplyOperator",
-    "TofuDestroyOperator",
-    "TofuDriftSensor",
-    "TofuOutputsOperator",
-    "TofuPlanOperator",
-    "TofuRunTrigger",
+    "TofuflowApplyOperator",
+    "TofuflowDestroyOperator",
+    "TofuflowDriftSensor",
+    "TofuflowHook",
+    "TofuflowOutputsOperator",
+    "TofuflowPlanOperator",
+    "TofuflowRunTrigger",
     "environment_name",
     "ephemeral_environment",
     "get_provider_info",
@@ -111,7 +112,7 @@ def get_provider_info() -> dict[str, Any]:
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,
-                "hook-class-name": "tofuflow.airflow.hooks.OpenTofuHook",
+                "hook-class-name": "tofuflow.airflow.hooks.TofuflowHook",
                 "hook-name": _INTEGRATION,
                 "conn-fields": _conn_fields(),
                 "ui-field-behaviour": {

@@ -15,7 +15,7 @@ from airflow.sdk import Asset, AssetAlias, BaseOperator
 from tofuflow.airflow import DEFAULT_CONN_ID
 from tofuflow.airflow._lineage import asset_uri, lineage_facet, operator_lineage
 from tofuflow.airflow._work import TaskWork
-from tofuflow.airflow.hooks import ConnectionSettings, OpenTofuHook
+from tofuflow.airflow.hooks import ConnectionSettings, TofuflowHook
 from tofuflow.errors import NotFoundError, TofuflowError
 
 if TYPE_CHECKING:
@@ -23,14 +23,14 @@ if TYPE_CHECKING:
 
     from tofuflow.project import WorkspaceConfig
 
-__all__ = ["BASE_FIELDS", "TofuBaseOperator", "airflow_context_of"]
+__all__ = ["BASE_FIELDS", "TofuflowBaseOperator", "airflow_context_of"]
 
 BASE_FIELDS: tuple[str, ...] = ("workspace", "environment", "variables", "var_files", "project")
 # Statuses a run can be cancelled from on the control plane.
 _CANCELLABLE = ("planning", "needs_approval", "approved")
 
 
-class TofuBaseOperator(BaseOperator):
+class TofuflowBaseOperator(BaseOperator):
     """Shared parameters (all templated but the connection id):
 
     :param workspace: the workspace in ``tofuflow.toml`` (default: the connection's).
@@ -40,7 +40,7 @@ class TofuBaseOperator(BaseOperator):
     :param var_files: extra ``-var-file`` paths (relative to ``tofuflow.toml``).
     :param project: path of ``tofuflow.toml`` (default: the connection's; a relative
         path is relative to the DAG file's folder).
-    :param tofuflow_conn_id: the ``opentofu`` connection.
+    :param tofuflow_conn_id: the ``tofuflow`` connection.
     :param asset_host: host of the workspace's asset URI when the connection is not an
         ``AIRFLOW_CONN_*`` variable (read at parse time); default: its host or embedded.
     """
@@ -78,7 +78,7 @@ class TofuBaseOperator(BaseOperator):
         self.asset_host = asset_host
         self._declared = declared
         self._work: TaskWork | None = None
-        self._hook_obj: OpenTofuHook | None = None
+        self._hook_obj: TofuflowHook | None = None
         self._active_run: str | None = None
         self._active_ws: str | None = None
         self._facet: dict[str, Any] | None = None
@@ -86,22 +86,22 @@ class TofuBaseOperator(BaseOperator):
 
     # -- per task instance ----------------------------------------------------------------
 
-    def hook(self, context: Context) -> OpenTofuHook:
+    def hook(self, context: Context) -> TofuflowHook:
         if self._hook_obj is None:
             dag = context.get("dag")
             fileloc = getattr(dag, "fileloc", None)
             base = Path(fileloc).parent if fileloc else None
-            self._hook_obj = OpenTofuHook(
+            self._hook_obj = TofuflowHook(
                 self.tofuflow_conn_id, project=self.project, base_dir=base
             )
         return self._hook_obj
 
-    def work(self, hook: OpenTofuHook) -> TaskWork:
+    def work(self, hook: TofuflowHook) -> TaskWork:
         if self._work is None:
             self._work = TaskWork(self.log, hook.binary, hook.work_dir)
         return self._work
 
-    def resolve_workspace(self, hook: OpenTofuHook, name: str | None = None) -> WorkspaceConfig:
+    def resolve_workspace(self, hook: TofuflowHook, name: str | None = None) -> WorkspaceConfig:
         return hook.workspace(
             name or self.workspace, environment=self.environment or None,
             variables=self.variables, var_files=self.var_files,
@@ -109,7 +109,7 @@ class TofuBaseOperator(BaseOperator):
 
     @contextmanager
     def private_workspace(
-        self, context: Context, hook: OpenTofuHook, ws: WorkspaceConfig
+        self, context: Context, hook: TofuflowHook, ws: WorkspaceConfig
     ) -> Iterator[WorkspaceConfig]:
         """``ws`` as this task runs it (every stage then works on a private copy).
 
@@ -130,7 +130,7 @@ class TofuBaseOperator(BaseOperator):
         yield ws
 
     def registered_environment(
-        self, context: Context, hook: OpenTofuHook, name: str
+        self, context: Context, hook: TofuflowHook, name: str
     ) -> dict[str, Any] | None:
         """The environment ``name`` on the control plane, or None if it is not one."""
         description = self.describe(context, "read")
@@ -179,7 +179,7 @@ class TofuBaseOperator(BaseOperator):
     # -- assets and lineage -----------------------------------------------------------------
 
     def record_asset(
-        self, context: Context, hook: OpenTofuHook, workspace: str, extra: Mapping[str, Any]
+        self, context: Context, hook: TofuflowHook, workspace: str, extra: Mapping[str, Any]
     ) -> None:
         """Attach ``extra`` to the workspace's asset event (or add it through the alias)."""
         if not self.changes_workspace or self._declared is None:
@@ -199,7 +199,7 @@ class TofuBaseOperator(BaseOperator):
 
     def remember_changes(
         self,
-        hook: OpenTofuHook,
+        hook: TofuflowHook,
         workspace: str,
         run: Mapping[str, Any] | None,
         changes: Mapping[str, list[str]],

@@ -1,6 +1,6 @@
-"""``OpenTofuHook``: an ``opentofu`` Airflow connection resolved into the runner's settings.
+"""``TofuflowHook``: a ``tofuflow`` Airflow connection resolved into the runner's settings.
 
-    hook = OpenTofuHook("tofuflow_default")
+    hook = TofuflowHook("tofuflow_default")
     with hook.control_plane("plan", workspace="app/dev", description="...") as cp:
         plan_workspace(hook.workspace("app/dev"), cp, context, runner)
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from tofuflow.project import Project, WorkspaceConfig
     from tofuflow.runs import ControlPlane
 
-__all__ = ["ConnectionSettings", "OpenTofuHook", "Stage"]
+__all__ = ["ConnectionSettings", "Stage", "TofuflowHook"]
 
 _log = logging.getLogger(__name__)
 Stage = Literal["plan", "apply", "read"]
@@ -46,7 +46,7 @@ _EXTRAS = (
 
 @dataclass(frozen=True)
 class ConnectionSettings:
-    """What an ``opentofu`` connection says. Secrets are left out of ``repr``."""
+    """What an ``tofuflow`` connection says. Secrets are left out of ``repr``."""
 
     url: str | None = None
     token: str | None = field(default=None, repr=False)
@@ -87,13 +87,13 @@ class ConnectionSettings:
         return [s for s in (self.token, self.apply_token) if s]
 
 
-class OpenTofuHook(BaseHook):
-    """Resolves an ``opentofu`` connection: control plane, project, workspace, binary."""
+class TofuflowHook(BaseHook):
+    """Resolves an ``tofuflow`` connection: control plane, project, workspace, binary."""
 
     conn_name_attr = "tofuflow_conn_id"
     default_conn_name = DEFAULT_CONN_ID
     conn_type = CONN_TYPE
-    hook_name = "OpenTofu (tofuflow)"
+    hook_name = "tofuflow"
 
     def __init__(
         self,
@@ -263,7 +263,7 @@ class OpenTofuHook(BaseHook):
 
 
 def _extras(conn: Any) -> dict[str, str]:
-    """The known extras, plain or with the ``extra__opentofu__`` prefix older forms use."""
+    """The known extras, plain or with the ``extra__tofuflow__`` prefix older forms use."""
     raw = conn.extra_dejson if conn.extra else {}
     found: dict[str, str] = {}
     for name in _EXTRAS:

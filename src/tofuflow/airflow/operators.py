@@ -1,9 +1,9 @@
 """Plan, apply, destroy and outputs as Airflow tasks, through the control plane.
 
-    plan = TofuPlanOperator(task_id="plan", workspace="app/dev")
-    apply = TofuApplyOperator(task_id="apply", workspace="app/dev",
+    plan = TofuflowPlanOperator(task_id="plan", workspace="app/dev")
+    apply = TofuflowApplyOperator(task_id="apply", workspace="app/dev",
                               run_id=plan.output["run_id"])
-    outputs = TofuOutputsOperator(task_id="outputs", workspace="app/dev")
+    outputs = TofuflowOutputsOperator(task_id="outputs", workspace="app/dev")
 
 XCom carries run ids, statuses and counts, never values; outputs only the non-sensitive
 ones unless ``include_sensitive=True`` (then masked in the logs).
@@ -22,7 +22,7 @@ from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow.sdk.log import mask_secret
 
-from tofuflow.airflow._base import BASE_FIELDS, TofuBaseOperator
+from tofuflow.airflow._base import BASE_FIELDS, TofuflowBaseOperator
 from tofuflow.airflow._lineage import changes_from_events, changes_from_plan
 from tofuflow.airflow._runs import WAITING, plan_run, read_outputs, run_summary
 from tofuflow.errors import PlanStaleError
@@ -31,14 +31,14 @@ from tofuflow.runs import INTERRUPTED, apply_run
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from tofuflow.airflow.hooks import OpenTofuHook
+    from tofuflow.airflow.hooks import TofuflowHook
     from tofuflow.project import WorkspaceConfig
 
 __all__ = [
-    "TofuApplyOperator",
-    "TofuDestroyOperator",
-    "TofuOutputsOperator",
-    "TofuPlanOperator",
+    "TofuflowApplyOperator",
+    "TofuflowDestroyOperator",
+    "TofuflowOutputsOperator",
+    "TofuflowPlanOperator",
 ]
 
 # A cancelled run this provider may plan again: the plan went stale, a task of ours was
@@ -47,7 +47,7 @@ __all__ = [
 _OUR_REASONS = ("stale", "airflow:", "plan failed", INTERRUPTED)
 
 
-class TofuPlanOperator(TofuBaseOperator):
+class TofuflowPlanOperator(TofuflowBaseOperator):
     """Plan read-only and submit the plan for the policy check.
 
     Returns ``run_summary`` (XCom): ``run_id``, ``status`` (``approved``,
@@ -90,7 +90,7 @@ class TofuPlanOperator(TofuBaseOperator):
         return summary
 
     def plan(
-        self, context: Context, hook: OpenTofuHook, ws: WorkspaceConfig, *, destroy: bool
+        self, context: Context, hook: TofuflowHook, ws: WorkspaceConfig, *, destroy: bool
     ) -> dict[str, Any]:
         """Plan in a private copy of the configuration; returns the decided run."""
         work = self.work(hook)
@@ -116,7 +116,7 @@ class TofuPlanOperator(TofuBaseOperator):
         return run
 
     def with_inputs(
-        self, context: Context, hook: OpenTofuHook, ws: WorkspaceConfig, *, strict: bool
+        self, context: Context, hook: TofuflowHook, ws: WorkspaceConfig, *, strict: bool
     ) -> WorkspaceConfig:
         """``ws`` with its ``inputs`` (``tofuflow.toml``: variable = "<workspace>.<output>")
         read from its dependencies' current state, as ``tofuflow run-all`` does
@@ -157,7 +157,7 @@ class TofuPlanOperator(TofuBaseOperator):
         return dataclasses.replace(ws, variables={**ws.variables, **found.values, **explicit})
 
 
-class TofuApplyOperator(TofuPlanOperator):
+class TofuflowApplyOperator(TofuflowPlanOperator):
     """Apply a run: the one ``run_id`` names (from the plan task), or, without ``run_id``,
     one this task plans first.
 
@@ -216,7 +216,7 @@ class TofuApplyOperator(TofuPlanOperator):
         ws = self.resolve_workspace(hook, self.workspace or run["workspace"])
         return self._proceed(context, hook, ws, run, replanned=replanned)
 
-    def _read(self, context: Context, hook: OpenTofuHook, run_id: str) -> dict[str, Any]:
+    def _read(self, context: Context, hook: TofuflowHook, run_id: str) -> dict[str, Any]:
         scope = self.environment or self.workspace or "*"
         description = self.describe(context, "read")
         with hook.control_plane("read", workspace=scope, description=description) as cp:
@@ -227,7 +227,7 @@ class TofuApplyOperator(TofuPlanOperator):
     def _proceed(
         self,
         context: Context,
-        hook: OpenTofuHook,
+        hook: TofuflowHook,
         ws: WorkspaceConfig,
         run: dict[str, Any],
         *,
@@ -266,14 +266,14 @@ class TofuApplyOperator(TofuPlanOperator):
             "re-planned; plan again"
         )
 
-    def _replan(self, context: Context, hook: OpenTofuHook, ws: WorkspaceConfig) -> dict[str, Any]:
+    def _replan(self, context: Context, hook: TofuflowHook, ws: WorkspaceConfig) -> dict[str, Any]:
         run = self.plan(context, hook, ws, destroy=self.destroy)
         return self._proceed(context, hook, ws, run, replanned=True)
 
     def _await_decision(
         self,
         context: Context,
-        hook: OpenTofuHook,
+        hook: TofuflowHook,
         ws: WorkspaceConfig,
         run: dict[str, Any],
         replanned: bool,
@@ -289,11 +289,11 @@ class TofuApplyOperator(TofuPlanOperator):
             run_id, run_id, self.approval_timeout,
         )  # fmt: skip
         if self.deferrable:
-            from tofuflow.airflow.triggers import TofuRunTrigger
+            from tofuflow.airflow.triggers import TofuflowRunTrigger
 
             dag = context.get("dag")
             self.defer(
-                trigger=TofuRunTrigger(
+                trigger=TofuflowRunTrigger(
                     run_id=run_id, tofuflow_conn_id=self.tofuflow_conn_id,
                     poll_interval=self.poll_interval, workspace=ws.name,
                     base_dir=str(getattr(dag, "fileloc", "") or "") or None,
@@ -321,7 +321,7 @@ class TofuApplyOperator(TofuPlanOperator):
         return run
 
     def _apply(
-        self, context: Context, hook: OpenTofuHook, ws: WorkspaceConfig, run: Mapping[str, Any]
+        self, context: Context, hook: TofuflowHook, ws: WorkspaceConfig, run: Mapping[str, Any]
     ) -> dict[str, Any]:
         work = self.work(hook)
         first_event = len(work.events)
@@ -344,16 +344,16 @@ class TofuApplyOperator(TofuPlanOperator):
         return summary
 
 
-class TofuDestroyOperator(TofuApplyOperator):
+class TofuflowDestroyOperator(TofuflowApplyOperator):
     """Destroy everything in the workspace: a ``-destroy`` plan, the policy check (a
     destroy usually needs a person, or a policy that makes it routine for the workspace),
-    then the apply, through the same lifecycle as :class:`TofuApplyOperator`."""
+    then the apply, through the same lifecycle as :class:`TofuflowApplyOperator`."""
 
     operation = "destroy"
 
     def __init__(self, **kwargs: Any) -> None:
         if kwargs.get("run_id"):
-            raise ValueError("TofuDestroyOperator plans its own destroy: do not pass run_id")
+            raise ValueError("TofuflowDestroyOperator plans its own destroy: do not pass run_id")
         super().__init__(destroy=True, **kwargs)
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -365,7 +365,7 @@ class TofuDestroyOperator(TofuApplyOperator):
         return self._destroy_environment(context, hook, ws, env)
 
     def _destroy_environment(
-        self, context: Context, hook: OpenTofuHook, ws: WorkspaceConfig, env: Mapping[str, Any]
+        self, context: Context, hook: TofuflowHook, ws: WorkspaceConfig, env: Mapping[str, Any]
     ) -> dict[str, Any]:
         """A registered environment: claim it, destroy it from its snapshot, close its
         books (``tofuflow.envs.destroy_environment``); a failure is recorded there, so the
@@ -397,7 +397,7 @@ class TofuDestroyOperator(TofuApplyOperator):
         return {"workspace": ws.name, "status": done["status"], "run_id": done.get("last_run_id")}
 
 
-class TofuOutputsOperator(TofuBaseOperator):
+class TofuflowOutputsOperator(TofuflowBaseOperator):
     """Read the workspace's outputs from its current state into XCom.
 
     Sensitive outputs are left out (their names are logged) unless

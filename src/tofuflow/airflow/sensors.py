@@ -1,6 +1,6 @@
-"""``TofuDriftSensor``: a refresh-only plan per poke; done when drift is found.
+"""``TofuflowDriftSensor``: a refresh-only plan per poke; done when drift is found.
 
-    drift = TofuDriftSensor(task_id="drift", workspace="app/prod", poke_interval=3600)
+    drift = TofuflowDriftSensor(task_id="drift", workspace="app/prod", poke_interval=3600)
 
 Each poke runs ``plan -refresh-only`` (read-only, without taking the state lock, so it
 never blocks an apply and leaves no lock behind, also when it fails) in a private copy of
@@ -18,16 +18,16 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
-from tofuflow.airflow._base import BASE_FIELDS, TofuBaseOperator
+from tofuflow.airflow._base import BASE_FIELDS, TofuflowBaseOperator
 from tofuflow.drift import drifted_resources
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["TofuDriftSensor"]
+__all__ = ["TofuflowDriftSensor"]
 
 
-class TofuDriftSensor(TofuBaseOperator, BaseSensorOperator):
+class TofuflowDriftSensor(TofuflowBaseOperator, BaseSensorOperator):
     """Succeeds when the workspace's real objects drifted from its state
     (``expect="drift"``, the default), or when they did not (``expect="no_drift"``).
 

@@ -8,7 +8,7 @@
 builds one task per stack — the same graph ``tofuflow run-all`` runs
 (``tofuflow.stacks.stack_graph``): plan and apply run a stack after everything it
 ``depends_on``, destroy runs it after everything that depends on it. Each task reads its
-``inputs`` from its dependencies' current state when it plans (``TofuPlanOperator``).
+``inputs`` from its dependencies' current state when it plans (``TofuflowPlanOperator``).
 How many run at once is Airflow's business: the DAG's ``max_active_tasks``, pools, the
 executor's slots.
 """
@@ -24,16 +24,20 @@ from typing import Any, Literal
 from airflow.sdk import TaskGroup
 
 from tofuflow.airflow import DEFAULT_CONN_ID
-from tofuflow.airflow.environments import _segment
-from tofuflow.airflow.operators import TofuApplyOperator, TofuDestroyOperator, TofuPlanOperator
+from tofuflow.airflow.envs import _segment
+from tofuflow.airflow.operators import (
+    TofuflowApplyOperator,
+    TofuflowDestroyOperator,
+    TofuflowPlanOperator,
+)
 
 __all__ = ["Operation", "stack_task_group", "stack_task_id"]
 
 Operation = Literal["plan", "apply", "destroy"]
-_OPERATORS: dict[str, type[TofuPlanOperator]] = {
-    "plan": TofuPlanOperator,
-    "apply": TofuApplyOperator,
-    "destroy": TofuDestroyOperator,
+_OPERATORS: dict[str, type[TofuflowPlanOperator]] = {
+    "plan": TofuflowPlanOperator,
+    "apply": TofuflowApplyOperator,
+    "destroy": TofuflowDestroyOperator,
 }
 
 
@@ -51,9 +55,9 @@ def stack_task_group(
     :param project: path of ``tofuflow.toml``, read now (at parse time); a relative path
         is relative to the folder of the DAG file calling this (the rule of the
         connection's ``project`` extra). Each task gets the resolved path.
-    :param operation: ``apply`` (``TofuApplyOperator`` without ``run_id``: plans, then
+    :param operation: ``apply`` (``TofuflowApplyOperator`` without ``run_id``: plans, then
         applies what policy approved, waiting for an approver otherwise), ``plan``
-        (``TofuPlanOperator``) or ``destroy`` (``TofuDestroyOperator``, dependants first).
+        (``TofuflowPlanOperator``) or ``destroy`` (``TofuflowDestroyOperator``, dependants first).
     :param workspaces: the stacks to run (default: all). Plan and apply add everything
         they depend on; destroy adds everything that depends on them (as run-all).
     :param operator_kwargs: passed to every operator (``variables``, ``poll_interval``,

@@ -1,4 +1,4 @@
-"""``TofuRunTrigger``: waits in the triggerer until a run leaves ``needs_approval``.
+"""``TofuflowRunTrigger``: waits in the triggerer until a run leaves ``needs_approval``.
 
 It polls ``GET /v1/runs/{id}`` with ``httpx.AsyncClient``. Its serialized kwargs hold the
 run id and the connection id, never a token: the trigger resolves the connection itself
@@ -18,13 +18,13 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from tofuflow.airflow import DEFAULT_CONN_ID
 
-__all__ = ["TofuRunTrigger"]
+__all__ = ["TofuflowRunTrigger"]
 
 _WAITING = ("planning", "needs_approval")
 _MAX_NETWORK_ERRORS = 10
 
 
-class TofuRunTrigger(BaseTrigger):
+class TofuflowRunTrigger(BaseTrigger):
     """Fires ``{"run_id", "status"}`` once the run is decided (approved, cancelled, ...),
     or ``{"run_id", "status": "error", "error"}`` when it cannot be read."""
 
@@ -92,11 +92,11 @@ class TofuRunTrigger(BaseTrigger):
         """The control plane's URL and a token to read runs with (masked in the logs)."""
         from airflow.sdk.log import amask_secret
 
-        from tofuflow.airflow.hooks import OpenTofuHook
+        from tofuflow.airflow.hooks import TofuflowHook
 
         conn = await BaseHook.aget_connection(self.tofuflow_conn_id)
         base = Path(self.base_dir).parent if self.base_dir else None
-        hook = OpenTofuHook(self.tofuflow_conn_id, base_dir=base, settings=_settings(conn))
+        hook = TofuflowHook(self.tofuflow_conn_id, base_dir=base, settings=_settings(conn))
         for secret in hook.settings.secrets():
             await amask_secret(secret)
         if not hook.settings.embedded:

@@ -16,7 +16,7 @@ import click
 
 from tofuflow._version import __version__
 from tofuflow.cli._drift_cmd import drift
-from tofuflow.cli._env_cmd import env
+from tofuflow.cli._envs_cmd import env
 from tofuflow.cli._init_cmd import init
 from tofuflow.cli._install_cmd import install
 from tofuflow.cli._pipeline_cmd import pipeline

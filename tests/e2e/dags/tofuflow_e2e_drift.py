@@ -8,7 +8,7 @@ from typing import Any
 
 from airflow.sdk import dag
 
-from tofuflow.airflow import TofuApplyOperator, TofuDriftSensor
+from tofuflow.airflow import TofuflowApplyOperator, TofuflowDriftSensor
 
 COMMON: dict[str, Any] = {
     "workspace": "examples/e2e-drift",
@@ -19,8 +19,8 @@ COMMON: dict[str, Any] = {
 
 @dag(schedule=None, start_date=datetime(2025, 1, 1), catchup=False, tags=["tofuflow-e2e"])
 def tofuflow_e2e_drift() -> None:
-    apply = TofuApplyOperator(task_id="apply", **COMMON)  # plans and applies in one task
-    drift = TofuDriftSensor(
+    apply = TofuflowApplyOperator(task_id="apply", **COMMON)  # plans and applies in one task
+    drift = TofuflowDriftSensor(
         task_id="drift", deferrable=True, poke_interval=2, timeout=600, **COMMON
     )
     apply >> drift

@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.sdk import dag
 
-from tofuflow.airflow import TofuApplyOperator, TofuDestroyOperator, TofuPlanOperator
+from tofuflow.airflow import TofuflowApplyOperator, TofuflowDestroyOperator, TofuflowPlanOperator
 
 PROJECT = Path(__file__).resolve().parents[3] / "examples" / "airflow" / "tofuflow.toml"
 FILES_DIR = "{{ var.value.tofuflow_examples_dir }}"
@@ -33,15 +33,17 @@ def inputs(replicas: int) -> dict[str, Any]:
 
 @dag(schedule=None, start_date=datetime(2025, 1, 1), catchup=False, tags=["tofuflow-e2e"])
 def tofuflow_e2e_stale() -> None:
-    plan_one = TofuPlanOperator(task_id="plan_one", variables=inputs(1), **COMMON)
-    plan_two = TofuPlanOperator(  # targeted: only the second replica
+    plan_one = TofuflowPlanOperator(task_id="plan_one", variables=inputs(1), **COMMON)
+    plan_two = TofuflowPlanOperator(  # targeted: only the second replica
         task_id="plan_two", variables=inputs(2), targets=["terraform_data.replica[1]"], **COMMON
     )
-    apply_two = TofuApplyOperator(task_id="apply_two", run_id=plan_two.output["run_id"], **COMMON)
-    apply_one = TofuApplyOperator(
+    apply_two = TofuflowApplyOperator(
+        task_id="apply_two", run_id=plan_two.output["run_id"], **COMMON
+    )
+    apply_one = TofuflowApplyOperator(
         task_id="apply_one", run_id=plan_one.output["run_id"], variables=inputs(1), **COMMON
     )
-    destroy = TofuDestroyOperator(task_id="destroy", variables=inputs(1), **COMMON)
+    destroy = TofuflowDestroyOperator(task_id="destroy", variables=inputs(1), **COMMON)
     plan_one >> plan_two >> apply_two >> apply_one >> destroy
 
 

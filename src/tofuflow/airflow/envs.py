@@ -32,8 +32,12 @@ from airflow.sdk import TaskGroup
 from airflow.sdk.configuration import conf
 
 from tofuflow.airflow import DEFAULT_CONN_ID
-from tofuflow.airflow._base import BASE_FIELDS, TofuBaseOperator
-from tofuflow.airflow.operators import TofuApplyOperator, TofuDestroyOperator, TofuOutputsOperator
+from tofuflow.airflow._base import BASE_FIELDS, TofuflowBaseOperator
+from tofuflow.airflow.operators import (
+    TofuflowApplyOperator,
+    TofuflowDestroyOperator,
+    TofuflowOutputsOperator,
+)
 from tofuflow.errors import NotFoundError
 
 if TYPE_CHECKING:
@@ -42,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EphemeralEnvironment",
-    "TofuCreateEnvironmentOperator",
+    "TofuflowCreateEnvironmentOperator",
     "environment_name",
     "ephemeral_environment",
 ]
@@ -80,7 +84,7 @@ def _segment(raw: str) -> str:
     return f"{cleaned[: _SEGMENT - 9]}-{digest}" if cleaned else digest
 
 
-class TofuCreateEnvironmentOperator(TofuBaseOperator):
+class TofuflowCreateEnvironmentOperator(TofuflowBaseOperator):
     """Register an ephemeral environment made from ``workspace``: cheap, no binary.
 
     The name is ``environment`` if given, else :func:`environment_name` of this DAG run.
@@ -143,10 +147,10 @@ class EphemeralEnvironment:
     environment's name for other operators' templated fields."""
 
     group: TaskGroup
-    create: TofuCreateEnvironmentOperator
-    deploy: TofuApplyOperator
-    outputs: TofuOutputsOperator
-    destroy: TofuDestroyOperator
+    create: TofuflowCreateEnvironmentOperator
+    deploy: TofuflowApplyOperator
+    outputs: TofuflowOutputsOperator
+    destroy: TofuflowDestroyOperator
     name: str
 
     def wrap(self, *tasks: AbstractOperator | Any) -> None:
@@ -180,7 +184,7 @@ def ephemeral_environment(
         "asset_host": asset_host,
     }  # fmt: skip
     with TaskGroup(group_id) as group:
-        create = TofuCreateEnvironmentOperator(
+        create = TofuflowCreateEnvironmentOperator(
             task_id="create", ttl=ttl, environment_owner=owner, prefix=prefix,
             name_variable=name_variable, variables=variables, var_files=var_files, **common,
         )  # fmt: skip
@@ -189,11 +193,11 @@ def ephemeral_environment(
             "approval_timeout": approval_timeout, "poll_interval": poll_interval,
             "deferrable": deferrable,
         }  # fmt: skip
-        deploy = TofuApplyOperator(task_id="deploy", environment=name, **common, **waiting)
-        outputs = TofuOutputsOperator(
+        deploy = TofuflowApplyOperator(task_id="deploy", environment=name, **common, **waiting)
+        outputs = TofuflowOutputsOperator(
             task_id="outputs", environment=name, include_sensitive=include_sensitive, **common
         )
-        destroy = TofuDestroyOperator(task_id="destroy", environment=name, **common, **waiting)
+        destroy = TofuflowDestroyOperator(task_id="destroy", environment=name, **common, **waiting)
         create >> deploy >> outputs >> destroy
         destroy.as_teardown(setups=create)
     return EphemeralEnvironment(group, create, deploy, outputs, destroy, name)

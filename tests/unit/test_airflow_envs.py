@@ -8,13 +8,13 @@ import pytest
 from airflow.sdk import DAG, task
 
 from tofuflow.airflow import (
-    TofuApplyOperator,
-    TofuDestroyOperator,
-    TofuOutputsOperator,
+    TofuflowApplyOperator,
+    TofuflowDestroyOperator,
+    TofuflowOutputsOperator,
     environment_name,
     ephemeral_environment,
 )
-from tofuflow.airflow.environments import TofuCreateEnvironmentOperator
+from tofuflow.airflow.envs import TofuflowCreateEnvironmentOperator
 from tofuflow.server._state import validate_workspace_name
 
 
@@ -62,9 +62,11 @@ def test_the_group_has_a_cheap_setup_a_teardown_and_the_work_in_between() -> Non
         work = smoke(env.outputs.output)
         env.wrap(work)
     create, deploy, outputs, destroy = env.create, env.deploy, env.outputs, env.destroy
-    assert isinstance(create, TofuCreateEnvironmentOperator)
-    assert isinstance(deploy, TofuApplyOperator) and isinstance(destroy, TofuDestroyOperator)
-    assert isinstance(outputs, TofuOutputsOperator) and outputs.include_sensitive
+    assert isinstance(create, TofuflowCreateEnvironmentOperator)
+    assert isinstance(deploy, TofuflowApplyOperator) and isinstance(
+        destroy, TofuflowDestroyOperator
+    )
+    assert isinstance(outputs, TofuflowOutputsOperator) and outputs.include_sensitive
     assert [t.task_id for t in (create, deploy, outputs, destroy)] == [
         "preview.create", "preview.deploy", "preview.outputs", "preview.destroy",
     ]  # fmt: skip
