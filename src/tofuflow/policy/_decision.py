@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tofuflow.errors import ConfigError
 from tofuflow.policy._facts import derive
 from tofuflow.policy._input import build_input
-from tofuflow.policy._policies import PolicySet
 from tofuflow.policy._rego import query_rules
+
+if TYPE_CHECKING:  # _policies checks a set by evaluating it: the import runs that way only
+    from tofuflow.policy._policies import PolicySet
 
 __all__ = ["Decision", "Finding", "Outcome", "empty_input", "evaluate"]
 

@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 
 from tofuflow.errors import ConfigError
+from tofuflow.policy._decision import empty_input, evaluate
 from tofuflow.policy._rego import RegoModule
 
 __all__ = ["BUILTIN_PREFIX", "PolicySet"]
@@ -81,8 +82,6 @@ class PolicySet:
 
     def check(self) -> None:
         """Compile and decide once on an empty plan; ConfigError naming the file if not."""
-        from tofuflow.policy._decision import empty_input, evaluate
-
         evaluate(self, empty_input())
 
 
