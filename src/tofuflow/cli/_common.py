@@ -4,6 +4,7 @@ control plane's URL, agent reporting and the decision and audit summaries."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,13 +95,42 @@ def announce(report: AgentReport | None, token: str, directory: Path) -> None:
         report.log.set_secret(token)  # the control plane token: masked before anything runs
 
 
-def cli_runner(report: AgentReport | None) -> Runner:
+def cli_runner(report: AgentReport | None, *, progress_of: int | None = None) -> Runner:
+    """The runner for a command. ``progress_of``: the number of planned changes of an
+    apply, whose per-resource lines are then shown as they happen, counted."""
     from tofuflow.cli import CANCEL
     from tofuflow.runs import Runner
 
-    if report is None:
+    if report is not None:
+        return Runner(on_output=report.on_output, on_event=report.on_event, cancel_event=CANCEL)
+    if progress_of is None:
         return Runner(cancel_event=CANCEL)
-    return Runner(on_output=report.on_output, on_event=report.on_event, cancel_event=CANCEL)
+    return Runner(on_event=ApplyProgress(progress_of), cancel_event=CANCEL)
+
+
+class ApplyProgress:
+    """Per-resource lines of an apply, as they happen: ``[ 12/200  3s] address: message``."""
+
+    _SHOWN = frozenset({"apply_start", "apply_complete", "apply_errored", "diagnostic"})
+
+    def __init__(self, total: int) -> None:
+        import time
+
+        self.total = total
+        self.done = 0
+        self._clock = time.monotonic
+        self._started = time.monotonic()
+        self._width = len(str(total))
+
+    def __call__(self, event: Any) -> None:
+        if event.type not in self._SHOWN or not event.message:
+            return
+        if event.type == "apply_complete":
+            self.done += 1
+        elapsed = int(self._clock() - self._started)
+        prefix = f"[{self.done:>{self._width}}/{self.total} {elapsed:>3}s]"
+        click.echo(f"{prefix} {event.message}")
+        sys.stdout.flush()  # live in a CI log too, not when the buffer fills
 
 
 def clean(report: AgentReport | None, text: str) -> str:

@@ -32,7 +32,7 @@ from tofuflow.cli._common import (
     reporting,
     wired,
 )
-from tofuflow.errors import TofuflowError
+from tofuflow.errors import TofuCancelledError, TofuflowError
 
 if TYPE_CHECKING:
     pass
@@ -98,7 +98,16 @@ def apply(run_id: str, project_path: Path | None) -> None:
                 from_artifact = (run.get("context") or {}).get("config_source")
                 # A rollback's configuration is the snapshot in its artifact, not this checkout.
                 apply = apply_from_artifact if from_artifact == CONFIG_FROM_ARTIFACT else apply_run
-                done = apply(run_id, ws, client, cli_runner(report))
+                planned = run.get("summary") or {}
+                total = sum(int(planned.get(k) or 0) for k in ("add", "change", "destroy"))
+                try:
+                    done = apply(run_id, ws, client, cli_runner(report, progress_of=total))
+                except (TofuCancelledError, KeyboardInterrupt) as err:
+                    # Stopped gracefully: say how far it got and what next, once.
+                    from tofuflow.runs import interrupted_summary
+
+                    line = interrupted_summary(client.run(run_id))
+                    raise click.ClickException(clean(report, line)) from err
     except TofuflowError as err:
         raise fail(err, report) from err
     result = done.get("result") or {}

@@ -26,7 +26,13 @@ from tofuflow.runs._rollback import (
     apply_from_artifact,
     rollback_workspace,
 )
-from tofuflow.runs._runner import INTERRUPTED, PlanOutcome, apply_run, plan_workspace
+from tofuflow.runs._runner import (
+    INTERRUPTED,
+    PlanOutcome,
+    apply_run,
+    interrupted_summary,
+    plan_workspace,
+)
 from tofuflow.runs._staged import (
     Runner,
     Staged,
@@ -57,6 +63,7 @@ __all__ = [
     "configuration",
     "connect",
     "input_reference",
+    "interrupted_summary",
     "issued_record",
     "plan_workspace",
     "read_outputs",

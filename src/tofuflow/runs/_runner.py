@@ -19,9 +19,9 @@ from tofuflow.runs._artifact import PLAN_FILE, check_artifact, config_digest, pa
 from tofuflow.runs._client import ControlPlane
 from tofuflow.runs._staged import Runner, staged
 from tofuflow.runs._workcopy import configuration
-from tofuflow.tofu import Plan
+from tofuflow.tofu import Event, Plan
 
-__all__ = ["PlanOutcome", "apply_run", "plan_workspace"]
+__all__ = ["PlanOutcome", "apply_run", "interrupted_summary", "plan_workspace"]
 
 EXIT_NO_CHANGES, EXIT_CHANGES, EXIT_DENIED = 0, 2, 3  # errors exit 1
 # The reason recorded when an apply is cancelled while the binary runs (SIGINT, SIGTERM).
@@ -74,7 +74,7 @@ def plan_workspace(
         control_plane.upload_artifact(run["id"], artifact)
     except BaseException as exc:
         # A run left in "planning" would never end: record why it stopped.
-        _quietly(control_plane.cancel, run["id"], f"plan failed: {exc}"[:500])
+        _quietly(control_plane.cancel, run["id"], f"plan failed: {_first_line(exc)}"[:500])
         raise
     decided = control_plane.upload_plan(run["id"], json.dumps(plan.raw).encode())
     return PlanOutcome(decided, plan)
@@ -107,22 +107,76 @@ def apply_run(
     with ControlPlane(control_plane.url, session["session_token"]) as applying:
         try:
             context = dict(run.get("context") or {})
+            counting = _counting(runner)
             with staged(
-                workspace, "apply", applying, run_id=run_id, context=context, runner=runner,
+                workspace, "apply", applying, run_id=run_id, context=context, runner=counting,
                 artifact=data,
             ) as st:  # fmt: skip
                 st.tofu.init(reconfigure=True)
                 result = st.tofu.apply(PLAN_FILE)
         except BaseException as exc:
             # Recorded with the applier's own identity: the session may have expired.
-            detail = {"error": str(exc)[:2000]}
+            detail: dict[str, Any] = {"error": _first_line(exc)}
             outcome = "failed"
-            if isinstance(exc, TofuCancelledError):  # SIGINT: the binary stopped gracefully
+            # Cancelled (SIGTERM, a timeout) or interrupted (Ctrl-C): the driver stopped the
+            # binary gracefully, so it saved what it applied and released the lock.
+            if isinstance(exc, (TofuCancelledError, KeyboardInterrupt)):
                 outcome, detail["reason"] = "cancelled", INTERRUPTED
+                detail["applied"], detail["planned"] = counting.applied, _planned(run)
             _quietly(control_plane.finish, run_id, outcome, detail)
             raise
         summary = dict(result.change_summary or {})
     return control_plane.finish(run_id, "applied", {"changes": summary})
+
+
+class _Counting(Runner):
+    """The caller's runner, counting the resources the binary finished applying."""
+
+    applied: int = 0
+
+
+def _counting(runner: Runner | None) -> _Counting:
+    base = runner or Runner()
+    counting = _Counting(
+        on_output=base.on_output, cancel_event=base.cancel_event, binary=base.binary,
+        work_dir=base.work_dir,
+    )  # fmt: skip
+    relay = base.on_event
+
+    def on_event(event: Event) -> None:
+        if event.type == "apply_complete":
+            counting.applied += 1
+        if relay is not None:
+            relay(event)
+
+    counting.on_event = on_event
+    return counting
+
+
+def _planned(run: Mapping[str, Any]) -> int:
+    summary = run.get("summary") or {}
+    return sum(int(summary.get(key) or 0) for key in ("add", "change", "destroy"))
+
+
+def _first_line(exc: BaseException) -> str:
+    """The error for the run record: its message, never empty (a Ctrl-C has none)."""
+    text = str(exc).strip() or type(exc).__name__
+    return text[:2000]
+
+
+def interrupted_summary(run: Mapping[str, Any]) -> str:
+    """One line for a person after an interrupted apply: how far it got, where the state
+    is, what to do next."""
+    result = run.get("result") or {}
+    detail = result.get("detail") or result
+    applied, planned = detail.get("applied"), detail.get("planned")
+    done = f"{applied} of {planned} resources applied" if planned else "stopped"
+    version = run.get("state_version")
+    saved = f"saved as state version {version}" if version else "no state version written"
+    return (
+        f"interrupted: {done}, {saved}; run `tofuflow plan {run['workspace']}` to continue "
+        f"(run {run['id']} is {run['status']})"
+    )
 
 
 def _quietly(call: Any, *args: Any) -> None:

@@ -1,0 +1,95 @@
+"""Stopping `tofuflow apply` as people and CI agents do: Ctrl-C (SIGINT) and SIGTERM.
+
+Both must end the same way: the binary stops gracefully (the state of what it applied is
+saved, the lock released), the run is recorded ``cancelled``, and the person sees one
+line saying how far it got and what to do next — not ``Aborted.``, not one line per
+halted resource.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tofuflow.runs import connect
+
+pytestmark = pytest.mark.binary
+
+CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
+CONFIG = """
+resource "terraform_data" "step" {
+  for_each = toset(["0", "1", "2", "3", "4", "5"])
+  input    = each.key
+  provisioner "local-exec" {
+    command = "sleep ${each.key * 2}"
+  }
+}
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, binary: object) -> Path:
+    root = tmp_path / "repo"
+    (root / "infra").mkdir(parents=True)
+    (root / "infra" / "main.tf").write_text(CONFIG)
+    (root / "tofuflow.toml").write_text('[workspaces."app/dev"]\ndirectory = "infra"\n')
+    monkeypatch.setenv("TOFUFLOW_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PYTHONUNBUFFERED", "1")
+    return root
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_apply_is_cancelled_with_one_line_saying_how_far_it_got(
+    project: Path, signum: int
+) -> None:
+    planned = subprocess.run(
+        [*CLI, "plan", "app/dev"], cwd=project, capture_output=True, text=True, check=False,
+        timeout=300,
+    )  # fmt: skip
+    assert planned.returncode == 2, planned.stdout + planned.stderr
+    run_id = re.findall(r"run ([0-9a-f]{16})", planned.stdout)[-1]
+    apply = subprocess.Popen(
+        [*CLI, "apply", run_id], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=dict(os.environ),
+    )  # fmt: skip
+    assert apply.stdout is not None
+    seen = []
+    for line in apply.stdout:  # per-resource progress, as it happens
+        seen.append(line)
+        if re.match(r"\[\s*2/6\s+\d+s\] ", line):
+            break
+    apply.send_signal(signum)
+    _out, err = apply.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert apply.returncode == 1, err
+    assert "Aborted" not in err
+    assert len(lines) == 1, err  # one summary, not a line per halted resource
+    found = re.fullmatch(
+        r"Error: interrupted: (\d) of 6 resources applied, saved as state version (\d+); "
+        r"run `tofuflow plan app/dev` to continue \(run [0-9a-f]{16} is cancelled\)",
+        lines[0],
+    )
+    assert found, lines[0]
+    assert 2 <= int(found.group(1)) < 6
+    with connect("read") as client:
+        run = client.run(run_id)
+        (workspace,) = [w for w in client.workspaces() if w["name"] == "app/dev"]
+    assert run["status"] == "cancelled" and run["result"]["reason"] == "apply interrupted"
+    assert run["result"]["applied"] == int(found.group(1))
+    assert run["state_version"] == int(found.group(2))
+    assert not workspace["locked"]  # the binary released the lock on its way out
+    started = time.monotonic()
+    again = subprocess.run(
+        [*CLI, "plan", "app/dev"], cwd=project, capture_output=True, text=True, check=False,
+        timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 2 and time.monotonic() - started < 120, again.stderr
+    assert re.search(rf"Plan: {6 - int(found.group(1))} to add", again.stdout), again.stdout
+    assert "".join(seen).count("Creation complete") >= 2
