@@ -103,7 +103,13 @@ def _env(tmp_path: Path, server_config: Any, workspaces: dict[str, str]) -> Iter
     for name, config in workspaces.items():
         directory = "infra/" + name.replace("/", "-")
         shutil.copytree(FIXTURES / config, repo / directory)
-        toml.append(f'[workspaces."{name}"]\ndirectory = "{directory}"\n')
+        # out_dir: the files the drift fixture manages, in the checkout (the binary runs
+        # in a private copy); configurations that do not declare it ignore it.
+        out_dir = repo / directory / "out"
+        toml.append(
+            f'[workspaces."{name}"]\ndirectory = "{directory}"\n'
+            f'variables = {{ out_dir = "{out_dir}" }}\n'
+        )
     (repo / "tofuflow.toml").write_text("\n".join(toml))
     (repo / ".gitignore").write_text(
         ".terraform/\n*.tfplan\n.terraform.lock.hcl\n*_override.tf\nout/\n"

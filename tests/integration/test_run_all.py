@@ -118,13 +118,14 @@ resource "terraform_data" "received" {
   input = var.upstream
   provisioner "local-exec" {
     command = <<-EOT
-      echo '${var.upstream}' > '${path.module}/upstream.txt'
-      echo '${var.token}' > '${path.module}/token.txt'
+      echo '${var.upstream}' > 'OUT/upstream.txt'
+      echo '${var.token}' > 'OUT/token.txt'
     EOT
   }
 }
 """
-    return text
+    # The binary runs in a private working copy: write next to the checked-out stack.
+    return text.replace("OUT/", f"{log.parent / 'repo' / 'stacks' / name}/")
 
 
 def _layered_dag(seed: int, sizes: tuple[int, ...]) -> dict[str, list[str]]:
