@@ -59,11 +59,12 @@ def test_sigterm_stops_the_running_apply_gracefully(binary: Binary, tmp_path: Pa
     del binary
     workdir = tmp_path / "demo"
     workdir.mkdir()
-    # A slow resource next to the quickstart: SIGTERM arrives while it runs.
+    # A slow resource next to the quickstart: SIGTERM arrives while it runs. (An absolute
+    # path: the binary runs in a private working copy of the directory.)
     (workdir / "slow.tf").write_text(
         'resource "terraform_data" "slow" {\n'
         '  provisioner "local-exec" {\n'
-        '    command = "touch slow.started && sleep 60"\n'
+        f'    command = "touch {workdir}/slow.started && sleep 60"\n'
         "  }\n}\n"
     )
     proc = subprocess.Popen(

@@ -94,9 +94,8 @@ def staged(
         _require_backend_block(workspace)
     label = run_id or f"{stage}-{secrets.token_hex(6)}"
     identity = workspace.identity.get(stage) if stage != "read" else None
-    with working_copy(
-        workspace.directory, f"{stage}-{workspace.name}", base=runner.work_dir
-    ) as copy:
+    # One copy per workspace (not per stage): path.root is the same at plan and apply.
+    with working_copy(workspace.directory, workspace.name, base=runner.work_dir) as copy:
         if artifact is not None:
             unpack(artifact, copy.directory)
         local = dataclasses.replace(workspace, directory=copy.directory)
