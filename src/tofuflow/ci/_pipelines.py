@@ -443,7 +443,12 @@ def _output(variable: str) -> str:
     return f"dependencies.{_PLAN_STAGE}.outputs['plan.plan.{variable}']"
 
 
-_APPLY_SCRIPT = '{guard}\ntofuflow apply "$TOFUFLOW_RUN_ID"\n'
+# The environment's check has passed when this runs; a run that also needs tofuflow's
+# approval is waited for (TOFUFLOW_APPROVAL_WAIT, default 1h), not failed.
+_APPLY_SCRIPT = (
+    '{guard}\ntofuflow apply "$TOFUFLOW_RUN_ID" '
+    '--wait-for-approval "${TOFUFLOW_APPROVAL_WAIT:-1h}"\n'
+)
 
 
 def _apply_stage(group: str | None, *, routine: bool, gate_on_status: bool) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -80,12 +80,25 @@ def plan(workspace: str, project_path: Path | None, destroy: bool) -> None:
 @click.command("apply")
 @click.argument("run_id", metavar="RUN")
 @PROJECT_OPTION
-def apply(run_id: str, project_path: Path | None) -> None:
-    """Apply approved run RUN from this checkout (which must match the planned config)."""
-    from tofuflow.cli import CANCELLABLE
+@click.option(
+    "--wait-for-approval", "wait", metavar="DURATION", default="0",
+    envvar="TOFUFLOW_APPROVAL_WAIT", show_default=True,
+    help="When RUN still needs a person's approval, wait up to this long (e.g. 30m, 2h), "
+    "saying who may approve and how; 0 refuses at once. Env: TOFUFLOW_APPROVAL_WAIT.",
+)  # fmt: skip
+def apply(run_id: str, project_path: Path | None, wait: str) -> None:
+    """Apply approved run RUN from this checkout (which must match the planned config).
+
+    \b
+    Streams one line per resource as the binary works: [done/total elapsed] message.
+    Interrupted (Ctrl-C, SIGTERM), it stops the binary gracefully, records the run
+    cancelled and prints how far it got and what to run next.
+    """
+    from tofuflow.cli import CANCEL, CANCELLABLE
     from tofuflow.runs import CONFIG_FROM_ARTIFACT, apply_from_artifact, apply_run
 
     CANCELLABLE.set()
+    wait_seconds = _duration(wait)
     report = agent_report()
     try:
         with reporting(report, f"tofuflow apply {run_id}"):
@@ -93,6 +106,8 @@ def apply(run_id: str, project_path: Path | None) -> None:
             identity = apply_identity(project)
             with control_plane("apply", project_url(project), identity) as client:
                 run = client.run(run_id)
+                if run["status"] == "needs_approval" and wait_seconds:
+                    run = await_approval(client, run, wait_seconds, CANCEL, report)
                 ws = project.workspace(run["workspace"])
                 announce(report, client.token, ws.directory)
                 from_artifact = (run.get("context") or {}).get("config_source")
@@ -117,6 +132,46 @@ def apply(run_id: str, project_path: Path | None) -> None:
     )))  # fmt: skip
     if report is not None:
         report.applied(ws.name, done)
+
+
+def _duration(text: str) -> int:
+    if text.strip() in ("", "0"):
+        return 0
+    from tofuflow.envs import parse_duration
+
+    try:
+        return parse_duration(text)
+    except TofuflowError as err:
+        raise click.BadParameter(str(err), param_hint="--wait-for-approval") from err
+
+
+def await_approval(
+    client: Any, run: Any, seconds: int, cancel: Any, report: Any, poll: float = 5.0
+) -> Any:
+    """Wait until a person decides on ``run`` (at most ``seconds``), saying how to approve."""
+    import os
+    import time
+
+    poll = float(os.environ.get("TOFUFLOW_APPROVAL_POLL_SECONDS") or poll)
+    reasons = "; ".join((run.get("decision") or {}).get("approval_reasons") or []) or "policy"
+    click.echo(clean(report, (
+        f"run {run['id']} needs approval ({reasons}). An approver runs "
+        f"`tofuflow approve {run['id']} --comment \"...\"` (approver role on "
+        f"{run['workspace']}). Waiting up to {seconds // 60 or 1} min..."
+    )))  # fmt: skip
+    deadline = time.monotonic() + seconds
+    while run["status"] == "needs_approval":
+        if time.monotonic() >= deadline:
+            raise click.ClickException(clean(report, (
+                f"run {run['id']} still needs approval after waiting {seconds // 60 or 1} min: "
+                f"approve it (`tofuflow approve {run['id']}`) and run `tofuflow apply "
+                f"{run['id']}` again"
+            )))  # fmt: skip
+        if cancel.wait(poll):
+            raise click.ClickException(f"stopped while waiting for the approval of {run['id']}")
+        run = client.run(run["id"])
+    click.echo(clean(report, f"run {run['id']}: {run['status']}"))
+    return run
 
 
 @click.command("rollback")
