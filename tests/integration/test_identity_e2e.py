@@ -308,7 +308,8 @@ class Pipeline:
     def runs(self) -> list[dict[str, Any]]:
         listed = self.run("runs", "list", "--workspace", WORKSPACE)
         assert listed.returncode == 0, listed.stderr
-        ids = [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
+        rows = [line for line in listed.stdout.splitlines() if line.strip()][1:]  # a header
+        ids = [line.split()[0] for line in rows]
         return [json.loads(self.run("runs", "show", run_id).stdout) for run_id in ids]
 
     def audit_events(self) -> list[dict[str, Any]]:

@@ -247,15 +247,48 @@ def runs() -> None:
 def runs_list(
     workspace: str | None, commit: str | None, limit: int, project_path: Path | None
 ) -> None:
+    """The newest runs first: when, status, workspace, who asked, commit, changes."""
     try:
         with control_plane("read", configured_url(project_path)) as client:
             rows = client.runs(workspace=workspace, commit=commit, limit=limit)
+            if not rows and workspace:
+                known = {w["name"] for w in client.workspaces()}
+                if workspace not in known:
+                    raise click.ClickException(
+                        f"no workspace {workspace!r} on this control plane (it has "
+                        f"{', '.join(sorted(known)) or 'none yet'}); check the name"
+                    )
     except TofuflowError as err:
         raise fail(err) from err
+    if not rows:
+        click.echo("no runs yet: `tofuflow plan WORKSPACE` starts one")
+        return
+    click.echo(runs_table(rows))
+
+
+def runs_table(rows: list[dict[str, Any]]) -> str:
+    """Runs as an aligned table with a header line."""
+    header = ("RUN", "CREATED (UTC)", "STATUS", "WORKSPACE", "REQUESTER", "COMMIT", "CHANGES")
+    table = [header]
     for run in rows:
-        summary = (run.get("summary") or {}).get("text", "")
-        commit_ = (run.get("commit") or "-")[:10]
-        click.echo(f"{run['id']}  {run['status']:<15} {run['workspace']:<24} {commit_}  {summary}")
+        summary = run.get("summary") or {}
+        changes = "-"
+        if summary:
+            changes = (
+                f"+{summary.get('add', 0)} ~{summary.get('change', 0)} "
+                f"-{summary.get('destroy', 0)}"
+            )
+        created = str(run.get("created_at") or "")[:19].replace("T", " ")
+        who = str(run.get("requester_name") or run.get("requester") or "-")
+        table.append((
+            str(run["id"]), created, str(run["status"]), str(run["workspace"]), who[:32],
+            (run.get("commit") or "-")[:10], changes,
+        ))  # fmt: skip
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in table
+    )
 
 
 @runs.command("show")
