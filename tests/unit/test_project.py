@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from tofuflow.errors import ConfigError
-from tofuflow.project import Project, WorkspaceConfig, key_line, load_project
+from tofuflow.project import Project, WorkspaceConfig, load_project
+from tofuflow.tomlfile import key_line
 
 
 @pytest.fixture

@@ -69,7 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from tofuflow.errors import ConfigError
-from tofuflow.project import Keys, as_written, dotted_key, in_file_order, located, suggest
+from tofuflow.tomlfile import Keys, as_written, dotted_key, in_file_order, located, suggest
 
 __all__ = ["DEFAULT_PORT", "WORKSPACE_SETTINGS_KEYS", "ServerConfig"]
 
