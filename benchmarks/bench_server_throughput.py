@@ -437,6 +437,7 @@ def serve_single_threaded(
 
     import tofuflow.server.app as app_module
     from _services.postgres import free_port
+    from tofuflow.server.api import audit, drift, environments, health, runs, state, workspaces
     from tofuflow.server.config import ServerConfig
 
     port = free_port()
@@ -445,8 +446,11 @@ def serve_single_threaded(
     async def inline(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
 
+    # Looked up at call time by the route handlers, in the app and in each router module.
+    modules: list[Any] = [app_module, state, workspaces, runs, environments, drift, audit, health]
     original = app_module.run_in_threadpool
-    app_module.run_in_threadpool = inline  # looked up at call time by the route handlers
+    for module in modules:
+        module.run_in_threadpool = inline
     try:
         app = app_module.create_app(ServerConfig.load(config_file))
         server = uvicorn.Server(
@@ -481,7 +485,8 @@ def serve_single_threaded(
         report_ = json.loads(asyncio.run(serve()))
         app.state.engine.dispose()
     finally:
-        app_module.run_in_threadpool = original
+        for module in modules:
+            module.run_in_threadpool = original
     if report_["errors"]:
         print(f"  (client errors: {report_['errors']})")
     return report_["cycles"], cpu[0]
