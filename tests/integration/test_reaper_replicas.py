@@ -11,11 +11,11 @@ from typing import Any
 
 from _services.fixtures import make_token
 from _services.server import threaded_server
+from tofuflow.cli._server_cmd import start_reaper
 from tofuflow.envs import create_environment, deploy_environment
 from tofuflow.project import WorkspaceConfig
 from tofuflow.runs import ControlPlane
-from tofuflow.server._leases import acquire
-from tofuflow.server._reaping import start_reaper
+from tofuflow.server.leases import acquire
 from tofuflow.tofu import Binary
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"

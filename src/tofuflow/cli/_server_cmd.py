@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from tofuflow.errors import TofuflowError
 
-__all__ = ["server"]
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from tofuflow.envs import Reaper
+    from tofuflow.server.leases import Leader
+
+__all__ = ["InServerReaper", "server", "start_reaper"]
 
 _CONFIG = click.option(
     "--config",
@@ -71,8 +79,6 @@ def server(
     except TofuflowError as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"tofuflow control plane on {config.base_url} (data: {config.data_dir})", err=True)
-    from tofuflow.server._reaping import start_reaper
-
     local = "127.0.0.1" if config.host in {"0.0.0.0", "::", ""} else config.host  # noqa: S104
     reaper = start_reaper(app.state.engine, config, f"http://{local}:{config.port}")
     try:
@@ -80,6 +86,46 @@ def server(
     finally:
         if reaper is not None:
             reaper.stop()
+
+
+@dataclass
+class InServerReaper:
+    """The reaper thread started next to the server, and the lease that makes it leader."""
+
+    reaper: Reaper
+    leader: Leader
+
+    @property
+    def holder(self) -> str:
+        return self.reaper.holder
+
+    def stop(self) -> None:
+        """Stop the thread, then hand the lease back so another replica takes over at once."""
+        self.reaper.stop()
+        try:
+            self.leader.release()
+        except TofuflowError as err:  # the lease expires on its own
+            click.echo(f"reaper: could not release its lease: {err}", err=True)
+
+
+def start_reaper(engine: Engine, config: Any, url: str) -> InServerReaper | None:
+    """Start the reaper when ``[environments] reaper`` is on: replicas on one database
+    elect one leader through a lease; it reaps through ``url`` with its own token."""
+    if not config.reaper:
+        return None
+    from tofuflow.envs import Reaper, default_holder
+    from tofuflow.server import leases
+    from tofuflow.server.auth import parse_ttl
+    from tofuflow.server.reaping import ReaperToken, any_due
+
+    interval = parse_ttl(config.reap_interval).total_seconds()
+    holder = default_holder()
+    leader = leases.leader(engine, "reaper", holder, dt.timedelta(seconds=max(interval * 3, 30)))
+    reaper = Reaper(
+        url, ReaperToken(engine), interval=interval, is_leader=leader,
+        due=lambda: any_due(engine), holder=holder,
+    )  # fmt: skip
+    return InServerReaper(reaper.start(), leader)
 
 
 @server.group("tokens")
