@@ -256,7 +256,7 @@ def process_cpu_seconds(pid: int) -> float:
 
 def prepare_server(root: Path, port: int) -> tuple[Path, str, Path]:
     """A config file for a fresh data dir, and an applier token in its database."""
-    from tofuflow.server._admin import create_token
+    from tofuflow.server.admin import create_token
     from tofuflow.server.config import ServerConfig
     from tofuflow.server.storage._db import make_engine, migrate
 
@@ -565,7 +565,7 @@ def _component(where: str) -> str:
 
 def body_costs(body: bytes, repeat: int = 20) -> None:
     """Best-of times of the per-POST work on the body itself, in this process."""
-    from tofuflow.server._state import state_identity
+    from tofuflow.server import state_identity
 
     def best(fn: Callable[[], object]) -> float:
         times = []
@@ -589,7 +589,7 @@ def body_costs(body: bytes, repeat: int = 20) -> None:
 
 def time_seal(data_dir: Path, body: bytes, repeat: int) -> tuple[float, float]:
     """Best and median seconds of ``Keyring.seal`` with the server's own key."""
-    from tofuflow.server._state import state_aad
+    from tofuflow.server import state_aad
     from tofuflow.server.crypto import keyring_from_config
 
     keyring = keyring_from_config({}, data_dir)

@@ -38,7 +38,7 @@ def _load(config_path: Path | None, **overrides: Any) -> Any:
 
 
 def _engine(config: Any) -> Any:
-    from tofuflow.server.storage._db import make_engine, migrate
+    from tofuflow.server.storage import make_engine, migrate
 
     engine = make_engine(config.effective_database_url)
     migrate(engine)
@@ -148,7 +148,7 @@ def tokens() -> None:
 @click.pass_obj
 def tokens_create(config: Any, role: str, workspaces: str, ttl: str, description: str) -> None:
     """Print a new token once; give it to the binary as TF_HTTP_PASSWORD."""
-    from tofuflow.server._admin import create_token
+    from tofuflow.server.admin import create_token
 
     try:
         created = create_token(
@@ -168,7 +168,7 @@ def tokens_create(config: Any, role: str, workspaces: str, ttl: str, description
 @click.pass_obj
 def tokens_list(config: Any) -> None:
     """List tokens (ids, roles, expiry; never secrets)."""
-    from tofuflow.server._admin import list_tokens
+    from tofuflow.server.admin import list_tokens
 
     for row in list_tokens(_engine(config)):
         state = "revoked" if row.revoked_at else f"expires {row.expires_at:%Y-%m-%d %H:%M}"
@@ -180,7 +180,7 @@ def tokens_list(config: Any) -> None:
 @click.pass_obj
 def tokens_revoke(config: Any, token_id: str) -> None:
     """Revoke a token at once."""
-    from tofuflow.server._admin import revoke_token
+    from tofuflow.server.admin import revoke_token
 
     try:
         revoke_token(_engine(config), token_id)
@@ -206,7 +206,7 @@ def keys_rotate(config: Any) -> None:
     4. Run it again: once it reports 0 re-wrapped, remove the old key from
        [[keys.previous]]. State versions, run artifacts and plans are all covered.
     """
-    from tofuflow.server._admin import rotate_keys
+    from tofuflow.server.admin import rotate_keys
     from tofuflow.server.crypto import keyring_from_config
 
     try:
@@ -226,12 +226,9 @@ def audit() -> None:
 @click.pass_obj
 def audit_verify(config: Any) -> None:
     """Check the chain; exits 1 and names the first bad event if any was altered."""
-    from sqlalchemy.orm import Session
+    from tofuflow.server.admin import verify_audit
 
-    from tofuflow.server._audit import verify
-
-    with Session(_engine(config)) as session:
-        result = verify(session)
+    result = verify_audit(_engine(config))
     if result.ok:
         click.echo(f"audit log intact: {result.checked} events verified")
         return

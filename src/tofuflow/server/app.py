@@ -30,7 +30,6 @@ from tofuflow.errors import (
     TofuflowError,
 )
 from tofuflow.policy import PolicySet
-from tofuflow.server._authn import Authenticator
 from tofuflow.server._drift import DriftService
 from tofuflow.server._envs import EnvironmentService, ReapPolicy
 from tofuflow.server._runs import RunService, WorkspacePolicy
@@ -38,6 +37,7 @@ from tofuflow.server._state import RequestContext, StateService
 from tofuflow.server.api import audit, drift, environments, health, runs, state, workspaces
 from tofuflow.server.api._common import ContextDep
 from tofuflow.server.auth import (
+    Authenticator,
     OidcVerifier,
     Principal,
     bindings_from_config,
@@ -46,8 +46,7 @@ from tofuflow.server.auth import (
 )
 from tofuflow.server.config import ServerConfig
 from tofuflow.server.crypto import keyring_from_config
-from tofuflow.server.storage._blobs import blob_store_from_config
-from tofuflow.server.storage._db import make_engine, migrate
+from tofuflow.server.storage import blob_store_from_config, make_engine, migrate
 
 __all__ = ["create_app"]
 

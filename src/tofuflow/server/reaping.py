@@ -4,6 +4,8 @@
     token = ReaperToken(engine)            # token(): its own short-lived applier token
     is_leader = leases.leader(engine, "reaper", holder, ttl)
 
+``ReapPolicy`` is the retry back-off and orphan rule the server applies to failed destroys.
+
 The reaper talks to its own server over HTTP with that token, so its destroys go through
 the same run lifecycle, policy and audit as anyone else's. ``tofuflow server`` puts the
 pieces together (``tofuflow.cli``).
@@ -18,11 +20,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from tofuflow.server._admin import create_token
-from tofuflow.server._envs import is_due
+from tofuflow.server._envs import ReapPolicy, is_due
+from tofuflow.server.admin import create_token
 from tofuflow.server.storage._db import Environment, utcnow
 
-__all__ = ["ReaperToken", "any_due"]
+__all__ = ["ReapPolicy", "ReaperToken", "any_due"]
 
 
 def any_due(engine: Engine) -> bool:
