@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,9 +50,21 @@ def _engine(config: Any) -> Any:
 @_CONFIG
 @click.option("--host", help="Address to bind (default 127.0.0.1: local only).")
 @click.option("--port", type=int, help="Port to bind (default 8470).")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="Server log on stderr: each request (method, path, status, who, time; never a token "
+    "or query string) and each reaper action at info.",
+)
 @click.pass_context
 def server(
-    ctx: click.Context, config_path: Path | None, host: str | None, port: int | None
+    ctx: click.Context,
+    config_path: Path | None,
+    host: str | None,
+    port: int | None,
+    log_level: str,
 ) -> None:
     """Run the control plane: the state service for the http backend.
 
@@ -70,9 +83,11 @@ def server(
         ctx.obj = _load(config_path)
         return
     config = _load(config_path, host=host, port=port)
+    _log_to_stderr(log_level)
     import uvicorn
 
     from tofuflow.server.app import create_app
+    from tofuflow.server.serving import uvicorn_config
 
     try:
         app = create_app(config)
@@ -82,10 +97,19 @@ def server(
     local = "127.0.0.1" if config.host in {"0.0.0.0", "::", ""} else config.host  # noqa: S104
     reaper = start_reaper(app.state.engine, config, f"http://{local}:{config.port}")
     try:
-        uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+        uvicorn.Server(uvicorn_config(app, host=config.host, port=config.port)).run()
     finally:
         if reaper is not None:
             reaper.stop()
+
+
+def _log_to_stderr(level: str) -> None:
+    """The server's and the reaper's ``logging`` records (``tofuflow.*``) go to stderr."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("tofuflow")
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
 
 
 @dataclass

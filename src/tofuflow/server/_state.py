@@ -137,6 +137,8 @@ class StateService:
         with self._tx() as session:
             ws = self._workspace_for_update(session, name)
             _check_lock(ws, lock_id)
+            _check_lock_owner(ws, ctx, "write")
+            held_by = ws.locked_by
             override = self._override_active(ws, ctx)
             if not override and _is_identical_retry(ws, serial, digest, session):
                 return None
@@ -148,7 +150,7 @@ class StateService:
             _audit.append(
                 session, ctx.actor, "state.write", workspace=name, serial=serial,
                 detail={"version": row.version, "sha256": digest, "size": len(body),
-                        "override": override},
+                        "override": override, **({"lock_held_by": held_by} if held_by else {})},
                 run_id=ctx.run_id,
             )  # fmt: skip
             return _info(name, row)
@@ -156,13 +158,7 @@ class StateService:
     def lock(self, ctx: RequestContext, name: str, info: Mapping[str, Any]) -> None:
         ctx.principal.require(Permission.LOCK, name)
         self._require_session(ctx, name)
-        lock_id = str(info.get("ID") or "")
-        if not lock_id:
-            raise BadRequestError("lock request without an ID: send the binary's LockInfo JSON")
-        if len(lock_id) > _MAX_LOCK_ID:
-            raise BadRequestError(
-                f"lock ID longer than {_MAX_LOCK_ID} characters: send the binary's LockInfo JSON"
-            )
+        lock_id = lock_id_of(info)
         with self._tx() as session:
             ws = self._workspace_for_update(session, name)
             held_by_other = ws.locked_by != ctx.principal.subject
@@ -179,7 +175,7 @@ class StateService:
     def unlock(self, ctx: RequestContext, name: str, info: Mapping[str, Any] | None) -> None:
         """Release the lock. An empty body (Terraform's force-unlock) needs admin; an
         ID-only body (OpenTofu's force-unlock) needs admin unless the caller holds it."""
-        lock_id = str((info or {}).get("ID") or "")
+        lock_id = lock_id_of(info) if info is not None else ""
         ctx.principal.require(Permission.UNLOCK, name)
         with self._tx() as session:
             ws = _find(session, name, for_update=True)
@@ -411,6 +407,36 @@ def state_identity(body: bytes) -> tuple[int, str]:
 def state_aad(name: str, version: int) -> bytes:
     # Binds each ciphertext to its place: a version copied elsewhere will not decrypt.
     return f"tofuflow-state:v1;workspace={name};version={version}".encode()
+
+
+def lock_id_of(info: Mapping[str, Any]) -> str:
+    """The ``ID`` of a LockInfo body: a non-empty string of at most 128 characters."""
+    lock_id = info.get("ID")
+    if not isinstance(lock_id, str) or not lock_id:
+        got = "no ID" if lock_id is None else f"ID {json.dumps(lock_id)[:40]}"
+        raise BadRequestError(
+            f"lock ID must be a non-empty string (got {got}): send the binary's LockInfo JSON, "
+            'e.g. {"ID": "<uuid>", "Operation": "OperationTypeApply", "Who": "..."}'
+        )
+    if len(lock_id) > _MAX_LOCK_ID:
+        raise BadRequestError(
+            f"lock ID longer than {_MAX_LOCK_ID} characters: send the binary's LockInfo JSON"
+        )
+    return lock_id
+
+
+def _check_lock_owner(ws: Workspace, ctx: RequestContext, what: str) -> None:
+    """While locked, only the identity that took the lock (or an admin) may change state:
+    the lock ID is in every 423 answer, so knowing it must not be enough."""
+    if ws.lock_id is None or ws.locked_by == ctx.principal.subject:
+        return
+    if ctx.principal.can(Permission.FORCE_UNLOCK, ws.name):
+        return
+    raise LockedError(
+        f"workspace {ws.name} is locked by {ws.locked_by}: only that identity (or an admin) "
+        f"may {what} while the lock is held. Wait for its run to finish",
+        ws.lock_info,
+    )
 
 
 def _check_lock(ws: Workspace, lock_id: str | None) -> None:

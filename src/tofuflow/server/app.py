@@ -51,6 +51,7 @@ from tofuflow.server.storage import blob_store_from_config, make_engine, migrate
 __all__ = ["create_app"]
 
 _log = logging.getLogger("tofuflow.server")
+_access = logging.getLogger("tofuflow.server.access")
 
 _ANONYMOUS = Principal(subject="anonymous", kind="anonymous", grants=(), claims={})
 
@@ -74,7 +75,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.state.config, app.state.engine, app.state.service = config, engine, service
     metrics = health.Metrics()
     _install_error_handlers(app, service, authn)
-    _install_metrics(app, metrics)
+    _install_observability(app, metrics)
     context = _context_dependency(authn)
 
     run_service = _run_service(config, service)
@@ -125,18 +126,39 @@ def _context_dependency(authn: Authenticator) -> ContextDep:
     return context
 
 
-def _install_metrics(app: FastAPI, metrics: health.Metrics) -> None:
+def _install_observability(app: FastAPI, metrics: health.Metrics) -> None:
     @app.middleware("http")
-    async def measure(
+    async def observe(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
+        try:
+            response = await call_next(request)
+        except Exception:  # a bug or a broken dependency: answer, count and log it here
+            _log.exception("%s %s: unexpected error", request.method, request.url.path[:300])
+            response = JSONResponse(
+                {"error": "internal server error: the server log has the details",
+                 "code": "internal_error"},
+                status_code=500,
+            )  # fmt: skip
+        elapsed = time.perf_counter() - started
+        template = getattr(request.scope.get("route"), "path", "unmatched")
         metrics.requests.labels(request.method, template, str(response.status_code)).inc()
-        metrics.latency.labels(request.method, template).observe(time.perf_counter() - started)
+        metrics.latency.labels(request.method, template).observe(elapsed)
+        _log_request(request, response.status_code, elapsed)
         return response
+
+
+def _log_request(request: Request, status: int, elapsed: float) -> None:
+    """One line per request: never the query string (it may carry secrets) or a token."""
+    principal = getattr(request.state, "principal", None)
+    subject = principal.subject if isinstance(principal, Principal) else "anonymous"
+    path = request.url.path[:300]
+    _access.info(
+        "%s %s %d %s %.1fms", request.method, path, status, subject, elapsed * 1000,
+        extra={"method": request.method, "path": path, "status": status, "subject": subject,
+               "duration_ms": round(elapsed * 1000, 1)},
+    )  # fmt: skip
 
 
 def _install_error_handlers(app: FastAPI, service: StateService, authn: Authenticator) -> None:
@@ -146,9 +168,11 @@ def _install_error_handlers(app: FastAPI, service: StateService, authn: Authenti
         if isinstance(principal, Principal):
             return principal
         try:
-            return authn.authenticate(request.headers.get("authorization"))
+            principal = authn.authenticate(request.headers.get("authorization"))
         except TofuflowError:
             return _ANONYMOUS
+        request.state.principal = principal  # for the request log
+        return principal
 
     async def audit_refusal(request: Request, status: int, reason: str) -> None:
         principal = await run_in_threadpool(who, request)

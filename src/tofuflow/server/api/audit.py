@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -13,6 +13,8 @@ from tofuflow.server._audit import AuditQuery, query_events, verify
 from tofuflow.server.api._common import ContextDep
 
 __all__ = ["router"]
+
+_MAX_ID = 2**63 - 1  # BIGINT: event ids past it cannot exist (and SQLite cannot bind them)
 
 
 def router(engine: Engine, context: ContextDep) -> APIRouter:
@@ -26,11 +28,11 @@ def router(engine: Engine, context: ContextDep) -> APIRouter:
         workspace: str | None = None,
         actor: str | None = None,
         action: str | None = None,
-        after: int = 0,
-        limit: int = 1000,
+        after: Annotated[int, Query(ge=0, le=_MAX_ID, description="Events after this id")] = 0,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     ) -> list[dict[str, Any]]:
         ctx = await context(request)
-        query = AuditQuery(run, commit, workspace, actor, action, after, min(max(limit, 1), 10_000))
+        query = AuditQuery(run, commit, workspace, actor, action, after, limit)
         return await run_in_threadpool(query_events, engine, ctx.principal, query)
 
     @api.get("/v1/audit/verify", summary="Verify the hash chain")

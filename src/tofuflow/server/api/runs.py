@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
@@ -55,7 +55,10 @@ def router(runs: RunService, context: ContextDep, max_bytes: int) -> APIRouter:
 
     @api.get("/v1/runs")
     async def list_runs(
-        request: Request, workspace: str | None = None, commit: str | None = None, limit: int = 50
+        request: Request,
+        workspace: str | None = None,
+        commit: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=10_000, description="At most 500 are returned")] = 50,
     ) -> list[dict[str, Any]]:
         ctx = await context(request)
         return await run_in_threadpool(
