@@ -30,6 +30,7 @@ from tofuflow.errors import (
     NotFoundError,
 )
 from tofuflow.server import _audit
+from tofuflow.server._locks import check_lock, check_lock_owner, lock_id_of
 from tofuflow.server._sealed import open_record, seal_record
 from tofuflow.server.auth import Permission, Principal
 from tofuflow.server.crypto import Keyring, Sealed
@@ -46,7 +47,6 @@ _MAX_NAME = 200
 _MAX_SERIAL = 2**63 - 1  # BIGINT
 _MAX_VERSION = 2**31 - 1  # INTEGER
 _MAX_LINEAGE = 64  # the binary writes a 36-character UUID
-_MAX_LOCK_ID = 128
 
 
 def validate_workspace_name(name: str) -> str:
@@ -136,8 +136,8 @@ class StateService:
         digest = hashlib.sha256(body).hexdigest()
         with self._tx() as session:
             ws = self._workspace_for_update(session, name)
-            _check_lock(ws, lock_id)
-            _check_lock_owner(ws, ctx, "write")
+            check_lock(ws, lock_id)
+            check_lock_owner(ws, ctx.principal, "write")
             held_by = ws.locked_by
             override = self._override_active(ws, ctx)
             if not override and _is_identical_retry(ws, serial, digest, session):
@@ -407,49 +407,6 @@ def state_identity(body: bytes) -> tuple[int, str]:
 def state_aad(name: str, version: int) -> bytes:
     # Binds each ciphertext to its place: a version copied elsewhere will not decrypt.
     return f"tofuflow-state:v1;workspace={name};version={version}".encode()
-
-
-def lock_id_of(info: Mapping[str, Any]) -> str:
-    """The ``ID`` of a LockInfo body: a non-empty string of at most 128 characters."""
-    lock_id = info.get("ID")
-    if not isinstance(lock_id, str) or not lock_id:
-        got = "no ID" if lock_id is None else f"ID {json.dumps(lock_id)[:40]}"
-        raise BadRequestError(
-            f"lock ID must be a non-empty string (got {got}): send the binary's LockInfo JSON, "
-            'e.g. {"ID": "<uuid>", "Operation": "OperationTypeApply", "Who": "..."}'
-        )
-    if len(lock_id) > _MAX_LOCK_ID:
-        raise BadRequestError(
-            f"lock ID longer than {_MAX_LOCK_ID} characters: send the binary's LockInfo JSON"
-        )
-    return lock_id
-
-
-def _check_lock_owner(ws: Workspace, ctx: RequestContext, what: str) -> None:
-    """While locked, only the identity that took the lock (or an admin) may change state:
-    the lock ID is in every 423 answer, so knowing it must not be enough."""
-    if ws.lock_id is None or ws.locked_by == ctx.principal.subject:
-        return
-    if ctx.principal.can(Permission.FORCE_UNLOCK, ws.name):
-        return
-    raise LockedError(
-        f"workspace {ws.name} is locked by {ws.locked_by}: only that identity (or an admin) "
-        f"may {what} while the lock is held. Wait for its run to finish",
-        ws.lock_info,
-    )
-
-
-def _check_lock(ws: Workspace, lock_id: str | None) -> None:
-    if ws.lock_id is not None and lock_id != ws.lock_id:
-        raise LockedError(
-            f"workspace {ws.name} is locked by {ws.locked_by}; writes must carry its lock ID",
-            ws.lock_info,
-        )
-    if ws.lock_id is None and lock_id:
-        raise ConflictError(
-            f"lock {lock_id} is not held on {ws.name} (it was released or force-unlocked): "
-            "re-run the command to take a new lock"
-        )
 
 
 def _is_identical_retry(ws: Workspace, serial: int, digest: str, session: Session) -> bool:

@@ -74,7 +74,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     )
     app.state.config, app.state.engine, app.state.service = config, engine, service
     metrics = health.Metrics()
-    _install_error_handlers(app, service, authn)
+    _install_error_handlers(app, _refusal_auditor(service, authn))
+    _install_server_error_handlers(app)
     _install_observability(app, metrics)
     context = _context_dependency(authn)
 
@@ -161,7 +162,10 @@ def _log_request(request: Request, status: int, elapsed: float) -> None:
     )  # fmt: skip
 
 
-def _install_error_handlers(app: FastAPI, service: StateService, authn: Authenticator) -> None:
+AuditRefusal = Callable[[Request, int, str], Awaitable[None]]
+
+
+def _refusal_auditor(service: StateService, authn: Authenticator) -> AuditRefusal:
     def who(request: Request) -> Principal:
         """The caller, also for requests refused before the endpoint authenticated them."""
         principal = getattr(request.state, "principal", None)
@@ -184,6 +188,12 @@ def _install_error_handlers(app: FastAPI, service: StateService, authn: Authenti
             service.record_refusal, ctx, action, str(workspace)[:255] if workspace else None,
             status, reason,
         )  # fmt: skip
+
+    return audit_refusal
+
+
+def _install_error_handlers(app: FastAPI, audit_refusal: AuditRefusal) -> None:
+    """Refusals become 4xx JSON answers, each one audited."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -222,6 +232,10 @@ def _install_error_handlers(app: FastAPI, service: StateService, authn: Authenti
     async def forbidden(request: Request, exc: ForbiddenError) -> Response:
         await audit_refusal(request, 403, str(exc))
         return JSONResponse({"error": str(exc)}, status_code=403)
+
+
+def _install_server_error_handlers(app: FastAPI) -> None:
+    """The server's own failures: not refusals, so not audited."""
 
     @app.exception_handler(CryptoError)
     async def crypto(request: Request, exc: CryptoError) -> Response:

@@ -86,6 +86,11 @@ def router(runs: RunService, context: ContextDep, max_bytes: int) -> APIRouter:
         data = await read_body(request, max_bytes)
         return await run_in_threadpool(runs.upload_plan, ctx, run_id, data)
 
+    _lifecycle_routes(api, runs, context)
+    return api
+
+
+def _lifecycle_routes(api: APIRouter, runs: RunService, context: ContextDep) -> None:
     @api.post("/v1/runs/{run_id}/approve", summary="Approve (approver role)")
     async def approve(run_id: str, body: Approve, request: Request) -> dict[str, Any]:
         return await run_in_threadpool(runs.approve, await context(request), run_id, body.comment)
@@ -110,5 +115,3 @@ def router(runs: RunService, context: ContextDep, max_bytes: int) -> APIRouter:
     @api.post("/v1/runs/{run_id}/cancel")
     async def cancel(run_id: str, body: Cancel, request: Request) -> dict[str, Any]:
         return await run_in_threadpool(runs.cancel, await context(request), run_id, body.reason)
-
-    return api
