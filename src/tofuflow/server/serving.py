@@ -2,12 +2,13 @@
 
     uvicorn.Server(uvicorn_config(create_app(config), host="127.0.0.1", port=8470)).run()
 
-uvicorn's HTTP parser (httptools, else h11) refuses a request it cannot parse — a URL or
-header block of tens of kilobytes (httptools' limit is about 80 KiB, h11's 16 KiB), or
-bytes that are not HTTP — with a plain-text 400 before the ASGI app sees it, so no route,
-middleware or error handler can answer it. The protocol classes here answer it in the
-same JSON shape as every other refusal. The access log stays off: uvicorn's would print
-query strings; the app logs each request itself (``tofuflow.server.access``).
+uvicorn's HTTP protocol refuses a request it cannot parse with a plain-text 400 before
+the ASGI app sees it, so no route, middleware or error handler can answer it: with
+httptools (uvicorn's choice when installed) a URL over 65,535 bytes (``httptools.parse_url``
+keeps 16-bit offsets) or bytes that are not HTTP; with h11 a request head over 16 KiB.
+The protocol classes here answer it in the same JSON shape as every other refusal. The
+access log stays off: uvicorn's would print query strings; the app logs each request
+itself (``tofuflow.server.access``).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 __all__ = ["INVALID_REQUEST", "uvicorn_config"]
 
 INVALID_REQUEST = (
-    "invalid HTTP request: the request line or headers are malformed or too large (a URL or "
-    "header of many kilobytes is refused before it reaches the server): send long values in "
-    "the request body"
+    "invalid HTTP request: the request line or headers are malformed or too large (a URL "
+    "over 64 KiB is refused before it reaches the server): send long values in the request "
+    "body"
 )
 
 
