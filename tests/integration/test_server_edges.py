@@ -126,3 +126,37 @@ def test_a_100000_character_url_gets_a_json_error_from_the_server_process(
     written = log.read_text()
     assert "GET /healthz 200 anonymous" in written  # the process logs requests to stderr
     assert "canary-secret-9z" not in written and "a" * 1000 not in written
+
+
+def test_without_httptools_the_h11_protocol_answers_an_oversized_request_in_json(
+    server_config: Any,
+) -> None:
+    import threading
+
+    import uvicorn
+
+    from tofuflow.server import create_app
+    from tofuflow.server.serving import JsonH11Protocol
+
+    port = free_port()
+    config = uvicorn.Config(create_app(server_config), host="127.0.0.1", port=port,
+                            http=JsonH11Protocol, log_level="error", lifespan="off")  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            thread.join(0.02)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            # 30,000 bytes of a request line, no end in sight: more than h11 buffers.
+            sock.sendall(f"GET /healthz?q={'a' * 30_000}".encode())
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer[:300]
+    assert b"content-type: application/json" in head.lower()
+    assert "URL" in httpx.Response(200, content=body).json()["error"]

@@ -5,7 +5,8 @@
 uvicorn's HTTP protocol refuses a request it cannot parse with a plain-text 400 before
 the ASGI app sees it, so no route, middleware or error handler can answer it: with
 httptools (uvicorn's choice when installed) a URL over 65,535 bytes (``httptools.parse_url``
-keeps 16-bit offsets) or bytes that are not HTTP; with h11 a request head over 16 KiB.
+keeps 16-bit offsets) or bytes that are not HTTP; with h11 a head still incomplete after
+16 KiB (`h11_max_incomplete_event_size`).
 The protocol classes here answer it in the same JSON shape as every other refusal. The
 access log stays off: uvicorn's would print query strings; the app logs each request
 itself (``tofuflow.server.access``).
