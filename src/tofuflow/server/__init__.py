@@ -5,8 +5,8 @@
 
 Public modules: ``config`` (``ServerConfig``), ``admin`` (tokens, key rotation, audit
 check), ``leases`` (leader election), ``reaping`` (what an in-server reaper needs),
-``auth``, ``crypto``, ``storage`` and ``api`` (the routers). Underscore modules are
-internal.
+``serving`` (the uvicorn configuration), ``auth``, ``crypto``, ``storage`` and ``api``
+(the routers). Underscore modules are internal.
 """
 
 from typing import TYPE_CHECKING
