@@ -256,7 +256,7 @@ def process_cpu_seconds(pid: int) -> float:
 
 def prepare_server(root: Path, port: int) -> tuple[Path, str, Path]:
     """A config file for a fresh data dir, and an applier token in its database."""
-    from tofuflow.server._admin import create_token
+    from tofuflow.server.admin import create_token
     from tofuflow.server.config import ServerConfig
     from tofuflow.server.storage._db import make_engine, migrate
 
@@ -437,6 +437,7 @@ def serve_single_threaded(
 
     import tofuflow.server.app as app_module
     from _services.postgres import free_port
+    from tofuflow.server.api import audit, drift, environments, health, runs, state, workspaces
     from tofuflow.server.config import ServerConfig
 
     port = free_port()
@@ -445,8 +446,11 @@ def serve_single_threaded(
     async def inline(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
 
+    # Looked up at call time by the route handlers, in the app and in each router module.
+    modules: list[Any] = [app_module, state, workspaces, runs, environments, drift, audit, health]
     original = app_module.run_in_threadpool
-    app_module.run_in_threadpool = inline  # looked up at call time by the route handlers
+    for module in modules:
+        module.run_in_threadpool = inline
     try:
         app = app_module.create_app(ServerConfig.load(config_file))
         server = uvicorn.Server(
@@ -481,7 +485,8 @@ def serve_single_threaded(
         report_ = json.loads(asyncio.run(serve()))
         app.state.engine.dispose()
     finally:
-        app_module.run_in_threadpool = original
+        for module in modules:
+            module.run_in_threadpool = original
     if report_["errors"]:
         print(f"  (client errors: {report_['errors']})")
     return report_["cycles"], cpu[0]
@@ -560,7 +565,7 @@ def _component(where: str) -> str:
 
 def body_costs(body: bytes, repeat: int = 20) -> None:
     """Best-of times of the per-POST work on the body itself, in this process."""
-    from tofuflow.server._state import state_identity
+    from tofuflow.server import state_identity
 
     def best(fn: Callable[[], object]) -> float:
         times = []
@@ -584,7 +589,7 @@ def body_costs(body: bytes, repeat: int = 20) -> None:
 
 def time_seal(data_dir: Path, body: bytes, repeat: int) -> tuple[float, float]:
     """Best and median seconds of ``Keyring.seal`` with the server's own key."""
-    from tofuflow.server._state import state_aad
+    from tofuflow.server import state_aad
     from tofuflow.server.crypto import keyring_from_config
 
     keyring = keyring_from_config({}, data_dir)

@@ -100,7 +100,7 @@ def run(argv: list[str], cwd: Path, env: dict[str, str], expect: int = 0) -> flo
 @contextmanager
 def tofuflow_backend(root: Path) -> Iterator[Backend]:
     from _services.server import threaded_server
-    from tofuflow.server._admin import create_token
+    from tofuflow.server.admin import create_token
     from tofuflow.server.config import ServerConfig
 
     data_dir = root / "tofuflow-data"

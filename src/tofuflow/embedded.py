@@ -91,7 +91,7 @@ class EmbeddedControlPlane:
         ``description`` is recorded with every audit event the token causes (say which
         task it is for); ``workspaces`` narrows it to a glob.
         """
-        from tofuflow.server._admin import create_token
+        from tofuflow.server.admin import create_token
 
         created = create_token(
             self._app.state.engine, role=role, workspaces=workspaces or "*", ttl=ttl,

@@ -60,6 +60,6 @@ def state_server(server_config: Any) -> Iterator[RunningServer]:
 
 
 def make_token(server: RunningServer, role: str, workspaces: str = "*", ttl: str = "1h") -> str:
-    from tofuflow.server._admin import create_token
+    from tofuflow.server.admin import create_token
 
     return create_token(server.app.state.engine, role=role, workspaces=workspaces, ttl=ttl).token

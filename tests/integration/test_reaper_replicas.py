@@ -3,28 +3,36 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from _services.fixtures import make_token
 from _services.server import threaded_server
+from tofuflow.cli._server_cmd import start_reaper
 from tofuflow.envs import create_environment, deploy_environment
 from tofuflow.project import WorkspaceConfig
 from tofuflow.runs import ControlPlane
-from tofuflow.server._leases import acquire
-from tofuflow.server._reaping import start_reaper
+from tofuflow.server.leases import acquire
 from tofuflow.tofu import Binary
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
 
 def test_replicas_sharing_a_database_elect_one_reaper(
-    tmp_path: Path, server_config: Any, database_url: str, binary: Binary
+    tmp_path: Path,
+    server_config: Any,
+    database_url: str,
+    binary: Binary,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     del binary  # fails clearly when no binary is installed
+    caplog.set_level(logging.INFO, logger="tofuflow.reaper")
     source = WorkspaceConfig(name="app/dev", directory=tmp_path / "cfg")
     shutil.copytree(FIXTURES / "configs" / "ephemeral", source.directory)
     config = replace(server_config, database_url=database_url, reap_interval="1s")
@@ -58,6 +66,15 @@ def test_replicas_sharing_a_database_elect_one_reaper(
             assert sorted(e["workspace"] for e in claims) == ["e1", "e2", "e3"]  # once each
             assert holders <= {r.holder for r in reapers}
             assert list(files.glob("*/*.txt")) == []
+            # Each reaper action is in the log, by the leader only.
+            (leader,) = holders
+            logged = [r.getMessage() for r in caplog.records if r.name == "tofuflow.reaper"]
+            for name in ("e1", "e2", "e3"):
+                assert f"reaper: destroying environment {name} (expired " in "\n".join(logged)
+                assert f"reaper: destroyed environment {name}" in logged
+            passes = [line for line in logged if "pass started (leader)" in line]
+            assert passes and all(line.startswith(f"reaper {leader}:") for line in passes)
+            assert sum("stopped" in line for line in logged) == 2
         # The lease itself: while one holder's runs, another cannot take it.
         engine = one.app.state.engine
         assert acquire(engine, "test", "a", dt.timedelta(seconds=60))

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from _services.fixtures import make_token
 from _services.oidc import LocalIssuer
 from _services.server import RunningServer, threaded_server
-from tofuflow.server._admin import create_token, revoke_token
+from tofuflow.server.admin import create_token, revoke_token
 from tofuflow.server.config import ServerConfig
 from tofuflow.server.storage._db import ApiToken, AuditEvent, utcnow
 

@@ -41,7 +41,7 @@ def _write_config(tmp_path: Path, database_url: str) -> Path:
 
 
 def _admin_token(config_file: Path) -> str:
-    from tofuflow.server._admin import create_token
+    from tofuflow.server.admin import create_token
     from tofuflow.server.config import ServerConfig
     from tofuflow.server.storage._db import make_engine, migrate
 

@@ -15,7 +15,7 @@ from tofuflow.airflow import (
     ephemeral_environment,
 )
 from tofuflow.airflow.envs import TofuflowCreateEnvironmentOperator
-from tofuflow.server._state import validate_workspace_name
+from tofuflow.server import validate_workspace_name
 
 
 @pytest.mark.parametrize(

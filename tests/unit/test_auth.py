@@ -42,7 +42,8 @@ ADO_ISS = "https://vstoken.dev.azure.com/00000000-0000-0000-0000-000000000001"
 
 def test_auth_public_api_is_pinned() -> None:
     assert set(auth.__all__) == {
-        "ALLOWED_ALGORITHMS", "Binding", "DEFAULT_ALGORITHMS", "Grant", "Issuer", "MAX_TTL",
+        "ALLOWED_ALGORITHMS", "Authenticator", "Binding", "DEFAULT_ALGORITHMS", "Grant", "Issuer",
+        "MAX_TTL",
         "OidcVerifier", "Permission", "Principal", "PrincipalKind", "Role", "SAFE_CLAIMS",
         "TOKEN_PREFIX", "TokenRecord", "TokenRow", "authenticate_token", "bindings_from_config",
         "grants_for", "hash_secret", "issuers_from_config", "new_token", "parse_ttl",

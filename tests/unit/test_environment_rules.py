@@ -13,8 +13,8 @@ from tofuflow.envs import parse_duration
 from tofuflow.errors import ConfigError, ConflictError
 from tofuflow.policy import PolicySet, build_input, evaluate
 from tofuflow.runs import config_digest, restore_config, snapshot_config
-from tofuflow.server._envs import ReapPolicy
 from tofuflow.server.config import ServerConfig
+from tofuflow.server.reaping import ReapPolicy
 from tofuflow.tofu import Plan
 
 DELETE = {

@@ -291,7 +291,7 @@ def test_all_problems_are_reported_at_once(repo: Path) -> None:
 )  # fmt: skip
 def test_workspace_names_follow_the_state_services_rules(repo: Path, name: str) -> None:
     from tofuflow.errors import BadRequestError
-    from tofuflow.server._state import validate_workspace_name
+    from tofuflow.server import validate_workspace_name
 
     try:
         validate_workspace_name(name)

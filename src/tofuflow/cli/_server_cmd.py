@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from tofuflow.errors import TofuflowError
 
-__all__ = ["server"]
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from tofuflow.envs import Reaper
+    from tofuflow.server.leases import Leader
+
+__all__ = ["InServerReaper", "server", "start_reaper"]
 
 _CONFIG = click.option(
     "--config",
@@ -30,7 +39,7 @@ def _load(config_path: Path | None, **overrides: Any) -> Any:
 
 
 def _engine(config: Any) -> Any:
-    from tofuflow.server.storage._db import make_engine, migrate
+    from tofuflow.server.storage import make_engine, migrate
 
     engine = make_engine(config.effective_database_url)
     migrate(engine)
@@ -41,9 +50,21 @@ def _engine(config: Any) -> Any:
 @_CONFIG
 @click.option("--host", help="Address to bind (default 127.0.0.1: local only).")
 @click.option("--port", type=int, help="Port to bind (default 8470).")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="Server log on stderr: each request (method, path, status, who, time; never a token "
+    "or query string) and each reaper action at info.",
+)
 @click.pass_context
 def server(
-    ctx: click.Context, config_path: Path | None, host: str | None, port: int | None
+    ctx: click.Context,
+    config_path: Path | None,
+    host: str | None,
+    port: int | None,
+    log_level: str,
 ) -> None:
     """Run the control plane: the state service for the http backend.
 
@@ -62,24 +83,73 @@ def server(
         ctx.obj = _load(config_path)
         return
     config = _load(config_path, host=host, port=port)
+    _log_to_stderr(log_level)
     import uvicorn
 
     from tofuflow.server.app import create_app
+    from tofuflow.server.serving import uvicorn_config
 
     try:
         app = create_app(config)
     except TofuflowError as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"tofuflow control plane on {config.base_url} (data: {config.data_dir})", err=True)
-    from tofuflow.server._reaping import start_reaper
-
     local = "127.0.0.1" if config.host in {"0.0.0.0", "::", ""} else config.host  # noqa: S104
     reaper = start_reaper(app.state.engine, config, f"http://{local}:{config.port}")
     try:
-        uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+        uvicorn.Server(uvicorn_config(app, host=config.host, port=config.port)).run()
     finally:
         if reaper is not None:
             reaper.stop()
+
+
+def _log_to_stderr(level: str) -> None:
+    """The server's and the reaper's ``logging`` records (``tofuflow.*``) go to stderr."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("tofuflow")
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+
+
+@dataclass
+class InServerReaper:
+    """The reaper thread started next to the server, and the lease that makes it leader."""
+
+    reaper: Reaper
+    leader: Leader
+
+    @property
+    def holder(self) -> str:
+        return self.reaper.holder
+
+    def stop(self) -> None:
+        """Stop the thread, then hand the lease back so another replica takes over at once."""
+        self.reaper.stop()
+        try:
+            self.leader.release()
+        except Exception as err:  # shutting down anyway: the lease expires on its own
+            click.echo(f"reaper: could not release its lease: {err}", err=True)
+
+
+def start_reaper(engine: Engine, config: Any, url: str) -> InServerReaper | None:
+    """Start the reaper when ``[environments] reaper`` is on: replicas on one database
+    elect one leader through a lease; it reaps through ``url`` with its own token."""
+    if not config.reaper:
+        return None
+    from tofuflow.envs import Reaper, default_holder
+    from tofuflow.server import leases
+    from tofuflow.server.auth import parse_ttl
+    from tofuflow.server.reaping import ReaperToken, any_due
+
+    interval = parse_ttl(config.reap_interval).total_seconds()
+    holder = default_holder()
+    leader = leases.leader(engine, "reaper", holder, dt.timedelta(seconds=max(interval * 3, 30)))
+    reaper = Reaper(
+        url, ReaperToken(engine), interval=interval, is_leader=leader,
+        due=lambda: any_due(engine), holder=holder,
+    )  # fmt: skip
+    return InServerReaper(reaper.start(), leader)
 
 
 @server.group("tokens")
@@ -102,7 +172,7 @@ def tokens() -> None:
 @click.pass_obj
 def tokens_create(config: Any, role: str, workspaces: str, ttl: str, description: str) -> None:
     """Print a new token once; give it to the binary as TF_HTTP_PASSWORD."""
-    from tofuflow.server._admin import create_token
+    from tofuflow.server.admin import create_token
 
     try:
         created = create_token(
@@ -122,7 +192,7 @@ def tokens_create(config: Any, role: str, workspaces: str, ttl: str, description
 @click.pass_obj
 def tokens_list(config: Any) -> None:
     """List tokens (ids, roles, expiry; never secrets)."""
-    from tofuflow.server._admin import list_tokens
+    from tofuflow.server.admin import list_tokens
 
     for row in list_tokens(_engine(config)):
         state = "revoked" if row.revoked_at else f"expires {row.expires_at:%Y-%m-%d %H:%M}"
@@ -134,7 +204,7 @@ def tokens_list(config: Any) -> None:
 @click.pass_obj
 def tokens_revoke(config: Any, token_id: str) -> None:
     """Revoke a token at once."""
-    from tofuflow.server._admin import revoke_token
+    from tofuflow.server.admin import revoke_token
 
     try:
         revoke_token(_engine(config), token_id)
@@ -160,7 +230,7 @@ def keys_rotate(config: Any) -> None:
     4. Run it again: once it reports 0 re-wrapped, remove the old key from
        [[keys.previous]]. State versions, run artifacts and plans are all covered.
     """
-    from tofuflow.server._admin import rotate_keys
+    from tofuflow.server.admin import rotate_keys
     from tofuflow.server.crypto import keyring_from_config
 
     try:
@@ -180,12 +250,9 @@ def audit() -> None:
 @click.pass_obj
 def audit_verify(config: Any) -> None:
     """Check the chain; exits 1 and names the first bad event if any was altered."""
-    from sqlalchemy.orm import Session
+    from tofuflow.server.admin import verify_audit
 
-    from tofuflow.server._audit import verify
-
-    with Session(_engine(config)) as session:
-        result = verify(session)
+    result = verify_audit(_engine(config))
     if result.ok:
         click.echo(f"audit log intact: {result.checked} events verified")
         return

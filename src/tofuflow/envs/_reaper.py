@@ -1,7 +1,7 @@
 """The reaper: destroys expired environments, retries with back-off, never forgets one.
 
     report = reap_once(client, holder="reaper@host")      # `tofuflow env reap`
-    Reaper(url, token_factory, interval=30, engine=engine).start()   # inside the server
+    Reaper(url, token_factory, interval=30, is_leader=leader).start()   # inside the server
 
 Each expired environment is claimed (a lease), destroyed through the normal run lifecycle
 with the reaper's own applier identity, and closed; a failure is recorded on the control
@@ -11,8 +11,6 @@ reaper killed mid-destroy stops renewing its claim; the next pass takes over.
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import logging
 import os
 import socket
@@ -64,6 +62,7 @@ def reap_once(
     report = ReapReport()
     for env in control_plane.environments(due=True):
         name = env["name"]
+        _log.info("reaper: destroying environment %s (expired %s)", name, env.get("expires_at"))
         try:
             destroy_environment(
                 name, control_plane, runner, holder=holder, lease_seconds=lease_seconds,
@@ -72,6 +71,7 @@ def reap_once(
         except ConflictError as exc:
             if "is being destroyed by" in str(exc) or "not due" in str(exc):
                 report.skipped[name] = str(exc)  # another reaper took it first
+                _log.info("reaper: skipped environment %s: %s", name, exc)
                 continue
             report.failed[name] = str(exc)
         except TofuflowError as exc:
@@ -92,10 +92,13 @@ def reap_once(
 
 
 class Reaper:
-    """Runs ``reap_once`` every ``interval`` seconds in a thread, as the elected leader.
+    """Runs ``reap_once`` every ``interval`` seconds in a thread, while ``is_leader()``.
 
-    With ``engine`` (inside the server), replicas sharing one database elect one leader
-    through a lease; without it every instance reaps, and claims keep them apart.
+    Replicas sharing one control plane pass a leader check (``tofuflow server`` passes a
+    database lease, ``tofuflow.server.leases.leader``) so that one of them reaps; without
+    one every instance reaps, and claims keep them apart. ``due`` is a cheap check before
+    each pass (the server looks in its own table); ``token_factory`` gives the control-plane
+    token for each pass.
     """
 
     def __init__(
@@ -104,25 +107,26 @@ class Reaper:
         token_factory: Callable[[], str],
         *,
         interval: float = 30.0,
-        engine: Any = None,
+        is_leader: Callable[[], bool] | None = None,
+        due: Callable[[], bool] | None = None,
         holder: str | None = None,
         runner: Runner | None = None,
     ) -> None:
         self.url = url
         self.token_factory = token_factory
         self.interval = interval
-        self.engine = engine
+        self.is_leader: Callable[[], bool] = is_leader or (lambda: True)
+        self.due: Callable[[], bool] = due or (lambda: True)
         self.holder = holder or default_holder()
         self.runner = runner or Runner(cancel_event=threading.Event())
         self.last_report: ReapReport | None = None
-        # A cheap check before each pass (the server looks in its table directly).
-        self.due: Callable[[], bool] = lambda: True
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> Reaper:
         self._thread = threading.Thread(target=self._loop, name="tofuflow-reaper", daemon=True)
         self._thread.start()
+        _log.info("reaper %s: started, a pass every %.0fs", self.holder, self.interval)
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -131,11 +135,7 @@ class Reaper:
             self.runner.cancel_event.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        if self.engine is not None:
-            from tofuflow.server._leases import release
-
-            with contextlib.suppress(Exception):
-                release(self.engine, "reaper", self.holder)
+        _log.info("reaper %s: stopped", self.holder)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -148,12 +148,15 @@ class Reaper:
         """One pass, if this instance is the leader and something is due."""
         if not self.due():
             return None
-        if self.engine is not None:
-            from tofuflow.server._leases import acquire
-
-            lease = dt.timedelta(seconds=max(self.interval * 3, 30))
-            if not acquire(self.engine, "reaper", self.holder, lease):
-                return None
+        if not self.is_leader():
+            _log.debug("reaper %s: not the leader; another replica reaps", self.holder)
+            return None
+        _log.info("reaper %s: pass started (leader)", self.holder)
         with ControlPlane(self.url, self.token_factory()) as client:
             self.last_report = reap_once(client, holder=self.holder, runner=self.runner)
+        _log.info(
+            "reaper %s: pass done: %d destroyed, %d failed, %d skipped, %d orphaned",
+            self.holder, len(self.last_report.destroyed), len(self.last_report.failed),
+            len(self.last_report.skipped), len(self.last_report.orphans),
+        )  # fmt: skip
         return self.last_report

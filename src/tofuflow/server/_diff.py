@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tofuflow.tofu._state import State
+from tofuflow.tofu import State
 
 __all__ = ["diff_states"]
 

@@ -30,6 +30,7 @@ from tofuflow.errors import (
     NotFoundError,
 )
 from tofuflow.server import _audit
+from tofuflow.server._locks import check_lock, check_lock_owner, lock_id_of
 from tofuflow.server._sealed import open_record, seal_record
 from tofuflow.server.auth import Permission, Principal
 from tofuflow.server.crypto import Keyring, Sealed
@@ -46,7 +47,6 @@ _MAX_NAME = 200
 _MAX_SERIAL = 2**63 - 1  # BIGINT
 _MAX_VERSION = 2**31 - 1  # INTEGER
 _MAX_LINEAGE = 64  # the binary writes a 36-character UUID
-_MAX_LOCK_ID = 128
 
 
 def validate_workspace_name(name: str) -> str:
@@ -136,7 +136,9 @@ class StateService:
         digest = hashlib.sha256(body).hexdigest()
         with self._tx() as session:
             ws = self._workspace_for_update(session, name)
-            _check_lock(ws, lock_id)
+            check_lock(ws, lock_id)
+            check_lock_owner(ws, ctx.principal, "write")
+            held_by = ws.locked_by
             override = self._override_active(ws, ctx)
             if not override and _is_identical_retry(ws, serial, digest, session):
                 return None
@@ -148,7 +150,7 @@ class StateService:
             _audit.append(
                 session, ctx.actor, "state.write", workspace=name, serial=serial,
                 detail={"version": row.version, "sha256": digest, "size": len(body),
-                        "override": override},
+                        "override": override, **({"lock_held_by": held_by} if held_by else {})},
                 run_id=ctx.run_id,
             )  # fmt: skip
             return _info(name, row)
@@ -156,13 +158,7 @@ class StateService:
     def lock(self, ctx: RequestContext, name: str, info: Mapping[str, Any]) -> None:
         ctx.principal.require(Permission.LOCK, name)
         self._require_session(ctx, name)
-        lock_id = str(info.get("ID") or "")
-        if not lock_id:
-            raise BadRequestError("lock request without an ID: send the binary's LockInfo JSON")
-        if len(lock_id) > _MAX_LOCK_ID:
-            raise BadRequestError(
-                f"lock ID longer than {_MAX_LOCK_ID} characters: send the binary's LockInfo JSON"
-            )
+        lock_id = lock_id_of(info)
         with self._tx() as session:
             ws = self._workspace_for_update(session, name)
             held_by_other = ws.locked_by != ctx.principal.subject
@@ -179,7 +175,7 @@ class StateService:
     def unlock(self, ctx: RequestContext, name: str, info: Mapping[str, Any] | None) -> None:
         """Release the lock. An empty body (Terraform's force-unlock) needs admin; an
         ID-only body (OpenTofu's force-unlock) needs admin unless the caller holds it."""
-        lock_id = str((info or {}).get("ID") or "")
+        lock_id = lock_id_of(info) if info is not None else ""
         ctx.principal.require(Permission.UNLOCK, name)
         with self._tx() as session:
             ws = _find(session, name, for_update=True)
@@ -383,7 +379,7 @@ class StateService:
 
 def state_identity(body: bytes) -> tuple[int, str]:
     """``(serial, lineage)`` of a state body, plain v4 or OpenTofu's encrypted envelope."""
-    from tofuflow.tofu._state import State
+    from tofuflow.tofu import State
 
     try:
         state = State.from_json(body)
@@ -411,19 +407,6 @@ def state_identity(body: bytes) -> tuple[int, str]:
 def state_aad(name: str, version: int) -> bytes:
     # Binds each ciphertext to its place: a version copied elsewhere will not decrypt.
     return f"tofuflow-state:v1;workspace={name};version={version}".encode()
-
-
-def _check_lock(ws: Workspace, lock_id: str | None) -> None:
-    if ws.lock_id is not None and lock_id != ws.lock_id:
-        raise LockedError(
-            f"workspace {ws.name} is locked by {ws.locked_by}; writes must carry its lock ID",
-            ws.lock_info,
-        )
-    if ws.lock_id is None and lock_id:
-        raise ConflictError(
-            f"lock {lock_id} is not held on {ws.name} (it was released or force-unlocked): "
-            "re-run the command to take a new lock"
-        )
 
 
 def _is_identical_retry(ws: Workspace, serial: int, digest: str, session: Session) -> bool:

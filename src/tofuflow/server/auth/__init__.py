@@ -2,6 +2,7 @@
 
     principal = authenticate_token(bearer, lookup=store.find_token)        # API tokens
     principal = principal_from_claims(verifier.verify(bearer), bindings)   # OIDC tokens
+    principal = Authenticator(engine, verifier, bindings).authenticate(authorization_header)
     principal.require(Permission.WRITE_STATE, "app/prod")                  # 403 otherwise
 
 AuthError means HTTP 401 (no valid credential), ForbiddenError HTTP 403 (valid, not
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 from tofuflow._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from tofuflow.server.auth._authn import Authenticator
     from tofuflow.server.auth._bindings import (
         SAFE_CLAIMS,
         Binding,
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
 
 # Lazy, so role checks do not import PyJWT and httpx until OIDC is used.
 _EXPORTS = {
+    "Authenticator": "tofuflow.server.auth._authn",
     "ALLOWED_ALGORITHMS": "tofuflow.server.auth._oidc",
     "Binding": "tofuflow.server.auth._bindings",
     "DEFAULT_ALGORITHMS": "tofuflow.server.auth._oidc",
@@ -85,6 +88,7 @@ __all__ = [
     "MAX_TTL",
     "SAFE_CLAIMS",
     "TOKEN_PREFIX",
+    "Authenticator",
     "Binding",
     "Grant",
     "Issuer",

@@ -1,1 +1,21 @@
-"""Storage: SQL tables (SQLAlchemy + Alembic) and object stores for sealed state bodies."""
+"""Storage: SQL tables (SQLAlchemy + Alembic) and object stores for sealed state bodies.
+
+engine = make_engine(config.effective_database_url); migrate(engine)
+"""
+
+from typing import TYPE_CHECKING
+
+from tofuflow._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from tofuflow.server.storage._blobs import BlobStore, blob_store_from_config
+    from tofuflow.server.storage._db import make_engine, migrate
+
+_EXPORTS = {
+    "BlobStore": "tofuflow.server.storage._blobs",
+    "blob_store_from_config": "tofuflow.server.storage._blobs",
+    "make_engine": "tofuflow.server.storage._db",
+    "migrate": "tofuflow.server.storage._db",
+}
+__all__ = ["BlobStore", "blob_store_from_config", "make_engine", "migrate"]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,4 +1,9 @@
-"""Named leases in the database: one leader among replicas that share it (the reaper)."""
+"""Named leases in the database: one leader among replicas that share it (the reaper).
+
+is_leader = leader(engine, "reaper", holder="reaper@host:1234", ttl=timedelta(seconds=90))
+if is_leader(): ...        # takes or renews the lease; False while another holds it
+is_leader.release()        # on shutdown, so another replica takes over at once
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tofuflow.server.storage._db import Lease, utcnow, write_session
 
-__all__ = ["acquire", "release"]
+__all__ = ["Leader", "acquire", "leader", "release"]
 
 
 def acquire(engine: Engine, name: str, holder: str, ttl: dt.timedelta) -> bool:
@@ -36,3 +41,21 @@ def release(engine: Engine, name: str, holder: str) -> None:
         lease = session.get(Lease, name, with_for_update=True)
         if lease is not None and lease.holder == holder:
             session.delete(lease)
+
+
+class Leader:
+    """A ``Callable[[], bool]``: am I (``holder``) the leader for ``name`` right now?"""
+
+    def __init__(self, engine: Engine, name: str, holder: str, ttl: dt.timedelta) -> None:
+        self.engine, self.name, self.holder, self.ttl = engine, name, holder, ttl
+
+    def __call__(self) -> bool:
+        return acquire(self.engine, self.name, self.holder, self.ttl)
+
+    def release(self) -> None:
+        release(self.engine, self.name, self.holder)
+
+
+def leader(engine: Engine, name: str, holder: str, ttl: dt.timedelta) -> Leader:
+    """The leader check for ``holder``; each call renews the lease for ``ttl``."""
+    return Leader(engine, name, holder, ttl)

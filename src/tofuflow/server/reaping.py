@@ -1,38 +1,30 @@
-"""The reaper inside `tofuflow server`: the elected replica destroys expired environments.
+"""What the server gives an in-server reaper (``tofuflow.envs.Reaper``), without importing it.
 
-It talks to its own server over HTTP with its own short-lived applier token, so its
-destroys go through the same run lifecycle, policy and audit as anyone else's.
+    due = lambda: any_due(engine)          # a cheap look in the table: anything to reap?
+    token = ReaperToken(engine)            # token(): its own short-lived applier token
+    is_leader = leases.leader(engine, "reaper", holder, ttl)
+
+``ReapPolicy`` is the retry back-off and orphan rule the server applies to failed destroys.
+
+The reaper talks to its own server over HTTP with that token, so its destroys go through
+the same run lifecycle, policy and audit as anyone else's. ``tofuflow server`` puts the
+pieces together (``tofuflow.cli``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from tofuflow.server._envs import is_due
-from tofuflow.server.auth import parse_ttl
+from tofuflow.server._envs import ReapPolicy, is_due
+from tofuflow.server.admin import create_token
 from tofuflow.server.storage._db import Environment, utcnow
 
-__all__ = ["start_reaper"]
-
-
-def start_reaper(engine: Engine, config: Any, url: str) -> Any:
-    """Start the reaper thread when ``[environments] reaper`` is on; None otherwise."""
-    if not config.reaper:
-        return None
-    from tofuflow.envs import Reaper
-
-    tokens = _Tokens(engine)
-    reaper = Reaper(
-        url, tokens.get, interval=parse_ttl(config.reap_interval).total_seconds(), engine=engine
-    )
-    reaper.due = lambda: any_due(engine)
-    return reaper.start()
+__all__ = ["ReapPolicy", "ReaperToken", "any_due"]
 
 
 def any_due(engine: Engine) -> bool:
@@ -43,8 +35,9 @@ def any_due(engine: Engine) -> bool:
         return any(is_due(env, now) for env in session.scalars(query))
 
 
-class _Tokens:
-    """The reaper's applier token, minted when needed and renewed well before it expires."""
+class ReaperToken:
+    """``token()``: the reaper's applier token, minted when needed and renewed well before
+    it expires (each one lives an hour and is audited as ``token.create``)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -52,9 +45,7 @@ class _Tokens:
         self._token = ""
         self._expires = utcnow()
 
-    def get(self) -> str:
-        from tofuflow.server._admin import create_token
-
+    def __call__(self) -> str:
         with self._lock:
             if self._expires - utcnow() < dt.timedelta(minutes=20):
                 created = create_token(

@@ -1,4 +1,11 @@
-"""Operator actions run against the server's own database: tokens and key rotation."""
+"""Operator actions run against the server's own database: tokens, keys, the audit chain.
+
+    token = create_token(engine, role="planner", workspaces="app/*", ttl="2h").token
+    rotate_keys(engine, keyring)          # after adding a new [keys.current]
+    assert verify_audit(engine).ok
+
+``tofuflow server tokens|keys|audit`` and the embedded control plane use these.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from tofuflow.errors import NotFoundError
 from tofuflow.server import _audit
+from tofuflow.server._audit import VerifyResult
 from tofuflow.server._state import state_aad
 from tofuflow.server.auth import Role, new_token, parse_ttl
 from tofuflow.server.crypto import Keyring
@@ -23,7 +31,15 @@ from tofuflow.server.storage._db import (
     write_session,
 )
 
-__all__ = ["CreatedToken", "create_token", "list_tokens", "revoke_token", "rotate_keys"]
+__all__ = [
+    "CreatedToken",
+    "VerifyResult",
+    "create_token",
+    "list_tokens",
+    "revoke_token",
+    "rotate_keys",
+    "verify_audit",
+]
 
 _OPERATOR = _audit.Actor("operator:cli")
 
@@ -71,6 +87,12 @@ def revoke_token(engine: Engine, token_id: str) -> None:
             raise NotFoundError(f"no token {token_id}; `tofuflow server tokens list` shows them")
         row.revoked_at = utcnow()
         _audit.append(session, _OPERATOR, "token.revoke", detail={"token_id": token_id})
+
+
+def verify_audit(engine: Engine) -> VerifyResult:
+    """Check the audit log's hash chain; ``first_bad_id`` names the first altered event."""
+    with Session(engine) as session:
+        return _audit.verify(session)
 
 
 def rotate_keys(engine: Engine, keyring: Keyring, batch: int = 200) -> int:

@@ -1,0 +1,69 @@
+"""The state lock's rules: what a lock ID is, and who may change state while it is held.
+
+The http backend sends its LockInfo JSON on LOCK and UNLOCK and adds ``?ID=<lock id>`` to
+writes while it holds the lock. Every 423 answer carries the holder's LockInfo (the
+binary prints its ID), so the ID is no secret: the holder's identity is checked too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from tofuflow.errors import BadRequestError, ConflictError, LockedError
+from tofuflow.server.auth import Permission, Principal
+from tofuflow.server.storage._db import Workspace
+
+__all__ = ["MAX_LOCK_ID", "check_lock", "check_lock_owner", "lock_id_of"]
+
+MAX_LOCK_ID = 128
+
+
+def lock_id_of(info: Mapping[str, Any]) -> str:
+    """The ``ID`` of a LockInfo body: a non-empty string of at most 128 characters."""
+    lock_id = info.get("ID")
+    example = '{"ID": "<uuid>", "Operation": "OperationTypeApply", "Who": "..."}'
+    if lock_id is None or lock_id == "":
+        raise BadRequestError(
+            "lock request without an ID (the ID must be a non-empty string): send the "
+            f"binary's LockInfo JSON, e.g. {example}"
+        )
+    if not isinstance(lock_id, str):
+        raise BadRequestError(
+            f"lock ID must be a non-empty string, not {json.dumps(lock_id)[:40]}: send the "
+            f"binary's LockInfo JSON, e.g. {example}"
+        )
+    if len(lock_id) > MAX_LOCK_ID:
+        raise BadRequestError(
+            f"lock ID longer than {MAX_LOCK_ID} characters: send the binary's LockInfo JSON"
+        )
+    return lock_id
+
+
+def check_lock_owner(ws: Workspace, principal: Principal, what: str) -> None:
+    """While locked, only the identity that took the lock (or an admin) may change state:
+    the lock ID is in every 423 answer, so knowing it must not be enough."""
+    if ws.lock_id is None or ws.locked_by == principal.subject:
+        return
+    if principal.can(Permission.FORCE_UNLOCK, ws.name):
+        return
+    raise LockedError(
+        f"workspace {ws.name} is locked by {ws.locked_by}: only that identity (or an admin) "
+        f"may {what} while the lock is held. Wait for its run to finish",
+        ws.lock_info,
+    )
+
+
+def check_lock(ws: Workspace, lock_id: str | None) -> None:
+    """While locked, a write carries the lock's ID; while unlocked, it carries none."""
+    if ws.lock_id is not None and lock_id != ws.lock_id:
+        raise LockedError(
+            f"workspace {ws.name} is locked by {ws.locked_by}; writes must carry its lock ID",
+            ws.lock_info,
+        )
+    if ws.lock_id is None and lock_id:
+        raise ConflictError(
+            f"lock {lock_id} is not held on {ws.name} (it was released or force-unlocked): "
+            "re-run the command to take a new lock"
+        )

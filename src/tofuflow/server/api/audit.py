@@ -1,0 +1,50 @@
+"""The audit log: query events the caller may read; verify the hash chain."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from tofuflow.server._audit import AuditQuery, query_events, verify
+from tofuflow.server.api._common import ContextDep
+
+__all__ = ["router"]
+
+_MAX_ID = 2**63 - 1  # BIGINT: event ids past it cannot exist (and SQLite cannot bind them)
+
+
+def router(engine: Engine, context: ContextDep) -> APIRouter:
+    api = APIRouter(tags=["audit"])
+
+    @api.get("/v1/audit", summary="Audit events the caller may read")
+    async def audit_events(
+        request: Request,
+        run: str | None = None,
+        commit: str | None = None,
+        workspace: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        after: Annotated[int, Query(ge=0, le=_MAX_ID, description="Events after this id")] = 0,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    ) -> list[dict[str, Any]]:
+        ctx = await context(request)
+        query = AuditQuery(run, commit, workspace, actor, action, after, limit)
+        return await run_in_threadpool(query_events, engine, ctx.principal, query)
+
+    @api.get("/v1/audit/verify", summary="Verify the hash chain")
+    async def audit_verify(request: Request) -> dict[str, Any]:
+        await context(request)
+
+        def check() -> dict[str, Any]:
+            with Session(engine) as session:
+                result = verify(session)
+            return {"ok": result.ok, "checked": result.checked,
+                    "first_bad_id": result.first_bad_id, "reason": result.reason}  # fmt: skip
+
+        return await run_in_threadpool(check)
+
+    return api

@@ -1,0 +1,117 @@
+"""The runs API: create, plan upload and decision, approval, apply session, result."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from tofuflow.server._runs import RunService
+from tofuflow.server._state import validate_workspace_name
+from tofuflow.server.api._common import ContextDep, read_body
+
+__all__ = ["Approve", "Cancel", "CredentialIssued", "Finish", "NewRun", "router"]
+
+
+class NewRun(BaseModel):
+    workspace: str = Field(description="The workspace (state) the run changes")
+    config_digest: str = Field(min_length=64, max_length=64, pattern="^[0-9a-f]{64}$")
+    context: dict[str, Any] = Field(default_factory=dict, description="Commit, CI run, ...")
+
+
+class Approve(BaseModel):
+    comment: str = Field(default="", max_length=1000)
+
+
+class Finish(BaseModel):
+    outcome: str = Field(pattern="^(applied|failed|cancelled)$")
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class CredentialIssued(BaseModel):
+    stage: str = Field(pattern="^(plan|apply)$")
+    cloud: str = Field(pattern="^(aws|azure|gcp|none)$")
+    role: str = Field(default="", max_length=512)
+    source: str = Field(default="", max_length=64, description="azure-devops, static-dev, ...")
+    subject_claims: dict[str, Any] = Field(default_factory=dict)
+    expires_at: str | None = Field(default=None, max_length=64)
+    fingerprint: str = Field(min_length=8, max_length=64, pattern="^[0-9a-f]+$")
+
+
+class Cancel(BaseModel):
+    reason: str = Field(default="cancelled", max_length=500)
+
+
+def router(runs: RunService, context: ContextDep, max_bytes: int) -> APIRouter:
+    api = APIRouter(tags=["runs"])
+
+    @api.post("/v1/runs", summary="Start a run (planner)")
+    async def create_run(body: NewRun, request: Request) -> dict[str, Any]:
+        name = validate_workspace_name(body.workspace)
+        ctx = await context(request)
+        return await run_in_threadpool(runs.create, ctx, name, body.context, body.config_digest)
+
+    @api.get("/v1/runs")
+    async def list_runs(
+        request: Request,
+        workspace: str | None = None,
+        commit: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=10_000, description="At most 500 are returned")] = 50,
+    ) -> list[dict[str, Any]]:
+        ctx = await context(request)
+        return await run_in_threadpool(
+            lambda: runs.list(ctx, workspace=workspace, commit=commit, limit=limit)
+        )
+
+    @api.get("/v1/runs/{run_id}")
+    async def get_run(run_id: str, request: Request) -> dict[str, Any]:
+        return await run_in_threadpool(runs.get, await context(request), run_id)
+
+    @api.put("/v1/runs/{run_id}/artifact", summary="Upload the plan artifact")
+    async def put_artifact(run_id: str, request: Request) -> dict[str, Any]:
+        ctx = await context(request)
+        data = await read_body(request, max_bytes)
+        return await run_in_threadpool(runs.upload_artifact, ctx, run_id, data)
+
+    @api.get("/v1/runs/{run_id}/artifact", summary="Download it (appliers)")
+    async def get_artifact(run_id: str, request: Request) -> Response:
+        data, digest = await run_in_threadpool(runs.artifact, await context(request), run_id)
+        return Response(data, media_type="application/zip", headers={"X-Sha256": digest})
+
+    @api.put("/v1/runs/{run_id}/plan", summary="Upload the plan; get a decision")
+    async def put_plan(run_id: str, request: Request) -> dict[str, Any]:
+        ctx = await context(request)
+        data = await read_body(request, max_bytes)
+        return await run_in_threadpool(runs.upload_plan, ctx, run_id, data)
+
+    _lifecycle_routes(api, runs, context)
+    return api
+
+
+def _lifecycle_routes(api: APIRouter, runs: RunService, context: ContextDep) -> None:
+    @api.post("/v1/runs/{run_id}/approve", summary="Approve (approver role)")
+    async def approve(run_id: str, body: Approve, request: Request) -> dict[str, Any]:
+        return await run_in_threadpool(runs.approve, await context(request), run_id, body.comment)
+
+    @api.post("/v1/runs/{run_id}/apply-session", summary="Start applying")
+    async def open_session(run_id: str, request: Request) -> dict[str, Any]:
+        return await run_in_threadpool(runs.open_session, await context(request), run_id)
+
+    @api.post("/v1/runs/{run_id}/result", summary="Record the apply's outcome")
+    async def finish(run_id: str, body: Finish, request: Request) -> dict[str, Any]:
+        ctx = await context(request)
+        return await run_in_threadpool(runs.finish, ctx, run_id, body.outcome, body.detail)
+
+    @api.post(
+        "/v1/runs/{run_id}/credentials",
+        summary="Record that a stage was issued cloud credentials (never the values)",
+    )
+    async def credentials(run_id: str, body: CredentialIssued, request: Request) -> dict[str, Any]:
+        ctx = await context(request)
+        return await run_in_threadpool(runs.record_credentials, ctx, run_id, body.model_dump())
+
+    @api.post("/v1/runs/{run_id}/cancel")
+    async def cancel(run_id: str, body: Cancel, request: Request) -> dict[str, Any]:
+        return await run_in_threadpool(runs.cancel, await context(request), run_id, body.reason)

@@ -1,0 +1,67 @@
+"""Serving the app with uvicorn, so that even requests refused before the app runs get JSON.
+
+    uvicorn.Server(uvicorn_config(create_app(config), host="127.0.0.1", port=8470)).run()
+
+uvicorn's HTTP protocol refuses a request it cannot parse with a plain-text 400 before
+the ASGI app sees it, so no route, middleware or error handler can answer it: with
+httptools (uvicorn's choice when installed) a URL over 65,535 bytes (``httptools.parse_url``
+keeps 16-bit offsets) or bytes that are not HTTP; with h11 a head still incomplete after
+16 KiB (`h11_max_incomplete_event_size`).
+The protocol classes here answer it in the same JSON shape as every other refusal. The
+access log stays off: uvicorn's would print query strings; the app logs each request
+itself (``tofuflow.server.access``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+__all__ = ["INVALID_REQUEST", "uvicorn_config"]
+
+INVALID_REQUEST = (
+    "invalid HTTP request: the request line or headers are malformed or too large (a URL "
+    "over 64 KiB is refused before it reaches the server): send long values in the request "
+    "body"
+)
+
+
+def _answer_400(transport: Any) -> None:
+    body = json.dumps({"error": INVALID_REQUEST, "code": "bad_request"}).encode()
+    head = (
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    transport.write(head.encode() + body)
+    transport.close()
+
+
+class JsonH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol; its parse-error answer is JSON."""
+
+    def send_400_response(self, msg: str) -> None:
+        _answer_400(self.transport)
+
+
+def _protocol() -> type[Any]:
+    """What uvicorn's ``http="auto"`` would pick (httptools when installed), answering JSON."""
+    if importlib.util.find_spec("httptools") is None:
+        return JsonH11Protocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class JsonHttpToolsProtocol(HttpToolsProtocol):
+        def send_400_response(self, msg: str) -> None:
+            _answer_400(self.transport)
+
+    return JsonHttpToolsProtocol
+
+
+def uvicorn_config(app: Any, *, host: str, port: int, **options: Any) -> uvicorn.Config:
+    """A ``uvicorn.Config`` for the control plane (``options`` go to uvicorn as they are)."""
+    options.setdefault("log_level", "warning")
+    options.setdefault("access_log", False)
+    return uvicorn.Config(app, host=host, port=port, http=_protocol(), **options)
