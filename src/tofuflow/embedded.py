@@ -52,11 +52,13 @@ class EmbeddedControlPlane:
         import uvicorn
 
         from tofuflow.server.app import create_app
+        from tofuflow.server.serving import uvicorn_config
 
         self._app = create_app(self.config)
         port = _free_port()
+        # The server's own protocol settings: every refused request is answered in JSON.
         self._server = uvicorn.Server(
-            uvicorn.Config(self._app, host="127.0.0.1", port=port, log_level="warning",
+            uvicorn_config(self._app, host="127.0.0.1", port=port, log_level="warning",
                            lifespan="off")
         )  # fmt: skip
         self._thread = threading.Thread(target=self._server.run, daemon=True)

@@ -636,9 +636,9 @@ def test_a_bad_pipeline_identity_fails_the_plan_clearly_and_leaves_no_partial_ru
     assert requests == [], "no AWS request at all: the stage stopped before any exchange"
     assert pipeline.identity_dirs() == []
     assert aws.objects(STATE_BUCKET) == {} and aws.objects(APP_BUCKET) == {}
-    # The run the plan had opened is cancelled with the reason, not left "planning".
+    # The run the plan had opened is failed with the reason, not left "planning".
     [run] = pipeline.runs()
-    assert run["status"] == "cancelled", run
+    assert run["status"] == "failed", run
     assert run["result"]["reason"].startswith("plan failed: "), run
     assert message[0] in run["result"]["reason"]
     events = pipeline.audit_events()

@@ -250,6 +250,10 @@ class TofuflowApplyOperator(TofuflowPlanOperator):
             return run_summary(run)
         if status == "denied":
             raise AirflowFailException(f"run {run['id']} was denied by policy: plan again")
+        if status == "superseded" and self.replan and not replanned:
+            newer = (run.get("result") or {}).get("by")
+            self.log.warning("run %s was superseded by run %s: planning again", run["id"], newer)
+            return self._replan(context, hook, ws)
         if status in ("cancelled", "failed") and self.replan and not replanned:
             reason = str((run.get("result") or {}).get("reason") or "")
             if status == "failed" or reason.startswith(_OUR_REASONS):

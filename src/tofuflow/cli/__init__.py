@@ -22,7 +22,7 @@ from tofuflow.cli._install_cmd import install
 from tofuflow.cli._pipeline_cmd import pipeline
 from tofuflow.cli._policy_cmd import policy
 from tofuflow.cli._run_all_cmd import run_all
-from tofuflow.cli._runs_cmd import apply, approve, audit, plan, rollback, runs
+from tofuflow.cli._runs_cmd import apply, approve, audit, plan, rollback, runs, unlock
 from tofuflow.cli._server_cmd import server
 
 __all__ = ["main"]
@@ -51,6 +51,8 @@ def cli() -> None:
       tofuflow drift       what changed outside tofuflow, and what the checkout would change
       tofuflow rollback    re-plan the configuration an earlier run applied
       tofuflow run-all     plan/apply/destroy many workspaces in dependency order
+      tofuflow init        write a commented tofuflow.toml for the configurations found here
+      tofuflow unlock WS   release a state lock whose holder is gone (admin)
 
     tofuflow drives `tofu` when it is on PATH, else a tofu it installed, else
     `terraform`; set TOFUFLOW_BINARY to choose explicitly.
@@ -98,7 +100,7 @@ def demo_cmd(workdir: Path | None, environment: str, destroy: bool) -> None:
 
 for command in (
     init, install, server, plan, apply, approve, rollback, runs, audit, policy, pipeline,
-    env, drift, run_all,
+    env, drift, run_all, unlock,
 ):  # fmt: skip
     cli.add_command(command)
 

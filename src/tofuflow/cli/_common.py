@@ -45,10 +45,15 @@ def control_plane(
 
 
 def _command_line() -> str:
-    import sys
+    """What the embedded plane's token is for: the command and the local user, e.g.
+    ``tofuflow plan app/dev (alice)`` — the requester the runs list shows."""
+    import getpass
 
-    words = [Path(sys.argv[0]).name, *sys.argv[1:4]] if sys.argv else ["tofuflow"]
-    return " ".join(words)[:200]
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = f"uid {os.getuid()}"
+    return f"{' '.join(['tofuflow', *sys.argv[1:4]])} ({user})"[:200]
 
 
 def wired(workspace: Any, project: Any, client: ControlPlane) -> Any:

@@ -37,7 +37,7 @@ from tofuflow.errors import TofuCancelledError, TofuflowError
 if TYPE_CHECKING:
     pass
 
-__all__ = ["apply", "approve", "audit", "plan", "rollback", "runs"]
+__all__ = ["apply", "approve", "audit", "plan", "rollback", "runs", "unlock"]
 
 
 @click.command("plan")
@@ -275,8 +275,7 @@ def runs_table(rows: list[dict[str, Any]]) -> str:
         changes = "-"
         if summary:
             changes = (
-                f"+{summary.get('add', 0)} ~{summary.get('change', 0)} "
-                f"-{summary.get('destroy', 0)}"
+                f"+{summary.get('add', 0)} ~{summary.get('change', 0)} -{summary.get('destroy', 0)}"
             )
         created = str(run.get("created_at") or "")[:19].replace("T", " ")
         who = str(run.get("requester_name") or run.get("requester") or "-")
@@ -293,10 +292,20 @@ def runs_table(rows: list[dict[str, Any]]) -> str:
 
 @runs.command("show")
 @click.argument("run_id", metavar="RUN")
+@click.option(
+    "--plan", "show_plan", is_flag=True,
+    help="Print the whole plan instead: every resource with its attribute changes, "
+    "sensitive values masked.",
+)  # fmt: skip
+@click.option("--markdown", is_flag=True, help="With --plan: as Markdown.")
 @PROJECT_OPTION
-def runs_show(run_id: str, project_path: Path | None) -> None:
+def runs_show(run_id: str, show_plan: bool, markdown: bool, project_path: Path | None) -> None:
+    """Show run RUN as JSON (status, decision, context, result), or its whole plan."""
     try:
         with control_plane("read", configured_url(project_path)) as client:
+            if show_plan:
+                click.echo(client.plan_text(run_id, "markdown" if markdown else "text"))
+                return
             run = client.run(run_id)
     except TofuflowError as err:
         raise fail(err) from err
@@ -308,13 +317,61 @@ def runs_show(run_id: str, project_path: Path | None) -> None:
 @click.option("--reason", default="cancelled from the CLI", show_default=True)
 @PROJECT_OPTION
 def runs_cancel(run_id: str, reason: str, project_path: Path | None) -> None:
-    """Cancel a run that has not started applying (needs the applier role)."""
+    """Cancel a run that has not started applying (needs the applier role).
+
+    \b
+    A run stuck `applying` because its runner was killed is ended by an admin
+    (TOFUFLOW_TOKEN with the admin role): it is recorded failed and its apply session
+    stops working. Free the state lock it left with `tofuflow unlock WORKSPACE`.
+    """
     try:
         with control_plane("apply", configured_url(project_path)) as client:
+            current = client.run(run_id)
+        # A stuck apply is ended by an admin; anything else needs an applier.
+        ending = current["status"] == "applying"
+        with control_plane("admin" if ending else "apply", configured_url(project_path)) as client:
             run = client.cancel(run_id, reason)
     except TofuflowError as err:
         raise fail(err) from err
     click.echo(f"run {run_id}: {run['status']}")
+
+
+@click.command("unlock")
+@click.argument("workspace")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@PROJECT_OPTION
+def unlock(workspace: str, yes: bool, project_path: Path | None) -> None:
+    """Release WORKSPACE's state lock, whoever holds it (admin role; audited).
+
+    \b
+    Shows the holder first. Use it when the process holding the lock is gone — a CI
+    agent killed the step, a laptop closed mid-apply — never while it still runs: its
+    next state write would then be refused. If that apply's run is stuck `applying`,
+    end it with `tofuflow runs cancel RUN`. Token: TOFUFLOW_TOKEN (admin).
+    """
+    try:
+        with control_plane("admin", configured_url(project_path)) as client:
+            listed = {w["name"]: w for w in client.workspaces()}
+            found = listed.get(workspace)
+            if found is None:
+                raise click.ClickException(
+                    f"no workspace {workspace!r} on this control plane (it has "
+                    f"{', '.join(sorted(listed)) or 'none'}); check the name"
+                )
+            if not found.get("locked"):
+                click.echo(f"{workspace} is not locked")
+                return
+            lock = found.get("lock") or {}
+            click.echo(f"{workspace} is locked by {lock.get('held_by') or 'unknown'}")
+            for key in ("since", "who", "operation", "id"):
+                if lock.get(key):
+                    click.echo(f"  {key + ':':<10} {lock[key]}")
+            if not yes and not click.confirm("Release it?", default=False, err=True):
+                raise click.ClickException("left locked")
+            client.force_unlock(workspace)
+    except TofuflowError as err:
+        raise fail(err) from err
+    click.echo(f"{workspace}: unlocked (recorded as state.force_unlock in the audit log)")
 
 
 @click.group("audit")

@@ -84,8 +84,19 @@ class ControlPlane:
     def record_credentials(self, run_id: str, record: Mapping[str, Any]) -> dict[str, Any]:
         return self._json("POST", f"/v1/runs/{run_id}/credentials", json=dict(record))
 
-    def cancel(self, run_id: str, reason: str) -> dict[str, Any]:
-        return self._json("POST", f"/v1/runs/{run_id}/cancel", json={"reason": reason})
+    def cancel(self, run_id: str, reason: str, outcome: str = "cancelled") -> dict[str, Any]:
+        """Cancel a run; ``outcome="failed"``: the requester's own plan failed. An admin
+        ends an ``applying`` run whose runner is gone (recorded failed)."""
+        body = {"reason": reason, "outcome": outcome}
+        return self._json("POST", f"/v1/runs/{run_id}/cancel", json=body)
+
+    def plan_text(self, run_id: str, fmt: str = "text") -> str:
+        """The run's whole plan, every resource, sensitive values masked."""
+        return self._send("GET", f"/v1/runs/{run_id}/plan", params={"format": fmt}).text
+
+    def force_unlock(self, workspace: str) -> None:
+        """Release the state lock whoever holds it (admin; audited as a force-unlock)."""
+        self._send("UNLOCK", f"/v1/state/{workspace}/lock")
 
     def workspaces(self) -> list[dict[str, Any]]:
         """Workspaces the caller may read: name, serial, version, locked."""

@@ -13,7 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tofuflow.errors import ConflictError, TofuCancelledError, TofuflowError
+from tofuflow.errors import (
+    ConflictError,
+    StateLockedError,
+    TofuCancelledError,
+    TofuflowError,
+)
 from tofuflow.project import WorkspaceConfig
 from tofuflow.runs._artifact import PLAN_FILE, check_artifact, config_digest, pack
 from tofuflow.runs._client import ControlPlane
@@ -26,6 +31,8 @@ __all__ = ["PlanOutcome", "apply_run", "interrupted_summary", "plan_workspace"]
 EXIT_NO_CHANGES, EXIT_CHANGES, EXIT_DENIED = 0, 2, 3  # errors exit 1
 # The reason recorded when an apply is cancelled while the binary runs (SIGINT, SIGTERM).
 INTERRUPTED = "apply interrupted"
+# Runs that are over: applying them is refused before anything is downloaded.
+_OVER = frozenset({"applied", "failed", "cancelled", "denied", "no_changes", "superseded"})
 
 
 @dataclass(frozen=True)
@@ -56,9 +63,10 @@ def plan_workspace(
     the policy sees exactly what it changes).
     """
     tree = configuration(workspace.directory)
-    run = control_plane.create_run(
-        workspace.name, config_digest(tree), {**context, "tags": list(workspace.tags)}
-    )
+    declared: dict[str, Any] = {**context, "tags": list(workspace.tags)}
+    if targets:
+        declared["targets"] = list(targets)  # a partial plan does not supersede older runs
+    run = control_plane.create_run(workspace.name, config_digest(tree), declared)
     try:
         with staged(
             workspace, "plan", control_plane, run_id=run["id"], context=context, runner=runner
@@ -73,8 +81,12 @@ def plan_workspace(
             artifact = pack(st.copy)
         control_plane.upload_artifact(run["id"], artifact)
     except BaseException as exc:
-        # A run left in "planning" would never end: record why it stopped.
-        _quietly(control_plane.cancel, run["id"], f"plan failed: {_first_line(exc)}"[:500])
+        # A run left in "planning" would never end: record why it stopped — cancelled when
+        # interrupted, failed when something went wrong (HCL error, no binary, refused upload).
+        interrupted = isinstance(exc, (TofuCancelledError, KeyboardInterrupt))
+        outcome = "cancelled" if interrupted else "failed"
+        reason = f"plan {'interrupted' if interrupted else 'failed'}: {_first_line(exc)}"
+        _quietly(control_plane.cancel, run["id"], reason[:500], outcome)
         raise
     decided = control_plane.upload_plan(run["id"], json.dumps(plan.raw).encode())
     return PlanOutcome(decided, plan)
@@ -88,6 +100,13 @@ def apply_run(
 ) -> Mapping[str, Any]:
     """Apply an approved run from this checkout; refuses changed config or a bad artifact."""
     run = control_plane.run(run_id)
+    if run["status"] in _OVER:
+        by = (run.get("result") or {}).get("by")
+        newer = f": run {by} planned the workspace after it, apply that one" if by else ""
+        raise ConflictError(
+            f"run {run_id} is {run['status']}{newer}; nothing of it can be applied "
+            f"(plan again with `tofuflow plan {run['workspace']}` if you need to)"
+        )
     if run["workspace"] != workspace.name:
         raise ConflictError(
             f"run {run_id} is for workspace {run['workspace']}, not {workspace.name}"
@@ -113,7 +132,10 @@ def apply_run(
                 artifact=data,
             ) as st:  # fmt: skip
                 st.tofu.init(reconfigure=True)
-                result = st.tofu.apply(PLAN_FILE)
+                try:
+                    result = st.tofu.apply(PLAN_FILE)
+                except StateLockedError as exc:
+                    raise _locked(exc, workspace.name, control_plane) from exc
         except BaseException as exc:
             # Recorded with the applier's own identity: the session may have expired.
             detail: dict[str, Any] = {"error": _first_line(exc)}
@@ -177,6 +199,26 @@ def interrupted_summary(run: Mapping[str, Any]) -> str:
         f"interrupted: {done}, {saved}; run `tofuflow plan {run['workspace']}` to continue "
         f"(run {run['id']} is {run['status']})"
     )
+
+
+def _locked(exc: StateLockedError, name: str, control_plane: ControlPlane) -> StateLockedError:
+    """The lock error with the holder as the control plane knows it (the binary's http
+    backend describes its own lock attempt) and the CLI commands that clear a dead one."""
+    holder = "another run"
+    with contextlib.suppress(TofuflowError):
+        for row in control_plane.workspaces():
+            lock = row.get("lock") or {}
+            if row.get("name") == name and lock:
+                holder = f"{lock.get('held_by')} since {lock.get('since')}"
+                if lock.get("who"):
+                    holder += f" ({lock['who']}, {lock.get('operation')})"
+    return StateLockedError(
+        f"{name}: the state is locked by {holder}. Wait for that run to finish (`tofuflow "
+        f"runs list --workspace {name}`); if its process is gone, an admin releases the "
+        f"lock with `tofuflow unlock {name}` and ends its run with `tofuflow runs cancel "
+        "RUN`, then plan again",
+        lock_info=exc.lock_info, command=exc.command, exit_code=exc.exit_code,
+    )  # fmt: skip
 
 
 def _quietly(call: Any, *args: Any) -> None:

@@ -195,7 +195,28 @@ class RunService:
                 self._add_approval(session, run, "policy:auto-approve", None, "routine change")
             run.updated_at = utcnow()
             self._audit(session, ctx, run, "run.policy_decided", run.decision)
+            if not (run.context or {}).get("targets"):  # a -target plan covers only a part
+                self._supersede_older(session, ctx, run)
             return _view(run)
+
+    def _supersede_older(self, session: Session, ctx: RequestContext, newer: Run) -> None:
+        """Older runs of the workspace still waiting to be approved or applied are replaced
+        by ``newer``: applying them would undo what it plans (or fail as stale)."""
+        older = session.scalars(
+            select(Run)
+            .where(
+                Run.workspace == newer.workspace,
+                Run.id != newer.id,
+                Run.status.in_(("needs_approval", "approved")),
+                Run.created_at <= newer.created_at,
+            )
+            .with_for_update()
+        ).all()
+        for run in older:
+            run.status = "superseded"
+            run.result = {"reason": "superseded", "by": newer.id}
+            run.updated_at = utcnow()
+            self._audit(session, ctx, run, "run.superseded", run.result)
 
     def approve(self, ctx: RequestContext, run_id: str, comment: str) -> dict[str, Any]:
         with self._tx() as session:
@@ -287,17 +308,37 @@ class RunService:
             self._audit(session, ctx, run, "credentials.issued", dict(record))
             return {"run": run_id, "recorded": True}
 
-    def cancel(self, ctx: RequestContext, run_id: str, reason: str) -> dict[str, Any]:
+    def cancel(
+        self, ctx: RequestContext, run_id: str, reason: str, outcome: str = "cancelled"
+    ) -> dict[str, Any]:
+        """Cancel a run that has not started applying; ``outcome="failed"`` records that the
+        requester's own plan failed (an error, not a decision). An ``applying`` run whose
+        runner is gone is ended by an admin: recorded failed, its session token dies."""
+        if outcome not in {"cancelled", "failed"}:
+            raise BadRequestError("outcome must be 'cancelled' or 'failed'")
         with self._tx() as session:
             run = self._run(session, run_id, for_update=True)
-            if run.status == "planning" and run.requester == ctx.principal.subject:
+            own_plan = run.status == "planning" and run.requester == ctx.principal.subject
+            if run.status == "applying":
+                ctx.principal.require(Permission.FORCE_UNLOCK, run.workspace)
+                run.status = "failed"
+                run.result = {"reason": f"ended by an admin: {reason}"[:500],
+                              "ended_by": ctx.principal.subject}  # fmt: skip
+                run.session_hash = run.session_expires_at = None
+                run.updated_at = utcnow()
+                self._audit(session, ctx, run, "run.ended", run.result)
+                return _view(run)
+            if own_plan:
                 # A planner abandons its own unfinished plan (the plan failed, Ctrl-C).
                 ctx.principal.require(Permission.CREATE_RUN, run.workspace)
             else:
                 ctx.principal.require(Permission.APPLY_RUN, run.workspace)
+                if outcome == "failed":
+                    raise BadRequestError("only the requester records its own plan as failed")
             _require_status(run, {"planning", "needs_approval", "approved"}, "cancel")
-            run.status, run.result = "cancelled", {"reason": reason[:500]}
-            self._audit(session, ctx, run, "run.cancelled", run.result)
+            run.status, run.result = outcome, {"reason": reason[:500]}
+            run.updated_at = utcnow()
+            self._audit(session, ctx, run, f"run.{outcome}", run.result)
             return _view(run)
 
     # -- reads ----------------------------------------------------------------------------
@@ -313,6 +354,22 @@ class RunService:
                 for a in session.scalars(select(Approval).where(Approval.run_id == run_id))
             ]  # fmt: skip
             return view
+
+    def plan_text(self, ctx: RequestContext, run_id: str, fmt: str = "text") -> str:
+        """The run's whole plan as a person reads it: every resource with its attribute
+        changes, sensitive values masked (readers may see it; never the raw document)."""
+        from tofuflow.tofu import Plan, render_plan_markdown, render_plan_text
+
+        with Session(self.engine) as session:
+            run = self._run(session, run_id)
+            ctx.principal.require(Permission.READ_RUNS, run.workspace)
+            if run.plan_document is None:
+                raise NotFoundError(f"run {run_id} has no plan yet ({run.status})")
+            record, aad = dict(run.plan_document), run_aad(run, "plan")
+        plan = Plan.from_json(self._open(record, aad, run_id))
+        if fmt == "markdown":
+            return render_plan_markdown(plan, max_items=None)
+        return render_plan_text(plan, max_items=None)
 
     def list(
         self, ctx: RequestContext, *, workspace: str | None, commit: str | None, limit: int
@@ -447,8 +504,28 @@ def _require_status(run: Run, allowed: set[str], action: str) -> None:
     if run.status not in allowed:
         wanted = " or ".join(sorted(allowed))
         raise ConflictError(
-            f"cannot {action} run {run.id}: it is {run.status}; only runs that are {wanted} can"
+            f"cannot {action} run {run.id}: it is {run.status}, not {wanted}. {_next_step(run)}"
         )
+
+
+def _next_step(run: Run) -> str:
+    """What a person can do about a run in its current status."""
+    plan_again = f"Plan again (`tofuflow plan {run.workspace}`) and use the new run"
+    superseded_by = (run.result or {}).get("by")
+    return {
+        "planning": "Wait for its plan to be uploaded (or cancel it: `tofuflow runs cancel "
+        f"{run.id}`)",
+        "needs_approval": f"An approver approves it first: `tofuflow approve {run.id}`",
+        "approved": f"Apply it: `tofuflow apply {run.id}`",
+        "applying": "Wait for its apply to finish; if its runner is gone, an admin ends it "
+        f"with `tofuflow runs cancel {run.id}` and frees the lock with `tofuflow unlock "
+        f"{run.workspace}`",
+        "applied": f"It is done. {plan_again}",
+        "no_changes": "It had nothing to change",
+        "superseded": f"Run {superseded_by} planned the workspace after it: use that one"
+        if superseded_by
+        else plan_again,
+    }.get(run.status, plan_again)
 
 
 def _summary(plan: Any) -> dict[str, Any]:
@@ -477,6 +554,16 @@ def _commit(context: Mapping[str, Any]) -> str | None:
     return str(commit)[:64] if commit else None
 
 
+def _requester_name(run: Run) -> str:
+    """A name a person recognises: the OIDC name or e-mail, or the token's description."""
+    claims = run.requester_claims or {}
+    for key in ("name", "preferred_username", "email", "description"):
+        value = claims.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:200]
+    return run.requester
+
+
 def run_aad(run: Run, what: str) -> bytes:
     return f"tofuflow-run:v1;run={run.id};workspace={run.workspace};{what}".encode()
 
@@ -484,7 +571,8 @@ def run_aad(run: Run, what: str) -> bytes:
 def _view(run: Run) -> dict[str, Any]:
     return {
         "id": run.id, "workspace": run.workspace, "status": run.status,
-        "requester": run.requester, "commit": run.commit, "context": run.context,
+        "requester": run.requester, "requester_name": _requester_name(run),
+        "commit": run.commit, "context": run.context,
         "base_serial": run.base_serial, "config_digest": run.config_digest,
         "has_changes": run.has_changes, "summary": run.summary, "decision": run.decision,
         "artifact_sha256": run.artifact_sha256, "result": run.result,

@@ -217,6 +217,7 @@ class StateService:
                     "serial": ws.serial,
                     "version": ws.current_version,
                     "locked": ws.lock_id is not None,
+                    **({"lock": _lock_view(ws)} if ws.lock_id is not None else {}),
                 }
                 for ws in rows
                 if ctx.principal.can(Permission.LIST_VERSIONS, ws.name)
@@ -480,3 +481,16 @@ def _info(name: str, row: StateVersion) -> VersionInfo:
         size=row.size, sha256=row.sha256, created_at=row.created_at, created_by=row.created_by,
         run_id=row.run_id, source=row.source,
     )  # fmt: skip
+
+
+def _lock_view(ws: Workspace) -> dict[str, Any]:
+    """Who holds a workspace's lock, since when, for what (the ID is no secret: see
+    ``_locks``)."""
+    info = ws.lock_info or {}
+    return {
+        "held_by": ws.locked_by,
+        "since": ws.locked_at.isoformat() if ws.locked_at else None,
+        "id": ws.lock_id,
+        "who": info.get("Who"),
+        "operation": info.get("Operation"),
+    }

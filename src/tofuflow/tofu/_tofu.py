@@ -359,8 +359,9 @@ class Tofu:
             info = parse_lock_info(locked.detail)
             who = f" by {info.who} ({info.operation}, lock ID {info.id})" if info else ""
             return StateLockedError(
-                f"{what}: the state is locked{who}. Wait for that run to finish, retry with "
-                "lock_timeout='5m', or if it died, force_unlock the lock ID",
+                f"{what}: the state is locked{who}. Wait for that run to finish (or retry "
+                "with a lock timeout); if its process is gone, release the lock: `tofuflow "
+                "unlock WORKSPACE` for tofuflow's state, else the binary's `force-unlock ID`",
                 lock_info=info,
                 **base,
             )
@@ -420,7 +421,8 @@ def _cancelled(result: ProcessResult, what: str, base: dict[str, Any]) -> TofuCa
     if result.stopped_by == "kill":
         how = (
             "it did not stop within the grace period and was killed: the state lock may "
-            "still be held and state may be stale. Check with a plan; force_unlock if needed"
+            "still be held and state may be stale. Check with a plan; if the lock is still "
+            "held, release it (`tofuflow unlock WORKSPACE`, or the binary's `force-unlock`)"
         )
     else:
         how = "it stopped gracefully after SIGINT: state was persisted and the lock released"

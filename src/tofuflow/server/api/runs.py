@@ -42,6 +42,7 @@ class CredentialIssued(BaseModel):
 
 class Cancel(BaseModel):
     reason: str = Field(default="cancelled", max_length=500)
+    outcome: str = Field(default="cancelled", pattern="^(cancelled|failed)$")
 
 
 def router(runs: RunService, context: ContextDep, max_bytes: int) -> APIRouter:
@@ -80,6 +81,15 @@ def router(runs: RunService, context: ContextDep, max_bytes: int) -> APIRouter:
         data, digest = await run_in_threadpool(runs.artifact, await context(request), run_id)
         return Response(data, media_type="application/zip", headers={"X-Sha256": digest})
 
+    @api.get("/v1/runs/{run_id}/plan", summary="The whole plan, sensitive values masked")
+    async def get_plan(
+        run_id: str, request: Request, format: str = Query("text", pattern="^(text|markdown)$")
+    ) -> Response:
+        ctx = await context(request)
+        text = await run_in_threadpool(runs.plan_text, ctx, run_id, format)
+        media = "text/markdown" if format == "markdown" else "text/plain"
+        return Response(text, media_type=f"{media}; charset=utf-8")
+
     @api.put("/v1/runs/{run_id}/plan", summary="Upload the plan; get a decision")
     async def put_plan(run_id: str, request: Request) -> dict[str, Any]:
         ctx = await context(request)
@@ -114,4 +124,5 @@ def _lifecycle_routes(api: APIRouter, runs: RunService, context: ContextDep) -> 
 
     @api.post("/v1/runs/{run_id}/cancel")
     async def cancel(run_id: str, body: Cancel, request: Request) -> dict[str, Any]:
-        return await run_in_threadpool(runs.cancel, await context(request), run_id, body.reason)
+        ctx = await context(request)
+        return await run_in_threadpool(runs.cancel, ctx, run_id, body.reason, body.outcome)
