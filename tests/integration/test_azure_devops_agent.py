@@ -7,6 +7,7 @@ read stdout the way the agent does: any line holding ``##vso[`` is a command.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -278,7 +279,7 @@ def _holding(directory: Path, secret: str) -> list[str]:
 
 
 def test_sensitive_values_reach_no_attachment_artifact_or_log(
-    tmp_path: Path, ado: AdoOidcEndpoint, binary: Binary
+    tmp_path: Path, ado: AdoOidcEndpoint, binary: Binary, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     del binary
     repo = _project(tmp_path, "ado_sensitive")
@@ -291,10 +292,26 @@ def test_sensitive_values_reach_no_attachment_artifact_or_log(
         f'[workspaces."{WORKSPACE}"]\ndirectory = "infra"\nvar_files = ["{secure}"]\n'
     )
     plan_env = _agent_env(tmp_path, ado, "plan")
+    work = tmp_path / "work"  # where the stages' private working copies go
+    plan_env["TOFUFLOW_WORK_DIR"] = str(work)
     planned = _run("plan", WORKSPACE, cwd=repo, env=plan_env)
     assert planned.returncode == 2, planned.stdout + planned.stderr
-    # The plan really holds the secret (in the saved plan the stage leaves behind).
-    assert _holding(repo, SENSITIVE_CANARY), "the canary never reached the plan"
+    # The plan really holds the secret: in the saved plan of the run's artifact, kept
+    # sealed on the control plane (the stage leaves no plan file behind anywhere).
+    run_id = _data(planned.stdout, "##vso[task.setvariable variable=runId;isoutput=true]")
+    monkeypatch.setenv("XDG_DATA_HOME", plan_env["XDG_DATA_HOME"])
+    monkeypatch.delenv("TOFUFLOW_DATA_DIR", raising=False)
+    from tofuflow.runs import connect
+
+    with connect("apply") as client:
+        saved, _ = client.artifact(run_id)
+    kept = tmp_path / "saved"
+    kept.mkdir()
+    plan_file = zipfile.ZipFile(io.BytesIO(saved)).read("tofuflow.tfplan")
+    (kept / "tofuflow.tfplan").write_bytes(plan_file)  # itself a zip: _holding looks inside
+    assert _holding(kept, SENSITIVE_CANARY), "the canary never reached the plan"
+    shutil.rmtree(kept)
+    assert _holding(repo, SENSITIVE_CANARY) == [] and _holding(work, SENSITIVE_CANARY) == []
 
     attach = "##vso[task.addattachment type=terraform-plan-results;name=app/dev]"
     attachment = Path(_data(planned.stdout, attach))
@@ -310,8 +327,8 @@ def test_sensitive_values_reach_no_attachment_artifact_or_log(
     assert SENSITIVE_CANARY not in planned.stdout + planned.stderr
 
     # The apply stage gets the saved plan from the control plane, not from the artifact.
-    run_id = _data(planned.stdout, "##vso[task.setvariable variable=runId;isoutput=true]")
     apply_env = _agent_env(tmp_path, ado, "apply")
+    apply_env["TOFUFLOW_WORK_DIR"] = str(work)
     applied = _run("apply", run_id, cwd=artifact, env=apply_env)
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert "##vso[task.setvariable variable=runStatus;isoutput=true]applied" in applied.stdout
