@@ -83,3 +83,93 @@ def test_the_project_examples_sequence_runs_as_written(tmp_path: Path, binary: o
     assert sorted(p.name for p in (repo / "examples" / "project" / "infra").iterdir()) == [
         "main.tf"
     ]
+
+
+def test_the_server_examples_sequence_runs_as_written(tmp_path: Path, binary: object) -> None:
+    """examples/server/README.md "Trying it locally": its TOML, then its shell block.
+
+    Two substitutions keep parallel test runs apart: ``/tmp/`` becomes this test's own
+    directory, and port 8470 a free one (written as ``port`` into the TOML's
+    ``[server]`` table, where the server reads it). Everything else runs as written, in one shell
+    environment (``export`` and ``X=$(...)`` carry over), the server in the background.
+    """
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    readme = (ROOT / "examples" / "server" / "README.md").read_text()
+
+    def local(text: str) -> str:
+        return text.replace("/tmp/", f"{tmp_path}/").replace("8470", str(port))
+
+    toml = local(readme.split("```toml\n", 1)[1].split("```", 1)[0])
+    (tmp_path / "tofuflow-server.toml").write_text(
+        toml.replace("[server]\n", f"[server]\nport = {port}\n", 1)
+    )
+    (tmp_path / "tofuflow-policies").mkdir()  # "must exist; your *.rego files"
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "examples" / "project", repo / "examples" / "project")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TOFUFLOW_")},
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "TOFUFLOW_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    blocks = _sh_blocks(ROOT / "examples" / "server" / "README.md")
+    block = next(b for b in blocks if any("tofuflow server &" in line for line in b))
+    cwd, run_id, server = repo, "", None
+    try:
+        for raw in block:
+            command, _, comment = raw.partition("#")
+            command = local(command.strip())
+            if not command:
+                continue
+            if command.startswith("cd "):
+                cwd = repo / command[3:].strip()
+            elif command.startswith("export "):
+                name, _, value = command[len("export ") :].partition("=")
+                env[name] = value
+            elif command.endswith("&"):
+                server = subprocess.Popen(
+                    ["bash", "-c", command.rstrip("&").strip()], cwd=cwd, env=env,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                )  # fmt: skip
+                deadline = time.monotonic() + 60
+                while True:
+                    assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                    try:
+                        if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    assert time.monotonic() < deadline, "the server did not start"
+                    time.sleep(0.2)
+            elif re.fullmatch(r"[A-Z_]+=\$\(.*\)", command):
+                name, _, inner = command.partition("=")
+                done = subprocess.run(
+                    ["bash", "-c", inner[2:-1]], cwd=cwd, env=env, capture_output=True,
+                    text=True, timeout=120, check=False,
+                )  # fmt: skip
+                assert done.returncode == 0, f"{inner}: {done.stderr}"
+                env[name] = done.stdout.strip()
+            else:
+                command = command.replace("RUN", run_id)
+                done = subprocess.run(
+                    ["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True,
+                    timeout=300, check=False,
+                )  # fmt: skip
+                expected = _expected(comment)
+                assert done.returncode == expected, f"{command}: {done.stdout}{done.stderr}"
+                if "needs_approval" in comment:
+                    assert "needs_approval" in done.stdout
+                ids = re.findall(r"\brun ([0-9a-f]{16})\b", done.stdout)
+                run_id = ids[-1] if ids else run_id
+        assert run_id
+        assert "audit log intact" in done.stdout
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
