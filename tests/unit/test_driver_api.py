@@ -18,7 +18,7 @@ EXPECTED = {
     "installed_versions", "render_plan_markdown", "render_plan_text",
     "render_state_outputs_text", "DEFAULT_VERSION", "EventCallback", "OutputCallback",
     "parse_event", "read_record", "Masker", "attribute_changes", "path_text",
-    "CHANGE_REASONS", "markdown_code", "markdown_text", "default_plugin_cache",
+    "CHANGE_REASONS", "markdown_code", "markdown_text", "default_plugin_cache", "any_marked",
 }  # fmt: skip
 
 

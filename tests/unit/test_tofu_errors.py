@@ -57,7 +57,8 @@ def test_a_lock_diagnostic_becomes_state_locked_error_with_the_holder(tmp_path: 
     assert (info.id, info.who, info.operation) == (
         "858e6136-60b1-4714-f52a-14da805d9c94", "ci@agent-7", "OperationTypeApply"
     )  # fmt: skip
-    assert "ci@agent-7" in str(caught.value) and "force_unlock" in str(caught.value)
+    assert "ci@agent-7" in str(caught.value) and "force-unlock" in str(caught.value)
+    assert "tofuflow unlock WORKSPACE" in str(caught.value)  # what a CLI user runs
 
 
 def test_lock_info_without_a_lock_block_is_none() -> None:

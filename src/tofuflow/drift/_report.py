@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
 from tofuflow.tofu import CHANGE_REASONS as _REASONS
-from tofuflow.tofu import Action, Plan, ResourceChange
+from tofuflow.tofu import Action, Plan, ResourceChange, any_marked
 from tofuflow.tofu import Masker as _Masker
 from tofuflow.tofu import attribute_changes as _attribute_changes
 from tofuflow.tofu import path_text as _path_text
@@ -170,15 +170,7 @@ def _marked(marks: Any, path: Sequence[str | int]) -> bool:
             marks = marks[step]
         else:
             return False
-    return _any_true(marks)
-
-
-def _any_true(marks: Any) -> bool:
-    if isinstance(marks, dict):
-        return any(_any_true(m) for m in marks.values())
-    if isinstance(marks, list):
-        return any(_any_true(m) for m in marks)
-    return marks is True
+    return any_marked(marks)
 
 
 @dataclass(frozen=True)

@@ -238,6 +238,7 @@ def _path_text(path: Sequence[str | int]) -> str:
 
 
 # Public names for the drift report, which shows values the way plans do.
+any_marked = _any_true
 Masker = _Masker
 attribute_changes = _attribute_changes
 path_text = _path_text
