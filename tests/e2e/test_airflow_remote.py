@@ -49,13 +49,15 @@ def test_a_stale_plan_is_planned_again_not_applied(airflow: Airflow, tmp_path: P
         assert applied["run_id"] != stale_id and applied["status"] == "applied"
         # Planned again from the new state: replica[0] to create, replica[1] to remove.
         assert (applied["add"], applied["destroy"]) == (1, 1)
-        assert f"run {stale_id} is stale" in run.log
+        # apply_two changed the state plan_one was made against: superseded, planned again.
+        newer = run.xcom("plan_two", key="run_id")
+        assert f"run {stale_id} was superseded by run {newer}: planning again" in run.log
         with ControlPlane(server.url, token) as client:
             stale = client.run(stale_id)
-            assert stale["status"] == "cancelled" and stale["result"]["reason"] == "stale"
+            assert stale["status"] == "superseded" and stale["result"]["by"] == newer
             runs = client.runs(workspace="examples/e2e-stale", limit=50)
-            assert {r["status"] for r in runs} == {"applied", "cancelled"}
-            assert sum(r["status"] == "cancelled" for r in runs) == 1  # only the stale one
+            assert {r["status"] for r in runs} == {"applied", "superseded"}
+            assert sum(r["status"] == "superseded" for r in runs) == 1  # only the stale one
             # With a shared token the actor is the token; the run context names the task.
             for r in runs:
                 assert r["context"]["airflow"]["dag_id"] == "tofuflow_e2e_stale"

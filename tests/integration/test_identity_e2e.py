@@ -337,6 +337,7 @@ def pipeline(tmp_path: Path, binary: Any, ado: AdoOidcEndpoint, aws: Aws) -> Pip
     }
     env.update(
         XDG_DATA_HOME=str(root / "data"),  # the embedded control plane lives here
+        TOFUFLOW_WORK_DIR=str(root / "work"),  # the stages' private working copies
         AGENT_TEMPDIRECTORY=str(agent_temp),  # the agent cleans it; tofuflow must too
         AWS_ACCESS_KEY_ID=PARENT_KEY_ID,
         AWS_SECRET_ACCESS_KEY=PARENT_SECRET,
@@ -544,8 +545,9 @@ def test_plan_and_apply_each_run_on_their_own_role_from_the_pipeline_identity_an
         assert f"{_SETSECRET}{token}" in stage_output.splitlines()  # announced, so masked
     assert ACCESS_TOKEN not in "".join(pipeline.outputs)
     sources = files_under(pipeline.root)
-    assert any(name.endswith("tofuflow.tfplan") for name in sources)
-    assert any(".terraform" in name for name in sources)
+    # No stage leaves a saved plan behind; the working copies' .terraform/ is scanned too.
+    assert not any(name.endswith("tofuflow.tfplan") for name in sources)
+    assert any(name.startswith("work/") and ".terraform" in name for name in sources)
     assert any(name.startswith("data/") for name in sources)  # the control plane's store
     for bucket in (STATE_BUCKET, APP_BUCKET):
         sources.update({f"s3://{bucket}/{k}": v for k, v in aws.objects(bucket).items()})

@@ -119,10 +119,27 @@ def test_plan_in_one_checkout_apply_from_a_fresh_clone_elsewhere(env: Env, tmp_p
 def test_a_stale_plan_is_refused_after_a_concurrent_apply(env: Env) -> None:
     first = _plan(env, env.workspace())
     second = _plan(env, env.workspace(variables={"items": ["a", "b", "c"]}))
+    # Planning alone supersedes nothing (a pull request's speculative plan must not).
+    assert env.admin.run(first.run["id"])["status"] == "approved"
     apply_run(second.run["id"], env.workspace(variables={"items": ["a", "b", "c"]}), env.applier)
+    # The apply changed the state the first was planned against: superseded at once.
+    assert env.admin.run(first.run["id"])["status"] == "superseded"
+    assert env.admin.run(first.run["id"])["result"]["by"] == second.run["id"]
     with pytest.raises(PlanStaleError, match="Plan again"):
         apply_run(first.run["id"], env.workspace(), env.applier)
-    assert env.admin.run(first.run["id"])["status"] == "cancelled"
+    with pytest.raises(ConflictError, match="changed the workspace's state after it"):
+        env.approver.approve(first.run["id"], "too late")
+
+
+def test_one_apply_session_per_workspace_the_other_is_refused_as_stale(env: Env) -> None:
+    first = _plan(env, env.workspace(), targets=["terraform_data.database"])
+    second = _plan(env, env.workspace(), targets=["terraform_data.item"])
+    env.applier.open_session(first.run["id"])  # a runner is applying it right now
+    with pytest.raises(PlanStaleError, match=f"run {first.run['id']} is applying"):
+        env.applier.open_session(second.run["id"])
+    refused = env.admin.run(second.run["id"])
+    assert refused["status"] == "cancelled" and refused["result"]["reason"] == "stale"
+    assert refused["result"]["applying"] == first.run["id"]
 
 
 def test_a_tampered_artifact_is_refused(env: Env) -> None:

@@ -88,9 +88,10 @@ def test_a_sigkilled_apply_is_cleared_with_unlock_and_runs_cancel(
     assert ws["locked"] and ws["lock"]["operation"] == "OperationTypeApply"
 
     blocked_run = _plan(project)  # a plan reads without the lock: fine
-    blocked = _cli(project, "apply", blocked_run)  # an apply cannot take the lock
+    blocked = _cli(project, "apply", blocked_run)  # one apply session per workspace
     assert blocked.returncode == 1
-    assert f"app/dev: the state is locked by run:{run_id} since" in blocked.stderr
+    assert f"run {run_id} is applying to app/dev now" in blocked.stderr
+    assert f"`tofuflow runs cancel {run_id}`" in blocked.stderr
     assert "`tofuflow unlock app/dev`" in blocked.stderr
     assert "lock_timeout" not in blocked.stderr and "force_unlock" not in blocked.stderr
     kept = _cli(project, "unlock", "app/dev", stdin="n\n")  # shows the holder, asks
@@ -128,19 +129,21 @@ def test_a_plan_that_fails_is_recorded_failed_with_its_error(project: Path) -> N
     assert run["result"]["reason"].startswith("plan failed: ")
 
 
-def test_a_newer_plan_supersedes_an_older_one_and_apply_says_which(project: Path) -> None:
+def test_an_apply_supersedes_the_runs_planned_before_it_and_apply_says_which(
+    project: Path,
+) -> None:
     (project / "infra" / "main.tf").write_text('resource "terraform_data" "a" {}\n')
     older = _plan(project)
-    (project / "infra" / "main.tf").write_text('resource "terraform_data" "b" {}\n')
-    newer = _plan(project)
+    newer = _plan(project)  # planning alone supersedes nothing
+    assert _cli(project, "apply", newer).returncode == 0
     with connect("read") as client:
         run = client.run(older)
     assert run["status"] == "superseded" and run["result"]["by"] == newer
     refused = _cli(project, "apply", older)
     assert refused.returncode == 1
-    assert f"run {older} is superseded: run {newer} planned the workspace after it" in (
-        refused.stderr
-    )
+    assert f"run {older} is stale: run {newer} changed the workspace's state" in refused.stderr
+    listed = _cli(project, "runs", "list")
+    assert re.search(rf"{older} .* superseded", listed.stdout), listed.stdout
 
 
 def test_runs_show_plan_prints_every_resource_with_sensitive_values_masked(

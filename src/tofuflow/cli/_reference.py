@@ -45,10 +45,21 @@ def help_text(path: str) -> str:
     """What ``<path> --help`` prints, at 100 columns."""
     runner = CliRunner(env={"COLUMNS": "100"})
     words = path.split()[1:]
+    _forget_help_options(_root())
     result = runner.invoke(_root(), [*words, "--help"], prog_name="tofuflow", color=False)
     if result.exit_code != 0:
         raise RuntimeError(f"`{path} --help` failed: {result.output}")
     return "\n".join(line.rstrip() for line in result.output.rstrip().splitlines()) + "\n"
+
+
+def _forget_help_options(command: click.Command) -> None:
+    """click caches each command's help option the first time it is asked for, with the
+    context of that call: a command invoked on its own (in a test) would then show
+    ``--help`` where ``tofuflow ...`` shows ``-h, --help``. Start every render afresh."""
+    command._help_option = None
+    if isinstance(command, click.Group):
+        for child in command.commands.values():
+            _forget_help_options(child)
 
 
 def update_reference(text: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from tofuflow.errors import (
     ConflictError,
+    PlanStaleError,
     StateLockedError,
     TofuCancelledError,
     TofuflowError,
@@ -100,11 +101,16 @@ def apply_run(
 ) -> Mapping[str, Any]:
     """Apply an approved run from this checkout; refuses changed config or a bad artifact."""
     run = control_plane.run(run_id)
-    if run["status"] in _OVER:
+    if run["status"] == "superseded":
         by = (run.get("result") or {}).get("by")
-        newer = f": run {by} planned the workspace after it, apply that one" if by else ""
+        raise PlanStaleError(
+            f"run {run_id} is stale: run {by} changed the workspace's state after it was "
+            f"planned (it is superseded). Plan again (`tofuflow plan {run['workspace']}`) "
+            "and apply the new run"
+        )
+    if run["status"] in _OVER:
         raise ConflictError(
-            f"run {run_id} is {run['status']}{newer}; nothing of it can be applied "
+            f"run {run_id}: it is {run['status']}; nothing of it can be applied "
             f"(plan again with `tofuflow plan {run['workspace']}` if you need to)"
         )
     if run["workspace"] != workspace.name:

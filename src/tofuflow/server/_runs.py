@@ -195,26 +195,30 @@ class RunService:
                 self._add_approval(session, run, "policy:auto-approve", None, "routine change")
             run.updated_at = utcnow()
             self._audit(session, ctx, run, "run.policy_decided", run.decision)
-            if not (run.context or {}).get("targets"):  # a -target plan covers only a part
-                self._supersede_older(session, ctx, run)
             return _view(run)
 
-    def _supersede_older(self, session: Session, ctx: RequestContext, newer: Run) -> None:
-        """Older runs of the workspace still waiting to be approved or applied are replaced
-        by ``newer``: applying them would undo what it plans (or fail as stale)."""
+    def _supersede_stale(self, session: Session, ctx: RequestContext, newer: Run) -> None:
+        """Once ``newer`` has changed the workspace's state, the runs still waiting to be
+        approved or applied were planned against a state that is gone: they are marked
+        superseded at once, so nobody approves or applies a dead plan. (A newer plan alone
+        supersedes nothing: a pull request's speculative plan must not cancel main's.)"""
+        ws = session.scalars(select(Workspace).where(Workspace.name == newer.workspace)).first()
+        serial = ws.serial if ws else None
         older = session.scalars(
             select(Run)
             .where(
                 Run.workspace == newer.workspace,
                 Run.id != newer.id,
                 Run.status.in_(("needs_approval", "approved")),
-                Run.created_at <= newer.created_at,
             )
             .with_for_update()
         ).all()
         for run in older:
+            if run.base_serial == serial:
+                continue  # planned against the state as it is (an apply that changed nothing)
             run.status = "superseded"
-            run.result = {"reason": "superseded", "by": newer.id}
+            run.result = {"reason": "superseded", "by": newer.id,
+                          "planned_serial": run.base_serial, "current_serial": serial}  # fmt: skip
             run.updated_at = utcnow()
             self._audit(session, ctx, run, "run.superseded", run.result)
 
@@ -237,42 +241,63 @@ class RunService:
             return _view(run)
 
     def open_session(self, ctx: RequestContext, run_id: str) -> dict[str, Any]:
-        """Start applying: returns a short-lived state-write token bound to this run."""
-        stale: str | None = None
+        """Start applying: returns a short-lived state-write token bound to this run.
+
+        One transaction, holding the workspace row: at most one apply session per
+        workspace, and a plan whose base serial is no longer current never starts."""
         with self._tx() as session:
             run = self._run(session, run_id, for_update=True)
             ctx.principal.require(Permission.APPLY_RUN, run.workspace)
             _require_status(run, {"approved"}, "apply")
             self._require_valid_approval(session, run)
-            ws = session.scalars(select(Workspace).where(Workspace.name == run.workspace)).first()
-            serial = ws.serial if ws else None
-            if serial != run.base_serial:
-                # Recorded (committed) before refusing: a stale plan never becomes fresh.
-                run.status = "cancelled"
-                run.result = {"reason": "stale", "planned_serial": run.base_serial,
-                              "current_serial": serial}  # fmt: skip
-                self._audit(session, ctx, run, "run.stale", run.result)
-                stale = (
-                    f"run {run_id} is stale: it was planned against state serial "
-                    f"{run.base_serial} but the workspace is now at serial {serial}. "
-                    "Plan again (`tofuflow plan`) and apply the new run"
-                )
-        if stale is not None:
-            raise PlanStaleError(stale)
-        with self._tx() as session:
-            run = self._run(session, run_id, for_update=True)
-            _require_status(run, {"approved"}, "apply")
-            secret = secrets.token_urlsafe(32)
-            run.session_hash = hashlib.sha256(secret.encode()).hexdigest()
-            run.session_expires_at = utcnow() + self.session_ttl
-            run.status, run.updated_at = "applying", utcnow()
-            self._audit(
-                session, ctx, run, "run.session_opened",
-                {"expires_at": run.session_expires_at.isoformat()},
-            )  # fmt: skip
-            view = _view(run)
-            view["session_token"] = f"{SESSION_PREFIX}{run.id}_{secret}"
-            return view
+            stale = self._stale(session, ctx, run)
+            if stale is None:
+                secret = secrets.token_urlsafe(32)
+                run.session_hash = hashlib.sha256(secret.encode()).hexdigest()
+                run.session_expires_at = utcnow() + self.session_ttl
+                run.status, run.updated_at = "applying", utcnow()
+                self._audit(
+                    session, ctx, run, "run.session_opened",
+                    {"expires_at": run.session_expires_at.isoformat()},
+                )  # fmt: skip
+                view = _view(run)
+                view["session_token"] = f"{SESSION_PREFIX}{run.id}_{secret}"
+                return view
+        # Recorded (committed) before refusing: a stale plan never becomes fresh.
+        raise PlanStaleError(stale)
+
+    def _stale(self, session: Session, ctx: RequestContext, run: Run) -> str | None:
+        """Why ``run``'s plan no longer fits the workspace (recorded), or None."""
+        ws = session.scalars(
+            select(Workspace).where(Workspace.name == run.workspace).with_for_update()
+        ).first()
+        serial = ws.serial if ws else None
+        applying = session.scalars(
+            select(Run.id)
+            .where(Run.workspace == run.workspace, Run.status == "applying", Run.id != run.id)
+            .with_for_update()
+        ).first()
+        if applying is None and serial == run.base_serial:
+            return None
+        run.status = "cancelled"
+        run.result = {"reason": "stale", "planned_serial": run.base_serial,
+                      "current_serial": serial}  # fmt: skip
+        if applying is not None:
+            # One apply session per workspace: the other run is changing the state this
+            # plan was made against, so the plan is stale the moment that run writes.
+            run.result["applying"] = applying
+            why = (
+                f"run {applying} is applying to {run.workspace} now (if its runner is gone, "
+                f"an admin ends it with `tofuflow runs cancel {applying}` and frees the lock "
+                f"with `tofuflow unlock {run.workspace}`)"
+            )
+        else:
+            why = (
+                f"it was planned against state serial {run.base_serial} but the workspace is "
+                f"now at serial {serial}"
+            )
+        self._audit(session, ctx, run, "run.stale", run.result)
+        return f"run {run.id} is stale: {why}. Plan again (`tofuflow plan`) and apply the new run"
 
     def finish(
         self, ctx: RequestContext, run_id: str, outcome: str, detail: Mapping[str, Any]
@@ -291,6 +316,7 @@ class RunService:
             run.status, run.updated_at = outcome, utcnow()
             run.session_hash = run.session_expires_at = None  # the session token dies here
             self._audit(session, ctx, run, f"run.{outcome}", run.result)
+            self._supersede_stale(session, ctx, run)  # also after a partial apply
             return _view(run)
 
     def record_credentials(
@@ -522,7 +548,8 @@ def _next_step(run: Run) -> str:
         f"{run.workspace}`",
         "applied": f"It is done. {plan_again}",
         "no_changes": "It had nothing to change",
-        "superseded": f"Run {superseded_by} planned the workspace after it: use that one"
+        "superseded": f"Run {superseded_by} changed the workspace's state after it was "
+        f"planned. {plan_again}"
         if superseded_by
         else plan_again,
     }.get(run.status, plan_again)
