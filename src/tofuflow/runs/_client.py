@@ -90,6 +90,10 @@ class ControlPlane:
         body = {"reason": reason, "outcome": outcome}
         return self._json("POST", f"/v1/runs/{run_id}/cancel", json=body)
 
+    def renew_session(self, run_id: str) -> dict[str, Any]:
+        """Renew the apply session's lease (the runner is alive)."""
+        return self._json("POST", f"/v1/runs/{run_id}/apply-session/renew")
+
     def plan_text(self, run_id: str, fmt: str = "text") -> str:
         """The run's whole plan, every resource, sensitive values masked."""
         return self._send("GET", f"/v1/runs/{run_id}/plan", params={"format": fmt}).text

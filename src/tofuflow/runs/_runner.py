@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,7 +130,10 @@ def apply_run(
         raise ConflictError(f"the artifact of run {run_id} was altered: refusing to apply it")
     check_artifact(data)
     session = control_plane.open_session(run_id)
-    with ControlPlane(control_plane.url, session["session_token"]) as applying:
+    with (
+        ControlPlane(control_plane.url, session["session_token"]) as applying,
+        _renewing(applying, run_id, float(session.get("lease_seconds") or 60)),
+    ):
         try:
             context = dict(run.get("context") or {})
             counting = _counting(runner)
@@ -225,6 +229,27 @@ def _locked(exc: StateLockedError, name: str, control_plane: ControlPlane) -> St
         "RUN`, then plan again",
         lock_info=exc.lock_info, command=exc.command, exit_code=exc.exit_code,
     )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _renewing(client: ControlPlane, run_id: str, lease: float) -> Iterator[None]:
+    """Renew the apply session's lease while the block runs (three times per term): if
+    this process dies, the lease lapses and the control plane fails the run and frees
+    its lock, without waiting for a goodbye that never comes."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(max(lease / 3, 0.5)):
+            with contextlib.suppress(TofuflowError):
+                client.renew_session(run_id)
+
+    thread = threading.Thread(target=renew, name=f"lease:{run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def _quietly(call: Any, *args: Any) -> None:

@@ -90,6 +90,7 @@ class RunService:
         workspace_policies: Sequence[WorkspacePolicy] = (),
         approval_ttl: dt.timedelta = dt.timedelta(hours=24),
         session_ttl: dt.timedelta = dt.timedelta(hours=1),
+        session_lease: dt.timedelta = dt.timedelta(seconds=60),
     ) -> None:
         from tofuflow.policy import check_settings
 
@@ -102,6 +103,9 @@ class RunService:
             check_settings(entry.settings)
         self.approval_ttl = approval_ttl
         self.session_ttl = session_ttl
+        # The applying runner renews its session's lease; when it lapses, the runner is
+        # lost: the run fails and the lock it holds is released (see ``release_lost``).
+        self.session_lease = session_lease
         # Set by the app: whether a workspace is an ephemeral environment (policy input).
         self.is_environment: Callable[[str], bool] = lambda workspace: False
 
@@ -255,19 +259,23 @@ class RunService:
                 secret = secrets.token_urlsafe(32)
                 run.session_hash = hashlib.sha256(secret.encode()).hexdigest()
                 run.session_expires_at = utcnow() + self.session_ttl
+                run.lease_expires_at = utcnow() + self.session_lease
                 run.status, run.updated_at = "applying", utcnow()
                 self._audit(
                     session, ctx, run, "run.session_opened",
-                    {"expires_at": run.session_expires_at.isoformat()},
+                    {"expires_at": run.session_expires_at.isoformat(),
+                     "lease_seconds": int(self.session_lease.total_seconds())},
                 )  # fmt: skip
                 view = _view(run)
                 view["session_token"] = f"{SESSION_PREFIX}{run.id}_{secret}"
+                view["lease_seconds"] = int(self.session_lease.total_seconds())
                 return view
         # Recorded (committed) before refusing: a stale plan never becomes fresh.
         raise PlanStaleError(stale)
 
     def _stale(self, session: Session, ctx: RequestContext, run: Run) -> str | None:
         """Why ``run``'s plan no longer fits the workspace (recorded), or None."""
+        self._release_lost(session, run.workspace)
         ws = session.scalars(
             select(Workspace).where(Workspace.name == run.workspace).with_for_update()
         ).first()
@@ -298,6 +306,74 @@ class RunService:
             )
         self._audit(session, ctx, run, "run.stale", run.result)
         return f"run {run.id} is stale: {why}. Plan again (`tofuflow plan`) and apply the new run"
+
+    def renew(self, ctx: RequestContext, run_id: str) -> dict[str, Any]:
+        """The applying runner is alive: its session's lease runs for another term."""
+        with self._tx() as session:
+            run = self._run(session, run_id, for_update=True)
+            ctx.principal.require(Permission.APPLY_RUN, run.workspace)
+            lost = run.status == "applying" and _lapsed(run.lease_expires_at)
+            if lost:
+                self._lose(session, run)  # committed before refusing
+            else:
+                _require_status(run, {"applying"}, "renew the apply session of")
+                run.lease_expires_at = utcnow() + self.session_lease
+                return {"run": run.id, "lease_expires_at": run.lease_expires_at.isoformat()}
+        raise ConflictError(
+            f"run {run_id} lost its apply session: its lease lapsed before this renewal "
+            "(the runner was too slow or paused); the run is failed and its lock released. "
+            "Plan again"
+        )
+
+    def release_lost(self) -> list[str]:
+        """Every applying run whose runner stopped renewing its lease: failed ("runner
+        lost"), its session dead, the lock it held released; returns their ids. Runs
+        before a run is read or listed and before an apply session opens (a read-only
+        check first: nothing is written unless a lease has lapsed)."""
+        with Session(self.engine) as session:
+            leases = session.scalars(
+                select(Run.lease_expires_at).where(
+                    Run.status == "applying", Run.lease_expires_at.is_not(None)
+                )
+            ).all()
+        if not any(_lapsed(moment) for moment in leases):
+            return []
+        with self._tx() as session:
+            return self._release_lost(session, None)
+
+    def _release_lost(self, session: Session, workspace: str | None) -> list[str]:
+        query = select(Run).where(Run.status == "applying", Run.lease_expires_at.is_not(None))
+        if workspace is not None:
+            query = query.where(Run.workspace == workspace)
+        lost = [
+            r for r in session.scalars(query.with_for_update()).all() if _lapsed(r.lease_expires_at)
+        ]
+        for run in lost:
+            self._lose(session, run)
+        return [run.id for run in lost]
+
+    def _lose(self, session: Session, run: Run) -> None:
+        lapsed = run.lease_expires_at.isoformat() if run.lease_expires_at else "-"
+        run.status, run.updated_at = "failed", utcnow()
+        run.result = {"reason": f"runner lost: its apply session's lease lapsed at {lapsed}",
+                      "runner_lost": True}  # fmt: skip
+        run.session_hash = run.session_expires_at = run.lease_expires_at = None
+        actor = _audit.Actor("tofuflow:lease", {}, None)
+        _audit.append(
+            session, actor, "run.runner_lost", workspace=run.workspace, serial=run.base_serial,
+            detail={"status": "failed", **run.result}, run_id=run.id, commit=run.commit,
+        )  # fmt: skip
+        ws = session.scalars(
+            select(Workspace).where(Workspace.name == run.workspace).with_for_update()
+        ).first()
+        if ws is not None and ws.locked_by == f"run:{run.id}":
+            _audit.append(
+                session, actor, "state.force_unlock", workspace=run.workspace,
+                serial=ws.serial, detail={"lock_id": ws.lock_id, "held_by": ws.locked_by,
+                                          "reason": "runner lost"},
+            )  # fmt: skip
+            ws.lock_id = ws.lock_info = ws.locked_by = ws.locked_at = None
+        run.state_version = ws.current_version if ws else None
 
     def finish(
         self, ctx: RequestContext, run_id: str, outcome: str, detail: Mapping[str, Any]
@@ -370,6 +446,7 @@ class RunService:
     # -- reads ----------------------------------------------------------------------------
 
     def get(self, ctx: RequestContext, run_id: str) -> dict[str, Any]:
+        self.release_lost()
         with Session(self.engine) as session:
             run = self._run(session, run_id)
             ctx.principal.require(Permission.READ_RUNS, run.workspace)
@@ -400,6 +477,7 @@ class RunService:
     def list(
         self, ctx: RequestContext, *, workspace: str | None, commit: str | None, limit: int
     ) -> list[dict[str, Any]]:
+        self.release_lost()
         query = select(Run).order_by(Run.created_at.desc()).limit(min(max(limit, 1), 500))
         if workspace:
             query = query.where(Run.workspace == workspace)
@@ -496,6 +574,13 @@ class RunService:
         )  # fmt: skip
 
 
+def _lapsed(moment: dt.datetime | None) -> bool:
+    if moment is None:
+        return False
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return moment <= utcnow()
+
+
 def session_principal(engine: Engine, token: str) -> Principal:
     """The principal of an apply-session token: applier on one workspace, while applying."""
     run_id, _, secret = token[len(SESSION_PREFIX) :].partition("_")
@@ -508,7 +593,7 @@ def session_principal(engine: Engine, token: str) -> Principal:
         raise AuthError("invalid apply-session token")
     expires = run.session_expires_at
     expires = expires if expires.tzinfo else expires.replace(tzinfo=dt.UTC)
-    if run.status != "applying" or expires <= utcnow():
+    if run.status != "applying" or expires <= utcnow() or _lapsed(run.lease_expires_at):
         raise AuthError(f"the apply session of run {run_id} has ended")
     return Principal(
         subject=f"run:{run_id}",

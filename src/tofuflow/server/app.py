@@ -100,6 +100,7 @@ def _run_service(config: ServerConfig, service: StateService) -> RunService:
         service.engine, service.keyring, service.blobs, PolicySet.load(config.policies_dir),
         [WorkspacePolicy.from_config(e, i) for i, e in enumerate(config.workspace_settings)],
         approval_ttl=parse_ttl(config.approval_ttl), session_ttl=parse_ttl(config.session_ttl),
+        session_lease=parse_ttl(config.session_lease),
     )  # fmt: skip
     service.session_only = run_service.requires_apply_session
     return run_service

@@ -43,6 +43,7 @@ File (every key optional)::
     [runs]
     approval_ttl = "24h"
     session_ttl = "1h"
+    session_lease = "60s"       # an applying runner renews it; lapsed: the run fails, lock freed
 
     [environments]              # ephemeral workspaces (`tofuflow env`) and their reaper
     reaper = true               # destroy expired environments from inside the server
@@ -93,6 +94,7 @@ class ServerConfig:
     workspace_settings: tuple[Mapping[str, Any], ...] = ()
     approval_ttl: str = "24h"
     session_ttl: str = "1h"
+    session_lease: str = "60s"
     reaper: bool = True
     reap_interval: str = "30s"
     retry_backoff: str = "30s"
@@ -142,6 +144,7 @@ class ServerConfig:
             "workspace_settings": check.tables(doc, ("workspace_settings",)),
             "approval_ttl": check.get(runs, ("runs", "approval_ttl"), str),
             "session_ttl": check.get(runs, ("runs", "session_ttl"), str),
+            "session_lease": check.get(runs, ("runs", "session_lease"), str),
         }
         environments = check.table(doc, ("environments",))
         for key, (field_name, kind) in _ENVIRONMENT_KEYS.items():
@@ -265,7 +268,7 @@ def _schema() -> Schema:
         "bindings": _Each(dict.fromkeys(_BINDING_KEYS)),
         "policies": {"directory": None},
         "workspace_settings": _Each(dict.fromkeys(sorted(WORKSPACE_SETTINGS_KEYS))),
-        "runs": {"approval_ttl": None, "session_ttl": None},
+        "runs": {"approval_ttl": None, "session_ttl": None, "session_lease": None},
         "environments": dict.fromkeys(_ENVIRONMENT_KEYS),
     }
 

@@ -109,6 +109,10 @@ def _lifecycle_routes(api: APIRouter, runs: RunService, context: ContextDep) -> 
     async def open_session(run_id: str, request: Request) -> dict[str, Any]:
         return await run_in_threadpool(runs.open_session, await context(request), run_id)
 
+    @api.post("/v1/runs/{run_id}/apply-session/renew", summary="The applying runner is alive")
+    async def renew(run_id: str, request: Request) -> dict[str, Any]:
+        return await run_in_threadpool(runs.renew, await context(request), run_id)
+
     @api.post("/v1/runs/{run_id}/result", summary="Record the apply's outcome")
     async def finish(run_id: str, body: Finish, request: Request) -> dict[str, Any]:
         ctx = await context(request)

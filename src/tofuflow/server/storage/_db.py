@@ -141,6 +141,8 @@ class Run(Base):
     plan_document: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     session_hash: Mapped[str | None] = mapped_column(String(128), default=None)
     session_expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # Renewed by the applying runner; when it lapses the runner is lost (0004).
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     result: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     state_version: Mapped[int | None] = mapped_column(Integer, default=None)
 
