@@ -4,6 +4,11 @@ Python's ``subprocess.run(timeout=...)`` SIGKILLs the child, which leaves the st
 held and state up to TF_STATE_PERSIST_INTERVAL stale. Here cancellation is:
 SIGINT → wait ``grace_period`` → SIGKILL the whole process group, and the result says
 which of the two stopped it.
+
+The child's output goes to unlinked temporary files, read as they grow, not to pipes:
+if this process is killed outright (a CI agent's SIGKILL, Airflow's supervisor), a pipe
+closes with it and the binary — a Go program — dies of SIGPIPE at its next line, in the
+middle of an apply, without saving state or releasing the lock. A file outlives us.
 """
 
 from __future__ import annotations
@@ -12,13 +17,14 @@ import contextlib
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import BinaryIO
 
 from tofuflow.tofu._events import Event, parse_event
 from tofuflow.tofu._redact import Redactor
@@ -46,11 +52,48 @@ class ProcessResult:
     timed_out: bool = False
 
 
+class _Spool:
+    """One output stream of the child: an unlinked temporary file it writes to, read
+    line by line while it grows (``os.pread``: the child's file offset is untouched),
+    until the child has exited and everything it wrote has been read."""
+
+    _CHUNK = 1 << 16
+    _WAIT = 0.02
+
+    def __init__(self) -> None:
+        self.file: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - closed in lines()
+        self.exited = threading.Event()
+
+    def lines(self) -> Iterator[bytes]:
+        fd, offset, pending = self.file.fileno(), 0, bytearray()
+        try:
+            while True:
+                chunk = os.pread(fd, self._CHUNK, offset)
+                if chunk:
+                    offset += len(chunk)
+                    pending += chunk
+                    start = 0
+                    while (end := pending.find(b"\n", start)) >= 0:
+                        yield bytes(pending[start : end + 1])
+                        start = end + 1
+                    del pending[:start]
+                    continue
+                if self.exited.is_set():
+                    if not os.pread(fd, 1, offset):  # drained after the exit
+                        break
+                    continue
+                self.exited.wait(self._WAIT)
+            if pending:
+                yield bytes(pending)
+        finally:
+            self.file.close()
+
+
 @dataclass
 class _Reader:
-    """Reads one pipe line by line on its own thread (no line-length limit)."""
+    """Reads one output stream line by line on its own thread (no line-length limit)."""
 
-    stream: IO[bytes]
+    stream: _Spool
     name: str
     redactor: Redactor
     on_output: OutputCallback | None
@@ -62,9 +105,8 @@ class _Reader:
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=_STDERR_TAIL_LINES))
 
     def run(self) -> None:
-        # readline() on a binary pipe grows its buffer as needed: a multi-megabyte
-        # line (a big resource in the -json stream) arrives whole.
-        for raw in iter(self.stream.readline, b""):
+        # A multi-megabyte line (a big resource in the -json stream) arrives whole.
+        for raw in self.stream.lines():
             if self.capture:
                 self.captured.append(raw)
                 continue
@@ -77,7 +119,6 @@ class _Reader:
                     self.on_event(event)
             if self.on_output is not None:
                 self.on_output(self.name, line)
-        self.stream.close()
 
 
 def run_process(
@@ -100,20 +141,24 @@ def run_process(
     a KeyboardInterrupt in the calling thread does the same and is then re-raised.
     """
     started = time.monotonic()
+    stdout, stderr = _Spool(), _Spool()
     # Own session = own process group: a Ctrl-C in our terminal does not hit the
-    # child behind our back, and a final SIGKILL reaches its plugins too.
-    proc = subprocess.Popen(
-        list(argv),
-        cwd=cwd,
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    stdout, stderr = proc.stdout, proc.stderr
-    if stdout is None or stderr is None:  # pragma: no cover - both are PIPE above
-        raise RuntimeError("subprocess pipes were not created")
+    # child behind our back, and a final SIGKILL reaches its plugins too. Output to
+    # files, not pipes: the child must outlive us if we are killed (module docstring).
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout.file,
+            stderr=stderr.file,
+            start_new_session=True,
+        )
+    except BaseException:
+        stdout.file.close()
+        stderr.file.close()
+        raise
     out = _Reader(stdout, "stdout", redactor, on_output, on_event, parse_json, capture_stdout)
     err = _Reader(stderr, "stderr", redactor, on_output, None, False, False)
     threads = [threading.Thread(target=r.run, daemon=True) for r in (out, err)]
@@ -126,6 +171,9 @@ def run_process(
         stopped_by, timed_out = _wait(proc, cancel, deadline, grace_period)
     except KeyboardInterrupt:
         stopped_by, interrupted = _stop(proc, grace_period), True
+    proc.wait()
+    stdout.exited.set()
+    stderr.exited.set()
     for thread in threads:
         thread.join()
     if interrupted:
