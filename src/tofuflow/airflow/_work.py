@@ -20,8 +20,11 @@ from tofuflow.tofu import Event, Redactor, parse_event
 __all__ = ["TaskWork"]
 
 T = TypeVar("T")
-# Longer than the driver's grace period (30 s): SIGINT, wait, SIGKILL, then report.
-_STOP_WAIT_SECONDS = 60.0
+# Inside Airflow's own grace: its supervisor SIGKILLs a task 5 s after SIGTERM. The binary
+# got SIGINT at once; if it needs longer to stop, it finishes on its own (its output goes
+# to files, not to pipes that die with this process), and if it cannot report, the apply
+# session's lease lapses and the control plane fails the run and frees the lock.
+_STOP_WAIT_SECONDS = 3.0
 
 
 class TaskWork:
