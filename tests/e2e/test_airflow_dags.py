@@ -139,10 +139,15 @@ def test_an_environment_is_destroyed_although_the_work_in_it_failed(airflow: Air
     assert "replica-0.txt" in run.log
     assert airflow.state(name).get("resources", []) == []
     _assert_audited(airflow, run, expected_runs=2)
-    # Asked for (include_sensitive=True): the key is in XCom, and in no log line.
+    # Asked for (include_sensitive=True): XCom holds a reference, and the key is nowhere
+    # in Airflow — not in XCom, rendered fields, logs or the metadata database.
     key = _api_key(name)
-    assert run.xcom("preview.outputs")["api_key"] == key
+    reference = run.xcom("preview.outputs")["api_key"]
+    assert reference == {"tofuflow_sensitive_output": {
+        "workspace": name, "output": "api_key", "conn_id": "tofuflow_default",
+    }}  # fmt: skip
     assert key not in run.log
+    assert _occurrences(airflow.home, key) == []
     assert "api key of 36 characters" in run.log
 
 

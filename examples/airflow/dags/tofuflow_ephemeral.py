@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import dag, get_current_context, task
-from airflow.sdk.log import mask_secret
 
-from tofuflow.airflow import ephemeral_environment
+from tofuflow.airflow import TofuflowHook, ephemeral_environment
 
 log = logging.getLogger(__name__)
 FILES_DIR = "{{ var.value.get('tofuflow_examples_dir', '/tmp/tofuflow-airflow-examples') }}"
@@ -39,10 +38,9 @@ def tofuflow_ephemeral() -> None:
 
     @task
     def smoke_test(outputs: dict[str, Any]) -> None:
-        api_key = outputs["api_key"]
-        # Airflow masks per task: a task that receives a sensitive value registers it too
-        # (and, better still, never logs it).
-        mask_secret(api_key)
+        # XCom holds a reference to the sensitive output, never its value: read it here,
+        # where it is needed (the hook registers it with this task's secret masker).
+        api_key = TofuflowHook().sensitive_output(outputs["api_key"])
         log.info("testing %s (api key of %d characters)", outputs["endpoint"], len(api_key))
         missing = [path for path in outputs["replica_files"] if not Path(path).is_file()]
         if missing:

@@ -34,7 +34,22 @@ if TYPE_CHECKING:
     from tofuflow.project import Project, WorkspaceConfig
     from tofuflow.runs import ControlPlane
 
-__all__ = ["ConnectionSettings", "Stage", "TofuflowHook"]
+__all__ = [
+    "SENSITIVE_REFERENCE",
+    "ConnectionSettings",
+    "Stage",
+    "TofuflowHook",
+    "sensitive_reference",
+]
+
+# The key of what TofuflowOutputsOperator pushes for a sensitive output instead of it.
+SENSITIVE_REFERENCE = "tofuflow_sensitive_output"
+
+
+def sensitive_reference(workspace: str, output: str, conn_id: str) -> dict[str, Any]:
+    """What XCom holds for a sensitive output: where to read it, never the value."""
+    return {SENSITIVE_REFERENCE: {"workspace": workspace, "output": output, "conn_id": conn_id}}
+
 
 _log = logging.getLogger(__name__)
 Stage = Literal["plan", "apply", "read"]
@@ -188,6 +203,35 @@ class TofuflowHook(BaseHook):
             f"least the {STAGE_ROLES[stage]} role (tofuflow server tokens create), or set the "
             "oidc_token_file extra"
         )
+
+    def sensitive_output(self, reference: Mapping[str, Any]) -> Any:
+        """The value a sensitive-output reference (from ``TofuflowOutputsOperator`` with
+        ``include_sensitive=True``) points at, read now from the workspace's state and
+        registered with this task's secret masker before it is returned. Keep it out of
+        return values and templates: it would land in XCom or rendered fields."""
+        from tofuflow.airflow.operators import _leaves
+        from tofuflow.tofu import State
+
+        where = reference.get(SENSITIVE_REFERENCE) if isinstance(reference, Mapping) else None
+        if not isinstance(where, Mapping) or not {"workspace", "output"} <= set(where):
+            raise ConfigError(
+                "not a sensitive-output reference: pass the value TofuflowOutputsOperator "
+                f"pushed for it ({{'{SENSITIVE_REFERENCE}': {{'workspace': ..., "
+                "'output': ...}})"
+            )
+        workspace, output = str(where["workspace"]), str(where["output"])
+        with self.control_plane("read", workspace=workspace, description="sensitive output") as cp:
+            body = cp.state(workspace)
+        outputs = State.from_json(body).outputs if body else {}
+        if output not in outputs:
+            raise ConfigError(
+                f"workspace {workspace} has no output {output!r} any more (it has "
+                f"{sorted(outputs) or 'none'}): was it destroyed or renamed?"
+            )
+        value = outputs[output].value
+        for leaf in _leaves(value):
+            mask_secret(leaf)
+        return value
 
     def server_config_path(self) -> str | None:
         """The embedded control plane's server TOML, if any."""

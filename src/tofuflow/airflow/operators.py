@@ -25,6 +25,7 @@ from airflow.sdk.log import mask_secret
 from tofuflow.airflow._base import BASE_FIELDS, TofuflowBaseOperator
 from tofuflow.airflow._lineage import changes_from_events, changes_from_plan
 from tofuflow.airflow._runs import WAITING, plan_run, read_outputs, run_summary
+from tofuflow.airflow.hooks import sensitive_reference
 from tofuflow.errors import PlanStaleError
 from tofuflow.runs import INTERRUPTED, apply_run
 
@@ -404,9 +405,14 @@ class TofuflowDestroyOperator(TofuflowApplyOperator):
 class TofuflowOutputsOperator(TofuflowBaseOperator):
     """Read the workspace's outputs from its current state into XCom.
 
-    Sensitive outputs are left out (their names are logged) unless
-    ``include_sensitive=True``: then they are pushed too — XCom then holds them — and
-    every value is registered with Airflow's secret masker first, so logs show ``***``.
+    Sensitive outputs never reach XCom: XCom is stored in Airflow's database, and another
+    task's rendered template fields show what it pulls in clear (Airflow masks only values
+    registered in that task's own process, or keys named like ``api_key``). They are left
+    out (their names are logged) unless ``include_sensitive=True``: then each is pushed as
+    a reference, ``{"tofuflow_sensitive_output": {"workspace": ..., "output": ...}}``,
+    which the task that needs the value resolves at run time with
+    ``TofuflowHook().sensitive_output(reference)`` (read from the state, registered with
+    that task's masker).
 
     :param names: only these outputs (default: all).
     """
@@ -437,11 +443,13 @@ class TofuflowOutputsOperator(TofuflowBaseOperator):
             if self.names and name not in self.names:
                 continue
             if output.sensitive:
+                for leaf in _leaves(output.value):
+                    mask_secret(leaf)
                 if not self.include_sensitive:
                     hidden.append(name)
                     continue
-                for leaf in _leaves(output.value):
-                    mask_secret(leaf)
+                chosen[name] = sensitive_reference(ws.name, name, self.tofuflow_conn_id)
+                continue
             chosen[name] = output.value
         missing = sorted(set(self.names) - set(outputs))
         if missing:
@@ -450,7 +458,8 @@ class TofuflowOutputsOperator(TofuflowBaseOperator):
             )
         if hidden:
             self.log.info(
-                "left out sensitive outputs %s (include_sensitive=True pushes them, masked)",
+                "left out sensitive outputs %s (include_sensitive=True pushes references "
+                "that TofuflowHook().sensitive_output resolves where the value is needed)",
                 sorted(hidden),
             )
         self.log.info("outputs of %s: %s", ws.name, sorted(chosen))

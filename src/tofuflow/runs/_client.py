@@ -90,6 +90,11 @@ class ControlPlane:
         body = {"reason": reason, "outcome": outcome}
         return self._json("POST", f"/v1/runs/{run_id}/cancel", json=body)
 
+    def state(self, workspace: str) -> bytes | None:
+        """The workspace's current state document (None when it has none)."""
+        response = self._send("GET", f"/v1/state/{workspace}")
+        return None if response.status_code == 204 else response.content
+
     def renew_session(self, run_id: str) -> dict[str, Any]:
         """Renew the apply session's lease (the runner is alive)."""
         return self._json("POST", f"/v1/runs/{run_id}/apply-session/renew")
