@@ -231,6 +231,7 @@ def airflow_context_of(context: Context) -> dict[str, Any]:
         dag_file=Path(fileloc) if fileloc else None,
         bundle_version=getattr(dag_run, "bundle_version", None),
         base_url=_base_url(),
+        run_type=getattr(dag_run, "run_type", None),  # custom run ids carry no prefix
     )  # fmt: skip
 
 

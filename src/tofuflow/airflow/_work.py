@@ -10,6 +10,7 @@ binary to stop — releasing the lock — before letting the interruption go on.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -65,7 +66,13 @@ class TaskWork:
         # An Event, not Thread.join: an exception interrupting join() makes Python 3.11
         # mark the thread as finished although it still runs.
         self._done = done
-        threading.Thread(target=target, name="tofuflow-task", daemon=True).start()
+        # In a copy of this task's context: Airflow's structured log carries the task's
+        # identity (dag_id, run_id, ...) in context variables, so the binary's lines logged
+        # from the worker thread keep it in the scheduler's log stream.
+        context = contextvars.copy_context()
+        threading.Thread(
+            target=context.run, args=(target,), name="tofuflow-task", daemon=True
+        ).start()
         try:
             while not done.wait(0.2):
                 pass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +57,21 @@ class TofuflowRunTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        # The embedded plane (no URL) runs while this trigger waits, and stops with it:
+        # nothing is left listening in the triggerer once the trigger has ended.
+        held = ExitStack()
         try:
-            url, token = await self._endpoint()
-        except Exception as exc:  # any failure to resolve ends the wait with its reason
-            yield self._error(str(exc))
-            return
+            try:
+                url, token = await self._endpoint(held)
+            except Exception as exc:  # any failure to resolve ends the wait with its reason
+                yield self._error(str(exc))
+                return
+            async for event in self._poll(url, token):
+                yield event
+        finally:
+            await asyncio.to_thread(held.close)
+
+    async def _poll(self, url: str, token: str) -> AsyncIterator[TriggerEvent]:
         headers = {"Authorization": f"Bearer {token}"}
         errors = 0
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
@@ -88,7 +99,7 @@ class TofuflowRunTrigger(BaseTrigger):
     def _error(self, message: str) -> TriggerEvent:
         return _event({"run_id": self.run_id, "status": "error", "error": message})
 
-    async def _endpoint(self) -> tuple[str, str]:
+    async def _endpoint(self, held: ExitStack) -> tuple[str, str]:
         """The control plane's URL and a token to read runs with (masked in the logs)."""
         from airflow.sdk.log import amask_secret
 
@@ -105,11 +116,11 @@ class TofuflowRunTrigger(BaseTrigger):
         def embedded() -> tuple[str, str]:
             from tofuflow.runs import connect
 
-            with connect(
+            client = held.enter_context(connect(
                 "read", workspace=self.workspace, server_config=hook.server_config_path(),
-                description=f"airflow trigger: waiting for run {self.run_id}", keep_running=True,
-            ) as client:  # fmt: skip
-                return client.url, client.token
+                description=f"airflow trigger: waiting for run {self.run_id}",
+            ))  # fmt: skip
+            return client.url, client.token
 
         url, token = await asyncio.to_thread(embedded)
         await amask_secret(token)

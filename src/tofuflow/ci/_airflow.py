@@ -56,6 +56,7 @@ def airflow_run_context(
     dag_file: Path | None = None,
     bundle_version: str | None = None,
     base_url: str | None = None,
+    run_type: object = None,
     overrides: Mapping[str, object] | None = None,
 ) -> dict[str, Any]:
     """The context document the provider sends with a run (stored with it on the control
@@ -65,9 +66,13 @@ def airflow_run_context(
                             logical_date=..., dag_file=Path(dag.fileloc))
 
     The commit is the DAG bundle's version when Airflow knows it (a git bundle), else the
-    commit of the git working copy holding ``dag_file`` (when it is in one).
+    commit of the git working copy holding ``dag_file`` (when it is in one). ``run_type``
+    (the DAG run's ``run_type``: manual, scheduled, backfill, asset_triggered) is the
+    reason; without it the run id's prefix is (custom run ids have none).
     """
     given = dict(overrides or {})
+    if run_type is not None and "reason" not in given:
+        given["reason"] = str(getattr(run_type, "value", run_type))
     if bundle_version and "commit_sha" not in given and _looks_like_commit(bundle_version):
         given["commit_sha"] = bundle_version
     cwd = dag_file.parent if dag_file is not None and dag_file.parent.is_dir() else None

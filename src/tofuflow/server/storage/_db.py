@@ -7,6 +7,7 @@ to the newest revision at start-up.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -300,11 +301,19 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
 def migrate(engine: Engine) -> None:
     """Upgrade the database to the newest schema revision (Alembic)."""
-    from alembic import command
-    from alembic.config import Config
+    # Alembic announces every step at INFO; an up-to-date database is the common case
+    # (every embedded plane in every Airflow task opens one): keep that out of their logs.
+    quiet = logging.getLogger("alembic")
+    level = quiet.level
+    quiet.setLevel(max(level, logging.WARNING))
+    try:
+        from alembic import command
+        from alembic.config import Config
 
-    config = Config()
-    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        config = Config()
+        config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    finally:
+        quiet.setLevel(level)
