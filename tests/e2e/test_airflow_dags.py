@@ -148,6 +148,17 @@ def test_an_environment_is_destroyed_although_the_work_in_it_failed(airflow: Air
     }}  # fmt: skip
     assert key not in run.log
     assert _occurrences(airflow.home, key) == []
+    # One asset per source workspace, however many environments: the environment is in
+    # the events' extra.
+    events = query(
+        airflow.home,
+        "select a.uri, e.extra from asset_event e join asset a on a.id = e.asset_id "
+        "where e.source_run_id = ?",
+        (run.run_id,),
+    )
+    assert {uri for uri, _ in events} == {"tofuflow://embedded/examples/preview"}
+    assert {json.loads(extra)["environment"] for _, extra in events} == {name}
+    assert not query(airflow.home, "select uri from asset where uri like ?", (f"%{name}%",))
     assert "api key of 36 characters" in run.log
 
 

@@ -50,7 +50,10 @@ def test_templates_render_from_the_task_context() -> None:
     assert plan.targets == ["module.db"]
 
 
-def test_apply_and_destroy_declare_the_workspace_as_an_outlet_reads_as_an_inlet() -> None:
+def test_apply_and_destroy_declare_the_workspace_as_an_outlet_reads_as_an_inlet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_TOFUFLOW_DEFAULT", json.dumps({"conn_type": "tofuflow"}))
     with DAG("assets", schedule=None, start_date=datetime(2025, 1, 1)):
         plan = TofuflowPlanOperator(task_id="plan", workspace="app/dev")
         apply = TofuflowApplyOperator(task_id="apply", workspace="app/dev", run_id="r1")
@@ -63,7 +66,18 @@ def test_apply_and_destroy_declare_the_workspace_as_an_outlet_reads_as_an_inlet(
     # A plan or a read never looks like a change to data DAGs scheduled on the asset.
     for task in (plan, outputs, drift):
         assert task.outlets == [] and task.inlets == [asset]
-    assert named.outlets == [Asset("tofuflow://embedded/pr-7")]
+    # An environment is its source workspace's asset (the environment is in the event's
+    # extra): ephemeral DAG runs do not add an asset each.
+    assert named.outlets == [asset]
+
+
+def test_a_connection_only_airflow_knows_is_declared_as_an_alias_never_guessed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_TF_DB", raising=False)  # it lives in Airflow's database
+    with DAG("db", schedule=None, start_date=datetime(2025, 1, 1)):
+        apply = TofuflowApplyOperator(task_id="a", workspace="app/prod", tofuflow_conn_id="tf_db")
+    assert apply.outlets == [AssetAlias(name="tofuflow:tf_db:app/prod")]
 
 
 def test_the_asset_host_comes_from_the_connection_variable_or_asset_host(

@@ -184,7 +184,10 @@ class TofuflowBaseOperator(BaseOperator):
         """Attach ``extra`` to the workspace's asset event (or add it through the alias)."""
         if not self.changes_workspace or self._declared is None:
             return
-        uri = hook.asset_uri(workspace)
+        source = self.workspace or workspace  # an environment is its source's asset
+        uri = hook.asset_uri(source)
+        if workspace != source:
+            extra = {**extra, "environment": workspace}
         events = context["outlet_events"]
         if isinstance(self._declared, AssetAlias):
             events[self._declared].add(Asset(uri), extra=dict(extra))
@@ -247,21 +250,26 @@ def _base_url() -> str | None:
 def _declared_asset(
     conn_id: str, asset_host: str | None, workspace: str | None, environment: str | None
 ) -> Asset | AssetAlias | None:
-    """The asset declared at parse time. A templated name is known only at run time, so it
-    is declared as an alias and the concrete asset is added when the task runs."""
+    """The asset declared at parse time: the workspace (an ephemeral environment made from
+    it is the same asset, the environment in the event's extra, so DAG runs do not add an
+    asset each). When its URI cannot be known while parsing — a templated workspace, or a
+    connection that lives in Airflow's database (no lookups at parse time) — an alias is
+    declared and the concrete asset added through it when the task runs: never a guess."""
+    del environment  # the event's extra, not the asset's identity
     if not workspace:
         return None
-    if "{{" in workspace or (environment and "{{" in environment):
+    authority = asset_host or _authority_from_env(conn_id)
+    if "{{" in workspace or authority is None:
         return AssetAlias(name=f"tofuflow:{conn_id}:{workspace}")
-    name = environment or workspace
-    return Asset(asset_uri(asset_host or _authority_from_env(conn_id), name))
+    return Asset(asset_uri(authority, workspace))
 
 
-def _authority_from_env(conn_id: str) -> str:
-    """The host of a connection given as ``AIRFLOW_CONN_<ID>`` (no lookup at parse time)."""
+def _authority_from_env(conn_id: str) -> str | None:
+    """The host of a connection given as ``AIRFLOW_CONN_<ID>`` (no lookup at parse time);
+    None when it is not given that way (it may be in Airflow's database)."""
     raw = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
     if not raw:
-        return "embedded"
+        return None
     try:
         from airflow.sdk import Connection
 
@@ -272,4 +280,4 @@ def _authority_from_env(conn_id: str) -> str:
         )
         return ConnectionSettings.from_connection(conn).authority
     except (ValueError, json.JSONDecodeError, TofuflowError):
-        return "embedded"
+        return None
