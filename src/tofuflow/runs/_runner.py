@@ -101,34 +101,7 @@ def apply_run(
     runner: Runner | None = None,
 ) -> Mapping[str, Any]:
     """Apply an approved run from this checkout; refuses changed config or a bad artifact."""
-    run = control_plane.run(run_id)
-    if run["status"] == "superseded":
-        by = (run.get("result") or {}).get("by")
-        raise PlanStaleError(
-            f"run {run_id} is stale: run {by} changed the workspace's state after it was "
-            f"planned (it is superseded). Plan again (`tofuflow plan {run['workspace']}`) "
-            "and apply the new run"
-        )
-    if run["status"] in _OVER:
-        raise ConflictError(
-            f"run {run_id}: it is {run['status']}; nothing of it can be applied "
-            f"(plan again with `tofuflow plan {run['workspace']}` if you need to)"
-        )
-    if run["workspace"] != workspace.name:
-        raise ConflictError(
-            f"run {run_id} is for workspace {run['workspace']}, not {workspace.name}"
-        )
-    directory = workspace.directory
-    if config_digest(directory) != run["config_digest"]:
-        raise ConflictError(
-            f"the configuration in {directory} differs from what run {run_id} planned: "
-            "check out the planned commit "
-            f"({run.get('commit') or 'see `tofuflow runs show`'}), or plan again"
-        )
-    data, _ = control_plane.artifact(run_id)
-    if hashlib.sha256(data).hexdigest() != run["artifact_sha256"]:
-        raise ConflictError(f"the artifact of run {run_id} was altered: refusing to apply it")
-    check_artifact(data)
+    run, data = _applicable(run_id, workspace, control_plane)
     session = control_plane.open_session(run_id)
     with (
         ControlPlane(control_plane.url, session["session_token"]) as applying,
@@ -159,6 +132,43 @@ def apply_run(
             raise
         summary = dict(result.change_summary or {})
     return control_plane.finish(run_id, "applied", {"changes": summary})
+
+
+def _applicable(
+    run_id: str, workspace: WorkspaceConfig, control_plane: ControlPlane
+) -> tuple[Mapping[str, Any], bytes]:
+    """The run and its artifact, once everything an apply needs checks out — before any
+    session opens: the run can still be applied, this checkout is what was planned, the
+    artifact is the one uploaded."""
+    run = control_plane.run(run_id)
+    if run["status"] == "superseded":
+        by = (run.get("result") or {}).get("by")
+        raise PlanStaleError(
+            f"run {run_id} is stale: run {by} changed the workspace's state after it was "
+            f"planned (it is superseded). Plan again (`tofuflow plan {run['workspace']}`) "
+            "and apply the new run"
+        )
+    if run["status"] in _OVER:
+        raise ConflictError(
+            f"run {run_id}: it is {run['status']}; nothing of it can be applied "
+            f"(plan again with `tofuflow plan {run['workspace']}` if you need to)"
+        )
+    if run["workspace"] != workspace.name:
+        raise ConflictError(
+            f"run {run_id} is for workspace {run['workspace']}, not {workspace.name}"
+        )
+    directory = workspace.directory
+    if config_digest(directory) != run["config_digest"]:
+        raise ConflictError(
+            f"the configuration in {directory} differs from what run {run_id} planned: "
+            "check out the planned commit "
+            f"({run.get('commit') or 'see `tofuflow runs show`'}), or plan again"
+        )
+    data, _ = control_plane.artifact(run_id)
+    if hashlib.sha256(data).hexdigest() != run["artifact_sha256"]:
+        raise ConflictError(f"the artifact of run {run_id} was altered: refusing to apply it")
+    check_artifact(data)
+    return run, data
 
 
 class _Counting(Runner):

@@ -1,24 +1,17 @@
 """Runs: plan → policy check → approval → apply session → result, on the control plane.
-
-    planning → denied | needs_approval | approved | no_changes
-    needs_approval → approved            (a person with the approver role)
-    approved → applying → applied | failed | cancelled   (cancelled: stopped by SIGINT)
-    planning | needs_approval | approved → cancelled   (also: a stale plan)
-
-Policies are evaluated here, where a pipeline cannot change them. The apply session is a
-short-lived token that can write only the run's workspace, only while it is applying.
+The states and edges are in docs/architecture.md ("The run lifecycle"). Policies are
+evaluated here, where a pipeline cannot change them. The apply session is a short-lived,
+leased token that can write only the run's workspace, only while it is applying.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import hmac
 import secrets
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -27,9 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from tofuflow.errors import (
-    AuthError,
     BadRequestError,
-    ConfigError,
     ConflictError,
     DocumentError,
     NotFoundError,
@@ -37,47 +28,35 @@ from tofuflow.errors import (
     TofuflowError,
 )
 from tofuflow.server import _audit
+from tofuflow.server._run_rules import (
+    SESSION_PREFIX,
+    WorkspacePolicy,
+    _commit,
+    _decision_json,
+    _declared_tags,
+    _lapsed,
+    _require_status,
+    _status_after_plan,
+    _summary,
+    _view,
+    run_aad,
+    session_principal,
+)
+from tofuflow.server._run_staleness import lose_runner, release_lost_runners, supersede_stale
 from tofuflow.server._sealed import open_record, seal_record
 from tofuflow.server._state import RequestContext
-from tofuflow.server.auth import Grant, Permission, Principal, Role
+from tofuflow.server.auth import Permission
 from tofuflow.server.crypto import Keyring
 from tofuflow.server.storage._blobs import BlobStore
 from tofuflow.server.storage._db import Approval, Run, Workspace, utcnow, write_session
 
-__all__ = ["RunService", "WorkspacePolicy", "run_aad", "session_principal"]
-
-SESSION_PREFIX = "tfs_"
-
-
-@dataclass(frozen=True)
-class WorkspacePolicy:
-    """Server-side settings for workspaces matching ``match`` (a glob)."""
-
-    match: str
-    tags: tuple[str, ...] = ()
-    settings: Mapping[str, Any] = field(default_factory=dict)
-    allow_self_approval: bool = False
-    require_apply_session: bool = False
-    """State writes only through an approved run's apply session (admins excepted)."""
-
-    @classmethod
-    def from_config(cls, entry: Mapping[str, Any], index: int = 0) -> WorkspacePolicy:
-        where = f"workspace_settings[{index}]"
-        valid = {"match", "tags", "settings", "allow_self_approval", "require_apply_session"}
-        if set(entry) - valid:
-            raise ConfigError(f"{where}: unknown keys {sorted(set(entry) - valid)}; valid: "
-                              f"{', '.join(sorted(valid))}")  # fmt: skip
-        tags, settings = entry.get("tags", []), entry.get("settings", {})
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise ConfigError(f'{where}.tags must be a list of strings, e.g. ["production"]')
-        if not isinstance(settings, Mapping):
-            raise ConfigError(f"{where}.settings must be a table, e.g. {{ max_deletions = 5 }}")
-        flags = {}
-        for key in ("allow_self_approval", "require_apply_session"):
-            flags[key] = entry.get(key, False)
-            if not isinstance(flags[key], bool):
-                raise ConfigError(f"{where}.{key} must be true or false")
-        return cls(str(entry.get("match", "*")), tuple(tags), dict(settings), **flags)
+__all__ = [
+    "SESSION_PREFIX",
+    "RunService",
+    "WorkspacePolicy",
+    "run_aad",
+    "session_principal",
+]
 
 
 class RunService:
@@ -201,31 +180,6 @@ class RunService:
             self._audit(session, ctx, run, "run.policy_decided", run.decision)
             return _view(run)
 
-    def _supersede_stale(self, session: Session, ctx: RequestContext, newer: Run) -> None:
-        """Once ``newer`` has changed the workspace's state, the runs still waiting to be
-        approved or applied were planned against a state that is gone: they are marked
-        superseded at once, so nobody approves or applies a dead plan. (A newer plan alone
-        supersedes nothing: a pull request's speculative plan must not cancel main's.)"""
-        ws = session.scalars(select(Workspace).where(Workspace.name == newer.workspace)).first()
-        serial = ws.serial if ws else None
-        older = session.scalars(
-            select(Run)
-            .where(
-                Run.workspace == newer.workspace,
-                Run.id != newer.id,
-                Run.status.in_(("needs_approval", "approved")),
-            )
-            .with_for_update()
-        ).all()
-        for run in older:
-            if run.base_serial == serial:
-                continue  # planned against the state as it is (an apply that changed nothing)
-            run.status = "superseded"
-            run.result = {"reason": "superseded", "by": newer.id,
-                          "planned_serial": run.base_serial, "current_serial": serial}  # fmt: skip
-            run.updated_at = utcnow()
-            self._audit(session, ctx, run, "run.superseded", run.result)
-
     def approve(self, ctx: RequestContext, run_id: str, comment: str) -> dict[str, Any]:
         with self._tx() as session:
             run = self._run(session, run_id, for_update=True)
@@ -275,7 +229,7 @@ class RunService:
 
     def _stale(self, session: Session, ctx: RequestContext, run: Run) -> str | None:
         """Why ``run``'s plan no longer fits the workspace (recorded), or None."""
-        self._release_lost(session, run.workspace)
+        release_lost_runners(session, run.workspace)
         ws = session.scalars(
             select(Workspace).where(Workspace.name == run.workspace).with_for_update()
         ).first()
@@ -314,7 +268,7 @@ class RunService:
             ctx.principal.require(Permission.APPLY_RUN, run.workspace)
             lost = run.status == "applying" and _lapsed(run.lease_expires_at)
             if lost:
-                self._lose(session, run)  # committed before refusing
+                lose_runner(session, run)  # committed before refusing
             else:
                 _require_status(run, {"applying"}, "renew the apply session of")
                 run.lease_expires_at = utcnow() + self.session_lease
@@ -339,41 +293,7 @@ class RunService:
         if not any(_lapsed(moment) for moment in leases):
             return []
         with self._tx() as session:
-            return self._release_lost(session, None)
-
-    def _release_lost(self, session: Session, workspace: str | None) -> list[str]:
-        query = select(Run).where(Run.status == "applying", Run.lease_expires_at.is_not(None))
-        if workspace is not None:
-            query = query.where(Run.workspace == workspace)
-        lost = [
-            r for r in session.scalars(query.with_for_update()).all() if _lapsed(r.lease_expires_at)
-        ]
-        for run in lost:
-            self._lose(session, run)
-        return [run.id for run in lost]
-
-    def _lose(self, session: Session, run: Run) -> None:
-        lapsed = run.lease_expires_at.isoformat() if run.lease_expires_at else "-"
-        run.status, run.updated_at = "failed", utcnow()
-        run.result = {"reason": f"runner lost: its apply session's lease lapsed at {lapsed}",
-                      "runner_lost": True}  # fmt: skip
-        run.session_hash = run.session_expires_at = run.lease_expires_at = None
-        actor = _audit.Actor("tofuflow:lease", {}, None)
-        _audit.append(
-            session, actor, "run.runner_lost", workspace=run.workspace, serial=run.base_serial,
-            detail={"status": "failed", **run.result}, run_id=run.id, commit=run.commit,
-        )  # fmt: skip
-        ws = session.scalars(
-            select(Workspace).where(Workspace.name == run.workspace).with_for_update()
-        ).first()
-        if ws is not None and ws.locked_by == f"run:{run.id}":
-            _audit.append(
-                session, actor, "state.force_unlock", workspace=run.workspace,
-                serial=ws.serial, detail={"lock_id": ws.lock_id, "held_by": ws.locked_by,
-                                          "reason": "runner lost"},
-            )  # fmt: skip
-            ws.lock_id = ws.lock_info = ws.locked_by = ws.locked_at = None
-        run.state_version = ws.current_version if ws else None
+            return release_lost_runners(session, None)
 
     def finish(
         self, ctx: RequestContext, run_id: str, outcome: str, detail: Mapping[str, Any]
@@ -392,7 +312,9 @@ class RunService:
             run.status, run.updated_at = outcome, utcnow()
             run.session_hash = run.session_expires_at = None  # the session token dies here
             self._audit(session, ctx, run, f"run.{outcome}", run.result)
-            self._supersede_stale(session, ctx, run)  # also after a partial apply
+            supersede_stale(
+                session, run, lambda r, a, d: self._audit(session, ctx, r, a, d)
+            )  # also after a partial apply
             return _view(run)
 
     def record_credentials(
@@ -572,122 +494,3 @@ class RunService:
             session, ctx.actor, action, workspace=run.workspace, serial=run.base_serial,
             detail={"status": run.status, **(detail or {})}, run_id=run.id, commit=run.commit,
         )  # fmt: skip
-
-
-def _lapsed(moment: dt.datetime | None) -> bool:
-    if moment is None:
-        return False
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-    return moment <= utcnow()
-
-
-def session_principal(engine: Engine, token: str) -> Principal:
-    """The principal of an apply-session token: applier on one workspace, while applying."""
-    run_id, _, secret = token[len(SESSION_PREFIX) :].partition("_")
-    with Session(engine) as session:
-        run = session.get(Run, run_id)
-    if run is None or run.session_hash is None or run.session_expires_at is None:
-        raise AuthError("apply session is not open (the run ended or never started applying)")
-    digest = hashlib.sha256(secret.encode()).hexdigest()
-    if not hmac.compare_digest(digest, run.session_hash):
-        raise AuthError("invalid apply-session token")
-    expires = run.session_expires_at
-    expires = expires if expires.tzinfo else expires.replace(tzinfo=dt.UTC)
-    if run.status != "applying" or expires <= utcnow() or _lapsed(run.lease_expires_at):
-        raise AuthError(f"the apply session of run {run_id} has ended")
-    return Principal(
-        subject=f"run:{run_id}",
-        kind="token",
-        grants=(Grant(Role.APPLIER, run.workspace),),
-        claims={"sub": f"run:{run_id}", "run_id": run_id, "requester": run.requester},
-    )
-
-
-def _status_after_plan(has_changes: bool, outcome: str) -> str:
-    if outcome == "denied":
-        return "denied"
-    if not has_changes:
-        return "no_changes"
-    return "approved" if outcome == "auto_approved" else "needs_approval"
-
-
-def _require_status(run: Run, allowed: set[str], action: str) -> None:
-    if run.status not in allowed:
-        wanted = " or ".join(sorted(allowed))
-        raise ConflictError(
-            f"cannot {action} run {run.id}: it is {run.status}, not {wanted}. {_next_step(run)}"
-        )
-
-
-def _next_step(run: Run) -> str:
-    """What a person can do about a run in its current status."""
-    plan_again = f"Plan again (`tofuflow plan {run.workspace}`) and use the new run"
-    superseded_by = (run.result or {}).get("by")
-    return {
-        "planning": "Wait for its plan to be uploaded (or cancel it: `tofuflow runs cancel "
-        f"{run.id}`)",
-        "needs_approval": f"An approver approves it first: `tofuflow approve {run.id}`",
-        "approved": f"Apply it: `tofuflow apply {run.id}`",
-        "applying": "Wait for its apply to finish; if its runner is gone, an admin ends it "
-        f"with `tofuflow runs cancel {run.id}` and frees the lock with `tofuflow unlock "
-        f"{run.workspace}`",
-        "applied": f"It is done. {plan_again}",
-        "no_changes": "It had nothing to change",
-        "superseded": f"Run {superseded_by} changed the workspace's state after it was "
-        f"planned. {plan_again}"
-        if superseded_by
-        else plan_again,
-    }.get(run.status, plan_again)
-
-
-def _summary(plan: Any) -> dict[str, Any]:
-    counts = plan.counts
-    return {
-        "add": counts.to_add, "change": counts.change, "destroy": counts.to_destroy,
-        "replace": counts.replace, "text": counts.summary,
-    }  # fmt: skip
-
-
-def _decision_json(decision: Any) -> dict[str, Any]:
-    """``Decision.to_dict()``, with each finding as one readable line ("message [policy]")."""
-    data: dict[str, Any] = decision.to_dict()
-    for key in ("denies", "warnings", "approval_reasons"):
-        data[key] = [str(finding) for finding in getattr(decision, key)]
-    return data
-
-
-def _declared_tags(context: Mapping[str, Any] | None) -> list[str]:
-    tags = (context or {}).get("tags") or []
-    return [str(t) for t in tags] if isinstance(tags, list) else []
-
-
-def _commit(context: Mapping[str, Any]) -> str | None:
-    commit = context.get("commit_sha") or context.get("commit")
-    return str(commit)[:64] if commit else None
-
-
-def _requester_name(run: Run) -> str:
-    """A name a person recognises: the OIDC name or e-mail, or the token's description."""
-    claims = run.requester_claims or {}
-    for key in ("name", "preferred_username", "email", "description"):
-        value = claims.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()[:200]
-    return run.requester
-
-
-def run_aad(run: Run, what: str) -> bytes:
-    return f"tofuflow-run:v1;run={run.id};workspace={run.workspace};{what}".encode()
-
-
-def _view(run: Run) -> dict[str, Any]:
-    return {
-        "id": run.id, "workspace": run.workspace, "status": run.status,
-        "requester": run.requester, "requester_name": _requester_name(run),
-        "commit": run.commit, "context": run.context,
-        "base_serial": run.base_serial, "config_digest": run.config_digest,
-        "has_changes": run.has_changes, "summary": run.summary, "decision": run.decision,
-        "artifact_sha256": run.artifact_sha256, "result": run.result,
-        "state_version": run.state_version,
-        "created_at": run.created_at.isoformat(), "updated_at": run.updated_at.isoformat(),
-    }  # fmt: skip

@@ -142,23 +142,7 @@ def run_process(
     """
     started = time.monotonic()
     stdout, stderr = _Spool(), _Spool()
-    # Own session = own process group: a Ctrl-C in our terminal does not hit the
-    # child behind our back, and a final SIGKILL reaches its plugins too. Output to
-    # files, not pipes: the child must outlive us if we are killed (module docstring).
-    try:
-        proc = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=stdout.file,
-            stderr=stderr.file,
-            start_new_session=True,
-        )
-    except BaseException:
-        stdout.file.close()
-        stderr.file.close()
-        raise
+    proc = _start(argv, cwd, env, stdout, stderr)
     out = _Reader(stdout, "stdout", redactor, on_output, on_event, parse_json, capture_stdout)
     err = _Reader(stderr, "stderr", redactor, on_output, None, False, False)
     threads = [threading.Thread(target=r.run, daemon=True) for r in (out, err)]
@@ -188,6 +172,28 @@ def run_process(
         stopped_by=stopped_by,
         timed_out=timed_out,
     )
+
+
+def _start(
+    argv: Sequence[str], cwd: Path, env: Mapping[str, str], stdout: _Spool, stderr: _Spool
+) -> subprocess.Popen[bytes]:
+    """Own session = own process group: a Ctrl-C in our terminal does not hit the child
+    behind our back, and a final SIGKILL reaches its plugins too. Output to files, not
+    pipes: the child must outlive us if we are killed (module docstring)."""
+    try:
+        return subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout.file,
+            stderr=stderr.file,
+            start_new_session=True,
+        )
+    except BaseException:
+        stdout.file.close()
+        stderr.file.close()
+        raise
 
 
 def _wait(

@@ -1,0 +1,179 @@
+"""The rules of a run that need no service: what a run looks like to callers, which
+status allows what and what to do next, the apply-session token, and the workspace
+settings that shape a run's policy input (``[[workspace_settings]]``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from tofuflow.errors import AuthError, ConfigError, ConflictError
+from tofuflow.server.auth import Grant, Principal, Role
+from tofuflow.server.storage._db import Run, utcnow
+
+__all__ = [
+    "SESSION_PREFIX",
+    "WorkspacePolicy",
+    "run_aad",
+    "session_principal",
+]
+
+
+SESSION_PREFIX = "tfs_"
+
+
+@dataclass(frozen=True)
+class WorkspacePolicy:
+    """Server-side settings for workspaces matching ``match`` (a glob)."""
+
+    match: str
+    tags: tuple[str, ...] = ()
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    allow_self_approval: bool = False
+    require_apply_session: bool = False
+    """State writes only through an approved run's apply session (admins excepted)."""
+
+    @classmethod
+    def from_config(cls, entry: Mapping[str, Any], index: int = 0) -> WorkspacePolicy:
+        where = f"workspace_settings[{index}]"
+        valid = {"match", "tags", "settings", "allow_self_approval", "require_apply_session"}
+        if set(entry) - valid:
+            raise ConfigError(f"{where}: unknown keys {sorted(set(entry) - valid)}; valid: "
+                              f"{', '.join(sorted(valid))}")  # fmt: skip
+        tags, settings = entry.get("tags", []), entry.get("settings", {})
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise ConfigError(f'{where}.tags must be a list of strings, e.g. ["production"]')
+        if not isinstance(settings, Mapping):
+            raise ConfigError(f"{where}.settings must be a table, e.g. {{ max_deletions = 5 }}")
+        flags = {}
+        for key in ("allow_self_approval", "require_apply_session"):
+            flags[key] = entry.get(key, False)
+            if not isinstance(flags[key], bool):
+                raise ConfigError(f"{where}.{key} must be true or false")
+        return cls(str(entry.get("match", "*")), tuple(tags), dict(settings), **flags)
+
+
+def _lapsed(moment: dt.datetime | None) -> bool:
+    if moment is None:
+        return False
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return moment <= utcnow()
+
+
+def session_principal(engine: Engine, token: str) -> Principal:
+    """The principal of an apply-session token: applier on one workspace, while applying."""
+    run_id, _, secret = token[len(SESSION_PREFIX) :].partition("_")
+    with Session(engine) as session:
+        run = session.get(Run, run_id)
+    if run is None or run.session_hash is None or run.session_expires_at is None:
+        raise AuthError("apply session is not open (the run ended or never started applying)")
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    if not hmac.compare_digest(digest, run.session_hash):
+        raise AuthError("invalid apply-session token")
+    expires = run.session_expires_at
+    expires = expires if expires.tzinfo else expires.replace(tzinfo=dt.UTC)
+    if run.status != "applying" or expires <= utcnow() or _lapsed(run.lease_expires_at):
+        raise AuthError(f"the apply session of run {run_id} has ended")
+    return Principal(
+        subject=f"run:{run_id}",
+        kind="token",
+        grants=(Grant(Role.APPLIER, run.workspace),),
+        claims={"sub": f"run:{run_id}", "run_id": run_id, "requester": run.requester},
+    )
+
+
+def _status_after_plan(has_changes: bool, outcome: str) -> str:
+    if outcome == "denied":
+        return "denied"
+    if not has_changes:
+        return "no_changes"
+    return "approved" if outcome == "auto_approved" else "needs_approval"
+
+
+def _require_status(run: Run, allowed: set[str], action: str) -> None:
+    if run.status not in allowed:
+        wanted = " or ".join(sorted(allowed))
+        raise ConflictError(
+            f"cannot {action} run {run.id}: it is {run.status}, not {wanted}. {_next_step(run)}"
+        )
+
+
+def _next_step(run: Run) -> str:
+    """What a person can do about a run in its current status."""
+    plan_again = f"Plan again (`tofuflow plan {run.workspace}`) and use the new run"
+    superseded_by = (run.result or {}).get("by")
+    return {
+        "planning": "Wait for its plan to be uploaded (or cancel it: `tofuflow runs cancel "
+        f"{run.id}`)",
+        "needs_approval": f"An approver approves it first: `tofuflow approve {run.id}`",
+        "approved": f"Apply it: `tofuflow apply {run.id}`",
+        "applying": "Wait for its apply to finish; if its runner is gone, an admin ends it "
+        f"with `tofuflow runs cancel {run.id}` and frees the lock with `tofuflow unlock "
+        f"{run.workspace}`",
+        "applied": f"It is done. {plan_again}",
+        "no_changes": "It had nothing to change",
+        "superseded": f"Run {superseded_by} changed the workspace's state after it was "
+        f"planned. {plan_again}"
+        if superseded_by
+        else plan_again,
+    }.get(run.status, plan_again)
+
+
+def _summary(plan: Any) -> dict[str, Any]:
+    counts = plan.counts
+    return {
+        "add": counts.to_add, "change": counts.change, "destroy": counts.to_destroy,
+        "replace": counts.replace, "text": counts.summary,
+    }  # fmt: skip
+
+
+def _decision_json(decision: Any) -> dict[str, Any]:
+    """``Decision.to_dict()``, with each finding as one readable line ("message [policy]")."""
+    data: dict[str, Any] = decision.to_dict()
+    for key in ("denies", "warnings", "approval_reasons"):
+        data[key] = [str(finding) for finding in getattr(decision, key)]
+    return data
+
+
+def _declared_tags(context: Mapping[str, Any] | None) -> list[str]:
+    tags = (context or {}).get("tags") or []
+    return [str(t) for t in tags] if isinstance(tags, list) else []
+
+
+def _commit(context: Mapping[str, Any]) -> str | None:
+    commit = context.get("commit_sha") or context.get("commit")
+    return str(commit)[:64] if commit else None
+
+
+def _requester_name(run: Run) -> str:
+    """A name a person recognises: the OIDC name or e-mail, or the token's description."""
+    claims = run.requester_claims or {}
+    for key in ("name", "preferred_username", "email", "description"):
+        value = claims.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:200]
+    return run.requester
+
+
+def run_aad(run: Run, what: str) -> bytes:
+    return f"tofuflow-run:v1;run={run.id};workspace={run.workspace};{what}".encode()
+
+
+def _view(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id, "workspace": run.workspace, "status": run.status,
+        "requester": run.requester, "requester_name": _requester_name(run),
+        "commit": run.commit, "context": run.context,
+        "base_serial": run.base_serial, "config_digest": run.config_digest,
+        "has_changes": run.has_changes, "summary": run.summary, "decision": run.decision,
+        "artifact_sha256": run.artifact_sha256, "result": run.result,
+        "state_version": run.state_version,
+        "created_at": run.created_at.isoformat(), "updated_at": run.updated_at.isoformat(),
+    }  # fmt: skip
