@@ -169,7 +169,10 @@ def test_a_reaper_killed_mid_destroy_is_taken_over_on_the_next_pass(
     assert _files(files) == []
     assert _state(server, "slow", client.token).get("resources") == []
     actions = _actions(client, "slow")
-    assert "state.force_unlock" in actions and "environment.destroyed" in actions
+    # The orphaned binary (its own session, its output in files) may have finished its
+    # destroy and unlocked by itself before the takeover; otherwise the takeover freed it.
+    assert {"state.force_unlock", "state.unlock"} & set(actions), actions
+    assert "environment.destroyed" in actions
 
 
 def test_an_environment_that_cannot_be_destroyed_is_retried_and_reported_orphaned(
