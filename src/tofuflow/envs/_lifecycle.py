@@ -17,7 +17,6 @@ import io
 import json
 import re
 import tempfile
-import threading
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -30,6 +29,7 @@ from tofuflow.runs import (
     Runner,
     apply_run,
     plan_workspace,
+    renewing,
     restore_config,
     snapshot_config,
 )
@@ -137,7 +137,17 @@ def destroy_environment(
             "environment": name, "operation": "destroy", "destroyed_by": holder,
         }  # fmt: skip
         with (
-            _renewing(control_plane, name, holder, lease_seconds, force),
+            # Renew the claim while destroying: a live destroyer never looks dead.
+            renewing(
+                f"claim {name}",
+                lease_seconds,
+                lambda: control_plane.claim_environment(
+                    name,
+                    holder,
+                    lease_seconds=lease_seconds,
+                    force=force,
+                ),
+            ),  # fmt: skip
             environment_workspace(name, control_plane, base) as workspace,
         ):
             outcome = plan_workspace(workspace, control_plane, ctx, runner, destroy=True)
@@ -164,29 +174,6 @@ def _waiting(name: str, run: Mapping[str, Any], what: str) -> str:
         f"approve it with `tofuflow approve {run['id']}` and apply it with "
         f"`tofuflow apply {run['id']}`"
     )
-
-
-@contextlib.contextmanager
-def _renewing(
-    control_plane: ControlPlane, name: str, holder: str, lease_seconds: int, force: bool
-) -> Iterator[None]:
-    """Renew the claim while destroying: a live destroyer never looks dead."""
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.wait(lease_seconds / 3):
-            with contextlib.suppress(TofuflowError):
-                control_plane.claim_environment(
-                    name, holder, lease_seconds=lease_seconds, force=force
-                )
-
-    thread = threading.Thread(target=renew, name=f"claim:{name}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
 
 
 def _snapshot(source: WorkspaceConfig, variables: Mapping[str, Any]) -> bytes:

@@ -32,6 +32,7 @@ from tofuflow.runs._runner import (
     apply_run,
     interrupted_summary,
     plan_workspace,
+    renewing,
 )
 from tofuflow.runs._staged import (
     Runner,
@@ -67,6 +68,7 @@ __all__ = [
     "issued_record",
     "plan_workspace",
     "read_outputs",
+    "renewing",
     "resolve_inputs",
     "restore_config",
     "rollback_workspace",

@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import json
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,7 @@ from tofuflow.runs._staged import Runner, staged
 from tofuflow.runs._workcopy import configuration
 from tofuflow.tofu import Event, Plan
 
-__all__ = ["PlanOutcome", "apply_run", "interrupted_summary", "plan_workspace"]
+__all__ = ["PlanOutcome", "apply_run", "interrupted_summary", "plan_workspace", "renewing"]
 
 EXIT_NO_CHANGES, EXIT_CHANGES, EXIT_DENIED = 0, 2, 3  # errors exit 1
 # The reason recorded when an apply is cancelled while the binary runs (SIGINT, SIGTERM).
@@ -105,7 +105,11 @@ def apply_run(
     session = control_plane.open_session(run_id)
     with (
         ControlPlane(control_plane.url, session["session_token"]) as applying,
-        _renewing(applying, run_id, float(session.get("lease_seconds") or 60)),
+        renewing(
+            f"run {run_id}",
+            float(session.get("lease_seconds") or 60),
+            lambda: applying.renew_session(run_id),
+        ),  # fmt: skip
     ):
         try:
             context = dict(run.get("context") or {})
@@ -242,18 +246,19 @@ def _locked(exc: StateLockedError, name: str, control_plane: ControlPlane) -> St
 
 
 @contextlib.contextmanager
-def _renewing(client: ControlPlane, run_id: str, lease: float) -> Iterator[None]:
-    """Renew the apply session's lease while the block runs (three times per term): if
-    this process dies, the lease lapses and the control plane fails the run and frees
-    its lock, without waiting for a goodbye that never comes."""
+def renewing(what: str, lease: float, renew: Callable[[], Any]) -> Iterator[None]:
+    """Call ``renew`` three times per ``lease`` (seconds) while the block runs, ignoring
+    its refusals: an apply session's lease, an environment's destroy claim. If this
+    process dies, the renewals stop and the lease lapses: the control plane then knows
+    without waiting for a goodbye that never comes."""
     stop = threading.Event()
 
-    def renew() -> None:
+    def loop() -> None:
         while not stop.wait(max(lease / 3, 0.5)):
             with contextlib.suppress(TofuflowError):
-                client.renew_session(run_id)
+                renew()
 
-    thread = threading.Thread(target=renew, name=f"lease:{run_id}", daemon=True)
+    thread = threading.Thread(target=loop, name=f"renew:{what}", daemon=True)
     thread.start()
     try:
         yield
