@@ -5,24 +5,14 @@ modules outside the workspace directory in its private working copy."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from _services.cli import run_cli
+
 pytestmark = pytest.mark.binary
-
-CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
-
-
-def _cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args], cwd=root, capture_output=True, text=True, check=False, timeout=300,
-        env=dict(os.environ),
-    )  # fmt: skip
 
 
 @pytest.fixture
@@ -49,7 +39,7 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, binary: object) -> Pat
 
 
 def _plan(repo: Path) -> str:
-    done = _cli(repo, "plan", "app/dev")
+    done = run_cli(repo, "plan", "app/dev")
     assert done.returncode == 2, done.stdout + done.stderr
     return re.findall(r"run ([0-9a-f]{16})", done.stdout)[-1]
 
@@ -64,7 +54,7 @@ def test_an_edit_after_the_plan_to_any_file_the_configuration_reads_stops_the_ap
     run_id = _plan(repo)
     with (repo / edit).open("a") as changed:
         changed.write("\n# changed after the plan was approved\n")
-    refused = _cli(repo, "apply", run_id)
+    refused = run_cli(repo, "apply", run_id)
     assert refused.returncode == 1
     assert f"differs from what run {run_id} planned" in refused.stderr
     assert not (tmp_path / "deployed.txt").exists()  # nothing ran
@@ -72,7 +62,7 @@ def test_an_edit_after_the_plan_to_any_file_the_configuration_reads_stops_the_ap
 
 def test_modules_outside_the_directory_are_planned_and_applied(repo: Path, tmp_path: Path) -> None:
     run_id = _plan(repo)
-    done = _cli(repo, "apply", run_id)
+    done = run_cli(repo, "apply", run_id)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "deployed.txt").read_text() == "deployed\n"
     assert sorted(p.name for p in (repo / "live" / "dev").iterdir()) == ["main.tf", "scripts"]

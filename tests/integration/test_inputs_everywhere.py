@@ -9,23 +9,13 @@ the inputs, so drift reported false drift and advised a plan that undid the wiri
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from _services.cli import run_cli
+
 pytestmark = pytest.mark.binary
-
-CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
-
-
-def _cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args], cwd=root, capture_output=True, text=True, check=False, timeout=300,
-        env=dict(os.environ),
-    )  # fmt: skip
 
 
 @pytest.fixture
@@ -51,14 +41,14 @@ def stacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, binary: object) -> P
 
 
 def test_plan_and_drift_read_inputs_as_run_all_does(stacks: Path) -> None:
-    applied = _cli(stacks, "run-all", "apply")
+    applied = run_cli(stacks, "run-all", "apply")
     assert applied.returncode == 0, applied.stdout + applied.stderr
 
-    planned = _cli(stacks, "plan", "app")
+    planned = run_cli(stacks, "plan", "app")
     assert planned.returncode == 0, planned.stdout + planned.stderr  # no changes
     assert "no_changes" in planned.stdout
 
-    drift = _cli(stacks, "drift", "--format", "json")
+    drift = run_cli(stacks, "drift", "--format", "json")
     assert drift.returncode == 0, drift.stdout + drift.stderr
     report = json.loads(drift.stdout)
     assert {w["workspace"]: w["status"] for w in report["workspaces"]} == {
@@ -67,6 +57,6 @@ def test_plan_and_drift_read_inputs_as_run_all_does(stacks: Path) -> None:
 
 
 def test_an_input_not_yet_available_is_a_warning_and_the_binary_decides(stacks: Path) -> None:
-    planned = _cli(stacks, "plan", "app")  # network has no state yet
+    planned = run_cli(stacks, "plan", "app")  # network has no state yet
     assert planned.returncode == 2, planned.stdout + planned.stderr
     assert "warning: app: input vpc unknown: network has no state yet" in planned.stderr

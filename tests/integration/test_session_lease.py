@@ -11,17 +11,16 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from _services.cli import CLI, descendants, run_cli
 from tofuflow.runs import connect
 
 pytestmark = pytest.mark.binary
 
-CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
 LEASE = 3  # seconds
 
 
@@ -38,37 +37,19 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, binary: object) -> 
     return root
 
 
-def _cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args], cwd=root, capture_output=True, text=True, check=False, timeout=300,
-        env=dict(os.environ),
-    )  # fmt: skip
-
-
 def _plan(root: Path, seconds: int, marker: Path) -> str:
     (root / "infra" / "main.tf").write_text(
         f'resource "terraform_data" "slow_{seconds}" {{\n  provisioner "local-exec" {{\n'
         f'    command = "touch {marker} && sleep {seconds}"\n  }}\n}}\n'
     )
-    done = _cli(root, "plan", "app/dev")
+    done = run_cli(root, "plan", "app/dev")
     assert done.returncode == 2, done.stdout + done.stderr
     return re.findall(r"run ([0-9a-f]{16})", done.stdout)[-1]
 
 
-def _descendants(pid: int) -> list[int]:
-    found, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            children = [int(c) for c in (task / "children").read_text().split()]
-            found += children
-            pending += children
-    return found
-
-
 def test_an_apply_longer_than_the_lease_keeps_it_by_renewing(project: Path, tmp_path: Path) -> None:
     run_id = _plan(project, 3 * LEASE, tmp_path / "long")
-    done = _cli(project, "apply", run_id)
+    done = run_cli(project, "apply", run_id)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"run {run_id}: applied" in done.stdout
 
@@ -84,7 +65,7 @@ def test_a_killed_runner_loses_its_lease_and_the_next_run_applies(
     while not marker.exists():
         assert time.monotonic() < deadline and apply.poll() is None, "the apply never started"
         time.sleep(0.1)
-    for pid in [apply.pid, *_descendants(apply.pid)]:  # no goodbye: the whole tree dies
+    for pid in [apply.pid, *descendants(apply.pid)]:  # no goodbye: the whole tree dies
         os.kill(pid, signal.SIGKILL)
     apply.wait()
     with connect("read") as client:
@@ -105,8 +86,8 @@ def test_a_killed_runner_loses_its_lease_and_the_next_run_applies(
 
     # The next run plans and applies with nobody unlocking anything by hand.
     (project / "infra" / "main.tf").write_text('resource "terraform_data" "next" {}\n')
-    planned = _cli(project, "plan", "app/dev")
+    planned = run_cli(project, "plan", "app/dev")
     assert planned.returncode == 2, planned.stderr
     nxt = re.findall(r"run ([0-9a-f]{16})", planned.stdout)[-1]
-    done = _cli(project, "apply", nxt)
+    done = run_cli(project, "apply", nxt)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -13,18 +13,17 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from _services.cli import CLI, descendants, run_cli
 from tofuflow.runs import connect
 
 pytestmark = pytest.mark.binary
 
-CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
 SLOW = """
 resource "terraform_data" "slow" {
   provisioner "local-exec" {
@@ -44,26 +43,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, binary: object) -> 
     return root
 
 
-def _cli(project: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args], cwd=project, capture_output=True, text=True, check=False, timeout=300,
-        input=stdin,
-    )  # fmt: skip
-
-
-def _descendants(pid: int) -> list[int]:
-    found, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            children = (task / "children").read_text().split()
-            found += [int(c) for c in children]
-            pending += [int(c) for c in children]
-    return found
-
-
 def _plan(project: Path) -> str:
-    planned = _cli(project, "plan", "app/dev")
+    planned = run_cli(project, "plan", "app/dev")
     assert planned.returncode == 2, planned.stdout + planned.stderr
     return re.findall(r"run ([0-9a-f]{16})", planned.stdout)[-1]
 
@@ -78,7 +59,7 @@ def test_a_sigkilled_apply_is_cleared_with_unlock_and_runs_cancel(
     while not (tmp_path / "started").exists():
         assert time.monotonic() < deadline and apply.poll() is None, "the apply never started"
         time.sleep(0.1)
-    for pid in [apply.pid, *_descendants(apply.pid)]:  # the agent kills the whole tree
+    for pid in [apply.pid, *descendants(apply.pid)]:  # the agent kills the whole tree
         os.kill(pid, signal.SIGKILL)
     apply.wait()
 
@@ -88,21 +69,21 @@ def test_a_sigkilled_apply_is_cleared_with_unlock_and_runs_cancel(
     assert ws["locked"] and ws["lock"]["operation"] == "OperationTypeApply"
 
     blocked_run = _plan(project)  # a plan reads without the lock: fine
-    blocked = _cli(project, "apply", blocked_run)  # one apply session per workspace
+    blocked = run_cli(project, "apply", blocked_run)  # one apply session per workspace
     assert blocked.returncode == 1
     assert f"run {run_id} is applying to app/dev now" in blocked.stderr
     assert f"`tofuflow runs cancel {run_id}`" in blocked.stderr
     assert "`tofuflow unlock app/dev`" in blocked.stderr
     assert "lock_timeout" not in blocked.stderr and "force_unlock" not in blocked.stderr
-    kept = _cli(project, "unlock", "app/dev", stdin="n\n")  # shows the holder, asks
+    kept = run_cli(project, "unlock", "app/dev", stdin="n\n")  # shows the holder, asks
     assert kept.returncode == 1 and "left locked" in kept.stderr
     assert f"app/dev is locked by run:{run_id}" in kept.stdout
     assert "OperationTypeApply" in kept.stdout
 
-    released = _cli(project, "unlock", "app/dev", "--yes")
+    released = run_cli(project, "unlock", "app/dev", "--yes")
     assert released.returncode == 0, released.stderr
     assert "app/dev: unlocked" in released.stdout
-    ended = _cli(project, "runs", "cancel", run_id, "--reason", "agent killed the step")
+    ended = run_cli(project, "runs", "cancel", run_id, "--reason", "agent killed the step")
     assert ended.returncode == 0, ended.stderr
     assert f"run {run_id}: failed" in ended.stdout
 
@@ -115,13 +96,13 @@ def test_a_sigkilled_apply_is_cleared_with_unlock_and_runs_cancel(
     assert run["result"]["reason"] == "ended by an admin: agent killed the step"
     actions = [e["action"] for e in events]
     assert "state.force_unlock" in actions and "run.ended" in actions
-    again = _cli(project, "unlock", "app/dev", "--yes")
+    again = run_cli(project, "unlock", "app/dev", "--yes")
     assert again.returncode == 0 and "not locked" in again.stdout
 
 
 def test_a_plan_that_fails_is_recorded_failed_with_its_error(project: Path) -> None:
     (project / "infra" / "main.tf").write_text('resource "terraform_data" "x" {\n')  # HCL error
-    done = _cli(project, "plan", "app/dev")
+    done = run_cli(project, "plan", "app/dev")
     assert done.returncode == 1
     with connect("read") as client:
         (run,) = client.runs(workspace="app/dev")
@@ -135,14 +116,14 @@ def test_an_apply_supersedes_the_runs_planned_before_it_and_apply_says_which(
     (project / "infra" / "main.tf").write_text('resource "terraform_data" "a" {}\n')
     older = _plan(project)
     newer = _plan(project)  # planning alone supersedes nothing
-    assert _cli(project, "apply", newer).returncode == 0
+    assert run_cli(project, "apply", newer).returncode == 0
     with connect("read") as client:
         run = client.run(older)
     assert run["status"] == "superseded" and run["result"]["by"] == newer
-    refused = _cli(project, "apply", older)
+    refused = run_cli(project, "apply", older)
     assert refused.returncode == 1
     assert f"run {older} is stale: run {newer} changed the workspace's state" in refused.stderr
-    listed = _cli(project, "runs", "list")
+    listed = run_cli(project, "runs", "list")
     assert re.search(rf"{older} .* superseded", listed.stdout), listed.stdout
 
 
@@ -158,16 +139,16 @@ def test_runs_show_plan_prints_every_resource_with_sensitive_values_masked(
 
     (project / "infra" / "main.tf").write_text(config("a"))
     first = _plan(project)
-    assert _cli(project, "apply", first).returncode == 0
+    assert run_cli(project, "apply", first).returncode == 0
     (project / "infra" / "main.tf").write_text(config("b"))
     run_id = _plan(project)
-    shown = _cli(project, "runs", "show", run_id, "--plan")
+    shown = run_cli(project, "runs", "show", run_id, "--plan")
     assert shown.returncode == 0, shown.stderr
     for index in range(30):  # every resource, not the first 20
         assert f"terraform_data.r[{index}]" in shown.stdout
         assert f'"b-{index}"' in shown.stdout, shown.stdout  # its attribute change
     assert "canary-9d1f" not in shown.stdout and "sensitive" in shown.stdout
-    listed = _cli(project, "runs", "list")
+    listed = run_cli(project, "runs", "list")
     assert "tofuflow plan app/dev (" in listed.stdout  # who asked: the command and user
     with connect("read") as client:
         response = httpx.get(

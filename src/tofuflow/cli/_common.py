@@ -113,10 +113,12 @@ def cli_runner(report: AgentReport | None, *, progress_of: int | None = None) ->
     return Runner(on_event=ApplyProgress(progress_of), cancel_event=CANCEL)
 
 
+# The progress lines worth showing a person; the rest of the -json stream is detail.
+SHOWN_EVENTS = frozenset({"apply_start", "apply_complete", "apply_errored", "diagnostic"})
+
+
 class ApplyProgress:
     """Per-resource lines of an apply, as they happen: ``[ 12/200  3s] address: message``."""
-
-    _SHOWN = frozenset({"apply_start", "apply_complete", "apply_errored", "diagnostic"})
 
     def __init__(self, total: int) -> None:
         import time
@@ -128,7 +130,7 @@ class ApplyProgress:
         self._width = len(str(total))
 
     def __call__(self, event: Any) -> None:
-        if event.type not in self._SHOWN or not event.message:
+        if event.type not in SHOWN_EVENTS or not event.message:
             return
         if event.type == "apply_complete":
             self.done += 1

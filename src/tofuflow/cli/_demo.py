@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from tofuflow.cli._common import (
+    SHOWN_EVENTS,
     print_decision,
     print_verify,
 )
@@ -17,8 +18,6 @@ from tofuflow.errors import TofuflowError
 from tofuflow.tofu import Event, render_plan_text
 
 WORKSPACE = "demo/quickstart"
-# The progress lines worth showing a person; the rest of the -json stream is detail.
-_SHOWN_EVENTS = {"apply_start", "apply_complete", "apply_errored", "diagnostic"}
 
 
 def run_demo(
@@ -90,5 +89,5 @@ def _refresh_config(target: Path) -> None:
 
 
 def _show_event(event: Event) -> None:
-    if event.type in _SHOWN_EVENTS and event.message:
+    if event.type in SHOWN_EVENTS and event.message:
         click.echo(f"  {event.message}")

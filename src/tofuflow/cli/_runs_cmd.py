@@ -95,7 +95,12 @@ def apply(run_id: str, project_path: Path | None, wait: str) -> None:
     cancelled and prints how far it got and what to run next.
     """
     from tofuflow.cli import CANCEL, CANCELLABLE
-    from tofuflow.runs import CONFIG_FROM_ARTIFACT, apply_from_artifact, apply_run
+    from tofuflow.runs import (
+        CONFIG_FROM_ARTIFACT,
+        apply_from_artifact,
+        apply_run,
+        planned_changes,
+    )
 
     CANCELLABLE.set()
     wait_seconds = _duration(wait)
@@ -113,8 +118,7 @@ def apply(run_id: str, project_path: Path | None, wait: str) -> None:
                 from_artifact = (run.get("context") or {}).get("config_source")
                 # A rollback's configuration is the snapshot in its artifact, not this checkout.
                 apply = apply_from_artifact if from_artifact == CONFIG_FROM_ARTIFACT else apply_run
-                planned = run.get("summary") or {}
-                total = sum(int(planned.get(k) or 0) for k in ("add", "change", "destroy"))
+                total = planned_changes(run)
                 try:
                     done = apply(run_id, ws, client, cli_runner(report, progress_of=total))
                 except (TofuCancelledError, KeyboardInterrupt) as err:
@@ -325,7 +329,7 @@ def runs_cancel(run_id: str, reason: str, project_path: Path | None) -> None:
     stops working. Free the state lock it left with `tofuflow unlock WORKSPACE`.
     """
     try:
-        with control_plane("apply", configured_url(project_path)) as client:
+        with control_plane("read", configured_url(project_path)) as client:
             current = client.run(run_id)
         # A stuck apply is ended by an admin; anything else needs an applier.
         ending = current["status"] == "applying"

@@ -32,6 +32,7 @@ from tofuflow.runs._runner import (
     apply_run,
     interrupted_summary,
     plan_workspace,
+    planned_changes,
     renewing,
 )
 from tofuflow.runs._staged import (
@@ -67,6 +68,7 @@ __all__ = [
     "interrupted_summary",
     "issued_record",
     "plan_workspace",
+    "planned_changes",
     "read_outputs",
     "renewing",
     "resolve_inputs",

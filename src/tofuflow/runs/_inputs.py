@@ -14,14 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from tofuflow.errors import (
     AuthError,
     ConfigError,
     ForbiddenError,
-    StorageError,
-    UnreachableError,
 )
 from tofuflow.project import Project, WorkspaceConfig
 from tofuflow.runs._client import ControlPlane
@@ -130,7 +126,7 @@ def read_outputs(
         return _outputs_by_binary(workspace, client, redactor, binary)
     for value in state.outputs.values():
         if value.sensitive:
-            _register(redactor, value.value)
+            redactor.add_value(value.value)
     return dict(state.outputs)
 
 
@@ -143,28 +139,12 @@ def with_inputs(workspace: WorkspaceConfig, found: Inputs) -> WorkspaceConfig:
 
 def _get_state(client: ControlPlane, name: str) -> bytes | None:
     try:
-        response = httpx.get(
-            client.state_url(name), headers={"Authorization": f"Bearer {client.token}"},
-            timeout=120,
-        )  # fmt: skip
-    except httpx.HTTPError as exc:
-        raise UnreachableError(
-            f"cannot read the state of {name} from the control plane at {client.url}: {exc}"
+        return client.state(name)
+    except (AuthError, ForbiddenError) as exc:
+        raise type(exc)(
+            f"cannot read the outputs of {name} ({exc}); the plan stage's identity needs "
+            "read access to the workspaces it depends on"
         ) from exc
-    if response.status_code == 204:
-        return None
-    if response.is_success:
-        return response.content
-    try:
-        message = str(response.json().get("error") or response.text[:300])
-    except ValueError:
-        message = response.text[:300]
-    cls = {401: AuthError, 403: ForbiddenError}.get(response.status_code, StorageError)
-    raise cls(
-        f"cannot read the outputs of {name} (state service said {response.status_code}: "
-        f"{message}); the plan stage's identity needs read access to the workspaces it "
-        "depends on"
-    )
 
 
 def _outputs_by_binary(
@@ -178,7 +158,3 @@ def _outputs_by_binary(
         st.tofu.init(reconfigure=True)
         found = st.tofu.output()  # registers sensitive values with the redactor
     return found or None
-
-
-def _register(redactor: Redactor, value: Any) -> None:
-    redactor.add_value(value)

@@ -7,6 +7,7 @@ side needs only the run id, a checkout of the same configuration, and the artifa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import threading
@@ -25,10 +26,17 @@ from tofuflow.project import WorkspaceConfig
 from tofuflow.runs._artifact import PLAN_FILE, check_artifact, config_digest, pack
 from tofuflow.runs._client import ControlPlane
 from tofuflow.runs._staged import Runner, staged
-from tofuflow.runs._workcopy import configuration
+from tofuflow.runs._workcopy import Configuration, configuration
 from tofuflow.tofu import Event, Plan
 
-__all__ = ["PlanOutcome", "apply_run", "interrupted_summary", "plan_workspace", "renewing"]
+__all__ = [
+    "PlanOutcome",
+    "apply_run",
+    "interrupted_summary",
+    "plan_workspace",
+    "planned_changes",
+    "renewing",
+]
 
 EXIT_NO_CHANGES, EXIT_CHANGES, EXIT_DENIED = 0, 2, 3  # errors exit 1
 # The reason recorded when an apply is cancelled while the binary runs (SIGINT, SIGTERM).
@@ -71,8 +79,9 @@ def plan_workspace(
     run = control_plane.create_run(workspace.name, config_digest(tree), declared)
     try:
         with staged(
-            workspace, "plan", control_plane, run_id=run["id"], context=context, runner=runner
-        ) as st:
+            workspace, "plan", control_plane, run_id=run["id"], context=context, runner=runner,
+            tree=tree,
+        ) as st:  # fmt: skip
             st.tofu.init(reconfigure=True)
             # -lock=false: a plan only reads, and a read-only identity cannot take the lock.
             st.tofu.plan(
@@ -101,7 +110,7 @@ def apply_run(
     runner: Runner | None = None,
 ) -> Mapping[str, Any]:
     """Apply an approved run from this checkout; refuses changed config or a bad artifact."""
-    run, data = _applicable(run_id, workspace, control_plane)
+    run, data, tree = _applicable(run_id, workspace, control_plane)
     session = control_plane.open_session(run_id)
     with (
         ControlPlane(control_plane.url, session["session_token"]) as applying,
@@ -113,10 +122,10 @@ def apply_run(
     ):
         try:
             context = dict(run.get("context") or {})
-            counting = _counting(runner)
+            counting, applied = _counting(runner)
             with staged(
                 workspace, "apply", applying, run_id=run_id, context=context, runner=counting,
-                artifact=data,
+                artifact=data, tree=tree,
             ) as st:  # fmt: skip
                 st.tofu.init(reconfigure=True)
                 try:
@@ -131,7 +140,7 @@ def apply_run(
             # binary gracefully, so it saved what it applied and released the lock.
             if isinstance(exc, (TofuCancelledError, KeyboardInterrupt)):
                 outcome, detail["reason"] = "cancelled", INTERRUPTED
-                detail["applied"], detail["planned"] = counting.applied, _planned(run)
+                detail["applied"], detail["planned"] = applied[0], planned_changes(run)
             _quietly(control_plane.finish, run_id, outcome, detail)
             raise
         summary = dict(result.change_summary or {})
@@ -140,7 +149,7 @@ def apply_run(
 
 def _applicable(
     run_id: str, workspace: WorkspaceConfig, control_plane: ControlPlane
-) -> tuple[Mapping[str, Any], bytes]:
+) -> tuple[Mapping[str, Any], bytes, Configuration]:
     """The run and its artifact, once everything an apply needs checks out — before any
     session opens: the run can still be applied, this checkout is what was planned, the
     artifact is the one uploaded."""
@@ -162,7 +171,8 @@ def _applicable(
             f"run {run_id} is for workspace {run['workspace']}, not {workspace.name}"
         )
     directory = workspace.directory
-    if config_digest(directory) != run["config_digest"]:
+    tree = configuration(directory)
+    if config_digest(tree) != run["config_digest"]:
         raise ConflictError(
             f"the configuration in {directory} differs from what run {run_id} planned: "
             "check out the planned commit "
@@ -172,34 +182,27 @@ def _applicable(
     if hashlib.sha256(data).hexdigest() != run["artifact_sha256"]:
         raise ConflictError(f"the artifact of run {run_id} was altered: refusing to apply it")
     check_artifact(data)
-    return run, data
+    return run, data, tree
 
 
-class _Counting(Runner):
-    """The caller's runner, counting the resources the binary finished applying."""
-
-    applied: int = 0
-
-
-def _counting(runner: Runner | None) -> _Counting:
+def _counting(runner: Runner | None) -> tuple[Runner, list[int]]:
+    """The caller's runner, also counting the resources the binary finished applying
+    (the count is the list's one item)."""
     base = runner or Runner()
-    counting = _Counting(
-        on_output=base.on_output, cancel_event=base.cancel_event, binary=base.binary,
-        work_dir=base.work_dir,
-    )  # fmt: skip
+    applied = [0]
     relay = base.on_event
 
     def on_event(event: Event) -> None:
         if event.type == "apply_complete":
-            counting.applied += 1
+            applied[0] += 1
         if relay is not None:
             relay(event)
 
-    counting.on_event = on_event
-    return counting
+    return dataclasses.replace(base, on_event=on_event), applied
 
 
-def _planned(run: Mapping[str, Any]) -> int:
+def planned_changes(run: Mapping[str, Any]) -> int:
+    """How many resources a run's plan adds, changes or destroys."""
     summary = run.get("summary") or {}
     return sum(int(summary.get(key) or 0) for key in ("add", "change", "destroy"))
 

@@ -78,6 +78,7 @@ def staged(
     runner: Runner | None = None,
     artifact: bytes | None = None,
     redactor: Redactor | None = None,
+    tree: Configuration | None = None,
 ) -> Iterator[Staged]:
     """A driver for ``workspace`` at ``stage`` on a private copy (see the module docstring).
 
@@ -86,7 +87,8 @@ def staged(
     issuance is labelled ``<stage>-<random>`` and not recorded: the caller reports it
     (``issued_record``). ``artifact``: a plan artifact whose plan and lock file go into the
     copy before anything runs (apply). ``control_plane`` is the identity the binary
-    reads and writes state with (its token goes into ``TF_HTTP_PASSWORD``).
+    reads and writes state with (its token goes into ``TF_HTTP_PASSWORD``). ``tree``: the
+    workspace's ``configuration()`` when the caller has it already (the one it digested).
     """
     runner = runner or Runner()
     redactor = redactor or Redactor()
@@ -95,7 +97,8 @@ def staged(
     label = run_id or f"{stage}-{secrets.token_hex(6)}"
     identity = workspace.identity.get(stage) if stage != "read" else None
     # One copy per workspace (not per stage): path.root is the same at plan and apply.
-    with working_copy(workspace.directory, workspace.name, base=runner.work_dir) as copy:
+    source = tree or workspace.directory
+    with working_copy(source, workspace.name, base=runner.work_dir) as copy:
         if artifact is not None:
             unpack(artifact, copy.directory)
         local = dataclasses.replace(workspace, directory=copy.directory)

@@ -103,7 +103,7 @@ def configuration(directory: Path) -> Configuration:
 
 @contextmanager
 def working_copy(
-    directory: Path, label: str, *, base: str | os.PathLike[str] | None = None
+    directory: Path | Configuration, label: str, *, base: str | os.PathLike[str] | None = None
 ) -> Iterator[Configuration]:
     """The private working copy (``0700``) of the configuration for ``label`` (one per
     workspace), held under a file lock for the block.
@@ -120,7 +120,7 @@ def working_copy(
 
     Yields the copy's ``Configuration`` (``directory`` is where the binary runs).
     """
-    tree = configuration(directory)
+    tree = directory if isinstance(directory, Configuration) else configuration(directory)
     parent = Path(base or _default_base()).expanduser()
     parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = hashlib.sha256(f"{tree.directory}\0{label}".encode()).hexdigest()[:12]

@@ -59,13 +59,11 @@ def lose_runner(session: Session, run: Run) -> None:
     run.state_version = ws.current_version if ws else None
 
 
-def supersede_stale(session: Session, newer: Run, audit: Audit) -> None:
-    """Once ``newer`` has changed the workspace's state, the runs still waiting to be
-    approved or applied were planned against a state that is gone: they are marked
-    superseded at once, so nobody approves or applies a dead plan. (A newer plan alone
-    supersedes nothing: a pull request's speculative plan must not cancel main's.)"""
-    ws = session.scalars(select(Workspace).where(Workspace.name == newer.workspace)).first()
-    serial = ws.serial if ws else None
+def supersede_stale(session: Session, newer: Run, serial: int | None, audit: Audit) -> None:
+    """Once ``newer`` has changed the workspace's state (now at ``serial``), the runs still
+    waiting to be approved or applied were planned against a state that is gone: they are
+    marked superseded at once, so nobody approves or applies a dead plan. (A newer plan
+    alone supersedes nothing: a pull request's speculative plan must not cancel main's.)"""
     older = session.scalars(
         select(Run)
         .where(

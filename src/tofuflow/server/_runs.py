@@ -313,7 +313,10 @@ class RunService:
             run.session_hash = run.session_expires_at = None  # the session token dies here
             self._audit(session, ctx, run, f"run.{outcome}", run.result)
             supersede_stale(
-                session, run, lambda r, a, d: self._audit(session, ctx, r, a, d)
+                session,
+                run,
+                run.result["serial"],
+                lambda r, a, d: self._audit(session, ctx, r, a, d),
             )  # also after a partial apply
             return _view(run)
 
