@@ -484,9 +484,11 @@ class _Parser:
         for name in table:
             if name in known:
                 continue
-            fix = suggest(name, known) or f"; known keys: {', '.join(known)}"
-            if nested_hint and isinstance(table[name], dict):
-                # [workspaces.app.prod] parses as workspace "app" with a key "prod".
+            close = suggest(name, known)
+            fix = close or f"; known keys: {', '.join(known)}"
+            if nested_hint and isinstance(table[name], dict) and not close:
+                # [workspaces.app.prod] parses as workspace "app" with a key "prod"; a
+                # misspelt table key ("varables = {...}") is a typo, not a workspace.
                 fix += (
                     f"; a workspace name containing '/' must be quoted: "
                     f'[workspaces."{keys[-1]}/{name}"]'

@@ -216,6 +216,10 @@ def test_a_file_without_workspaces_says_how_to_add_one(repo: Path) -> None:
             "containing '/' must be quoted: [workspaces.\"app/prod\"]",
         ),
         (
+            '[workspaces."app/dev"]\ndirectory = "infra/app"\nvarables = { replicas = 1 }\n',
+            'workspaces."app/dev".varables: unknown key; did you mean "variables"?',
+        ),
+        (
             '[workspaces."-app"]\ndirectory = "infra/app"\n',
             "workspaces.-app: invalid workspace name: use up to 8 '/'-separated segments",
         ),
@@ -261,6 +265,13 @@ def test_every_mistake_names_the_file_the_key_and_the_fix(
     first = _error(repo, text).splitlines()[0]
     # FILE:LINE: KEY.PATH: what is wrong; the fix
     assert re.match(rf"tofuflow\.toml:\d+: {re.escape(expected.format(root=repo))}", first), first
+
+
+def test_a_misspelt_table_key_is_a_typo_not_an_unquoted_workspace_name(repo: Path) -> None:
+    text = '[workspaces."app/dev"]\ndirectory = "infra/app"\nvarables = { replicas = 1 }\n'
+    message = _error(repo, text)
+    assert message.endswith('workspaces."app/dev".varables: unknown key; did you mean "variables"?')
+    assert "must be quoted" not in message
 
 
 def test_invalid_toml_is_reported_with_its_position(repo: Path) -> None:
