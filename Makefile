@@ -16,6 +16,7 @@ demo: $(STAMP)
 	$(VENV)/bin/tofuflow demo
 
 test: $(STAMP)
+	tools/system-deps
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 	$(PY) -m pytest tests -n auto --dist loadfile
