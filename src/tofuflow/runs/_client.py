@@ -74,8 +74,11 @@ class ControlPlane:
     def approve(self, run_id: str, comment: str = "") -> dict[str, Any]:
         return self._json("POST", f"/v1/runs/{run_id}/approve", json={"comment": comment})
 
-    def open_session(self, run_id: str) -> dict[str, Any]:
-        return self._json("POST", f"/v1/runs/{run_id}/apply-session")
+    def open_session(self, run_id: str, plan_digest: str, config_digest: str) -> dict[str, Any]:
+        """Start applying: ``plan_digest`` is ``Plan.digest`` of the artifact's plan file as
+        this runner renders it, ``config_digest`` its checkout's (the server compares both)."""
+        body = {"plan_digest": plan_digest, "config_digest": config_digest}
+        return self._json("POST", f"/v1/runs/{run_id}/apply-session", json=body)
 
     def finish(self, run_id: str, outcome: str, detail: Mapping[str, Any]) -> dict[str, Any]:
         body = {"outcome": outcome, "detail": dict(detail)}

@@ -102,7 +102,7 @@ def _run_service(config: ServerConfig, service: StateService) -> RunService:
         approval_ttl=parse_ttl(config.approval_ttl), session_ttl=parse_ttl(config.session_ttl),
         session_lease=parse_ttl(config.session_lease),
     )  # fmt: skip
-    service.session_only = run_service.requires_apply_session
+    service.state_writes = run_service.state_writes
     return run_service
 
 
