@@ -140,14 +140,14 @@ def start_reaper(engine: Engine, config: Any, url: str) -> InServerReaper | None
     from tofuflow.envs import Reaper, default_holder
     from tofuflow.server import leases
     from tofuflow.server.auth import parse_ttl
-    from tofuflow.server.reaping import ReaperToken, any_due
+    from tofuflow.server.reaping import ReaperToken, due_environments
 
     interval = parse_ttl(config.reap_interval).total_seconds()
     holder = default_holder()
     leader = leases.leader(engine, "reaper", holder, dt.timedelta(seconds=max(interval * 3, 30)))
     reaper = Reaper(
         url, ReaperToken(engine), interval=interval, is_leader=leader,
-        due=lambda: any_due(engine), holder=holder,
+        due=lambda: due_environments(engine), holder=holder,
     )  # fmt: skip
     return InServerReaper(reaper.start(), leader)
 

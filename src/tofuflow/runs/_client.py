@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +12,10 @@ import httpx
 from tofuflow import errors
 
 __all__ = ["ControlPlane"]
+
+# A 429 (the server's rate limit per identity) is retried after its Retry-After.
+_RATE_LIMIT_RETRIES = 3
+_MAX_RETRY_AFTER = 30.0
 
 _BY_CODE: dict[str, type[errors.RequestError]] = {
     "bad_request_error": errors.BadRequestError,
@@ -186,16 +191,29 @@ class ControlPlane:
         return dict(self._send(method, path, **kwargs).json())
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise errors.UnreachableError(
-                f"cannot reach the control plane at {self.url}: {exc}. Check the URL "
-                "(tofuflow.toml [server] url or TOFUFLOW_SERVER_URL) and that it is running"
-            ) from exc
+        for attempt in range(_RATE_LIMIT_RETRIES + 1):
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                raise errors.UnreachableError(
+                    f"cannot reach the control plane at {self.url}: {exc}. Check the URL "
+                    "(tofuflow.toml [server] url or TOFUFLOW_SERVER_URL) and that it is "
+                    "running"
+                ) from exc
+            if response.status_code != 429 or attempt == _RATE_LIMIT_RETRIES:
+                break
+            # Rate limited: wait as long as the server asks (within reason), then retry.
+            time.sleep(min(_retry_after(response), _MAX_RETRY_AFTER))
         if response.is_success:
             return response
         raise _error(response)
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return max(float(response.headers.get("retry-after", "1")), 0.0)
+    except ValueError:
+        return 1.0
 
 
 def _error(response: httpx.Response) -> errors.TofuflowError:
