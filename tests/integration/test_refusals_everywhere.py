@@ -70,7 +70,7 @@ def test_the_rate_limit_answers_429_with_retry_after_per_identity(server_config:
         assert [a.status_code for a in answers] == [204, 204, 429]
         limited = answers[-1]
         assert int(limited.headers["Retry-After"]) >= 1
-        assert limited.json()["code"] == "rate_limited"
+        assert limited.json()["code"] == "rate_limited_error"
         assert "too many requests" in limited.json()["error"] and one not in limited.text
         # Another identity has its own allowance; health checks are not limited.
         assert httpx.get(url, headers={"Authorization": f"Bearer {other}"}).status_code == 204

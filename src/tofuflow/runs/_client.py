@@ -24,6 +24,7 @@ _BY_CODE: dict[str, type[errors.RequestError]] = {
     "plan_stale_error": errors.PlanStaleError,
     "locked_error": errors.LockedError,
     "payload_too_large_error": errors.PayloadTooLargeError,
+    "rate_limited_error": errors.RateLimitedError,
 }
 
 

@@ -15,7 +15,9 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["RateLimited", "RateLimiter", "limited_path"]
+from tofuflow.errors import RateLimitedError
+
+__all__ = ["RateLimiter", "limited_path", "rate_limited"]
 
 # The APIs a pipeline or the binary hammers; health, metrics and reads of the audit log
 # have their own costs and callers.
@@ -28,15 +30,12 @@ def limited_path(path: str) -> bool:
     return path.startswith(_LIMITED)
 
 
-class RateLimited(Exception):
-    """Too many requests from one identity; ``retry_after`` whole seconds (>= 1)."""
-
-    def __init__(self, subject: str, retry_after: int) -> None:
-        super().__init__(
-            f"too many requests from {subject}: retry after {retry_after} s (the server's "
-            "[server] rate_limit allows this identity fewer requests a minute)"
-        )
-        self.retry_after = retry_after
+def rate_limited(subject: str, retry_after: int) -> RateLimitedError:
+    return RateLimitedError(
+        f"too many requests from {subject}: retry after {retry_after} s (the server's "
+        "[server] rate_limit allows each identity this many requests a minute)",
+        retry_after,
+    )
 
 
 class RateLimiter:

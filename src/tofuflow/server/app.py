@@ -26,6 +26,7 @@ from tofuflow.errors import (
     CryptoError,
     ForbiddenError,
     LockedError,
+    RateLimitedError,
     RequestError,
     StorageError,
     TofuflowError,
@@ -33,7 +34,7 @@ from tofuflow.errors import (
 from tofuflow.policy import PolicySet
 from tofuflow.server._drift import DriftService
 from tofuflow.server._envs import EnvironmentService, ReapPolicy
-from tofuflow.server._limits import RateLimited, RateLimiter, limited_path
+from tofuflow.server._limits import RateLimiter, limited_path, rate_limited
 from tofuflow.server._runs import RunService, WorkspacePolicy
 from tofuflow.server._state import RequestContext, StateService
 from tofuflow.server.api import audit, drift, environments, health, runs, state, workspaces
@@ -127,7 +128,7 @@ def _context_dependency(authn: Authenticator, limiter: RateLimiter) -> ContextDe
         if limited_path(request.url.path):
             wait = limiter.take(principal.subject)
             if wait is not None:
-                raise RateLimited(principal.subject, wait)
+                raise rate_limited(principal.subject, wait)
         client = request.client.host if request.client else None
         # Only an apply-session token ties a request to a run; a header could be forged.
         run_id = principal.claims.get("run_id")
@@ -261,11 +262,11 @@ def _install_error_handlers(app: FastAPI, audit_refusal: AuditRefusal) -> None:
 
 
 def _install_rate_limit_handler(app: FastAPI) -> None:
-    @app.exception_handler(RateLimited)
-    async def too_many(request: Request, exc: RateLimited) -> Response:
+    @app.exception_handler(RateLimitedError)
+    async def too_many(request: Request, exc: RateLimitedError) -> Response:
         # Not audited (see server/_limits.py): counted in /metrics and the access log.
         return JSONResponse(
-            {"error": str(exc), "code": "rate_limited"},
+            {"error": str(exc), "code": "rate_limited_error"},
             status_code=429,
             headers={"Retry-After": str(exc.retry_after)},
         )
