@@ -77,7 +77,10 @@ def server(
         lock_address   = "http://127.0.0.1:8470/v1/state/WORKSPACE/lock"
         unlock_address = "http://127.0.0.1:8470/v1/state/WORKSPACE/lock"
       } }
-    and a token from `tofuflow server tokens create` in TF_HTTP_PASSWORD.
+    and a token from `tofuflow server tokens create` in TF_HTTP_PASSWORD. By
+    default only an approved run's apply session writes state; for a token's
+    own writes, opt the workspaces into the simple applier mode
+    ([[workspace_settings]] require_apply_session = false).
     """
     if ctx.invoked_subcommand is not None:
         ctx.obj = _load(config_path)
@@ -163,7 +166,8 @@ def tokens() -> None:
     required=True,
     type=click.Choice(["reader", "planner", "applier", "approver", "admin"]),
     help="reader: read state and runs; planner: also submit plans (read-only state); "
-    "applier: also lock, write and apply approved runs; approver: also approve others' "
+    "applier: also apply approved runs (and lock and write state in the simple applier "
+    "mode); approver: also approve others' "
     "runs; admin: also force-unlock, rollback, override, delete.",
 )
 @click.option("--workspaces", default="*", show_default=True, help="Workspace glob, e.g. 'app/*'.")
