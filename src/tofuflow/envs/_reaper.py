@@ -62,18 +62,19 @@ def reap_once(
     holder = holder or default_holder()
     report = ReapReport()
     for env in control_plane.environments(due=True):
-        _reap(control_plane, env["name"], report, holder, runner, lease_seconds)
+        _reap(control_plane, env, report, holder, runner, lease_seconds)
     report.orphans = [e for e in control_plane.environments() if e["status"] == "orphaned"]
     _log_orphans(report)
     return report
 
 
 def _reap(
-    control_plane: ControlPlane, name: str, report: ReapReport, holder: str,
+    control_plane: ControlPlane, env: dict[str, Any], report: ReapReport, holder: str,
     runner: Runner | None, lease_seconds: int,
 ) -> None:  # fmt: skip
     """Destroy one due environment; the outcome goes into ``report``."""
-    _log.info("reaper: destroying environment %s", name)
+    name = env["name"]
+    _log.info("reaper: destroying environment %s (expired %s)", name, env.get("expires_at"))
     try:
         destroy_environment(
             name, control_plane, runner, holder=holder, lease_seconds=lease_seconds,
@@ -170,7 +171,12 @@ class Reaper:
         report = ReapReport()
         for name in names:
             with ControlPlane(self.url, self.token_factory(name)) as client:
-                _reap(client, name, report, self.holder, self.runner, self.lease_seconds)
+                try:
+                    env = client.environment(name)
+                except TofuflowError as exc:
+                    report.failed[name] = str(exc)
+                    continue
+                _reap(client, env, report, self.holder, self.runner, self.lease_seconds)
                 with contextlib.suppress(TofuflowError):
                     env = client.environment(name)
                     if env["status"] == "orphaned":
