@@ -173,7 +173,7 @@ def test_a_killed_apply_stops_the_binary_gracefully_and_releases_the_lock(
     done = airflow.admin.run(planned["id"])
     assert done["status"] == "cancelled", done
     if "error" in done["result"]:
-        # The apply session had opened (it opens before the binary starts): the runner
+        # The apply session had opened (it opens before the binary's apply): the runner
         # recorded the interrupted apply, with the driver's account of the graceful stop.
         assert done["result"]["reason"] == "apply interrupted"
         assert "was cancelled; it stopped gracefully after SIGINT" in done["result"]["error"]

@@ -147,10 +147,10 @@ def apply_run(
                     raise _locked(exc, workspace.name, control_plane) from exc
     except BaseException as exc:
         if not opened:
-            # Nothing was applied (credentials, init or the session refused): a refusal is
-            # the control plane's own record; anything else is recorded as the apply's
-            # failure before it started.
-            if not isinstance(exc, RequestError):
+            # Nothing was applied, the run is still approved. A refusal is the control
+            # plane's own record, an interruption its interrupter's (Airflow's on_kill
+            # cancels the run); a failure (credentials, init) is recorded here.
+            if not isinstance(exc, (RequestError, TofuCancelledError, KeyboardInterrupt)):
                 reason = f"apply failed before it started: {_first_line(exc)}"
                 _quietly(control_plane.cancel, run_id, reason[:500], "failed")
             raise
