@@ -263,7 +263,12 @@ def prepare_server(root: Path, port: int) -> tuple[Path, str, Path]:
     root.mkdir(parents=True, exist_ok=True)
     data_dir = root / "data"
     config_file = root / "server.toml"
-    config_file.write_text(f'[server]\ndata_dir = "{data_dir}"\nport = {port}\n')
+    # The state API as a plain http backend with an applier token (the simple applier
+    # mode), unthrottled: this measures the server's throughput, not its rate limit.
+    config_file.write_text(
+        f'[server]\ndata_dir = "{data_dir}"\nport = {port}\nrate_limit = 0\n\n'
+        '[[workspace_settings]]\nmatch = "*"\nrequire_apply_session = false\n'
+    )
     config = ServerConfig.load(config_file)
     expected = f"sqlite:///{data_dir / 'tofuflow.db'}"
     if config.effective_database_url != expected:

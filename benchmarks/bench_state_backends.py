@@ -104,7 +104,12 @@ def tofuflow_backend(root: Path) -> Iterator[Backend]:
     from tofuflow.server.config import ServerConfig
 
     data_dir = root / "tofuflow-data"
-    config = ServerConfig.from_mapping({"server": {"data_dir": str(data_dir)}})
+    # The binary's own http backend with an applier token (the simple applier mode),
+    # unthrottled: this compares backends, not the rate limit.
+    config = ServerConfig.from_mapping({
+        "server": {"data_dir": str(data_dir), "rate_limit": 0},
+        "workspace_settings": [{"match": "*", "require_apply_session": False}],
+    })  # fmt: skip
     if config.effective_database_url != f"sqlite:///{data_dir / 'tofuflow.db'}":
         raise RuntimeError(f"the server would not use a fresh database in {data_dir}: "
                            f"{config.effective_database_url}")  # fmt: skip

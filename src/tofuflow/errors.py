@@ -21,6 +21,7 @@
     │   │   └── PlanStaleError    the state moved since the plan: plan again
     │   ├── LockedError           423: the state is locked; ``lock_info`` is the holder's
     │   ├── PayloadTooLargeError  413: body over the configured limit
+    │   ├── RateLimitedError      429: too many requests from one identity; ``retry_after``
     │   └── ServerError           5xx: the control plane failed; retry, or tell its operator
     └── TofuError                 a command of the binary failed (command, exit code, diagnostics)
         ├── TofuCrashError        the binary crashed (exit 11)
@@ -60,6 +61,7 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "PlanStaleError",
+    "RateLimitedError",
     "RequestError",
     "ServerError",
     "StateLockedError",
@@ -216,6 +218,16 @@ class LockedError(RequestError):
 
 class PayloadTooLargeError(RequestError):
     status = 413
+
+
+class RateLimitedError(RequestError):
+    """Too many requests from one identity; retry after ``retry_after`` seconds."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ServerError(RequestError):

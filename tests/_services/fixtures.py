@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +53,23 @@ def server_config(tmp_path: Path) -> Any:
     return ServerConfig.from_mapping({"server": {"data_dir": str(tmp_path / "server")}})
 
 
+# The state service driven as the binary's plain http backend with applier tokens (no
+# run): its workspaces opt into the simple applier mode, since by default a workspace
+# takes state writes only from an approved run's apply session.
+SIMPLE_APPLIER: dict[str, Any] = {"match": "*", "require_apply_session": False}
+SIMPLE_APPLIER_TOML = '[[workspace_settings]]\nmatch = "*"\nrequire_apply_session = false\n'
+
+
+def simple_applier(config: Any) -> Any:
+    """``config`` with every workspace in the simple applier mode."""
+    return replace(config, workspace_settings=(SIMPLE_APPLIER, *config.workspace_settings))
+
+
 @pytest.fixture
 def state_server(server_config: Any) -> Iterator[RunningServer]:
-    """A control plane on SQLite in a temporary data directory."""
-    with threaded_server(server_config) as running:
+    """A control plane on SQLite in a temporary data directory, every workspace in the
+    simple applier mode (for tests of the state API itself)."""
+    with threaded_server(simple_applier(server_config)) as running:
         yield running
 
 

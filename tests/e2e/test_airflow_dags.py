@@ -173,14 +173,15 @@ def test_a_killed_apply_stops_the_binary_gracefully_and_releases_the_lock(
     done = airflow.admin.run(planned["id"])
     assert done["status"] == "cancelled", done
     if "error" in done["result"]:
-        # The apply session had opened (it opens before the binary starts): the runner
+        # The apply session had opened (it opens before the binary's apply): the runner
         # recorded the interrupted apply, with the driver's account of the graceful stop.
         assert done["result"]["reason"] == "apply interrupted"
         assert "was cancelled; it stopped gracefully after SIGINT" in done["result"]["error"]
     else:  # killed before the session opened: on_kill cancelled the run
         assert done["result"]["reason"] == "airflow: the task was killed (on_kill)"
-    # No lock is held: an applier can take the state lock at once, and give it back.
-    with ControlPlane(airflow.plane.url, airflow.plane.token("applier")) as applier:
+    # No lock is held: an admin (break-glass: an applier locks only through a run) can
+    # take the state lock at once, and give it back.
+    with ControlPlane(airflow.plane.url, airflow.plane.token("admin")) as applier:
         lock = f"{applier.state_url('examples/slow')}/lock"
         info = {"ID": "e2e-probe", "Operation": "probe", "Who": "e2e"}
         headers = {"Authorization": f"Bearer {applier.token}"}

@@ -62,9 +62,10 @@ def test_plan_then_apply_from_another_checkout_with_the_embedded_control_plane(
     assert run_id in listed.stdout and "applied" in listed.stdout
     header, *rows = listed.stdout.splitlines()
     assert header.split() == [
-        "RUN", "CREATED", "(UTC)", "STATUS", "WORKSPACE", "REQUESTER", "COMMIT", "CHANGES"
+        "RUN", "CREATED", "(UTC)", "STATUS", "WORKSPACE", "REQUESTER", "COMMIT", "CHANGES",
+        "WRITES",
     ]  # fmt: skip
-    assert any(r.startswith(run_id) and "+" in r for r in rows)
+    assert any(r.startswith(run_id) and "+" in r and r.endswith("session") for r in rows)
     unknown = _run("runs", "list", "--workspace", "app/typo", cwd=repo, env=env)
     assert unknown.returncode == 1 and "no workspace 'app/typo'" in unknown.stderr
     shown = json.loads(_run("runs", "show", run_id, cwd=repo, env=env).stdout)

@@ -29,7 +29,7 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from _services.fixtures import make_token
+from _services.fixtures import make_token, simple_applier
 from _services.pyvider import Pyvider, pyvider  # noqa: F401 - the session fixture
 from _services.server import RunningServer, threaded_server
 from tofuflow.ci._pipelines import DRIFT_FILE, PipelineOptions, azure_devops_pipeline
@@ -137,10 +137,12 @@ def files(
 
 @pytest.fixture
 def plain(tmp_path: Path, server_config: Any, binary: Binary) -> Iterator[Env]:
-    """Workspaces app/plain and app/other: terraform_data only (fast, no provider)."""
+    """Workspaces app/plain and app/other: terraform_data only (fast, no provider), in
+    the simple applier mode (a test holds the lock as an applier would by hand)."""
     yield from _env(
-        tmp_path, server_config, {"app/plain": "drift_plain", "app/other": "drift_plain"}
-    )
+        tmp_path, simple_applier(server_config),
+        {"app/plain": "drift_plain", "app/other": "drift_plain"},
+    )  # fmt: skip
 
 
 def _section(text: str, workspace: str) -> str:

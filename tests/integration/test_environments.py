@@ -106,6 +106,11 @@ def test_an_environment_with_a_2s_ttl_is_destroyed_by_the_servers_reaper(
             assert destroy["context"]["trigger"] == "reaper"
             assert destroy["decision"]["outcome"] == "auto_approved"  # routine for environments
             assert destroy["commit"] == "ab" * 20  # the environment's commit follows it
+            # The reaper destroyed it with an applier token for pr-7 alone, never `*`.
+            minted = [e["detail"] for e in client.audit(action="token.create", limit=1000)]
+            [reapers] = [d for d in minted if destroy["requester"].endswith(d["token_id"])]
+            assert (reapers["role"], reapers["workspaces"]) == ("applier", "pr-7")
+            assert not any(d["workspaces"] == "*" and d["role"] == "applier" for d in minted)
             listed = client.environments(include_destroyed=True)
             assert [e["name"] for e in listed] == ["pr-7"]
             assert client.environments() == []  # destroyed ones are hidden by default

@@ -96,6 +96,11 @@ def _plan(env: Env, ws: Any, **kw: Any) -> Any:
     return plan_workspace(ws, env.planner, {"commit_sha": "c0ffee" * 6 + "abcd"}, **kw)
 
 
+def _digests(run: Any) -> tuple[str, str, str]:
+    """What an honest applying runner presents to open ``run``'s apply session."""
+    return run["id"], run["plan_digest"], run["config_digest"]
+
+
 def test_plan_in_one_checkout_apply_from_a_fresh_clone_elsewhere(env: Env, tmp_path: Path) -> None:
     outcome = _plan(env, env.workspace())
     assert outcome.run["status"] == "approved"  # creates only: routine, auto-approved
@@ -134,9 +139,9 @@ def test_a_stale_plan_is_refused_after_a_concurrent_apply(env: Env) -> None:
 def test_one_apply_session_per_workspace_the_other_is_refused_as_stale(env: Env) -> None:
     first = _plan(env, env.workspace(), targets=["terraform_data.database"])
     second = _plan(env, env.workspace(), targets=["terraform_data.item"])
-    env.applier.open_session(first.run["id"])  # a runner is applying it right now
+    env.applier.open_session(*_digests(first.run))  # a runner is applying it right now
     with pytest.raises(PlanStaleError, match=f"run {first.run['id']} is applying"):
-        env.applier.open_session(second.run["id"])
+        env.applier.open_session(*_digests(second.run))
     refused = env.admin.run(second.run["id"])
     assert refused["status"] == "cancelled" and refused["result"]["reason"] == "stale"
     assert refused["result"]["applying"] == first.run["id"]
@@ -240,7 +245,7 @@ def test_the_planner_cannot_write_state_even_running_the_binary_by_hand(env: Env
 
 def test_an_apply_session_token_stops_working_once_its_run_ends(env: Env) -> None:
     outcome = _plan(env, env.workspace())
-    session = env.applier.open_session(outcome.run["id"])
+    session = env.applier.open_session(*_digests(outcome.run))
     token = session["session_token"]
     url = env.server.state_url("app/dev")
     assert httpx.get(url, headers={"Authorization": f"Bearer {token}"}).status_code in (200, 204)

@@ -14,7 +14,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from _services.fixtures import make_token
+from _services.fixtures import SIMPLE_APPLIER_TOML, make_token
 from _services.postgres import free_port
 from _services.server import RunningServer, process_server
 from tofuflow.server.admin import verify_audit
@@ -37,7 +37,7 @@ def _state(serial: int, lineage: str) -> bytes:
 
 def _config(tmp_path: Path, keys: str = "") -> Path:
     path = tmp_path / "server.toml"
-    path.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\n{keys}')
+    path.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\n{keys}\n{SIMPLE_APPLIER_TOML}')
     return path
 
 

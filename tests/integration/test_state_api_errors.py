@@ -26,7 +26,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from _services.fixtures import make_token
+from _services.fixtures import SIMPLE_APPLIER, make_token, simple_applier
 from _services.oidc import LocalIssuer
 from _services.server import RunningServer, threaded_server
 from tofuflow.server.admin import create_token, revoke_token
@@ -179,7 +179,9 @@ def state_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSe
     """One server on SQLite for the module: each test works in workspaces of its own."""
     data_dir = tmp_path_factory.mktemp("state-api-errors") / "server"
     with threaded_server(
-        ServerConfig.from_mapping({"server": {"data_dir": str(data_dir)}})
+        ServerConfig.from_mapping(
+            {"server": {"data_dir": str(data_dir)}, "workspace_settings": [SIMPLE_APPLIER]}
+        )
     ) as server:
         yield server
 
@@ -276,8 +278,9 @@ SMALL_LIMIT = 64 * 1024
 def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     data_dir = tmp_path_factory.mktemp("small") / "server"
     config = ServerConfig.from_mapping(
-        {"server": {"data_dir": str(data_dir), "max_state_bytes": SMALL_LIMIT}}
-    )
+        {"server": {"data_dir": str(data_dir), "max_state_bytes": SMALL_LIMIT},
+         "workspace_settings": [SIMPLE_APPLIER]}
+    )  # fmt: skip
     with threaded_server(config) as running:
         yield running
 
@@ -856,6 +859,7 @@ def oidc_server(
             "bindings": [
                 {"role": "applier", "workspaces": "app/*", "subject": "sc://org/proj/*"}
             ],
+            "workspace_settings": [SIMPLE_APPLIER],
         }
     )  # fmt: skip
     with threaded_server(config) as running:
@@ -1015,7 +1019,9 @@ def test_every_refusal_is_audited_with_its_actor_and_status_and_no_token_anywher
 def test_overlong_identifiers_are_refused_with_400_on_sqlite_and_postgresql(
     server_config: Any, database_url: str
 ) -> None:
-    with threaded_server(replace(server_config, database_url=database_url)) as server:
+    with threaded_server(
+        simple_applier(replace(server_config, database_url=database_url))
+    ) as server:
         admin = make_token(server, "admin")
         name = new_workspace()
         with client(server, admin) as api:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from _services.fixtures import make_token
+from _services.fixtures import SIMPLE_APPLIER_TOML, make_token, simple_applier
 from _services.postgres import free_port
 from _services.server import RunningServer, process_server, threaded_server
 from tofuflow.tofu import Binary, Tofu
@@ -36,6 +36,7 @@ def _write_config(tmp_path: Path, database_url: str) -> Path:
     config = tmp_path / "server.toml"
     config.write_text(
         f'[server]\ndata_dir = "{tmp_path / "data"}"\n[database]\nurl = "{database_url}"\n'
+        + SIMPLE_APPLIER_TOML
     )
     return config
 
@@ -148,7 +149,7 @@ def test_a_secret_in_state_appears_nowhere_in_the_postgresql_data_directory(
     from _services.fixtures import _fresh_pg_database
 
     url = _fresh_pg_database(pg_cluster[0])
-    with threaded_server(replace(server_config, database_url=url)) as server:
+    with threaded_server(simple_applier(replace(server_config, database_url=url))) as server:
         _apply_with_canary(binary, config, server)
     engine = create_engine(pg_cluster[0], isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:
@@ -170,7 +171,7 @@ def test_state_bodies_in_s3_are_sealed(
         s3 = boto3.client("s3", endpoint_url=endpoint)
         s3.create_bucket(Bucket="tofuflow-state")
         blobs = {"kind": "s3", "bucket": "tofuflow-state", "prefix": "ci", "endpoint_url": endpoint}
-        with threaded_server(replace(server_config, blobs=blobs)) as server:
+        with threaded_server(simple_applier(replace(server_config, blobs=blobs))) as server:
             _apply_with_canary(binary, config, server)
         objects = s3.list_objects_v2(Bucket="tofuflow-state")["Contents"]
         assert objects and all(o["Key"].startswith("ci/") for o in objects)
@@ -192,7 +193,7 @@ def test_state_bodies_in_azure_blob_storage_are_sealed(
         service.create_container("tofuflow")
         blobs = {"kind": "azure", "container": "tofuflow",
                  "connection_string_env": "TOFUFLOW_AZURE_CONNECTION_STRING"}  # fmt: skip
-        with threaded_server(replace(server_config, blobs=blobs)) as server:
+        with threaded_server(simple_applier(replace(server_config, blobs=blobs))) as server:
             _apply_with_canary(binary, config, server)
         container = service.get_container_client("tofuflow")
         names = [blob.name for blob in container.list_blobs()]

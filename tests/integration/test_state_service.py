@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from _services.fixtures import make_token
+from _services.fixtures import make_token, simple_applier
 from _services.server import RunningServer, threaded_server
 from tofuflow.errors import StateLockedError, TofuError
 from tofuflow.tofu import Binary, Tofu
@@ -75,7 +75,9 @@ def test_two_concurrent_applies_one_is_refused_naming_the_holder_and_nothing_is_
 ) -> None:
     from dataclasses import replace
 
-    with threaded_server(replace(server_config, database_url=database_url)) as server:
+    with threaded_server(
+        simple_applier(replace(server_config, database_url=database_url))
+    ) as server:
         token = make_token(server, "applier", "app/*")
         first_dir, second_dir = config("remote"), tmp_path / "second"
         import shutil

@@ -182,7 +182,8 @@ def plane_hook(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         json.dumps({"conn_type": "tofuflow", "extra": {"project": str(project)}}),
     )
     hook = TofuflowHook("tf_stacks")
-    with hook.control_plane("apply", workspace="stacks/network") as applier:
+    # Seeded by an admin (break-glass): by default an applier writes only through a run.
+    with hook.control_plane("admin", workspace="stacks/network") as applier:
         state = {
             "version": 4, "terraform_version": "1.9.0", "serial": 1, "lineage": "unit",
             "outputs": {

@@ -16,7 +16,7 @@ EXPECTED = {
     "render_plan_text", "render_state_outputs_text",
     # the errors a caller of the runs API meets (every class of tofuflow.errors)
     "AuthError", "BadRequestError", "ConflictError", "CryptoError", "CycleError",
-    "ForbiddenError", "LockedError", "NotFoundError", "PayloadTooLargeError",
+    "ForbiddenError", "LockedError", "NotFoundError", "PayloadTooLargeError", "RateLimitedError",
     "PlanStaleError", "RequestError", "ServerError", "StorageError", "UnreachableError",
 }  # fmt: skip
 

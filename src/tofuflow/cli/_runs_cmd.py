@@ -270,9 +270,15 @@ def runs_list(
     click.echo(runs_table(rows))
 
 
+# How the run's workspace takes state writes (server [[workspace_settings]]).
+_WRITES = {"apply_session": "session", "simple_applier": "simple"}
+
+
 def runs_table(rows: list[dict[str, Any]]) -> str:
     """Runs as an aligned table with a header line."""
-    header = ("RUN", "CREATED (UTC)", "STATUS", "WORKSPACE", "REQUESTER", "COMMIT", "CHANGES")
+    header = (
+        "RUN", "CREATED (UTC)", "STATUS", "WORKSPACE", "REQUESTER", "COMMIT", "CHANGES", "WRITES"
+    )  # fmt: skip
     table = [header]
     for run in rows:
         summary = run.get("summary") or {}
@@ -286,6 +292,7 @@ def runs_table(rows: list[dict[str, Any]]) -> str:
         table.append((
             str(run["id"]), created, str(run["status"]), str(run["workspace"]), who[:32],
             (run.get("commit") or "-")[:10], changes,
+            _WRITES.get(str(run.get("state_writes")), "-"),
         ))  # fmt: skip
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     return "\n".join(
@@ -403,8 +410,10 @@ def audit_show(
         raise fail(err) from err
     for e in events:
         where = e.get("workspace") or "-"
+        # State changes say how they were allowed: apply_session, simple_applier, break_glass.
+        via = (e.get("detail") or {}).get("via")
         click.echo(f"{e['id']:>6} {e['ts']} {e['action']:<22} {e['outcome']:<8} {where:<20} "
-                   f"{e['actor']}")  # fmt: skip
+                   f"{e['actor']}{f'  via {via}' if via else ''}")  # fmt: skip
 
 
 @audit.command("verify")

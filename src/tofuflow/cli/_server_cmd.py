@@ -77,7 +77,10 @@ def server(
         lock_address   = "http://127.0.0.1:8470/v1/state/WORKSPACE/lock"
         unlock_address = "http://127.0.0.1:8470/v1/state/WORKSPACE/lock"
       } }
-    and a token from `tofuflow server tokens create` in TF_HTTP_PASSWORD.
+    and a token from `tofuflow server tokens create` in TF_HTTP_PASSWORD. By
+    default only an approved run's apply session writes state; for a token's
+    own writes, opt the workspaces into the simple applier mode
+    ([[workspace_settings]] require_apply_session = false).
     """
     if ctx.invoked_subcommand is not None:
         ctx.obj = _load(config_path)
@@ -140,14 +143,14 @@ def start_reaper(engine: Engine, config: Any, url: str) -> InServerReaper | None
     from tofuflow.envs import Reaper, default_holder
     from tofuflow.server import leases
     from tofuflow.server.auth import parse_ttl
-    from tofuflow.server.reaping import ReaperToken, any_due
+    from tofuflow.server.reaping import ReaperToken, due_environments
 
     interval = parse_ttl(config.reap_interval).total_seconds()
     holder = default_holder()
     leader = leases.leader(engine, "reaper", holder, dt.timedelta(seconds=max(interval * 3, 30)))
     reaper = Reaper(
         url, ReaperToken(engine), interval=interval, is_leader=leader,
-        due=lambda: any_due(engine), holder=holder,
+        due=lambda: due_environments(engine), holder=holder,
     )  # fmt: skip
     return InServerReaper(reaper.start(), leader)
 
@@ -163,7 +166,8 @@ def tokens() -> None:
     required=True,
     type=click.Choice(["reader", "planner", "applier", "approver", "admin"]),
     help="reader: read state and runs; planner: also submit plans (read-only state); "
-    "applier: also lock, write and apply approved runs; approver: also approve others' "
+    "applier: also apply approved runs (and lock and write state in the simple applier "
+    "mode); approver: also approve others' "
     "runs; admin: also force-unlock, rollback, override, delete.",
 )
 @click.option("--workspaces", default="*", show_default=True, help="Workspace glob, e.g. 'app/*'.")

@@ -11,12 +11,13 @@ reaper killed mid-destroy stops renewing its claim; the next pass takes over.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,64 +62,78 @@ def reap_once(
     holder = holder or default_holder()
     report = ReapReport()
     for env in control_plane.environments(due=True):
-        name = env["name"]
-        _log.info("reaper: destroying environment %s (expired %s)", name, env.get("expires_at"))
-        try:
-            destroy_environment(
-                name, control_plane, runner, holder=holder, lease_seconds=lease_seconds,
-                context={"trigger": "reaper"},
-            )  # fmt: skip
-        except ConflictError as exc:
-            if "is being destroyed by" in str(exc) or "not due" in str(exc):
-                report.skipped[name] = str(exc)  # another reaper took it first
-                _log.info("reaper: skipped environment %s: %s", name, exc)
-                continue
-            report.failed[name] = str(exc)
-        except TofuflowError as exc:
-            report.failed[name] = str(exc)
-        else:
-            report.destroyed.append(name)
-            _log.info("reaper: destroyed environment %s", name)
-            continue
-        _log.warning("reaper: could not destroy environment %s: %s", name, report.failed[name])
+        _reap(control_plane, env, report, holder, runner, lease_seconds)
     report.orphans = [e for e in control_plane.environments() if e["status"] == "orphaned"]
+    _log_orphans(report)
+    return report
+
+
+def _reap(
+    control_plane: ControlPlane, env: dict[str, Any], report: ReapReport, holder: str,
+    runner: Runner | None, lease_seconds: int,
+) -> None:  # fmt: skip
+    """Destroy one due environment; the outcome goes into ``report``."""
+    name = env["name"]
+    _log.info("reaper: destroying environment %s (expired %s)", name, env.get("expires_at"))
+    try:
+        destroy_environment(
+            name, control_plane, runner, holder=holder, lease_seconds=lease_seconds,
+            context={"trigger": "reaper"},
+        )  # fmt: skip
+    except ConflictError as exc:
+        if "is being destroyed by" in str(exc) or "not due" in str(exc):
+            report.skipped[name] = str(exc)  # another reaper took it first
+            _log.info("reaper: skipped environment %s: %s", name, exc)
+            return
+        report.failed[name] = str(exc)
+    except TofuflowError as exc:
+        report.failed[name] = str(exc)
+    else:
+        report.destroyed.append(name)
+        _log.info("reaper: destroyed environment %s", name)
+        return
+    _log.warning("reaper: could not destroy environment %s: %s", name, report.failed[name])
+
+
+def _log_orphans(report: ReapReport) -> None:
     for orphan in report.orphans:
         _log.error(
             "reaper: environment %s is ORPHANED after %d failed destroys (last error: %s); "
             "next attempt %s", orphan["name"], orphan["attempts"], orphan["last_error"],
             orphan["next_attempt_at"],
         )  # fmt: skip
-    return report
 
 
 class Reaper:
-    """Runs ``reap_once`` every ``interval`` seconds in a thread, while ``is_leader()``.
+    """Runs a reaping pass every ``interval`` seconds in a thread, while ``is_leader()``.
 
     Replicas sharing one control plane pass a leader check (``tofuflow server`` passes a
     database lease, ``tofuflow.server.leases.leader``) so that one of them reaps; without
-    one every instance reaps, and claims keep them apart. ``due`` is a cheap check before
-    each pass (the server looks in its own table); ``token_factory`` gives the control-plane
-    token for each pass.
+    one every instance reaps, and claims keep them apart. ``due`` names the environments
+    to destroy (the server looks in its own table); ``token_factory(name)`` gives a
+    control-plane token for that one environment, so a destroy can touch nothing else.
     """
 
     def __init__(
         self,
         url: str,
-        token_factory: Callable[[], str],
+        token_factory: Callable[[str], str],
         *,
         interval: float = 30.0,
         is_leader: Callable[[], bool] | None = None,
-        due: Callable[[], bool] | None = None,
+        due: Callable[[], Sequence[str]],
         holder: str | None = None,
         runner: Runner | None = None,
+        lease_seconds: int = 300,
     ) -> None:
         self.url = url
         self.token_factory = token_factory
         self.interval = interval
         self.is_leader: Callable[[], bool] = is_leader or (lambda: True)
-        self.due: Callable[[], bool] = due or (lambda: True)
+        self.due = due
         self.holder = holder or default_holder()
         self.runner = runner or Runner(cancel_event=threading.Event())
+        self.lease_seconds = lease_seconds
         self.last_report: ReapReport | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -146,17 +161,31 @@ class Reaper:
 
     def tick(self) -> ReapReport | None:
         """One pass, if this instance is the leader and something is due."""
-        if not self.due():
+        names = list(self.due())
+        if not names:
             return None
         if not self.is_leader():
             _log.debug("reaper %s: not the leader; another replica reaps", self.holder)
             return None
         _log.info("reaper %s: pass started (leader)", self.holder)
-        with ControlPlane(self.url, self.token_factory()) as client:
-            self.last_report = reap_once(client, holder=self.holder, runner=self.runner)
+        report = ReapReport()
+        for name in names:
+            with ControlPlane(self.url, self.token_factory(name)) as client:
+                try:
+                    env = client.environment(name)
+                except TofuflowError as exc:
+                    report.failed[name] = str(exc)
+                    continue
+                _reap(client, env, report, self.holder, self.runner, self.lease_seconds)
+                with contextlib.suppress(TofuflowError):
+                    env = client.environment(name)
+                    if env["status"] == "orphaned":
+                        report.orphans.append(env)
+        _log_orphans(report)
+        self.last_report = report
         _log.info(
             "reaper %s: pass done: %d destroyed, %d failed, %d skipped, %d orphaned",
-            self.holder, len(self.last_report.destroyed), len(self.last_report.failed),
-            len(self.last_report.skipped), len(self.last_report.orphans),
+            self.holder, len(report.destroyed), len(report.failed),
+            len(report.skipped), len(report.orphans),
         )  # fmt: skip
-        return self.last_report
+        return report

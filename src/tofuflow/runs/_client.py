@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +13,10 @@ from tofuflow import errors
 
 __all__ = ["ControlPlane"]
 
+# A 429 (the server's rate limit per identity) is retried after its Retry-After.
+_RATE_LIMIT_RETRIES = 3
+_MAX_RETRY_AFTER = 30.0
+
 _BY_CODE: dict[str, type[errors.RequestError]] = {
     "bad_request_error": errors.BadRequestError,
     "not_found_error": errors.NotFoundError,
@@ -19,6 +24,7 @@ _BY_CODE: dict[str, type[errors.RequestError]] = {
     "plan_stale_error": errors.PlanStaleError,
     "locked_error": errors.LockedError,
     "payload_too_large_error": errors.PayloadTooLargeError,
+    "rate_limited_error": errors.RateLimitedError,
 }
 
 
@@ -74,8 +80,11 @@ class ControlPlane:
     def approve(self, run_id: str, comment: str = "") -> dict[str, Any]:
         return self._json("POST", f"/v1/runs/{run_id}/approve", json={"comment": comment})
 
-    def open_session(self, run_id: str) -> dict[str, Any]:
-        return self._json("POST", f"/v1/runs/{run_id}/apply-session")
+    def open_session(self, run_id: str, plan_digest: str, config_digest: str) -> dict[str, Any]:
+        """Start applying: ``plan_digest`` is ``Plan.digest`` of the artifact's plan file as
+        this runner renders it, ``config_digest`` its checkout's (the server compares both)."""
+        body = {"plan_digest": plan_digest, "config_digest": config_digest}
+        return self._json("POST", f"/v1/runs/{run_id}/apply-session", json=body)
 
     def finish(self, run_id: str, outcome: str, detail: Mapping[str, Any]) -> dict[str, Any]:
         body = {"outcome": outcome, "detail": dict(detail)}
@@ -183,16 +192,29 @@ class ControlPlane:
         return dict(self._send(method, path, **kwargs).json())
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise errors.UnreachableError(
-                f"cannot reach the control plane at {self.url}: {exc}. Check the URL "
-                "(tofuflow.toml [server] url or TOFUFLOW_SERVER_URL) and that it is running"
-            ) from exc
+        for attempt in range(_RATE_LIMIT_RETRIES + 1):
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                raise errors.UnreachableError(
+                    f"cannot reach the control plane at {self.url}: {exc}. Check the URL "
+                    "(tofuflow.toml [server] url or TOFUFLOW_SERVER_URL) and that it is "
+                    "running"
+                ) from exc
+            if response.status_code != 429 or attempt == _RATE_LIMIT_RETRIES:
+                break
+            # Rate limited: wait as long as the server asks (within reason), then retry.
+            time.sleep(min(_retry_after(response), _MAX_RETRY_AFTER))
         if response.is_success:
             return response
         raise _error(response)
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return max(float(response.headers.get("retry-after", "1")), 0.0)
+    except ValueError:
+        return 1.0
 
 
 def _error(response: httpx.Response) -> errors.TofuflowError:

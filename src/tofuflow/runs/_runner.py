@@ -18,6 +18,7 @@ from typing import Any
 from tofuflow.errors import (
     ConflictError,
     PlanStaleError,
+    RequestError,
     StateLockedError,
     TofuCancelledError,
     TofuflowError,
@@ -109,41 +110,61 @@ def apply_run(
     control_plane: ControlPlane,
     runner: Runner | None = None,
 ) -> Mapping[str, Any]:
-    """Apply an approved run from this checkout; refuses changed config or a bad artifact."""
+    """Apply an approved run from this checkout; refuses changed config or a bad artifact.
+
+    The apply stage renders the artifact's plan file (``show -json``, with its own
+    identity) and opens the apply session with that document's digest and the checkout's:
+    the control plane refuses both unless they are what the policies judged and planned.
+    """
     run, data, tree = _applicable(run_id, workspace, control_plane)
-    session = control_plane.open_session(run_id)
-    with (
-        ControlPlane(control_plane.url, session["session_token"]) as applying,
-        renewing(
-            f"run {run_id}",
-            float(session.get("lease_seconds") or 60),
-            lambda: applying.renew_session(run_id),
-        ),  # fmt: skip
-    ):
-        try:
-            context = dict(run.get("context") or {})
-            counting, applied = _counting(runner)
-            with staged(
-                workspace, "apply", applying, run_id=run_id, context=context, runner=counting,
-                artifact=data, tree=tree,
-            ) as st:  # fmt: skip
-                st.tofu.init(reconfigure=True)
+    context = dict(run.get("context") or {})
+    counting, applied = _counting(runner)
+    opened = False
+    try:
+        with staged(
+            workspace, "apply", control_plane, run_id=run_id, context=context, runner=counting,
+            artifact=data, tree=tree,
+        ) as st:  # fmt: skip
+            st.tofu.init(reconfigure=True)
+            rendered = st.tofu.show_plan(PLAN_FILE)
+            session = control_plane.open_session(run_id, rendered.digest, config_digest(tree))
+            opened = True
+            token = session["session_token"]
+            st.tofu.add_secret(token)
+            if workspace.backend == "tofuflow":  # the session token writes the state
+                st.tofu.set_env("TF_HTTP_PASSWORD", token)
+            with (
+                ControlPlane(control_plane.url, token) as applying,
+                renewing(
+                    f"run {run_id}",
+                    float(session.get("lease_seconds") or 60),
+                    lambda: applying.renew_session(run_id),
+                ),  # fmt: skip
+            ):
                 try:
                     result = st.tofu.apply(PLAN_FILE)
                 except StateLockedError as exc:
                     raise _locked(exc, workspace.name, control_plane) from exc
-        except BaseException as exc:
-            # Recorded with the applier's own identity: the session may have expired.
-            detail: dict[str, Any] = {"error": _first_line(exc)}
-            outcome = "failed"
-            # Cancelled (SIGTERM, a timeout) or interrupted (Ctrl-C): the driver stopped the
-            # binary gracefully, so it saved what it applied and released the lock.
-            if isinstance(exc, (TofuCancelledError, KeyboardInterrupt)):
-                outcome, detail["reason"] = "cancelled", INTERRUPTED
-                detail["applied"], detail["planned"] = applied[0], planned_changes(run)
-            _quietly(control_plane.finish, run_id, outcome, detail)
+    except BaseException as exc:
+        if not opened:
+            # Nothing was applied, the run is still approved. A refusal is the control
+            # plane's own record, an interruption its interrupter's (Airflow's on_kill
+            # cancels the run); a failure (credentials, init) is recorded here.
+            if not isinstance(exc, (RequestError, TofuCancelledError, KeyboardInterrupt)):
+                reason = f"apply failed before it started: {_first_line(exc)}"
+                _quietly(control_plane.cancel, run_id, reason[:500], "failed")
             raise
-        summary = dict(result.change_summary or {})
+        # Recorded with the applier's own identity: the session may have expired.
+        detail: dict[str, Any] = {"error": _first_line(exc)}
+        outcome = "failed"
+        # Cancelled (SIGTERM, a timeout) or interrupted (Ctrl-C): the driver stopped the
+        # binary gracefully, so it saved what it applied and released the lock.
+        if isinstance(exc, (TofuCancelledError, KeyboardInterrupt)):
+            outcome, detail["reason"] = "cancelled", INTERRUPTED
+            detail["applied"], detail["planned"] = applied[0], planned_changes(run)
+        _quietly(control_plane.finish, run_id, outcome, detail)
+        raise
+    summary = dict(result.change_summary or {})
     return control_plane.finish(run_id, "applied", {"changes": summary})
 
 

@@ -37,8 +37,9 @@ class WorkspacePolicy:
     tags: tuple[str, ...] = ()
     settings: Mapping[str, Any] = field(default_factory=dict)
     allow_self_approval: bool = False
-    require_apply_session: bool = False
-    """State writes only through an approved run's apply session (admins excepted)."""
+    require_apply_session: bool | None = None
+    """State writes only through an approved run's apply session (admins excepted): the
+    default (None); ``False`` opts the workspaces into the simple applier mode."""
 
     @classmethod
     def from_config(cls, entry: Mapping[str, Any], index: int = 0) -> WorkspacePolicy:
@@ -52,12 +53,20 @@ class WorkspacePolicy:
             raise ConfigError(f'{where}.tags must be a list of strings, e.g. ["production"]')
         if not isinstance(settings, Mapping):
             raise ConfigError(f"{where}.settings must be a table, e.g. {{ max_deletions = 5 }}")
-        flags = {}
+        flags: dict[str, bool | None] = {}
         for key in ("allow_self_approval", "require_apply_session"):
-            flags[key] = entry.get(key, False)
-            if not isinstance(flags[key], bool):
+            flags[key] = entry.get(key)
+            if flags[key] is not None and not isinstance(flags[key], bool):
                 raise ConfigError(f"{where}.{key} must be true or false")
-        return cls(str(entry.get("match", "*")), tuple(tags), dict(settings), **flags)
+        return cls(
+            str(entry.get("match", "*")), tuple(tags), dict(settings),
+            bool(flags["allow_self_approval"]), flags["require_apply_session"],
+        )  # fmt: skip
+
+    @property
+    def state_writes(self) -> str:
+        """``apply_session`` (the default) or ``simple_applier`` (opted into)."""
+        return "simple_applier" if self.require_apply_session is False else "apply_session"
 
 
 def _lapsed(moment: dt.datetime | None) -> bool:
@@ -173,7 +182,8 @@ def _view(run: Run) -> dict[str, Any]:
         "commit": run.commit, "context": run.context,
         "base_serial": run.base_serial, "config_digest": run.config_digest,
         "has_changes": run.has_changes, "summary": run.summary, "decision": run.decision,
-        "artifact_sha256": run.artifact_sha256, "result": run.result,
+        "artifact_sha256": run.artifact_sha256, "plan_digest": run.plan_digest,
+        "result": run.result,
         "state_version": run.state_version,
         "created_at": run.created_at.isoformat(), "updated_at": run.updated_at.isoformat(),
     }  # fmt: skip

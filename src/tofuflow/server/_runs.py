@@ -141,6 +141,7 @@ class RunService:
             except DocumentError as exc:
                 raise BadRequestError(f"the plan document is not valid: {exc}") from exc
             run.plan_document = self._seal(document, run_aad(run, "plan"))
+            run.plan_digest = plan.digest  # what the apply must present (open_session)
             run.has_changes = plan.has_changes
             run.summary = _summary(plan)
             policy = self._workspace_policy(run.workspace)
@@ -177,7 +178,10 @@ class RunService:
             if run.status == "approved":
                 self._add_approval(session, run, "policy:auto-approve", None, "routine change")
             run.updated_at = utcnow()
-            self._audit(session, ctx, run, "run.policy_decided", run.decision)
+            self._audit(
+                session, ctx, run, "run.policy_decided",
+                {**run.decision, "plan_digest": run.plan_digest},
+            )  # fmt: skip
             return _view(run)
 
     def approve(self, ctx: RequestContext, run_id: str, comment: str) -> dict[str, Any]:
@@ -198,9 +202,14 @@ class RunService:
             self._audit(session, ctx, run, "run.approved", {"comment": comment[:500]})
             return _view(run)
 
-    def open_session(self, ctx: RequestContext, run_id: str) -> dict[str, Any]:
+    def open_session(
+        self, ctx: RequestContext, run_id: str, plan_digest: str, config_digest: str
+    ) -> dict[str, Any]:
         """Start applying: returns a short-lived state-write token bound to this run.
 
+        The applying runner presents the digest of its rendering of the artifact's plan
+        file and of its configuration: the session opens only when they are the plan the
+        policies judged and the configuration that was planned (a refusal is audited).
         One transaction, holding the workspace row: at most one apply session per
         workspace, and a plan whose base serial is no longer current never starts."""
         with self._tx() as session:
@@ -208,8 +217,13 @@ class RunService:
             ctx.principal.require(Permission.APPLY_RUN, run.workspace)
             _require_status(run, {"approved"}, "apply")
             self._require_valid_approval(session, run)
-            stale = self._stale(session, ctx, run)
-            if stale is None:
+            refused = _digest_mismatch(run, plan_digest, config_digest)
+            if refused is not None:
+                detail = {"reason": refused, "presented_plan_digest": plan_digest,
+                          "presented_config_digest": config_digest}  # fmt: skip
+                self._audit(session, ctx, run, "run.apply_refused", detail)
+            stale = None if refused else self._stale(session, ctx, run)
+            if refused is None and stale is None:
                 secret = secrets.token_urlsafe(32)
                 run.session_hash = hashlib.sha256(secret.encode()).hexdigest()
                 run.session_expires_at = utcnow() + self.session_ttl
@@ -225,7 +239,9 @@ class RunService:
                 view["lease_seconds"] = int(self.session_lease.total_seconds())
                 return view
         # Recorded (committed) before refusing: a stale plan never becomes fresh.
-        raise PlanStaleError(stale)
+        if refused is not None:
+            raise ConflictError(refused)
+        raise PlanStaleError(str(stale))
 
     def _stale(self, session: Session, ctx: RequestContext, run: Run) -> str | None:
         """Why ``run``'s plan no longer fits the workspace (recorded), or None."""
@@ -360,8 +376,12 @@ class RunService:
                 ctx.principal.require(Permission.CREATE_RUN, run.workspace)
             else:
                 ctx.principal.require(Permission.APPLY_RUN, run.workspace)
-                if outcome == "failed":
-                    raise BadRequestError("only the requester records its own plan as failed")
+                if outcome == "failed" and run.status != "approved":
+                    # An applier records an apply that failed before its session opened.
+                    raise BadRequestError(
+                        "only the requester records its own plan as failed, and an applier "
+                        "an approved run's apply that failed before it started"
+                    )
             _require_status(run, {"planning", "needs_approval", "approved"}, "cancel")
             run.status, run.result = outcome, {"reason": reason[:500]}
             run.updated_at = utcnow()
@@ -376,6 +396,7 @@ class RunService:
             run = self._run(session, run_id)
             ctx.principal.require(Permission.READ_RUNS, run.workspace)
             view = _view(run)
+            view["state_writes"] = self.state_writes(run.workspace)
             view["approvals"] = [
                 {"approver": a.approver, "comment": a.comment,
                  "created_at": a.created_at.isoformat(), "expires_at": a.expires_at.isoformat()}
@@ -410,7 +431,11 @@ class RunService:
             query = query.where(Run.commit.startswith(commit))
         with Session(self.engine) as session:
             runs = session.scalars(query).all()
-            return [_view(r) for r in runs if ctx.principal.can(Permission.READ_RUNS, r.workspace)]
+            return [
+                {**_view(r), "state_writes": self.state_writes(r.workspace)}
+                for r in runs
+                if ctx.principal.can(Permission.READ_RUNS, r.workspace)
+            ]
 
     def artifact(self, ctx: RequestContext, run_id: str) -> tuple[bytes, str]:
         """The plan artifact (it may hold sensitive values: appliers only)."""
@@ -466,8 +491,10 @@ class RunService:
                      expires_at=utcnow() + self.approval_ttl)
         )  # fmt: skip
 
-    def requires_apply_session(self, workspace: str) -> bool:
-        return self._workspace_policy(workspace).require_apply_session
+    def state_writes(self, workspace: str) -> str:
+        """How ``workspace`` takes state writes: ``apply_session`` (only an approved run's
+        apply session, admins excepted; the default) or ``simple_applier`` (any applier)."""
+        return self._workspace_policy(workspace).state_writes
 
     def _workspace_policy(self, workspace: str) -> WorkspacePolicy:
         matching = [p for p in self.workspace_policies if fnmatchcase(workspace, p.match)]
@@ -478,7 +505,9 @@ class RunService:
         for policy in matching:  # later, more specific entries refine earlier ones
             settings.update(policy.settings)
         allow = all(p.allow_self_approval for p in matching)
-        session_only = any(p.require_apply_session for p in matching)
+        # Simple applier mode only when opted into and no matching entry asks for sessions.
+        opted = [p.require_apply_session for p in matching if p.require_apply_session is not None]
+        session_only = not opted or any(opted)
         return WorkspacePolicy(workspace, tags, settings, allow, session_only)
 
     def _seal(self, data: bytes, aad: bytes) -> dict[str, Any]:
@@ -497,3 +526,26 @@ class RunService:
             session, ctx.actor, action, workspace=run.workspace, serial=run.base_serial,
             detail={"status": run.status, **(detail or {})}, run_id=run.id, commit=run.commit,
         )  # fmt: skip
+
+
+def _digest_mismatch(run: Run, plan_digest: str, config_digest: str) -> str | None:
+    """Why the presented digests do not let ``run`` be applied, or None."""
+    if run.plan_digest is None:
+        return (
+            f"run {run.id} was planned before the control plane recorded plan digests: "
+            "plan again and apply the new run"
+        )
+    if plan_digest != run.plan_digest:
+        return (
+            f"the plan file in run {run.id}'s artifact is not the plan its policies judged "
+            "(the digest of its `show -json` differs from the uploaded plan document's): "
+            "refusing to apply it. Plan again from a trusted pipeline, and check who "
+            f"uploaded run {run.id} (`tofuflow audit --run {run.id}`)"
+        )
+    if config_digest != run.config_digest:
+        return (
+            f"the configuration presented for run {run.id} differs from the one it planned "
+            f"(digest {config_digest[:12]}…, planned {run.config_digest[:12]}…): check out "
+            f"the planned commit ({run.commit or 'see `tofuflow runs show`'}), or plan again"
+        )
+    return None

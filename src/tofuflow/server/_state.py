@@ -97,19 +97,26 @@ class StateService:
         self.engine = engine
         self.keyring = keyring
         self.blobs = blobs
-        # Set by the app from [[workspace_settings]] require_apply_session.
-        self.session_only: Callable[[str], bool] = lambda workspace: False
+        # Set by the app from [[workspace_settings]] require_apply_session: how a workspace
+        # takes state writes, "apply_session" (the default) or "simple_applier".
+        self.state_writes: Callable[[str], str] = lambda workspace: "apply_session"
 
-    def _require_session(self, ctx: RequestContext, name: str) -> None:
-        """Where configured, only an apply session (or an admin, audited) changes state."""
-        if ctx.run_id or not self.session_only(name):
-            return
+    def _require_session(self, ctx: RequestContext, name: str) -> str:
+        """Only an approved run's apply session changes state, unless the workspace opted
+        into the simple applier mode; an admin's write is break-glass (audited as such).
+        Returns how this change is allowed: the ``via`` of its audit event."""
+        if ctx.run_id:
+            return "apply_session"
+        if self.state_writes(name) == "simple_applier":
+            return "simple_applier"
         if ctx.principal.can(Permission.OVERRIDE, name):
-            return
+            return "break_glass"
         raise ForbiddenError(
             f"{ctx.principal.subject} may not change {name} directly: this workspace takes "
-            "state writes only from an approved run's apply session. Use `tofuflow plan` "
-            "and `tofuflow apply`"
+            "state writes only from an approved run's apply session (the default). Use "
+            "`tofuflow plan` and `tofuflow apply`; an admin can opt the workspace into the "
+            "simple applier mode with `require_apply_session = false` in a "
+            "[[workspace_settings]] entry of the server's configuration"
         )
 
     # -- HTTP backend protocol ----------------------------------------------------------
@@ -131,7 +138,7 @@ class StateService:
     ) -> VersionInfo | None:
         """Store ``body`` as a new version; None for an identical retry of the current one."""
         ctx.principal.require(Permission.WRITE_STATE, name)
-        self._require_session(ctx, name)
+        via = self._require_session(ctx, name)
         serial, lineage = state_identity(body)
         digest = hashlib.sha256(body).hexdigest()
         with self._tx() as session:
@@ -150,14 +157,15 @@ class StateService:
             _audit.append(
                 session, ctx.actor, "state.write", workspace=name, serial=serial,
                 detail={"version": row.version, "sha256": digest, "size": len(body),
-                        "override": override, **({"lock_held_by": held_by} if held_by else {})},
+                        "override": override, "via": via,
+                        **({"lock_held_by": held_by} if held_by else {})},
                 run_id=ctx.run_id,
             )  # fmt: skip
             return _info(name, row)
 
     def lock(self, ctx: RequestContext, name: str, info: Mapping[str, Any]) -> None:
         ctx.principal.require(Permission.LOCK, name)
-        self._require_session(ctx, name)
+        via = self._require_session(ctx, name)
         lock_id = lock_id_of(info)
         with self._tx() as session:
             ws = self._workspace_for_update(session, name)
@@ -169,7 +177,7 @@ class StateService:
             ws.locked_by, ws.locked_at = ctx.principal.subject, utcnow()
             _audit.append(
                 session, ctx.actor, "state.lock", workspace=name, serial=ws.serial,
-                detail={"lock_id": lock_id, "operation": info.get("Operation")},
+                detail={"lock_id": lock_id, "operation": info.get("Operation"), "via": via},
             )  # fmt: skip
 
     def unlock(self, ctx: RequestContext, name: str, info: Mapping[str, Any] | None) -> None:
@@ -217,6 +225,7 @@ class StateService:
                     "serial": ws.serial,
                     "version": ws.current_version,
                     "locked": ws.lock_id is not None,
+                    "state_writes": self.state_writes(ws.name),
                     **({"lock": _lock_view(ws)} if ws.lock_id is not None else {}),
                 }
                 for ws in rows

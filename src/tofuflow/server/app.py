@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tofuflow._version import __version__
 from tofuflow.errors import (
@@ -25,6 +26,7 @@ from tofuflow.errors import (
     CryptoError,
     ForbiddenError,
     LockedError,
+    RateLimitedError,
     RequestError,
     StorageError,
     TofuflowError,
@@ -32,6 +34,7 @@ from tofuflow.errors import (
 from tofuflow.policy import PolicySet
 from tofuflow.server._drift import DriftService
 from tofuflow.server._envs import EnvironmentService, ReapPolicy
+from tofuflow.server._limits import RateLimiter, limited_path, rate_limited
 from tofuflow.server._runs import RunService, WorkspacePolicy
 from tofuflow.server._state import RequestContext, StateService
 from tofuflow.server.api import audit, drift, environments, health, runs, state, workspaces
@@ -77,7 +80,9 @@ def create_app(config: ServerConfig) -> FastAPI:
     _install_error_handlers(app, _refusal_auditor(service, authn))
     _install_server_error_handlers(app)
     _install_observability(app, metrics)
-    context = _context_dependency(authn)
+    limiter = RateLimiter(config.rate_limit, config.rate_burst)
+    _install_rate_limit_handler(app)
+    context = _context_dependency(authn, limiter)
 
     run_service = _run_service(config, service)
     environment_service = _environment_service(config, service)
@@ -102,7 +107,7 @@ def _run_service(config: ServerConfig, service: StateService) -> RunService:
         approval_ttl=parse_ttl(config.approval_ttl), session_ttl=parse_ttl(config.session_ttl),
         session_lease=parse_ttl(config.session_lease),
     )  # fmt: skip
-    service.session_only = run_service.requires_apply_session
+    service.state_writes = run_service.state_writes
     return run_service
 
 
@@ -114,12 +119,16 @@ def _environment_service(config: ServerConfig, service: StateService) -> Environ
     return EnvironmentService(service.engine, service, reap)
 
 
-def _context_dependency(authn: Authenticator) -> ContextDep:
+def _context_dependency(authn: Authenticator, limiter: RateLimiter) -> ContextDep:
     async def context(request: Request) -> RequestContext:
         principal = await run_in_threadpool(
             authn.authenticate, request.headers.get("authorization")
         )
         request.state.principal = principal
+        if limited_path(request.url.path):
+            wait = limiter.take(principal.subject)
+            if wait is not None:
+                raise rate_limited(principal.subject, wait)
         client = request.client.host if request.client else None
         # Only an apply-session token ties a request to a run; a header could be forged.
         run_id = principal.claims.get("run_id")
@@ -207,6 +216,23 @@ def _install_error_handlers(app: FastAPI, audit_refusal: AuditRefusal) -> None:
         await audit_refusal(request, 422, message)
         return JSONResponse({"error": message, "code": "validation_error"}, status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def routing(request: Request, exc: StarletteHTTPException) -> Response:
+        # No such path (404) or method (405): Starlette's own answer, in the common form.
+        code = {404: "not_found_error", 405: "method_not_allowed"}.get(exc.status_code)
+        message = (
+            f"no {request.method} {request.url.path[:200]} in this API: the routes are in "
+            "/openapi.json"
+            if code
+            else str(exc.detail)
+        )
+        await audit_refusal(request, exc.status_code, message)
+        return JSONResponse(
+            {"error": message, "code": code or "http_error"},
+            status_code=exc.status_code,
+            headers=dict(exc.headers or {}),
+        )
+
     @app.exception_handler(LockedError)
     async def locked(request: Request, exc: LockedError) -> Response:
         await audit_refusal(request, 423, str(exc))
@@ -233,6 +259,17 @@ def _install_error_handlers(app: FastAPI, audit_refusal: AuditRefusal) -> None:
     async def forbidden(request: Request, exc: ForbiddenError) -> Response:
         await audit_refusal(request, 403, str(exc))
         return JSONResponse({"error": str(exc)}, status_code=403)
+
+
+def _install_rate_limit_handler(app: FastAPI) -> None:
+    @app.exception_handler(RateLimitedError)
+    async def too_many(request: Request, exc: RateLimitedError) -> Response:
+        # Not audited (see server/_limits.py): counted in /metrics and the access log.
+        return JSONResponse(
+            {"error": str(exc), "code": "rate_limited_error"},
+            status_code=429,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
 
 
 def _install_server_error_handlers(app: FastAPI) -> None:

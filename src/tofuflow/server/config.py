@@ -11,6 +11,8 @@ File (every key optional)::
     data_dir = "/var/lib/tofuflow"   # TOFUFLOW_DATA_DIR; default <XDG_DATA_HOME>/tofuflow/server
     max_state_bytes = 52428800
     public_url = "https://tofuflow.example"
+    rate_limit = 1200           # requests a minute per identity on the state and runs APIs
+    rate_burst = 200            # in bursts of up to this many; rate_limit = 0 turns it off
 
     [database]
     url = "postgresql+psycopg://tofuflow@db/tofuflow"   # TOFUFLOW_DATABASE_URL
@@ -86,6 +88,8 @@ class ServerConfig:
     database_url: str = ""
     max_state_bytes: int = 50 * 1024 * 1024
     public_url: str = ""
+    rate_limit: int = 1200
+    rate_burst: int = 200
     blobs: Mapping[str, Any] = field(default_factory=dict)
     keys: Mapping[str, Any] = field(default_factory=dict)
     oidc_issuers: tuple[Mapping[str, Any], ...] = ()
@@ -133,6 +137,8 @@ class ServerConfig:
             "data_dir": check.get(server, ("server", "data_dir"), str),
             "max_state_bytes": check.get(server, ("server", "max_state_bytes"), int),
             "public_url": check.get(server, ("server", "public_url"), str),
+            "rate_limit": check.get(server, ("server", "rate_limit"), int),
+            "rate_burst": check.get(server, ("server", "rate_burst"), int),
             "database_url": check.get(check.table(doc, ("database",)), ("database", "url"), str),
             "blobs": check.table(doc, ("blobs",)),
             "keys": check.table(doc, ("keys",)),
@@ -172,6 +178,11 @@ class ServerConfig:
             raise ConfigError(f"{where}: server.port {self.port} is not a TCP port (1-65535)")
         if self.max_state_bytes < 1024:
             raise ConfigError(f"{where}: server.max_state_bytes must be at least 1024")
+        if self.rate_limit < 0 or self.rate_burst < 1:
+            raise ConfigError(
+                f"{where}: server.rate_limit must be 0 (off) or more requests a minute, and "
+                "server.rate_burst at least 1"
+            )
         if self.orphan_after < 1:
             raise ConfigError(f"{where}: environments.orphan_after must be at least 1")
         from tofuflow.server.auth import parse_ttl
@@ -223,6 +234,10 @@ _ENVIRONMENT_KEYS: dict[str, tuple[str, type]] = {
     "max_ttl": ("max_env_ttl", str),
 }
 
+_SERVER_KEYS = (
+    "host", "port", "data_dir", "max_state_bytes", "public_url", "rate_limit", "rate_burst",
+)  # fmt: skip
+
 # What WorkspacePolicy.from_config (server/_runs.py) reads; a unit test keeps them equal.
 WORKSPACE_SETTINGS_KEYS = frozenset(
     {"match", "tags", "settings", "allow_self_approval", "require_apply_session"}
@@ -260,7 +275,7 @@ def _schema() -> Schema:
 
     key = _ByKind({kind: options for kind, (options, _) in _BUILDERS.items()})
     return {
-        "server": dict.fromkeys(("host", "port", "data_dir", "max_state_bytes", "public_url")),
+        "server": dict.fromkeys(_SERVER_KEYS),
         "database": {"url": None},
         "blobs": _ByKind(_BLOB_KEYS, default="database"),
         "keys": {"current": key, "previous": _Each(key)},

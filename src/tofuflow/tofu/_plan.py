@@ -10,6 +10,7 @@ render them only through ``tofuflow.tofu._render``, which masks them.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 from collections import Counter
@@ -250,6 +251,17 @@ class Plan:
         return any(rc.action not in quiet for rc in self.resource_changes) or any(
             oc.action is not Action.NO_OP for oc in self.output_changes.values()
         )
+
+    @property
+    def digest(self) -> str:
+        """sha256 hex of the document's canonical JSON: keys sorted, no whitespace, UTF-8
+        (``ensure_ascii=False``), numbers as Python writes them. The control plane records
+        it for the document its policies judged; the applying runner computes it from the
+        artifact's plan file (``show -json``) and must present the same one."""
+        canonical = json.dumps(
+            self.raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     def sensitive_values(self) -> frozenset[str]:
         """Every string the plan marks sensitive, e.g. to register with a CI log masker."""

@@ -167,6 +167,15 @@ class Tofu:
         """Mask ``value`` in everything relayed from now on."""
         self.redactor.add(value)
 
+    def set_env(self, name: str, value: str, *, secret: bool = False) -> None:
+        """Set one variable of the child's environment for the commands that follow, e.g.
+        a token that exists only after ``init`` (``secret=True`` also masks it)."""
+        if name in MANAGED_ENV or name.startswith("TF_CLI_ARGS"):
+            raise ConfigError(f"set_env may not set {name}: tofuflow manages it")
+        if secret:
+            self.add_secret(value)
+        self._env[name] = value
+
     def cancel(self) -> None:
         """Stop the running command gracefully, and refuse to start new ones."""
         self._cancel.set()

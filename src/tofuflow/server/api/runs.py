@@ -12,7 +12,7 @@ from tofuflow.server._runs import RunService
 from tofuflow.server._state import validate_workspace_name
 from tofuflow.server.api._common import ContextDep, read_body
 
-__all__ = ["Approve", "Cancel", "CredentialIssued", "Finish", "NewRun", "router"]
+__all__ = ["Approve", "Cancel", "CredentialIssued", "Finish", "NewRun", "OpenSession", "router"]
 
 
 class NewRun(BaseModel):
@@ -38,6 +38,17 @@ class CredentialIssued(BaseModel):
     subject_claims: dict[str, Any] = Field(default_factory=dict)
     expires_at: str | None = Field(default=None, max_length=64)
     fingerprint: str = Field(min_length=8, max_length=64, pattern="^[0-9a-f]+$")
+
+
+class OpenSession(BaseModel):
+    plan_digest: str = Field(
+        pattern="^[0-9a-f]{64}$",
+        description="sha256 of the canonical `show -json` of the artifact's plan file, "
+        "rendered by the applying runner",
+    )
+    config_digest: str = Field(
+        pattern="^[0-9a-f]{64}$", description="The applying checkout's configuration digest"
+    )
 
 
 class Cancel(BaseModel):
@@ -106,8 +117,11 @@ def _lifecycle_routes(api: APIRouter, runs: RunService, context: ContextDep) -> 
         return await run_in_threadpool(runs.approve, await context(request), run_id, body.comment)
 
     @api.post("/v1/runs/{run_id}/apply-session", summary="Start applying")
-    async def open_session(run_id: str, request: Request) -> dict[str, Any]:
-        return await run_in_threadpool(runs.open_session, await context(request), run_id)
+    async def open_session(run_id: str, body: OpenSession, request: Request) -> dict[str, Any]:
+        ctx = await context(request)
+        return await run_in_threadpool(
+            runs.open_session, ctx, run_id, body.plan_digest, body.config_digest
+        )
 
     @api.post("/v1/runs/{run_id}/apply-session/renew", summary="The applying runner is alive")
     async def renew(run_id: str, request: Request) -> dict[str, Any]:

@@ -140,6 +140,8 @@ class Run(Base):
     artifact_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
     artifact: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     plan_document: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    # The canonical digest of the plan document the policies judged (0005).
+    plan_digest: Mapped[str | None] = mapped_column(String(64), default=None)
     session_hash: Mapped[str | None] = mapped_column(String(128), default=None)
     session_expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     # Renewed by the applying runner; when it lapses the runner is lost (0004).
