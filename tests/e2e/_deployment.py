@@ -157,6 +157,41 @@ class Deployment:
         return "\n".join(parts)
 
 
+class SlowStateServer:
+    """Answers ``GET /<seconds>`` with an empty state after that many seconds: a read the
+    binary cannot interrupt (tests/e2e/deployment/infra/slow_stop)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.received: list[str] = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                owner.received.append(self.path)
+                time.sleep(float(self.path.rsplit("/", 1)[1]))
+                body = json.dumps({"version": 4, "serial": 1, "lineage": "slow",
+                                   "outputs": {}, "resources": []}).encode()  # fmt: skip
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/state"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
 def wait_for(predicate: Any, timeout: float, what: str, deployment: Deployment | None = None) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

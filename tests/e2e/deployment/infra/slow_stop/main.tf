@@ -1,16 +1,29 @@
-# An apply that takes `seconds` and, once interrupted, still needs them to stop: the
-# provisioner's shell ignores INT and TERM, and its `sleep` child keeps the output pipe the
-# binary waits on open even when the shell itself is killed.
+# An apply whose binary needs `seconds` to stop once interrupted: it reads a remote state
+# from `slow_url`, a server that answers after `seconds`, and a read in flight is not
+# interrupted — the binary waits for it before it stops (as it waits for any provider
+# call in flight). The read depends on a resource, so it happens during the apply.
 
 variable "seconds" {
   type    = number
   default = 20
 }
 
-resource "terraform_data" "slow" {
-  input = var.seconds
+variable "slow_url" {
+  type        = string
+  description = "Answers GET <slow_url>/<seconds> with an empty state after that long."
+}
 
-  provisioner "local-exec" {
-    command = "trap '' INT TERM; echo slow-stop-started; sleep ${var.seconds}; echo slow-stop-done"
+resource "terraform_data" "started" {
+  input = var.seconds
+}
+
+data "terraform_remote_state" "slow" {
+  backend = "http"
+  config = {
+    address = "${var.slow_url}/${terraform_data.started.output}"
   }
+}
+
+resource "terraform_data" "after" {
+  input = data.terraform_remote_state.slow.outputs
 }
