@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,9 +111,7 @@ class Deployment:
         """Every XCom of the DAG run, values included."""
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/~/xcomEntries"
         entries = self.call("GET", path, params={"limit": 100})["xcom_entries"]
-        return [
-            {**e, "value": self.xcom(dag_id, run_id, e["task_id"], e["key"])} for e in entries
-        ]
+        return [{**e, "value": self.xcom(dag_id, run_id, e["task_id"], e["key"])} for e in entries]
 
     def log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
         """The task's log as the UI shows it (through the API server's log reader)."""
@@ -169,7 +167,7 @@ class SlowStateServer:
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 owner.received.append(self.path)
                 time.sleep(float(self.path.rsplit("/", 1)[1]))
                 body = json.dumps({"version": 4, "serial": 1, "lineage": "slow",
@@ -192,7 +190,9 @@ class SlowStateServer:
         self._server.server_close()
 
 
-def wait_for(predicate: Any, timeout: float, what: str, deployment: Deployment | None = None) -> Any:
+def wait_for(
+    predicate: Any, timeout: float, what: str, deployment: Deployment | None = None
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -262,9 +262,7 @@ def _create_database(pg_url: str, name: str) -> None:
         db.execute(f'CREATE DATABASE "{name}"')
 
 
-def _control_plane(
-    stack: ExitStack, base: Path, pg_root: str
-) -> tuple[RunningServer, str, str]:
+def _control_plane(stack: ExitStack, base: Path, pg_root: str) -> tuple[RunningServer, str, str]:
     """`tofuflow server` on PostgreSQL with a short apply-session lease; admin and applier
     tokens for it (the applier's is what the Airflow connections hold)."""
     config = base / "server.toml"
@@ -343,14 +341,10 @@ def _stop_all(processes: Mapping[str, subprocess.Popen[bytes]]) -> None:
             os.killpg(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + 20
     for proc in processes.values():
-        try:
+        with suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            pass
-        try:
+        with suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # the group: task processes included
-        except ProcessLookupError:
-            pass
         proc.wait()
 
 

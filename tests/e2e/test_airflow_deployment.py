@@ -126,8 +126,8 @@ def test_a_task_marked_failed_while_its_binary_is_slow_to_stop_leaves_no_lock(
     # The next DAG run is not stopped by a lock nobody holds.
     again = deployment.trigger(dag_id, {"seconds": 1, "slow_url": slow_state.url})
     states = deployment.wait_run(dag_id, again)
-    assert states == {"__run__": "success", "plan": "success", "apply": "success"}, (
-        deployment.log(dag_id, again, "apply")
+    assert states == {"__run__": "success", "plan": "success", "apply": "success"}, deployment.log(
+        dag_id, again, "apply"
     )
     assert deployment.xcom(dag_id, again, "apply")["status"] == "applied"
     assert _lock(deployment, workspace) == {}
