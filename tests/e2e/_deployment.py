@@ -271,7 +271,10 @@ def _control_plane(stack: ExitStack, base: Path, pg_root: str) -> tuple[RunningS
         f'[database]\nurl = "{pg_root}/tofuflow"\n\n'
         f'[runs]\nsession_lease = "{SESSION_LEASE}s"\n\n'
         f'[policies]\ndirectory = "{EXAMPLES / "policies"}"\n\n'
-        '[[workspace_settings]]\nmatch = "*"\nsettings = { disposable = true }\n'
+        + "".join(
+            f'[[workspace_settings]]\nmatch = "{match}"\nsettings = {{ disposable = true }}\n\n'
+            for match in ("examples/*", "stacks/*", "deploy/*")
+        )  # guarded/service (production) is not: its runs wait for a person
     )
     env = {**os.environ, "TOFUFLOW_SERVER_CONFIG": str(config)}
     env.pop("TOFUFLOW_DATABASE_URL", None)

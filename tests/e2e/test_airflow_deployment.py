@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from _deployment import (
 
 DAG_IDS = [
     "tofuflow_lifecycle",
+    "tofuflow_approval",
     "deploy_slow_stop",
     "deploy_contended",
     "deploy_locked",
@@ -100,6 +102,41 @@ def test_the_lifecycle_example_runs_and_its_asset_events_name_the_remote_control
         assert "asset_host" not in deployment.log("tofuflow_lifecycle", run_id, task_id)
     runs = deployment.runs_of("tofuflow_lifecycle", run_id)
     assert sorted(r["status"] for r in runs) == ["applied", "applied"]
+
+
+def test_the_approval_example_waits_deferred_in_the_triggerer_until_a_person_approves(
+    deployment: Deployment,
+) -> None:
+    dag_id = "tofuflow_approval"
+    run_id = deployment.trigger(dag_id)
+    approved: list[str] = []
+    seen: set[str] = set()
+
+    def approve_waiting() -> bool:
+        """A person approves each run once its task waits for it (the apply deferred)."""
+        states = deployment.task_states(dag_id, run_id)
+        seen.add(f"apply:{states.get('apply')}")
+        with deployment.control_plane() as approver:
+            for run in approver.runs(workspace="guarded/service", limit=20):
+                waiting = run["status"] == "needs_approval" and run["id"] not in approved
+                ours = (run.get("context") or {}).get("airflow", {}).get("run_id") == run_id
+                if waiting and ours and (approved or states.get("apply") == "deferred"):
+                    approver.approve(run["id"], "looked at it")
+                    approved.append(run["id"])
+        return len(approved) == 2 or deployment.dag_run(dag_id, run_id)["state"] != "running"
+
+    wait_for(approve_waiting, 240, "the apply and the destroy to ask for approval", deployment)
+    states = deployment.wait_run(dag_id, run_id)
+    assert states == {"__run__": "success", "plan": "success", "apply": "success",
+                      "destroy": "success"}, states  # fmt: skip
+    assert "apply:deferred" in seen, seen  # no worker slot held while a person decides
+    assert deployment.xcom(dag_id, run_id, "apply")["run_id"] == approved[0]
+    assert deployment.xcom(dag_id, run_id, "destroy")["run_id"] == approved[1]
+    with deployment.control_plane() as admin:
+        for run_id_ in approved:
+            done = admin.run(run_id_)
+            assert done["status"] == "applied"
+            assert [a["comment"] for a in done["approvals"]] == ["looked at it"]
 
 
 def test_a_task_marked_failed_while_its_binary_is_slow_to_stop_leaves_no_lock(
@@ -179,6 +216,10 @@ def test_the_lock_error_names_the_holder(deployment: Deployment) -> None:
     log = deployment.log(dag_id, run_id, "apply")
     assert f"the state is locked by {holder['held_by']} since {holder['since']}" in log, log
     assert "someone@elsewhere" in log, log
+    # Wherever the log says who holds it (the chained driver error too), it is the holder:
+    # never the binary's own refused attempt, whose ID nobody could force-unlock.
+    named = re.findall(r"the state is locked (by \S+|\(lock ID [^)]*\))", log)
+    assert set(named) == {f"by {holder['held_by']}", f"(lock ID {info['ID']})"}, named
     (run,) = deployment.runs_of(dag_id, run_id)
     assert run["status"] == "failed", run
 
