@@ -9,7 +9,7 @@ from datetime import datetime
 
 from airflow.sdk import dag, task
 
-from tofuflow.airflow import TofuflowApplyOperator, TofuflowPlanOperator
+from tofuflow.airflow import TofuflowApplyOperator, TofuflowHook, TofuflowPlanOperator
 
 COMMON = {"workspace": "deploy/contended", "tofuflow_conn_id": "tofuflow_tests"}
 
@@ -23,8 +23,15 @@ def deploy_contended() -> None:
 
     @task
     def settle() -> None:
-        """Gives the other DAG run time to plan against the same state."""
-        time.sleep(6)
+        """Waits (up to a minute) until the other DAG run has planned too, so both plans
+        are made against the same state before either applies."""
+        deadline = time.monotonic() + 60
+        with TofuflowHook("tofuflow_tests").control_plane("read") as cp:
+            while time.monotonic() < deadline:
+                runs = cp.runs(workspace="deploy/contended", limit=50)
+                if sum(r["status"] != "planning" for r in runs) >= 2:
+                    return
+                time.sleep(1)
 
     apply = TofuflowApplyOperator(
         task_id="apply", run_id=plan.output["run_id"], variables=variables, poll_interval=2,
