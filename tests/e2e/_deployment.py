@@ -41,7 +41,7 @@ AIRFLOW = [sys.executable, "-m", "airflow"]
 # Seconds of an apply session's lease on the test control plane: short, so a lost runner
 # is noticed within the test, long enough that a busy machine still renews in time.
 SESSION_LEASE = 9
-_FINISHED = {"success", "failed"}
+FINISHED = {"success", "failed"}
 
 
 class DeploymentError(AssertionError):
@@ -85,7 +85,7 @@ class Deployment:
     def wait_run(self, dag_id: str, run_id: str, timeout: float = 240) -> dict[str, str]:
         """Wait for the DAG run to finish; returns its tasks' states (and ``__run__``)."""
         run = wait_for(
-            lambda: (r := self.dag_run(dag_id, run_id))["state"] in _FINISHED and r,
+            lambda: (r := self.dag_run(dag_id, run_id))["state"] in FINISHED and r,
             timeout, f"DAG run {dag_id}/{run_id} to finish", self,
         )  # fmt: skip
         return {**self.task_states(dag_id, run_id), "__run__": run["state"]}

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from _deployment import (
+    FINISHED,
     SESSION_LEASE,
     Deployment,
     SlowStateServer,
@@ -123,7 +124,7 @@ def test_the_approval_example_waits_deferred_in_the_triggerer_until_a_person_app
                 if waiting and ours and (approved or states.get("apply") == "deferred"):
                     approver.approve(run["id"], "looked at it")
                     approved.append(run["id"])
-        return len(approved) == 2 or deployment.dag_run(dag_id, run_id)["state"] != "running"
+        return len(approved) == 2 or deployment.dag_run(dag_id, run_id)["state"] in FINISHED
 
     wait_for(approve_waiting, 240, "the apply and the destroy to ask for approval", deployment)
     states = deployment.wait_run(dag_id, run_id)
