@@ -93,8 +93,13 @@ def test_two_concurrent_applies_one_is_refused_naming_the_holder_and_nothing_is_
         _wait_for(first_dir / "slow.started", errors)
         with pytest.raises(StateLockedError) as caught:
             fast.apply(lock_timeout="0s")
+        with _api(server, token) as api:
+            (held,) = [
+                w["lock"] for w in api.get("/v1/workspaces").json() if w["name"] == "app/dev"
+            ]
+        # The holder's lock ID (the http backend's Lock Info block is the refused attempt).
         assert caught.value.lock_info is not None
-        assert caught.value.lock_info.operation == "OperationTypeApply"
+        assert caught.value.lock_info.id == held["id"], (caught.value.lock_info, held)
         thread.join(timeout=120)
         assert errors == []
 

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from _services.cli import CLI, descendants, run_cli
+from tofuflow.errors import PlanStaleError
 from tofuflow.runs import connect
 
 pytestmark = pytest.mark.binary
@@ -125,6 +126,21 @@ def test_an_apply_supersedes_the_runs_planned_before_it_and_apply_says_which(
     assert f"run {older} is stale: run {newer} changed the workspace's state" in refused.stderr
     listed = run_cli(project, "runs", "list")
     assert re.search(rf"{older} .* superseded", listed.stdout), listed.stdout
+
+
+def test_an_apply_session_for_a_superseded_run_is_refused_as_stale(project: Path) -> None:
+    # The race a real Airflow deployment showed: an apply read its run while it was still
+    # approved, another run's apply superseded it, and then the session opened. Refused as
+    # stale (the Airflow operator then plans again), not as a generic conflict.
+    (project / "infra" / "main.tf").write_text('resource "terraform_data" "a" {}\n')
+    older = _plan(project)
+    newer = _plan(project)
+    assert run_cli(project, "apply", newer).returncode == 0
+    with (
+        connect("apply", workspace="app/dev") as client,
+        pytest.raises(PlanStaleError, match=f"run {older} is stale: run {newer} changed"),
+    ):
+        client.open_session(older)
 
 
 def test_runs_show_plan_prints_every_resource_with_sensitive_values_masked(

@@ -61,6 +61,40 @@ def test_a_lock_diagnostic_becomes_state_locked_error_with_the_holder(tmp_path: 
     assert "tofuflow unlock WORKSPACE" in str(caught.value)  # what a CLI user runs
 
 
+# The http backend (found in a real Airflow deployment): the holder's ID is only in the
+# message; the Lock Info block describes this binary's own, refused lock attempt.
+HTTP_LOCK_DETAIL = (
+    "Error message: HTTP remote state already locked: ID=held-by-a-person\nLock Info:\n"
+    "  ID:        3257c79c-e545-1ae5-ac01-a6f994d447c3\n  Path:      \n"
+    "  Operation: OperationTypeApply\n  Who:       root@vm\n  Version:   1.11.4\n"
+    "  Created:   2026-12-05 01:16:50.146614215 +0000 UTC\n  Info:      \n\n\n"
+    "Terraform acquires a state lock to protect the state from being written\n"
+)
+
+
+def test_an_http_backend_lock_error_names_the_holders_id_not_its_own_attempt(
+    tmp_path: Path,
+) -> None:
+    diagnostic = {
+        "type": "diagnostic",
+        "@level": "error",
+        "diagnostic": {
+            "severity": "error",
+            "summary": "Error acquiring the state lock",
+            "detail": HTTP_LOCK_DETAIL,
+        },
+    }
+    tf = Tofu(tmp_path, binary=_stand_in(tmp_path, 1, [json.dumps(diagnostic)]))
+    with pytest.raises(StateLockedError) as caught:
+        tf.apply()
+    info = caught.value.lock_info
+    assert info is not None and info.id == "held-by-a-person"
+    assert (info.who, info.operation, info.created) == ("", "", "")  # not known from here
+    advice = str(caught.value).splitlines()[0]  # then the binary's own diagnostic
+    assert "the state is locked (lock ID held-by-a-person)" in advice, advice
+    assert "3257c79c" not in advice and "root@vm" not in advice
+
+
 def test_lock_info_without_a_lock_block_is_none() -> None:
     assert parse_lock_info("some other failure") is None
 

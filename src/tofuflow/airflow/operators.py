@@ -245,6 +245,7 @@ class TofuflowApplyOperator(TofuflowPlanOperator):
                 if not self.replan or replanned:
                     raise
                 self.log.warning("%s", exc)
+                self._await_other_apply(context, hook, ws, run["id"])
                 return self._replan(context, hook, ws)
         if status in ("no_changes", "applied"):
             self.log.info("run %s is %s: nothing to apply", run["id"], status)
@@ -270,6 +271,29 @@ class TofuflowApplyOperator(TofuflowPlanOperator):
             f"run {run['id']} is {status} (reason: {reason}): it cannot be applied and is not "
             "re-planned; plan again"
         )
+
+    def _await_other_apply(
+        self, context: Context, hook: TofuflowHook, ws: WorkspaceConfig, stale_id: str
+    ) -> None:
+        """When ``stale_id`` was refused because another run is applying to the workspace,
+        wait (up to ``approval_timeout``) for that run to end: planned again at once, the
+        new plan would read a state about to change and be refused as stale too."""
+        description = self.describe(context, "read")
+        with hook.control_plane("read", workspace=ws.name, description=description) as cp:
+            other = (cp.run(stale_id).get("result") or {}).get("applying")
+            if not other:
+                return
+            deadline = time.monotonic() + self.approval_timeout.total_seconds()
+            self.log.info("planning again once run %s has finished applying", other)
+            # Reading the run also ends it as "runner lost" once its lease has lapsed.
+            while cp.run(other)["status"] == "applying":
+                if time.monotonic() >= deadline:
+                    raise AirflowException(
+                        f"run {other} was still applying to {ws.name} after "
+                        f"{self.approval_timeout}: retry this task once it has ended "
+                        f"(`tofuflow runs show {other}`)"
+                    )
+                time.sleep(min(self.poll_interval, 2.0))
 
     def _replan(self, context: Context, hook: TofuflowHook, ws: WorkspaceConfig) -> dict[str, Any]:
         run = self.plan(context, hook, ws, destroy=self.destroy)

@@ -215,6 +215,13 @@ class RunService:
         with self._tx() as session:
             run = self._run(session, run_id, for_update=True)
             ctx.principal.require(Permission.APPLY_RUN, run.workspace)
+            if run.status == "superseded":  # e.g. superseded since the runner read it
+                by = (run.result or {}).get("by")
+                raise PlanStaleError(
+                    f"run {run.id} is stale: run {by} changed the workspace's state after it "
+                    f"was planned (it is superseded). Plan again (`tofuflow plan "
+                    f"{run.workspace}`) and apply the new run"
+                )
             _require_status(run, {"approved"}, "apply")
             self._require_valid_approval(session, run)
             refused = _digest_mismatch(run, plan_digest, config_digest)

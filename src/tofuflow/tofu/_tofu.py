@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -366,7 +367,12 @@ class Tofu:
         locked = next((d for d in diagnostics if d.summary == _LOCK_SUMMARY), None)
         if locked is not None:
             info = parse_lock_info(locked.detail)
-            who = f" by {info.who} ({info.operation}, lock ID {info.id})" if info else ""
+            if info is None:
+                who = ""
+            elif info.who:
+                who = f" by {info.who} ({info.operation}, lock ID {info.id})"
+            else:
+                who = f" (lock ID {info.id})"
             return StateLockedError(
                 f"{what}: the state is locked{who}. Wait for that run to finish (or retry "
                 "with a lock timeout); if its process is gone, release the lock: `tofuflow "
@@ -394,12 +400,20 @@ class Tofu:
             )
 
 
+_HTTP_HOLDER = re.compile(r"HTTP remote state already locked: ID=(\S+)")
+
+
 def parse_lock_info(detail: str) -> LockInfo | None:
     """The holder's LockInfo from a lock diagnostic.
 
     The binary's JSON diagnostic carries the holder as the fixed ``Lock Info:`` block of
-    its statemgr.LockInfo (``  ID:        <id>`` lines), the only place it is given.
+    its statemgr.LockInfo (``  ID:        <id>`` lines). Not the http backend's: there the
+    block is the binary's own refused attempt and the holder is only ``already locked:
+    ID=<id>`` — its ID alone (the control plane's 423 knows the rest).
     """
+    http_holder = _HTTP_HOLDER.search(detail)
+    if http_holder is not None:
+        return LockInfo(id=http_holder.group(1))
     fields: dict[str, str] = {}
     in_block = False
     for line in detail.splitlines():
