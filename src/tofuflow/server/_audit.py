@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from tofuflow.server._paging import Page, decode_cursor, fill_page, grant_filter
 from tofuflow.server.storage._db import AuditEvent, AuditHead, utcnow
 
 __all__ = [
@@ -151,8 +152,10 @@ class AuditQuery:
     limit: int = 1000
 
 
-def query_events(engine: Any, principal: Any, query: AuditQuery) -> list[dict[str, Any]]:
-    """Events matching ``query`` that ``principal`` may read, oldest first.
+def query_events(
+    engine: Any, principal: Any, query: AuditQuery, cursor: str | None = None
+) -> Page[dict[str, Any]]:
+    """A page of the events matching ``query`` that ``principal`` may read, oldest first.
 
     Events about a workspace need read rights on it; events without one (tokens, key
     rotation) are for admins.
@@ -161,7 +164,7 @@ def query_events(engine: Any, principal: Any, query: AuditQuery) -> list[dict[st
 
     from tofuflow.server.auth import Permission
 
-    statement = select(AuditEvent).where(AuditEvent.id > query.after).order_by(AuditEvent.id)
+    statement = select(AuditEvent).order_by(AuditEvent.id)
     for column, value in (
         (AuditEvent.run_id, query.run),
         (AuditEvent.workspace, query.workspace),
@@ -172,11 +175,21 @@ def query_events(engine: Any, principal: Any, query: AuditQuery) -> list[dict[st
             statement = statement.where(column == value)
     if query.commit:
         statement = statement.where(AuditEvent.commit.startswith(query.commit))
+    narrow = grant_filter(AuditEvent.workspace, principal)
+    if narrow is not None:  # events without a workspace are checked against "*" below
+        statement = statement.where(or_(narrow, AuditEvent.workspace.is_(None)))
+    key = decode_cursor(cursor, "audit", (int,))
+
+    def fetch(after: list[Any] | None, n: int) -> list[AuditEvent]:
+        start = query.after if after is None else max(query.after, after[0])
+        return list(session.scalars(statement.where(AuditEvent.id > start).limit(n)))
+
     with _Session(engine) as session:
-        events = session.scalars(statement.limit(query.limit)).all()
-        return [
-            event_json(e) for e in events if principal.can(Permission.READ_RUNS, e.workspace or "*")
-        ]
+        page = fill_page(
+            fetch, lambda e: principal.can(Permission.READ_RUNS, e.workspace or "*"),
+            lambda e: [e.id], kind="audit", limit=query.limit, after=key,
+        )  # fmt: skip
+        return Page([event_json(e) for e in page.items], page.next_cursor)
 
 
 def event_json(event: AuditEvent) -> dict[str, Any]:
