@@ -96,7 +96,7 @@ def server(
     import uvicorn
 
     from tofuflow.server.app import create_app
-    from tofuflow.server.serving import uvicorn_config
+    from tofuflow.server.serving import freeze_start_up, uvicorn_config
 
     try:
         app = create_app(config)
@@ -109,6 +109,7 @@ def server(
         if workers > 1:
             _serve_workers(config_path, workers, config, log_level)
         else:
+            freeze_start_up()
             uvicorn.Server(uvicorn_config(app, host=config.host, port=config.port)).run()
     finally:
         if reaper is not None:
