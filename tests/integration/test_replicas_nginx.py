@@ -127,9 +127,9 @@ def test_concurrent_applies_through_the_replicas_take_turns_under_the_lock(
     with ThreadPoolExecutor(len(writers)) as pool:
         assert sorted(pool.map(apply, writers)) == writers  # every apply succeeded
 
-    with replicas.api() as api:
+    with replicas.api() as api, ControlPlane(replicas.balancer, replicas.token) as client:
         events = [
-            e for e in api.get("/v1/audit", params={"workspace": workspace}).json()
+            e for e in client.audit(workspace=workspace)
             if e["action"] in {"state.lock", "state.write", "state.unlock"}
         ]  # fmt: skip
         versions = api.get(f"/v1/workspaces/{workspace}/versions").json()

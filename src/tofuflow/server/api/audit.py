@@ -31,7 +31,7 @@ def router(engine: Engine, context: ContextDep) -> APIRouter:
         actor: str | None = None,
         action: str | None = None,
         after: Annotated[int, Query(ge=0, le=_MAX_ID, description="Events after this id")] = 0,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 1000,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 100,
         cursor: Annotated[str | None, Query(max_length=2048, description=CURSOR_HELP)] = None,
     ) -> list[dict[str, Any]]:
         ctx = await context(request)
