@@ -6,8 +6,8 @@
 Workspaces ``team-NN/ws-NNNNN`` (100 teams) with a serial and a lock on every 50th, runs
 spread over them (newest first by ``created_at``), audit events whose hash chain verifies
 (``event_hash`` of the server itself, so `tofuflow audit verify` walks it), a drift report
-per 10th workspace and an environment per 100th. No state bodies: the lists and details
-measured read rows, not sealed versions.
+per 10th workspace and an environment per 20th (every workspace of team-07 has both). No
+state bodies: the lists and details measured read rows, not sealed versions.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def _runs(count: int, workspaces: int) -> Any:
 
 
 def _drift(workspaces: int) -> Any:
-    for n, i in enumerate(range(0, workspaces, 10)):
+    for n, i in enumerate(range(7, workspaces, 10)):  # team-07 (the reader's) has some
         yield {
             "id": n + 1, "workspace": workspace_name(i), "checked_at": START,
             "checked_by": "token:tfw_bench", "status": "none", "serial": 1, "report": {},
@@ -126,7 +126,7 @@ def _drift(workspaces: int) -> Any:
 
 
 def _environments(workspaces: int) -> Any:
-    for i in range(0, workspaces, 100):
+    for i in range(7, workspaces, 20):
         yield {
             "name": f"{workspace_name(i)}-pr", "source_workspace": workspace_name(i),
             "owner": "ci@example.com", "created_by": "token:tfw_bench", "created_at": START,
