@@ -47,6 +47,7 @@ def _loads(data: bytes | str) -> Any:
         # the stdlib's verdict, so a document is accepted or refused the same either way.
         return json.loads(data)
 
+
 _PLAN_HINT = "pass the output of `tofu show -json PLANFILE`"
 
 
