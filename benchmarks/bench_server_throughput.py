@@ -44,6 +44,8 @@ import json
 import os
 import pstats
 import re
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -51,7 +53,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,8 @@ HERE = Path(__file__).parent
 TARGET_CYCLES = 300.0
 TARGET_P99 = 0.100
 TARGET_SEAL_SHARE = 0.10
+TARGET_CPU_RATIO = 3.0
+WRK = "wrk"
 
 
 # -- the state documents ----------------------------------------------------------------
@@ -128,6 +133,11 @@ class StateBodies:
     @classmethod
     def _size(cls, instances: list[dict[str, Any]], lineage: str) -> int:
         return len(cls._text(instances, lineage)) - len('"@SERIAL@"') + 1  # serial 1-9
+
+    @property
+    def parts(self) -> tuple[bytes, bytes, bytes]:
+        """The body around its serial and its lineage: head + serial + middle + lineage + tail."""
+        return self._parts
 
     def body(self, serial: int, lineage: str) -> bytes:
         head, middle, tail = self._parts
@@ -249,6 +259,198 @@ def process_cpu_seconds(pid: int) -> float:
     """utime + stime of a process (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- the wrk load (the measurement) -----------------------------------------------------
+
+# One wrk thread per client, each with one connection and its own Lua state, so each
+# client runs its cycles in order on its own workspace: LOCK, POST (serial + 1), UNLOCK.
+# Cycle latency is timed in Lua (LuaJIT's ffi reaches clock_gettime); wrk's own latency
+# figures are per request. No Content-MD5: Lua has no MD5, and the header is optional.
+WRK_SCRIPT = r"""
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clk_id, bench_timespec *tp);
+]]
+local ts = ffi.new("bench_timespec")
+local function now()
+  ffi.C.clock_gettime(1, ts)
+  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+end
+local function slurp(path)
+  local f = assert(io.open(path, "rb")); local s = f:read("*a"); f:close(); return s
+end
+
+local threads, count = {}, 0
+function setup(thread)
+  count = count + 1
+  thread:set("id", count)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  local ws = "@PREFIX@/ws-" .. id
+  state_path = "/v1/state/" .. ws
+  lock_path = state_path .. "/lock"
+  lineage = string.format("00000000-0000-4000-8000-%012d", id)
+  head, middle, tail = slurp("@DIR@/head"), slurp("@DIR@/middle"), slurp("@DIR@/tail")
+  auth = {["Authorization"] = "@AUTH@"}
+  post_headers = {["Authorization"] = "@AUTH@", ["Content-Type"] = "application/json"}
+  step, serial, cycles, errors, first_error, lat = 0, 0, 0, 0, "", {}
+end
+
+function request()
+  if step == 0 then
+    started = now()
+    lock_id = string.format("@PREFIX@-%d-%d", id, serial)
+    info = '{"ID":"' .. lock_id .. '","Operation":"OperationTypeApply","Info":"",'
+      .. '"Who":"bench@localhost","Version":"1.11.4","Created":"2026-01-01T00:00:00Z",'
+      .. '"Path":"' .. state_path .. '"}'
+    return wrk.format("LOCK", lock_path, auth, info)
+  elseif step == 1 then
+    serial = serial + 1
+    local body = head .. serial .. middle .. lineage .. tail
+    return wrk.format("POST", state_path .. "?ID=" .. lock_id, post_headers, body)
+  end
+  return wrk.format("UNLOCK", lock_path, auth, info)
+end
+
+function response(status, headers, body)
+  if status ~= 200 then
+    errors = errors + 1
+    if first_error == "" then first_error = status .. " " .. string.sub(body or "", 1, 200) end
+  end
+  step = (step + 1) % 3
+  if step == 0 then
+    cycles = cycles + 1
+    lat[#lat + 1] = now() - started
+  end
+end
+
+function done(summary, latency, requests)
+  local out = assert(io.open("@OUT@", "w"))
+  out:write("duration ", summary.duration / 1e6, "\n")
+  for _, thread in ipairs(threads) do
+    out:write("cycles ", thread:get("cycles"), "\n")
+    out:write("errors ", thread:get("errors"), "\n")
+    local first = thread:get("first_error")
+    if first ~= "" then out:write("error ", (first:gsub("\n", " ")), "\n") end
+    for _, v in ipairs(thread:get("lat")) do out:write("lat ", v, "\n") end
+  end
+  out:close()
+end
+"""
+
+
+@dataclass
+class WrkRun:
+    """One wrk run against one server: its cycles, latencies and both sides' CPU."""
+
+    label: str
+    seconds: float = 0.0
+    cycles: int = 0
+    errors: int = 0
+    first_errors: list[str] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    server_cpu: float = 0.0
+    client_cpu: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.cycles / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_per_cycle(self) -> float:
+        return self.server_cpu / self.cycles if self.cycles else float("inf")
+
+
+def run_wrk(
+    url: str, pid: int, token: str, bodies: StateBodies, clients: int, seconds: float,
+    root: Path, label: str,
+) -> WrkRun:  # fmt: skip
+    """``clients`` wrk connections doing cycles for ``seconds``; the server's CPU from /proc."""
+    root.mkdir(parents=True, exist_ok=True)
+    head, middle, tail = bodies.parts
+    for name, part in (("head", head), ("middle", middle), ("tail", tail)):
+        (root / name).write_bytes(part)
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    auth = "Basic " + base64.b64encode(f"pipeline:{token}".encode()).decode()
+    out = root / f"{label}.out"
+    script = root / f"{label}.lua"
+    script.write_text(
+        WRK_SCRIPT.replace("@PREFIX@", prefix).replace("@DIR@", str(root))
+        .replace("@AUTH@", auth).replace("@OUT@", str(out))
+    )  # fmt: skip
+    argv = [WRK, f"-t{clients}", f"-c{clients}", f"-d{seconds:.0f}s", "--timeout", "30s",
+            "-s", str(script), url]  # fmt: skip
+    before_server = process_cpu_seconds(pid)
+    before_client = _children_cpu()
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    run = WrkRun(label, server_cpu=process_cpu_seconds(pid) - before_server,
+                 client_cpu=_children_cpu() - before_client)  # fmt: skip
+    if done.returncode != 0 or not out.exists():
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr[-2000:]}")
+    for line in out.read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if key == "duration":
+            run.seconds = float(value)
+        elif key == "cycles":
+            run.cycles += int(value)
+        elif key == "errors":
+            run.errors += int(value)
+        elif key == "error":
+            run.first_errors.append(value)
+        elif key == "lat":
+            run.latencies.append(float(value))
+    return run
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+# The do-nothing endpoint: the same uvicorn set-up and the same three requests, no work.
+_BASELINE = """
+import sys
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+import uvicorn
+from tofuflow.server.serving import uvicorn_config
+
+async def nothing(request: Request) -> Response:
+    await request.body()
+    return Response(status_code=200)
+
+async def healthz(request: Request) -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+app = Starlette(routes=[
+    Route("/healthz", healthz),
+    Route("/v1/state/{path:path}", nothing, methods=["LOCK", "UNLOCK", "POST"]),
+])
+uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=int(sys.argv[1]))).run()
+"""
+
+
+@contextmanager
+def baseline_server(port: int, log: Path) -> Iterator[tuple[str, int]]:
+    """The do-nothing Starlette app in its own process; yields (url, pid)."""
+    from _services.server import _wait_healthy
+
+    with log.open("ab") as sink:
+        proc = subprocess.Popen([sys.executable, "-c", _BASELINE, str(port)],
+                                stdout=sink, stderr=sink)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc=proc, log=log)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
 # -- the server -------------------------------------------------------------------------
@@ -612,28 +814,26 @@ def time_seal(data_dir: Path, body: bytes, repeat: int) -> tuple[float, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds")
-    parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--workers", type=int, default=16, help="concurrent client threads")
-    parser.add_argument("--workspaces", type=int, default=32)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="alternating do-nothing / server wrk runs (each side's figures "
+                        "are summed over its rounds)")  # fmt: skip
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of wrk per side first")
+    parser.add_argument("--clients", "--workers", type=int, default=16, dest="clients",
+                        help="concurrent clients (wrk threads, one connection each)")  # fmt: skip
+    parser.add_argument("--workspaces", type=int, default=32, help="(diagnosis load only)")
     parser.add_argument("--state-kib", type=int, default=256)
-    parser.add_argument(
-        "--single-seconds",
-        type=float,
-        default=5.0,
-        help="seconds of one client alone (unloaded POST latency)",
-    )
+    parser.add_argument("--single-seconds", type=float, default=4.0,
+                        help="seconds of one client alone (unloaded POST latency)")  # fmt: skip
     parser.add_argument("--seal-repeat", type=int, default=300)
-    parser.add_argument(
-        "--diagnose",
-        action="store_true",
-        help="show where the time goes even when every target is met",
-    )
+    parser.add_argument("--diagnose", action="store_true",
+                        help="show where the time goes even when every target is met")  # fmt: skip
     parser.add_argument("--diagnose-seconds", type=float, default=8.0)
-    parser.add_argument("--profile-seconds", type=float, default=5.0)  # fmt: skip
+    parser.add_argument("--profile-seconds", type=float, default=5.0)
     args = parser.parse_args()
-    if args.workspaces < args.workers:
-        parser.error("--workspaces must be at least --workers (each worker owns a subset)")
+    if shutil.which(WRK) is None:
+        print(f"{WRK} is not installed: apt-get install wrk (Debian)")
+        return 2
 
     from _services.postgres import free_port
     from _services.server import process_server
@@ -641,46 +841,50 @@ def main() -> int:
     bodies = StateBodies(args.state_kib * 1024)
     sample = bodies.body(1, str(uuid.uuid4()))
     print(f"state body {len(sample) / 1024:.0f} KiB ({bodies.instances} instances); "
-          f"{args.workers} client threads over {args.workspaces} workspaces; "
-          f"{args.warmup:.0f} s warm-up, {args.duration:.0f} s measured; "
-          f"server: `tofuflow server` process, SQLite; {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.2f} before the run")  # fmt: skip
+          f"{args.clients} wrk clients; {args.rounds} rounds of {args.duration:.0f} s per side "
+          f"after {args.warmup:.0f} s of warm-up; server: `tofuflow server` process, SQLite; "
+          f"{os.cpu_count()} CPUs, load average {_load()} before the run")  # fmt: skip
 
     with tempfile.TemporaryDirectory(prefix="tofuflow-bench-") as tmp:
         root = Path(tmp)
         port = free_port()
         config_file, token, data_dir = prepare_server(root / "main", port)
-        with process_server(config_file, port, root / "server.log") as server:
+        runs: dict[str, list[WrkRun]] = {"baseline": [], "server": []}
+        with (
+            baseline_server(free_port(), root / "baseline.log") as (base_url, base_pid),
+            process_server(config_file, port, root / "server.log") as server,
+        ):
             assert server.process is not None
-            pid = server.process.pid
-            load = Workload(server.url, token, args.workspaces, bodies)
-            cpu_before = process_cpu_seconds(pid)
-            result, client_cpu = load.run(args.workers, args.warmup, args.duration)
-            server_cpu = process_cpu_seconds(pid) - cpu_before  # includes the warm-up
+            targets = {"baseline": (base_url, base_pid), "server": (server.url, server.process.pid)}
+            for label, (url, pid) in targets.items():  # warm-up, not counted
+                run_wrk(url, pid, token, bodies, args.clients, args.warmup, root / "wrk", label)
+            for _ in range(args.rounds):
+                for label, (url, pid) in targets.items():
+                    runs[label].append(run_wrk(url, pid, token, bodies, args.clients,
+                                               args.duration, root / "wrk", label))  # fmt: skip
+                    print(f"  {label:<8} {runs[label][-1].rate:7.1f} cycles/s, "
+                          f"{runs[label][-1].cpu_per_cycle * 1000:6.2f} ms server CPU per cycle, "
+                          f"load average {_load()}")  # fmt: skip
             alone = Workload(server.url, token, 1, bodies)
             single, _ = alone.run(1, 0.5, args.single_seconds)
-        if result.errors or single.errors:
-            print(f"{len(result.errors) + len(single.errors)} failed cycles, e.g.:")
-            for line in (result.errors + single.errors)[:5]:
-                print(f"  {line}")
-        if not result.cycles or not single.cycles:
-            print("no cycle completed: see the server log")
-            print((root / "server.log").read_text()[-3000:])
-            return 1
-        seal_best, seal_median = time_seal(data_dir, sample, args.seal_repeat)
-        ok = summarise(args, result, single, client_cpu, server_cpu, seal_best, seal_median)
-        ok = ok and not result.errors and not single.errors
+        seal_best, _ = time_seal(data_dir, sample, args.seal_repeat)
+        ok = summarise(args, runs, single, seal_best)
         if not ok or args.diagnose:
             print("\n-- where the time goes --")
             try:
                 diagnose_under_load(
-                    root, args.workers, args.workspaces, bodies, args.diagnose_seconds
+                    root, args.clients, args.workspaces, bodies, args.diagnose_seconds
                 )
             except Exception as exc:  # the diagnosis must not hide the measurement
                 print(f"stack sampling failed: {type(exc).__name__}: {exc}")
             profile_server_path(root, args.state_kib, args.profile_seconds)
             body_costs(sample)
     return 0 if ok else 1
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.2f} (5 min {five:.2f})"
 
 
 def report_at_least(name: str, measured: float, target: float, detail: str) -> bool:
@@ -690,62 +894,54 @@ def report_at_least(name: str, measured: float, target: float, detail: str) -> b
     return ok
 
 
+def _combined(runs: list[WrkRun]) -> WrkRun:
+    total = WrkRun(runs[0].label)
+    for run in runs:
+        total.seconds += run.seconds
+        total.cycles += run.cycles
+        total.errors += run.errors
+        total.first_errors += run.first_errors
+        total.latencies += run.latencies
+        total.server_cpu += run.server_cpu
+        total.client_cpu += run.client_cpu
+    return total
+
+
 def summarise(
-    args: argparse.Namespace,
-    result: LoadResult,
-    single: LoadResult,
-    client_cpu: float,
-    server_cpu: float,
-    seal_best: float,
-    seal_median: float,
+    args: argparse.Namespace, runs: dict[str, list[WrkRun]], single: LoadResult, seal_best: float
 ) -> bool:
-    cycles = result.cycles
-    rate = len(cycles) / args.duration
-    latency = [c.ended - c.started for c in cycles]
-    p50, p99 = percentile(latency, 0.50), percentile(latency, 0.99)
+    base, served = _combined(runs["baseline"]), _combined(runs["server"])
+    print(f"\nside by side, {args.clients} clients, load average now {_load()}:")
+    print(f"{'':<10} {'cycles/s':>9} {'p50':>9} {'p99':>9} {'server CPU/cycle':>17} "
+          f"{'server CPU':>11} {'wrk CPU':>8} {'errors':>7}")  # fmt: skip
+    for run in (base, served):
+        lat = run.latencies or [float("nan")]
+        print(f"{run.label:<10} {run.rate:>9.1f} {percentile(lat, 0.5) * 1000:>7.1f}ms "
+              f"{percentile(lat, 0.99) * 1000:>7.1f}ms {run.cpu_per_cycle * 1000:>15.2f}ms "
+              f"{run.server_cpu / run.seconds:>10.0%} {run.client_cpu / run.seconds:>7.0%} "
+              f"{run.errors:>7}")  # fmt: skip
+    for run in (base, served):
+        for line in run.first_errors[:3]:
+            print(f"  {run.label} error: {line}")
+    single_post = statistics.mean(c.post for c in single.cycles) if single.cycles else 0.0
+    print(f"one client alone (httpx): {len(single.cycles) / args.single_seconds:.1f} cycles/s, "
+          f"mean POST {single_post * 1000:.2f} ms; Keyring.seal({args.state_kib} KiB) best "
+          f"{seal_best * 1000:.3f} ms")  # fmt: skip
     print()
-    print(
-        f"{'request':<8} {'mean':>9} {'p50':>9} {'p99':>9}   (under load, {len(cycles)} cycles; "
-        f"load average now {os.getloadavg()[0]:.2f})"
-    )
-    for label, values in (
-        ("LOCK", [c.lock for c in cycles]),
-        ("POST", [c.post for c in cycles]),
-        ("UNLOCK", [c.unlock for c in cycles]),
-        ("cycle", latency),
-    ):
-        print(
-            f"{label:<8} {statistics.mean(values) * 1000:>7.2f}ms "
-            f"{percentile(values, 0.5) * 1000:>7.2f}ms {percentile(values, 0.99) * 1000:>7.2f}ms"
-        )
-    single_post = statistics.mean(c.post for c in single.cycles)
-    single_cycle = statistics.median(c.ended - c.started for c in single.cycles)
-    print(
-        f"one client alone: {len(single.cycles) / args.single_seconds:.1f} cycles/s, "
-        f"median cycle {single_cycle * 1000:.2f} ms, mean POST {single_post * 1000:.2f} ms"
-    )
-    window = args.warmup + args.duration
-    print(
-        f"CPU in the window: client process {client_cpu / args.duration:.0%} of one core; "
-        f"server process {server_cpu / window:.0%} of one core "
-        f"(≈ {server_cpu / (rate * window) * 1000:.2f} ms CPU per cycle)"
-    )
-    loaded_post = statistics.mean(c.post for c in cycles)
-    print(
-        f"Keyring.seal({args.state_kib} KiB): best "
-        f"{seal_best * 1000:.3f} ms, median {seal_median * 1000:.3f} ms = "
-        f"{seal_best / single_post:.1%} of the unloaded mean POST, "
-        f"{seal_best / loaded_post:.1%} of the loaded mean POST"
-    )
-    print()
-    ok = report_at_least("cycles/s (SQLite)", rate, TARGET_CYCLES, f"{rate:.1f} cycles/s")
-    ok &= report("p99 cycle latency", p99, TARGET_P99,
-                 f"p99 {p99 * 1000:.1f} ms  p50 {p50 * 1000:.1f} ms")  # fmt: skip
-    ok &= report(
-        "encryption share of a POST", seal_best / single_post, TARGET_SEAL_SHARE,
-        f"seal {seal_best * 1000:.3f} ms / unloaded POST {single_post * 1000:.2f} ms "
-        f"= {seal_best / single_post:.1%}",
-    )  # fmt: skip
+    p99 = percentile(served.latencies, 0.99) if served.latencies else float("inf")
+    ratio = served.cpu_per_cycle / base.cpu_per_cycle
+    ok = report("server CPU per cycle / do-nothing", ratio, TARGET_CPU_RATIO,
+                f"{served.cpu_per_cycle * 1000:.2f} ms / {base.cpu_per_cycle * 1000:.2f} ms "
+                f"= {ratio:.1f}x")  # fmt: skip
+    ok &= report_at_least("cycles/s (SQLite)", served.rate, TARGET_CYCLES,
+                          f"{served.rate:.1f} cycles/s")  # fmt: skip
+    ok &= report("p99 cycle latency", p99, TARGET_P99, f"p99 {p99 * 1000:.1f} ms")
+    share = seal_best / single_post if single_post else float("inf")
+    ok &= report("encryption share of a POST", share, TARGET_SEAL_SHARE,
+                 f"seal {seal_best * 1000:.3f} ms / unloaded POST {single_post * 1000:.2f} ms "
+                 f"= {share:.1%}")  # fmt: skip
+    ok &= report("failed requests", float(served.errors + base.errors + len(single.errors)),
+                 0.0, f"{served.errors + base.errors + len(single.errors)}")  # fmt: skip
     return bool(ok)
 
 

@@ -12,6 +12,7 @@ SCRIPTS = [
     "bench_driver.py",
     "bench_state_backends.py",
     "bench_server_throughput.py",
+    "bench_lists.py",
     "bench_policy.py",
     "bench_pipeline.py",
     "bench_run_all.py",

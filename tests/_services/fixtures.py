@@ -26,7 +26,8 @@ def pg_cluster() -> Iterator[tuple[str, Path]]:
 _db_counter = iter(range(1_000_000))
 
 
-def _fresh_pg_database(cluster_url: str) -> str:
+def fresh_pg_database(cluster_url: str) -> str:
+    """A new, empty database in the cluster at ``cluster_url``; its URL."""
     from sqlalchemy import create_engine, text
 
     name = f"tofuflow_{next(_db_counter)}"
@@ -43,7 +44,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'server' / 'tofuflow.db'}"
     cluster_url, _ = request.getfixturevalue("pg_cluster")
-    return _fresh_pg_database(cluster_url)
+    return fresh_pg_database(cluster_url)
 
 
 @pytest.fixture

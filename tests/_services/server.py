@@ -49,13 +49,16 @@ def threaded_server(config: Any) -> Iterator[RunningServer]:
 
 
 @contextmanager
-def process_server(config_file: Path, port: int, log: Path) -> Iterator[RunningServer]:
-    """Run `tofuflow server` as its own process (so a test can SIGKILL it)."""
+def process_server(
+    config_file: Path, port: int, log: Path, *options: str
+) -> Iterator[RunningServer]:
+    """Run `tofuflow server` as its own process (so a test can SIGKILL it); ``options``
+    go on its command line (e.g. ``"--workers", "2"``)."""
     env = {**os.environ, "TOFUFLOW_SERVER_CONFIG": str(config_file)}
     with log.open("ab") as sink:
         proc = subprocess.Popen(
             [sys.executable, "-c", "from tofuflow.cli import main; main()", "server",
-             "--port", str(port)],
+             "--port", str(port), *options],
             env=env, stdout=sink, stderr=sink,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

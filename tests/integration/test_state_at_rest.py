@@ -97,7 +97,8 @@ def test_sigkill_during_a_stream_of_writes_loses_no_acknowledged_version(
         process_server(config_file, port, log) as server,
         httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}) as client,
     ):
-        versions = client.get("/v1/workspaces/crash/test/versions").json()
+        versions = client.get("/v1/workspaces/crash/test/versions", params={"limit": 1000}).json()
+        assert len(versions) < 1000, "more versions than one page: page through them"
         stored = {v["serial"]: v for v in versions}
         for serial, digest in acknowledged.items():
             assert serial in stored, f"acknowledged serial {serial} was lost"
@@ -146,9 +147,9 @@ def test_a_secret_in_state_appears_nowhere_in_the_postgresql_data_directory(
 ) -> None:
     from sqlalchemy import create_engine, text
 
-    from _services.fixtures import _fresh_pg_database
+    from _services.fixtures import fresh_pg_database
 
-    url = _fresh_pg_database(pg_cluster[0])
+    url = fresh_pg_database(pg_cluster[0])
     with threaded_server(simple_applier(replace(server_config, database_url=url))) as server:
         _apply_with_canary(binary, config, server)
     engine = create_engine(pg_cluster[0], isolation_level="AUTOCOMMIT")

@@ -246,7 +246,7 @@ def runs() -> None:
 @runs.command("list")
 @click.option("--workspace", help="Only this workspace.")
 @click.option("--commit", help="Only runs of this commit (a prefix is enough).")
-@click.option("--limit", default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @PROJECT_OPTION
 def runs_list(
     workspace: str | None, commit: str | None, limit: int, project_path: Path | None
@@ -441,7 +441,7 @@ def audit_credentials(workspace: str | None, project_path: Path | None) -> None:
     """
     try:
         with control_plane("read", configured_url(project_path)) as client:
-            events = client.audit(action="credentials.issued", workspace=workspace, limit=10000)
+            events = client.audit(action="credentials.issued", workspace=workspace)
     except TofuflowError as err:
         raise fail(err) from err
     runs_by_fingerprint: dict[str, set[str]] = {}
@@ -467,10 +467,7 @@ def audit_export(output: Path | None, project_path: Path | None) -> None:
     """Every event as JSON lines, oldest first (with hashes, so the export verifies too)."""
     try:
         with control_plane("read", configured_url(project_path)) as client:
-            lines, after = [], 0
-            while batch := client.audit(after=after, limit=5000):
-                lines += [json.dumps(e, sort_keys=True) for e in batch]
-                after = batch[-1]["id"]
+            lines = [json.dumps(e, sort_keys=True) for e in client.audit()]
     except TofuflowError as err:
         raise fail(err) from err
     text = "".join(line + "\n" for line in lines)

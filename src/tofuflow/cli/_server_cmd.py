@@ -51,6 +51,14 @@ def _engine(config: Any) -> Any:
 @click.option("--host", help="Address to bind (default 127.0.0.1: local only).")
 @click.option("--port", type=int, help="Port to bind (default 8470).")
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=64),
+    default=1,
+    show_default=True,
+    help="Worker processes serving the one port, each a replica on the same database "
+    "(PostgreSQL, or SQLite on a local disk); the reaper runs in this process only.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -64,6 +72,7 @@ def server(
     config_path: Path | None,
     host: str | None,
     port: int | None,
+    workers: int,
     log_level: str,
 ) -> None:
     """Run the control plane: the state service for the http backend.
@@ -90,7 +99,7 @@ def server(
     import uvicorn
 
     from tofuflow.server.app import create_app
-    from tofuflow.server.serving import uvicorn_config
+    from tofuflow.server.serving import freeze_start_up, uvicorn_config
 
     try:
         app = create_app(config)
@@ -100,10 +109,26 @@ def server(
     local = "127.0.0.1" if config.host in {"0.0.0.0", "::", ""} else config.host  # noqa: S104
     reaper = start_reaper(app.state.engine, config, f"http://{local}:{config.port}")
     try:
-        uvicorn.Server(uvicorn_config(app, host=config.host, port=config.port)).run()
+        if workers > 1:
+            _serve_workers(config_path, workers, config, log_level)
+        else:
+            freeze_start_up()
+            uvicorn.Server(uvicorn_config(app, host=config.host, port=config.port)).run()
     finally:
         if reaper is not None:
             reaper.stop()
+
+
+def _serve_workers(config_path: Path | None, workers: int, config: Any, log_level: str) -> None:
+    """Worker processes read the same configuration; this process has migrated the database
+    and made the key file already, so they do not race to."""
+    import os
+
+    from tofuflow.server.serving import serve_workers
+
+    if config_path is not None:
+        os.environ["TOFUFLOW_SERVER_CONFIG"] = str(config_path.resolve())
+    serve_workers(workers, host=config.host, port=config.port, log_level=log_level)
 
 
 def _log_to_stderr(level: str) -> None:

@@ -26,6 +26,7 @@ _BY_CODE: dict[str, type[errors.RequestError]] = {
     "payload_too_large_error": errors.PayloadTooLargeError,
     "rate_limited_error": errors.RateLimitedError,
 }
+_PAGE = 1000  # the server's largest page (MAX_PAGE in tofuflow.server._paging)
 
 
 class ControlPlane:
@@ -69,9 +70,9 @@ class ControlPlane:
     def run(self, run_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/runs/{run_id}")
 
-    def runs(self, **filters: Any) -> list[dict[str, Any]]:
-        params = {k: v for k, v in filters.items() if v is not None}
-        return list(self._send("GET", "/v1/runs", params=params).json())
+    def runs(self, *, limit: int | None = 50, **filters: Any) -> list[dict[str, Any]]:
+        """The newest runs first, up to ``limit`` (None: all), following the server's pages."""
+        return self._list("/v1/runs", filters, limit)
 
     def artifact(self, run_id: str) -> tuple[bytes, str]:
         response = self._send("GET", f"/v1/runs/{run_id}/artifact")
@@ -118,14 +119,14 @@ class ControlPlane:
 
     def workspaces(self) -> list[dict[str, Any]]:
         """Workspaces the caller may read: name, serial, version, locked."""
-        return list(self._send("GET", "/v1/workspaces").json())
+        return self._list("/v1/workspaces", {}, None)
 
     def versions(self, workspace: str) -> list[dict[str, Any]]:
-        return list(self._send("GET", f"/v1/workspaces/{workspace}/versions").json())
+        return self._list(f"/v1/workspaces/{workspace}/versions", {}, None)
 
-    def audit(self, **filters: Any) -> list[dict[str, Any]]:
-        params = {k: v for k, v in filters.items() if v is not None}
-        return list(self._send("GET", "/v1/audit", params=params).json())
+    def audit(self, *, limit: int | None = None, **filters: Any) -> list[dict[str, Any]]:
+        """Events the caller may read, oldest first, up to ``limit`` (None: all)."""
+        return self._list("/v1/audit", filters, limit)
 
     def audit_verify(self) -> dict[str, Any]:
         return self._json("GET", "/v1/audit/verify")
@@ -150,7 +151,7 @@ class ControlPlane:
         self, *, due: bool = False, include_destroyed: bool = False
     ) -> list[dict[str, Any]]:
         params = {"due": str(due).lower(), "include_destroyed": str(include_destroyed).lower()}
-        return list(self._send("GET", "/v1/environments", params=params).json())
+        return self._list("/v1/environments", params, None)
 
     def extend_environment(self, name: str, ttl_seconds: int) -> dict[str, Any]:
         body = {"ttl_seconds": ttl_seconds}
@@ -185,8 +186,20 @@ class ControlPlane:
         return self._json("POST", f"/v1/workspaces/{workspace}/drift", json=body)
 
     def drift(self, workspace: str | None = None) -> list[dict[str, Any]]:
-        params = {"workspace": workspace} if workspace else {}
-        return list(self._send("GET", "/v1/drift", params=params).json())
+        return self._list("/v1/drift", {"workspace": workspace}, None)
+
+    def _list(self, path: str, filters: Mapping[str, Any], limit: int | None) -> list[Any]:
+        """Every item of a list endpoint (up to ``limit``), following its Link rel="next"."""
+        first = {k: v for k, v in filters.items() if v is not None}
+        params: dict[str, Any] | None = {**first, "limit": min(limit or _PAGE, _PAGE)}
+        items: list[Any] = []
+        url: str | None = path
+        while url is not None and (limit is None or len(items) < limit):
+            response = self._send("GET", url, params=params)
+            items += response.json()
+            # The next link carries the filters and the cursor: params would replace them.
+            url, params = response.links.get("next", {}).get("url"), None
+        return items if limit is None else items[:limit]
 
     def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         return dict(self._send(method, path, **kwargs).json())

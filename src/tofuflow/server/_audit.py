@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from tofuflow.server._paging import Page, decode_cursor, fill_page, grant_filter
 from tofuflow.server.storage._db import AuditEvent, AuditHead, utcnow
 
 __all__ = [
@@ -137,7 +138,8 @@ def verify(session: Session, batch: int = 5000) -> VerifyResult:
 def _utc(ts: dt.datetime) -> str:
     # SQLite hands back naive datetimes (stored as UTC); PostgreSQL aware ones.
     aware = ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
-    return aware.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # The spelling of "%Y-%m-%dT%H:%M:%S.%fZ" (hashes cover it), several times faster.
+    return aware.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 @dataclass(frozen=True)
@@ -148,11 +150,13 @@ class AuditQuery:
     actor: str | None = None
     action: str | None = None
     after: int = 0
-    limit: int = 1000
+    limit: int = 100
 
 
-def query_events(engine: Any, principal: Any, query: AuditQuery) -> list[dict[str, Any]]:
-    """Events matching ``query`` that ``principal`` may read, oldest first.
+def query_events(
+    engine: Any, principal: Any, query: AuditQuery, cursor: str | None = None
+) -> Page[dict[str, Any]]:
+    """A page of the events matching ``query`` that ``principal`` may read, oldest first.
 
     Events about a workspace need read rights on it; events without one (tokens, key
     rotation) are for admins.
@@ -161,25 +165,38 @@ def query_events(engine: Any, principal: Any, query: AuditQuery) -> list[dict[st
 
     from tofuflow.server.auth import Permission
 
-    statement = select(AuditEvent).where(AuditEvent.id > query.after).order_by(AuditEvent.id)
+    # Plain rows, not ORM objects: a page of a thousand events is read-only.
+    events = AuditEvent.__table__.c
+    statement = select(AuditEvent.__table__).order_by(events.id)
     for column, value in (
-        (AuditEvent.run_id, query.run),
-        (AuditEvent.workspace, query.workspace),
-        (AuditEvent.actor, query.actor),
-        (AuditEvent.action, query.action),
+        (events.run_id, query.run),
+        (events.workspace, query.workspace),
+        (events.actor, query.actor),
+        (events.action, query.action),
     ):
         if value:
             statement = statement.where(column == value)
     if query.commit:
-        statement = statement.where(AuditEvent.commit.startswith(query.commit))
+        statement = statement.where(events.commit.startswith(query.commit))
+    narrow = grant_filter(events.workspace, principal)
+    if narrow is not None:  # events without a workspace are checked against "*" below
+        statement = statement.where(or_(narrow, events.workspace.is_(None)))
+    key = decode_cursor(cursor, "audit", (int,))
+
+    def fetch(after: list[Any] | None, n: int) -> list[Any]:
+        start = query.after if after is None else max(query.after, after[0])
+        return list(session.execute(statement.where(events.id > start).limit(n)))
+
     with _Session(engine) as session:
-        events = session.scalars(statement.limit(query.limit)).all()
-        return [
-            event_json(e) for e in events if principal.can(Permission.READ_RUNS, e.workspace or "*")
-        ]
+        page = fill_page(
+            fetch, lambda e: principal.can(Permission.READ_RUNS, e.workspace or "*"),
+            lambda e: [e.id], kind="audit", limit=query.limit, after=key,
+        )  # fmt: skip
+        return Page([event_json(e) for e in page.items], page.next_cursor)
 
 
-def event_json(event: AuditEvent) -> dict[str, Any]:
+def event_json(event: Any) -> dict[str, Any]:
+    """An event (a row of ``audit_events``, ORM or plain) as the API answers it."""
     return {
         "id": event.id, "ts": _utc(event.ts), "actor": event.actor,
         "actor_claims": event.actor_claims, "action": event.action,

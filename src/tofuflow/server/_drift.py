@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from tofuflow.errors import BadRequestError, NotFoundError
 from tofuflow.server import _audit
+from tofuflow.server._paging import Page, decode_cursor, fill_page, grant_filter
 from tofuflow.server._state import RequestContext
 from tofuflow.server.auth import Permission
 from tofuflow.server.storage._db import DriftReport, Run, Workspace, write_session
@@ -56,26 +57,43 @@ class DriftService:
             )  # fmt: skip
             return _view(row, applied)
 
-    def latest(self, ctx: RequestContext, workspace: str | None) -> list[dict[str, Any]]:
-        """The newest report of each workspace the caller may read (or of one)."""
+    def latest(
+        self, ctx: RequestContext, workspace: str | None, *, limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[dict[str, Any]]:  # fmt: skip
+        """A page of the newest report of each workspace the caller may read (or of one),
+        by workspace name."""
+        newest = select(DriftReport.workspace, func.max(DriftReport.id).label("id"))
+        if workspace:
+            newest = newest.where(DriftReport.workspace == workspace)
+        narrow = grant_filter(DriftReport.workspace, ctx.principal)
+        if narrow is not None:
+            newest = newest.where(narrow)
+        newest = newest.group_by(DriftReport.workspace).order_by(DriftReport.workspace)
+
+        def fetch(after: list[Any] | None, n: int) -> list[Any]:
+            query = newest if after is None else newest.where(DriftReport.workspace > after[0])
+            return list(session.execute(query.limit(n)))
+
         with Session(self.engine) as session:
-            newest = select(DriftReport.workspace, func.max(DriftReport.id).label("id"))
-            if workspace:
-                newest = newest.where(DriftReport.workspace == workspace)
-            ids = [row.id for row in session.execute(newest.group_by(DriftReport.workspace))]
+            page = fill_page(
+                fetch, lambda row: ctx.principal.can(Permission.READ_RUNS, row.workspace),
+                lambda row: [row.workspace], kind="drift", limit=limit,
+                after=decode_cursor(cursor, "drift", (str,)),
+            )  # fmt: skip
+            ids = [row.id for row in page.items]
             rows = session.scalars(
                 select(DriftReport).where(DriftReport.id.in_(ids)).order_by(DriftReport.workspace)
             ).all()
             views = [
                 _view(row, session.get(Run, row.last_applied_run) if row.last_applied_run else None)
                 for row in rows
-                if ctx.principal.can(Permission.READ_RUNS, row.workspace)
             ]
         if workspace and not views:
             ctx.principal.require(Permission.READ_RUNS, workspace)
             raise NotFoundError(f"workspace {workspace} has no drift report yet: run "
                                 "`tofuflow drift` first")  # fmt: skip
-        return views
+        return Page(views, page.next_cursor)
 
 
 def last_applied(session: Session, workspace: str) -> Run | None:

@@ -23,12 +23,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from tofuflow.errors import BadRequestError, ConflictError, NotFoundError
 from tofuflow.server import _audit
+from tofuflow.server._paging import Page, cursor_time, decode_cursor, fill_page, grant_filter
 from tofuflow.server._state import RequestContext, StateService
 from tofuflow.server.auth import Permission
 from tofuflow.server.storage._db import Environment, Run, Workspace, utcnow, write_session
@@ -146,21 +147,40 @@ class EnvironmentService:
             env = self._env(session, name)
             return self._view(env, self._resources(session, name))
 
-    def list(self, ctx: RequestContext, *, due: bool, include_destroyed: bool) -> list[Any]:
-        """Environments the caller may read; ``due``: those a reaper should destroy now."""
-        now = utcnow()
+    def list(
+        self, ctx: RequestContext, *, due: bool, include_destroyed: bool, limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[Any]:  # fmt: skip
+        """A page of the environments the caller may read, oldest first; ``due``: those a
+        reaper should destroy now."""
+        now, kind = utcnow(), "environments"
+        key = decode_cursor(cursor, kind, (str, str))
+        start = None if key is None else [cursor_time(key[0], kind), key[1]]
+        base = select(Environment).order_by(Environment.created_at, Environment.name)
+        if not include_destroyed:
+            base = base.where(Environment.status != "destroyed")
+        narrow = grant_filter(Environment.name, ctx.principal)
+        if narrow is not None:
+            base = base.where(narrow)
+
+        def fetch(after: list[Any] | None, n: int) -> list[Environment]:
+            query = base.limit(n)
+            if after is not None:
+                later = and_(Environment.created_at == after[0], Environment.name > after[1])
+                query = query.where(or_(Environment.created_at > after[0], later))
+            return list(session.scalars(query))
+
+        def keep(env: Environment) -> bool:
+            readable = ctx.principal.can(Permission.READ_RUNS, env.name)
+            return readable and (not due or is_due(env, now))
+
         with Session(self.engine) as session:
-            rows = session.scalars(select(Environment).order_by(Environment.created_at)).all()
-            views = []
-            for env in rows:
-                if not ctx.principal.can(Permission.READ_RUNS, env.name):
-                    continue
-                if env.status == "destroyed" and not include_destroyed:
-                    continue
-                if due and not is_due(env, now):
-                    continue
-                views.append(self._view(env, self._resources(session, env.name)))
-            return views
+            page = fill_page(
+                fetch, keep, lambda env: [env.created_at, env.name], kind=kind, limit=limit,
+                after=start,
+            )  # fmt: skip
+            views = [self._view(env, self._resources(session, env.name)) for env in page.items]
+            return Page(views, page.next_cursor)
 
     def snapshot(self, ctx: RequestContext, name: str) -> bytes:
         """The configuration snapshot (variables included: appliers only)."""

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from fnmatch import fnmatchcase
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -28,6 +28,7 @@ from tofuflow.errors import (
     TofuflowError,
 )
 from tofuflow.server import _audit
+from tofuflow.server._paging import Page, cursor_time, decode_cursor, fill_page, grant_filter
 from tofuflow.server._run_rules import (
     SESSION_PREFIX,
     WorkspacePolicy,
@@ -428,21 +429,39 @@ class RunService:
         return render_plan_text(plan, max_items=None)
 
     def list(
-        self, ctx: RequestContext, *, workspace: str | None, commit: str | None, limit: int
-    ) -> list[dict[str, Any]]:
+        self, ctx: RequestContext, *, workspace: str | None, commit: str | None, limit: int,
+        cursor: str | None = None,
+    ) -> Page[dict[str, Any]]:  # fmt: skip
+        """A page of the runs the caller may read, newest first."""
         self.release_lost()
-        query = select(Run).order_by(Run.created_at.desc()).limit(min(max(limit, 1), 500))
+        kind = "runs"
+        key = decode_cursor(cursor, kind, (str, str))
+        start = None if key is None else [cursor_time(key[0], kind), key[1]]
+        base = select(Run).order_by(Run.created_at.desc(), Run.id.desc())
         if workspace:
-            query = query.where(Run.workspace == workspace)
+            base = base.where(Run.workspace == workspace)
         if commit:
-            query = query.where(Run.commit.startswith(commit))
+            base = base.where(Run.commit.startswith(commit))
+        narrow = grant_filter(Run.workspace, ctx.principal)
+        if narrow is not None:
+            base = base.where(narrow)
+
+        def fetch(after: list[Any] | None, n: int) -> list[Run]:
+            query = base.limit(n)
+            if after is not None:
+                earlier = and_(Run.created_at == after[0], Run.id < after[1])
+                query = query.where(or_(Run.created_at < after[0], earlier))
+            return list(session.scalars(query))
+
         with Session(self.engine) as session:
-            runs = session.scalars(query).all()
-            return [
-                {**_view(r), "state_writes": self.state_writes(r.workspace)}
-                for r in runs
-                if ctx.principal.can(Permission.READ_RUNS, r.workspace)
+            page = fill_page(
+                fetch, lambda r: ctx.principal.can(Permission.READ_RUNS, r.workspace),
+                lambda r: [r.created_at, r.id], kind=kind, limit=limit, after=start,
+            )  # fmt: skip
+            views = [
+                {**_view(r), "state_writes": self.state_writes(r.workspace)} for r in page.items
             ]
+            return Page(views, page.next_cursor)
 
     def artifact(self, ctx: RequestContext, run_id: str) -> tuple[bytes, str]:
         """The plan artifact (it may hold sensitive values: appliers only)."""

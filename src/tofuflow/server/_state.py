@@ -31,6 +31,7 @@ from tofuflow.errors import (
 )
 from tofuflow.server import _audit
 from tofuflow.server._locks import check_lock, check_lock_owner, lock_id_of
+from tofuflow.server._paging import Page, decode_cursor, fill_page, grant_filter
 from tofuflow.server._sealed import open_record, seal_record
 from tofuflow.server.auth import Permission, Principal
 from tofuflow.server.crypto import Keyring, Sealed
@@ -216,10 +217,25 @@ class StateService:
 
     # -- versions and admin actions -----------------------------------------------------
 
-    def workspaces(self, ctx: RequestContext) -> list[dict[str, Any]]:
+    def workspaces(
+        self, ctx: RequestContext, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[dict[str, Any]]:
+        """A page of the workspaces the caller may list, by name."""
+
+        def fetch(after: list[Any] | None, n: int) -> list[Workspace]:
+            query = select(Workspace).order_by(Workspace.name).limit(n)
+            if after is not None:
+                query = query.where(Workspace.name > after[0])
+            narrow = grant_filter(Workspace.name, ctx.principal)
+            return list(session.scalars(query if narrow is None else query.where(narrow)))
+
         with Session(self.engine) as session:
-            rows = session.scalars(select(Workspace).order_by(Workspace.name)).all()
-            return [
+            page = fill_page(
+                fetch, lambda ws: ctx.principal.can(Permission.LIST_VERSIONS, ws.name),
+                lambda ws: [ws.name], kind="workspaces", limit=limit,
+                after=decode_cursor(cursor, "workspaces", (str,)),
+            )  # fmt: skip
+            items = [
                 {
                     "name": ws.name,
                     "serial": ws.serial,
@@ -228,20 +244,35 @@ class StateService:
                     "state_writes": self.state_writes(ws.name),
                     **({"lock": _lock_view(ws)} if ws.lock_id is not None else {}),
                 }
-                for ws in rows
-                if ctx.principal.can(Permission.LIST_VERSIONS, ws.name)
+                for ws in page.items
             ]
+        return Page(items, page.next_cursor)
 
-    def versions(self, ctx: RequestContext, name: str) -> list[VersionInfo]:
+    def versions(
+        self, ctx: RequestContext, name: str, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[VersionInfo]:
+        """A page of a workspace's versions, oldest first."""
         ctx.principal.require(Permission.LIST_VERSIONS, name)
-        with Session(self.engine) as session:
-            ws = _require(session, name)
-            rows = session.scalars(
+        kind = "versions"
+
+        def fetch(after: list[Any] | None, n: int) -> list[StateVersion]:
+            query = (
                 select(StateVersion)
                 .where(StateVersion.workspace_id == ws.id)
                 .order_by(StateVersion.version)
-            ).all()
-            return [_info(name, row) for row in rows]
+                .limit(n)
+            )
+            if after is not None:
+                query = query.where(StateVersion.version > after[0])
+            return list(session.scalars(query))
+
+        with Session(self.engine) as session:
+            ws = _require(session, name)
+            page = fill_page(
+                fetch, lambda _row: True, lambda row: [row.version], kind=kind, limit=limit,
+                after=decode_cursor(cursor, kind, (int,)),
+            )  # fmt: skip
+            return Page([_info(name, row) for row in page.items], page.next_cursor)
 
     def version_body(self, ctx: RequestContext, name: str, version: int) -> bytes:
         ctx.principal.require(Permission.READ_STATE, name)

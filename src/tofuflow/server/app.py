@@ -19,6 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tofuflow._version import __version__
 from tofuflow.errors import (
@@ -138,26 +139,48 @@ def _context_dependency(authn: Authenticator, limiter: RateLimiter) -> ContextDe
 
 
 def _install_observability(app: FastAPI, metrics: health.Metrics) -> None:
-    @app.middleware("http")
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+    app.add_middleware(_Observed, metrics=metrics)
+
+
+class _Observed:
+    """Counts, times and logs each request, and answers an unexpected error in JSON.
+
+    A plain ASGI middleware: ``BaseHTTPMiddleware`` runs each request in a task with its
+    own streams, which cost more CPU than the counting.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: health.Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
+        status: list[int] = []
+
+        async def send_noting_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
         try:
-            response = await call_next(request)
+            await self.app(scope, receive, send_noting_status)
         except Exception:  # a bug or a broken dependency: answer, count and log it here
-            _log.exception("%s %s: unexpected error", request.method, request.url.path[:300])
-            response = JSONResponse(
-                {"error": "internal server error: the server log has the details",
-                 "code": "internal_error"},
-                status_code=500,
-            )  # fmt: skip
+            _log.exception("%s %s: unexpected error", scope["method"], scope["path"][:300])
+            if not status:  # else the answer is under way: the client sees it cut short
+                status.append(500)
+                await JSONResponse(
+                    {"error": "internal server error: the server log has the details",
+                     "code": "internal_error"},
+                    status_code=500,
+                )(scope, receive, send)  # fmt: skip
         elapsed = time.perf_counter() - started
-        template = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.requests.labels(request.method, template, str(response.status_code)).inc()
-        metrics.latency.labels(request.method, template).observe(elapsed)
-        _log_request(request, response.status_code, elapsed)
-        return response
+        code = status[0] if status else 500
+        template = getattr(scope.get("route"), "path", "unmatched")
+        self.metrics.requests.labels(scope["method"], template, str(code)).inc()
+        self.metrics.latency.labels(scope["method"], template).observe(elapsed)
+        _log_request(Request(scope), code, elapsed)
 
 
 def _log_request(request: Request, status: int, elapsed: float) -> None:

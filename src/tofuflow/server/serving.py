@@ -14,6 +14,7 @@ itself (``tofuflow.server.access``).
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 from typing import Any
@@ -21,7 +22,13 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["INVALID_REQUEST", "uvicorn_config"]
+__all__ = [
+    "INVALID_REQUEST",
+    "app_from_environment",
+    "freeze_start_up",
+    "serve_workers",
+    "uvicorn_config",
+]
 
 INVALID_REQUEST = (
     "invalid HTTP request: the request line or headers are malformed or too large (a URL "
@@ -47,17 +54,21 @@ class JsonH11Protocol(H11Protocol):
         _answer_400(self.transport)
 
 
-def _protocol() -> type[Any]:
-    """What uvicorn's ``http="auto"`` would pick (httptools when installed), answering JSON."""
-    if importlib.util.find_spec("httptools") is None:
-        return JsonH11Protocol
+_HTTPTOOLS = importlib.util.find_spec("httptools") is not None
+if _HTTPTOOLS:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+    # At module level: worker processes get the config pickled, protocol class included.
     class JsonHttpToolsProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol; its parse-error answer is JSON."""
+
         def send_400_response(self, msg: str) -> None:
             _answer_400(self.transport)
 
-    return JsonHttpToolsProtocol
+
+def _protocol() -> type[Any]:
+    """What uvicorn's ``http="auto"`` would pick (httptools when installed), answering JSON."""
+    return JsonHttpToolsProtocol if _HTTPTOOLS else JsonH11Protocol
 
 
 def uvicorn_config(app: Any, *, host: str, port: int, **options: Any) -> uvicorn.Config:
@@ -65,3 +76,50 @@ def uvicorn_config(app: Any, *, host: str, port: int, **options: Any) -> uvicorn
     options.setdefault("log_level", "warning")
     options.setdefault("access_log", False)
     return uvicorn.Config(app, host=host, port=port, http=_protocol(), **options)
+
+
+def serve_workers(workers: int, *, host: str, port: int, log_level: str) -> None:
+    """Serve ``workers`` processes of the app on one socket (uvicorn's supervisor).
+
+    Each worker builds its own app with ``app_from_environment`` (the configuration file
+    in ``$TOFUFLOW_SERVER_CONFIG`` and the ``TOFUFLOW_*`` variables), so everything a
+    request needs must live in the database: several workers are replicas.
+    """
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn_config(
+        "tofuflow.server.serving:app_from_environment", host=host, port=port, factory=True,
+        workers=workers, log_config=_log_config(log_level),
+    )  # fmt: skip
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
+
+
+def app_from_environment() -> Any:
+    """The app of one worker process (see ``serve_workers``)."""
+    from tofuflow.server.app import create_app
+    from tofuflow.server.config import ServerConfig
+
+    app = create_app(ServerConfig.load())
+    freeze_start_up()
+    return app
+
+
+def freeze_start_up() -> None:
+    """Move everything allocated while starting (modules, app, routes, models) out of the
+    cyclic garbage collector's sight: each collection no longer walks it (issue 18)."""
+    gc.collect()
+    gc.freeze()
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """The ``tofuflow.*`` records of each worker to stderr, as a single process logs them."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+        "loggers": {
+            "tofuflow": {"handlers": ["stderr"], "level": level.upper()},
+            "uvicorn.error": {"handlers": ["stderr"], "level": "WARNING"},
+        },
+    }

@@ -35,9 +35,19 @@ __all__ = [
 
 try:
     # orjson is optional; it only makes big documents decode several times faster.
-    _loads: Callable[[bytes | str], Any] = importlib.import_module("orjson").loads
+    _fast_loads: Callable[[bytes | str], Any] = importlib.import_module("orjson").loads
 except ImportError:
-    _loads = json.loads
+    _fast_loads = json.loads
+
+
+def _loads(data: bytes | str) -> Any:
+    try:
+        return _fast_loads(data)
+    except ValueError:
+        # What orjson refuses (integers past 64 bits, deep nesting, other encodings) gets
+        # the stdlib's verdict, so a document is accepted or refused the same either way.
+        return json.loads(data)
+
 
 _PLAN_HINT = "pass the output of `tofu show -json PLANFILE`"
 

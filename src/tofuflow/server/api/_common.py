@@ -13,7 +13,9 @@ from fastapi import Request
 from tofuflow.errors import BadRequestError, PayloadTooLargeError
 from tofuflow.server._state import RequestContext
 
-__all__ = ["ContextDep", "check_md5", "json_object", "read_body"]
+__all__ = ["CURSOR_HELP", "ContextDep", "check_md5", "json_object", "read_body"]
+
+CURSOR_HELP = 'From the previous page\'s Link rel="next" (leave out for the first page)'
 
 # Authenticates the caller and returns who it is, from where, and for which run.
 ContextDep = Callable[[Request], Awaitable[RequestContext]]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from tofuflow.server._audit import AuditQuery, query_events, verify
-from tofuflow.server.api._common import ContextDep
+from tofuflow.server._paging import MAX_PAGE, next_link
+from tofuflow.server.api._common import CURSOR_HELP, ContextDep
 
 __all__ = ["router"]
 
@@ -23,17 +24,21 @@ def router(engine: Engine, context: ContextDep) -> APIRouter:
     @api.get("/v1/audit", summary="Audit events the caller may read")
     async def audit_events(
         request: Request,
+        response: Response,
         run: str | None = None,
         commit: str | None = None,
         workspace: str | None = None,
         actor: str | None = None,
         action: str | None = None,
         after: Annotated[int, Query(ge=0, le=_MAX_ID, description="Events after this id")] = 0,
-        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 100,
+        cursor: Annotated[str | None, Query(max_length=2048, description=CURSOR_HELP)] = None,
     ) -> list[dict[str, Any]]:
         ctx = await context(request)
         query = AuditQuery(run, commit, workspace, actor, action, after, limit)
-        return await run_in_threadpool(query_events, engine, ctx.principal, query)
+        page = await run_in_threadpool(query_events, engine, ctx.principal, query, cursor)
+        response.headers.update(next_link(request, page.next_cursor))
+        return page.items
 
     @api.get("/v1/audit/verify", summary="Verify the hash chain")
     async def audit_verify(request: Request) -> dict[str, Any]:

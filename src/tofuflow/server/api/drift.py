@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from tofuflow.server._drift import DriftService
+from tofuflow.server._paging import MAX_PAGE, next_link
 from tofuflow.server._state import validate_workspace_name
-from tofuflow.server.api._common import ContextDep
+from tofuflow.server.api._common import CURSOR_HELP, ContextDep
 
 __all__ = ["DriftCheck", "router"]
 
@@ -30,7 +31,18 @@ def router(drift: DriftService, context: ContextDep) -> APIRouter:
         return await run_in_threadpool(drift.record, ctx, name, body.status, body.report)
 
     @api.get("/v1/drift", summary="The newest drift report per workspace")
-    async def latest_drift(request: Request, workspace: str | None = None) -> list[dict[str, Any]]:
-        return await run_in_threadpool(drift.latest, await context(request), workspace)
+    async def latest_drift(
+        request: Request,
+        response: Response,
+        workspace: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 100,
+        cursor: Annotated[str | None, Query(max_length=2048, description=CURSOR_HELP)] = None,
+    ) -> list[dict[str, Any]]:
+        ctx = await context(request)
+        page = await run_in_threadpool(
+            lambda: drift.latest(ctx, workspace, limit=limit, cursor=cursor)
+        )
+        response.headers.update(next_link(request, page.next_cursor))
+        return page.items
 
     return api

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from tofuflow.errors import BadRequestError
 from tofuflow.server._envs import EnvironmentService
+from tofuflow.server._paging import MAX_PAGE, next_link
 from tofuflow.server._state import validate_workspace_name
-from tofuflow.server.api._common import ContextDep
+from tofuflow.server.api._common import CURSOR_HELP, ContextDep
 
 __all__ = ["Claim", "ClaimDone", "ClaimFailed", "ClaimRun", "Extend", "NewEnvironment", "router"]
 
@@ -76,12 +77,21 @@ def router(envs: EnvironmentService, context: ContextDep) -> APIRouter:
 
     @api.get("/v1/environments")
     async def list_environments(
-        request: Request, due: bool = False, include_destroyed: bool = False
+        request: Request,
+        response: Response,
+        due: bool = False,
+        include_destroyed: bool = False,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 100,
+        cursor: Annotated[str | None, Query(max_length=2048, description=CURSOR_HELP)] = None,
     ) -> list[dict[str, Any]]:
         ctx = await context(request)
-        return await run_in_threadpool(
-            lambda: envs.list(ctx, due=due, include_destroyed=include_destroyed)
+        page = await run_in_threadpool(
+            lambda: envs.list(
+                ctx, due=due, include_destroyed=include_destroyed, limit=limit, cursor=cursor
+            )
         )
+        response.headers.update(next_link(request, page.next_cursor))
+        return page.items
 
     @api.get("/v1/environments/{name:path}/snapshot")
     async def environment_snapshot(name: str, request: Request) -> Response:

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
+from tofuflow.server._paging import MAX_PAGE, next_link
 from tofuflow.server._runs import RunService
 from tofuflow.server._state import validate_workspace_name
-from tofuflow.server.api._common import ContextDep, read_body
+from tofuflow.server.api._common import CURSOR_HELP, ContextDep, read_body
 
 __all__ = ["Approve", "Cancel", "CredentialIssued", "Finish", "NewRun", "OpenSession", "router"]
 
@@ -68,14 +69,18 @@ def router(runs: RunService, context: ContextDep, max_bytes: int) -> APIRouter:
     @api.get("/v1/runs")
     async def list_runs(
         request: Request,
+        response: Response,
         workspace: str | None = None,
         commit: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=10_000, description="At most 500 are returned")] = 50,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 50,
+        cursor: Annotated[str | None, Query(max_length=2048, description=CURSOR_HELP)] = None,
     ) -> list[dict[str, Any]]:
         ctx = await context(request)
-        return await run_in_threadpool(
-            lambda: runs.list(ctx, workspace=workspace, commit=commit, limit=limit)
+        page = await run_in_threadpool(
+            lambda: runs.list(ctx, workspace=workspace, commit=commit, limit=limit, cursor=cursor)
         )
+        response.headers.update(next_link(request, page.next_cursor))
+        return page.items
 
     @api.get("/v1/runs/{run_id}")
     async def get_run(run_id: str, request: Request) -> dict[str, Any]:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
+from tofuflow.server._paging import MAX_PAGE, next_link
 from tofuflow.server._state import StateService, validate_workspace_name
-from tofuflow.server.api._common import ContextDep
+from tofuflow.server.api._common import CURSOR_HELP, ContextDep
 
 __all__ = ["OverrideRequest", "RollbackRequest", "router"]
 
@@ -27,15 +28,32 @@ def router(service: StateService, context: ContextDep) -> APIRouter:
     api = APIRouter()
 
     @api.get("/v1/workspaces", tags=["workspaces"], summary="Workspaces the caller may read")
-    async def list_workspaces(request: Request) -> list[dict[str, Any]]:
-        return await run_in_threadpool(service.workspaces, await context(request))
+    async def list_workspaces(
+        request: Request,
+        response: Response,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 100,
+        cursor: Annotated[str | None, Query(max_length=2048, description=CURSOR_HELP)] = None,
+    ) -> list[dict[str, Any]]:
+        ctx = await context(request)
+        page = await run_in_threadpool(lambda: service.workspaces(ctx, limit=limit, cursor=cursor))
+        response.headers.update(next_link(request, page.next_cursor))
+        return page.items
 
     @api.get("/v1/workspaces/{workspace:path}/versions", tags=["versions"])
-    async def list_versions(workspace: str, request: Request) -> list[dict[str, Any]]:
+    async def list_versions(
+        workspace: str,
+        request: Request,
+        response: Response,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 100,
+        cursor: Annotated[str | None, Query(max_length=2048, description=CURSOR_HELP)] = None,
+    ) -> list[dict[str, Any]]:
         ctx = await context(request)
         name = validate_workspace_name(workspace)
-        rows = await run_in_threadpool(service.versions, ctx, name)
-        return [row.to_json() for row in rows]
+        page = await run_in_threadpool(
+            lambda: service.versions(ctx, name, limit=limit, cursor=cursor)
+        )
+        response.headers.update(next_link(request, page.next_cursor))
+        return [row.to_json() for row in page.items]
 
     @api.get("/v1/workspaces/{workspace:path}/versions/{version}", tags=["versions"])
     async def get_version(workspace: str, version: int, request: Request) -> Response:

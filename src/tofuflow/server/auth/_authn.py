@@ -10,8 +10,8 @@ import base64
 import binascii
 from collections.abc import Sequence
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
 
 from tofuflow.errors import AuthError
 from tofuflow.server._runs import SESSION_PREFIX, session_principal
@@ -54,9 +54,16 @@ class Authenticator:
         return authenticate_token(token, self._lookup)
 
     def _lookup(self, token_id: str) -> TokenRecord | None:
-        with Session(self.engine) as session:
-            row = session.get(ApiToken, token_id)
-            return None if row is None else TokenRecord.from_row(row)
+        # A plain statement, not an ORM session: it runs for every request, and reading
+        # the row each time is what makes a revocation take effect at once, on every replica.
+        with self.engine.connect() as connection:
+            row = connection.execute(_TOKEN_BY_ID, {"token_id": token_id}).first()
+        return None if row is None else TokenRecord.from_row(row)
+
+
+_TOKEN_BY_ID = select(ApiToken.__table__).where(
+    ApiToken.__table__.c.token_id == bindparam("token_id")
+)
 
 
 def _credential(authorization: str | None) -> str:

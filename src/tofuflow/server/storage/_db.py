@@ -19,6 +19,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -121,6 +122,7 @@ class Run(Base):
     """One plan → check → approve → apply run; artifact and plan are sealed like state."""
 
     __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_created_at_id", "created_at", "id"),)  # list order (0006)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     workspace: Mapped[str] = mapped_column(String(255), index=True)
@@ -201,6 +203,7 @@ class Environment(Base):
     """
 
     __tablename__ = "environments"
+    __table_args__ = (Index("ix_environments_created_at_name", "created_at", "name"),)
 
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     source_workspace: Mapped[str] = mapped_column(String(255))

@@ -1,0 +1,171 @@
+"""A control-plane data set at scale, written straight into PostgreSQL with COPY.
+
+    python benchmarks/gen_scale_dataset.py postgresql+psycopg://... [--workspaces 10000]
+        [--runs 100000] [--events 1000000]
+
+Workspaces ``team-NN/ws-NNNNN`` (100 teams) with a serial and a lock on every 50th, runs
+spread over them (newest first by ``created_at``), audit events whose hash chain verifies
+(``event_hash`` of the server itself, so `tofuflow audit verify` walks it), a drift report
+per 10th workspace and an environment per 20th (every workspace of team-07 has both). No
+state bodies: the lists and details measured read rows, not sealed versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "src"))
+
+TEAMS = 100
+START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def workspace_name(index: int) -> str:
+    return f"team-{index % TEAMS:02d}/ws-{index:05d}"
+
+
+def generate(url: str, workspaces: int, runs: int, events: int) -> dict[str, float]:
+    """Fill an empty database at ``url`` (migrated here); seconds spent per table."""
+    import psycopg
+
+    from tofuflow.server.storage import make_engine, migrate
+
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+    timings: dict[str, float] = {}
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn) as connection:
+        for table, rows in (
+            ("workspaces", _workspaces(workspaces)),
+            ("runs", _runs(runs, workspaces)),
+            ("drift_reports", _drift(workspaces)),
+            ("environments", _environments(workspaces)),
+        ):
+            started = time.perf_counter()
+            _copy(connection, table, rows)
+            timings[table] = time.perf_counter() - started
+        started = time.perf_counter()
+        last_hash = _copy(connection, "audit_events", _events(events, workspaces, runs))
+        connection.execute("DELETE FROM audit_head")
+        connection.execute("INSERT INTO audit_head (id, last_hash) VALUES (1, %s)", (last_hash,))
+        timings["audit_events"] = time.perf_counter() - started
+        for table in ("workspaces", "audit_events", "drift_reports"):  # ids given above
+            connection.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608 - ours
+                f"(SELECT max(id) FROM {table}))"
+            )
+        connection.execute("ANALYZE")
+    return timings
+
+
+def _copy(connection: Any, table: str, rows: Any) -> Any:
+    """COPY the dict rows into ``table``; returns what the generator returned (if any)."""
+    first = next(rows)
+    columns = list(first)
+    with (
+        connection.cursor() as cursor,
+        cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
+    ):
+        copy.write_row([_cell(first[c]) for c in columns])
+        while True:
+            try:
+                row = next(rows)
+            except StopIteration as done:
+                result = done.value
+                break
+            copy.write_row([_cell(row[c]) for c in columns])
+    connection.commit()
+    return result
+
+
+def _cell(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, dict) else value
+
+
+def _workspaces(count: int) -> Any:
+    for i in range(count):
+        locked = i % 50 == 0
+        yield {
+            "id": i + 1, "name": workspace_name(i), "created_at": START,
+            "current_version": None, "serial": i % 97 + 1, "lineage": str(uuid.UUID(int=i)),
+            "lock_id": str(uuid.UUID(int=i + 1)) if locked else None,
+            "lock_info": {"ID": str(uuid.UUID(int=i + 1)), "Who": "ci@runner"} if locked else None,
+            "locked_by": "token:tfw_bench" if locked else None,
+            "locked_at": START if locked else None,
+            "override_by": None, "override_until": None,
+        }  # fmt: skip
+
+
+def _runs(count: int, workspaces: int) -> Any:
+    for i in range(count):
+        at = START + dt.timedelta(seconds=i * 7)
+        yield {
+            "id": f"r{i:09d}", "workspace": workspace_name(i % workspaces),
+            "status": ("applied", "failed", "planned", "cancelled")[i % 4],
+            "created_at": at, "updated_at": at, "requester": "token:tfw_bench",
+            "context": {"commit": f"{i:040x}"}, "commit": f"{i:040x}",
+            "config_digest": "a" * 64, "summary": {"add": i % 3, "change": 0, "destroy": 0},
+        }  # fmt: skip
+
+
+def _drift(workspaces: int) -> Any:
+    for n, i in enumerate(range(7, workspaces, 10)):  # team-07 (the reader's) has some
+        yield {
+            "id": n + 1, "workspace": workspace_name(i), "checked_at": START,
+            "checked_by": "token:tfw_bench", "status": "none", "serial": 1, "report": {},
+        }  # fmt: skip
+
+
+def _environments(workspaces: int) -> Any:
+    for i in range(7, workspaces, 20):
+        yield {
+            "name": f"{workspace_name(i)}-pr", "source_workspace": workspace_name(i),
+            "owner": "ci@example.com", "created_by": "token:tfw_bench", "created_at": START,
+            "expires_at": START + dt.timedelta(days=3650), "status": "active",
+            "context": {}, "snapshot": {}, "snapshot_sha256": "0" * 64, "attempts": 0,
+        }  # fmt: skip
+
+
+def _events(count: int, workspaces: int, runs: int) -> Any:
+    from tofuflow.server._audit import GENESIS, event_hash
+
+    previous = GENESIS
+    actions = ("state.lock", "state.write", "state.unlock", "state.read", "run.created")
+    for i in range(count):
+        event = SimpleNamespace(
+            id=i + 1, ts=START + dt.timedelta(milliseconds=i * 50), actor="token:tfw_bench",
+            actor_claims=None, action=actions[i % len(actions)],
+            workspace=workspace_name((i // 5) % workspaces), serial=i % 97 + 1,
+            outcome="ok", status=200, client="127.0.0.1",
+            detail={"version": i % 97 + 1}, run_id=f"r{(i // 5) % runs:09d}", commit=None,
+            prev_hash=previous, hash="",
+        )  # fmt: skip
+        event.hash = event_hash(event)  # type: ignore[arg-type]  # duck-typed like the row
+        previous = event.hash
+        yield {k: v for k, v in vars(event).items()}
+    return previous
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("database_url", help="an empty PostgreSQL database (SQLAlchemy URL)")
+    parser.add_argument("--workspaces", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    args = parser.parse_args()
+    timings = generate(args.database_url, args.workspaces, args.runs, args.events)
+    print(", ".join(f"{table} {seconds:.1f} s" for table, seconds in timings.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

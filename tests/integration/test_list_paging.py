@@ -1,0 +1,169 @@
+"""Every list endpoint pages: an opaque cursor in a Link rel="next" header, a bounded size,
+permissions applied before the page is cut."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import zipfile
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import pytest
+
+from _services.fixtures import make_token
+from _services.server import RunningServer, threaded_server
+from tofuflow.runs import ControlPlane
+
+DIGEST = "a" * 64
+
+
+def _state(serial: int, lineage: str = "lin-1") -> bytes:
+    return json.dumps(
+        {"version": 4, "serial": serial, "lineage": lineage, "resources": []}
+    ).encode()
+
+
+def _snapshot() -> str:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("main.tf", "")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _api(server: RunningServer, token: str) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"})
+
+
+def _walk(api: httpx.Client, path: str, limit: int, **params: Any) -> list[list[Any]]:
+    """Every page of ``path`` in order, following Link rel="next" as a client would."""
+    pages: list[list[Any]] = []
+    url: str | None = path
+    query: dict[str, Any] | None = {**params, "limit": limit}
+    while url is not None:
+        response = api.get(url, params=query)
+        assert response.status_code == 200, response.text
+        pages.append(response.json())
+        url, query = response.links.get("next", {}).get("url"), None  # the link has them
+        assert len(pages) < 100, "the pages never end"
+    return pages
+
+
+def _populate(server: RunningServer, names: list[str]) -> None:
+    """A workspace with one state version, a run, a drift report and an environment, per name."""
+    with _api(server, make_token(server, "admin")) as admin:
+        for name in names:
+            assert admin.post(f"/v1/state/{name}", content=_state(1)).status_code == 200
+            run = {"workspace": name, "config_digest": DIGEST, "context": {"commit": "c0ffee"}}
+            assert admin.post("/v1/runs", json=run).status_code == 200
+            check = {"status": "none", "report": {}}
+            assert admin.post(f"/v1/workspaces/{name}/drift", json=check).status_code == 200
+            env = {"name": f"{name}-env", "source_workspace": name, "ttl_seconds": 3600,
+                   "owner": "ci@example.com", "snapshot": _snapshot()}  # fmt: skip
+            assert admin.post("/v1/environments", json=env).status_code == 200, env
+
+
+LISTS = [
+    ("/v1/workspaces", "name"),
+    ("/v1/runs", "id"),
+    ("/v1/audit", "id"),
+    ("/v1/environments", "name"),
+    ("/v1/drift", "workspace"),
+]
+
+
+def test_every_list_pages_through_all_its_items_once_in_order(
+    server_config: Any, database_url: str
+) -> None:
+    config = replace(server_config, database_url=database_url)
+    names = [f"app/w{i:02}" for i in range(7)]
+    with threaded_server(config) as server:
+        _populate(server, names)
+        with _api(server, make_token(server, "admin")) as admin:
+            for version in range(2, 6):
+                admin.post("/v1/state/app/w00", content=_state(version))
+            for path, field in [*LISTS, ("/v1/workspaces/app/w00/versions", "version")]:
+                whole = admin.get(path, params={"limit": 1000}).json()
+                assert len(whole) >= 5, (path, whole)
+                pages = _walk(admin, path, limit=2)
+                assert all(len(page) == 2 for page in pages[:-1]), (path, pages)
+                assert 1 <= len(pages[-1]) <= 2, (path, pages)  # never an empty last page
+                walked = [item[field] for page in pages for item in page]
+                assert walked == [item[field] for item in whole], path
+            versions = [v["version"] for v in admin.get("/v1/workspaces/app/w00/versions").json()]
+            assert versions == [1, 2, 3, 4, 5]
+            runs = admin.get("/v1/runs", params={"limit": 1000}).json()
+            assert [r["workspace"] for r in runs] == sorted(names, reverse=True)  # newest first
+
+
+def test_a_reader_with_narrow_grants_gets_full_pages(state_server: RunningServer) -> None:
+    names = [f"{team}/w{i}" for i in range(6) for team in ("team-a", "team-b")]
+    _populate(state_server, names)
+    reader = make_token(state_server, "reader", "team-a/*")
+    with _api(state_server, reader) as api:
+        for path, _ in LISTS:
+            pages = _walk(api, path, limit=2)
+            items = [item for page in pages for item in page]
+            assert all(len(page) == 2 for page in pages[:-1]), (path, pages)
+            assert items, path
+            workspaces = {item.get("workspace") or item.get("name") for item in items}
+            assert all(str(w).startswith("team-a/") for w in workspaces), (path, workspaces)
+        first = api.get("/v1/audit", params={"limit": 5}).json()
+        assert len(first) == 5  # the team-b events before them do not shorten the page
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "not-a-cursor!",
+        base64.urlsafe_b64encode(b'["runs",["x","y"]]').decode(),  # another list's cursor
+        base64.urlsafe_b64encode(b'["workspaces",[7]]').decode(),  # a key of the wrong type
+        base64.urlsafe_b64encode(b"[1,2,3]").decode(),
+    ],
+)
+def test_a_malformed_cursor_is_refused_with_a_400_that_says_what_to_do(
+    state_server: RunningServer, cursor: str
+) -> None:
+    with _api(state_server, make_token(state_server, "admin")) as api:
+        response = api.get("/v1/workspaces", params={"cursor": cursor})
+        assert response.status_code == 400, response.text
+        message = response.json()["error"]
+        assert "cursor is not one the workspaces list handed out" in message
+        assert 'Link rel="next"' in message and "leave cursor out" in message
+
+
+def test_a_run_cursor_with_a_bad_timestamp_is_a_400_not_a_server_error(
+    state_server: RunningServer,
+) -> None:
+    cursor = base64.urlsafe_b64encode(b'["runs",["yesterday","r1"]]').decode()
+    with _api(state_server, make_token(state_server, "admin")) as api:
+        response = api.get("/v1/runs", params={"cursor": cursor})
+        assert response.status_code == 400
+        assert "cursor is not one the runs list handed out" in response.json()["error"]
+
+
+@pytest.mark.parametrize("path", [path for path, _ in LISTS])
+def test_a_page_larger_than_the_maximum_is_refused_naming_it(
+    state_server: RunningServer, path: str
+) -> None:
+    with _api(state_server, make_token(state_server, "admin")) as api:
+        response = api.get(path, params={"limit": 1001})
+        assert response.status_code == 422
+        assert "query.limit" in response.json()["error"]
+        assert "less than or equal to 1000" in response.json()["error"]
+
+
+def test_the_client_follows_the_pages_to_the_end(state_server: RunningServer) -> None:
+    admin = make_token(state_server, "admin")
+    with _api(state_server, admin) as api:
+        for i in range(105):  # past the default page of 100
+            assert api.post(f"/v1/state/many/w{i:03}", content=_state(1)).status_code == 200
+    with ControlPlane(state_server.url, admin) as client:
+        assert [w["name"] for w in client.workspaces()] == [f"many/w{i:03}" for i in range(105)]
+        audit = client.audit(action="state.write")
+        assert len(audit) == 105
+        assert [e["id"] for e in client.audit(action="state.write", limit=7)] == [
+            e["id"] for e in audit[:7]
+        ]
