@@ -43,6 +43,10 @@ def _engine(config: Any) -> Any:
 
     engine = make_engine(config.effective_database_url)
     migrate(engine)
+    if config.notifications.get("destinations"):
+        from tofuflow.server.notify import enable
+
+        enable(engine)  # operator actions (a failed `audit verify`) notify too
     return engine
 
 

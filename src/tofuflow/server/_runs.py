@@ -363,9 +363,10 @@ class RunService:
                 if outcome == "failed":
                     raise BadRequestError("only the requester records its own plan as failed")
             _require_status(run, {"planning", "needs_approval", "approved"}, "cancel")
+            was = run.status  # cancelling a run that waits for approval rejects it
             run.status, run.result = outcome, {"reason": reason[:500]}
             run.updated_at = utcnow()
-            self._audit(session, ctx, run, f"run.{outcome}", run.result)
+            self._audit(session, ctx, run, f"run.{outcome}", {**run.result, "was": was})
             return _view(run)
 
     # -- reads ----------------------------------------------------------------------------

@@ -10,9 +10,14 @@ and the metrics middleware.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -34,7 +39,16 @@ from tofuflow.server._drift import DriftService
 from tofuflow.server._envs import EnvironmentService, ReapPolicy
 from tofuflow.server._runs import RunService, WorkspacePolicy
 from tofuflow.server._state import RequestContext, StateService
-from tofuflow.server.api import audit, drift, environments, health, runs, state, workspaces
+from tofuflow.server.api import (
+    audit,
+    drift,
+    environments,
+    health,
+    notifications,
+    runs,
+    state,
+    workspaces,
+)
 from tofuflow.server.api._common import ContextDep
 from tofuflow.server.auth import (
     Authenticator,
@@ -46,6 +60,7 @@ from tofuflow.server.auth import (
 )
 from tofuflow.server.config import ServerConfig
 from tofuflow.server.crypto import keyring_from_config
+from tofuflow.server.notify import NotifyConfig, NotifyMetrics, Sender, enable
 from tofuflow.server.storage import blob_store_from_config, make_engine, migrate
 
 __all__ = ["create_app"]
@@ -66,17 +81,20 @@ def create_app(config: ServerConfig) -> FastAPI:
     issuers = issuers_from_config(list(config.oidc_issuers))
     verifier = OidcVerifier(issuers) if issuers else None
     authn = Authenticator(engine, verifier, bindings_from_config(list(config.bindings)))
+    notify = NotifyConfig.from_config(config.notifications, config.base_url)
 
     app = FastAPI(
         title="tofuflow control plane",
         version=__version__,
         description="Remote, encrypted, versioned, locked and audited OpenTofu state.",
+        lifespan=_notifications(engine, notify),
     )
     app.state.config, app.state.engine, app.state.service = config, engine, service
     metrics = health.Metrics()
     _install_error_handlers(app, _refusal_auditor(service, authn))
     _install_server_error_handlers(app)
     _install_observability(app, metrics)
+    app.state.notify_metrics = NotifyMetrics(metrics.registry, engine)
     context = _context_dependency(authn)
 
     run_service = _run_service(config, service)
@@ -92,7 +110,32 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(environments.router(environment_service, context))
     app.include_router(drift.router(DriftService(engine), context))
     app.include_router(audit.router(engine, context))
+    app.include_router(notifications.router(engine, context))
     return app
+
+
+def _notifications(
+    engine: Any, notify: NotifyConfig
+) -> Callable[[FastAPI], Any]:
+    """With destinations configured: outbox rows from now on, and a sender thread while
+    the app serves (one leader per database sends; the others stand by)."""
+    if notify.destinations:
+        enable(engine)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not notify.destinations:
+            yield
+            return
+        holder = f"notify@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        sender = Sender(app.state.engine, notify, holder, app.state.notify_metrics).start()
+        app.state.sender = sender
+        try:
+            yield
+        finally:
+            await run_in_threadpool(sender.stop)
+
+    return lifespan
 
 
 def _run_service(config: ServerConfig, service: StateService) -> RunService:
