@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email import message_from_bytes
+from email import message_from_bytes, policy
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -52,6 +52,7 @@ class WebhookReceiver:
     down and bring it back on the same port."""
 
     secret: str | None = None
+    status: int = 204  # what it answers (500: a receiver that keeps failing)
     port: int = field(default_factory=free_port)
     received: list[Received] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
@@ -68,7 +69,7 @@ class WebhookReceiver:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 receiver.received.append(Received(headers, body, receiver.verify(headers, body)))
-                self.send_response(204)
+                self.send_response(receiver.status)
                 self.end_headers()
 
             def log_message(self, *args: Any) -> None:
@@ -111,7 +112,9 @@ class SmtpReceiver:
 
         class Handler:
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-                receiver.messages.append(message_from_bytes(envelope.content))
+                receiver.messages.append(
+                    message_from_bytes(envelope.content, policy=policy.default)
+                )
                 return "250 OK"
 
         self.port = free_port()

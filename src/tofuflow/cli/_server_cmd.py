@@ -90,7 +90,7 @@ def server(
     _log_to_stderr(log_level)
     import uvicorn
 
-    from tofuflow.server.app import create_app
+    from tofuflow.server.app import create_app, start_sender
     from tofuflow.server.serving import uvicorn_config
 
     try:
@@ -100,9 +100,12 @@ def server(
     click.echo(f"tofuflow control plane on {config.base_url} (data: {config.data_dir})", err=True)
     local = "127.0.0.1" if config.host in {"0.0.0.0", "::", ""} else config.host  # noqa: S104
     reaper = start_reaper(app.state.engine, config, f"http://{local}:{config.port}")
+    sender = start_sender(app)  # notifications, when [notifications] names destinations
     try:
         uvicorn.Server(uvicorn_config(app, host=config.host, port=config.port)).run()
     finally:
+        if sender is not None:
+            sender.stop()
         if reaper is not None:
             reaper.stop()
 

@@ -15,9 +15,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -63,7 +61,7 @@ from tofuflow.server.crypto import keyring_from_config
 from tofuflow.server.notify import NotifyConfig, NotifyMetrics, Sender, enable
 from tofuflow.server.storage import blob_store_from_config, make_engine, migrate
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "start_sender"]
 
 _log = logging.getLogger("tofuflow.server")
 _access = logging.getLogger("tofuflow.server.access")
@@ -82,14 +80,16 @@ def create_app(config: ServerConfig) -> FastAPI:
     verifier = OidcVerifier(issuers) if issuers else None
     authn = Authenticator(engine, verifier, bindings_from_config(list(config.bindings)))
     notify = NotifyConfig.from_config(config.notifications, config.base_url)
+    if notify.destinations:
+        enable(engine)  # outbox rows from now on, in the transactions that cause them
 
     app = FastAPI(
         title="tofuflow control plane",
         version=__version__,
         description="Remote, encrypted, versioned, locked and audited OpenTofu state.",
-        lifespan=_notifications(engine, notify),
     )
     app.state.config, app.state.engine, app.state.service = config, engine, service
+    app.state.notify = notify
     metrics = health.Metrics()
     _install_error_handlers(app, _refusal_auditor(service, authn))
     _install_server_error_handlers(app)
@@ -114,28 +114,15 @@ def create_app(config: ServerConfig) -> FastAPI:
     return app
 
 
-def _notifications(
-    engine: Any, notify: NotifyConfig
-) -> Callable[[FastAPI], Any]:
-    """With destinations configured: outbox rows from now on, and a sender thread while
-    the app serves (one leader per database sends; the others stand by)."""
-    if notify.destinations:
-        enable(engine)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not notify.destinations:
-            yield
-            return
-        holder = f"notify@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        sender = Sender(app.state.engine, notify, holder, app.state.notify_metrics).start()
-        app.state.sender = sender
-        try:
-            yield
-        finally:
-            await run_in_threadpool(sender.stop)
-
-    return lifespan
+def start_sender(app: FastAPI) -> Sender | None:
+    """Start the notification sender beside a serving app (``tofuflow server`` and the
+    embedded plane call it; ``sender.stop()`` on shutdown). None without destinations.
+    Replicas on one database each start one; the ``notifier`` lease picks who sends."""
+    notify: NotifyConfig = app.state.notify
+    if not notify.destinations:
+        return None
+    holder = f"notify@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    return Sender(app.state.engine, notify, holder, app.state.notify_metrics).start()
 
 
 def _run_service(config: ServerConfig, service: StateService) -> RunService:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -63,21 +64,21 @@ EVENTS = (
 
 # Databases (engines) whose server has destinations: only they get outbox rows, so a
 # plane without notifications (every embedded one) writes nothing extra.
-_ENABLED: set[int] = set()
+_ENABLED: weakref.WeakSet[Any] = weakref.WeakSet()
 # Set after a commit that wrote an outbox row: the sender wakes at once instead of polling.
 wakeup = threading.Event()
 
 
 def enable(engine: Any) -> None:
-    _ENABLED.add(id(engine))
+    _ENABLED.add(engine)
 
 
 def disable(engine: Any) -> None:
-    _ENABLED.discard(id(engine))
+    _ENABLED.discard(engine)
 
 
 def enabled(session: Session) -> bool:
-    return id(session.get_bind()) in _ENABLED
+    return session.get_bind() in _ENABLED
 
 
 def enqueue(
@@ -258,7 +259,7 @@ def audit_verify_failed(engine: Any, first_bad_id: int | None, reason: str) -> N
 
     from tofuflow.server.storage._db import write_session
 
-    if id(engine) not in _ENABLED:
+    if engine not in _ENABLED:
         return
     key = f"audit:{first_bad_id}:{reason}"[:255]
     try:
