@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from _services.fixtures import make_token
 from _services.receivers import SmtpReceiver, WebhookReceiver, free_port, wait_for
@@ -318,3 +319,62 @@ def test_a_server_killed_between_commit_and_send_delivers_after_restart(
         ("run.needs_approval", run["id"])
     ]
     assert hook.received[0].signature_ok
+
+
+def test_environment_drift_audit_and_lock_events_arrive_once_each(
+    tmp_path: Path, server_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = WebhookReceiver(secret=SECRET).start()
+    monkeypatch.setenv("TEST_NOTIFY_SECRET", SECRET)
+    settings = {"destinations": [_webhook(hook)], "lock_held_after": 1}
+    config = replace(_config(server_config, tmp_path, settings), orphan_after=2)
+    try:
+        with _plane(config, tmp_path) as plane:
+            admin = plane.admin
+            # Expiring: 1 h left is inside the 2 h warning; 20 min inside the 30 min one.
+            for name, ttl in (("app/pr-1", 3600), ("app/pr-2", 1200)):
+                admin.create_environment(name, source_workspace="app/dev", ttl_seconds=ttl,
+                                         owner="dev@example.test", snapshot=b"zip")  # fmt: skip
+            # (warnings are for active environments: wait for them before destroying those)
+            wait_for(lambda: hook.events().count("environment.expiring") == 2, what="warnings")
+            admin.claim_environment("app/pr-1", "reaper-1", force=True)
+            admin.environment_destroyed("app/pr-1", "reaper-1")
+            for _ in range(2):  # orphan_after = 2 failed destroys
+                admin.claim_environment("app/pr-2", "reaper-1", force=True)
+                admin.environment_failed("app/pr-2", "reaper-1", "provider said no")
+            for status in ("drift", "drift", "none", "none"):  # found once, cleared once
+                admin.record_drift("app/dev", status, {"resources": []})
+            lock = {"ID": "lock-1", "Operation": "OperationTypeApply", "Who": "ci@agent",
+                    "Info": "", "Version": "1.9.0", "Created": "2026-12-05T00:00:00Z",
+                    "Path": ""}  # fmt: skip
+            locked = httpx.request("LOCK", f"{plane.server.state_url('app/db')}/lock", json=lock,
+                                   headers={"Authorization": f"Bearer {admin.token}"})  # fmt: skip
+            assert locked.status_code == 200
+            engine = plane.server.app.state.engine
+            with engine.begin() as connection:  # someone edits the audit log behind its back
+                connection.execute(text("UPDATE audit_events SET actor = 'mallory' WHERE id = 1"))
+            assert admin.audit_verify()["ok"] is False
+            assert admin.audit_verify()["ok"] is False  # the same break: reported once
+            wanted = {
+                ("environment.expiring", "app/pr-1"), ("environment.expiring", "app/pr-2"),
+                ("environment.destroyed", "app/pr-1"), ("environment.orphaned", "app/pr-2"),
+                ("drift.found", "app/dev"), ("drift.cleared", "app/dev"),
+                ("audit.verify_failed", None), ("lock.held", "app/db"),
+            }  # fmt: skip
+            try:
+                wait_for(lambda: len(hook.received) >= len(wanted), what="every event")
+            except AssertionError:
+                raise AssertionError(f"got only {hook.events()}") from None
+            time.sleep(2)  # several sender passes: a scan must not repeat itself
+    finally:
+        hook.stop()
+    got = [(r.json["event"], r.json["workspace"]) for r in hook.received]
+    assert sorted(got, key=str) == sorted(wanted, key=str)
+    assert all(r.signature_ok for r in hook.received)
+    by_event = {r.json["event"]: r.json for r in hook.received}
+    expiring = [r.json for r in hook.received if r.json["event"] == "environment.expiring"]
+    assert {e["environment"]["owner"] for e in expiring} == {"dev@example.test"}
+    assert by_event["environment.orphaned"]["environment"]["attempts"] == 2
+    assert by_event["lock.held"]["lock"]["held_by"] and by_event["lock.held"]["lock"]["id"]
+    assert by_event["audit.verify_failed"]["audit"]["first_bad_id"] == 1
+    assert by_event["drift.found"]["link"] == f"{CONSOLE}/workspaces/app/dev"
