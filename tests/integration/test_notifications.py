@@ -4,6 +4,7 @@ server), the sender in the server process."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 from sqlalchemy import text
 
@@ -25,6 +27,9 @@ from tofuflow.runs import ControlPlane, apply_run, plan_workspace
 from tofuflow.tofu import Binary
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
+PAYLOAD_SCHEMA = json.loads(
+    (Path(__file__).parents[2] / "docs" / "schemas" / "notification.schema.json").read_text()
+)
 CANARY = "canary-7f3a9c-do-not-leak"
 SECRET = "whsec-for-the-tests"
 CONSOLE = "https://console.tofuflow.test"
@@ -146,6 +151,8 @@ def test_each_run_event_arrives_once_signed_with_names_counts_and_a_link_everywh
 
     assert [(r.json["event"], r.json["run"]["id"]) for r in hook.received] == expected
     assert all(r.signature_ok for r in hook.received), "every webhook signature verifies"
+    for received in hook.received:  # the published schema holds
+        jsonschema.validate(received.json, PAYLOAD_SCHEMA)
     keys = [r.headers["idempotency-key"] for r in hook.received]
     assert len(set(keys)) == len(keys)
     assert all(r.headers["tofuflow-delivery"] == r.headers["idempotency-key"]
@@ -371,6 +378,8 @@ def test_environment_drift_audit_and_lock_events_arrive_once_each(
     got = [(r.json["event"], r.json["workspace"]) for r in hook.received]
     assert sorted(got, key=str) == sorted(wanted, key=str)
     assert all(r.signature_ok for r in hook.received)
+    for received in hook.received:
+        jsonschema.validate(received.json, PAYLOAD_SCHEMA)
     by_event = {r.json["event"]: r.json for r in hook.received}
     expiring = [r.json for r in hook.received if r.json["event"] == "environment.expiring"]
     assert {e["environment"]["owner"] for e in expiring} == {"dev@example.test"}
