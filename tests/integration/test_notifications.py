@@ -387,3 +387,30 @@ def test_environment_drift_audit_and_lock_events_arrive_once_each(
     assert by_event["lock.held"]["lock"]["held_by"] and by_event["lock.held"]["lock"]["id"]
     assert by_event["audit.verify_failed"]["audit"]["first_bad_id"] == 1
     assert by_event["drift.found"]["link"] == f"{CONSOLE}/workspaces/app/dev"
+
+
+def test_replicas_sharing_a_database_send_each_event_once_in_order(
+    tmp_path: Path, server_config: Any, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = WebhookReceiver(secret=SECRET).start()
+    monkeypatch.setenv("TEST_NOTIFY_SECRET", SECRET)
+    config = replace(
+        _config(server_config, tmp_path, {"destinations": [_webhook(hook)]}),
+        database_url=database_url,
+    )
+    try:
+        with threaded_server(config) as one, threaded_server(config) as two:
+            admin = ControlPlane(one.url, make_token(one, "admin"))
+            other = ControlPlane(two.url, admin.token)
+            statuses = ["drift", "none"] * 5
+            for i, status in enumerate(statuses):  # alternate replicas, as a balancer would
+                (admin if i % 2 else other).record_drift("app/dev", status, {"resources": []})
+            wait_for(lambda: len(hook.received) >= len(statuses), what="every event")
+            time.sleep(2)  # both senders keep running: a repeat would arrive now
+            admin.close()
+            other.close()
+    finally:
+        hook.stop()
+    expected = ["drift.found" if s == "drift" else "drift.cleared" for s in statuses]
+    assert hook.events() == expected
+    assert len({r.json["id"] for r in hook.received}) == len(expected)
