@@ -39,6 +39,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     signature_ok: bool | None
+    at: float = field(default_factory=time.time)  # when it arrived (benchmarks)
 
     @property
     def json(self) -> Any:

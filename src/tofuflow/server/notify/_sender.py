@@ -17,7 +17,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -43,6 +46,7 @@ __all__ = ["Sender"]
 
 _log = logging.getLogger("tofuflow.server.notify")
 _BATCH = 200
+_LINGER = 0.05
 
 
 class Sender:
@@ -57,6 +61,9 @@ class Sender:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client = httpx.Client(timeout=config.timeout, follow_redirects=False)
+        workers = max(min(len(self.destinations), 8), 1)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tofuflow-notify-send")
+        self._scanned = 0.0
 
     # -- the thread -----------------------------------------------------------------------
 
@@ -74,6 +81,7 @@ class Sender:
             self.leader.release()
         except Exception:  # shutting down anyway: the lease lapses by itself
             _log.warning("notifications: could not release the sender's lease")
+        self._pool.shutdown(wait=True)
         self._client.close()
 
     def _loop(self) -> None:
@@ -84,13 +92,13 @@ class Sender:
             except Exception:  # the database is away: try again on the next tick
                 _log.exception("notifications: a sender pass failed")
                 busy = False
-            if not busy:
-                wakeup.wait(self.config.poll_interval)
+            if not busy and wakeup.wait(self.config.poll_interval):
+                # Woken by a commit: let the ones right behind it join the same pass
+                # (fewer write transactions beside the state writes, a little latency).
+                self._stop.wait(_LINGER)
 
     def _is_leader(self) -> bool:
         """Renew the lease a third of its term ahead, not on every tick (a write each)."""
-        import time
-
         now = time.monotonic()
         if now < self._leading_until:
             return True
@@ -104,13 +112,20 @@ class Sender:
 
     def run_once(self) -> bool:
         """Scan, fan out and deliver what is due; True when there may be more to do now."""
-        self.scan()
+        now = time.monotonic()
+        if now - self._scanned >= self.config.poll_interval:
+            self._scanned = now
+            self.scan()
         fanned = self.fan_out()
         sent = self.deliver_due()
         return fanned >= _BATCH or sent >= _BATCH
 
     def fan_out(self) -> int:
         """One delivery row per (event, destination that wants it); events marked done."""
+        waiting = select(NotificationEvent.id).where(NotificationEvent.fanned_out.is_(False))
+        with Session(self.engine) as session:  # a read first: no write lock for nothing
+            if session.scalars(waiting.limit(1)).first() is None:
+                return 0
         with write_session(self.engine) as session:
             events = session.scalars(
                 select(NotificationEvent).where(NotificationEvent.fanned_out.is_(False))
@@ -128,39 +143,46 @@ class Sender:
             return len(events)
 
     def deliver_due(self) -> int:
-        sent = 0
-        for destination in self.destinations.values():
-            sent += self._deliver_destination(destination)
-        return sent
+        """Every destination's due head, destinations side by side; the outcomes are
+        recorded together, in one transaction, afterwards. A sender killed before that
+        sends them again (at least once; the idempotency key is the same)."""
+        outcomes = list(self._pool.map(self._send, self.destinations.values()))
+        delivered = [item for outcome in outcomes for item in outcome.delivered]
+        failed = [item for outcome in outcomes for item in outcome.failed]
+        if delivered or failed:
+            self._record(delivered, failed)
+        return len(delivered)
 
-    def _deliver_destination(self, destination: Destination) -> int:
-        """In event order; stops at the first failure (it holds the ones behind it)."""
-        sent = 0
-        for delivery_id, event_uid, payload in self._pending(destination.name):
+    def _send(self, destination: Destination) -> _Outcome:
+        """In event order; stops at the first failure (it holds the ones behind it) unless
+        that failure dead-letters it."""
+        outcome = _Outcome()
+        for delivery_id, attempts, event_uid, payload in self._pending(destination.name):
             key = f"{event_uid}.{destination.name}"
             body = {**payload, "id": event_uid,
                     "link": console_link(self.config.console_url, payload)}  # fmt: skip
             error = deliver(destination, body, key, self._client)
-            if error is not None:
-                dead = self._failed(delivery_id, error)
-                self._count("failures", destination.name)
-                _log.warning(
-                    "notifications: %s to %s failed: %s%s", payload.get("event"),
-                    destination.name, error, " (dead-lettered)" if dead else "",
-                )  # fmt: skip
-                if not dead:
-                    return sent
+            if error is None:
+                outcome.delivered.append((delivery_id, payload))
+                self._count("delivered", destination.name)
                 continue
-            self._delivered(delivery_id, payload)
-            self._count("delivered", destination.name)
-            sent += 1
-        return sent
+            dead = attempts + 1 >= self.config.max_attempts
+            outcome.failed.append((delivery_id, attempts + 1, error, dead))
+            self._count("failures", destination.name)
+            _log.warning(
+                "notifications: %s to %s failed: %s%s", payload.get("event"),
+                destination.name, error, " (dead-lettered)" if dead else "",
+            )  # fmt: skip
+            if not dead:
+                break
+        return outcome
 
-    def _pending(self, destination: str) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    def _pending(self, destination: str) -> Iterator[tuple[int, int, str, dict[str, Any]]]:
         """The head of the destination's queue, oldest first, while it is due."""
         with Session(self.engine) as session:
             rows = session.execute(
-                select(NotificationDelivery.id, NotificationDelivery.next_attempt_at,
+                select(NotificationDelivery.id, NotificationDelivery.attempts,
+                       NotificationDelivery.next_attempt_at,
                        NotificationEvent.uid, NotificationEvent.payload)
                 .join(NotificationEvent, NotificationEvent.id == NotificationDelivery.event_id)
                 .where(NotificationDelivery.destination == destination,
@@ -168,35 +190,39 @@ class Sender:
                 .order_by(NotificationDelivery.event_id).limit(_BATCH)
             ).all()  # fmt: skip
         now = utcnow()
-        for delivery_id, next_at, uid, payload in rows:
+        for delivery_id, attempts, next_at, uid, payload in rows:
             if next_at is not None and _utc(next_at) > now:
                 return  # the head waits for its back-off: so does everything behind it
-            yield delivery_id, uid, dict(payload)
+            yield delivery_id, attempts, uid, dict(payload)
 
-    def _delivered(self, delivery_id: int, payload: dict[str, Any]) -> None:
+    def _record(
+        self,
+        delivered: list[tuple[int, dict[str, Any]]],
+        failed: list[tuple[int, int, str, bool]],
+    ) -> None:
+        now = utcnow()
         with write_session(self.engine) as session:
-            session.execute(
-                update(NotificationDelivery).where(NotificationDelivery.id == delivery_id)
-                .values(status="delivered", delivered_at=utcnow(), last_error=None)
-            )  # fmt: skip
+            if delivered:
+                session.execute(
+                    update(NotificationDelivery)
+                    .where(NotificationDelivery.id.in_([i for i, _ in delivered]),
+                           NotificationDelivery.status == "pending")
+                    .values(status="delivered", delivered_at=now, last_error=None)
+                )  # fmt: skip
+            for delivery_id, attempts, error, dead in failed:
+                backoff = dt.timedelta(seconds=self.config.backoff(attempts))
+                session.execute(
+                    update(NotificationDelivery)
+                    .where(NotificationDelivery.id == delivery_id,
+                           NotificationDelivery.status == "pending")
+                    .values(attempts=attempts, last_error=error[:1000],
+                            status="dead" if dead else "pending",
+                            next_attempt_at=None if dead else now + backoff)
+                )  # fmt: skip
         if self.metrics is not None:
-            occurred = dt.datetime.fromisoformat(str(payload["occurred_at"]))
-            self.metrics.latency.observe((utcnow() - occurred).total_seconds())
-
-    def _failed(self, delivery_id: int, error: str) -> bool:
-        """Count the failure; True when it is now dead-lettered."""
-        with write_session(self.engine) as session:
-            row = session.get(NotificationDelivery, delivery_id, with_for_update=True)
-            if row is None or row.status != "pending":
-                return False
-            row.attempts += 1
-            row.last_error = error[:1000]
-            if row.attempts >= self.config.max_attempts:
-                row.status, row.next_attempt_at = "dead", None
-                return True
-            backoff = dt.timedelta(seconds=self.config.backoff(row.attempts))
-            row.next_attempt_at = utcnow() + backoff
-            return False
+            for _, payload in delivered:
+                occurred = dt.datetime.fromisoformat(str(payload["occurred_at"]))
+                self.metrics.latency.observe((now - occurred).total_seconds())
 
     def _count(self, what: str, destination: str) -> None:
         if self.metrics is not None:
@@ -249,6 +275,14 @@ class Sender:
                 }
                 found.append(("lock.held", ws.name, {"lock": lock}, f"lock:{ws.name}:{ws.lock_id}"))
         return found
+
+
+@dataclass
+class _Outcome:
+    """One destination's pass: (id, payload) delivered; (id, attempts, error, dead) failed."""
+
+    delivered: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    failed: list[tuple[int, int, str, bool]] = field(default_factory=list)
 
 
 # (event, workspace, payload, dedup key) of an event found by a scan
