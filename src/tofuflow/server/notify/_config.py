@@ -60,16 +60,15 @@ SETTINGS_KEYS = frozenset(
 
 def console_link(base: str, payload: Mapping[str, Any]) -> str | None:
     """The console page of what a notification is about: ``/runs/<id>`` for a run, else
-    ``/workspaces/<name>`` (the console's path scheme lives here and nowhere else)."""
+    ``/workspaces/<name>`` (the path scheme is ``tofuflow.ci.console_link``'s)."""
+    from tofuflow.ci import console_link as link
+
     if not base:
         return None
     run = payload.get("run")
-    if isinstance(run, Mapping) and run.get("id"):
-        return f"{base.rstrip('/')}/runs/{run['id']}"
+    run_id = str(run["id"]) if isinstance(run, Mapping) and run.get("id") else None
     workspace = payload.get("workspace")
-    if workspace:
-        return f"{base.rstrip('/')}/workspaces/{workspace}"
-    return base.rstrip("/") + "/"
+    return link(base, run_id=run_id, workspace=str(workspace) if workspace else None)
 
 
 @dataclass(frozen=True)
