@@ -64,6 +64,7 @@ class Sender:
         workers = max(min(len(self.destinations), 8), 1)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tofuflow-notify-send")
         self._scanned = 0.0
+        self._done = _Outcome()  # sent, not yet written down
 
     # -- the thread -----------------------------------------------------------------------
 
@@ -77,6 +78,10 @@ class Sender:
         wakeup.set()
         if self._thread is not None:
             self._thread.join(timeout=self.config.timeout + 5)
+        try:
+            self.book()  # what was sent is written down before the lease goes
+        except Exception:  # the database is away: those are sent again (at least once)
+            _log.warning("notifications: could not record the last deliveries")
         try:
             self.leader.release()
         except Exception:  # shutting down anyway: the lease lapses by itself
@@ -111,47 +116,54 @@ class Sender:
     # -- one pass -------------------------------------------------------------------------
 
     def run_once(self) -> bool:
-        """Scan, fan out and deliver what is due; True when there may be more to do now."""
+        """Scan, book, deliver what is due; True when there may be more to do now."""
         now = time.monotonic()
         if now - self._scanned >= self.config.poll_interval:
             self._scanned = now
             self.scan()
-        fanned = self.fan_out()
+        fanned = self.book()
         sent = self.deliver_due()
-        return fanned >= _BATCH or sent >= _BATCH
+        return fanned >= _BATCH or sent > 0
 
-    def fan_out(self) -> int:
-        """One delivery row per (event, destination that wants it); events marked done."""
+    def book(self) -> int:
+        """One write transaction (none when there is nothing to write): the outcomes of
+        the last pass's sends, and one delivery row per (new event, destination that
+        wants it). Returns how many events were fanned out."""
+        done, self._done = self._done, _Outcome()
         waiting = select(NotificationEvent.id).where(NotificationEvent.fanned_out.is_(False))
         with Session(self.engine) as session:  # a read first: no write lock for nothing
-            if session.scalars(waiting.limit(1)).first() is None:
-                return 0
+            new = session.scalars(waiting.limit(1)).first() is not None
+        if not new and not done.delivered and not done.failed:
+            return 0
+        now = utcnow()
         with write_session(self.engine) as session:
-            events = session.scalars(
-                select(NotificationEvent).where(NotificationEvent.fanned_out.is_(False))
-                .order_by(NotificationEvent.id).limit(_BATCH).with_for_update()
-            ).all()  # fmt: skip
-            now = utcnow()
-            for event in events:
-                for destination in self.destinations.values():
-                    if destination.wants(event.event, event.workspace):
-                        session.add(NotificationDelivery(
-                            event_id=event.id, destination=destination.name, status="pending",
-                            attempts=0, created_at=now, next_attempt_at=now,
-                        ))  # fmt: skip
-                event.fanned_out = True
-            return len(events)
+            self._record(session, done, now)
+            return self._fan_out(session, now) if new else 0
+
+    def _fan_out(self, session: Session, now: dt.datetime) -> int:
+        events = session.scalars(
+            select(NotificationEvent).where(NotificationEvent.fanned_out.is_(False))
+            .order_by(NotificationEvent.id).limit(_BATCH).with_for_update()
+        ).all()  # fmt: skip
+        for event in events:
+            for destination in self.destinations.values():
+                if destination.wants(event.event, event.workspace):
+                    session.add(NotificationDelivery(
+                        event_id=event.id, destination=destination.name, status="pending",
+                        attempts=0, created_at=now, next_attempt_at=now,
+                    ))  # fmt: skip
+            event.fanned_out = True
+        return len(events)
 
     def deliver_due(self) -> int:
-        """Every destination's due head, destinations side by side; the outcomes are
-        recorded together, in one transaction, afterwards. A sender killed before that
-        sends them again (at least once; the idempotency key is the same)."""
+        """Every destination's due head, destinations side by side. Their outcomes are
+        written by the next ``book`` (the next pass comes at once while any wait): a
+        sender killed before that sends them again (at least once, same idempotency key)."""
         outcomes = list(self._pool.map(self._send, self.destinations.values()))
-        delivered = [item for outcome in outcomes for item in outcome.delivered]
-        failed = [item for outcome in outcomes for item in outcome.failed]
-        if delivered or failed:
-            self._record(delivered, failed)
-        return len(delivered)
+        for outcome in outcomes:
+            self._done.delivered += outcome.delivered
+            self._done.failed += outcome.failed
+        return sum(len(outcome.delivered) + len(outcome.failed) for outcome in outcomes)
 
     def _send(self, destination: Destination) -> _Outcome:
         """In event order; stops at the first failure (it holds the ones behind it) unless
@@ -195,32 +207,26 @@ class Sender:
                 return  # the head waits for its back-off: so does everything behind it
             yield delivery_id, attempts, uid, dict(payload)
 
-    def _record(
-        self,
-        delivered: list[tuple[int, dict[str, Any]]],
-        failed: list[tuple[int, int, str, bool]],
-    ) -> None:
-        now = utcnow()
-        with write_session(self.engine) as session:
-            if delivered:
-                session.execute(
-                    update(NotificationDelivery)
-                    .where(NotificationDelivery.id.in_([i for i, _ in delivered]),
-                           NotificationDelivery.status == "pending")
-                    .values(status="delivered", delivered_at=now, last_error=None)
-                )  # fmt: skip
-            for delivery_id, attempts, error, dead in failed:
-                backoff = dt.timedelta(seconds=self.config.backoff(attempts))
-                session.execute(
-                    update(NotificationDelivery)
-                    .where(NotificationDelivery.id == delivery_id,
-                           NotificationDelivery.status == "pending")
-                    .values(attempts=attempts, last_error=error[:1000],
-                            status="dead" if dead else "pending",
-                            next_attempt_at=None if dead else now + backoff)
-                )  # fmt: skip
+    def _record(self, session: Session, done: _Outcome, now: dt.datetime) -> None:
+        if done.delivered:
+            session.execute(
+                update(NotificationDelivery)
+                .where(NotificationDelivery.id.in_([i for i, _ in done.delivered]),
+                       NotificationDelivery.status == "pending")
+                .values(status="delivered", delivered_at=now, last_error=None)
+            )  # fmt: skip
+        for delivery_id, attempts, error, dead in done.failed:
+            backoff = dt.timedelta(seconds=self.config.backoff(attempts))
+            session.execute(
+                update(NotificationDelivery)
+                .where(NotificationDelivery.id == delivery_id,
+                       NotificationDelivery.status == "pending")
+                .values(attempts=attempts, last_error=error[:1000],
+                        status="dead" if dead else "pending",
+                        next_attempt_at=None if dead else now + backoff)
+            )  # fmt: skip
         if self.metrics is not None:
-            for _, payload in delivered:
+            for _, payload in done.delivered:
                 occurred = dt.datetime.fromisoformat(str(payload["occurred_at"]))
                 self.metrics.latency.observe((now - occurred).total_seconds())
 
