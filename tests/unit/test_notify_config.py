@@ -105,3 +105,23 @@ def test_console_links_go_to_the_run_else_the_workspace() -> None:
         "https://tofuflow.example/workspaces/app/dev"
     )
     assert console_link("", {"workspace": "app/dev"}) is None
+
+
+def test_a_failed_attempt_says_why_without_the_secret_webhook_url() -> None:
+    import socket
+
+    import httpx
+
+    from tofuflow.server.notify import Destination
+    from tofuflow.server.notify._deliver import deliver
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/services/T000/B000/secret-path-7d1c"
+    slack = Destination(name="chat", kind="slack", url=url)
+    payload = {"event": "run.applied", "workspace": "app/dev", "run": {"id": "r1"}}
+    with httpx.Client(timeout=2) as client:
+        error = deliver(slack, payload, "key", client)
+    assert error is not None and "could not be reached" in error
+    assert "secret-path-7d1c" not in error and str(port) not in error
