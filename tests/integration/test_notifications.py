@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from _services.fixtures import make_token
 from _services.receivers import SmtpReceiver, WebhookReceiver, free_port, wait_for
@@ -414,3 +414,53 @@ def test_replicas_sharing_a_database_send_each_event_once_in_order(
     expected = ["drift.found" if s == "drift" else "drift.cleared" for s in statuses]
     assert hook.events() == expected
     assert len({r.json["id"] for r in hook.received}) == len(expected)
+
+
+def test_old_delivered_events_are_pruned_and_dead_or_pending_ones_kept(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from sqlalchemy import update
+    from sqlalchemy.orm import Session
+
+    from tofuflow.server.notify import Destination, NotifyConfig, Sender, enable, enqueue
+    from tofuflow.server.storage import make_engine, migrate
+    from tofuflow.server.storage._db import (
+        NotificationDelivery,
+        NotificationEvent,
+        utcnow,
+        write_session,
+    )
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    migrate(engine)
+    enable(engine)
+    hook = Destination(name="ops", kind="webhook", url="http://127.0.0.1:9/x", secret="s")
+    sender = Sender(engine, NotifyConfig(destinations=(hook,), retention=3600), "test")
+    try:
+        with write_session(engine) as session:
+            for name in ("delivered", "dead", "pending", "recent"):
+                enqueue(session, "drift.found", f"app/{name}", {"actor": "t"})
+        sender.book()  # fan out: one delivery each
+        old = utcnow() - dt.timedelta(hours=2)
+        with write_session(engine) as session:
+            for name, status in (("delivered", "delivered"), ("dead", "dead"),
+                                 ("pending", "pending"), ("recent", "delivered")):  # fmt: skip
+                event_id = session.scalars(
+                    select(NotificationEvent.id).where(NotificationEvent.workspace == f"app/{name}")
+                ).one()
+                session.execute(update(NotificationDelivery)
+                                .where(NotificationDelivery.event_id == event_id)
+                                .values(status=status))  # fmt: skip
+                if name != "recent":
+                    session.execute(update(NotificationEvent)
+                                    .where(NotificationEvent.id == event_id)
+                                    .values(created_at=old))  # fmt: skip
+        assert sender.prune() == 1
+        with Session(engine) as session:
+            left = set(session.scalars(select(NotificationEvent.workspace)))
+            deliveries = session.scalars(select(NotificationDelivery)).all()
+        assert left == {"app/dead", "app/pending", "app/recent"}
+        assert len(deliveries) == 3
+    finally:
+        sender.stop()
+        engine.dispose()

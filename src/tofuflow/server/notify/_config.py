@@ -5,6 +5,7 @@
     max_attempts = 8                               # failures before a delivery is dead-lettered
     expiry_warnings = ["2h", "30m"]                # before an environment's TTL ends
     lock_held_after = "1h"
+    retention = "7d"                               # delivered events are forgotten after this
 
     [[notifications.destinations]]
     name = "ops"
@@ -53,7 +54,8 @@ DESTINATION_KEYS: dict[str, frozenset[str]] = {
 SETTINGS_KEYS = frozenset(
     {
         "console_url", "max_attempts", "retry_backoff", "max_backoff", "timeout",
-        "poll_interval", "lease", "expiry_warnings", "lock_held_after", "destinations",
+        "poll_interval", "lease", "expiry_warnings", "lock_held_after", "retention",
+        "destinations",
     }
 )  # fmt: skip
 
@@ -102,6 +104,7 @@ class NotifyConfig:
     lease: float = 30.0
     expiry_warnings: tuple[float, ...] = (7200.0, 1800.0)
     lock_held_after: float = 3600.0
+    retention: float = 7 * 86400.0
 
     def backoff(self, attempts: int) -> float:
         """retry_backoff, doubling per failure so far, up to max_backoff."""
@@ -122,7 +125,7 @@ class NotifyConfig:
         if "max_attempts" in table:
             values["max_attempts"] = _int(table["max_attempts"], "notifications.max_attempts")
         for key in ("retry_backoff", "max_backoff", "timeout", "poll_interval", "lease",
-                    "lock_held_after"):  # fmt: skip
+                    "lock_held_after", "retention"):  # fmt: skip
             if key in table:
                 values[key] = _seconds(table[key], f"notifications.{key}")
         if "expiry_warnings" in table:

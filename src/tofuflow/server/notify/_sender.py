@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -47,6 +47,7 @@ __all__ = ["Sender"]
 _log = logging.getLogger("tofuflow.server.notify")
 _BATCH = 200
 _LINGER = 0.05
+_PRUNE_EVERY = 3600.0
 
 
 class Sender:
@@ -64,6 +65,7 @@ class Sender:
         workers = max(min(len(self.destinations), 8), 1)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tofuflow-notify-send")
         self._scanned = 0.0
+        self._pruned = 0.0
         self._done = _Outcome()  # sent, not yet written down
 
     # -- the thread -----------------------------------------------------------------------
@@ -121,6 +123,9 @@ class Sender:
         if now - self._scanned >= self.config.poll_interval:
             self._scanned = now
             self.scan()
+        if now - self._pruned >= _PRUNE_EVERY:
+            self._pruned = now
+            self.prune()
         fanned = self.book()
         sent = self.deliver_due()
         return fanned >= _BATCH or sent > 0
@@ -229,6 +234,28 @@ class Sender:
             for _, payload in done.delivered:
                 occurred = dt.datetime.fromisoformat(str(payload["occurred_at"]))
                 self.metrics.latency.observe((now - occurred).total_seconds())
+
+    def prune(self) -> int:
+        """Forget events older than ``retention`` whose every delivery was delivered
+        (dead letters and pending ones stay); returns how many."""
+        cutoff = utcnow() - dt.timedelta(seconds=self.config.retention)
+        unfinished = select(NotificationDelivery.event_id).where(
+            NotificationDelivery.status != "delivered"
+        )
+        with write_session(self.engine) as session:
+            ids = session.scalars(
+                select(NotificationEvent.id)
+                .where(NotificationEvent.created_at < cutoff,
+                       NotificationEvent.fanned_out.is_(True),
+                       NotificationEvent.id.not_in(unfinished))
+                .limit(5000)
+            ).all()  # fmt: skip
+            if ids:
+                session.execute(
+                    delete(NotificationDelivery).where(NotificationDelivery.event_id.in_(ids))
+                )
+                session.execute(delete(NotificationEvent).where(NotificationEvent.id.in_(ids)))
+            return len(ids)
 
     def _count(self, what: str, destination: str) -> None:
         if self.metrics is not None:
