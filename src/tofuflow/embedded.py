@@ -47,11 +47,12 @@ class EmbeddedControlPlane:
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._app: Any = None
+        self._sender: Any = None
 
     def __enter__(self) -> EmbeddedControlPlane:
         import uvicorn
 
-        from tofuflow.server.app import create_app
+        from tofuflow.server.app import create_app, start_sender
         from tofuflow.server.serving import uvicorn_config
 
         self._app = create_app(self.config)
@@ -65,6 +66,7 @@ class EmbeddedControlPlane:
         self._thread.start()
         self.url = f"http://127.0.0.1:{port}"
         _wait_healthy(self.url)
+        self._sender = start_sender(self._app)  # only with [notifications] destinations
         return self
 
     def __exit__(
@@ -73,6 +75,8 @@ class EmbeddedControlPlane:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._sender is not None:
+            self._sender.stop()
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:

@@ -357,6 +357,8 @@ def test_public_api_of_tofuflow_ci_is_pinned() -> None:
         "AgentPool",
         "AgentReport",
         "PipelineOptions",
+        "PullRequest",
+        "console_link",
         "airflow_run_context",
         "azure_devops_pipeline",
         "AzureDevOpsLog",

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from tofuflow.ci._detect import detect_run_context
     from tofuflow.ci._normalize import strip_url_credentials
     from tofuflow.ci._pipelines import AgentPool, PipelineOptions, azure_devops_pipeline
+    from tofuflow.ci._pull_request import PullRequest, console_link
 
 _EXPORTS = {
     "AgentPool": "tofuflow.ci._pipelines",
@@ -34,6 +35,8 @@ _EXPORTS = {
     "airflow_context": "tofuflow.ci._airflow",
     "airflow_run_context": "tofuflow.ci._airflow",
     "azure_devops_pipeline": "tofuflow.ci._pipelines",
+    "console_link": "tofuflow.ci._pull_request",
+    "PullRequest": "tofuflow.ci._pull_request",
     "detect_run_context": "tofuflow.ci._detect",
     "escape_message": "tofuflow.ci._azure_devops",
     "escape_property": "tofuflow.ci._azure_devops",
@@ -47,10 +50,12 @@ __all__ = [
     "AzureDevOpsLog",
     "CISystem",
     "PipelineOptions",
+    "PullRequest",
     "RunContext",
     "airflow_context",
     "airflow_run_context",
     "azure_devops_pipeline",
+    "console_link",
     "detect_run_context",
     "escape_message",
     "escape_property",

@@ -208,6 +208,8 @@ class AgentReport:
         self.log = log
         self.env = env
         self.directory: Path | None = None
+        # Where the console is (links on a pull request); "" when there is none to link.
+        self.console_url = ""
         self.warnings = 0
         self._reported: set[tuple[object, ...]] = set()
         self._lock = threading.Lock()
@@ -289,8 +291,10 @@ class AgentReport:
 
         directory = self._output_dir()
         summary = directory / f"tofuflow-plan-{_safe_name(run_id)}.md"
-        summary.write_text(plan_summary_markdown(workspace, run, plan), encoding="utf-8")
+        markdown = plan_summary_markdown(workspace, run, plan)
+        summary.write_text(markdown, encoding="utf-8")
         self.log.upload_summary(summary)
+        self._pull_request(workspace, run, markdown)
         # The rendered plan, masked, never the raw `show -json`: attachments are
         # downloadable by anyone who can read the build, and the agent masks logs only.
         attachment = directory / f"tofuflow-plan-{_safe_name(run_id)}.txt"
@@ -321,6 +325,23 @@ class AgentReport:
         self.log.upload_summary(summary)
         self._tags(workspace, run_id)
         self._done(f"run {run_id}: {status}")
+
+    def _pull_request(self, workspace: str, run: Mapping[str, Any], markdown: str) -> None:
+        """On a PR build: the plan as the PR's thread for this workspace, and its status. A
+        failure is a warning: the plan itself has completed."""
+        from tofuflow.ci._pull_request import PullRequest, console_link
+
+        pull_request = PullRequest.from_env(self.env)
+        if pull_request is None:
+            return
+        problem: str | None = pull_request if isinstance(pull_request, str) else None
+        if isinstance(pull_request, PullRequest):
+            run_id = str(run["id"])
+            link = console_link(self.console_url, run_id=run_id) if self.console_url else None
+            problem = pull_request.post_plan(workspace, markdown, run, link)
+        if problem:
+            self.warnings += 1
+            self.log.log_issue("warning", f"plan not posted to the pull request: {problem}")
 
     def _tags(self, workspace: str, run_id: str) -> None:
         for tag in ("tofuflow", workspace, run_id):

@@ -9,6 +9,7 @@ TOFUFLOW_TOKEN; the embedded plane mints its own.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,8 +65,11 @@ def plan(workspace: str, project_path: Path | None, destroy: bool) -> None:
             project = load_project_file(project_path)
             ws = project.workspace(workspace)
             context = detect_run_context(cwd=ws.directory).to_json()
-            with control_plane("plan", project_url(project), ws.identity.get("plan")) as client:
+            url = project_url(project)
+            with control_plane("plan", url, ws.identity.get("plan")) as client:
                 announce(report, client.token, ws.directory)
+                if report is not None:  # no console link to an embedded plane's port
+                    report.console_url = os.environ.get("TOFUFLOW_CONSOLE_URL") or url or ""
                 ws = wired(ws, project, client)
                 outcome = plan_workspace(ws, client, context, cli_runner(report), destroy=destroy)
     except TofuflowError as err:

@@ -43,6 +43,10 @@ def _engine(config: Any) -> Any:
 
     engine = make_engine(config.effective_database_url)
     migrate(engine)
+    if config.notifications.get("destinations"):
+        from tofuflow.server.notify import enable
+
+        enable(engine)  # operator actions (a failed `audit verify`) notify too
     return engine
 
 
@@ -98,7 +102,7 @@ def server(
     _log_to_stderr(log_level)
     import uvicorn
 
-    from tofuflow.server.app import create_app
+    from tofuflow.server.app import create_app, start_sender
     from tofuflow.server.serving import freeze_start_up, uvicorn_config
 
     try:
@@ -108,6 +112,7 @@ def server(
     click.echo(f"tofuflow control plane on {config.base_url} (data: {config.data_dir})", err=True)
     local = "127.0.0.1" if config.host in {"0.0.0.0", "::", ""} else config.host  # noqa: S104
     reaper = start_reaper(app.state.engine, config, f"http://{local}:{config.port}")
+    sender = start_sender(app)  # notifications, when [notifications] names destinations
     try:
         if workers > 1:
             _serve_workers(config_path, workers, config, log_level)
@@ -115,6 +120,8 @@ def server(
             freeze_start_up()
             uvicorn.Server(uvicorn_config(app, host=config.host, port=config.port)).run()
     finally:
+        if sender is not None:
+            sender.stop()
         if reaper is not None:
             reaper.stop()
 

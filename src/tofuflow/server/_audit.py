@@ -18,6 +18,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from tofuflow.server._paging import Page, decode_cursor, fill_page, grant_filter
+from tofuflow.server.notify._events import from_audit
 from tofuflow.server.storage._db import AuditEvent, AuditHead, utcnow
 
 __all__ = [
@@ -65,7 +66,8 @@ def append(
     run_id: str | None = None,
     commit: str | None = None,
 ) -> AuditEvent:
-    """Add one event inside the caller's transaction (it commits or rolls back with it)."""
+    """Add one event inside the caller's transaction (it commits or rolls back with it),
+    and the notification it calls for, if any (``tofuflow.server.notify``)."""
     # Locking the head row serialises appenders, so the chain never forks.
     head = session.get(AuditHead, 1, with_for_update=True)
     if head is None:
@@ -91,6 +93,7 @@ def append(
     session.flush()  # assigns the id, which the hash covers
     event.hash = event_hash(event)
     head.last_hash = event.hash
+    from_audit(session, event)  # the outbox row commits or rolls back with the event
     return event
 
 

@@ -391,9 +391,10 @@ class RunService:
                         "an approved run's apply that failed before it started"
                     )
             _require_status(run, {"planning", "needs_approval", "approved"}, "cancel")
+            was = run.status  # cancelling a run that waits for approval rejects it
             run.status, run.result = outcome, {"reason": reason[:500]}
             run.updated_at = utcnow()
-            self._audit(session, ctx, run, f"run.{outcome}", run.result)
+            self._audit(session, ctx, run, f"run.{outcome}", {**run.result, "was": was})
             return _view(run)
 
     # -- reads ----------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from tofuflow.server._audit import VerifyResult
 from tofuflow.server._state import state_aad
 from tofuflow.server.auth import Role, new_token, parse_ttl
 from tofuflow.server.crypto import Keyring
+from tofuflow.server.notify._events import audit_verify_failed
 from tofuflow.server.storage._db import (
     ApiToken,
     Run,
@@ -92,7 +93,10 @@ def revoke_token(engine: Engine, token_id: str) -> None:
 def verify_audit(engine: Engine) -> VerifyResult:
     """Check the audit log's hash chain; ``first_bad_id`` names the first altered event."""
     with Session(engine) as session:
-        return _audit.verify(session)
+        result = _audit.verify(session)
+    if not result.ok:
+        audit_verify_failed(engine, result.first_bad_id, result.reason)
+    return result
 
 
 def rotate_keys(engine: Engine, keyring: Keyring, batch: int = 200) -> int:

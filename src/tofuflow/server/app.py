@@ -10,8 +10,11 @@ and the metrics middleware.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
@@ -38,7 +41,16 @@ from tofuflow.server._envs import EnvironmentService, ReapPolicy
 from tofuflow.server._limits import RateLimiter, limited_path, rate_limited
 from tofuflow.server._runs import RunService, WorkspacePolicy
 from tofuflow.server._state import RequestContext, StateService
-from tofuflow.server.api import audit, drift, environments, health, runs, state, workspaces
+from tofuflow.server.api import (
+    audit,
+    drift,
+    environments,
+    health,
+    notifications,
+    runs,
+    state,
+    workspaces,
+)
 from tofuflow.server.api._common import ContextDep
 from tofuflow.server.auth import (
     Authenticator,
@@ -50,9 +62,10 @@ from tofuflow.server.auth import (
 )
 from tofuflow.server.config import ServerConfig
 from tofuflow.server.crypto import keyring_from_config
+from tofuflow.server.notify import NotifyConfig, NotifyMetrics, Sender, enable
 from tofuflow.server.storage import blob_store_from_config, make_engine, migrate
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "start_sender"]
 
 _log = logging.getLogger("tofuflow.server")
 _access = logging.getLogger("tofuflow.server.access")
@@ -70,6 +83,9 @@ def create_app(config: ServerConfig) -> FastAPI:
     issuers = issuers_from_config(list(config.oidc_issuers))
     verifier = OidcVerifier(issuers) if issuers else None
     authn = Authenticator(engine, verifier, bindings_from_config(list(config.bindings)))
+    notify = NotifyConfig.from_config(config.notifications, config.base_url)
+    if notify.destinations:
+        enable(engine)  # outbox rows from now on, in the transactions that cause them
 
     app = FastAPI(
         title="tofuflow control plane",
@@ -77,12 +93,14 @@ def create_app(config: ServerConfig) -> FastAPI:
         description="Remote, encrypted, versioned, locked and audited OpenTofu state.",
     )
     app.state.config, app.state.engine, app.state.service = config, engine, service
+    app.state.notify = notify
     metrics = health.Metrics()
     _install_error_handlers(app, _refusal_auditor(service, authn))
     _install_server_error_handlers(app)
     _install_observability(app, metrics)
     limiter = RateLimiter(config.rate_limit, config.rate_burst)
     _install_rate_limit_handler(app)
+    app.state.notify_metrics = NotifyMetrics(metrics.registry, engine)
     context = _context_dependency(authn, limiter)
 
     run_service = _run_service(config, service)
@@ -98,7 +116,19 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(environments.router(environment_service, context))
     app.include_router(drift.router(DriftService(engine), context))
     app.include_router(audit.router(engine, context))
+    app.include_router(notifications.router(engine, context))
     return app
+
+
+def start_sender(app: FastAPI) -> Sender | None:
+    """Start the notification sender beside a serving app (``tofuflow server`` and the
+    embedded plane call it; ``sender.stop()`` on shutdown). None without destinations.
+    Replicas on one database each start one; the ``notifier`` lease picks who sends."""
+    notify: NotifyConfig = app.state.notify
+    if not notify.destinations:
+        return None
+    holder = f"notify@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    return Sender(app.state.engine, notify, holder, app.state.notify_metrics).start()
 
 
 def _run_service(config: ServerConfig, service: StateService) -> RunService:

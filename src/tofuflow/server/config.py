@@ -55,6 +55,14 @@ File (every key optional)::
     orphan_after = 3            # failed destroys before an environment is reported orphaned
     max_ttl = "7d"
 
+    [notifications]             # who hears about runs, environments, drift (notifications.md)
+    console_url = "https://tofuflow.example"
+    [[notifications.destinations]]
+    name = "ops"
+    kind = "webhook"            # or "slack" / "teams" / "email"
+    url = "https://hooks.example/tofuflow"
+    secret_env = "TOFUFLOW_OPS_WEBHOOK_SECRET"
+
 Unknown tables and keys, at every level (also in ``[[bindings]]`` and the other arrays of
 tables), are errors naming the file, the line and the nearest valid key; every problem of
 the file is reported at once, in file order::
@@ -105,6 +113,7 @@ class ServerConfig:
     max_backoff: str = "1h"
     orphan_after: int = 3
     max_env_ttl: str = "7d"
+    notifications: Mapping[str, Any] = field(default_factory=dict)
     source: Path | None = None
 
     @classmethod
@@ -155,6 +164,8 @@ class ServerConfig:
         environments = check.table(doc, ("environments",))
         for key, (field_name, kind) in _ENVIRONMENT_KEYS.items():
             values[field_name] = check.get(environments, ("environments", key), kind)
+        values["notifications"] = check.table(doc, ("notifications",))
+        check.tables(values["notifications"], ("notifications", "destinations"))
         check.done()
         for key in ("data_dir", "policies_dir"):
             # Relative paths in a file are relative to that file, not to wherever the
@@ -271,6 +282,7 @@ def _schema() -> Schema:
     from tofuflow.server.auth._bindings import _BINDING_KEYS
     from tofuflow.server.auth._oidc import _ISSUER_KEYS
     from tofuflow.server.crypto._keys import _BUILDERS
+    from tofuflow.server.notify import DESTINATION_KEYS, SETTINGS_KEYS
     from tofuflow.server.storage._blobs import _KEYS as _BLOB_KEYS
 
     key = _ByKind({kind: options for kind, (options, _) in _BUILDERS.items()})
@@ -285,6 +297,10 @@ def _schema() -> Schema:
         "workspace_settings": _Each(dict.fromkeys(sorted(WORKSPACE_SETTINGS_KEYS))),
         "runs": {"approval_ttl": None, "session_ttl": None, "session_lease": None},
         "environments": dict.fromkeys(_ENVIRONMENT_KEYS),
+        "notifications": {
+            **dict.fromkeys(sorted(SETTINGS_KEYS - {"destinations"})),
+            "destinations": _Each(_ByKind(DESTINATION_KEYS)),
+        },
     }
 
 

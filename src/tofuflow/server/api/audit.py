@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from tofuflow.server._audit import AuditQuery, query_events, verify
 from tofuflow.server._paging import MAX_PAGE, next_link
 from tofuflow.server.api._common import CURSOR_HELP, ContextDep
+from tofuflow.server.notify._events import audit_verify_failed
 
 __all__ = ["router"]
 
@@ -47,6 +48,8 @@ def router(engine: Engine, context: ContextDep) -> APIRouter:
         def check() -> dict[str, Any]:
             with Session(engine) as session:
                 result = verify(session)
+            if not result.ok:
+                audit_verify_failed(engine, result.first_bad_id, result.reason)
             return {"ok": result.ok, "checked": result.checked,
                     "first_bad_id": result.first_bad_id, "reason": result.reason}  # fmt: skip
 

@@ -39,6 +39,8 @@ __all__ = [
     "DriftReport",
     "Environment",
     "Lease",
+    "NotificationDelivery",
+    "NotificationEvent",
     "Run",
     "StateVersion",
     "Workspace",
@@ -248,6 +250,42 @@ class DriftReport(Base):
     last_applied_run: Mapped[str | None] = mapped_column(String(32), default=None)
     last_applied_commit: Mapped[str | None] = mapped_column(String(64), default=None)
     report: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+
+
+class NotificationEvent(Base):
+    """The outbox: one event to notify about, written in the transaction of its cause.
+
+    The sender fans each event out into one delivery per matching destination.
+    ``dedup_key`` keeps events found by a scan (an expiry warning) from repeating.
+    """
+
+    __tablename__ = "notification_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(32), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    event: Mapped[str] = mapped_column(String(48))
+    workspace: Mapped[str | None] = mapped_column(String(255), default=None)
+    dedup_key: Mapped[str | None] = mapped_column(String(255), unique=True, default=None)
+    payload: Mapped[dict[str, Any]] = mapped_column()
+    fanned_out: Mapped[bool] = mapped_column(default=False, index=True)
+
+
+class NotificationDelivery(Base):
+    """One event to one destination: pending → delivered, or dead after N failures."""
+
+    __tablename__ = "notification_deliveries"
+    __table_args__ = (UniqueConstraint("event_id", "destination"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("notification_events.id"), index=True)
+    destination: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(String(1000), default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(default=None)
 
 
 _WRITE = "tofuflow_write"
