@@ -16,6 +16,7 @@ import pytest
 
 from _services.fixtures import make_token, simple_applier
 from _services.server import threaded_server
+from tofuflow.runs import ControlPlane
 from tofuflow.server.storage._db import AuditEvent
 from tofuflow.tofu import Binary, Tofu
 
@@ -77,6 +78,11 @@ def test_the_rate_limit_answers_429_with_retry_after_per_identity(server_config:
         assert httpx.get(f"{server.url}/healthz").status_code == 200
         time.sleep(int(limited.headers["Retry-After"]))
         assert httpx.get(url, headers={"Authorization": f"Bearer {one}"}).status_code == 204
+        # tofuflow's own client waits out Retry-After too, instead of failing the stage.
+        with ControlPlane(server.url, make_token(server, "reader")) as client:
+            started = time.monotonic()
+            assert [client.state("app/dev") for _ in range(4)] == [None] * 4
+            assert time.monotonic() - started >= 1.0
 
 
 def test_the_binarys_http_backend_waits_out_429s_and_its_apply_completes(

@@ -166,12 +166,12 @@ def test_a_harmless_plan_document_with_a_destroying_plan_file_is_refused_at_appl
     plane.planner.upload_artifact(run["id"], pack(tree))
     decided = plane.planner.upload_plan(run["id"], json.dumps(harmless.raw).encode())
     assert decided["status"] == "approved", decided  # judged on the harmless document
-    assert decided["plan_digest"] == harmless.digest
 
     with pytest.raises(ConflictError, match="not the plan its policies judged"):
         apply_run(run["id"], plane.ws, plane.applier)
 
     assert plane.state() == before, "the destroy must not have run"
+    assert decided["plan_digest"] == harmless.digest
     refused = [e for e in plane.admin.audit(run=run["id"]) if e["action"] == "run.apply_refused"]
     assert len(refused) == 1
     assert refused[0]["detail"]["presented_plan_digest"] == destroying.digest
