@@ -210,7 +210,8 @@ def _walk_every_run_outcome(plane: Plane) -> list[tuple[str, str]]:
 
     failed = plane.plan(items=["a", "d"])
     plane.approver.approve(failed["id"], "ok")
-    plane.applier.open_session(failed["id"])  # the runner starts applying, then is gone
+    digests = plane.applier.run(failed["id"])  # the runner starts applying, then is gone
+    plane.applier.open_session(failed["id"], digests["plan_digest"], digests["config_digest"])
     plane.admin.cancel(failed["id"], "runner gone")
     expected += [(e, failed["id"]) for e in ("run.needs_approval", "run.approved", "run.failed")]
     return expected

@@ -140,7 +140,8 @@ def test_an_apply_session_for_a_superseded_run_is_refused_as_stale(project: Path
         connect("apply", workspace="app/dev") as client,
         pytest.raises(PlanStaleError, match=f"run {older} is stale: run {newer} changed"),
     ):
-        client.open_session(older)
+        run = client.run(older)
+        client.open_session(older, run["plan_digest"], run["config_digest"])
 
 
 def test_runs_show_plan_prints_every_resource_with_sensitive_values_masked(
