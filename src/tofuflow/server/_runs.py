@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -49,6 +49,9 @@ from tofuflow.server.auth import Permission
 from tofuflow.server.crypto import Keyring
 from tofuflow.server.storage._blobs import BlobStore
 from tofuflow.server.storage._db import Approval, Run, Workspace, utcnow, write_session
+
+if TYPE_CHECKING:
+    from tofuflow.tofu import Plan
 
 __all__ = [
     "SESSION_PREFIX",
@@ -386,7 +389,16 @@ class RunService:
     def plan_text(self, ctx: RequestContext, run_id: str, fmt: str = "text") -> str:
         """The run's whole plan as a person reads it: every resource with its attribute
         changes, sensitive values masked (readers may see it; never the raw document)."""
-        from tofuflow.tofu import Plan, render_plan_markdown, render_plan_text
+        from tofuflow.tofu import render_plan_markdown, render_plan_text
+
+        plan = self.plan(ctx, run_id)
+        if fmt == "markdown":
+            return render_plan_markdown(plan, max_items=None)
+        return render_plan_text(plan, max_items=None)
+
+    def plan(self, ctx: RequestContext, run_id: str) -> Plan:
+        """The run's parsed plan, for readers; only rendered, masked forms leave the server."""
+        from tofuflow.tofu import Plan
 
         with Session(self.engine) as session:
             run = self._run(session, run_id)
@@ -394,10 +406,7 @@ class RunService:
             if run.plan_document is None:
                 raise NotFoundError(f"run {run_id} has no plan yet ({run.status})")
             record, aad = dict(run.plan_document), run_aad(run, "plan")
-        plan = Plan.from_json(self._open(record, aad, run_id))
-        if fmt == "markdown":
-            return render_plan_markdown(plan, max_items=None)
-        return render_plan_text(plan, max_items=None)
+        return Plan.from_json(self._open(record, aad, run_id))
 
     def list(
         self, ctx: RequestContext, *, workspace: str | None, commit: str | None, limit: int

@@ -3,8 +3,9 @@
     app = create_app(ServerConfig.load())     # then: uvicorn.run(app)
 
 ``create_app`` wires the services to the routers in ``tofuflow.server.api`` (state,
-workspaces, runs, environments, drift, audit, health) and installs the error handlers
-and the metrics middleware.
+workspaces, runs, environments, drift, audit, health) and the web console
+(``tofuflow.server.console``), serves ``/docs`` from vendored assets, and installs the
+error handlers and the metrics middleware.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from tofuflow.server.auth import (
     parse_ttl,
 )
 from tofuflow.server.config import ServerConfig
+from tofuflow.server.console import install_console, install_offline_docs
 from tofuflow.server.crypto import keyring_from_config
 from tofuflow.server.storage import blob_store_from_config, make_engine, migrate
 
@@ -71,7 +73,10 @@ def create_app(config: ServerConfig) -> FastAPI:
         title="tofuflow control plane",
         version=__version__,
         description="Remote, encrypted, versioned, locked and audited OpenTofu state.",
+        docs_url=None,  # served by install_offline_docs: no CDN
+        redoc_url=None,
     )
+    install_offline_docs(app)
     app.state.config, app.state.engine, app.state.service = config, engine, service
     metrics = health.Metrics()
     _install_error_handlers(app, _refusal_auditor(service, authn))
@@ -92,6 +97,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(environments.router(environment_service, context))
     app.include_router(drift.router(DriftService(engine), context))
     app.include_router(audit.router(engine, context))
+    install_console(app, config, runs=run_service, state=service, bindings=authn.bindings)
     return app
 
 

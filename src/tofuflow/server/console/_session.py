@@ -1,0 +1,91 @@
+"""Who is looking at the console: the signed-in person, their session and its CSRF token.
+
+The session lives in a signed cookie (Starlette's SessionMiddleware, itsdangerous):
+HttpOnly, SameSite=Lax, Secure unless ``insecure_cookie`` (loopback http only), scoped to
+``/console``. It holds the person's audit-safe claims, never a token. Idle and absolute
+expiry are checked here on every request; roles are recomputed from the claims and the
+current ``[[bindings]]`` on every request, so a changed binding applies at once.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from tofuflow.errors import ForbiddenError
+from tofuflow.server.auth import Binding, Principal, principal_from_claims, safe_claims
+from tofuflow.server.console._settings import ConsoleSettings
+
+__all__ = ["SESSION_COOKIE", "SignInRequired", "Viewer", "check_csrf", "sign_in", "viewer"]
+
+SESSION_COOKIE = "tofuflow_console"
+_DISPLAY_CLAIMS = ("name", "preferred_username", "email")
+
+
+class SignInRequired(Exception):
+    """No valid session: the page answers with a redirect to the sign-in."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The signed-in person: their principal (roles), a display name, the CSRF token."""
+
+    principal: Principal
+    name: str
+    csrf: str
+
+
+def sign_in(request: Request, claims: Mapping[str, Any]) -> None:
+    """Start a session for verified ``claims`` (a new CSRF token; the old session ends)."""
+    request.session.clear()
+    now = int(time.time())
+    display = next((str(claims[c]) for c in _DISPLAY_CLAIMS if claims.get(c)), "")
+    request.session.update(
+        {
+            "claims": safe_claims(claims),
+            "name": display[:200] or str(claims.get("sub")),
+            "iat": now,
+            "seen": now,
+            "csrf": secrets.token_urlsafe(32),
+        }
+    )
+
+
+def viewer(request: Request, settings: ConsoleSettings, bindings: Sequence[Binding]) -> Viewer:
+    """The person behind this request; SignInRequired when there is none or it expired."""
+    session = request.session
+    claims, iat, seen = session.get("claims"), session.get("iat"), session.get("seen")
+    if not isinstance(claims, dict) or not isinstance(iat, int) or not isinstance(seen, int):
+        raise SignInRequired("not signed in")
+    now = int(time.time())
+    if now - iat > settings.session_absolute.total_seconds():
+        session.clear()
+        raise SignInRequired("your session ended: sign in again")
+    if now - seen > settings.session_idle.total_seconds():
+        session.clear()
+        raise SignInRequired("your session was idle too long: sign in again")
+    session["seen"] = now
+    return Viewer(principal_from_claims(claims, bindings), str(session["name"]), session["csrf"])
+
+
+def check_csrf(request: Request, submitted: object) -> None:
+    """Refuse (403) a state-changing form that does not carry this session's token."""
+    expected = request.session.get("csrf")
+    if not (
+        isinstance(expected, str)
+        and isinstance(submitted, str)
+        and secrets.compare_digest(expected.encode(), submitted.encode())
+    ):
+        raise ForbiddenError(
+            "the form's CSRF token is missing or does not match your session: reload the "
+            "page and submit it again"
+        )
