@@ -9,6 +9,7 @@ server refuses the action anyway.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -109,12 +110,13 @@ class _Console:
             loader=FileSystemLoader(_HERE / "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
         )
+        self.templates.filters["when"] = _when
         self.oauth = _oauth_client(settings) if settings is not None else None
 
     # -- plumbing -----------------------------------------------------------------------
 
-    def render(self, request: Request, name: str, status: int = 200, **values: Any) -> HTMLResponse:
-        html = self.templates.get_template(name).render(request=request, **values)
+    def render(self, request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
+        html = self.templates.get_template(template).render(request=request, **values)
         issuer = self.settings.issuer if self.settings else ""
         headers = {
             "Content-Security-Policy": _CSP.format(issuer=issuer),
@@ -439,6 +441,16 @@ def _context_rows(context: dict[str, Any]) -> list[tuple[str, str, bool]]:
         text = str(value)[:500]
         rows.append((key.replace("_", " "), text, text.startswith(("https://", "http://"))))
     return rows
+
+
+def _when(moment: object) -> str:
+    """An ISO timestamp as people read it: ``2026-12-05 01:02:45 UTC``."""
+    try:
+        parsed = dt.datetime.fromisoformat(str(moment).replace("Z", "+00:00"))
+    except ValueError:
+        return str(moment)
+    aware = parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    return aware.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 _NOT_CONFIGURED = (

@@ -1,0 +1,289 @@
+"""The web console in a real browser (Debian's Chromium, driven by Playwright) against a
+real OpenID provider (oidc-provider), a real control plane and the real binary.
+
+A pipeline (the CLI) plans a change that needs approval; an approver signs in through
+the provider's login page, reads the plan, approves; the waiting apply proceeds while
+the page watches; the story shows every step and the verified audit chain. The planner
+cannot approve, forged and token-less forms are refused, hostile text stays text, and an
+expired session goes back to sign-in. The screenshots in docs/console.md come from here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from _services.fixtures import make_token
+from _services.idp import free_port, openid_provider
+from _services.server import RunningServer, threaded_server
+
+pytestmark = pytest.mark.binary
+
+CHROMIUM = Path("/usr/bin/chromium")
+IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
+CLIENT = ("tofuflow-console", "test-only-client-secret")
+CANARY = "canary-Sensitive-9f3b27d1"
+USERS = {
+    "alice": {"name": "Alice Approver", "groups": ["infra-approvers"]},
+    "bob": {"name": "Bob Planner", "groups": ["infra-planners"]},
+}
+HOSTILE = "<script>alert('xss')</script>"
+
+MAIN_TF = """
+variable "db_password" {
+  type      = string
+  sensitive = true
+}
+
+resource "terraform_data" "web" {
+  for_each = toset(["front", "<script>alert('xss')</script>"])
+  input = {
+    name     = each.key
+    size     = "large"
+    password = var.db_password
+  }
+}
+
+output "banner" {
+  value = "<script>alert('xss')</script>"
+}
+"""
+
+
+@dataclass
+class Console:
+    server: RunningServer
+    issuer: str
+    env: dict[str, str]
+    repo: Path
+
+
+def _browser_or_fail() -> Any:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"the console's browser tests launch Debian's Chromium at {CHROMIUM} and it is "
+            "missing: `apt-get install chromium` (make test-deps does), then rerun",
+            pytrace=False,
+        )
+    from playwright.sync_api import sync_playwright
+
+    return sync_playwright()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    with _browser_or_fail() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _console(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **session: str
+) -> Iterator[Console]:
+    from tofuflow.server.config import ServerConfig
+
+    idp_port = free_port()
+    issuer = f"http://127.0.0.1:{idp_port}"
+    monkeypatch.setenv("TOFUFLOW_CONSOLE_CLIENT_SECRET", CLIENT[1])
+    config = ServerConfig.from_mapping({
+        "server": {"data_dir": str(tmp_path / "server")},
+        "console": {"issuer": issuer, "client_id": CLIENT[0], "insecure_cookie": True,
+                    "scopes": ["openid", "profile", "groups"], **session},
+        "bindings": [
+            {"role": "approver", "workspaces": "app/*", "issuer": issuer,
+             "groups": ["infra-approvers"]},
+            {"role": "planner", "workspaces": "app/*", "issuer": issuer,
+             "groups": ["infra-planners"]},
+        ],
+    })  # fmt: skip
+    repo = tmp_path / "repo"
+    (repo / "infra").mkdir(parents=True)
+    (repo / "infra" / "main.tf").write_text(MAIN_TF)
+    (repo / "tofuflow.toml").write_text(
+        '[workspaces."app/prod"]\ndirectory = "infra"\ntags = ["production"]\n'
+        f'variables = {{ db_password = "{CANARY}" }}\n'
+    )
+    with threaded_server(config) as server:
+        callback = f"{server.url}/console/auth/callback"
+        with openid_provider(idp_port, CLIENT, [callback], USERS) as issued:
+            assert issued == issuer
+            env = {**os.environ, "TOFUFLOW_SERVER_URL": server.url,
+                   "TOFUFLOW_PLAN_TOKEN": make_token(server, "planner"),
+                   "TOFUFLOW_APPLY_TOKEN": make_token(server, "applier"),
+                   "TOFUFLOW_APPROVAL_POLL_SECONDS": "0.3", "PYTHONUNBUFFERED": "1",
+                   "TOFUFLOW_DATA_DIR": str(tmp_path / "client-data")}  # fmt: skip
+            yield Console(server, issuer, env, repo)
+
+
+@pytest.fixture
+def console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, binary: object) -> Iterator[Console]:
+    del binary  # fails clearly when no binary is installed
+    yield from _console(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def short_console(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Console]:
+    yield from _console(tmp_path, monkeypatch, session_idle="2s")
+
+
+def _plan(console: Console) -> str:
+    done = subprocess.run(
+        [*CLI, "plan", "app/prod"], cwd=console.repo, env=console.env, capture_output=True,
+        text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2 and "needs_approval" in done.stdout, done.stdout + done.stderr
+    return re.findall(r"run ([0-9a-f]{16})", done.stdout)[-1]
+
+
+def _sign_in(browser: Any, console: Console, user: str, path: str) -> tuple[Any, Any]:
+    """A fresh browser context signed in as ``user`` through the provider's own pages,
+    left on ``path``."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.on("dialog", lambda dialog: pytest.fail(f"a script ran: dialog {dialog.message!r}"))
+    page.goto(console.server.url + path)
+    assert page.url.startswith(console.issuer), page.url  # the IdP's login page
+    page.fill("input[name=login]", user)
+    page.fill("input[name=password]", "any password: the dev provider takes any")
+    page.click("button[type=submit]")
+    page.click("button[type=submit]")  # the consent page: "Continue"
+    page.wait_for_url(console.server.url + path)
+    return context, page
+
+
+def _shot(page: Any, name: str) -> None:
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(IMAGES / f"console-{name}.png"), full_page=True)
+
+
+def _csrf(page: Any) -> str:
+    return str(page.locator("input[name=csrf]").first.get_attribute("value"))
+
+
+def test_an_approver_reads_the_plan_approves_and_watches_the_apply_finish(
+    console: Console, browser: Any
+) -> None:
+    run_id = _plan(console)
+    apply = subprocess.Popen(
+        [*CLI, "apply", run_id, "--wait-for-approval", "5m"], cwd=console.repo,
+        env=console.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _, page = _sign_in(browser, console, "alice", f"/console/runs/{run_id}")
+
+        # The plan: every resource, attribute-level, the sensitive value masked.
+        body = page.locator("main").inner_text()
+        assert 'terraform_data.web["front"]' in body
+        assert "size" in body and '"large"' in body
+        assert HOSTILE in body  # a resource key and an output: shown as text, never run
+        assert CANARY not in page.content()
+        assert "needs_approval" in body and "production" in body
+        _shot(page, "run")
+
+        # Without the form's CSRF token the approval is refused, and nothing changes.
+        forged = page.request.post(f"{console.server.url}/console/runs/{run_id}/approve",
+                                   form={"comment": "no token"}, max_redirects=0)  # fmt: skip
+        assert forged.status == 403
+
+        page.fill("textarea[name=comment]", "Looks right: ship it")
+        page.click("button:has-text('Approve')")
+        # The page is not reloaded from here on: the status arrives over server-sent events.
+        out, err = apply.communicate(timeout=300)
+        assert apply.returncode == 0, out + err
+        live = page.locator("#live")
+        live.locator("[data-status=applied]").wait_for(timeout=30_000)
+        assert "Alice Approver" in live.inner_text() or "alice" in live.inner_text()
+        assert "Looks right: ship it" in live.inner_text()
+        assert "Applied as state version 1" in live.inner_text()
+        assert "State version written" in live.inner_text()
+        _shot(page, "run-applied")
+
+        page.click("text=The story of this run")
+        story = page.locator("main")
+        assert "Audit chain verified" in story.inner_text()
+        steps = [
+            "Run requested", "Plan artifact uploaded", "Policy decided", "Approved",
+            "Apply started", "State version written", "Applied",
+        ]  # fmt: skip
+        text = story.inner_text()
+        positions = [text.index(step) for step in steps]
+        assert positions == sorted(positions), text
+        assert "Looks right: ship it" in text
+        _shot(page, "story")
+
+        page.goto(f"{console.server.url}/console/workspaces/app/prod")
+        versions = page.locator("table.versions").inner_text()
+        assert run_id in versions and "Not locked." in page.locator("main").inner_text()
+        _shot(page, "workspace")
+
+        page.goto(f"{console.server.url}/console/runs")
+        assert run_id in page.locator("table.runs").inner_text()
+        _shot(page, "runs")
+    finally:
+        if apply.poll() is None:
+            apply.kill()
+
+
+def test_a_planner_sees_no_approve_button_and_a_forged_approval_is_refused(
+    console: Console, browser: Any
+) -> None:
+    run_id = _plan(console)
+    _, page = _sign_in(browser, console, "bob", f"/console/runs/{run_id}")
+    assert 'terraform_data.web["front"]' in page.locator("main").inner_text()
+    assert page.locator("button:has-text('Approve')").count() == 0
+    assert page.locator("button:has-text('Reject')").count() == 0
+
+    # The planner's own session and CSRF token: the server still refuses.
+    forged = page.request.post(
+        f"{console.server.url}/console/runs/{run_id}/approve",
+        form={"csrf": _csrf(page), "comment": "approving my own"}, max_redirects=0,
+    )  # fmt: skip
+    assert forged.status == 403 and "may not approve_run" in forged.text()
+    planner = make_token(console.server, "planner")
+    shown = httpx.get(f"{console.server.url}/v1/runs/{run_id}",
+                      headers={"Authorization": f"Bearer {planner}"}).json()  # fmt: skip
+    assert shown["status"] == "needs_approval" and not shown["approvals"]
+
+
+def test_self_reported_context_with_markup_renders_as_text(
+    console: Console, browser: Any
+) -> None:
+    planner = make_token(console.server, "planner")
+    created = httpx.post(
+        f"{console.server.url}/v1/runs", headers={"Authorization": f"Bearer {planner}"},
+        json={"workspace": "app/prod", "config_digest": "0" * 64,
+              "context": {"commit_message": HOSTILE, "branch": f"feature/{HOSTILE}",
+                          "run_url": "javascript:alert(1)"}},
+    ).json()  # fmt: skip
+    _, page = _sign_in(browser, console, "bob", f"/console/runs/{created['id']}")
+    context = page.locator("section[aria-labelledby=context-h]")
+    assert HOSTILE in context.inner_text()
+    assert context.locator("a[href^=javascript]").count() == 0  # not a link
+    page.goto(f"{console.server.url}/console/runs")
+    assert page.locator("table.runs").is_visible()
+
+
+def test_an_idle_session_goes_back_to_sign_in(short_console: Console, browser: Any) -> None:
+    context, page = _sign_in(browser, short_console, "bob", "/console/runs")
+    assert "Bob Planner" in page.locator("header").inner_text()
+    page.wait_for_timeout(3000)
+    answer = context.request.get(f"{short_console.server.url}/console/runs", max_redirects=0)
+    assert answer.status == 303
+    assert answer.headers["location"].startswith("/console/login?next=%2Fconsole%2Fruns")
+    assert "idle" in answer.headers["location"]
