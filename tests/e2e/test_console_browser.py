@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -91,9 +90,7 @@ def browser() -> Iterator[Any]:
             browser.close()
 
 
-def _console(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **session: str
-) -> Iterator[Console]:
+def _console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **session: str) -> Iterator[Console]:
     from tofuflow.server.config import ServerConfig
 
     idp_port = free_port()
@@ -136,9 +133,7 @@ def console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, binary: object) -> 
 
 
 @pytest.fixture
-def short_console(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Console]:
+def short_console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Console]:
     yield from _console(tmp_path, monkeypatch, session_idle="2s")
 
 
@@ -261,9 +256,7 @@ def test_a_planner_sees_no_approve_button_and_a_forged_approval_is_refused(
     assert shown["status"] == "needs_approval" and not shown["approvals"]
 
 
-def test_self_reported_context_with_markup_renders_as_text(
-    console: Console, browser: Any
-) -> None:
+def test_self_reported_context_with_markup_renders_as_text(console: Console, browser: Any) -> None:
     planner = make_token(console.server, "planner")
     created = httpx.post(
         f"{console.server.url}/v1/runs", headers={"Authorization": f"Bearer {planner}"},

@@ -115,7 +115,9 @@ class _Console:
 
     # -- plumbing -----------------------------------------------------------------------
 
-    def render(self, request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
+    def render(
+        self, request: Request, template: str, status: int = 200, **values: Any
+    ) -> HTMLResponse:
         html = self.templates.get_template(template).render(request=request, **values)
         issuer = self.settings.issuer if self.settings else ""
         headers = {
