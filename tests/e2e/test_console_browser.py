@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from _services.fixtures import make_token
 from _services.idp import free_port, openid_provider
@@ -201,6 +202,10 @@ def test_an_approver_reads_the_plan_approves_and_watches_the_apply_finish(
         # The page is not reloaded from here on: the status arrives over server-sent events.
         out, err = apply.communicate(timeout=300)
         assert apply.returncode == 0, out + err
+        log = page.locator("#log")
+        expect(log).to_contain_text('terraform_data.web["front"]: Creation complete')
+        expect(log).to_contain_text("Apply complete! Resources: 2 added")
+        assert CANARY not in log.inner_text()
         live = page.locator("#live")
         live.locator("[data-status=applied]").wait_for(timeout=30_000)
         assert "Alice Approver" in live.inner_text() or "alice" in live.inner_text()

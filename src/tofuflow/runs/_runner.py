@@ -27,7 +27,7 @@ from tofuflow.runs._artifact import PLAN_FILE, check_artifact, config_digest, pa
 from tofuflow.runs._client import ControlPlane
 from tofuflow.runs._staged import Runner, staged
 from tofuflow.runs._workcopy import Configuration, configuration
-from tofuflow.tofu import Event, Plan
+from tofuflow.tofu import Event, Plan, parse_event
 
 __all__ = [
     "PlanOutcome",
@@ -123,10 +123,13 @@ def apply_run(
         try:
             context = dict(run.get("context") or {})
             counting, applied = _counting(runner)
-            with staged(
-                workspace, "apply", applying, run_id=run_id, context=context, runner=counting,
-                artifact=data, tree=tree,
-            ) as st:  # fmt: skip
+            with (
+                _shipping_log(applying, run_id, counting) as shipping,
+                staged(
+                    workspace, "apply", applying, run_id=run_id, context=context,
+                    runner=shipping, artifact=data, tree=tree,
+                ) as st,
+            ):  # fmt: skip
                 st.tofu.init(reconfigure=True)
                 try:
                     result = st.tofu.apply(PLAN_FILE)
@@ -199,6 +202,45 @@ def _counting(runner: Runner | None) -> tuple[Runner, list[int]]:
             relay(event)
 
     return dataclasses.replace(base, on_event=on_event), applied
+
+
+@contextlib.contextmanager
+def _shipping_log(
+    applying: ControlPlane, run_id: str, runner: Runner, interval: float = 0.5
+) -> Iterator[Runner]:
+    """``runner``, also sending the binary's output (already scrubbed by the driver's
+    redactor) to the control plane every ``interval`` seconds, so the console shows the
+    apply as it runs. Best effort: a chunk the server refuses never fails the apply."""
+    pending: list[str] = []
+    lock, stop = threading.Lock(), threading.Event()
+    relay = runner.on_output
+
+    def on_output(stream: str, line: str) -> None:
+        event = parse_event(line)
+        with lock:
+            pending.append(event.message if event is not None and event.message else line)
+        if relay is not None:
+            relay(stream, line)
+
+    def flush() -> None:
+        with lock:
+            text, pending[:] = "".join(f"{line}\n" for line in pending), []
+        if text:
+            with contextlib.suppress(TofuflowError):
+                applying.append_log(run_id, text)
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            flush()
+
+    sender = threading.Thread(target=loop, name=f"tofuflow-log-{run_id}", daemon=True)
+    sender.start()
+    try:
+        yield dataclasses.replace(runner, on_output=on_output)
+    finally:
+        stop.set()
+        sender.join(timeout=10)
+        flush()  # before the run is finished: only an applying run takes its log
 
 
 def planned_changes(run: Mapping[str, Any]) -> int:

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import html
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -273,11 +274,14 @@ class _Console:
             return await self.page(request, build)
 
         @api.get("/console/runs/{run_id}/events")
-        async def run_events(run_id: str, request: Request) -> Response:
+        async def run_events(
+            run_id: str, request: Request, after: Annotated[int, Query(ge=0)] = 0
+        ) -> Response:
             async def build(person: Viewer) -> Response:
-                await run_in_threadpool(self.runs.get, self.ctx(request, person), run_id)
+                ctx = self.ctx(request, person)
+                await run_in_threadpool(self.runs.get, ctx, run_id)
                 return StreamingResponse(
-                    self.changes(request, run_id), media_type="text/event-stream",
+                    self.changes(request, ctx, run_id, after), media_type="text/event-stream",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
                 )  # fmt: skip
 
@@ -323,9 +327,11 @@ class _Console:
         outputs: list[OutputRow] = []
         if run["summary"] is not None:
             resources, outputs = plan_sections(self.runs.plan(ctx, run_id))
+        log = self.runs.log(ctx, run_id)
         return {
             "run": run, "resources": resources, "outputs": outputs,
             "context": _context_rows(run.get("context") or {}),
+            "log": "".join(text for _, text in log), "log_seq": log[-1][0] if log else 0,
             **self.live_data(ctx, run_id, run),
         }  # fmt: skip
 
@@ -365,8 +371,11 @@ class _Console:
         reason = f"rejected by {ctx.principal.subject}" + (f": {comment}" if comment else "")
         self.runs.cancel(ctx, run_id, reason[:500])
 
-    async def changes(self, request: Request, run_id: str) -> AsyncIterator[str]:
-        """Server-sent events: ``changed`` whenever the run's status or story moves on."""
+    async def changes(
+        self, request: Request, ctx: RequestContext, run_id: str, after: int
+    ) -> AsyncIterator[str]:
+        """Server-sent events: ``log`` with each new chunk of the apply's output (as
+        escaped text), ``changed`` whenever the run's status or story moves on."""
         last: tuple[Any, ...] | None = None
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -374,6 +383,11 @@ class _Console:
         while loop.time() - started < _SSE_MAX_SECONDS:
             if await request.is_disconnected():
                 return
+            chunks = await run_in_threadpool(self.runs.log, ctx, run_id, after)
+            for seq, text in chunks:
+                lines = html.escape(text).split("\n")
+                yield "event: log\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
+                after = seq
             current = await run_in_threadpool(run_fingerprint, self.engine, run_id)
             if last is not None and current != last:
                 yield f"event: changed\ndata: {current[0]}\n\n"

@@ -39,6 +39,7 @@ __all__ = [
     "Environment",
     "Lease",
     "Run",
+    "RunLog",
     "StateVersion",
     "Workspace",
     "make_engine",
@@ -146,6 +147,20 @@ class Run(Base):
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     result: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     state_version: Mapped[int | None] = mapped_column(Integer, default=None)
+
+
+class RunLog(Base):
+    """One chunk of an apply's output, scrubbed by the runner and sealed like state (0005)."""
+
+    __tablename__ = "run_logs"
+    __table_args__ = (UniqueConstraint("run_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    size: Mapped[int] = mapped_column(Integer)
+    sealed: Mapped[dict[str, Any]] = mapped_column()
 
 
 class Approval(Base):

@@ -1,0 +1,32 @@
+"""The apply's output, sent by the runner as it runs: scrubbed, chunked, sealed.
+
+Revision ID: 0005
+Revises: 0004
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "run_logs",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), nullable=False),
+        sa.Column("seq", sa.Integer, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("size", sa.Integer, nullable=False),
+        sa.Column("sealed", sa.JSON, nullable=False),
+        sa.UniqueConstraint("run_id", "seq"),
+    )
+    op.create_index("ix_run_logs_run_id", "run_logs", ["run_id"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_run_logs_run_id", table_name="run_logs")
+    op.drop_table("run_logs")
