@@ -261,6 +261,30 @@ def test_a_planner_sees_no_approve_button_and_a_forged_approval_is_refused(
     assert shown["status"] == "needs_approval" and not shown["approvals"]
 
 
+def test_the_runs_list_filters_by_status_and_pages_with_a_cursor(
+    console: Console, browser: Any
+) -> None:
+    run_id = _plan(console)
+    planner = {"Authorization": f"Bearer {make_token(console.server, 'planner')}"}
+    started = [
+        httpx.post(f"{console.server.url}/v1/runs", headers=planner,
+                   json={"workspace": "app/prod", "config_digest": "0" * 64}).json()["id"]
+        for _ in range(55)
+    ]  # fmt: skip
+    _, page = _sign_in(browser, console, "bob", "/console/runs")
+    first = page.locator("table.runs tbody tr td:first-child").all_inner_texts()
+    assert first == started[::-1][:50]  # newest first, 50 a page
+    page.click("text=Older runs")
+    second = page.locator("table.runs tbody tr td:first-child").all_inner_texts()
+    assert second == [*started[::-1][50:], run_id]  # every run once, none skipped
+    assert page.locator("text=Older runs").count() == 0
+
+    page.goto(f"{console.server.url}/console/runs")
+    page.select_option("select[name=status]", "needs_approval")
+    page.click("button:has-text('Filter')")
+    assert page.locator("table.runs tbody tr td:first-child").all_inner_texts() == [run_id]
+
+
 def test_self_reported_context_with_markup_renders_as_text(console: Console, browser: Any) -> None:
     planner = make_token(console.server, "planner")
     created = httpx.post(

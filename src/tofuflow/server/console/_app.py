@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.staticfiles import StaticFiles
 
-from tofuflow.errors import ForbiddenError, RequestError, TofuflowError
+from tofuflow.errors import AuthError, ForbiddenError, RequestError, TofuflowError
 from tofuflow.server._audit import AuditQuery, query_events, verify
 from tofuflow.server._runs import RunService
 from tofuflow.server._state import RequestContext, StateService, validate_workspace_name
@@ -35,7 +35,6 @@ from tofuflow.server.config import ServerConfig
 from tofuflow.server.console._queries import RunFilter, run_fingerprint, runs_page
 from tofuflow.server.console._session import (
     SESSION_COOKIE,
-    SignInRequired,
     Viewer,
     check_csrf,
     sign_in,
@@ -131,7 +130,7 @@ class _Console:
 
     def who(self, request: Request) -> Viewer:
         if self.settings is None:
-            raise SignInRequired("the console has no sign-in configured")
+            raise AuthError("the console has no sign-in configured")
         return viewer(request, self.settings, self.bindings)
 
     def ctx(self, request: Request, person: Viewer) -> RequestContext:
@@ -145,12 +144,12 @@ class _Console:
         """Run ``build`` for the signed-in person; sign-in, refusals and errors as pages."""
         try:
             person = self.who(request)
-        except SignInRequired as signal:
+        except AuthError as signal:
             if self.settings is None:
                 return self.render(request, "message.html", 503, title="Console not set up",
                                    message=_NOT_CONFIGURED, person=None)  # fmt: skip
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            login = f"/console/login?next={quote(target, safe='')}&why={quote(signal.reason)}"
+            login = f"/console/login?next={quote(target, safe='')}&why={quote(str(signal))}"
             return RedirectResponse(login, status_code=303)
         try:
             return await build(person)

@@ -17,22 +17,14 @@ from typing import Any
 
 from starlette.requests import Request
 
-from tofuflow.errors import ForbiddenError
+from tofuflow.errors import AuthError, ForbiddenError
 from tofuflow.server.auth import Binding, Principal, principal_from_claims, safe_claims
 from tofuflow.server.console._settings import ConsoleSettings
 
-__all__ = ["SESSION_COOKIE", "SignInRequired", "Viewer", "check_csrf", "sign_in", "viewer"]
+__all__ = ["SESSION_COOKIE", "Viewer", "check_csrf", "sign_in", "viewer"]
 
 SESSION_COOKIE = "tofuflow_console"
 _DISPLAY_CLAIMS = ("name", "preferred_username", "email")
-
-
-class SignInRequired(Exception):
-    """No valid session: the page answers with a redirect to the sign-in."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -61,18 +53,19 @@ def sign_in(request: Request, claims: Mapping[str, Any]) -> None:
 
 
 def viewer(request: Request, settings: ConsoleSettings, bindings: Sequence[Binding]) -> Viewer:
-    """The person behind this request; SignInRequired when there is none or it expired."""
+    """The person behind this request; AuthError when there is none or it expired
+    (the page then redirects to the sign-in)."""
     session = request.session
     claims, iat, seen = session.get("claims"), session.get("iat"), session.get("seen")
     if not isinstance(claims, dict) or not isinstance(iat, int) or not isinstance(seen, int):
-        raise SignInRequired("not signed in")
+        raise AuthError("not signed in")
     now = int(time.time())
     if now - iat > settings.session_absolute.total_seconds():
         session.clear()
-        raise SignInRequired("your session ended: sign in again")
+        raise AuthError("your session ended: sign in again")
     if now - seen > settings.session_idle.total_seconds():
         session.clear()
-        raise SignInRequired("your session was idle too long: sign in again")
+        raise AuthError("your session was idle too long: sign in again")
     session["seen"] = now
     return Viewer(principal_from_claims(claims, bindings), str(session["name"]), session["csrf"])
 
