@@ -309,3 +309,33 @@ def test_an_idle_session_goes_back_to_sign_in(short_console: Console, browser: A
     assert answer.status == 303
     assert answer.headers["location"].startswith("/console/login?next=%2Fconsole%2Fruns")
     assert "idle" in answer.headers["location"]
+
+
+def test_tofuflow_ui_signs_the_local_user_in_once_with_its_link(
+    tmp_path: Path, browser: Any
+) -> None:
+    env = {**os.environ, "TOFUFLOW_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1"}
+    env.pop("TOFUFLOW_SERVER_CONFIG", None)
+    ui = subprocess.Popen(
+        [*CLI, "ui", "--no-browser"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert ui.stdout is not None
+        line = ui.stdout.readline()
+        link = re.search(r"(http://127\.0\.0\.1:\d+/console/link\?token=[\w-]+)", line)
+        assert link, line + (ui.stderr.read() if ui.poll() is not None and ui.stderr else "")
+        page = browser.new_context().new_page()
+        page.goto(link.group(1))
+        assert page.url.endswith("/console/runs")
+        assert "Signed in as" in page.locator("header").inner_text()
+        assert "No runs you may read" in page.locator("main").inner_text()
+
+        again = browser.new_context().new_page()
+        answer = again.goto(link.group(1))
+        assert answer is not None and answer.status == 403
+        assert "already used or has expired" in again.locator("main").inner_text()
+        assert "/console/login" not in again.url  # no IdP here: nowhere else to sign in
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import getpass
+import hashlib
 import html
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,15 +38,17 @@ from tofuflow.server.config import ServerConfig
 from tofuflow.server.console._queries import RunFilter, run_fingerprint, runs_page
 from tofuflow.server.console._session import (
     SESSION_COOKIE,
+    SessionPolicy,
     Viewer,
     check_csrf,
     sign_in,
+    sign_in_local,
     viewer,
 )
 from tofuflow.server.console._settings import CALLBACK_PATH, ConsoleSettings
 from tofuflow.server.console._views import OutputRow, ResourceSection, plan_sections, story_steps
 
-__all__ = ["install_console", "install_offline_docs"]
+__all__ = ["install_console", "install_offline_docs", "issue_sign_in_link"]
 
 _log = logging.getLogger("tofuflow.server.console")
 _HERE = Path(__file__).parent
@@ -56,7 +61,8 @@ _CSP = (
     "connect-src 'self'; form-action 'self' {issuer}; frame-ancestors 'none'; base-uri 'none'"
 )
 _SSE_POLL_SECONDS = 0.5
-_SSE_MAX_SECONDS = 600  # the browser reconnects, and the session is checked again
+_SSE_MAX_SECONDS = 600
+_LINK_SECONDS = 120.0  # the browser reconnects, and the session is checked again
 
 
 def install_console(
@@ -70,26 +76,42 @@ def install_console(
     """Mount the console under ``/console`` (and ``/`` redirects there)."""
     settings = config.console_settings(str(config.source or "configuration"))
     console = _Console(config, settings, runs, state, tuple(bindings))
+    app.state.console_links = {}  # one-time sign-in links (``issue_sign_in_link``)
     app.mount("/console/static", StaticFiles(directory=_HERE / "static"), name="console-static")
     app.include_router(console.router())
-    if settings is not None:
-        app.add_middleware(
-            SessionMiddleware, secret_key=_session_key(settings), session_cookie=SESSION_COOKIE,
-            max_age=int(settings.session_absolute.total_seconds()), path="/console",
-            same_site="lax", https_only=not settings.insecure_cookie,
-        )  # fmt: skip
+    # Without [console], sessions come only from `tofuflow ui`'s one-time links.
+    secure = not settings.insecure_cookie if settings else config.base_url.startswith("https:")
+    app.add_middleware(
+        SessionMiddleware, secret_key=_session_key(settings), session_cookie=SESSION_COOKIE,
+        max_age=int(console.policy.absolute.total_seconds()), path="/console",
+        same_site="lax", https_only=secure,
+    )  # fmt: skip
 
 
-def _session_key(settings: ConsoleSettings) -> str:
+def issue_sign_in_link(app: FastAPI, lifetime: float = _LINK_SECONDS) -> str:
+    """A one-time sign-in path for the local user of an embedded plane (``tofuflow ui``,
+    as Jupyter's token link): good once, for ``lifetime`` seconds, kept in this process."""
+    token = secrets.token_urlsafe(32)
+    links: dict[str, float] = app.state.console_links
+    links[_digest(token)] = time.monotonic() + lifetime
+    return f"/console/link?token={token}"
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _session_key(settings: ConsoleSettings | None) -> str:
     import os
 
-    key = os.environ.get(settings.session_key_env, "").strip()
-    if key:
-        return key
+    name = settings.session_key_env if settings else "TOFUFLOW_CONSOLE_SESSION_KEY"
+    key = os.environ.get(name, "").strip()
+    if key or settings is None:  # without [console], only this process makes sessions
+        return key or secrets.token_urlsafe(32)
     _log.warning(
         "%s is not set: console sessions are signed with a key of this process only (they "
         "end when it restarts, and replicas behind a load balancer must share one key)",
-        settings.session_key_env,
+        name,
     )
     return secrets.token_urlsafe(32)
 
@@ -112,6 +134,11 @@ class _Console:
         )
         self.templates.filters["when"] = _when
         self.oauth = _oauth_client(settings) if settings is not None else None
+        self.policy = (
+            SessionPolicy(settings.session_idle, settings.session_absolute)
+            if settings
+            else SessionPolicy()
+        )
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -129,9 +156,7 @@ class _Console:
         return HTMLResponse(html, status_code=status, headers=headers)
 
     def who(self, request: Request) -> Viewer:
-        if self.settings is None:
-            raise AuthError("the console has no sign-in configured")
-        return viewer(request, self.settings, self.bindings)
+        return viewer(request, self.policy, self.bindings)
 
     def ctx(self, request: Request, person: Viewer) -> RequestContext:
         client = request.client.host if request.client else None
@@ -198,6 +223,18 @@ class _Console:
         return api
 
     def _sign_in_routes(self, api: APIRouter) -> None:
+        @api.get("/console/link")
+        async def link(request: Request, token: str = "") -> Response:
+            links: dict[str, float] = request.app.state.console_links
+            expires = links.pop(_digest(token), None)  # good once
+            if expires is None or expires < time.monotonic():
+                return self.render(request, "message.html", 403, title="Link not valid",
+                                   message="This sign-in link was already used or has expired: "
+                                           "run `tofuflow ui` again for a new one.",
+                                   person=None)  # fmt: skip
+            sign_in_local(request, getpass.getuser())
+            return RedirectResponse("/console/runs", status_code=303)
+
         @api.get("/console/login")
         async def login(request: Request, next: str = "/console/runs", why: str = "") -> Response:
             if self.oauth is None:
@@ -470,7 +507,8 @@ def _when(moment: object) -> str:
 
 _NOT_CONFIGURED = (
     "Sign-in is not configured: add a [console] table with your OpenID provider's issuer "
-    "and client id to the server's TOML (docs/console.md)."
+    "and client id to the server's TOML (docs/console.md). For the embedded control plane "
+    "on this machine, run `tofuflow ui`."
 )
 
 

@@ -9,6 +9,7 @@ current ``[[bindings]]`` on every request, so a changed binding applies at once.
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -18,13 +19,35 @@ from typing import Any
 from starlette.requests import Request
 
 from tofuflow.errors import AuthError, ForbiddenError
-from tofuflow.server.auth import Binding, Principal, principal_from_claims, safe_claims
-from tofuflow.server.console._settings import ConsoleSettings
+from tofuflow.server.auth import (
+    Binding,
+    Grant,
+    Principal,
+    Role,
+    principal_from_claims,
+    safe_claims,
+)
 
-__all__ = ["SESSION_COOKIE", "Viewer", "check_csrf", "sign_in", "viewer"]
+__all__ = [
+    "SESSION_COOKIE",
+    "SessionPolicy",
+    "Viewer",
+    "check_csrf",
+    "sign_in",
+    "sign_in_local",
+    "viewer",
+]
 
 SESSION_COOKIE = "tofuflow_console"
 _DISPLAY_CLAIMS = ("name", "preferred_username", "email")
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    """How long a session lasts: unused (idle) and at most (absolute)."""
+
+    idle: dt.timedelta = dt.timedelta(minutes=30)
+    absolute: dt.timedelta = dt.timedelta(hours=12)
 
 
 @dataclass(frozen=True)
@@ -38,36 +61,47 @@ class Viewer:
 
 def sign_in(request: Request, claims: Mapping[str, Any]) -> None:
     """Start a session for verified ``claims`` (a new CSRF token; the old session ends)."""
+    display = next((str(claims[c]) for c in _DISPLAY_CLAIMS if claims.get(c)), "")
+    _start(request, claims=safe_claims(claims), name=display[:200] or str(claims.get("sub")))
+
+
+def sign_in_local(request: Request, user: str) -> None:
+    """Start a session for the local user who owns the embedded plane (``tofuflow ui``):
+    an admin there, as the tokens the embedded plane mints itself are."""
+    _start(request, local=user, name=user)
+
+
+def _start(request: Request, **values: Any) -> None:
     request.session.clear()
     now = int(time.time())
-    display = next((str(claims[c]) for c in _DISPLAY_CLAIMS if claims.get(c)), "")
-    request.session.update(
-        {
-            "claims": safe_claims(claims),
-            "name": display[:200] or str(claims.get("sub")),
-            "iat": now,
-            "seen": now,
-            "csrf": secrets.token_urlsafe(32),
-        }
-    )
+    request.session.update({**values, "iat": now, "seen": now, "csrf": secrets.token_urlsafe(32)})
 
 
-def viewer(request: Request, settings: ConsoleSettings, bindings: Sequence[Binding]) -> Viewer:
+def viewer(request: Request, policy: SessionPolicy, bindings: Sequence[Binding]) -> Viewer:
     """The person behind this request; AuthError when there is none or it expired
     (the page then redirects to the sign-in)."""
     session = request.session
-    claims, iat, seen = session.get("claims"), session.get("iat"), session.get("seen")
-    if not isinstance(claims, dict) or not isinstance(iat, int) or not isinstance(seen, int):
+    iat, seen = session.get("iat"), session.get("seen")
+    if not isinstance(iat, int) or not isinstance(seen, int):
         raise AuthError("not signed in")
     now = int(time.time())
-    if now - iat > settings.session_absolute.total_seconds():
+    if now - iat > policy.absolute.total_seconds():
         session.clear()
         raise AuthError("your session ended: sign in again")
-    if now - seen > settings.session_idle.total_seconds():
+    if now - seen > policy.idle.total_seconds():
         session.clear()
         raise AuthError("your session was idle too long: sign in again")
     session["seen"] = now
-    return Viewer(principal_from_claims(claims, bindings), str(session["name"]), session["csrf"])
+    return Viewer(_principal(session, bindings), str(session["name"]), session["csrf"])
+
+
+def _principal(session: Mapping[str, Any], bindings: Sequence[Binding]) -> Principal:
+    local, claims = session.get("local"), session.get("claims")
+    if isinstance(local, str):
+        return Principal(f"local:{local}", "token", (Grant(Role.ADMIN, "*"),))
+    if isinstance(claims, dict):
+        return principal_from_claims(claims, bindings)
+    raise AuthError("not signed in")
 
 
 def check_csrf(request: Request, submitted: object) -> None:
