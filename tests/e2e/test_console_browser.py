@@ -259,6 +259,36 @@ def test_a_planner_sees_no_approve_button_and_a_forged_approval_is_refused(
     shown = httpx.get(f"{console.server.url}/v1/runs/{run_id}",
                       headers={"Authorization": f"Bearer {planner}"}).json()  # fmt: skip
     assert shown["status"] == "needs_approval" and not shown["approvals"]
+    admin = {"Authorization": f"Bearer {make_token(console.server, 'admin')}"}
+    refusals = httpx.get(f"{console.server.url}/v1/audit", headers=admin,
+                         params={"action": "console.post", "actor": "bob"}).json()  # fmt: skip
+    assert [(e["outcome"], e["status"]) for e in refusals] == [("refused", 403)]
+
+
+def test_an_approver_can_reject_and_the_run_is_over(console: Console, browser: Any) -> None:
+    run_id = _plan(console)
+    _, page = _sign_in(browser, console, "alice", f"/console/runs/{run_id}")
+    page.fill("textarea[name=comment]", "not during the freeze")
+    page.click("button:has-text('Reject')")
+    live = page.locator("#live")
+    expect(live.locator("[data-status=cancelled]")).to_be_visible()
+    assert "rejected by alice: not during the freeze" in live.inner_text()
+    assert page.locator("button:has-text('Approve')").count() == 0
+    refused = subprocess.run(
+        [*CLI, "apply", run_id], cwd=console.repo, env=console.env, capture_output=True,
+        text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert refused.returncode == 1 and "cancelled" in refused.stderr
+
+
+def test_sign_in_never_sends_the_browser_to_another_site(console: Console, browser: Any) -> None:
+    page = browser.new_context().new_page()
+    page.goto(f"{console.server.url}/console/login?next=https://evil.example/steal")
+    page.fill("input[name=login]", "bob")
+    page.fill("input[name=password]", "any")
+    page.click("button[type=submit]")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{console.server.url}/console/runs")
 
 
 def test_the_runs_list_filters_by_status_and_pages_with_a_cursor(
@@ -293,7 +323,16 @@ def test_self_reported_context_with_markup_renders_as_text(console: Console, bro
               "context": {"commit_message": HOSTILE, "branch": f"feature/{HOSTILE}",
                           "run_url": "javascript:alert(1)"}},
     ).json()  # fmt: skip
+    issued = httpx.post(
+        f"{console.server.url}/v1/runs/{created['id']}/credentials",
+        headers={"Authorization": f"Bearer {planner}"},
+        json={"stage": "plan", "cloud": "aws", "role": f"arn:aws:iam::1:role/{HOSTILE}",
+              "source": "azure-devops", "fingerprint": "0f1e2d3c4b5a6978"},
+    )  # fmt: skip
+    assert issued.status_code == 200, issued.text
     _, page = _sign_in(browser, console, "bob", f"/console/runs/{created['id']}")
+    live = page.locator("#live").inner_text()
+    assert f"arn:aws:iam::1:role/{HOSTILE}" in live and "0f1e2d3c4b5a6978" in live
     context = page.locator("section[aria-labelledby=context-h]")
     assert HOSTILE in context.inner_text()
     assert context.locator("a[href^=javascript]").count() == 0  # not a link

@@ -35,7 +35,12 @@ from tofuflow.server._runs import RunService
 from tofuflow.server._state import RequestContext, StateService, validate_workspace_name
 from tofuflow.server.auth import Binding, Permission
 from tofuflow.server.config import ServerConfig
-from tofuflow.server.console._queries import RunFilter, run_fingerprint, runs_page
+from tofuflow.server.console._queries import (
+    RunFilter,
+    run_fingerprint,
+    runs_page,
+    workspace_lock,
+)
 from tofuflow.server.console._session import (
     SESSION_COOKIE,
     SessionPolicy,
@@ -262,7 +267,7 @@ class _Console:
                                            f"({_oauth_reason(exc)}). Sign in again.",
                                    person=None, retry=True)  # fmt: skip
             target = _safe_next(str(request.session.get("next") or ""))
-            sign_in(request, claims)
+            sign_in(request, claims, self.bindings)
             return RedirectResponse(target, status_code=303)
 
         @api.post("/console/logout")
@@ -380,6 +385,10 @@ class _Console:
         return {
             "run": run,
             "steps": story_steps(events),
+            # Role, expiry and fingerprint of each issuance: never a credential or token.
+            "credentials": [
+                e["detail"] or {} for e in events if e["action"] == "credentials.issued"
+            ],
             "can_approve": run["status"] == "needs_approval"
             and principal.can(Permission.APPROVE_RUN, run["workspace"]),
         }
@@ -393,11 +402,10 @@ class _Console:
 
     def workspace_data(self, ctx: RequestContext, name: str) -> dict[str, Any]:
         versions = self.state.versions(ctx, name)  # checks the right to list them
-        listed = [w for w in self.state.workspaces(ctx) if w["name"] == name]
         page = runs_page(self.engine, ctx.principal, RunFilter(workspace=name), None)
         return {
             "name": name, "versions": list(reversed(versions)),
-            "workspace": listed[0] if listed else {"name": name, "locked": False},
+            "lock": workspace_lock(self.engine, name),
             "runs": page.runs[:10],
         }  # fmt: skip
 

@@ -19,9 +19,16 @@ from sqlalchemy.orm import Session
 
 from tofuflow.errors import BadRequestError
 from tofuflow.server.auth import Permission, Principal
-from tofuflow.server.storage._db import AuditEvent, Run
+from tofuflow.server.storage._db import AuditEvent, Run, Workspace
 
-__all__ = ["PAGE_SIZE", "RunFilter", "RunsPage", "run_fingerprint", "runs_page"]
+__all__ = [
+    "PAGE_SIZE",
+    "RunFilter",
+    "RunsPage",
+    "run_fingerprint",
+    "runs_page",
+    "workspace_lock",
+]
 
 PAGE_SIZE = 50
 
@@ -71,6 +78,19 @@ def run_fingerprint(engine: Engine, run_id: str) -> tuple[Any, ...]:
         ).first()
         newest = session.scalar(select(func.max(AuditEvent.id)).where(AuditEvent.run_id == run_id))
     return (*(tuple(run) if run else ()), newest)
+
+
+def workspace_lock(engine: Engine, name: str) -> dict[str, Any] | None:
+    """Who holds the workspace's lock, since when, for what; None when it is free."""
+    with Session(engine) as session:
+        ws = session.scalars(select(Workspace).where(Workspace.name == name)).first()
+        if ws is None or ws.lock_id is None:
+            return None
+        info = ws.lock_info or {}
+        return {
+            "held_by": ws.locked_by, "since": _utc(ws.locked_at) if ws.locked_at else None,
+            "who": info.get("Who"), "operation": info.get("Operation"),
+        }  # fmt: skip
 
 
 def _row(run: Run) -> dict[str, Any]:

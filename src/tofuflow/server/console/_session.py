@@ -40,6 +40,7 @@ __all__ = [
 
 SESSION_COOKIE = "tofuflow_console"
 _DISPLAY_CLAIMS = ("name", "preferred_username", "email")
+_GROUP_CLAIMS = ("groups", "roles")  # where bindings look for groups (auth/_bindings.py)
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,19 @@ class Viewer:
     csrf: str
 
 
-def sign_in(request: Request, claims: Mapping[str, Any]) -> None:
-    """Start a session for verified ``claims`` (a new CSRF token; the old session ends)."""
+def sign_in(request: Request, claims: Mapping[str, Any], bindings: Sequence[Binding]) -> None:
+    """Start a session for verified ``claims`` (a new CSRF token; the old session ends).
+
+    Only the groups some binding names are kept: a person in 200 Entra groups would
+    otherwise need a cookie larger than browsers store (4 KB), and sign in forever."""
     display = next((str(claims[c]) for c in _DISPLAY_CLAIMS if claims.get(c)), "")
-    _start(request, claims=safe_claims(claims), name=display[:200] or str(claims.get("sub")))
+    kept = safe_claims(claims)
+    named = {group for binding in bindings for group in binding.groups}
+    for key in _GROUP_CLAIMS:
+        value = kept.get(key)
+        if isinstance(value, list | str):
+            kept[key] = [g for g in ([value] if isinstance(value, str) else value) if g in named]
+    _start(request, claims=kept, name=display[:200] or str(claims.get("sub")))
 
 
 def sign_in_local(request: Request, user: str) -> None:
