@@ -37,6 +37,7 @@ CANARY = "canary-Sensitive-9f3b27d1"
 USERS = {
     "alice": {"name": "Alice Approver", "groups": ["infra-approvers"]},
     "bob": {"name": "Bob Planner", "groups": ["infra-planners"]},
+    "carol": {"name": "Carol Admin", "groups": ["infra-admins"]},
 }
 HOSTILE = "<script>alert('xss')</script>"
 
@@ -106,6 +107,7 @@ def _console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **session: str) ->
              "groups": ["infra-approvers"]},
             {"role": "planner", "workspaces": "app/*", "issuer": issuer,
              "groups": ["infra-planners"]},
+            {"role": "admin", "workspaces": "*", "issuer": issuer, "groups": ["infra-admins"]},
         ],
     })  # fmt: skip
     repo = tmp_path / "repo"
@@ -227,6 +229,13 @@ def test_an_approver_reads_the_plan_approves_and_watches_the_apply_finish(
         assert "Looks right: ship it" in text
         _shot(page, "story")
 
+        exported = page.request.get(f"{console.server.url}/console/runs/{run_id}/story.json")
+        story_json = exported.json()
+        assert story_json["chain"]["ok"] and story_json["run"] == run_id
+        assert [e["action"] for e in story_json["events"]][-1] == "run.applied"
+        assert all(len(e["hash"]) == 64 and len(e["prev_hash"]) == 64
+                   for e in story_json["events"])  # fmt: skip
+
         page.goto(f"{console.server.url}/console/workspaces/app/prod")
         versions = page.locator("table.versions").inner_text()
         assert run_id in versions and "Not locked." in page.locator("main").inner_text()
@@ -314,6 +323,15 @@ def test_the_runs_list_filters_by_status_and_pages_with_a_cursor(
     page.click("button:has-text('Filter')")
     assert page.locator("table.runs tbody tr td:first-child").all_inner_texts() == [run_id]
 
+    # The list updates live: a run started now appears without a reload.
+    page.goto(f"{console.server.url}/console/runs")
+    newest = httpx.post(
+        f"{console.server.url}/v1/runs",
+        headers=planner,
+        json={"workspace": "app/prod", "config_digest": "0" * 64},
+    ).json()["id"]
+    expect(page.locator("table.runs tbody tr td:first-child").first).to_have_text(newest)
+
 
 def test_self_reported_context_with_markup_renders_as_text(console: Console, browser: Any) -> None:
     planner = make_token(console.server, "planner")
@@ -378,3 +396,45 @@ def test_tofuflow_ui_signs_the_local_user_in_once_with_its_link(
     finally:
         ui.terminate()
         ui.wait(timeout=30)
+
+
+def _state(serial: int, names: list[str]) -> dict[str, Any]:
+    resources = [
+        {"mode": "managed", "type": "terraform_data", "name": name,
+         "provider": 'provider["terraform.io/builtin/terraform"]',
+         "instances": [{"schema_version": 0, "attributes": {"id": name, "input": CANARY}}]}
+        for name in names
+    ]  # fmt: skip
+    return {"version": 4, "terraform_version": "1.6.0", "serial": serial,
+            "lineage": "console-test", "outputs": {}, "resources": resources}  # fmt: skip
+
+
+def test_a_workspace_shows_its_lock_compares_versions_and_an_admin_unlocks(
+    console: Console, browser: Any
+) -> None:
+    state_url = console.server.state_url("app/web")
+    applier = {"Authorization": f"Bearer {make_token(console.server, 'applier')}"}
+    for serial, names in ((1, ["a"]), (2, ["a", "b"])):
+        written = httpx.post(state_url, headers=applier, json=_state(serial, names))
+        assert written.status_code == 200, written.text
+    lock = {"ID": "lock-1", "Operation": "OperationTypeApply", "Who": "ci@agent-7"}
+    assert httpx.request("LOCK", f"{state_url}/lock", headers=applier, json=lock).is_success
+
+    _, page = _sign_in(browser, console, "bob", "/console/workspaces/app/web")
+    main = page.locator("main")
+    assert "ci@agent-7" in main.inner_text() and "OperationTypeApply" in main.inner_text()
+    assert page.locator("button:has-text('Force-unlock')").count() == 0  # planner
+    page.select_option("select[name=old]", "1")
+    page.select_option("select[name=new]", "2")
+    page.click("button:has-text('Compare')")
+    assert "Version 1 → 2" in main.inner_text()
+    assert "terraform_data.b" in page.locator("dl.facts").inner_text()
+    assert CANARY not in page.content()  # names only
+
+    _, admin = _sign_in(browser, console, "carol", "/console/workspaces/app/web")
+    admin.click("button:has-text('Force-unlock')")
+    expect(admin.locator("main")).to_contain_text("Not locked.")
+    ops = {"Authorization": f"Bearer {make_token(console.server, 'admin')}"}
+    events = httpx.get(f"{console.server.url}/v1/audit", headers=ops,
+                       params={"action": "state.force_unlock"}).json()  # fmt: skip
+    assert [e["actor"] for e in events] == ["carol"]

@@ -23,7 +23,13 @@ from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session
 from starlette.middleware.sessions import SessionMiddleware
@@ -37,6 +43,7 @@ from tofuflow.server.auth import Binding, Permission
 from tofuflow.server.config import ServerConfig
 from tofuflow.server.console._queries import (
     RunFilter,
+    newest_event,
     run_fingerprint,
     runs_page,
     workspace_lock,
@@ -67,6 +74,7 @@ _CSP = (
 )
 _SSE_POLL_SECONDS = 0.5
 _SSE_MAX_SECONDS = 600
+_SSE_LIST_SECONDS = 1.0
 _LINK_SECONDS = 120.0  # the browser reconnects, and the session is checked again
 
 
@@ -217,11 +225,29 @@ class _Console:
             return RedirectResponse("/console/runs", status_code=303)
 
         @api.get("/console/workspaces/{workspace:path}")
-        async def workspace_page(workspace: str, request: Request) -> Response:
+        async def workspace_page(
+            workspace: str,
+            request: Request,
+            old: Annotated[int | None, Query(ge=1)] = None,
+            new: Annotated[int | None, Query(ge=1)] = None,
+        ) -> Response:
             async def build(person: Viewer) -> Response:
                 name = validate_workspace_name(workspace)
-                data = await run_in_threadpool(self.workspace_data, self.ctx(request, person), name)
+                ctx = self.ctx(request, person)
+                data = await run_in_threadpool(self.workspace_data, ctx, name, old, new)
                 return self.render(request, "workspace.html", person=person, **data)
+
+            return await self.page(request, build)
+
+        @api.post("/console/workspaces/{workspace:path}/unlock")
+        async def unlock(workspace: str, request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                form = await _form(request)
+                check_csrf(request, form.get("csrf"))
+                name = validate_workspace_name(workspace)
+                # No lock id: a force-unlock, which needs the admin role (audited).
+                await run_in_threadpool(self.state.unlock, self.ctx(request, person), name, None)
+                return RedirectResponse(f"/console/workspaces/{name}", status_code=303)
 
             return await self.page(request, build)
 
@@ -298,6 +324,16 @@ class _Console:
 
             return await self.page(request, build)
 
+        @api.get("/console/events/runs")
+        async def runs_events(request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                return StreamingResponse(
+                    self.list_changes(request), media_type="text/event-stream",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+                )  # fmt: skip
+
+            return await self.page(request, build)
+
         @api.get("/console/runs/{run_id}")
         async def run_page(run_id: str, request: Request) -> Response:
             async def build(person: Viewer) -> Response:
@@ -325,6 +361,18 @@ class _Console:
                     self.changes(request, ctx, run_id, after), media_type="text/event-stream",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
                 )  # fmt: skip
+
+            return await self.page(request, build)
+
+        @api.get("/console/runs/{run_id}/story.json")
+        async def story_export(run_id: str, request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                ctx = self.ctx(request, person)
+                data = await run_in_threadpool(self.story_export, ctx, run_id)
+                return JSONResponse(data, headers={
+                    "Content-Disposition": f'attachment; filename="run-{run_id}-story.json"',
+                    "Cache-Control": "no-store",
+                })  # fmt: skip
 
             return await self.page(request, build)
 
@@ -400,11 +448,29 @@ class _Console:
             chain = verify(session)
         return {"run": run, "steps": story_steps(events), "chain": chain}
 
-    def workspace_data(self, ctx: RequestContext, name: str) -> dict[str, Any]:
+    def story_export(self, ctx: RequestContext, run_id: str) -> dict[str, Any]:
+        """The run's slice of the audit log for an auditor: every event with its hashes
+        (re-checkable against the chain), and the chain's verification now."""
+        run = self.runs.get(ctx, run_id)
+        events = query_events(self.engine, ctx.principal, AuditQuery(run=run_id, limit=10_000))
+        with Session(self.engine) as session:
+            chain = verify(session)
+        return {
+            "run": run["id"], "workspace": run["workspace"], "events": events,
+            "chain": {"ok": chain.ok, "checked": chain.checked,
+                      "first_bad_id": chain.first_bad_id, "reason": chain.reason},
+        }  # fmt: skip
+
+    def workspace_data(
+        self, ctx: RequestContext, name: str, old: int | None, new: int | None
+    ) -> dict[str, Any]:
         versions = self.state.versions(ctx, name)  # checks the right to list them
         page = runs_page(self.engine, ctx.principal, RunFilter(workspace=name), None)
+        # Names only (resources, attributes, outputs), never values: readers may see it.
+        diff = self.state.diff(ctx, name, old, new) if old and new else None
         return {
-            "name": name, "versions": list(reversed(versions)),
+            "name": name, "versions": list(reversed(versions)), "diff": diff,
+            "can_unlock": ctx.principal.can(Permission.FORCE_UNLOCK, name),
             "lock": workspace_lock(self.engine, name),
             "runs": page.runs[:10],
         }  # fmt: skip
@@ -437,6 +503,22 @@ class _Console:
                 yield f"event: changed\ndata: {current[0]}\n\n"
             last = current
             await asyncio.sleep(_SSE_POLL_SECONDS)
+
+    async def list_changes(self, request: Request) -> AsyncIterator[str]:
+        """Server-sent events: ``changed`` whenever anything was audited (a run created,
+        decided, approved, applied…): the runs list then reloads its table."""
+        last: int | None = None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        yield "retry: 2000\n\n"
+        while loop.time() - started < _SSE_MAX_SECONDS:
+            if await request.is_disconnected():
+                return
+            current = await run_in_threadpool(newest_event, self.engine)
+            if last is not None and current != last:
+                yield "event: changed\ndata: runs\n\n"
+            last = current
+            await asyncio.sleep(_SSE_LIST_SECONDS)
 
     async def claims(self, token: dict[str, Any]) -> dict[str, Any]:
         """The ID token's verified claims, plus what the userinfo endpoint adds (groups

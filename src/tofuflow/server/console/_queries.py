@@ -25,6 +25,7 @@ __all__ = [
     "PAGE_SIZE",
     "RunFilter",
     "RunsPage",
+    "newest_event",
     "run_fingerprint",
     "runs_page",
     "workspace_lock",
@@ -78,6 +79,12 @@ def run_fingerprint(engine: Engine, run_id: str) -> tuple[Any, ...]:
         ).first()
         newest = session.scalar(select(func.max(AuditEvent.id)).where(AuditEvent.run_id == run_id))
     return (*(tuple(run) if run else ()), newest)
+
+
+def newest_event(engine: Engine) -> int | None:
+    """The newest audit event's id (the primary key: cheap at any size)."""
+    with Session(engine) as session:
+        return session.scalar(select(func.max(AuditEvent.id)))
 
 
 def workspace_lock(engine: Engine, name: str) -> dict[str, Any] | None:
