@@ -146,7 +146,9 @@ def _plan(console: Console) -> str:
         text=True, check=False, timeout=300,
     )  # fmt: skip
     assert done.returncode == 2 and "needs_approval" in done.stdout, done.stdout + done.stderr
-    return re.findall(r"run ([0-9a-f]{16})", done.stdout)[-1]
+    run_id = re.findall(r"run ([0-9a-f]{16})", done.stdout)[-1]
+    assert f"console: {console.server.url}/console/runs/{run_id}" in done.stdout  # a link in
+    return run_id
 
 
 def _sign_in(browser: Any, console: Console, user: str, path: str) -> tuple[Any, Any]:
@@ -183,6 +185,11 @@ def test_an_approver_reads_the_plan_approves_and_watches_the_apply_finish(
         env=console.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
+        assert apply.stdout is not None
+        waiting = apply.stdout.readline()
+        assert f"approves it in the console: {console.server.url}/console/runs/{run_id}" in (
+            waiting
+        )
         _, page = _sign_in(browser, console, "alice", f"/console/runs/{run_id}")
 
         # The plan: every resource, attribute-level, the sensitive value masked.
