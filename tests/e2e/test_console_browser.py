@@ -445,3 +445,23 @@ def test_a_workspace_shows_its_lock_compares_versions_and_an_admin_unlocks(
     events = httpx.get(f"{console.server.url}/v1/audit", headers=ops,
                        params={"action": "state.force_unlock"}).json()  # fmt: skip
     assert [e["actor"] for e in events] == ["carol"]
+
+
+def test_the_story_says_when_the_audit_chain_is_broken(console: Console, browser: Any) -> None:
+    from sqlalchemy import text
+
+    planner = {"Authorization": f"Bearer {make_token(console.server, 'planner')}"}
+    body = {"workspace": "app/prod", "config_digest": "0" * 64}
+    created = httpx.post(f"{console.server.url}/v1/runs", headers=planner, json=body).json()
+    engine = console.server.app.state.engine
+    with engine.begin() as connection:
+        first = connection.execute(
+            text("SELECT min(id) FROM audit_events WHERE run_id = :run"), {"run": created["id"]}
+        ).scalar_one()
+        connection.execute(
+            text("UPDATE audit_events SET actor = 'someone-else' WHERE id = :id"), {"id": first}
+        )
+    _, page = _sign_in(browser, console, "bob", f"/console/runs/{created['id']}/story")
+    chain = page.locator("p.chain").inner_text()
+    assert f"Audit chain BROKEN at event {first}" in chain
+    assert "content does not match its hash" in chain

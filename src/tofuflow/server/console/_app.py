@@ -31,16 +31,16 @@ from fastapi.responses import (
     StreamingResponse,
 )
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy.orm import Session
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.staticfiles import StaticFiles
 
 from tofuflow.errors import AuthError, ForbiddenError, RequestError, TofuflowError
-from tofuflow.server._audit import AuditQuery, query_events, verify
+from tofuflow.server._audit import AuditQuery, query_events
 from tofuflow.server._runs import RunService
 from tofuflow.server._state import RequestContext, StateService, validate_workspace_name
 from tofuflow.server.auth import Binding, Permission
 from tofuflow.server.config import ServerConfig
+from tofuflow.server.console._chain import ChainStatus
 from tofuflow.server.console._queries import (
     RunFilter,
     newest_event,
@@ -141,6 +141,7 @@ class _Console:
         self.config, self.settings = config, settings
         self.runs, self.state, self.bindings = runs, state, bindings
         self.engine = state.engine
+        self.chain = ChainStatus(self.engine)
         self.templates = Environment(
             loader=FileSystemLoader(_HERE / "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -444,8 +445,7 @@ class _Console:
     def story_data(self, ctx: RequestContext, run_id: str) -> dict[str, Any]:
         run = self.runs.get(ctx, run_id)
         events = query_events(self.engine, ctx.principal, AuditQuery(run=run_id, limit=10_000))
-        with Session(self.engine) as session:
-            chain = verify(session)
+        chain = self.chain.check()
         return {"run": run, "steps": story_steps(events), "chain": chain}
 
     def story_export(self, ctx: RequestContext, run_id: str) -> dict[str, Any]:
@@ -453,8 +453,7 @@ class _Console:
         (re-checkable against the chain), and the chain's verification now."""
         run = self.runs.get(ctx, run_id)
         events = query_events(self.engine, ctx.principal, AuditQuery(run=run_id, limit=10_000))
-        with Session(self.engine) as session:
-            chain = verify(session)
+        chain = self.chain.check()
         return {
             "run": run["id"], "workspace": run["workspace"], "events": events,
             "chain": {"ok": chain.ok, "checked": chain.checked,

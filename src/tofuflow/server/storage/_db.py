@@ -19,6 +19,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -122,6 +123,11 @@ class Run(Base):
     """One plan → check → approve → apply run; artifact and plan are sealed like state."""
 
     __tablename__ = "runs"
+    # The console's runs list: newest first, overall and per workspace (0005).
+    __table_args__ = (
+        Index("ix_runs_created_at", "created_at"),
+        Index("ix_runs_workspace_created_at", "workspace", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     workspace: Mapped[str] = mapped_column(String(255), index=True)

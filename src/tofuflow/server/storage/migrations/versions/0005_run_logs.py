@@ -1,4 +1,5 @@
-"""The apply's output, sent by the runner as it runs: scrubbed, chunked, sealed.
+"""The apply's output, sent by the runner as it runs: scrubbed, chunked, sealed; indexes
+for the console's runs list (newest first, overall and per workspace).
 
 Revision ID: 0005
 Revises: 0004
@@ -25,8 +26,12 @@ def upgrade() -> None:
         sa.UniqueConstraint("run_id", "seq"),
     )
     op.create_index("ix_run_logs_run_id", "run_logs", ["run_id"])
+    op.create_index("ix_runs_created_at", "runs", ["created_at"])
+    op.create_index("ix_runs_workspace_created_at", "runs", ["workspace", "created_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_runs_workspace_created_at", table_name="runs")
+    op.drop_index("ix_runs_created_at", table_name="runs")
     op.drop_index("ix_run_logs_run_id", table_name="run_logs")
     op.drop_table("run_logs")
