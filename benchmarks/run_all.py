@@ -16,6 +16,7 @@ SCRIPTS = [
     "bench_pipeline.py",
     "bench_run_all.py",
     "bench_airflow.py",
+    "bench_console.py",
 ]
 
 
