@@ -465,3 +465,36 @@ def test_the_story_says_when_the_audit_chain_is_broken(console: Console, browser
     chain = page.locator("p.chain").inner_text()
     assert f"Audit chain BROKEN at event {first}" in chain
     assert "content does not match its hash" in chain
+
+
+def test_environments_and_drift_at_a_glance(console: Console, browser: Any) -> None:
+    import base64
+    import io
+    import zipfile
+
+    planner = {"Authorization": f"Bearer {make_token(console.server, 'planner')}"}
+    applier = {"Authorization": f"Bearer {make_token(console.server, 'applier')}"}
+    snapshot = io.BytesIO()
+    with zipfile.ZipFile(snapshot, "w") as archive:
+        archive.writestr("main.tf", MAIN_TF)
+    created = httpx.post(
+        f"{console.server.url}/v1/environments", headers=applier,
+        json={"name": "app/pr-42", "source_workspace": "app/prod", "ttl_seconds": 5400,
+              "owner": "team-web", "snapshot": base64.b64encode(snapshot.getvalue()).decode()},
+    )  # fmt: skip
+    assert created.status_code == 200, created.text
+    checked = httpx.post(f"{console.server.url}/v1/workspaces/app/prod/drift", headers=planner,
+                         json={"status": "drift", "report": {}})  # fmt: skip
+    assert checked.status_code == 200, checked.text
+
+    _, page = _sign_in(browser, console, "bob", "/console/environments")
+    row = page.locator("table.envs tbody tr").first.inner_text()
+    assert "app/pr-42" in row and "team-web" in row and "active" in row
+    assert re.search(r"1 h (29|30) min", row), row
+    page.click("nav >> text=Drift")
+    drift = page.locator("table.drift").inner_text()
+    assert "app/prod" in drift and "drifted" in drift
+
+    page.goto(f"{console.server.url}/console/workspaces/app/pr-42")
+    story = page.locator("section[aria-labelledby=wsstory-h]").inner_text()
+    assert "Environment created" in story, story

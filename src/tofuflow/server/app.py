@@ -97,7 +97,10 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(environments.router(environment_service, context))
     app.include_router(drift.router(DriftService(engine), context))
     app.include_router(audit.router(engine, context))
-    install_console(app, config, runs=run_service, state=service, bindings=authn.bindings)
+    install_console(
+        app, config, runs=run_service, state=service, environments=environment_service,
+        bindings=authn.bindings,
+    )  # fmt: skip
     return app
 
 

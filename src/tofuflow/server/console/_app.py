@@ -34,8 +34,16 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.staticfiles import StaticFiles
 
-from tofuflow.errors import AuthError, ForbiddenError, RequestError, TofuflowError
+from tofuflow.errors import (
+    AuthError,
+    ForbiddenError,
+    NotFoundError,
+    RequestError,
+    TofuflowError,
+)
 from tofuflow.server._audit import AuditQuery, query_events
+from tofuflow.server._drift import DriftService
+from tofuflow.server._envs import EnvironmentService
 from tofuflow.server._runs import RunService
 from tofuflow.server._state import RequestContext, StateService, validate_workspace_name
 from tofuflow.server.auth import Binding, Permission
@@ -46,6 +54,7 @@ from tofuflow.server.console._queries import (
     newest_event,
     run_fingerprint,
     runs_page,
+    workspace_events,
     workspace_lock,
 )
 from tofuflow.server.console._session import (
@@ -84,11 +93,13 @@ def install_console(
     *,
     runs: RunService,
     state: StateService,
+    environments: EnvironmentService,
     bindings: Sequence[Binding],
 ) -> None:
     """Mount the console under ``/console`` (and ``/`` redirects there)."""
     settings = config.console_settings(str(config.source or "configuration"))
     console = _Console(config, settings, runs, state, tuple(bindings))
+    console.environments = environments
     app.state.console_links = {}  # one-time sign-in links (``issue_sign_in_link``)
     app.mount("/console/static", StaticFiles(directory=_HERE / "static"), name="console-static")
     app.include_router(console.router())
@@ -142,11 +153,14 @@ class _Console:
         self.runs, self.state, self.bindings = runs, state, bindings
         self.engine = state.engine
         self.chain = ChainStatus(self.engine)
+        self.drift = DriftService(self.engine)
+        self.environments: EnvironmentService | None = None
         self.templates = Environment(
             loader=FileSystemLoader(_HERE / "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
         )
         self.templates.filters["when"] = _when
+        self.templates.filters["duration"] = _duration
         self.oauth = _oauth_client(settings) if settings is not None else None
         self.policy = (
             SessionPolicy(settings.session_idle, settings.session_absolute)
@@ -237,6 +251,30 @@ class _Console:
                 ctx = self.ctx(request, person)
                 data = await run_in_threadpool(self.workspace_data, ctx, name, old, new)
                 return self.render(request, "workspace.html", person=person, **data)
+
+            return await self.page(request, build)
+
+        @api.get("/console/environments")
+        async def environments_page(request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                environments = self.environments
+                if environments is None:
+                    raise NotFoundError("this server keeps no environments")
+                envs = await run_in_threadpool(
+                    lambda: environments.list(
+                        self.ctx(request, person), due=False, include_destroyed=False
+                    )
+                )
+                return self.render(request, "environments.html", person=person, envs=envs)
+
+            return await self.page(request, build)
+
+        @api.get("/console/drift")
+        async def drift_page(request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                ctx = self.ctx(request, person)
+                reports = await run_in_threadpool(self.drift.latest, ctx, None)
+                return self.render(request, "drift.html", person=person, reports=reports)
 
             return await self.page(request, build)
 
@@ -463,7 +501,11 @@ class _Console:
     def workspace_data(
         self, ctx: RequestContext, name: str, old: int | None, new: int | None
     ) -> dict[str, Any]:
-        versions = self.state.versions(ctx, name)  # checks the right to list them
+        try:
+            versions = self.state.versions(ctx, name)  # checks the right to list them
+        except NotFoundError:  # no state yet (a new environment): still its page
+            ctx.principal.require(Permission.LIST_VERSIONS, name)
+            versions = []
         page = runs_page(self.engine, ctx.principal, RunFilter(workspace=name), None)
         # Names only (resources, attributes, outputs), never values: readers may see it.
         diff = self.state.diff(ctx, name, old, new) if old and new else None
@@ -471,6 +513,7 @@ class _Console:
             "name": name, "versions": list(reversed(versions)), "diff": diff,
             "can_unlock": ctx.principal.can(Permission.FORCE_UNLOCK, name),
             "lock": workspace_lock(self.engine, name),
+            "steps": story_steps(workspace_events(self.engine, ctx.principal, name)),
             "runs": page.runs[:10],
         }  # fmt: skip
 
@@ -592,6 +635,15 @@ def _when(moment: object) -> str:
         return str(moment)
     aware = parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
     return aware.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _duration(seconds: object) -> str:
+    """``5400`` as ``1 h 30 min``."""
+    total = int(seconds) if isinstance(seconds, int | float) else 0
+    days, rest = divmod(total, 86_400)
+    hours, rest = divmod(rest, 3600)
+    parts = [f"{days} d" if days else "", f"{hours} h" if hours else "", f"{rest // 60} min"]
+    return " ".join(p for p in parts if p) if total >= 60 else f"{total} s"
 
 
 _NOT_CONFIGURED = (

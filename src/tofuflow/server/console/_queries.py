@@ -28,6 +28,7 @@ __all__ = [
     "newest_event",
     "run_fingerprint",
     "runs_page",
+    "workspace_events",
     "workspace_lock",
 ]
 
@@ -85,6 +86,24 @@ def newest_event(engine: Engine) -> int | None:
     """The newest audit event's id (the primary key: cheap at any size)."""
     with Session(engine) as session:
         return session.scalar(select(func.max(AuditEvent.id)))
+
+
+def workspace_events(
+    engine: Engine, principal: Principal, name: str, limit: int = 50
+) -> list[dict[str, Any]]:
+    """The workspace's newest audit events, oldest of them first (its story so far)."""
+    from tofuflow.server._audit import event_json
+
+    if not principal.can(Permission.READ_RUNS, name):
+        return []
+    with Session(engine) as session:
+        rows = session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.workspace == name)
+            .order_by(AuditEvent.id.desc())
+            .limit(limit)
+        ).all()
+        return [event_json(row) for row in reversed(rows)]
 
 
 def workspace_lock(engine: Engine, name: str) -> dict[str, Any] | None:

@@ -104,6 +104,17 @@ _STEPS = {
     "run.cancelled": "Cancelled",
     "run.stale": "Stale: the state changed since the plan",
     "run.ended": "Ended by an admin",
+    "state.read": "State read",
+    "state.force_unlock": "State force-unlocked",
+    "state.rollback": "State rolled back",
+    "drift.checked": "Drift checked",
+    "environment.created": "Environment created",
+    "environment.extended": "Environment extended",
+    "environment.claimed": "Environment claimed for destroying",
+    "environment.destroy_run": "Environment destroy started",
+    "environment.destroyed": "Environment destroyed",
+    "environment.destroy_failed": "Environment destroy failed",
+    "environment.orphaned": "Environment orphaned",
 }
 
 
