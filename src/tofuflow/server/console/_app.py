@@ -14,6 +14,7 @@ import getpass
 import hashlib
 import html
 import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -82,9 +83,9 @@ _CSP = (
     "connect-src 'self'; form-action 'self' {issuer}; frame-ancestors 'none'; base-uri 'none'"
 )
 _SSE_POLL_SECONDS = 0.5
-_SSE_MAX_SECONDS = 600
+_SSE_MAX_SECONDS = 600  # the browser reconnects, and the session is checked again
 _SSE_LIST_SECONDS = 1.0
-_LINK_SECONDS = 120.0  # the browser reconnects, and the session is checked again
+_LINK_SECONDS = 120.0
 
 
 def install_console(
@@ -98,8 +99,7 @@ def install_console(
 ) -> None:
     """Mount the console under ``/console`` (and ``/`` redirects there)."""
     settings = config.console_settings(str(config.source or "configuration"))
-    console = _Console(config, settings, runs, state, tuple(bindings))
-    console.environments = environments
+    console = _Console(config, settings, runs, state, environments, tuple(bindings))
     app.state.console_links = {}  # one-time sign-in links (``issue_sign_in_link``)
     app.mount("/console/static", StaticFiles(directory=_HERE / "static"), name="console-static")
     app.include_router(console.router())
@@ -117,7 +117,10 @@ def issue_sign_in_link(app: FastAPI, lifetime: float = _LINK_SECONDS) -> str:
     as Jupyter's token link): good once, for ``lifetime`` seconds, kept in this process."""
     token = secrets.token_urlsafe(32)
     links: dict[str, float] = app.state.console_links
-    links[_digest(token)] = time.monotonic() + lifetime
+    now = time.monotonic()
+    for digest in [d for d, expires in links.items() if expires < now]:
+        del links[digest]
+    links[_digest(token)] = now + lifetime
     return f"/console/link?token={token}"
 
 
@@ -126,8 +129,6 @@ def _digest(token: str) -> str:
 
 
 def _session_key(settings: ConsoleSettings | None) -> str:
-    import os
-
     name = settings.session_key_env if settings else "TOFUFLOW_CONSOLE_SESSION_KEY"
     key = os.environ.get(name, "").strip()
     if key or settings is None:  # without [console], only this process makes sessions
@@ -147,14 +148,15 @@ class _Console:
         settings: ConsoleSettings | None,
         runs: RunService,
         state: StateService,
+        environments: EnvironmentService,
         bindings: tuple[Binding, ...],
     ) -> None:
         self.config, self.settings = config, settings
         self.runs, self.state, self.bindings = runs, state, bindings
+        self.environments = environments
         self.engine = state.engine
         self.chain = ChainStatus(self.engine)
         self.drift = DriftService(self.engine)
-        self.environments: EnvironmentService | None = None
         self.templates = Environment(
             loader=FileSystemLoader(_HERE / "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -257,13 +259,9 @@ class _Console:
         @api.get("/console/environments")
         async def environments_page(request: Request) -> Response:
             async def build(person: Viewer) -> Response:
-                environments = self.environments
-                if environments is None:
-                    raise NotFoundError("this server keeps no environments")
+                ctx = self.ctx(request, person)
                 envs = await run_in_threadpool(
-                    lambda: environments.list(
-                        self.ctx(request, person), due=False, include_destroyed=False
-                    )
+                    lambda: self.environments.list(ctx, due=False, include_destroyed=False)
                 )
                 return self.render(request, "environments.html", person=person, envs=envs)
 
