@@ -264,6 +264,7 @@ def test_a_planner_sees_no_approve_button_and_a_forged_approval_is_refused(
     assert 'terraform_data.web["front"]' in page.locator("main").inner_text()
     assert page.locator("button:has-text('Approve')").count() == 0
     assert page.locator("button:has-text('Reject')").count() == 0
+    assert page.locator("button:has-text('Cancel this run')").count() == 0
 
     # The planner's own session and CSRF token: the server still refuses.
     forged = page.request.post(
@@ -297,6 +298,16 @@ def test_an_approver_can_reject_and_the_run_is_over(console: Console, browser: A
     assert refused.returncode == 1 and "cancelled" in refused.stderr
 
 
+def test_an_approver_can_cancel_a_run_from_its_page(console: Console, browser: Any) -> None:
+    run_id = _plan(console)
+    _, page = _sign_in(browser, console, "alice", f"/console/runs/{run_id}")
+    page.click("button:has-text('Cancel this run')")
+    live = page.locator("#live")
+    expect(live.locator("[data-status=cancelled]")).to_be_visible()
+    assert "cancelled in the console by alice" in live.inner_text()
+    assert page.locator("button:has-text('Cancel this run')").count() == 0
+
+
 def test_sign_in_never_sends_the_browser_to_another_site(console: Console, browser: Any) -> None:
     page = browser.new_context().new_page()
     page.goto(f"{console.server.url}/console/login?next=https://evil.example/steal")
@@ -327,6 +338,12 @@ def test_the_runs_list_filters_by_status_and_pages_with_a_cursor(
 
     page.goto(f"{console.server.url}/console/runs")
     page.select_option("select[name=status]", "needs_approval")
+    page.click("button:has-text('Filter')")
+    assert page.locator("table.runs tbody tr td:first-child").all_inner_texts() == [run_id]
+
+    requester = httpx.get(f"{console.server.url}/v1/runs/{run_id}", headers=planner).json()
+    page.goto(f"{console.server.url}/console/runs")
+    page.fill("input[name=requester]", requester["requester"])
     page.click("button:has-text('Filter')")
     assert page.locator("table.runs tbody tr td:first-child").all_inner_texts() == [run_id]
 

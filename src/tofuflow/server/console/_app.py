@@ -349,10 +349,18 @@ class _Console:
     def _run_routes(self, api: APIRouter) -> None:
         @api.get("/console/runs")
         async def runs_list(
-            request: Request, workspace: str = "", status: str = "", cursor: str = ""
+            request: Request,
+            workspace: str = "",
+            status: str = "",
+            requester: str = "",
+            commit: str = "",
+            cursor: str = "",
         ) -> Response:
             async def build(person: Viewer) -> Response:
-                where = RunFilter(workspace.strip(), status if status in _STATUSES else "")
+                where = RunFilter(
+                    workspace.strip(), status if status in _STATUSES else "",
+                    requester.strip(), commit.strip().lower(),
+                )  # fmt: skip
                 page = await run_in_threadpool(
                     runs_page, self.engine, person.principal, where, cursor or None
                 )
@@ -434,6 +442,18 @@ class _Console:
 
             return await self.page(request, build)
 
+        @api.post("/console/runs/{run_id}/cancel")
+        async def cancel(run_id: str, request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                form = await _form(request)
+                check_csrf(request, form.get("csrf"))
+                ctx = self.ctx(request, person)
+                reason = f"cancelled in the console by {ctx.principal.subject}"
+                await run_in_threadpool(self.runs.cancel, ctx, run_id, reason)
+                return RedirectResponse(f"/console/runs/{run_id}", status_code=303)
+
+            return await self.page(request, build)
+
         @api.post("/console/runs/{run_id}/reject")
         async def reject(run_id: str, request: Request) -> Response:
             async def build(person: Viewer) -> Response:
@@ -476,6 +496,9 @@ class _Console:
             ],
             "can_approve": run["status"] == "needs_approval"
             and principal.can(Permission.APPROVE_RUN, run["workspace"]),
+            # What RunService.cancel allows someone who did not request the run.
+            "can_cancel": run["status"] in {"needs_approval", "approved"}
+            and principal.can(Permission.APPLY_RUN, run["workspace"]),
         }
 
     def story_data(self, ctx: RequestContext, run_id: str) -> dict[str, Any]:

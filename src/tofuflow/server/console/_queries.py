@@ -39,6 +39,8 @@ PAGE_SIZE = 50
 class RunFilter:
     workspace: str = ""
     status: str = ""
+    requester: str = ""
+    commit: str = ""  # a prefix
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,10 @@ def runs_page(
         query = query.where(Run.workspace == where.workspace)
     if where.status:
         query = query.where(Run.status == where.status)
+    if where.requester:
+        query = query.where(Run.requester == where.requester)
+    if where.commit:
+        query = query.where(Run.commit.startswith(where.commit, autoescape=True))
     after = _decode(cursor) if cursor else None
     found: list[Run] = []
     with Session(engine) as session:
