@@ -508,6 +508,9 @@ def test_environments_and_drift_at_a_glance(console: Console, browser: Any) -> N
     row = page.locator("table.envs tbody tr").first.inner_text()
     assert "app/pr-42" in row and "team-web" in row and "active" in row
     assert re.search(r"1 h (29|30) min", row), row
+    page.click("button:has-text('+1 h')")
+    row = page.locator("table.envs tbody tr").first.inner_text()
+    assert re.search(r"2 h (29|30) min", row), row
     page.click("nav >> text=Drift")
     drift = page.locator("table.drift").inner_text()
     assert "app/prod" in drift and "drifted" in drift

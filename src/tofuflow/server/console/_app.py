@@ -37,6 +37,7 @@ from starlette.staticfiles import StaticFiles
 
 from tofuflow.errors import (
     AuthError,
+    BadRequestError,
     ForbiddenError,
     NotFoundError,
     RequestError,
@@ -86,6 +87,7 @@ _SSE_POLL_SECONDS = 0.5
 _SSE_MAX_SECONDS = 600  # the browser reconnects, and the session is checked again
 _SSE_LIST_SECONDS = 1.0
 _LINK_SECONDS = 120.0
+_EXTENSIONS = {"1h": 1, "1d": 24}  # the environments page's Extend buttons
 
 
 def install_console(
@@ -263,7 +265,24 @@ class _Console:
                 envs = await run_in_threadpool(
                     lambda: self.environments.list(ctx, due=False, include_destroyed=False)
                 )
-                return self.render(request, "environments.html", person=person, envs=envs)
+                can_extend = {e["name"]: ctx.principal.can(Permission.CREATE_RUN, e["name"])
+                              for e in envs}  # fmt: skip
+                return self.render(request, "environments.html", person=person, envs=envs,
+                                   can_extend=can_extend)  # fmt: skip
+
+            return await self.page(request, build)
+
+        @api.post("/console/environments/{name:path}/extend")
+        async def extend(name: str, request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                form = await _form(request)
+                check_csrf(request, form.get("csrf"))
+                hours = _EXTENSIONS.get(form.get("by", ""))
+                if hours is None:
+                    raise BadRequestError(f"extend by one of {', '.join(_EXTENSIONS)}")
+                ctx, ttl = self.ctx(request, person), dt.timedelta(hours=hours)
+                await run_in_threadpool(self.environments.extend, ctx, name, ttl)
+                return RedirectResponse("/console/environments", status_code=303)
 
             return await self.page(request, build)
 
