@@ -16,7 +16,9 @@ import html
 import logging
 import os
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -88,6 +90,9 @@ _SSE_MAX_SECONDS = 600  # the browser reconnects, and the session is checked aga
 _SSE_LIST_SECONDS = 1.0
 _LINK_SECONDS = 120.0
 _EXTENSIONS = {"1h": 1, "1d": 24}  # the environments page's Extend buttons
+_SECTIONS_KEPT = 64  # runs whose plan view is kept in memory
+# Only these have ever had an apply (and so a log) behind them.
+_MAY_HAVE_LOG = frozenset({"applying", "applied", "failed", "cancelled", "superseded"})
 
 
 def install_console(
@@ -159,6 +164,10 @@ class _Console:
         self.engine = state.engine
         self.chain = ChainStatus(self.engine)
         self.drift = DriftService(self.engine)
+        self._sections: OrderedDict[str, tuple[list[ResourceSection], list[OutputRow]]] = (
+            OrderedDict()
+        )
+        self._sections_lock = threading.Lock()
         self.templates = Environment(
             loader=FileSystemLoader(_HERE / "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -491,14 +500,32 @@ class _Console:
         resources: list[ResourceSection] = []
         outputs: list[OutputRow] = []
         if run["summary"] is not None:
-            resources, outputs = plan_sections(self.runs.plan(ctx, run_id))
-        log = self.runs.log(ctx, run_id)
+            resources, outputs = self.sections(ctx, run_id)
+        log = self.runs.log(ctx, run_id) if run["status"] in _MAY_HAVE_LOG else []
         return {
             "run": run, "resources": resources, "outputs": outputs,
             "context": _context_rows(run.get("context") or {}),
             "log": "".join(text for _, text in log), "log_seq": log[-1][0] if log else 0,
             **self.live_data(ctx, run_id, run),
         }  # fmt: skip
+
+    def sections(
+        self, ctx: RequestContext, run_id: str
+    ) -> tuple[list[ResourceSection], list[OutputRow]]:
+        """The plan's masked view; a run's plan never changes once uploaded, so the views of
+        recent runs are kept (masked: no sensitive value is held), after the caller's
+        right to read the run was checked."""
+        with self._sections_lock:
+            cached = self._sections.get(run_id)
+            if cached is not None:
+                self._sections.move_to_end(run_id)
+                return cached
+        built = plan_sections(self.runs.plan(ctx, run_id))
+        with self._sections_lock:
+            self._sections[run_id] = built
+            while len(self._sections) > _SECTIONS_KEPT:
+                self._sections.popitem(last=False)
+        return built
 
     def live_data(
         self, ctx: RequestContext, run_id: str, run: dict[str, Any] | None = None
