@@ -18,6 +18,7 @@ SCRIPTS = [
     "bench_run_all.py",
     "bench_airflow.py",
     "bench_notifications.py",
+    "bench_console.py",
 ]
 
 

@@ -166,7 +166,7 @@ def test_each_run_event_arrives_once_signed_with_names_counts_and_a_link_everywh
     assert first["run"]["pipeline"]["name"] == "infra"
     assert first["run"]["pipeline"]["run"] == "20261205.3"
     assert first["run"]["pipeline"]["url"] == CONTEXT["run_url"]
-    assert first["link"] == f"{CONSOLE}/runs/{first['run']['id']}"
+    assert first["link"] == f"{CONSOLE}/console/runs/{first['run']['id']}"
     denied = next(r.json for r in hook.received if r.json["event"] == "run.denied")
     assert denied["run"]["policy"]["outcome"] == "denied" and denied["run"]["policy"]["denies"]
 
@@ -387,7 +387,7 @@ def test_environment_drift_audit_and_lock_events_arrive_once_each(
     assert by_event["environment.orphaned"]["environment"]["attempts"] == 2
     assert by_event["lock.held"]["lock"]["held_by"] and by_event["lock.held"]["lock"]["id"]
     assert by_event["audit.verify_failed"]["audit"]["first_bad_id"] == 1
-    assert by_event["drift.found"]["link"] == f"{CONSOLE}/workspaces/app/dev"
+    assert by_event["drift.found"]["link"] == f"{CONSOLE}/console/workspaces/app/dev"
 
 
 def test_replicas_sharing_a_database_send_each_event_once_in_order(

@@ -72,7 +72,7 @@ def test_a_pr_build_posts_one_thread_updates_it_on_the_next_plan_and_sets_the_st
         (thread,) = fake.threads
         content = thread["comments"][0]["content"]
         assert "# tofuflow plan: `app/dev`" in content and first_run in content
-        assert f"{CONSOLE}/runs/{first_run}" in content
+        assert f"{CONSOLE}/console/runs/{first_run}" in content
         assert "<!-- tofuflow:plan:app/dev -->" in content
         assert thread["status"] == 1 and thread["comments"][0]["commentType"] == 1
 
@@ -88,7 +88,7 @@ def test_a_pr_build_posts_one_thread_updates_it_on_the_next_plan_and_sets_the_st
     assert [s["state"] for s in fake.statuses] == ["succeeded", "succeeded"]
     status = fake.statuses[-1]
     assert status["context"] == {"name": "plan", "genre": "tofuflow"}
-    assert status["targetUrl"] == f"{CONSOLE}/runs/{second_run}"
+    assert status["targetUrl"] == f"{CONSOLE}/console/runs/{second_run}"
     assert status["description"].startswith("app/dev:")
     for posted in (content, updated):
         assert CANARY not in posted and TOKEN not in posted

@@ -136,12 +136,10 @@ def test_an_apply_session_for_a_superseded_run_is_refused_as_stale(project: Path
     older = _plan(project)
     newer = _plan(project)
     assert run_cli(project, "apply", newer).returncode == 0
-    with (
-        connect("apply", workspace="app/dev") as client,
-        pytest.raises(PlanStaleError, match=f"run {older} is stale: run {newer} changed"),
-    ):
+    with connect("apply", workspace="app/dev") as client:
         run = client.run(older)
-        client.open_session(older, run["plan_digest"], run["config_digest"])
+        with pytest.raises(PlanStaleError, match=f"run {older} is stale: run {newer} changed"):
+            client.open_session(older, run["plan_digest"], run["config_digest"])
 
 
 def test_runs_show_plan_prints_every_resource_with_sensitive_values_masked(

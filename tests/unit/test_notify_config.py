@@ -99,10 +99,10 @@ def test_the_signature_is_hmac_sha256_over_timestamp_dot_body() -> None:
 def test_console_links_go_to_the_run_else_the_workspace() -> None:
     base = "https://tofuflow.example/"
     assert console_link(base, {"run": {"id": "abc"}, "workspace": "app/dev"}) == (
-        "https://tofuflow.example/runs/abc"
+        "https://tofuflow.example/console/runs/abc"
     )
     assert console_link(base, {"workspace": "app/dev"}) == (
-        "https://tofuflow.example/workspaces/app/dev"
+        "https://tofuflow.example/console/workspaces/app/dev"
     )
     assert console_link("", {"workspace": "app/dev"}) is None
 

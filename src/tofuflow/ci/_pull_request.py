@@ -34,14 +34,15 @@ _REQUIRED = {
 
 
 def console_link(base: str, *, run_id: str | None = None, workspace: str | None = None) -> str:
-    """The console page of a run (``/runs/<id>``) or a workspace (``/workspaces/<name>``):
-    the one place that knows the console's paths (the server's notifications use it too)."""
-    root = base.rstrip("/")
+    """The console page of a run (``/console/runs/<id>``) or a workspace
+    (``/console/workspaces/<name>``) of the control plane at ``base``: the one place that
+    knows the console's paths (the CLI and the server's notifications use it too)."""
+    root = base.rstrip("/") + "/console"
     if run_id:
         return f"{root}/runs/{run_id}"
     if workspace:
         return f"{root}/workspaces/{workspace}"
-    return root + "/"
+    return root + "/runs"
 
 
 def plan_status(run: Mapping[str, Any]) -> tuple[str, str]:

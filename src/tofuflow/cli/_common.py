@@ -185,6 +185,13 @@ def configured_url(project_path: Path | None, configured: str | None = None) -> 
         return None  # no tofuflow.toml: the embedded control plane
 
 
+def console_link(server: str | None, run_id: str) -> str | None:
+    """The run's page in the web console of a remote control plane (None: embedded)."""
+    from tofuflow.ci import console_link as link
+
+    return link(server, run_id=run_id) if server else None
+
+
 def print_decision(run: Mapping[str, Any], report: AgentReport | None = None) -> None:
     decision = run.get("decision") or {}
     click.echo("")

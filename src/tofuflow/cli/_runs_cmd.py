@@ -24,6 +24,7 @@ from tofuflow.cli._common import (
     clean,
     cli_runner,
     configured_url,
+    console_link,
     control_plane,
     fail,
     load_project_file,
@@ -76,6 +77,9 @@ def plan(workspace: str, project_path: Path | None, destroy: bool) -> None:
         raise fail(err, report) from err
     click.echo(clean(report, render_plan_text(outcome.plan)))
     print_decision(outcome.run, report)
+    link = console_link(project_url(project), outcome.run["id"])
+    if link:
+        click.echo(f"console: {link}")
     if report is not None:
         report.planned(ws.name, outcome.run, outcome.plan)
     sys.exit(outcome.exit_code)
@@ -116,7 +120,8 @@ def apply(run_id: str, project_path: Path | None, wait: str) -> None:
             with control_plane("apply", project_url(project), identity) as client:
                 run = client.run(run_id)
                 if run["status"] == "needs_approval" and wait_seconds:
-                    run = await_approval(client, run, wait_seconds, CANCEL, report)
+                    link = console_link(project_url(project), run_id)
+                    run = await_approval(client, run, wait_seconds, CANCEL, report, link)
                 ws = project.workspace(run["workspace"])
                 announce(report, client.token, ws.directory)
                 from_artifact = (run.get("context") or {}).get("config_source")
@@ -154,9 +159,16 @@ def _duration(text: str) -> int:
 
 
 def await_approval(
-    client: Any, run: Any, seconds: int, cancel: Any, report: Any, poll: float = 5.0
+    client: Any,
+    run: Any,
+    seconds: int,
+    cancel: Any,
+    report: Any,
+    link: str | None = None,
+    poll: float = 5.0,
 ) -> Any:
-    """Wait until a person decides on ``run`` (at most ``seconds``), saying how to approve."""
+    """Wait until a person decides on ``run`` (at most ``seconds``), saying how to approve
+    (and where it is in the console, when ``link``)."""
     import os
     import time
 
@@ -165,7 +177,8 @@ def await_approval(
     click.echo(clean(report, (
         f"run {run['id']} needs approval ({reasons}). An approver runs "
         f"`tofuflow approve {run['id']} --comment \"...\"` (approver role on "
-        f"{run['workspace']}). Waiting up to {seconds // 60 or 1} min..."
+        f"{run['workspace']}){f' or approves it in the console: {link}' if link else ''}. "
+        f"Waiting up to {seconds // 60 or 1} min..."
     )))  # fmt: skip
     deadline = time.monotonic() + seconds
     while run["status"] == "needs_approval":

@@ -109,6 +109,11 @@ class ControlPlane:
         """Renew the apply session's lease (the runner is alive)."""
         return self._json("POST", f"/v1/runs/{run_id}/apply-session/renew")
 
+    def append_log(self, run_id: str, text: str) -> dict[str, Any]:
+        """Send a chunk of the applying binary's (scrubbed) output."""
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        return self._json("POST", f"/v1/runs/{run_id}/log", content=text.encode(), headers=headers)
+
     def plan_text(self, run_id: str, fmt: str = "text") -> str:
         """The run's whole plan, every resource, sensitive values masked."""
         return self._send("GET", f"/v1/runs/{run_id}/plan", params={"format": fmt}).text

@@ -28,7 +28,7 @@ from tofuflow.runs._artifact import PLAN_FILE, check_artifact, config_digest, pa
 from tofuflow.runs._client import ControlPlane
 from tofuflow.runs._staged import Runner, staged
 from tofuflow.runs._workcopy import Configuration, configuration
-from tofuflow.tofu import Event, Plan
+from tofuflow.tofu import Event, Plan, parse_event
 
 __all__ = [
     "PlanOutcome",
@@ -119,16 +119,19 @@ def apply_run(
     run, data, tree = _applicable(run_id, workspace, control_plane)
     context = dict(run.get("context") or {})
     counting, applied = _counting(runner)
-    opened = False
+    opened = threading.Event()  # the log ships once the run is applying
     try:
-        with staged(
-            workspace, "apply", control_plane, run_id=run_id, context=context, runner=counting,
-            artifact=data, tree=tree,
-        ) as st:  # fmt: skip
+        with (
+            _shipping_log(control_plane, run_id, counting, opened) as shipping,
+            staged(
+                workspace, "apply", control_plane, run_id=run_id, context=context,
+                runner=shipping, artifact=data, tree=tree,
+            ) as st,
+        ):  # fmt: skip
             st.tofu.init(reconfigure=True)
             rendered = st.tofu.show_plan(PLAN_FILE)
             session = control_plane.open_session(run_id, rendered.digest, config_digest(tree))
-            opened = True
+            opened.set()
             token = session["session_token"]
             st.tofu.add_secret(token)
             if workspace.backend == "tofuflow":  # the session token writes the state
@@ -146,7 +149,7 @@ def apply_run(
                 except StateLockedError as exc:
                     raise _locked(exc, workspace.name, control_plane) from exc
     except BaseException as exc:
-        if not opened:
+        if not opened.is_set():
             # Nothing was applied, the run is still approved. A refusal is the control
             # plane's own record, an interruption its interrupter's (Airflow's on_kill
             # cancels the run); a failure (credentials, init) is recorded here.
@@ -220,6 +223,49 @@ def _counting(runner: Runner | None) -> tuple[Runner, list[int]]:
             relay(event)
 
     return dataclasses.replace(base, on_event=on_event), applied
+
+
+@contextlib.contextmanager
+def _shipping_log(
+    applier: ControlPlane, run_id: str, runner: Runner, opened: threading.Event,
+    interval: float = 0.5,
+) -> Iterator[Runner]:  # fmt: skip
+    """``runner``, also sending the binary's output (already scrubbed by the driver's
+    redactor) to the control plane every ``interval`` seconds once ``opened`` is set (the
+    run is applying: only then does the server take its log), so the console shows the
+    apply as it runs. Best effort: a chunk the server refuses never fails the apply."""
+    pending: list[str] = []
+    lock, stop = threading.Lock(), threading.Event()
+    relay = runner.on_output
+
+    def on_output(stream: str, line: str) -> None:
+        event = parse_event(line)
+        with lock:
+            pending.append(event.message if event is not None and event.message else line)
+        if relay is not None:
+            relay(stream, line)
+
+    def flush() -> None:
+        if not opened.is_set():
+            return
+        with lock:
+            text, pending[:] = "".join(f"{line}\n" for line in pending), []
+        if text:
+            with contextlib.suppress(TofuflowError):
+                applier.append_log(run_id, text)
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            flush()
+
+    sender = threading.Thread(target=loop, name=f"tofuflow-log-{run_id}", daemon=True)
+    sender.start()
+    try:
+        yield dataclasses.replace(runner, on_output=on_output)
+    finally:
+        stop.set()
+        sender.join(timeout=10)
+        flush()  # before the run is finished: only an applying run takes its log
 
 
 def planned_changes(run: Mapping[str, Any]) -> int:

@@ -13,9 +13,9 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -49,7 +49,17 @@ from tofuflow.server._state import RequestContext
 from tofuflow.server.auth import Permission
 from tofuflow.server.crypto import Keyring
 from tofuflow.server.storage._blobs import BlobStore
-from tofuflow.server.storage._db import Approval, Run, Workspace, utcnow, write_session
+from tofuflow.server.storage._db import (
+    Approval,
+    Run,
+    RunLog,
+    Workspace,
+    utcnow,
+    write_session,
+)
+
+if TYPE_CHECKING:
+    from tofuflow.tofu import Plan
 
 __all__ = [
     "SESSION_PREFIX",
@@ -359,6 +369,39 @@ class RunService:
             self._audit(session, ctx, run, "credentials.issued", dict(record))
             return {"run": run_id, "recorded": True}
 
+    def append_log(self, ctx: RequestContext, run_id: str, text: str) -> dict[str, Any]:
+        """Keep one chunk of the applying binary's output (the runner scrubbed it), sealed
+        like state; the console streams it to whoever watches the run."""
+        with self._tx() as session:
+            run = self._run(session, run_id, for_update=True)
+            ctx.principal.require(Permission.APPLY_RUN, run.workspace)
+            _require_status(run, {"applying"}, "log the apply of")
+            last = session.scalar(select(func.max(RunLog.seq)).where(RunLog.run_id == run.id))
+            seq = (last or 0) + 1
+            data = text.encode()
+            session.add(RunLog(
+                run_id=run.id, seq=seq, size=len(data),
+                sealed=seal_record(self.keyring, None, data, run_aad(run, f"log:{seq}"), "logs"),
+            ))  # fmt: skip
+            return {"run": run.id, "seq": seq}
+
+    def log(self, ctx: RequestContext, run_id: str, after: int = 0) -> list[tuple[int, str]]:
+        """The apply's output after chunk ``after``, for readers of the run."""
+        with Session(self.engine) as session:
+            run = self._run(session, run_id)
+            ctx.principal.require(Permission.READ_RUNS, run.workspace)
+            rows = session.scalars(
+                select(RunLog)
+                .where(RunLog.run_id == run_id, RunLog.seq > after)
+                .order_by(RunLog.seq)
+            ).all()
+            return [
+                (row.seq, open_record(self.keyring, None, row.sealed,
+                                      run_aad(run, f"log:{row.seq}"), f"log of run {run_id}")
+                 .decode("utf-8", "replace"))
+                for row in rows
+            ]  # fmt: skip
+
     def cancel(
         self, ctx: RequestContext, run_id: str, reason: str, outcome: str = "cancelled"
     ) -> dict[str, Any]:
@@ -416,7 +459,16 @@ class RunService:
     def plan_text(self, ctx: RequestContext, run_id: str, fmt: str = "text") -> str:
         """The run's whole plan as a person reads it: every resource with its attribute
         changes, sensitive values masked (readers may see it; never the raw document)."""
-        from tofuflow.tofu import Plan, render_plan_markdown, render_plan_text
+        from tofuflow.tofu import render_plan_markdown, render_plan_text
+
+        plan = self.plan(ctx, run_id)
+        if fmt == "markdown":
+            return render_plan_markdown(plan, max_items=None)
+        return render_plan_text(plan, max_items=None)
+
+    def plan(self, ctx: RequestContext, run_id: str) -> Plan:
+        """The run's parsed plan, for readers; only rendered, masked forms leave the server."""
+        from tofuflow.tofu import Plan
 
         with Session(self.engine) as session:
             run = self._run(session, run_id)
@@ -424,10 +476,7 @@ class RunService:
             if run.plan_document is None:
                 raise NotFoundError(f"run {run_id} has no plan yet ({run.status})")
             record, aad = dict(run.plan_document), run_aad(run, "plan")
-        plan = Plan.from_json(self._open(record, aad, run_id))
-        if fmt == "markdown":
-            return render_plan_markdown(plan, max_items=None)
-        return render_plan_text(plan, max_items=None)
+        return Plan.from_json(self._open(record, aad, run_id))
 
     def list(
         self, ctx: RequestContext, *, workspace: str | None, commit: str | None, limit: int,

@@ -3,8 +3,9 @@
     app = create_app(ServerConfig.load())     # then: uvicorn.run(app)
 
 ``create_app`` wires the services to the routers in ``tofuflow.server.api`` (state,
-workspaces, runs, environments, drift, audit, health) and installs the error handlers
-and the metrics middleware.
+workspaces, runs, environments, drift, audit, health) and the web console
+(``tofuflow.server.console``), serves ``/docs`` from vendored assets, and installs the
+error handlers and the metrics middleware.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from tofuflow.server.auth import (
     parse_ttl,
 )
 from tofuflow.server.config import ServerConfig
+from tofuflow.server.console import install_console, install_offline_docs
 from tofuflow.server.crypto import keyring_from_config
 from tofuflow.server.notify import NotifyConfig, NotifyMetrics, Sender, enable
 from tofuflow.server.storage import blob_store_from_config, make_engine, migrate
@@ -91,7 +93,10 @@ def create_app(config: ServerConfig) -> FastAPI:
         title="tofuflow control plane",
         version=__version__,
         description="Remote, encrypted, versioned, locked and audited OpenTofu state.",
+        docs_url=None,  # served by install_offline_docs: no CDN
+        redoc_url=None,
     )
+    install_offline_docs(app)
     app.state.config, app.state.engine, app.state.service = config, engine, service
     app.state.notify = notify
     metrics = health.Metrics()
@@ -117,6 +122,10 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(drift.router(DriftService(engine), context))
     app.include_router(audit.router(engine, context))
     app.include_router(notifications.router(engine, context))
+    install_console(
+        app, config, runs=run_service, state=service, environments=environment_service,
+        bindings=authn.bindings,
+    )  # fmt: skip
     return app
 
 

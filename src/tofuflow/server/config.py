@@ -62,6 +62,12 @@ File (every key optional)::
     kind = "webhook"            # or "slack" / "teams" / "email"
     url = "https://hooks.example/tofuflow"
     secret_env = "TOFUFLOW_OPS_WEBHOOK_SECRET"
+    [console]                   # the web console's sign-in (docs/console.md)
+    issuer = "https://login.example/realms/infra"   # an OpenID provider with discovery
+    client_id = "tofuflow-console"
+    client_secret_env = "TOFUFLOW_CONSOLE_CLIENT_SECRET"   # the default; or client_secret_file
+    session_idle = "30m"
+    session_absolute = "12h"
 
 Unknown tables and keys, at every level (also in ``[[bindings]]`` and the other arrays of
 tables), are errors naming the file, the line and the nearest valid key; every problem of
@@ -77,10 +83,13 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tofuflow.errors import ConfigError
 from tofuflow.tomlfile import Keys, as_written, dotted_key, in_file_order, located, suggest
+
+if TYPE_CHECKING:
+    from tofuflow.server.console import ConsoleSettings
 
 __all__ = ["DEFAULT_PORT", "WORKSPACE_SETTINGS_KEYS", "ServerConfig"]
 
@@ -114,6 +123,7 @@ class ServerConfig:
     orphan_after: int = 3
     max_env_ttl: str = "7d"
     notifications: Mapping[str, Any] = field(default_factory=dict)
+    console: Mapping[str, Any] = field(default_factory=dict)
     source: Path | None = None
 
     @classmethod
@@ -160,6 +170,7 @@ class ServerConfig:
             "approval_ttl": check.get(runs, ("runs", "approval_ttl"), str),
             "session_ttl": check.get(runs, ("runs", "session_ttl"), str),
             "session_lease": check.get(runs, ("runs", "session_lease"), str),
+            "console": check.table(doc, ("console",)),
         }
         environments = check.table(doc, ("environments",))
         for key, (field_name, kind) in _ENVIRONMENT_KEYS.items():
@@ -204,6 +215,17 @@ class ServerConfig:
             except ConfigError as exc:
                 name = "max_ttl" if key == "max_env_ttl" else key
                 raise ConfigError(f"{where}: environments.{name}: {exc}") from exc
+        self.console_settings(where)
+
+    def console_settings(self, where: str = "configuration") -> ConsoleSettings | None:
+        """The ``[console]`` table, checked; None when the console has no sign-in set up."""
+        if not self.console:
+            return None
+        from tofuflow.server.console import ConsoleSettings
+
+        return ConsoleSettings.from_config(
+            self.console, where=where, public_url=self.public_url, host=self.host
+        )
 
     @property
     def effective_database_url(self) -> str:
@@ -281,6 +303,7 @@ def _schema() -> Schema:
     # Imported here, not at the top: they pull in the server's dependencies.
     from tofuflow.server.auth._bindings import _BINDING_KEYS
     from tofuflow.server.auth._oidc import _ISSUER_KEYS
+    from tofuflow.server.console import CONSOLE_KEYS
     from tofuflow.server.crypto._keys import _BUILDERS
     from tofuflow.server.notify import DESTINATION_KEYS, SETTINGS_KEYS
     from tofuflow.server.storage._blobs import _KEYS as _BLOB_KEYS
@@ -301,6 +324,7 @@ def _schema() -> Schema:
             **dict.fromkeys(sorted(SETTINGS_KEYS - {"destinations"})),
             "destinations": _Each(_ByKind(DESTINATION_KEYS)),
         },
+        "console": dict.fromkeys(CONSOLE_KEYS),
     }
 
 

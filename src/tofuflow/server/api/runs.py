@@ -57,6 +57,9 @@ class Cancel(BaseModel):
     outcome: str = Field(default="cancelled", pattern="^(cancelled|failed)$")
 
 
+_MAX_LOG_CHUNK = 256 * 1024
+
+
 def router(runs: RunService, context: ContextDep, max_bytes: int) -> APIRouter:
     api = APIRouter(tags=["runs"])
 
@@ -144,6 +147,21 @@ def _lifecycle_routes(api: APIRouter, runs: RunService, context: ContextDep) -> 
     async def credentials(run_id: str, body: CredentialIssued, request: Request) -> dict[str, Any]:
         ctx = await context(request)
         return await run_in_threadpool(runs.record_credentials, ctx, run_id, body.model_dump())
+
+    @api.post("/v1/runs/{run_id}/log", summary="Append the applying binary's output (scrubbed)")
+    async def append_log(run_id: str, request: Request) -> dict[str, Any]:
+        ctx = await context(request)
+        data = await read_body(request, _MAX_LOG_CHUNK)
+        text = data.decode("utf-8", "replace")
+        return await run_in_threadpool(runs.append_log, ctx, run_id, text)
+
+    @api.get("/v1/runs/{run_id}/log", summary="The apply's output, chunk by chunk")
+    async def get_log(
+        run_id: str, request: Request, after: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0
+    ) -> list[dict[str, Any]]:
+        ctx = await context(request)
+        chunks = await run_in_threadpool(runs.log, ctx, run_id, after)
+        return [{"seq": seq, "text": text} for seq, text in chunks]
 
     @api.post("/v1/runs/{run_id}/cancel")
     async def cancel(run_id: str, body: Cancel, request: Request) -> dict[str, Any]:

@@ -42,6 +42,7 @@ __all__ = [
     "NotificationDelivery",
     "NotificationEvent",
     "Run",
+    "RunLog",
     "StateVersion",
     "Workspace",
     "make_engine",
@@ -124,7 +125,11 @@ class Run(Base):
     """One plan → check → approve → apply run; artifact and plan are sealed like state."""
 
     __tablename__ = "runs"
-    __table_args__ = (Index("ix_runs_created_at_id", "created_at", "id"),)  # list order (0006)
+    # List order (0006); the console's runs list per workspace (0008).
+    __table_args__ = (
+        Index("ix_runs_created_at_id", "created_at", "id"),
+        Index("ix_runs_workspace_created_at", "workspace", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     workspace: Mapped[str] = mapped_column(String(255), index=True)
@@ -152,6 +157,20 @@ class Run(Base):
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     result: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     state_version: Mapped[int | None] = mapped_column(Integer, default=None)
+
+
+class RunLog(Base):
+    """One chunk of an apply's output, scrubbed by the runner and sealed like state (0005)."""
+
+    __tablename__ = "run_logs"
+    __table_args__ = (UniqueConstraint("run_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    size: Mapped[int] = mapped_column(Integer)
+    sealed: Mapped[dict[str, Any]] = mapped_column()
 
 
 class Approval(Base):

@@ -1,0 +1,784 @@
+"""The console's routes on the control plane's FastAPI app, and the offline ``/docs``.
+
+Every page reads through the same services as the API (``RunService``, ``StateService``,
+the audit log) with the signed-in person's principal, so a page can never show or do
+more than that person's role allows: buttons are hidden for roles that lack them, and the
+server refuses the action anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import getpass
+import hashlib
+import html
+import logging
+import os
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.staticfiles import StaticFiles
+
+from tofuflow.errors import (
+    AuthError,
+    BadRequestError,
+    ForbiddenError,
+    NotFoundError,
+    RequestError,
+    TofuflowError,
+)
+from tofuflow.server._audit import AuditQuery, query_events
+from tofuflow.server._drift import DriftService
+from tofuflow.server._envs import EnvironmentService
+from tofuflow.server._paging import MAX_PAGE, Page
+from tofuflow.server._runs import RunService
+from tofuflow.server._state import RequestContext, StateService, validate_workspace_name
+from tofuflow.server.auth import Binding, Permission
+from tofuflow.server.config import ServerConfig
+from tofuflow.server.console._chain import ChainStatus
+from tofuflow.server.console._queries import (
+    RunFilter,
+    newest_event,
+    run_fingerprint,
+    runs_page,
+    workspace_events,
+    workspace_lock,
+)
+from tofuflow.server.console._session import (
+    SESSION_COOKIE,
+    SessionPolicy,
+    Viewer,
+    check_csrf,
+    sign_in,
+    sign_in_local,
+    viewer,
+)
+from tofuflow.server.console._settings import CALLBACK_PATH, ConsoleSettings
+from tofuflow.server.console._views import OutputRow, ResourceSection, plan_sections, story_steps
+
+__all__ = ["install_console", "install_offline_docs", "issue_sign_in_link"]
+
+_log = logging.getLogger("tofuflow.server.console")
+_HERE = Path(__file__).parent
+_MAX_FORM = 64 * 1024
+_STATUSES = ("planning", "needs_approval", "approved", "applying", "applied", "denied",
+             "failed", "cancelled", "no_changes")  # fmt: skip
+# Scripts and styles only from this server: an injected <script> could not run anyway.
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self' {issuer}; frame-ancestors 'none'; base-uri 'none'"
+)
+_SSE_POLL_SECONDS = 0.5
+_SSE_MAX_SECONDS = 600  # the browser reconnects, and the session is checked again
+_SSE_LIST_SECONDS = 1.0
+_LINK_SECONDS = 120.0
+_EXTENSIONS = {"1h": 1, "1d": 24}  # the environments page's Extend buttons
+_SECTIONS_KEPT = 64  # runs whose plan view is kept in memory
+# Only these have ever had an apply (and so a log) behind them.
+_MAY_HAVE_LOG = frozenset({"applying", "applied", "failed", "cancelled", "superseded"})
+
+
+def install_console(
+    app: FastAPI,
+    config: ServerConfig,
+    *,
+    runs: RunService,
+    state: StateService,
+    environments: EnvironmentService,
+    bindings: Sequence[Binding],
+) -> None:
+    """Mount the console under ``/console`` (and ``/`` redirects there)."""
+    settings = config.console_settings(str(config.source or "configuration"))
+    console = _Console(config, settings, runs, state, environments, tuple(bindings))
+    app.state.console_links = {}  # one-time sign-in links (``issue_sign_in_link``)
+    app.mount("/console/static", StaticFiles(directory=_HERE / "static"), name="console-static")
+    app.include_router(console.router())
+    # Without [console], sessions come only from `tofuflow ui`'s one-time links.
+    secure = not settings.insecure_cookie if settings else config.base_url.startswith("https:")
+    app.add_middleware(
+        SessionMiddleware, secret_key=_session_key(settings), session_cookie=SESSION_COOKIE,
+        max_age=int(console.policy.absolute.total_seconds()), path="/console",
+        same_site="lax", https_only=secure,
+    )  # fmt: skip
+
+
+def issue_sign_in_link(app: FastAPI, lifetime: float = _LINK_SECONDS) -> str:
+    """A one-time sign-in path for the local user of an embedded plane (``tofuflow ui``,
+    as Jupyter's token link): good once, for ``lifetime`` seconds, kept in this process."""
+    token = secrets.token_urlsafe(32)
+    links: dict[str, float] = app.state.console_links
+    now = time.monotonic()
+    for digest in [d for d, expires in links.items() if expires < now]:
+        del links[digest]
+    links[_digest(token)] = now + lifetime
+    return f"/console/link?token={token}"
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _session_key(settings: ConsoleSettings | None) -> str:
+    name = settings.session_key_env if settings else "TOFUFLOW_CONSOLE_SESSION_KEY"
+    key = os.environ.get(name, "").strip()
+    if key or settings is None:  # without [console], only this process makes sessions
+        return key or secrets.token_urlsafe(32)
+    _log.warning(
+        "%s is not set: console sessions are signed with a key of this process only (they "
+        "end when it restarts, and replicas behind a load balancer must share one key)",
+        name,
+    )
+    return secrets.token_urlsafe(32)
+
+
+class _Console:
+    def __init__(
+        self,
+        config: ServerConfig,
+        settings: ConsoleSettings | None,
+        runs: RunService,
+        state: StateService,
+        environments: EnvironmentService,
+        bindings: tuple[Binding, ...],
+    ) -> None:
+        self.config, self.settings = config, settings
+        self.runs, self.state, self.bindings = runs, state, bindings
+        self.environments = environments
+        self.engine = state.engine
+        self.chain = ChainStatus(self.engine)
+        self.drift = DriftService(self.engine)
+        self._sections: OrderedDict[str, tuple[list[ResourceSection], list[OutputRow]]] = (
+            OrderedDict()
+        )
+        self._sections_lock = threading.Lock()
+        self.templates = Environment(
+            loader=FileSystemLoader(_HERE / "templates"),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+        )
+        self.templates.filters["when"] = _when
+        self.templates.filters["duration"] = _duration
+        self.oauth = _oauth_client(settings) if settings is not None else None
+        self.policy = (
+            SessionPolicy(settings.session_idle, settings.session_absolute)
+            if settings
+            else SessionPolicy()
+        )
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def render(
+        self, request: Request, template: str, status: int = 200, **values: Any
+    ) -> HTMLResponse:
+        html = self.templates.get_template(template).render(request=request, **values)
+        issuer = self.settings.issuer if self.settings else ""
+        headers = {
+            "Content-Security-Policy": _CSP.format(issuer=issuer),
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "same-origin",
+            "Cache-Control": "no-store",
+        }
+        return HTMLResponse(html, status_code=status, headers=headers)
+
+    def who(self, request: Request) -> Viewer:
+        return viewer(request, self.policy, self.bindings)
+
+    def ctx(self, request: Request, person: Viewer) -> RequestContext:
+        client = request.client.host if request.client else None
+        request.state.principal = person.principal  # for the access log
+        return RequestContext(person.principal, client)
+
+    async def page(
+        self, request: Request, build: Callable[[Viewer], Awaitable[Response]]
+    ) -> Response:
+        """Run ``build`` for the signed-in person; sign-in, refusals and errors as pages."""
+        try:
+            person = self.who(request)
+        except AuthError as signal:
+            if self.settings is None:
+                return self.render(request, "message.html", 503, title="Console not set up",
+                                   message=_NOT_CONFIGURED, person=None)  # fmt: skip
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            login = f"/console/login?next={quote(target, safe='')}&why={quote(str(signal))}"
+            return RedirectResponse(login, status_code=303)
+        try:
+            return await build(person)
+        except ForbiddenError as exc:
+            await self.refused(request, person, 403, str(exc))
+            return self.render(request, "message.html", 403, title="Not allowed",
+                               message=str(exc), person=person)  # fmt: skip
+        except RequestError as exc:
+            if exc.status != 404:
+                await self.refused(request, person, exc.status, str(exc))
+            return self.render(request, "message.html", exc.status, title="Cannot do that",
+                               message=str(exc), person=person)  # fmt: skip
+
+    async def refused(self, request: Request, person: Viewer, status: int, reason: str) -> None:
+        workspace = request.path_params.get("workspace")
+        await run_in_threadpool(
+            self.state.record_refusal, self.ctx(request, person),
+            f"console.{request.method.lower()}", workspace, status, reason,
+        )  # fmt: skip
+
+    # -- routes -------------------------------------------------------------------------
+
+    def router(self) -> APIRouter:
+        api = APIRouter(include_in_schema=False)
+        self._sign_in_routes(api)
+        self._run_routes(api)
+        self._action_routes(api)
+
+        @api.get("/")
+        async def root() -> Response:
+            return RedirectResponse("/console/runs", status_code=303)
+
+        @api.get("/console")
+        async def home() -> Response:
+            return RedirectResponse("/console/runs", status_code=303)
+
+        @api.get("/console/workspaces/{workspace:path}")
+        async def workspace_page(
+            workspace: str,
+            request: Request,
+            old: Annotated[int | None, Query(ge=1)] = None,
+            new: Annotated[int | None, Query(ge=1)] = None,
+        ) -> Response:
+            async def build(person: Viewer) -> Response:
+                name = validate_workspace_name(workspace)
+                ctx = self.ctx(request, person)
+                data = await run_in_threadpool(self.workspace_data, ctx, name, old, new)
+                return self.render(request, "workspace.html", person=person, **data)
+
+            return await self.page(request, build)
+
+        @api.get("/console/environments")
+        async def environments_page(request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                ctx = self.ctx(request, person)
+                envs = await run_in_threadpool(
+                    lambda: _every(
+                        lambda cursor: self.environments.list(
+                            ctx, due=False, include_destroyed=False, limit=MAX_PAGE, cursor=cursor
+                        )
+                    )
+                )
+                can_extend = {e["name"]: ctx.principal.can(Permission.CREATE_RUN, e["name"])
+                              for e in envs}  # fmt: skip
+                return self.render(request, "environments.html", person=person, envs=envs,
+                                   can_extend=can_extend)  # fmt: skip
+
+            return await self.page(request, build)
+
+        @api.post("/console/environments/{name:path}/extend")
+        async def extend(name: str, request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                form = await _form(request)
+                check_csrf(request, form.get("csrf"))
+                hours = _EXTENSIONS.get(form.get("by", ""))
+                if hours is None:
+                    raise BadRequestError(f"extend by one of {', '.join(_EXTENSIONS)}")
+                ctx, ttl = self.ctx(request, person), dt.timedelta(hours=hours)
+                await run_in_threadpool(self.environments.extend, ctx, name, ttl)
+                return RedirectResponse("/console/environments", status_code=303)
+
+            return await self.page(request, build)
+
+        @api.get("/console/drift")
+        async def drift_page(request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                ctx = self.ctx(request, person)
+                reports = await run_in_threadpool(self.drift.latest, ctx, None)
+                return self.render(request, "drift.html", person=person, reports=reports)
+
+            return await self.page(request, build)
+
+        @api.post("/console/workspaces/{workspace:path}/unlock")
+        async def unlock(workspace: str, request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                form = await _form(request)
+                check_csrf(request, form.get("csrf"))
+                name = validate_workspace_name(workspace)
+                # No lock id: a force-unlock, which needs the admin role (audited).
+                await run_in_threadpool(self.state.unlock, self.ctx(request, person), name, None)
+                return RedirectResponse(f"/console/workspaces/{name}", status_code=303)
+
+            return await self.page(request, build)
+
+        return api
+
+    def _sign_in_routes(self, api: APIRouter) -> None:
+        @api.get("/console/link")
+        async def link(request: Request, token: str = "") -> Response:
+            links: dict[str, float] = request.app.state.console_links
+            expires = links.pop(_digest(token), None)  # good once
+            if expires is None or expires < time.monotonic():
+                return self.render(request, "message.html", 403, title="Link not valid",
+                                   message="This sign-in link was already used or has expired: "
+                                           "run `tofuflow ui` again for a new one.",
+                                   person=None)  # fmt: skip
+            sign_in_local(request, getpass.getuser())
+            return RedirectResponse("/console/runs", status_code=303)
+
+        @api.get("/console/login")
+        async def login(request: Request, next: str = "/console/runs", why: str = "") -> Response:
+            if self.oauth is None:
+                return self.render(request, "message.html", 503, title="Console not set up",
+                                   message=_NOT_CONFIGURED, person=None)  # fmt: skip
+            request.session.clear()
+            request.session["next"] = _safe_next(next)
+            redirect_uri = self.public_url(request) + CALLBACK_PATH
+            response: Response = await self.oauth.authorize_redirect(request, redirect_uri)
+            return response
+
+        @api.get(CALLBACK_PATH)
+        async def callback(request: Request) -> Response:
+            from authlib.integrations.starlette_client import OAuthError
+
+            if self.oauth is None:
+                return RedirectResponse("/console/login", status_code=303)
+            try:
+                token = await self.oauth.authorize_access_token(request)
+                claims = await self.claims(token)
+            except (OAuthError, TofuflowError) as exc:
+                _log.warning("console sign-in failed: %s", exc)
+                return self.render(request, "message.html", 400, title="Sign-in failed",
+                                   message=f"The identity provider's answer was not accepted "
+                                           f"({_oauth_reason(exc)}). Sign in again.",
+                                   person=None, retry=True)  # fmt: skip
+            target = _safe_next(str(request.session.get("next") or ""))
+            sign_in(request, claims, self.bindings)
+            return RedirectResponse(target, status_code=303)
+
+        @api.post("/console/logout")
+        async def logout(request: Request) -> Response:
+            form = await _form(request)
+            try:
+                check_csrf(request, form.get("csrf"))
+            except ForbiddenError as exc:
+                return self.render(request, "message.html", 403, title="Not allowed",
+                                   message=str(exc), person=None)  # fmt: skip
+            request.session.clear()
+            return self.render(request, "message.html", title="Signed out", person=None,
+                               message="You are signed out of the tofuflow console.",
+                               retry=True)  # fmt: skip
+
+    def _run_routes(self, api: APIRouter) -> None:
+        @api.get("/console/runs")
+        async def runs_list(
+            request: Request,
+            workspace: str = "",
+            status: str = "",
+            requester: str = "",
+            commit: str = "",
+            cursor: str = "",
+        ) -> Response:
+            async def build(person: Viewer) -> Response:
+                where = RunFilter(
+                    workspace.strip(), status if status in _STATUSES else "",
+                    requester.strip(), commit.strip().lower(),
+                )  # fmt: skip
+                page = await run_in_threadpool(
+                    runs_page, self.engine, person.principal, where, cursor or None
+                )
+                return self.render(request, "runs.html", person=person, page=page, where=where,
+                                   statuses=_STATUSES)  # fmt: skip
+
+            return await self.page(request, build)
+
+        @api.get("/console/events/runs")
+        async def runs_events(request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                return StreamingResponse(
+                    self.list_changes(request), media_type="text/event-stream",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+                )  # fmt: skip
+
+            return await self.page(request, build)
+
+        @api.get("/console/runs/{run_id}")
+        async def run_page(run_id: str, request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                data = await run_in_threadpool(self.run_data, self.ctx(request, person), run_id)
+                return self.render(request, "run.html", person=person, **data)
+
+            return await self.page(request, build)
+
+        @api.get("/console/runs/{run_id}/live")
+        async def run_live(run_id: str, request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                data = await run_in_threadpool(self.live_data, self.ctx(request, person), run_id)
+                return self.render(request, "_live.html", person=person, **data)
+
+            return await self.page(request, build)
+
+        @api.get("/console/runs/{run_id}/events")
+        async def run_events(
+            run_id: str, request: Request, after: Annotated[int, Query(ge=0)] = 0
+        ) -> Response:
+            async def build(person: Viewer) -> Response:
+                ctx = self.ctx(request, person)
+                await run_in_threadpool(self.runs.get, ctx, run_id)
+                return StreamingResponse(
+                    self.changes(request, ctx, run_id, after), media_type="text/event-stream",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+                )  # fmt: skip
+
+            return await self.page(request, build)
+
+        @api.get("/console/runs/{run_id}/story.json")
+        async def story_export(run_id: str, request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                ctx = self.ctx(request, person)
+                data = await run_in_threadpool(self.story_export, ctx, run_id)
+                return JSONResponse(data, headers={
+                    "Content-Disposition": f'attachment; filename="run-{run_id}-story.json"',
+                    "Cache-Control": "no-store",
+                })  # fmt: skip
+
+            return await self.page(request, build)
+
+        @api.get("/console/runs/{run_id}/story")
+        async def story_page(run_id: str, request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                data = await run_in_threadpool(self.story_data, self.ctx(request, person), run_id)
+                return self.render(request, "story.html", person=person, **data)
+
+            return await self.page(request, build)
+
+    def _action_routes(self, api: APIRouter) -> None:
+        @api.post("/console/runs/{run_id}/approve")
+        async def approve(run_id: str, request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                form = await _form(request)
+                check_csrf(request, form.get("csrf"))
+                ctx = self.ctx(request, person)
+                comment = form.get("comment", "")[:1000]
+                await run_in_threadpool(self.runs.approve, ctx, run_id, comment)
+                return RedirectResponse(f"/console/runs/{run_id}", status_code=303)
+
+            return await self.page(request, build)
+
+        @api.post("/console/runs/{run_id}/cancel")
+        async def cancel(run_id: str, request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                form = await _form(request)
+                check_csrf(request, form.get("csrf"))
+                ctx = self.ctx(request, person)
+                reason = f"cancelled in the console by {ctx.principal.subject}"
+                await run_in_threadpool(self.runs.cancel, ctx, run_id, reason)
+                return RedirectResponse(f"/console/runs/{run_id}", status_code=303)
+
+            return await self.page(request, build)
+
+        @api.post("/console/runs/{run_id}/reject")
+        async def reject(run_id: str, request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                form = await _form(request)
+                check_csrf(request, form.get("csrf"))
+                ctx = self.ctx(request, person)
+                await run_in_threadpool(self.reject, ctx, run_id, form.get("comment", ""))
+                return RedirectResponse(f"/console/runs/{run_id}", status_code=303)
+
+            return await self.page(request, build)
+
+    # -- data (in a worker thread) ------------------------------------------------------
+
+    def run_data(self, ctx: RequestContext, run_id: str) -> dict[str, Any]:
+        run = self.runs.get(ctx, run_id)
+        resources: list[ResourceSection] = []
+        outputs: list[OutputRow] = []
+        if run["summary"] is not None:
+            resources, outputs = self.sections(ctx, run_id)
+        log = self.runs.log(ctx, run_id) if run["status"] in _MAY_HAVE_LOG else []
+        return {
+            "run": run, "resources": resources, "outputs": outputs,
+            "context": _context_rows(run.get("context") or {}),
+            "log": "".join(text for _, text in log), "log_seq": log[-1][0] if log else 0,
+            **self.live_data(ctx, run_id, run),
+        }  # fmt: skip
+
+    def sections(
+        self, ctx: RequestContext, run_id: str
+    ) -> tuple[list[ResourceSection], list[OutputRow]]:
+        """The plan's masked view; a run's plan never changes once uploaded, so the views of
+        recent runs are kept (masked: no sensitive value is held), after the caller's
+        right to read the run was checked."""
+        with self._sections_lock:
+            cached = self._sections.get(run_id)
+            if cached is not None:
+                self._sections.move_to_end(run_id)
+                return cached
+        built = plan_sections(self.runs.plan(ctx, run_id))
+        with self._sections_lock:
+            self._sections[run_id] = built
+            while len(self._sections) > _SECTIONS_KEPT:
+                self._sections.popitem(last=False)
+        return built
+
+    def live_data(
+        self, ctx: RequestContext, run_id: str, run: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        run = run or self.runs.get(ctx, run_id)
+        principal = ctx.principal
+        events = _run_events(self.engine, principal, run_id)
+        return {
+            "run": run,
+            "steps": story_steps(events),
+            # Role, expiry and fingerprint of each issuance: never a credential or token.
+            "credentials": [
+                e["detail"] or {} for e in events if e["action"] == "credentials.issued"
+            ],
+            "can_approve": run["status"] == "needs_approval"
+            and principal.can(Permission.APPROVE_RUN, run["workspace"]),
+            # What RunService.cancel allows someone who did not request the run.
+            "can_cancel": run["status"] in {"needs_approval", "approved"}
+            and principal.can(Permission.APPLY_RUN, run["workspace"]),
+        }
+
+    def story_data(self, ctx: RequestContext, run_id: str) -> dict[str, Any]:
+        run = self.runs.get(ctx, run_id)
+        events = _run_events(self.engine, ctx.principal, run_id)
+        chain = self.chain.check()
+        return {"run": run, "steps": story_steps(events), "chain": chain}
+
+    def story_export(self, ctx: RequestContext, run_id: str) -> dict[str, Any]:
+        """The run's slice of the audit log for an auditor: every event with its hashes
+        (re-checkable against the chain), and the chain's verification now."""
+        run = self.runs.get(ctx, run_id)
+        events = _run_events(self.engine, ctx.principal, run_id)
+        chain = self.chain.check()
+        return {
+            "run": run["id"], "workspace": run["workspace"], "events": events,
+            "chain": {"ok": chain.ok, "checked": chain.checked,
+                      "first_bad_id": chain.first_bad_id, "reason": chain.reason},
+        }  # fmt: skip
+
+    def workspace_data(
+        self, ctx: RequestContext, name: str, old: int | None, new: int | None
+    ) -> dict[str, Any]:
+        try:
+            versions = _every(
+                lambda cursor: self.state.versions(ctx, name, limit=MAX_PAGE, cursor=cursor)
+            )  # checks the right to list them
+        except NotFoundError:  # no state yet (a new environment): still its page
+            ctx.principal.require(Permission.LIST_VERSIONS, name)
+            versions = []
+        page = runs_page(self.engine, ctx.principal, RunFilter(workspace=name), None)
+        # Names only (resources, attributes, outputs), never values: readers may see it.
+        diff = self.state.diff(ctx, name, old, new) if old and new else None
+        return {
+            "name": name, "versions": list(reversed(versions)), "diff": diff,
+            "can_unlock": ctx.principal.can(Permission.FORCE_UNLOCK, name),
+            "lock": workspace_lock(self.engine, name),
+            "steps": story_steps(workspace_events(self.engine, ctx.principal, name)),
+            "runs": page.runs[:10],
+        }  # fmt: skip
+
+    def reject(self, ctx: RequestContext, run_id: str, comment: str) -> None:
+        run = self.runs.get(ctx, run_id)
+        ctx.principal.require(Permission.APPROVE_RUN, run["workspace"])
+        reason = f"rejected by {ctx.principal.subject}" + (f": {comment}" if comment else "")
+        self.runs.cancel(ctx, run_id, reason[:500])
+
+    async def changes(
+        self, request: Request, ctx: RequestContext, run_id: str, after: int
+    ) -> AsyncIterator[str]:
+        """Server-sent events: ``log`` with each new chunk of the apply's output (as
+        escaped text), ``changed`` whenever the run's status or story moves on."""
+        last: tuple[Any, ...] | None = None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        yield "retry: 2000\n\n"
+        while loop.time() - started < _SSE_MAX_SECONDS:
+            if await request.is_disconnected():
+                return
+            chunks = await run_in_threadpool(self.runs.log, ctx, run_id, after)
+            for seq, text in chunks:
+                lines = html.escape(text).split("\n")
+                yield "event: log\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
+                after = seq
+            current = await run_in_threadpool(run_fingerprint, self.engine, run_id)
+            if last is not None and current != last:
+                yield f"event: changed\ndata: {current[0]}\n\n"
+            last = current
+            await asyncio.sleep(_SSE_POLL_SECONDS)
+
+    async def list_changes(self, request: Request) -> AsyncIterator[str]:
+        """Server-sent events: ``changed`` whenever anything was audited (a run created,
+        decided, approved, applied…): the runs list then reloads its table."""
+        last: int | None = None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        yield "retry: 2000\n\n"
+        while loop.time() - started < _SSE_MAX_SECONDS:
+            if await request.is_disconnected():
+                return
+            current = await run_in_threadpool(newest_event, self.engine)
+            if last is not None and current != last:
+                yield "event: changed\ndata: runs\n\n"
+            last = current
+            await asyncio.sleep(_SSE_LIST_SECONDS)
+
+    async def claims(self, token: dict[str, Any]) -> dict[str, Any]:
+        """The ID token's verified claims, plus what the userinfo endpoint adds (groups
+        live there at some providers); ``sub`` must agree."""
+        if self.oauth is None:
+            raise ForbiddenError("the console has no sign-in configured")
+        claims = dict(token.get("userinfo") or {})
+        if not claims.get("sub"):
+            raise ForbiddenError("the identity provider sent no ID token: is openid a scope?")
+        metadata = await self.oauth.load_server_metadata()
+        if metadata.get("userinfo_endpoint"):
+            extra = dict(await self.oauth.userinfo(token=token))
+            if extra.get("sub") == claims["sub"]:
+                claims = {**extra, **claims}
+        return claims
+
+    def public_url(self, request: Request) -> str:
+        return self.config.public_url.rstrip("/") or str(request.base_url).rstrip("/")
+
+
+def _oauth_client(settings: ConsoleSettings) -> Any:
+    from authlib.integrations.starlette_client import OAuth
+
+    oauth = OAuth()
+    return oauth.register(
+        "idp",
+        client_id=settings.client_id,
+        client_secret=settings.client_secret(),
+        server_metadata_url=settings.discovery_url,
+        client_kwargs={"scope": " ".join(settings.scopes), "code_challenge_method": "S256"},
+    )
+
+
+def _oauth_reason(exc: Exception) -> str:
+    description = getattr(exc, "description", None) or getattr(exc, "error", None)
+    return str(description or exc)[:300]
+
+
+def _safe_next(target: str) -> str:
+    # Only a path of this console: never another site (an open redirect).
+    if target.startswith("/console/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/console/runs"
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """An url-encoded form, first value of each field (no multipart: the console sends
+    none)."""
+    body = await request.body()
+    if len(body) > _MAX_FORM:
+        raise ForbiddenError("the form is too large")
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {key: values[0] for key, values in fields.items()}
+
+
+def _context_rows(context: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(label, value, is_link) for each context field; links only for http(s) URLs."""
+    rows = []
+    for key, value in sorted(context.items()):
+        if value in (None, "", [], {}):
+            continue
+        text = str(value)[:500]
+        rows.append((key.replace("_", " "), text, text.startswith(("https://", "http://"))))
+    return rows
+
+
+def _when(moment: object) -> str:
+    """An ISO timestamp as people read it: ``2026-12-05 01:02:45 UTC``."""
+    try:
+        parsed = dt.datetime.fromisoformat(str(moment).replace("Z", "+00:00"))
+    except ValueError:
+        return str(moment)
+    aware = parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    return aware.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _duration(seconds: object) -> str:
+    """``5400`` as ``1 h 30 min``."""
+    total = int(seconds) if isinstance(seconds, int | float) else 0
+    days, rest = divmod(total, 86_400)
+    hours, rest = divmod(rest, 3600)
+    parts = [f"{days} d" if days else "", f"{hours} h" if hours else "", f"{rest // 60} min"]
+    return " ".join(p for p in parts if p) if total >= 60 else f"{total} s"
+
+
+_NOT_CONFIGURED = (
+    "Sign-in is not configured: add a [console] table with your OpenID provider's issuer "
+    "and client id to the server's TOML (docs/console.md). For the embedded control plane "
+    "on this machine, run `tofuflow ui`."
+)
+
+
+def install_offline_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI from the installed swagger-ui-bundle (no CDN), with the bearer
+    and basic schemes the API accepts."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.openapi.utils import get_openapi
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs/static", StaticFiles(directory=swagger_ui_path), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} — API",
+            swagger_js_url="/docs/static/swagger-ui-bundle.js",
+            swagger_css_url="/docs/static/swagger-ui.css",
+            swagger_favicon_url="/docs/static/favicon-32x32.png",
+        )
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=app.routes,
+            )  # fmt: skip
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "A tofuflow API token (tfw_…) or an OIDC ID token"},
+                "basic": {"type": "http", "scheme": "basic",
+                          "description": "Any user name; the token as the password (the "
+                                         "http backend's TF_HTTP_PASSWORD)"},
+            }  # fmt: skip
+            schema["security"] = [{"bearer": []}, {"basic": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _every(fetch: Callable[[str | None], Page[Any]]) -> list[Any]:
+    """Every item of a paged list, following its cursors."""
+    items: list[Any] = []
+    cursor: str | None = None
+    while True:
+        page = fetch(cursor)
+        items.extend(page.items)
+        if page.next_cursor is None:
+            return items
+        cursor = page.next_cursor
+
+
+def _run_events(engine: Any, principal: Any, run_id: str) -> list[dict[str, Any]]:
+    """Every audit event of one run the viewer may read, oldest first."""
+    query = AuditQuery(run=run_id, limit=MAX_PAGE)
+    return _every(lambda cursor: query_events(engine, principal, query, cursor))

@@ -1,0 +1,157 @@
+"""What the templates show, computed from the plan and the audit log (no HTML here).
+
+resources, outputs = plan_sections(plan)    # every resource, masked attribute changes
+steps = story_steps(events)                  # the audit events as a readable timeline
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tofuflow.tofu import Action, Masker, Plan, ResourceChange, attribute_changes, path_text
+
+__all__ = ["AttributeRow", "OutputRow", "ResourceSection", "Step", "plan_sections", "story_steps"]
+
+SENSITIVE = "(sensitive value)"
+
+
+@dataclass(frozen=True)
+class AttributeRow:
+    path: str
+    old: str
+    new: str
+    forces_replacement: bool
+
+
+@dataclass(frozen=True)
+class ResourceSection:
+    address: str
+    action: str
+    anchor: str
+    attributes: tuple[AttributeRow, ...]
+
+
+@dataclass(frozen=True)
+class OutputRow:
+    name: str
+    action: str
+    old: str
+    new: str
+
+
+def plan_sections(plan: Plan) -> tuple[list[ResourceSection], list[OutputRow]]:
+    """Every changed resource (none cut off) with its attribute-level changes, and the
+    changed outputs; sensitive values are masked before anything reaches a template."""
+    masker = Masker(plan.sensitive_values())
+    changed = [rc for rc in plan.resource_changes if rc.action is not Action.NO_OP]
+    resources = [
+        ResourceSection(rc.address, rc.action.value, f"r{i}", tuple(_rows(rc, masker)))
+        for i, rc in enumerate(changed)
+    ]
+    outputs = [
+        OutputRow(name, oc.action.value, *_output_values(oc.before, oc.after, oc.sensitive, masker))
+        for name, oc in sorted(plan.output_changes.items())
+        if oc.action is not Action.NO_OP
+    ]
+    return resources, outputs
+
+
+def _rows(rc: ResourceChange, masker: Masker) -> Iterable[AttributeRow]:
+    # A create or delete has no "other side": diff against an empty object, so each
+    # attribute gets its own row instead of one opaque blob.
+    if rc.action is Action.CREATE and isinstance(rc.after, dict):
+        rc = dataclasses.replace(rc, before={}, before_sensitive={})
+    elif rc.action is Action.DELETE and isinstance(rc.before, dict):
+        rc = dataclasses.replace(rc, after={}, after_sensitive={}, after_unknown={})
+    for change in attribute_changes(rc, masker):
+        yield AttributeRow(
+            path_text(change.path) or "(whole value)",
+            change.old,
+            change.new,
+            change.forces_replacement,
+        )
+
+
+def _output_values(before: Any, after: Any, sensitive: bool, masker: Masker) -> tuple[str, str]:
+    if sensitive:
+        return SENSITIVE, SENSITIVE
+    return masker.scrub(_json(before)), masker.scrub(_json(after))
+
+
+def _json(value: Any) -> str:
+    return "(none)" if value is None else json.dumps(value, ensure_ascii=False)[:2000]
+
+
+# -- the story ---------------------------------------------------------------------------
+
+_STEPS = {
+    "run.created": "Run requested",
+    "run.artifact": "Plan artifact uploaded",
+    "run.policy_decided": "Policy decided",
+    "run.approved": "Approved",
+    "credentials.issued": "Cloud credentials issued",
+    "run.session_opened": "Apply started (apply session opened)",
+    "run.artifact_read": "Plan artifact fetched for the apply",
+    "state.lock": "State locked",
+    "state.write": "State version written",
+    "state.unlock": "State unlocked",
+    "run.applied": "Applied",
+    "run.failed": "Failed",
+    "run.cancelled": "Cancelled",
+    "run.stale": "Stale: the state changed since the plan",
+    "run.ended": "Ended by an admin",
+    "state.read": "State read",
+    "state.force_unlock": "State force-unlocked",
+    "state.rollback": "State rolled back",
+    "drift.checked": "Drift checked",
+    "environment.created": "Environment created",
+    "environment.extended": "Environment extended",
+    "environment.claimed": "Environment claimed for destroying",
+    "environment.destroy_run": "Environment destroy started",
+    "environment.destroyed": "Environment destroyed",
+    "environment.destroy_failed": "Environment destroy failed",
+    "environment.orphaned": "Environment orphaned",
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    id: int
+    ts: str
+    label: str
+    action: str
+    actor: str
+    outcome: str
+    details: tuple[tuple[str, str], ...]
+
+
+def story_steps(events: Iterable[Mapping[str, Any]]) -> list[Step]:
+    """The audit events of a run as steps a person reads, with the facts each adds."""
+    return [
+        Step(
+            int(e["id"]), str(e["ts"]), _STEPS.get(str(e["action"]), str(e["action"])),
+            str(e["action"]), str(e["actor"]), str(e["outcome"]), tuple(_facts(e)),
+        )
+        for e in events
+    ]  # fmt: skip
+
+
+def _facts(event: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
+    detail = event.get("detail") or {}
+    context = detail.get("context") or {}
+    for key in ("commit_sha", "branch", "ci_system", "pipeline_name", "run_number", "run_url"):
+        if context.get(key):
+            yield key.replace("_", " "), str(context[key])
+    if event.get("serial") is not None and event["action"].startswith("state."):
+        yield "serial", str(event["serial"])
+    for key in ("outcome", "comment", "role", "cloud", "fingerprint", "expires_at", "serial"):
+        value = detail.get(key)
+        if value not in (None, "", [], {}):
+            yield key, str(value)[:300]
+    for key in ("denies", "approval_reasons", "warnings"):
+        for message in detail.get(key) or ():
+            yield key.replace("_", " ").rstrip("s"), str(message)[:500]

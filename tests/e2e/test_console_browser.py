@@ -1,0 +1,520 @@
+"""The web console in a real browser (Debian's Chromium, driven by Playwright) against a
+real OpenID provider (oidc-provider), a real control plane and the real binary.
+
+A pipeline (the CLI) plans a change that needs approval; an approver signs in through
+the provider's login page, reads the plan, approves; the waiting apply proceeds while
+the page watches; the story shows every step and the verified audit chain. The planner
+cannot approve, forged and token-less forms are refused, hostile text stays text, and an
+expired session goes back to sign-in. The screenshots in docs/console.md come from here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from _services.fixtures import make_token
+from _services.idp import free_port, openid_provider
+from _services.server import RunningServer, threaded_server
+
+pytestmark = pytest.mark.binary
+
+CHROMIUM = Path("/usr/bin/chromium")
+IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
+CLIENT = ("tofuflow-console", "test-only-client-secret")
+CANARY = "canary-Sensitive-9f3b27d1"
+USERS = {
+    "alice": {"name": "Alice Approver", "groups": ["infra-approvers"]},
+    "bob": {"name": "Bob Planner", "groups": ["infra-planners"]},
+    "carol": {"name": "Carol Admin", "groups": ["infra-admins"]},
+}
+HOSTILE = "<script>alert('xss')</script>"
+
+MAIN_TF = """
+variable "db_password" {
+  type      = string
+  sensitive = true
+}
+
+resource "terraform_data" "web" {
+  for_each = toset(["front", "<script>alert('xss')</script>"])
+  input = {
+    name     = each.key
+    size     = "large"
+    password = var.db_password
+  }
+}
+
+output "banner" {
+  value = "<script>alert('xss')</script>"
+}
+"""
+
+
+@dataclass
+class Console:
+    server: RunningServer
+    issuer: str
+    env: dict[str, str]
+    repo: Path
+
+
+def _browser_or_fail() -> Any:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"the console's browser tests launch Debian's Chromium at {CHROMIUM} and it is "
+            "missing: `apt-get install chromium` (make test-deps does), then rerun",
+            pytrace=False,
+        )
+    from playwright.sync_api import sync_playwright
+
+    return sync_playwright()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    with _browser_or_fail() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **session: str) -> Iterator[Console]:
+    from tofuflow.server.config import ServerConfig
+
+    idp_port = free_port()
+    issuer = f"http://127.0.0.1:{idp_port}"
+    monkeypatch.setenv("TOFUFLOW_CONSOLE_CLIENT_SECRET", CLIENT[1])
+    config = ServerConfig.from_mapping({
+        "server": {"data_dir": str(tmp_path / "server")},
+        "console": {"issuer": issuer, "client_id": CLIENT[0], "insecure_cookie": True,
+                    "scopes": ["openid", "profile", "groups"], **session},
+        "bindings": [
+            {"role": "approver", "workspaces": "app/*", "issuer": issuer,
+             "groups": ["infra-approvers"]},
+            {"role": "planner", "workspaces": "app/*", "issuer": issuer,
+             "groups": ["infra-planners"]},
+            {"role": "admin", "workspaces": "*", "issuer": issuer, "groups": ["infra-admins"]},
+        ],
+    })  # fmt: skip
+    repo = tmp_path / "repo"
+    (repo / "infra").mkdir(parents=True)
+    (repo / "infra" / "main.tf").write_text(MAIN_TF)
+    (repo / "tofuflow.toml").write_text(
+        '[workspaces."app/prod"]\ndirectory = "infra"\ntags = ["production"]\n'
+        f'variables = {{ db_password = "{CANARY}" }}\n'
+    )
+    with threaded_server(config) as server:
+        callback = f"{server.url}/console/auth/callback"
+        with openid_provider(idp_port, CLIENT, [callback], USERS) as issued:
+            assert issued == issuer
+            env = {**os.environ, "TOFUFLOW_SERVER_URL": server.url,
+                   "TOFUFLOW_PLAN_TOKEN": make_token(server, "planner"),
+                   "TOFUFLOW_APPLY_TOKEN": make_token(server, "applier"),
+                   "TOFUFLOW_APPROVAL_POLL_SECONDS": "0.3", "PYTHONUNBUFFERED": "1",
+                   "TOFUFLOW_DATA_DIR": str(tmp_path / "client-data")}  # fmt: skip
+            yield Console(server, issuer, env, repo)
+
+
+@pytest.fixture
+def console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, binary: object) -> Iterator[Console]:
+    del binary  # fails clearly when no binary is installed
+    yield from _console(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def short_console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Console]:
+    yield from _console(tmp_path, monkeypatch, session_idle="2s")
+
+
+def _plan(console: Console) -> str:
+    done = subprocess.run(
+        [*CLI, "plan", "app/prod"], cwd=console.repo, env=console.env, capture_output=True,
+        text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2 and "needs_approval" in done.stdout, done.stdout + done.stderr
+    run_id = re.findall(r"run ([0-9a-f]{16})", done.stdout)[-1]
+    assert f"console: {console.server.url}/console/runs/{run_id}" in done.stdout  # a link in
+    return run_id
+
+
+def _sign_in(browser: Any, console: Console, user: str, path: str) -> tuple[Any, Any]:
+    """A fresh browser context signed in as ``user`` through the provider's own pages,
+    left on ``path``."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.on("dialog", lambda dialog: pytest.fail(f"a script ran: dialog {dialog.message!r}"))
+    page.goto(console.server.url + path)
+    assert page.url.startswith(console.issuer), page.url  # the IdP's login page
+    page.fill("input[name=login]", user)
+    page.fill("input[name=password]", "any password: the dev provider takes any")
+    page.click("button[type=submit]")
+    page.click("button[type=submit]")  # the consent page: "Continue"
+    page.wait_for_url(console.server.url + path)
+    return context, page
+
+
+def _shot(page: Any, name: str) -> None:
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(IMAGES / f"console-{name}.png"), full_page=True)
+
+
+def _csrf(page: Any) -> str:
+    return str(page.locator("input[name=csrf]").first.get_attribute("value"))
+
+
+def test_an_approver_reads_the_plan_approves_and_watches_the_apply_finish(
+    console: Console, browser: Any
+) -> None:
+    run_id = _plan(console)
+    apply = subprocess.Popen(
+        [*CLI, "apply", run_id, "--wait-for-approval", "5m"], cwd=console.repo,
+        env=console.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert apply.stdout is not None
+        waiting = apply.stdout.readline()
+        assert f"approves it in the console: {console.server.url}/console/runs/{run_id}" in (
+            waiting
+        )
+        _, page = _sign_in(browser, console, "alice", f"/console/runs/{run_id}")
+
+        # The plan: every resource, attribute-level, the sensitive value masked.
+        body = page.locator("main").inner_text()
+        assert 'terraform_data.web["front"]' in body
+        assert "size" in body and '"large"' in body
+        assert HOSTILE in body  # a resource key and an output: shown as text, never run
+        assert CANARY not in page.content()
+        assert "needs_approval" in body and "production" in body
+        _shot(page, "run")
+
+        # Without the form's CSRF token the approval is refused, and nothing changes.
+        forged = page.request.post(f"{console.server.url}/console/runs/{run_id}/approve",
+                                   form={"comment": "no token"}, max_redirects=0)  # fmt: skip
+        assert forged.status == 403
+
+        page.fill("textarea[name=comment]", "Looks right: ship it")
+        page.click("button:has-text('Approve')")
+        # The page is not reloaded from here on: the status arrives over server-sent events.
+        out, err = apply.communicate(timeout=300)
+        assert apply.returncode == 0, out + err
+        log = page.locator("#log")
+        expect(log).to_contain_text('terraform_data.web["front"]: Creation complete')
+        expect(log).to_contain_text("Apply complete! Resources: 2 added")
+        assert CANARY not in log.inner_text()
+        live = page.locator("#live")
+        live.locator("[data-status=applied]").wait_for(timeout=30_000)
+        assert "Alice Approver" in live.inner_text() or "alice" in live.inner_text()
+        assert "Looks right: ship it" in live.inner_text()
+        assert "Applied as state version 1" in live.inner_text()
+        assert "State version written" in live.inner_text()
+        _shot(page, "run-applied")
+
+        page.click("text=The story of this run")
+        story = page.locator("main")
+        assert "Audit chain verified" in story.inner_text()
+        steps = [
+            "Run requested", "Plan artifact uploaded", "Policy decided", "Approved",
+            "Apply started", "State version written", "Applied",
+        ]  # fmt: skip
+        text = story.inner_text()
+        positions = [text.index(step) for step in steps]
+        assert positions == sorted(positions), text
+        assert "Looks right: ship it" in text
+        _shot(page, "story")
+
+        exported = page.request.get(f"{console.server.url}/console/runs/{run_id}/story.json")
+        story_json = exported.json()
+        assert story_json["chain"]["ok"] and story_json["run"] == run_id
+        assert [e["action"] for e in story_json["events"]][-1] == "run.applied"
+        assert all(len(e["hash"]) == 64 and len(e["prev_hash"]) == 64
+                   for e in story_json["events"])  # fmt: skip
+
+        page.goto(f"{console.server.url}/console/workspaces/app/prod")
+        versions = page.locator("table.versions").inner_text()
+        assert run_id in versions and "Not locked." in page.locator("main").inner_text()
+        _shot(page, "workspace")
+
+        page.goto(f"{console.server.url}/console/runs")
+        assert run_id in page.locator("table.runs").inner_text()
+        _shot(page, "runs")
+    finally:
+        if apply.poll() is None:
+            apply.kill()
+
+
+def test_a_planner_sees_no_approve_button_and_a_forged_approval_is_refused(
+    console: Console, browser: Any
+) -> None:
+    run_id = _plan(console)
+    _, page = _sign_in(browser, console, "bob", f"/console/runs/{run_id}")
+    assert 'terraform_data.web["front"]' in page.locator("main").inner_text()
+    assert page.locator("button:has-text('Approve')").count() == 0
+    assert page.locator("button:has-text('Reject')").count() == 0
+    assert page.locator("button:has-text('Cancel this run')").count() == 0
+
+    # The planner's own session and CSRF token: the server still refuses.
+    forged = page.request.post(
+        f"{console.server.url}/console/runs/{run_id}/approve",
+        form={"csrf": _csrf(page), "comment": "approving my own"}, max_redirects=0,
+    )  # fmt: skip
+    assert forged.status == 403 and "may not approve_run" in forged.text()
+    planner = make_token(console.server, "planner")
+    shown = httpx.get(f"{console.server.url}/v1/runs/{run_id}",
+                      headers={"Authorization": f"Bearer {planner}"}).json()  # fmt: skip
+    assert shown["status"] == "needs_approval" and not shown["approvals"]
+    admin = {"Authorization": f"Bearer {make_token(console.server, 'admin')}"}
+    refusals = httpx.get(f"{console.server.url}/v1/audit", headers=admin,
+                         params={"action": "console.post", "actor": "bob"}).json()  # fmt: skip
+    assert [(e["outcome"], e["status"]) for e in refusals] == [("refused", 403)]
+
+
+def test_an_approver_can_reject_and_the_run_is_over(console: Console, browser: Any) -> None:
+    run_id = _plan(console)
+    _, page = _sign_in(browser, console, "alice", f"/console/runs/{run_id}")
+    page.fill("textarea[name=comment]", "not during the freeze")
+    page.click("button:has-text('Reject')")
+    live = page.locator("#live")
+    expect(live.locator("[data-status=cancelled]")).to_be_visible()
+    assert "rejected by alice: not during the freeze" in live.inner_text()
+    assert page.locator("button:has-text('Approve')").count() == 0
+    refused = subprocess.run(
+        [*CLI, "apply", run_id], cwd=console.repo, env=console.env, capture_output=True,
+        text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert refused.returncode == 1 and "cancelled" in refused.stderr
+
+
+def test_an_approver_can_cancel_a_run_from_its_page(console: Console, browser: Any) -> None:
+    run_id = _plan(console)
+    _, page = _sign_in(browser, console, "alice", f"/console/runs/{run_id}")
+    page.click("button:has-text('Cancel this run')")
+    live = page.locator("#live")
+    expect(live.locator("[data-status=cancelled]")).to_be_visible()
+    assert "cancelled in the console by alice" in live.inner_text()
+    assert page.locator("button:has-text('Cancel this run')").count() == 0
+
+
+def test_sign_in_never_sends_the_browser_to_another_site(console: Console, browser: Any) -> None:
+    page = browser.new_context().new_page()
+    page.goto(f"{console.server.url}/console/login?next=https://evil.example/steal")
+    page.fill("input[name=login]", "bob")
+    page.fill("input[name=password]", "any")
+    page.click("button[type=submit]")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{console.server.url}/console/runs")
+
+
+def test_the_runs_list_filters_by_status_and_pages_with_a_cursor(
+    console: Console, browser: Any
+) -> None:
+    run_id = _plan(console)
+    planner = {"Authorization": f"Bearer {make_token(console.server, 'planner')}"}
+    started = [
+        httpx.post(f"{console.server.url}/v1/runs", headers=planner,
+                   json={"workspace": "app/prod", "config_digest": "0" * 64}).json()["id"]
+        for _ in range(55)
+    ]  # fmt: skip
+    _, page = _sign_in(browser, console, "bob", "/console/runs")
+    first = page.locator("table.runs tbody tr td:first-child").all_inner_texts()
+    assert first == started[::-1][:50]  # newest first, 50 a page
+    page.click("text=Older runs")
+    second = page.locator("table.runs tbody tr td:first-child").all_inner_texts()
+    assert second == [*started[::-1][50:], run_id]  # every run once, none skipped
+    assert page.locator("text=Older runs").count() == 0
+
+    page.goto(f"{console.server.url}/console/runs")
+    page.select_option("select[name=status]", "needs_approval")
+    page.click("button:has-text('Filter')")
+    assert page.locator("table.runs tbody tr td:first-child").all_inner_texts() == [run_id]
+
+    requester = httpx.get(f"{console.server.url}/v1/runs/{run_id}", headers=planner).json()
+    page.goto(f"{console.server.url}/console/runs")
+    page.fill("input[name=requester]", requester["requester"])
+    page.click("button:has-text('Filter')")
+    assert page.locator("table.runs tbody tr td:first-child").all_inner_texts() == [run_id]
+
+    # The list updates live: a run started now appears without a reload.
+    page.goto(f"{console.server.url}/console/runs")
+    newest = httpx.post(
+        f"{console.server.url}/v1/runs",
+        headers=planner,
+        json={"workspace": "app/prod", "config_digest": "0" * 64},
+    ).json()["id"]
+    expect(page.locator("table.runs tbody tr td:first-child").first).to_have_text(newest)
+
+
+def test_self_reported_context_with_markup_renders_as_text(console: Console, browser: Any) -> None:
+    planner = make_token(console.server, "planner")
+    created = httpx.post(
+        f"{console.server.url}/v1/runs", headers={"Authorization": f"Bearer {planner}"},
+        json={"workspace": "app/prod", "config_digest": "0" * 64,
+              "context": {"commit_message": HOSTILE, "branch": f"feature/{HOSTILE}",
+                          "run_url": "javascript:alert(1)"}},
+    ).json()  # fmt: skip
+    issued = httpx.post(
+        f"{console.server.url}/v1/runs/{created['id']}/credentials",
+        headers={"Authorization": f"Bearer {planner}"},
+        json={"stage": "plan", "cloud": "aws", "role": f"arn:aws:iam::1:role/{HOSTILE}",
+              "source": "azure-devops", "fingerprint": "0f1e2d3c4b5a6978"},
+    )  # fmt: skip
+    assert issued.status_code == 200, issued.text
+    _, page = _sign_in(browser, console, "bob", f"/console/runs/{created['id']}")
+    live = page.locator("#live").inner_text()
+    assert f"arn:aws:iam::1:role/{HOSTILE}" in live and "0f1e2d3c4b5a6978" in live
+    context = page.locator("section[aria-labelledby=context-h]")
+    assert HOSTILE in context.inner_text()
+    assert context.locator("a[href^=javascript]").count() == 0  # not a link
+    page.goto(f"{console.server.url}/console/runs")
+    assert page.locator("table.runs").is_visible()
+
+
+def test_an_idle_session_goes_back_to_sign_in(short_console: Console, browser: Any) -> None:
+    context, page = _sign_in(browser, short_console, "bob", "/console/runs")
+    assert "Bob Planner" in page.locator("header").inner_text()
+    page.wait_for_timeout(3000)
+    answer = context.request.get(f"{short_console.server.url}/console/runs", max_redirects=0)
+    assert answer.status == 303
+    assert answer.headers["location"].startswith("/console/login?next=%2Fconsole%2Fruns")
+    assert "idle" in answer.headers["location"]
+
+
+def test_tofuflow_ui_signs_the_local_user_in_once_with_its_link(
+    tmp_path: Path, browser: Any
+) -> None:
+    env = {**os.environ, "TOFUFLOW_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1"}
+    env.pop("TOFUFLOW_SERVER_CONFIG", None)
+    ui = subprocess.Popen(
+        [*CLI, "ui", "--no-browser"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert ui.stdout is not None
+        line = ui.stdout.readline()
+        link = re.search(r"(http://127\.0\.0\.1:\d+/console/link\?token=[\w-]+)", line)
+        assert link, line + (ui.stderr.read() if ui.poll() is not None and ui.stderr else "")
+        page = browser.new_context().new_page()
+        page.goto(link.group(1))
+        assert page.url.endswith("/console/runs")
+        assert "Signed in as" in page.locator("header").inner_text()
+        assert "No runs you may read" in page.locator("main").inner_text()
+
+        again = browser.new_context().new_page()
+        answer = again.goto(link.group(1))
+        assert answer is not None and answer.status == 403
+        assert "already used or has expired" in again.locator("main").inner_text()
+        assert "/console/login" not in again.url  # no IdP here: nowhere else to sign in
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)
+
+
+def _state(serial: int, names: list[str]) -> dict[str, Any]:
+    resources = [
+        {"mode": "managed", "type": "terraform_data", "name": name,
+         "provider": 'provider["terraform.io/builtin/terraform"]',
+         "instances": [{"schema_version": 0, "attributes": {"id": name, "input": CANARY}}]}
+        for name in names
+    ]  # fmt: skip
+    return {"version": 4, "terraform_version": "1.6.0", "serial": serial,
+            "lineage": "console-test", "outputs": {}, "resources": resources}  # fmt: skip
+
+
+def test_a_workspace_shows_its_lock_compares_versions_and_an_admin_unlocks(
+    console: Console, browser: Any
+) -> None:
+    state_url = console.server.state_url("app/web")
+    applier = {"Authorization": f"Bearer {make_token(console.server, 'applier')}"}
+    for serial, names in ((1, ["a"]), (2, ["a", "b"])):
+        written = httpx.post(state_url, headers=applier, json=_state(serial, names))
+        assert written.status_code == 200, written.text
+    lock = {"ID": "lock-1", "Operation": "OperationTypeApply", "Who": "ci@agent-7"}
+    assert httpx.request("LOCK", f"{state_url}/lock", headers=applier, json=lock).is_success
+
+    _, page = _sign_in(browser, console, "bob", "/console/workspaces/app/web")
+    main = page.locator("main")
+    assert "ci@agent-7" in main.inner_text() and "OperationTypeApply" in main.inner_text()
+    assert page.locator("button:has-text('Force-unlock')").count() == 0  # planner
+    page.select_option("select[name=old]", "1")
+    page.select_option("select[name=new]", "2")
+    page.click("button:has-text('Compare')")
+    assert "Version 1 → 2" in main.inner_text()
+    assert "terraform_data.b" in page.locator("dl.facts").inner_text()
+    assert CANARY not in page.content()  # names only
+
+    _, admin = _sign_in(browser, console, "carol", "/console/workspaces/app/web")
+    admin.click("button:has-text('Force-unlock')")
+    expect(admin.locator("main")).to_contain_text("Not locked.")
+    ops = {"Authorization": f"Bearer {make_token(console.server, 'admin')}"}
+    events = httpx.get(f"{console.server.url}/v1/audit", headers=ops,
+                       params={"action": "state.force_unlock"}).json()  # fmt: skip
+    assert [e["actor"] for e in events] == ["carol"]
+
+
+def test_the_story_says_when_the_audit_chain_is_broken(console: Console, browser: Any) -> None:
+    from sqlalchemy import text
+
+    planner = {"Authorization": f"Bearer {make_token(console.server, 'planner')}"}
+    body = {"workspace": "app/prod", "config_digest": "0" * 64}
+    created = httpx.post(f"{console.server.url}/v1/runs", headers=planner, json=body).json()
+    engine = console.server.app.state.engine
+    with engine.begin() as connection:
+        first = connection.execute(
+            text("SELECT min(id) FROM audit_events WHERE run_id = :run"), {"run": created["id"]}
+        ).scalar_one()
+        connection.execute(
+            text("UPDATE audit_events SET actor = 'someone-else' WHERE id = :id"), {"id": first}
+        )
+    _, page = _sign_in(browser, console, "bob", f"/console/runs/{created['id']}/story")
+    chain = page.locator("p.chain").inner_text()
+    assert f"Audit chain BROKEN at event {first}" in chain
+    assert "content does not match its hash" in chain
+
+
+def test_environments_and_drift_at_a_glance(console: Console, browser: Any) -> None:
+    import base64
+    import io
+    import zipfile
+
+    planner = {"Authorization": f"Bearer {make_token(console.server, 'planner')}"}
+    applier = {"Authorization": f"Bearer {make_token(console.server, 'applier')}"}
+    snapshot = io.BytesIO()
+    with zipfile.ZipFile(snapshot, "w") as archive:
+        archive.writestr("main.tf", MAIN_TF)
+    created = httpx.post(
+        f"{console.server.url}/v1/environments", headers=applier,
+        json={"name": "app/pr-42", "source_workspace": "app/prod", "ttl_seconds": 5400,
+              "owner": "team-web", "snapshot": base64.b64encode(snapshot.getvalue()).decode()},
+    )  # fmt: skip
+    assert created.status_code == 200, created.text
+    checked = httpx.post(f"{console.server.url}/v1/workspaces/app/prod/drift", headers=planner,
+                         json={"status": "drift", "report": {}})  # fmt: skip
+    assert checked.status_code == 200, checked.text
+
+    _, page = _sign_in(browser, console, "bob", "/console/environments")
+    row = page.locator("table.envs tbody tr").first.inner_text()
+    assert "app/pr-42" in row and "team-web" in row and "active" in row
+    assert re.search(r"1 h (29|30) min", row), row
+    page.click("button:has-text('+1 h')")
+    row = page.locator("table.envs tbody tr").first.inner_text()
+    assert re.search(r"2 h (29|30) min", row), row
+    page.click("nav >> text=Drift")
+    drift = page.locator("table.drift").inner_text()
+    assert "app/prod" in drift and "drifted" in drift
+
+    page.goto(f"{console.server.url}/console/workspaces/app/pr-42")
+    story = page.locator("section[aria-labelledby=wsstory-h]").inner_text()
+    assert "Environment created" in story, story

@@ -1,0 +1,58 @@
+"""The console's and the API docs' pages that need no browser: offline /docs, the page
+of a server without sign-in, the apply log's API refusals."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from _services.fixtures import make_token
+from _services.server import RunningServer
+
+
+def test_the_api_docs_load_from_this_server_and_declare_both_auth_schemes(
+    state_server: RunningServer,
+) -> None:
+    page = httpx.get(f"{state_server.url}/docs")
+    assert page.status_code == 200
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page.text) + re.findall(
+        r"url: ?'([^']+)'", page.text
+    )
+    assert sources and all(s.startswith("/") for s in sources), sources  # no CDN
+    for source in sources:
+        assert httpx.get(state_server.url + source).status_code == 200, source
+    spec = httpx.get(f"{state_server.url}/openapi.json").json()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["bearer"] == {**schemes["bearer"], "type": "http", "scheme": "bearer"}
+    assert schemes["basic"] == {**schemes["basic"], "type": "http", "scheme": "basic"}
+    assert {"bearer": []} in spec["security"] and {"basic": []} in spec["security"]
+    assert not any(path.startswith("/console") for path in spec["paths"])
+
+
+def test_without_sign_in_configured_the_console_says_how_to_set_it_up(
+    state_server: RunningServer,
+) -> None:
+    root = httpx.get(f"{state_server.url}/", follow_redirects=False)
+    assert root.status_code == 303 and root.headers["location"] == "/console/runs"
+    page = httpx.get(f"{state_server.url}/console/runs")
+    assert page.status_code == 503
+    assert "[console]" in page.text and "docs/console.md" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_only_an_applying_run_takes_log_chunks_and_readers_can_read_them(
+    state_server: RunningServer,
+) -> None:
+    def auth(role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {make_token(state_server, role)}"}
+
+    run = httpx.post(
+        f"{state_server.url}/v1/runs", headers=auth("planner"),
+        json={"workspace": "app/logs", "config_digest": "a" * 64},
+    ).json()  # fmt: skip
+    url = f"{state_server.url}/v1/runs/{run['id']}/log"
+    refused = httpx.post(url, headers=auth("applier"), content=b"Creating...\n")
+    assert refused.status_code == 409 and "planning" in refused.json()["error"]
+    assert httpx.post(url, headers=auth("reader"), content=b"x").status_code == 403
+    assert httpx.get(url, headers=auth("reader")).json() == []
