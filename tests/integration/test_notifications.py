@@ -172,7 +172,7 @@ def test_each_run_event_arrives_once_signed_with_names_counts_and_a_link_everywh
 
     assert len(slack.received) == len(expected) and len(teams.received) == len(expected)
     assert "app/dev: run" in slack.received[0].json["text"]
-    assert f"{CONSOLE}/runs/" in slack.received[0].json["blocks"][0]["text"]["text"]
+    assert f"{CONSOLE}/console/runs/" in slack.received[0].json["blocks"][0]["text"]["text"]
     card = teams.received[0].json["attachments"][0]["content"]
     assert card["type"] == "AdaptiveCard" and card["actions"][0]["url"].startswith(CONSOLE)
     assert len(smtp.messages) == mails

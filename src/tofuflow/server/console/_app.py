@@ -304,7 +304,11 @@ class _Console:
         async def drift_page(request: Request) -> Response:
             async def build(person: Viewer) -> Response:
                 ctx = self.ctx(request, person)
-                reports = await run_in_threadpool(self.drift.latest, ctx, None)
+                reports = await run_in_threadpool(
+                    lambda: _every(
+                        lambda cursor: self.drift.latest(ctx, None, limit=MAX_PAGE, cursor=cursor)
+                    )
+                )
                 return self.render(request, "drift.html", person=person, reports=reports)
 
             return await self.page(request, build)

@@ -101,8 +101,18 @@ def viewer(request: Request, policy: SessionPolicy, bindings: Sequence[Binding])
     if now - seen > policy.idle.total_seconds():
         session.clear()
         raise AuthError("your session was idle too long: sign in again")
-    session["seen"] = now
+    if not _background(request):
+        session["seen"] = now
     return Viewer(_principal(session, bindings), str(session["name"]), session["csrf"])
+
+
+def _background(request: Request) -> bool:
+    """A request the page makes by itself (a server-sent event stream, an htmx refresh it
+    triggers): it is not the person's activity, so it does not keep an idle session alive."""
+    accept = request.headers.get("accept", "")
+    return accept.startswith("text/event-stream") or (
+        request.method == "GET" and request.headers.get("hx-request") == "true"
+    )
 
 
 def _principal(session: Mapping[str, Any], bindings: Sequence[Binding]) -> Principal:
