@@ -121,6 +121,13 @@ class ControlPlane:
     def audit_verify(self) -> dict[str, Any]:
         return self._json("GET", "/v1/audit/verify")
 
+    def audit_checkpoint(self) -> dict[str, Any]:
+        """Have the server check the chain and sign its head (409 if the chain was altered)."""
+        return self._json("POST", "/v1/audit/checkpoints")
+
+    def audit_latest_checkpoint(self) -> dict[str, Any]:
+        return self._json("GET", "/v1/audit/checkpoints/latest")
+
     # -- environments (tofuflow.envs) ---------------------------------------------------
 
     def create_environment(

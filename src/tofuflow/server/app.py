@@ -30,6 +30,7 @@ from tofuflow.errors import (
     TofuflowError,
 )
 from tofuflow.policy import PolicySet
+from tofuflow.server.checkpoints import CheckpointKeeper, CheckpointStore, signer_from_config
 from tofuflow.server._drift import DriftService
 from tofuflow.server._envs import EnvironmentService, ReapPolicy
 from tofuflow.server._runs import RunService, WorkspacePolicy
@@ -91,7 +92,13 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(runs.router(run_service, context, max_bytes))
     app.include_router(environments.router(environment_service, context))
     app.include_router(drift.router(DriftService(engine), context))
-    app.include_router(audit.router(engine, context))
+    keeper = CheckpointKeeper(
+        engine,
+        signer_from_config(config.audit_signing_key, config.data_dir),
+        CheckpointStore(blobs, config.data_dir),
+    )
+    app.state.checkpoints = keeper
+    app.include_router(audit.router(engine, context, keeper))
     return app
 
 

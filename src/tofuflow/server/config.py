@@ -45,6 +45,11 @@ File (every key optional)::
     session_ttl = "1h"
     session_lease = "60s"       # an applying runner renews it; lapsed: the run fails, lock freed
 
+    [audit]
+    checkpoint_interval = "1h"  # how often the chain's head is signed (and on every export)
+    [audit.signing_key]         # signs the checkpoints; the database never holds it
+    kind = "local"              # Ed25519 key file (keys/audit-signing.pem), or "aws-kms"
+
     [environments]              # ephemeral workspaces (`tofuflow env`) and their reaper
     reaper = true               # destroy expired environments from inside the server
     reap_interval = "30s"       # how often the leader looks for expired environments
@@ -101,6 +106,8 @@ class ServerConfig:
     max_backoff: str = "1h"
     orphan_after: int = 3
     max_env_ttl: str = "7d"
+    audit_signing_key: Mapping[str, Any] = field(default_factory=dict)
+    checkpoint_interval: str = "1h"
     source: Path | None = None
 
     @classmethod
@@ -146,6 +153,9 @@ class ServerConfig:
             "session_ttl": check.get(runs, ("runs", "session_ttl"), str),
             "session_lease": check.get(runs, ("runs", "session_lease"), str),
         }
+        audit = check.table(doc, ("audit",))
+        values["audit_signing_key"] = check.table(audit, ("audit", "signing_key"))
+        values["checkpoint_interval"] = check.get(audit, ("audit", "checkpoint_interval"), str)
         environments = check.table(doc, ("environments",))
         for key, (field_name, kind) in _ENVIRONMENT_KEYS.items():
             values[field_name] = check.get(environments, ("environments", key), kind)
@@ -182,6 +192,10 @@ class ServerConfig:
             except ConfigError as exc:
                 name = "max_ttl" if key == "max_env_ttl" else key
                 raise ConfigError(f"{where}: environments.{name}: {exc}") from exc
+        try:
+            parse_ttl(self.checkpoint_interval)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: audit.checkpoint_interval: {exc}") from exc
 
     @property
     def effective_database_url(self) -> str:
@@ -253,6 +267,7 @@ Schema = Mapping[str, "Schema | _Each | _ByKind | None"] | _Each | _ByKind | Non
 def _schema() -> Schema:
     # The key lists of the modules that read those tables, so the two never disagree.
     # Imported here, not at the top: they pull in the server's dependencies.
+    from tofuflow.server.checkpoints import SIGNING_KEY_OPTIONS
     from tofuflow.server.auth._bindings import _BINDING_KEYS
     from tofuflow.server.auth._oidc import _ISSUER_KEYS
     from tofuflow.server.crypto._keys import _BUILDERS
@@ -270,6 +285,10 @@ def _schema() -> Schema:
         "workspace_settings": _Each(dict.fromkeys(sorted(WORKSPACE_SETTINGS_KEYS))),
         "runs": {"approval_ttl": None, "session_ttl": None, "session_lease": None},
         "environments": dict.fromkeys(_ENVIRONMENT_KEYS),
+        "audit": {
+            "checkpoint_interval": None,
+            "signing_key": _ByKind(SIGNING_KEY_OPTIONS, default="local"),
+        },
     }
 
 
