@@ -109,7 +109,9 @@ def test_a_consistent_rewrite_of_the_whole_chain_is_caught_offline_against_the_l
         stored = json.loads((server_dir / "audit-checkpoints" / "latest.json").read_text())
         assert stored == signed
         assert any(signed["signature"] in r.getMessage() for r in caplog.records)
-        good = run_cli(cli_env, "audit", "verify", "--export", str(honest), "--public-key", str(key))
+        good = run_cli(
+            cli_env, "audit", "verify", "--export", str(honest), "--public-key", str(key)
+        )
         assert good.returncode == 0, good.stdout + good.stderr
         assert f"audit export intact: {len(doc['events'])} events" in good.stdout
 
@@ -192,7 +194,9 @@ def test_a_server_with_a_kms_signing_key_keeps_its_checkpoints_in_the_object_sto
 
     table = "\n".join(f'{k} = "{v}"' for k, v in signing.items())
     key = _public_key(server_dir, cli_env, f"[audit.signing_key]\n{table}\n")
-    verified = run_cli(cli_env, "audit", "verify", "--export", str(export), "--public-key", str(key))
+    verified = run_cli(
+        cli_env, "audit", "verify", "--export", str(export), "--public-key", str(key)
+    )
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 

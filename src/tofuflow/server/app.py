@@ -30,7 +30,6 @@ from tofuflow.errors import (
     TofuflowError,
 )
 from tofuflow.policy import PolicySet
-from tofuflow.server.checkpoints import CheckpointKeeper, CheckpointStore, signer_from_config
 from tofuflow.server._drift import DriftService
 from tofuflow.server._envs import EnvironmentService, ReapPolicy
 from tofuflow.server._runs import RunService, WorkspacePolicy
@@ -45,6 +44,7 @@ from tofuflow.server.auth import (
     issuers_from_config,
     parse_ttl,
 )
+from tofuflow.server.checkpoints import CheckpointKeeper, CheckpointStore, signer_from_config
 from tofuflow.server.config import ServerConfig
 from tofuflow.server.crypto import keyring_from_config
 from tofuflow.server.storage import blob_store_from_config, make_engine, migrate

@@ -267,9 +267,9 @@ Schema = Mapping[str, "Schema | _Each | _ByKind | None"] | _Each | _ByKind | Non
 def _schema() -> Schema:
     # The key lists of the modules that read those tables, so the two never disagree.
     # Imported here, not at the top: they pull in the server's dependencies.
-    from tofuflow.server.checkpoints import SIGNING_KEY_OPTIONS
     from tofuflow.server.auth._bindings import _BINDING_KEYS
     from tofuflow.server.auth._oidc import _ISSUER_KEYS
+    from tofuflow.server.checkpoints import SIGNING_KEY_OPTIONS
     from tofuflow.server.crypto._keys import _BUILDERS
     from tofuflow.server.storage._blobs import _KEYS as _BLOB_KEYS
 

@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 
 from tofuflow.errors import NotFoundError
 from tofuflow.server._audit import AuditQuery, query_events, verify
-from tofuflow.server.checkpoints import CheckpointKeeper
 from tofuflow.server.api._common import ContextDep
 from tofuflow.server.auth import Permission
+from tofuflow.server.checkpoints import CheckpointKeeper
 
 __all__ = ["router"]
 
