@@ -110,6 +110,7 @@ def _run_service(config: ServerConfig, service: StateService) -> RunService:
         session_lease=parse_ttl(config.session_lease),
     )  # fmt: skip
     service.session_only = run_service.requires_apply_session
+    run_service.sts_endpoint = config.sts_endpoint
     return run_service
 
 

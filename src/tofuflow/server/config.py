@@ -49,6 +49,8 @@ File (every key optional)::
     checkpoint_interval = "1h"  # how often the chain's head is signed (and on every export)
     [audit.signing_key]         # signs the checkpoints; the database never holds it
     kind = "local"              # Ed25519 key file (keys/audit-signing.pem), or "aws-kms"
+    # sts_endpoint = "https://sts.eu-west-1.amazonaws.com"  (under [audit]: besides AWS's
+    #   own STS hosts, where AWS credential proofs may be checked, e.g. a VPC endpoint)
 
     [environments]              # ephemeral workspaces (`tofuflow env`) and their reaper
     reaper = true               # destroy expired environments from inside the server
@@ -108,6 +110,7 @@ class ServerConfig:
     max_env_ttl: str = "7d"
     audit_signing_key: Mapping[str, Any] = field(default_factory=dict)
     checkpoint_interval: str = "1h"
+    sts_endpoint: str = ""
     source: Path | None = None
 
     @classmethod
@@ -156,6 +159,7 @@ class ServerConfig:
         audit = check.table(doc, ("audit",))
         values["audit_signing_key"] = check.table(audit, ("audit", "signing_key"))
         values["checkpoint_interval"] = check.get(audit, ("audit", "checkpoint_interval"), str)
+        values["sts_endpoint"] = check.get(audit, ("audit", "sts_endpoint"), str)
         environments = check.table(doc, ("environments",))
         for key, (field_name, kind) in _ENVIRONMENT_KEYS.items():
             values[field_name] = check.get(environments, ("environments", key), kind)
@@ -287,6 +291,7 @@ def _schema() -> Schema:
         "environments": dict.fromkeys(_ENVIRONMENT_KEYS),
         "audit": {
             "checkpoint_interval": None,
+            "sts_endpoint": None,
             "signing_key": _ByKind(SIGNING_KEY_OPTIONS, default="local"),
         },
     }
