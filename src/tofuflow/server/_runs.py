@@ -28,6 +28,7 @@ from tofuflow.errors import (
     TofuflowError,
 )
 from tofuflow.server import _audit
+from tofuflow.server._run_context import verified_context
 from tofuflow.server._run_rules import (
     SESSION_PREFIX,
     WorkspacePolicy,
@@ -99,6 +100,9 @@ class RunService:
         ctx.principal.require(Permission.CREATE_RUN, workspace)
         if len(config_digest) != 64:
             raise BadRequestError("config_digest must be the sha256 hex of the configuration")
+        # Fields the caller's OIDC token proves come from it; a contradiction is refused.
+        claims = ctx.principal.claims if ctx.principal.kind == "oidc" else {}
+        context = verified_context(claims, context)
         with self._tx() as session:
             ws = session.scalars(select(Workspace).where(Workspace.name == workspace)).first()
             run = Run(
@@ -110,7 +114,8 @@ class RunService:
             )  # fmt: skip
             session.add(run)
             # The run's context in its first event: the audit log alone tells which commit,
-            # pipeline or DAG run and task asked for it (self-reported; see security.md).
+            # pipeline or DAG run and task asked for it (each field marked verified or
+            # reported under "provenance"; see security.md).
             detail = {"base_serial": run.base_serial, "context": run.context}
             self._audit(session, ctx, run, "run.created", detail)
             return _view(run)
