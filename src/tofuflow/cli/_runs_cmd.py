@@ -20,7 +20,7 @@ from tofuflow.cli._common import (
     PROJECT_OPTION,
     agent_report,
     announce,
-    apply_identity,
+    apply_control_plane,
     clean,
     cli_runner,
     configured_url,
@@ -65,7 +65,11 @@ def plan(workspace: str, project_path: Path | None, destroy: bool) -> None:
             project = load_project_file(project_path)
             ws = project.workspace(workspace)
             context = detect_run_context(cwd=ws.directory).to_json()
-            with control_plane("plan", project_url(project), ws.identity.get("plan")) as client:
+            # Embedded: a token on this workspace only, unless it reads others' outputs.
+            scope = "*" if ws.inputs else ws.name
+            with control_plane(
+                "plan", project_url(project), ws.identity.get("plan"), workspace=scope
+            ) as client:
                 announce(report, client.token, ws.directory)
                 ws = wired(ws, project, client)
                 outcome = plan_workspace(ws, client, context, cli_runner(report), destroy=destroy)
@@ -109,9 +113,7 @@ def apply(run_id: str, project_path: Path | None, wait: str) -> None:
     try:
         with reporting(report, f"tofuflow apply {run_id}"):
             project = load_project_file(project_path)
-            identity = apply_identity(project)
-            with control_plane("apply", project_url(project), identity) as client:
-                run = client.run(run_id)
+            with apply_control_plane(project, run_id) as (client, run):
                 if run["status"] == "needs_approval" and wait_seconds:
                     run = await_approval(client, run, wait_seconds, CANCEL, report)
                 ws = project.workspace(run["workspace"])
@@ -212,7 +214,9 @@ def rollback(workspace: str, to_run: str, apply_now: bool, project_path: Path | 
         ws = project.workspace(workspace)
         context = detect_run_context(cwd=ws.directory).to_json()
         # Reading the earlier run's artifact (it may hold sensitive values) needs an applier.
-        with control_plane("apply", project_url(project), ws.identity.get("apply")) as client:
+        with control_plane(
+            "apply", project_url(project), ws.identity.get("apply"), workspace=ws.name
+        ) as client:
             outcome = rollback_workspace(ws, to_run, client, context, cli_runner(None))
             click.echo(render_plan_text(outcome.plan))
             print_decision(outcome.run)
