@@ -45,8 +45,12 @@ def control_plane(
         stage, url=url, identity=identity, description=description or _command_line(),
         workspace=workspace,
     ) as client:  # fmt: skip
-        if on_agent():  # a renewed OIDC token is masked in the job's log before it is used
-            client.on_token.append(AzureDevOpsLog().set_secret)
+        if on_agent() and client.renewable:
+            # A pipeline OIDC token, and each renewal, is masked in the job's log before
+            # it is used (also one fetched only to find the run's workspace).
+            log = AzureDevOpsLog()
+            log.set_secret(client.token)
+            client.on_token.append(log.set_secret)
         yield client
 
 

@@ -57,6 +57,11 @@ class ControlPlane:
     def close(self) -> None:
         self._http.close()
 
+    @property
+    def renewable(self) -> bool:
+        """Whether the token comes from a source that can be asked for a fresh one."""
+        return self._refresh is not None
+
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             return self._http.request(method, path, **kwargs)
