@@ -105,6 +105,14 @@ class EmbeddedControlPlane:
         )  # fmt: skip
         return created.token
 
+    def revoke(self, token: str) -> None:
+        """Revoke a token this plane minted (audited as ``token.revoke``): a command's
+        token stops working when the command ends, not when it expires."""
+        from tofuflow.server.admin import revoke_token
+
+        token_id = token.removeprefix("tfw_").partition("_")[0]
+        revoke_token(self._app.state.engine, token_id)
+
 
 def _free_port() -> int:
     with socket.socket() as sock:

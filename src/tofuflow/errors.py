@@ -7,7 +7,8 @@
     │   ├── BinaryNotFoundError   no tofu/terraform found
     │   ├── BinaryVersionError    found, but too old or unreadable
     │   └── InstallError          `tofuflow install` failed
-    │       └── ChecksumMismatchError   the download is not what SHA256SUMS promises
+    │       ├── ChecksumMismatchError   the download is not what SHA256SUMS promises
+    │       └── SignatureError          SHA256SUMS is not signed by OpenTofu's pinned key
     ├── DocumentError             a plan/state document that cannot be read
     ├── AuthError                 no valid credential (HTTP 401)
     ├── ForbiddenError            a valid credential without the needed role (HTTP 403)
@@ -64,6 +65,7 @@ __all__ = [
     "RateLimitedError",
     "RequestError",
     "ServerError",
+    "SignatureError",
     "StateLockedError",
     "StateWriteError",
     "StorageError",
@@ -158,6 +160,10 @@ class InstallError(BinaryError):
 
 class ChecksumMismatchError(InstallError):
     """A downloaded release does not match its SHA256SUMS entry."""
+
+
+class SignatureError(InstallError):
+    """A release's SHA256SUMS is unsigned, or not signed by the pinned OpenTofu key."""
 
 
 class DocumentError(TofuflowError):

@@ -90,9 +90,9 @@ def test_plan_then_apply_from_another_checkout_with_the_embedded_control_plane(
     assert verified.returncode == 0 and "audit log intact" in verified.stdout
     story = _run("audit", "show", "--run", run_id, cwd=repo, env=env).stdout
     assert "run.created" in story and "run.applied" in story
-    export = tmp_path / "audit.jsonl"
+    export = tmp_path / "audit.json"
     assert _run("audit", "export", "--output", str(export), cwd=repo, env=env).returncode == 0
-    events = [json.loads(line) for line in export.read_text().splitlines()]
+    events = json.loads(export.read_text())["events"]
     assert events and all(len(e["hash"]) == 64 for e in events)
     assert events[0]["prev_hash"] == "0" * 64
 

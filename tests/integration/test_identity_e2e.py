@@ -313,10 +313,10 @@ class Pipeline:
         return [json.loads(self.run("runs", "show", run_id).stdout) for run_id in ids]
 
     def audit_events(self) -> list[dict[str, Any]]:
-        export = self.root / "audit.jsonl"
+        export = self.root / "audit.json"
         done = self.run("audit", "export", "--output", str(export))
         assert done.returncode == 0, done.stderr
-        return [json.loads(line) for line in export.read_text().splitlines()]
+        return list(json.loads(export.read_text())["events"])
 
     def identity_dirs(self) -> list[Path]:
         return sorted(self.agent_temp.glob("tofuflow-identity-*"))

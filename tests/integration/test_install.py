@@ -14,13 +14,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import gnupg
 import pytest
 from click.testing import CliRunner
 
 from tofuflow.cli._install_cmd import install as install_command
-from tofuflow.errors import ChecksumMismatchError, ConfigError, InstallError
-from tofuflow.tofu._install import DEFAULT_VERSION, host_platform, install, installed_versions
+from tofuflow.errors import ChecksumMismatchError, ConfigError, InstallError, SignatureError
+from tofuflow.tofu._install import (
+    DEFAULT_VERSION,
+    OPENTOFU_SIGNING_KEY_FINGERPRINT,
+    SIGNING_KEY_ENV,
+    host_platform,
+    install,
+    installed_versions,
+    read_record,
+)
 
 VERSION = "1.10.6"
 OS_NAME, ARCH = host_platform()
@@ -54,26 +64,81 @@ def zip_name(version: str = VERSION) -> str:
 
 
 @dataclass
+class ReleaseKey:
+    """A GPG key made for the test (OpenTofu's own private key is, rightly, not at hand)."""
+
+    gpg: Any
+    fingerprint: str
+    public_key: Path
+
+    def sign(self, data: bytes) -> bytes:
+        """A detached binary signature, as OpenTofu publishes in ``.gpgsig``."""
+        signed = self.gpg.sign(data, keyid=self.fingerprint, detach=True, binary=True)
+        assert signed.data, signed.stderr
+        return bytes(signed.data)
+
+
+def _release_key(home: Path, email: str) -> ReleaseKey:
+    home.mkdir(mode=0o700, parents=True)
+    gpg = gnupg.GPG(gnupghome=str(home))
+    spec = gpg.gen_key_input(key_type="EDDSA", key_curve="ed25519", key_usage="sign",
+                             name_real="tofuflow test releases", name_email=email,
+                             no_protection=True)  # fmt: skip
+    fingerprint = str(gpg.gen_key(spec).fingerprint)
+    assert fingerprint, "gpg could not generate the test key"
+    public_key = home / "public.asc"
+    public_key.write_text(gpg.export_keys(fingerprint))
+    return ReleaseKey(gpg, fingerprint, public_key)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ReleaseKey]]:
+    """The key the test trusts ("release") and an attacker's own ("attacker")."""
+    root = tmp_path_factory.mktemp("gpg")
+    made = {name: _release_key(root / name, f"{name}@tofuflow.invalid")
+            for name in ("release", "attacker")}  # fmt: skip
+    try:
+        yield made
+    finally:
+        for name in made:  # the agents gpg started to generate and sign
+            subprocess.run(["gpgconf", "--homedir", str(root / name), "--kill", "gpg-agent"],
+                           check=False, capture_output=True)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _trust_the_test_key(monkeypatch: pytest.MonkeyPatch, keys: dict[str, ReleaseKey]) -> None:
+    """The pinned key swapped for the test's, by configuration, as only tests do."""
+    monkeypatch.setenv(SIGNING_KEY_ENV, str(keys["release"].public_key))
+
+
+@dataclass
 class Release:
     """The files the server serves (URL path -> body) and every path it was asked for."""
 
     base_url: str
+    key: ReleaseKey | None = None
     files: dict[str, bytes] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
 
-    def publish(self, version: str, archive: bytes, *, listed: bool = True) -> None:
-        """Serve ``archive`` and a SHA256SUMS in the real `sha256sum` format."""
+    def publish(
+        self, version: str, archive: bytes, *, listed: bool = True, signed: bool = True
+    ) -> None:
+        """Serve ``archive``, a SHA256SUMS in the real `sha256sum` format and its
+        signature by the release key."""
         digest = hashlib.sha256(archive).hexdigest()
         lines = [f"{'0' * 64}  tofu_{version}_windows_386.zip"]
         if listed:
             lines.append(f"{digest}  {zip_name(version)}")
-        self.files[f"/v{version}/tofu_{version}_SHA256SUMS"] = "\n".join(lines).encode() + b"\n"
+        sums = "\n".join(lines).encode() + b"\n"
+        self.files[f"/v{version}/tofu_{version}_SHA256SUMS"] = sums
         self.files[f"/v{version}/{zip_name(version)}"] = archive
+        if signed and self.key is not None:
+            self.files[f"/v{version}/tofu_{version}_SHA256SUMS.gpgsig"] = self.key.sign(sums)
 
 
 @pytest.fixture
-def release() -> Iterator[Release]:
-    state = Release(base_url="")
+def release(keys: dict[str, ReleaseKey]) -> Iterator[Release]:
+    state = Release(base_url="", key=keys["release"])
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -281,3 +346,87 @@ def test_cli_help_names_the_pinned_default_and_the_mirror_setting() -> None:
     assert DEFAULT_VERSION in result.output
     assert "TOFUFLOW_INSTALL_BASE_URL" in result.output
     assert "<cache>/opentofu/<VERSION>" in result.output
+
+
+# -- the release signature ------------------------------------------------------------------
+
+
+def test_the_install_record_names_the_key_that_signed_the_release(
+    release: Release, tmp_path: Path, keys: dict[str, ReleaseKey]
+) -> None:
+    release.publish(VERSION, genuine_zip())
+
+    record = read_record(install(VERSION, cache_dir=tmp_path, base_url=release.base_url))
+
+    assert record is not None and record.signed_by == keys["release"].fingerprint
+
+
+def test_an_unsigned_release_is_refused(release: Release, tmp_path: Path) -> None:
+    release.publish(VERSION, genuine_zip(), signed=False)
+
+    with pytest.raises(SignatureError, match=f"tofu_{VERSION}_SHA256SUMS is not signed") as caught:
+        install(VERSION, cache_dir=tmp_path, base_url=release.base_url)
+
+    assert f"tofu_{VERSION}_SHA256SUMS.gpgsig" in str(caught.value)
+    assert files_under(tmp_path) == []
+    assert f"/v{VERSION}/{zip_name()}" not in release.requests  # refused before the zip
+
+
+def test_a_swapped_sha256sums_with_a_valid_checksum_for_a_swapped_zip_is_refused(
+    release: Release, tmp_path: Path, keys: dict[str, ReleaseKey]
+) -> None:
+    """The attack the checksum alone cannot catch: a compromised origin replaces the zip
+    and SHA256SUMS together (the checksums match), keeping OpenTofu's signature file."""
+    release.publish(VERSION, genuine_zip())
+    signature = release.files[f"/v{VERSION}/tofu_{VERSION}_SHA256SUMS.gpgsig"]
+    evil = release_zip({"tofu": b"#!/bin/sh\necho pwned\n"})
+    release.publish(VERSION, evil, signed=False)
+    release.files[f"/v{VERSION}/tofu_{VERSION}_SHA256SUMS.gpgsig"] = signature
+
+    with pytest.raises(SignatureError) as caught:
+        install(VERSION, cache_dir=tmp_path, base_url=release.base_url)
+
+    message = str(caught.value)
+    assert f"is not signed by {keys['release'].fingerprint}" in message
+    assert "nothing was installed" in message
+    assert files_under(tmp_path) == []
+
+
+def test_a_release_the_attacker_signed_with_their_own_key_is_refused(
+    release: Release, tmp_path: Path, keys: dict[str, ReleaseKey]
+) -> None:
+    release.key = keys["attacker"]
+    release.publish(VERSION, release_zip({"tofu": b"#!/bin/sh\necho pwned\n"}))
+
+    with pytest.raises(SignatureError, match=f"not signed by {keys['release'].fingerprint}"):
+        install(VERSION, cache_dir=tmp_path, base_url=release.base_url)
+
+    assert files_under(tmp_path) == []
+
+
+def test_without_configuration_only_opentofus_pinned_key_is_trusted(
+    release: Release, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(SIGNING_KEY_ENV)
+    release.publish(VERSION, genuine_zip())  # signed, but by the test's key
+
+    with pytest.raises(SignatureError) as caught:
+        install(VERSION, cache_dir=tmp_path, base_url=release.base_url)
+
+    # The vendored key was imported and has the pinned fingerprint (else another error).
+    assert f"is not signed by {OPENTOFU_SIGNING_KEY_FINGERPRINT}" in str(caught.value)
+    assert OPENTOFU_SIGNING_KEY_FINGERPRINT == "E3E6E43D84CB852EADB0051D0C0AF313E5FD9F80"
+
+
+def test_cli_install_refuses_a_wrongly_signed_release_with_the_reason(
+    release: Release, tmp_path: Path, keys: dict[str, ReleaseKey]
+) -> None:
+    release.key = keys["attacker"]
+    release.publish(VERSION, genuine_zip())
+
+    result = CliRunner().invoke(
+        install_command, [VERSION, "--cache-dir", str(tmp_path), "--base-url", release.base_url]
+    )
+
+    assert result.exit_code == 1
+    assert f"is not signed by {keys['release'].fingerprint}" in result.output

@@ -17,7 +17,8 @@ EXPECTED = {
     # the errors a caller of the runs API meets (every class of tofuflow.errors)
     "AuthError", "BadRequestError", "ConflictError", "CryptoError", "CycleError",
     "ForbiddenError", "LockedError", "NotFoundError", "PayloadTooLargeError", "RateLimitedError",
-    "PlanStaleError", "RequestError", "ServerError", "StorageError", "UnreachableError",
+    "PlanStaleError", "RequestError", "ServerError", "SignatureError", "StorageError",
+    "UnreachableError",
 }  # fmt: skip
 
 

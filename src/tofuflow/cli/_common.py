@@ -33,14 +33,24 @@ def control_plane(
     identity: Mapping[str, Any] | None = None,
     *,
     description: str = "",
+    workspace: str = "*",
 ) -> Iterator[ControlPlane]:
     """``tofuflow.runs.connect`` for a command: ``url`` as ``configured_url`` resolved it
-    (None: the embedded plane, whose token says which command minted it)."""
+    (None: the embedded plane, whose token says which command minted it, covers only
+    ``workspace`` and is revoked when the command ends)."""
+    from tofuflow.ci import AzureDevOpsLog, on_agent
     from tofuflow.runs import connect
 
     with connect(
-        stage, url=url, identity=identity, description=description or _command_line()
-    ) as client:
+        stage, url=url, identity=identity, description=description or _command_line(),
+        workspace=workspace,
+    ) as client:  # fmt: skip
+        if on_agent() and client.renewable:
+            # A pipeline OIDC token, and each renewal, is masked in the job's log before
+            # it is used (also one fetched only to find the run's workspace).
+            log = AzureDevOpsLog()
+            log.set_secret(client.token)
+            client.on_token.append(log.set_secret)
         yield client
 
 
@@ -155,12 +165,38 @@ def load_project_file(path: Path | None) -> Any:
     return load_project(path)
 
 
-def apply_identity(project: Any) -> Mapping[str, Any] | None:
-    """The apply identity to present to the control plane, when exactly one workspace has
-    one: the run's workspace is only known after asking the control plane."""
-    tables = [ws.identity.get("apply") for ws in project.workspaces.values()]
-    tables = [t for t in tables if t and t.get("source")]
-    return tables[0] if len(tables) == 1 else None
+@contextmanager
+def apply_control_plane(project: Any, run_id: str) -> Iterator[tuple[ControlPlane, Any]]:
+    """The control plane as the apply identity of the run's own workspace, and the run.
+
+    The run's workspace is only known by asking the control plane, so with several
+    workspaces' ``identity.apply`` tables each is tried (in file order) until one may
+    read the run; then the run's workspace's table is used, whichever that is.
+    """
+    from tofuflow.errors import AuthError, ForbiddenError, NotFoundError
+    from tofuflow.runs import STAGE_TOKEN_VARIABLES
+
+    url = project_url(project)
+    tables = {name: ws.identity.get("apply") for name, ws in project.workspaces.items()}
+    tables = {name: t for name, t in tables.items() if t and t.get("source")}
+    distinct = [t for i, t in enumerate(tables.values()) if t not in list(tables.values())[:i]]
+    chosen = distinct[0] if distinct else None
+    workspace = "*"
+    if url is None:  # embedded: an applier token on the run's workspace only
+        with control_plane("read", None) as reader:
+            workspace = reader.run(run_id)["workspace"]
+    tokens_set = any(os.environ.get(v) for v in (STAGE_TOKEN_VARIABLES["apply"], "TOFUFLOW_TOKEN"))
+    if url is not None and not tokens_set and len(distinct) > 1:
+        for table in distinct:
+            try:
+                with control_plane("apply", url, table) as probe:
+                    workspace = probe.run(run_id)["workspace"]
+            except (AuthError, ForbiddenError, NotFoundError):
+                continue  # this identity may not read the run (or has no token here)
+            chosen = tables.get(workspace)
+            break
+    with control_plane("apply", url, chosen, workspace=workspace) as client:
+        yield client, client.run(run_id)
 
 
 def project_url(project: Any) -> str | None:

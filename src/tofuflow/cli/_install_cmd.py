@@ -32,12 +32,15 @@ def install(version: str | None, cache_dir: Path | None, base_url: str | None) -
     \b
     What it downloads (VERSION defaults to the pinned release):
       <base>/v<VERSION>/tofu_<VERSION>_SHA256SUMS
+      <base>/v<VERSION>/tofu_<VERSION>_SHA256SUMS.gpgsig
       <base>/v<VERSION>/tofu_<VERSION>_<os>_<arch>.zip
     with <base> = https://github.com/opentofu/opentofu/releases/download.
 
-    It checks the zip's sha256 against its line in SHA256SUMS. A missing line or a
-    different digest stops the install: the download is discarded and nothing is
-    unpacked or run. Only then is the single `tofu` file taken out of the zip and
+    It checks, with GnuPG (gpg), that SHA256SUMS is signed by OpenTofu's release key
+    (pinned in tofuflow: E3E6E43D84CB852EADB0051D0C0AF313E5FD9F80), then the zip's
+    sha256 against its line in SHA256SUMS. A missing or wrong signature, a missing
+    line or a different digest stops the install: the download is discarded and
+    nothing is unpacked or run. Only then is the single `tofu` file taken out of the zip and
     placed at <cache>/opentofu/<VERSION>/<os>_<arch>/tofu. Running it again for an
     installed version downloads nothing.
 

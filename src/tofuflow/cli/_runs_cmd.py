@@ -8,6 +8,7 @@ TOFUFLOW_TOKEN; the embedded plane mints its own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -20,7 +21,7 @@ from tofuflow.cli._common import (
     PROJECT_OPTION,
     agent_report,
     announce,
-    apply_identity,
+    apply_control_plane,
     clean,
     cli_runner,
     configured_url,
@@ -66,8 +67,10 @@ def plan(workspace: str, project_path: Path | None, destroy: bool) -> None:
             project = load_project_file(project_path)
             ws = project.workspace(workspace)
             context = detect_run_context(cwd=ws.directory).to_json()
+            # Embedded: a token on this workspace only, unless it reads others' outputs.
+            scope = "*" if ws.inputs else ws.name
             url = project_url(project)
-            with control_plane("plan", url, ws.identity.get("plan")) as client:
+            with control_plane("plan", url, ws.identity.get("plan"), workspace=scope) as client:
                 announce(report, client.token, ws.directory)
                 if report is not None:  # no console link to an embedded plane's port
                     report.console_url = os.environ.get("TOFUFLOW_CONSOLE_URL") or url or ""
@@ -116,9 +119,7 @@ def apply(run_id: str, project_path: Path | None, wait: str) -> None:
     try:
         with reporting(report, f"tofuflow apply {run_id}"):
             project = load_project_file(project_path)
-            identity = apply_identity(project)
-            with control_plane("apply", project_url(project), identity) as client:
-                run = client.run(run_id)
+            with apply_control_plane(project, run_id) as (client, run):
                 if run["status"] == "needs_approval" and wait_seconds:
                     link = console_link(project_url(project), run_id)
                     run = await_approval(client, run, wait_seconds, CANCEL, report, link)
@@ -228,7 +229,9 @@ def rollback(workspace: str, to_run: str, apply_now: bool, project_path: Path | 
         ws = project.workspace(workspace)
         context = detect_run_context(cwd=ws.directory).to_json()
         # Reading the earlier run's artifact (it may hold sensitive values) needs an applier.
-        with control_plane("apply", project_url(project), ws.identity.get("apply")) as client:
+        with control_plane(
+            "apply", project_url(project), ws.identity.get("apply"), workspace=ws.name
+        ) as client:
             outcome = rollback_workspace(ws, to_run, client, context, cli_runner(None))
             click.echo(render_plan_text(outcome.plan))
             print_decision(outcome.run)
@@ -434,9 +437,29 @@ def audit_show(
 
 
 @audit.command("verify")
+@click.option(
+    "--export",
+    "export_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Verify this `audit export` file offline (no server), with --public-key.",
+)
+@click.option(
+    "--public-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The server's checkpoint key (PEM, from `tofuflow server audit public-key`).",
+)
 @PROJECT_OPTION
-def audit_verify(project_path: Path | None) -> None:
-    """Exit 1 and name the first bad event if any event was altered, removed or reordered."""
+def audit_verify(
+    export_file: Path | None, public_key: Path | None, project_path: Path | None
+) -> None:
+    """Exit 1 and name the first bad event if any event was altered, removed or reordered.
+
+    With --export and --public-key: check an export offline against the server's signed
+    checkpoints, which also catches a consistent rewrite of the whole chain.
+    """
+    if export_file is not None or public_key is not None:
+        _verify_export_offline(export_file, public_key)
+        return
     try:
         with control_plane("read", configured_url(project_path)) as client:
             result = client.audit_verify()
@@ -445,6 +468,31 @@ def audit_verify(project_path: Path | None) -> None:
     print_verify(result)
     if not result["ok"]:
         sys.exit(1)
+
+
+def _verify_export_offline(export_file: Path | None, public_key: Path | None) -> None:
+    from tofuflow.server.checkpoints import load_public_key, verify_export
+
+    if export_file is None or public_key is None:
+        raise click.UsageError("--export and --public-key go together: pass both")
+    try:
+        doc = json.loads(export_file.read_text())
+        key = load_public_key(public_key.read_bytes())
+    except ValueError as err:
+        raise click.ClickException(
+            f"{export_file} is not an audit export (JSON from `tofuflow audit export`): {err}"
+        ) from err
+    except TofuflowError as err:
+        raise fail(err) from err
+    if not isinstance(doc, dict):
+        raise click.ClickException(f"{export_file} is not an audit export")
+    check = verify_export(doc, key)
+    if check.ok:
+        click.echo(f"audit export intact: {check.events} events, covered by {check.checkpoints} "
+                   "checkpoint(s) signed by this key")  # fmt: skip
+        return
+    click.secho(f"audit export BROKEN: {check.problem}", fg="red")
+    sys.exit(1)
 
 
 @audit.command("credentials")
@@ -481,15 +529,36 @@ def audit_credentials(workspace: str | None, project_path: Path | None) -> None:
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Default: stdout.")
 @PROJECT_OPTION
 def audit_export(output: Path | None, project_path: Path | None) -> None:
-    """Every event as JSON lines, oldest first (with hashes, so the export verifies too)."""
+    """Every event and the server's signed checkpoints, as one JSON file.
+
+    The server checks the chain and signs its head first; `tofuflow audit verify --export
+    FILE --public-key KEY` then checks the file offline. If the chain contradicts the last
+    checkpoint, the file is still written (with that checkpoint) and the command exits 1.
+    """
+    from tofuflow.errors import ConflictError, NotFoundError
+    from tofuflow.server.checkpoints import EXPORT_FORMAT
+
+    refused: ConflictError | None = None
+    checkpoints: list[dict[str, Any]] = []
     try:
         with control_plane("read", configured_url(project_path)) as client:
-            lines = [json.dumps(e, sort_keys=True) for e in client.audit()]
+            try:
+                checkpoints.append(client.audit_checkpoint())
+            except ConflictError as err:
+                refused = err
+                with contextlib.suppress(NotFoundError):
+                    checkpoints.append(client.audit_latest_checkpoint())
+            # A signed head ends the export: later events are not covered yet.
+            until = checkpoints[0]["event_id"] if checkpoints and not refused else None
+            events = [e for e in client.audit() if until is None or e["id"] <= until]
     except TofuflowError as err:
         raise fail(err) from err
-    text = "".join(line + "\n" for line in lines)
+    doc = {"format": EXPORT_FORMAT, "events": events, "checkpoints": checkpoints}
+    text = json.dumps(doc, sort_keys=True, indent=1) + "\n"
     if output:
         output.write_text(text)
-        click.echo(f"{len(lines)} events written to {output}", err=True)
+        click.echo(f"{len(events)} events written to {output}", err=True)
     else:
         click.echo(text, nl=False)
+    if refused is not None:
+        raise fail(refused)

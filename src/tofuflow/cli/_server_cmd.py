@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from tofuflow.envs import Reaper
     from tofuflow.server.leases import Leader
 
-__all__ = ["InServerReaper", "server", "start_reaper"]
+__all__ = ["InServerReaper", "server", "start_checkpoints", "start_reaper"]
 
 _CONFIG = click.option(
     "--config",
@@ -113,6 +114,7 @@ def server(
     local = "127.0.0.1" if config.host in {"0.0.0.0", "::", ""} else config.host  # noqa: S104
     reaper = start_reaper(app.state.engine, config, f"http://{local}:{config.port}")
     sender = start_sender(app)  # notifications, when [notifications] names destinations
+    checkpoints = start_checkpoints(app.state.checkpoints, config)
     try:
         if workers > 1:
             _serve_workers(config_path, workers, config, log_level)
@@ -122,6 +124,7 @@ def server(
     finally:
         if sender is not None:
             sender.stop()
+        checkpoints.set()
         if reaper is not None:
             reaper.stop()
 
@@ -136,6 +139,27 @@ def _serve_workers(config_path: Path | None, workers: int, config: Any, log_leve
     if config_path is not None:
         os.environ["TOFUFLOW_SERVER_CONFIG"] = str(config_path.resolve())
     serve_workers(workers, host=config.host, port=config.port, log_level=log_level)
+
+
+def start_checkpoints(keeper: Any, config: Any) -> threading.Event:
+    """Sign the audit chain's head at start and every ``[audit] checkpoint_interval``
+    (a signature only when events were added); set the returned event to stop."""
+    from tofuflow.server.auth import parse_ttl
+
+    interval = parse_ttl(config.checkpoint_interval).total_seconds()
+    stop = threading.Event()
+
+    def loop() -> None:
+        while True:
+            try:
+                keeper.checkpoint()
+            except TofuflowError as err:  # a tampered chain is logged by the keeper itself
+                logging.getLogger("tofuflow.audit.checkpoint").error("not signed: %s", err)
+            if stop.wait(interval):
+                return
+
+    threading.Thread(target=loop, name="audit-checkpoints", daemon=True).start()
+    return stop
 
 
 def _log_to_stderr(level: str) -> None:
@@ -296,3 +320,16 @@ def audit_verify(config: Any) -> None:
     raise click.ClickException(
         f"audit log broken at {where}: {result.reason} ({result.checked} events fit before it)"
     )
+
+
+@audit.command("public-key")
+@click.pass_obj
+def audit_public_key(config: Any) -> None:
+    """Print the PEM public key that verifies the audit checkpoints (give it to auditors)."""
+    from tofuflow.server.checkpoints import signer_from_config
+
+    try:
+        signer = signer_from_config(config.audit_signing_key, config.data_dir)
+        click.echo(signer.public_key_pem().decode(), nl=False)
+    except TofuflowError as err:
+        raise click.ClickException(str(err)) from err

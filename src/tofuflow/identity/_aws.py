@@ -132,6 +132,7 @@ class AwsExchanger:
             role=self.role_arn,
             subject_claims=claims,
             fingerprint=fingerprint(keys["AccessKeyId"]),
+            proof=self._caller_identity_proof(static_env),
             details={
                 "mode": self.mode,
                 "session_name": self.session_name,
@@ -141,6 +142,33 @@ class AwsExchanger:
                 "session_tags": self.session_tags,
             },
         )
+
+    def _caller_identity_proof(self, keys: Mapping[str, str]) -> dict[str, Any]:
+        """An STS GetCallerIdentity request signed (SigV4) with the new session's keys: the
+        control plane sends it to STS itself, and STS's answer names the role session the
+        keys belong to. It cannot be turned into any other call, and expires in 15 minutes.
+        """
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials as BotoCredentials
+
+        url = (self.endpoint_url or f"https://sts.{self.region}.amazonaws.com").rstrip("/") + "/"
+        body = "Action=GetCallerIdentity&Version=2011-06-15"
+        request = AWSRequest(method="POST", url=url, data=body, headers={
+            "Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})  # fmt: skip
+        SigV4Auth(
+            BotoCredentials(
+                keys["AWS_ACCESS_KEY_ID"], keys["AWS_SECRET_ACCESS_KEY"], keys["AWS_SESSION_TOKEN"]
+            ),
+            "sts",
+            self.region,
+        ).add_auth(request)
+        return {
+            "kind": "aws-sts-get-caller-identity",
+            "url": url,
+            "body": body,
+            "headers": {k: str(v) for k, v in request.headers.items()},
+        }
 
     def _binary_env(
         self,

@@ -92,12 +92,16 @@ class Credentials:
     token_files: tuple[Path, ...] = ()
     details: Mapping[str, Any] = field(default_factory=dict)
     issued_at: datetime = field(default_factory=_now)
+    # What lets the control plane check the issuance itself (AWS: a GetCallerIdentity
+    # request signed with the new keys, which it sends to STS). Holds a session token:
+    # sent to the control plane only, never in the audit record, a log or a repr.
+    proof: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.cloud not in CLOUDS:
             raise ValueError(f"cloud {self.cloud!r} is not one of {', '.join(CLOUDS)}")
         # Read-only copies: a caller adding to env must build its own dict (see environ()).
-        for name in ("env", "static_env", "subject_claims", "details"):
+        for name in ("env", "static_env", "subject_claims", "details", "proof"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
     def environ(self, base: Mapping[str, str]) -> dict[str, str]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import json
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -34,17 +36,56 @@ class ControlPlane:
 
     cp = ControlPlane("http://127.0.0.1:8470", token)
     run = cp.create_run("app/dev", digest, context)
+
+    ``refresh`` re-requests an OIDC token from its source: it is called before the current
+    token (a JWT) enters the last quarter of its lifetime, and once more after a 401, so
+    an apply that outlives its pipeline's tokens can still record its result. Every new
+    token is passed to the callbacks in ``on_token`` (register it as a secret there).
     """
 
-    def __init__(self, url: str, token: str, *, timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout: float = 120.0,
+        refresh: Callable[[], str] | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.token = token
+        self.on_token: list[Callable[[str], None]] = []
+        self._refresh = refresh
+        self._refresh_lock = threading.Lock()
         self._http = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
         )
 
     def close(self) -> None:
         self._http.close()
+
+    @property
+    def renewable(self) -> bool:
+        """Whether the token comes from a source that can be asked for a fresh one."""
+        return self._refresh is not None
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise errors.UnreachableError(
+                f"cannot reach the control plane at {self.url}: {exc}. Check the URL "
+                "(tofuflow.toml [server] url or TOFUFLOW_SERVER_URL) and that it is running"
+            ) from exc
+
+    def _renew_token(self, refresh: Callable[[], str], stale: str) -> None:
+        with self._refresh_lock:
+            if self.token != stale:  # another thread renewed it meanwhile
+                return
+            token = refresh()
+            for announce in self.on_token:  # masked before it is ever used
+                announce(token)
+            self.token = token
+            self._http.headers["Authorization"] = f"Bearer {token}"
 
     def __enter__(self) -> ControlPlane:
         return self
@@ -136,6 +177,13 @@ class ControlPlane:
     def audit_verify(self) -> dict[str, Any]:
         return self._json("GET", "/v1/audit/verify")
 
+    def audit_checkpoint(self) -> dict[str, Any]:
+        """Have the server check the chain and sign its head (409 if the chain was altered)."""
+        return self._json("POST", "/v1/audit/checkpoints")
+
+    def audit_latest_checkpoint(self) -> dict[str, Any]:
+        return self._json("GET", "/v1/audit/checkpoints/latest")
+
     # -- environments (tofuflow.envs) ---------------------------------------------------
 
     def create_environment(
@@ -210,15 +258,14 @@ class ControlPlane:
         return dict(self._send(method, path, **kwargs).json())
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if self._refresh is not None and _expiring(self.token):
+            self._renew_token(self._refresh, self.token)
         for attempt in range(_RATE_LIMIT_RETRIES + 1):
-            try:
-                response = self._http.request(method, path, **kwargs)
-            except httpx.HTTPError as exc:
-                raise errors.UnreachableError(
-                    f"cannot reach the control plane at {self.url}: {exc}. Check the URL "
-                    "(tofuflow.toml [server] url or TOFUFLOW_SERVER_URL) and that it is "
-                    "running"
-                ) from exc
+            response = self._request(method, path, **kwargs)
+            if response.status_code == 401 and self._refresh is not None:
+                # Revoked or expired early (clock skew): one fresh token, one retry.
+                self._renew_token(self._refresh, self.token)
+                response = self._request(method, path, **kwargs)
             if response.status_code != 429 or attempt == _RATE_LIMIT_RETRIES:
                 break
             # Rate limited: wait as long as the server asks (within reason), then retry.
@@ -254,3 +301,18 @@ def _error(response: httpx.Response) -> errors.TofuflowError:
         f"the control plane failed ({response.status_code}: {message}); retry, and if it "
         "persists its operator finds the cause in the server log"
     )
+
+
+def _expiring(token: str) -> bool:
+    """Whether a JWT is in the last quarter of its lifetime (at least 10 s before ``exp``);
+    False for anything that is not a JWT with ``exp`` (API tokens do not expire mid-run)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return False
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        exp = float(claims["exp"])
+        lifetime = exp - float(claims.get("iat") or claims.get("nbf") or exp - 600)
+    except (ValueError, KeyError, TypeError):
+        return False
+    return time.time() >= exp - max(10.0, lifetime / 4)

@@ -6,13 +6,14 @@
 Remote (a URL): the token given, else the stage's token variable, else ``TOFUFLOW_TOKEN``,
 else the OIDC token of the stage's identity table (one pipeline identity gets both its
 cloud role and its state role). Embedded (no URL): the in-process control plane under the
-user's data directory mints a short-lived token with exactly the stage's role.
+user's data directory mints a short-lived token with exactly the stage's role, on
+``workspace`` when the caller knows it, and revokes it when the block ends.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, Literal
@@ -75,8 +76,9 @@ def connect(
     env = os.environ if env is None else env
     role = STAGE_ROLES[stage]
     if url:
-        chosen = token or _token_from_environment(stage, identity, env)
-        with ControlPlane(url, chosen) as client:
+        refresh = None if token else _refresher(stage, identity, env)
+        chosen = token or (refresh() if refresh else _token_from_environment(stage, identity, env))
+        with ControlPlane(url, chosen, refresh=refresh) as client:
             yield client
         return
     from tofuflow import embedded
@@ -84,13 +86,37 @@ def connect(
     if keep_running:
         plane = embedded.shared_plane(server_config)
         minted = embedded.mint_token(plane, role, workspace, description, lifetime)
-        with ControlPlane(plane.url, minted) as client:
-            yield client
+        try:
+            with ControlPlane(plane.url, minted) as client:
+                yield client
+        finally:
+            plane.revoke(minted)
         return
     with embedded.running(server_config) as plane:
         minted = embedded.mint_token(plane, role, workspace, description, lifetime)
-        with ControlPlane(plane.url, minted) as client:
-            yield client
+        try:
+            with ControlPlane(plane.url, minted) as client:
+                yield client
+        finally:
+            plane.revoke(minted)
+
+
+def _refresher(
+    stage: str, identity: Mapping[str, Any] | None, env: Mapping[str, str]
+) -> Callable[[], str] | None:
+    """How to get a fresh OIDC token when the stage's token comes from its identity (a
+    token in a variable cannot be renewed)."""
+    if env.get(STAGE_TOKEN_VARIABLES[stage]) or env.get("TOFUFLOW_TOKEN"):
+        return None
+    if not (identity and identity.get("source")):
+        return None
+    from tofuflow.identity import StageIdentity
+
+    stage_identity = StageIdentity.from_config(identity, env, stage=stage)
+    source, audience = stage_identity.source, stage_identity.audience
+    if source is None:
+        return None
+    return lambda: source.token(audience)
 
 
 def _token_from_environment(

@@ -141,7 +141,10 @@ def issued_record(creds: Credentials, stage: str) -> dict[str, Any]:
     """What the control plane records of an issuance: never a credential's value."""
     record = creds.audit_record(stage)
     keys = ("stage", "cloud", "role", "source", "subject_claims", "expires_at", "fingerprint")
-    return {key: record.get(key) for key in keys}
+    issued = {key: record.get(key) for key in keys}
+    if creds.proof:  # for the control plane to verify with the cloud, not to store
+        issued["proof"] = dict(creds.proof)
+    return issued
 
 
 def state_backend_env(

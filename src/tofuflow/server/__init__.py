@@ -4,7 +4,8 @@
     name = validate_workspace_name("app/prod")     # BadRequestError when it is not one
 
 Public modules: ``config`` (``ServerConfig``), ``admin`` (tokens, key rotation, audit
-check), ``leases`` (leader election), ``reaping`` (what an in-server reaper needs),
+check), ``checkpoints`` (signed audit checkpoints, offline export check), ``leases``
+(leader election), ``reaping`` (what an in-server reaper needs),
 ``serving`` (the uvicorn configuration), ``auth``, ``crypto``, ``storage`` and ``api``
 (the routers). Underscore modules are internal.
 """

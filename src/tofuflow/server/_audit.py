@@ -8,8 +8,6 @@ names the first one that no longer fits.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +16,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from tofuflow.server._paging import Page, decode_cursor, fill_page, grant_filter
+from tofuflow.server.checkpoints import GENESIS, record_hash
 from tofuflow.server.notify._events import from_audit
 from tofuflow.server.storage._db import AuditEvent, AuditHead, utcnow
 
@@ -31,9 +30,8 @@ __all__ = [
     "event_json",
     "query_events",
     "verify",
+    "verify_from",
 ]
-
-GENESIS = "0" * 64
 
 
 @dataclass(frozen=True)
@@ -98,28 +96,17 @@ def append(
 
 
 def event_hash(event: AuditEvent) -> str:
-    body = {
-        "id": event.id,
-        "ts": _utc(event.ts),
-        "actor": event.actor,
-        "actor_claims": event.actor_claims,
-        "action": event.action,
-        "workspace": event.workspace,
-        "serial": event.serial,
-        "outcome": event.outcome,
-        "status": event.status,
-        "client": event.client,
-        "detail": event.detail,
-        "run_id": event.run_id,
-        "commit": event.commit,
-    }
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256((event.prev_hash + canonical).encode()).hexdigest()
+    return record_hash(event.prev_hash, event_json(event))
 
 
 def verify(session: Session, batch: int = 5000) -> VerifyResult:
     """Walk the chain from the first event; report the first event that does not fit."""
-    previous, checked, last_id = GENESIS, 0, 0
+    return verify_from(session, 0, GENESIS, batch)
+
+
+def verify_from(session: Session, after: int, previous: str, batch: int = 5000) -> VerifyResult:
+    """Walk the chain from the event after ``after`` (whose hash is ``previous``)."""
+    checked, last_id = 0, after
     while True:
         rows = session.scalars(
             select(AuditEvent).where(AuditEvent.id > last_id).order_by(AuditEvent.id).limit(batch)

@@ -29,6 +29,7 @@ from tofuflow.errors import (
 )
 from tofuflow.server import _audit
 from tofuflow.server._paging import Page, cursor_time, decode_cursor, fill_page, grant_filter
+from tofuflow.server._run_context import verified_context
 from tofuflow.server._run_rules import (
     SESSION_PREFIX,
     WorkspacePolicy,
@@ -96,6 +97,8 @@ class RunService:
         # The applying runner renews its session's lease; when it lapses, the runner is
         # lost: the run fails and the lock it holds is released (see ``release_lost``).
         self.session_lease = session_lease
+        # [audit] sts_endpoint: where, besides AWS's own STS, credential proofs may go.
+        self.sts_endpoint = ""
         # Set by the app: whether a workspace is an ephemeral environment (policy input).
         self.is_environment: Callable[[str], bool] = lambda workspace: False
 
@@ -108,6 +111,9 @@ class RunService:
         ctx.principal.require(Permission.CREATE_RUN, workspace)
         if len(config_digest) != 64:
             raise BadRequestError("config_digest must be the sha256 hex of the configuration")
+        # Fields the caller's OIDC token proves come from it; a contradiction is refused.
+        claims = ctx.principal.claims if ctx.principal.kind == "oidc" else {}
+        context = verified_context(claims, context)
         with self._tx() as session:
             ws = session.scalars(select(Workspace).where(Workspace.name == workspace)).first()
             run = Run(
@@ -119,7 +125,8 @@ class RunService:
             )  # fmt: skip
             session.add(run)
             # The run's context in its first event: the audit log alone tells which commit,
-            # pipeline or DAG run and task asked for it (self-reported; see security.md).
+            # pipeline or DAG run and task asked for it (each field marked verified or
+            # reported under "provenance"; see security.md).
             detail = {"base_serial": run.base_serial, "context": run.context}
             self._audit(session, ctx, run, "run.created", detail)
             return _view(run)
@@ -360,14 +367,32 @@ class RunService:
         """Audit one credential issuance of a stage: who, which role, until when, and a
         fingerprint that proves freshness — never the credential or the token."""
         stage = str(record.get("stage"))
+        detail = {k: v for k, v in record.items() if k != "proof"}  # the proof holds a token
         with self._tx() as session:
             run = self._run(session, run_id)
             if stage == "plan":
                 self._require_requester(ctx, run, "report its plan credentials")
             else:
                 ctx.principal.require(Permission.APPLY_RUN, run.workspace)
-            self._audit(session, ctx, run, "credentials.issued", dict(record))
-            return {"run": run_id, "recorded": True}
+            detail.update(self._verify_issuance(run.id, stage, record))
+            self._audit(session, ctx, run, "credentials.issued", detail)
+            return {"run": run_id, "recorded": True, "verification": detail["verification"]}
+
+    def _verify_issuance(
+        self, run_id: str, stage: str, record: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """AWS issuances with a proof are checked with STS (refused if STS disagrees);
+        everything else is recorded as the runner reported it."""
+        proof = record.get("proof")
+        if record.get("cloud") != "aws" or not isinstance(proof, Mapping):
+            return {"verification": "reported"}
+        from tofuflow.identity import session_name
+        from tofuflow.server._sts import verify_aws_issuance
+
+        return verify_aws_issuance(
+            proof, str(record.get("role", "")), session_name(stage, run_id),
+            str(record.get("fingerprint", "")), sts_endpoint=self.sts_endpoint,
+        )  # fmt: skip
 
     def append_log(self, ctx: RequestContext, run_id: str, text: str) -> dict[str, Any]:
         """Keep one chunk of the applying binary's output (the runner scrubbed it), sealed

@@ -61,6 +61,7 @@ from tofuflow.server.auth import (
     issuers_from_config,
     parse_ttl,
 )
+from tofuflow.server.checkpoints import CheckpointKeeper, CheckpointStore, signer_from_config
 from tofuflow.server.config import ServerConfig
 from tofuflow.server.console import install_console, install_offline_docs
 from tofuflow.server.crypto import keyring_from_config
@@ -120,7 +121,13 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(runs.router(run_service, context, max_bytes))
     app.include_router(environments.router(environment_service, context))
     app.include_router(drift.router(DriftService(engine), context))
-    app.include_router(audit.router(engine, context))
+    keeper = CheckpointKeeper(
+        engine,
+        signer_from_config(config.audit_signing_key, config.data_dir),
+        CheckpointStore(blobs, config.data_dir),
+    )
+    app.state.checkpoints = keeper
+    app.include_router(audit.router(engine, context, keeper))
     app.include_router(notifications.router(engine, context))
     install_console(
         app, config, runs=run_service, state=service, environments=environment_service,
@@ -148,6 +155,7 @@ def _run_service(config: ServerConfig, service: StateService) -> RunService:
         session_lease=parse_ttl(config.session_lease),
     )  # fmt: skip
     service.state_writes = run_service.state_writes
+    run_service.sts_endpoint = config.sts_endpoint
     return run_service
 
 

@@ -47,6 +47,13 @@ File (every key optional)::
     session_ttl = "1h"
     session_lease = "60s"       # an applying runner renews it; lapsed: the run fails, lock freed
 
+    [audit]
+    checkpoint_interval = "1h"  # how often the chain's head is signed (and on every export)
+    [audit.signing_key]         # signs the checkpoints; the database never holds it
+    kind = "local"              # Ed25519 key file (keys/audit-signing.pem), or "aws-kms"
+    # sts_endpoint = "https://sts.eu-west-1.amazonaws.com"  (under [audit]: besides AWS's
+    #   own STS hosts, where AWS credential proofs may be checked, e.g. a VPC endpoint)
+
     [environments]              # ephemeral workspaces (`tofuflow env`) and their reaper
     reaper = true               # destroy expired environments from inside the server
     reap_interval = "30s"       # how often the leader looks for expired environments
@@ -124,6 +131,9 @@ class ServerConfig:
     max_env_ttl: str = "7d"
     notifications: Mapping[str, Any] = field(default_factory=dict)
     console: Mapping[str, Any] = field(default_factory=dict)
+    audit_signing_key: Mapping[str, Any] = field(default_factory=dict)
+    checkpoint_interval: str = "1h"
+    sts_endpoint: str = ""
     source: Path | None = None
 
     @classmethod
@@ -172,6 +182,10 @@ class ServerConfig:
             "session_lease": check.get(runs, ("runs", "session_lease"), str),
             "console": check.table(doc, ("console",)),
         }
+        audit = check.table(doc, ("audit",))
+        values["audit_signing_key"] = check.table(audit, ("audit", "signing_key"))
+        values["checkpoint_interval"] = check.get(audit, ("audit", "checkpoint_interval"), str)
+        values["sts_endpoint"] = check.get(audit, ("audit", "sts_endpoint"), str)
         environments = check.table(doc, ("environments",))
         for key, (field_name, kind) in _ENVIRONMENT_KEYS.items():
             values[field_name] = check.get(environments, ("environments", key), kind)
@@ -215,6 +229,10 @@ class ServerConfig:
             except ConfigError as exc:
                 name = "max_ttl" if key == "max_env_ttl" else key
                 raise ConfigError(f"{where}: environments.{name}: {exc}") from exc
+        try:
+            parse_ttl(self.checkpoint_interval)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: audit.checkpoint_interval: {exc}") from exc
         self.console_settings(where)
 
     def console_settings(self, where: str = "configuration") -> ConsoleSettings | None:
@@ -303,6 +321,7 @@ def _schema() -> Schema:
     # Imported here, not at the top: they pull in the server's dependencies.
     from tofuflow.server.auth._bindings import _BINDING_KEYS
     from tofuflow.server.auth._oidc import _ISSUER_KEYS
+    from tofuflow.server.checkpoints import SIGNING_KEY_OPTIONS
     from tofuflow.server.console import CONSOLE_KEYS
     from tofuflow.server.crypto._keys import _BUILDERS
     from tofuflow.server.notify import DESTINATION_KEYS, SETTINGS_KEYS
@@ -325,6 +344,11 @@ def _schema() -> Schema:
             "destinations": _Each(_ByKind(DESTINATION_KEYS)),
         },
         "console": dict.fromkeys(CONSOLE_KEYS),
+        "audit": {
+            "checkpoint_interval": None,
+            "sts_endpoint": None,
+            "signing_key": _ByKind(SIGNING_KEY_OPTIONS, default="local"),
+        },
     }
 
 

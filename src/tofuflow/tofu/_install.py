@@ -8,9 +8,13 @@ Release layout (confirmed in opentofu/opentofu website/docs/intro/install/instal
 ``tofu_<version>_SHA256SUMS``, whose lines read ``<sha256 hex>  <file name>``; the base is
 ``https://github.com/opentofu/opentofu/releases/download``.
 
-What the checksum proves: the zip is the file SHA256SUMS names. SHA256SUMS comes from the
-same origin, so this catches corruption and a swapped zip, not a compromised origin; the
-cosign signature on SHA256SUMS is not checked here.
+What is proven before anything is unpacked: ``tofu_<version>_SHA256SUMS.gpgsig`` is a
+valid GPG signature over SHA256SUMS by OpenTofu's release key, pinned here (the public key
+is vendored next to this module, ``opentofu_signing_key.asc``, from
+https://get.opentofu.org/opentofu.asc, and must have the fingerprint
+``OPENTOFU_SIGNING_KEY_FINGERPRINT``); then the zip is the file SHA256SUMS names. A
+compromised origin or mirror cannot serve a release of its own. GnuPG (``gpg``) checks the
+signature, through python-gnupg, in a throw-away keyring holding only the pinned key.
 """
 
 from __future__ import annotations
@@ -28,16 +32,17 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import platformdirs
 
 from tofuflow._version import __version__
-from tofuflow.errors import ChecksumMismatchError, ConfigError, InstallError
+from tofuflow.errors import ChecksumMismatchError, ConfigError, InstallError, SignatureError
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_VERSION",
+    "OPENTOFU_SIGNING_KEY_FINGERPRINT",
     "InstallRecord",
     "host_platform",
     "install",
@@ -55,11 +60,21 @@ DEFAULT_BASE_URL = "https://github.com/opentofu/opentofu/releases/download"
 
 BASE_URL_ENV = "TOFUFLOW_INSTALL_BASE_URL"
 CACHE_DIR_ENV = "TOFUFLOW_CACHE_DIR"
+# Another armored public key instead of OpenTofu's: for tests, and for a key rotation that
+# a tofuflow release has not caught up with yet (see docs/security.md).
+SIGNING_KEY_ENV = "TOFUFLOW_INSTALL_SIGNING_KEY"
+
+# OpenTofu's release signing key (RSA 4096, created 2023-11-15, "OpenTofu (This key is used
+# to sign opentofu providers) <core@opentofu.org>"): the fingerprint OpenTofu's install
+# documentation tells users to check, and tofudl's GPGKeyFingerprint. Its primary key signs.
+OPENTOFU_SIGNING_KEY_FINGERPRINT = "E3E6E43D84CB852EADB0051D0C0AF313E5FD9F80"
+_PINNED_KEY = Path(__file__).with_name("opentofu_signing_key.asc")
 
 # Release zips are ~30 MiB and the binary ~100 MiB; the caps only stop a misbehaving
 # mirror (or a zip bomb) from filling the disk.
 _MAX_ARCHIVE_BYTES = 512 * 1024 * 1024
 _MAX_SUMS_BYTES = 1024 * 1024
+_MAX_SIGNATURE_BYTES = 64 * 1024
 _MAX_BINARY_BYTES = 1024 * 1024 * 1024
 _CHUNK = 1024 * 1024
 
@@ -99,7 +114,8 @@ class InstallRecord:
     """What was verified when a binary was installed; stored next to it as install.json.
 
     ``archive_sha256`` is the zip's digest as matched against SHA256SUMS; ``binary_sha256``
-    lets a later ``install()`` notice a cached binary that changed since.
+    lets a later ``install()`` notice a cached binary that changed since; ``signed_by`` is
+    the fingerprint of the key whose signature on SHA256SUMS was verified.
     """
 
     version: str
@@ -108,6 +124,7 @@ class InstallRecord:
     archive: str
     archive_sha256: str
     binary_sha256: str
+    signed_by: str = ""
 
 
 def install(
@@ -118,6 +135,7 @@ def install(
     os_name: str | None = None,
     arch: str | None = None,
     timeout: float = 60.0,
+    signing_key: Path | None = None,
 ) -> Path:
     """Download, verify and cache an OpenTofu release; return the path of its ``tofu``.
 
@@ -126,7 +144,9 @@ def install(
 
     Idempotent: a cached binary whose digest still matches its record is returned without
     any download. Raises ConfigError (bad version/platform/URL), InstallError (download or
-    archive problem) or ChecksumMismatchError (the zip is not what SHA256SUMS promises).
+    archive problem), SignatureError (SHA256SUMS is not signed by OpenTofu's key, or by
+    ``signing_key``/$TOFUFLOW_INSTALL_SIGNING_KEY when given) or ChecksumMismatchError (the
+    zip is not what SHA256SUMS promises).
     """
     ver = _normalise_version(version or DEFAULT_VERSION)
     target_os, target_arch = _target_platform(os_name, arch)
@@ -137,7 +157,8 @@ def install(
         return binary
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".tmp-", dir=root) as tmp:
-        record = _fetch_and_verify(release, ver, target_os, target_arch, Path(tmp), timeout)
+        key = _signing_key(signing_key)
+        record = _fetch_and_verify(release, ver, target_os, target_arch, Path(tmp), timeout, key)
         staged = _extract_binary(Path(tmp) / record.archive, target_os, Path(tmp))
         record = replace(record, binary_sha256=_sha256_file(staged))
         _put_in_place(staged, record, binary)
@@ -259,8 +280,8 @@ def _binary_name(os_name: str) -> str:
 def _is_intact(binary: Path) -> bool:
     """True when ``binary`` was installed by us and has not changed since."""
     record = read_record(binary)
-    if record is None or not binary.is_file():
-        return False
+    if record is None or not record.signed_by or not binary.is_file():
+        return False  # no signature was checked for it (installed before tofuflow did)
     return _sha256_file(binary) == record.binary_sha256
 
 
@@ -268,12 +289,20 @@ def _is_intact(binary: Path) -> bool:
 
 
 def _fetch_and_verify(
-    release: str, version: str, os_name: str, arch: str, tmp: Path, timeout: float
+    release: str,
+    version: str,
+    os_name: str,
+    arch: str,
+    tmp: Path,
+    timeout: float,
+    key: tuple[Path, str | None],
 ) -> InstallRecord:
-    """Download SHA256SUMS and the zip into ``tmp``; raise unless the digests agree."""
+    """Download SHA256SUMS, its signature and the zip into ``tmp``; raise unless the
+    signature is the pinned key's and the digests agree."""
     sums_name = f"tofu_{version}_SHA256SUMS"
     archive = f"tofu_{version}_{os_name}_{arch}.zip"
     sums_path = _download(f"{release}/{sums_name}", tmp / sums_name, _MAX_SUMS_BYTES, timeout)
+    signed_by = _verify_sums_signature(release, sums_name, sums_path, tmp, timeout, key)
     expected = _parse_sums(sums_path.read_text(encoding="utf-8", errors="replace")).get(archive)
     if expected is None:
         # Checked before the zip is fetched: an unlisted file could never be verified.
@@ -292,7 +321,86 @@ def _fetch_and_verify(
             f"installed or run. Retry; if it persists, the file was altered at its source "
             f"or your mirror ({BASE_URL_ENV}) serves a different file."
         )
-    return InstallRecord(version, os_name, arch, archive, actual, binary_sha256="")
+    return InstallRecord(version, os_name, arch, archive, actual, "", signed_by)
+
+
+def _signing_key(signing_key: Path | None) -> tuple[Path, str | None]:
+    """(armored public key file, the fingerprint it must have, or None for "its own")."""
+    chosen = signing_key or os.environ.get(SIGNING_KEY_ENV)
+    if not chosen:
+        return _PINNED_KEY, OPENTOFU_SIGNING_KEY_FINGERPRINT
+    path = Path(chosen).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f"signing key {path} (from {'signing_key' if signing_key else SIGNING_KEY_ENV}) "
+            "does not exist: give the path of an armored GPG public key, or unset it to use "
+            "OpenTofu's pinned key"
+        )
+    return path, None
+
+
+def _verify_sums_signature(
+    release: str,
+    sums_name: str,
+    sums_path: Path,
+    tmp: Path,
+    timeout: float,
+    key: tuple[Path, str | None],
+) -> str:
+    """Raise SignatureError unless ``<sums>.gpgsig`` is the pinned key's signature on it;
+    return the signer's (primary key) fingerprint."""
+    sig_url = f"{release}/{sums_name}.gpgsig"
+    try:
+        sig_path = _download(sig_url, tmp / f"{sums_name}.gpgsig", _MAX_SIGNATURE_BYTES, timeout)
+    except InstallError as exc:
+        raise SignatureError(
+            f"{sums_name} is not signed: {sig_url} could not be fetched ({exc}). Nothing was "
+            "installed. OpenTofu signs every release; a mirror must serve the .gpgsig file "
+            "next to SHA256SUMS unchanged."
+        ) from exc
+    key_file, pinned = key
+    gpg = _gpg(tmp / "gnupg")
+    imported = gpg.import_keys(key_file.read_text(encoding="utf-8"))
+    trusted = {f.upper() for f in imported.fingerprints}
+    if pinned is not None and pinned not in trusted:
+        raise SignatureError(
+            f"the vendored OpenTofu key {key_file} does not have the pinned fingerprint "
+            f"{pinned}: the tofuflow installation is damaged; reinstall tofuflow"
+        )
+    if not trusted:
+        raise ConfigError(f"{key_file} holds no GPG public key: give an armored public key")
+    with sig_path.open("rb") as signature:
+        verified = gpg.verify_file(signature, str(sums_path))
+    signer = (verified.pubkey_fingerprint or verified.fingerprint or "").upper()
+    expected = pinned or ", ".join(sorted(trusted))
+    if not verified.valid or signer not in (trusted if pinned is None else {pinned}):
+        reason = verified.status or "no valid signature"
+        raise SignatureError(
+            f"{sums_name} from {release} is not signed by {expected} ({reason}; signed by "
+            f"{signer or verified.key_id or 'an unknown key'}): refusing the release, nothing "
+            f"was installed. A compromised origin or mirror ({BASE_URL_ENV}) can serve "
+            "files whose checksums match; only OpenTofu's signature proves where they "
+            "came from."
+        )
+    return signer
+
+
+def _gpg(home: Path) -> Any:
+    """A GnuPG with a fresh, empty keyring: no key the user trusts elsewhere counts."""
+    try:
+        import gnupg  # type: ignore[import-untyped]  # python-gnupg ships no type hints
+    except ImportError as exc:  # a dependency of tofuflow; missing only in a broken install
+        raise InstallError("python-gnupg is missing: pip install python-gnupg") from exc
+    home.mkdir(mode=0o700)
+    try:
+        # Verifying needs no private key, so no gpg-agent: none is left running behind.
+        return gnupg.GPG(gnupghome=str(home), options=["--no-autostart"])
+    except (OSError, ValueError) as exc:
+        raise InstallError(
+            f"GnuPG (gpg) is needed to verify OpenTofu's release signature and could not be "
+            f"run ({exc}): install it (apt-get install gnupg, brew install gnupg), or install "
+            "OpenTofu yourself and set TOFUFLOW_BINARY."
+        ) from exc
 
 
 def _parse_sums(text: str) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The audit log: query events the caller may read; verify the hash chain."""
+"""The audit log: query events the caller may read; verify the hash chain; sign its head."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from tofuflow.errors import NotFoundError
 from tofuflow.server._audit import AuditQuery, query_events, verify
 from tofuflow.server._paging import MAX_PAGE, next_link
 from tofuflow.server.api._common import CURSOR_HELP, ContextDep
+from tofuflow.server.auth import Permission
+from tofuflow.server.checkpoints import CheckpointKeeper
 from tofuflow.server.notify._events import audit_verify_failed
 
 __all__ = ["router"]
@@ -19,7 +22,7 @@ __all__ = ["router"]
 _MAX_ID = 2**63 - 1  # BIGINT: event ids past it cannot exist (and SQLite cannot bind them)
 
 
-def router(engine: Engine, context: ContextDep) -> APIRouter:
+def router(engine: Engine, context: ContextDep, keeper: CheckpointKeeper) -> APIRouter:
     api = APIRouter(tags=["audit"])
 
     @api.get("/v1/audit", summary="Audit events the caller may read")
@@ -54,5 +57,21 @@ def router(engine: Engine, context: ContextDep) -> APIRouter:
                     "first_bad_id": result.first_bad_id, "reason": result.reason}  # fmt: skip
 
         return await run_in_threadpool(check)
+
+    # Both need read rights on every event (a grant matching "*"): a checkpoint covers them all.
+    @api.post("/v1/audit/checkpoints", summary="Sign the chain's head (after checking it)")
+    async def audit_checkpoint(request: Request) -> dict[str, Any]:
+        ctx = await context(request)
+        ctx.principal.require(Permission.READ_RUNS, "*")
+        return await run_in_threadpool(keeper.checkpoint)
+
+    @api.get("/v1/audit/checkpoints/latest", summary="The newest stored signed checkpoint")
+    async def audit_latest_checkpoint(request: Request) -> dict[str, Any]:
+        ctx = await context(request)
+        ctx.principal.require(Permission.READ_RUNS, "*")
+        latest = await run_in_threadpool(keeper.store.latest)
+        if latest is None:
+            raise NotFoundError(f"no audit checkpoint in {keeper.store.name} yet")
+        return latest
 
     return api

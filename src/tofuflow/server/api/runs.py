@@ -39,6 +39,9 @@ class CredentialIssued(BaseModel):
     subject_claims: dict[str, Any] = Field(default_factory=dict)
     expires_at: str | None = Field(default=None, max_length=64)
     fingerprint: str = Field(min_length=8, max_length=64, pattern="^[0-9a-f]+$")
+    proof: dict[str, Any] | None = Field(
+        default=None, description="AWS: a signed STS GetCallerIdentity request (never stored)"
+    )
 
 
 class OpenSession(BaseModel):

@@ -211,6 +211,15 @@ def _plain(value: object) -> bool:
     return value is None or _scalar_text(value) is not None
 
 
+def kubernetes_claims(claims: Mapping[str, Any]) -> dict[str, str]:
+    """The pod a Kubernetes service-account token is bound to, as the flat claim
+    ``kubernetes_pod`` (the nested ``kubernetes.io`` object is not an audit-safe claim)."""
+    nested = claims.get("kubernetes.io")
+    pod = nested.get("pod") if isinstance(nested, Mapping) else None
+    name = pod.get("name") if isinstance(pod, Mapping) else None
+    return {"kubernetes_pod": name} if isinstance(name, str) and name else {}
+
+
 def principal_from_claims(claims: Mapping[str, Any], bindings: Sequence[Binding]) -> Principal:
     """The principal for verified OIDC claims (from ``OidcVerifier.verify``).
 
@@ -223,5 +232,5 @@ def principal_from_claims(claims: Mapping[str, Any], bindings: Sequence[Binding]
         subject=subject,
         kind="oidc",
         grants=grants_for(claims, bindings),
-        claims=safe_claims(claims),
+        claims={**safe_claims(claims), **kubernetes_claims(claims)},
     )
