@@ -29,6 +29,7 @@ from _deployment import (
 DAG_IDS = [
     "tofuflow_lifecycle",
     "tofuflow_approval",
+    "tofuflow_stacks",
     "deploy_slow_stop",
     "deploy_contended",
     "deploy_locked",
@@ -69,6 +70,12 @@ def slow_state() -> Iterator[SlowStateServer]:
 
 def _authority(deployment: Deployment) -> str:
     return deployment.server.url.removeprefix("http://")
+
+
+def _holding(deployment: Deployment, secret: str) -> set[Path]:
+    """Files under AIRFLOW_HOME (logs, process output) holding ``secret``."""
+    return {p.relative_to(deployment.home) for p in deployment.home.rglob("*")
+            if p.is_file() and secret.encode() in p.read_bytes()}  # fmt: skip
 
 
 def _lock(deployment: Deployment, workspace: str) -> dict[str, Any]:
@@ -138,6 +145,29 @@ def test_the_approval_example_waits_deferred_in_the_triggerer_until_a_person_app
             done = admin.run(run_id_)
             assert done["status"] == "applied"
             assert [a["comment"] for a in done["approvals"]] == ["looked at it"]
+
+
+def test_the_stacks_example_applies_in_dependency_order_passing_a_sensitive_input(
+    deployment: Deployment,
+) -> None:
+    dag_id = "tofuflow_stacks"
+    run_id = deployment.trigger(dag_id)
+    states = deployment.wait_run(dag_id, run_id)
+    assert set(states.values()) == {"success"}, states
+    token = "tok-" + hashlib.sha256(b"token:stacks/network").hexdigest()[:32]
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    order = (deployment.files / "stacks" / "order.log").read_text().splitlines()
+    assert order == [
+        "apply stacks/network",
+        "apply stacks/db subnet=10.42.0.0/24",
+        "apply stacks/app subnet=10.42.0.0/24 dsn=db://stacks-db.internal:5432 "
+        f"token_sha256={digest}",
+        "destroy stacks/app",
+        "destroy stacks/db",
+        "destroy stacks/network",
+    ]
+    # network's sensitive token reached app's binary, and nothing of Airflow's.
+    assert _holding(deployment, token) == set()
 
 
 def test_a_task_marked_failed_while_its_binary_is_slow_to_stop_leaves_no_lock(
@@ -244,8 +274,7 @@ def test_a_sensitive_output_named_result_reaches_no_xcom_rendered_field_or_log(
     for ti in deployment.task_instances(dag_id, run_id):
         assert CANARY not in json.dumps(ti.get("rendered_fields")), ti
         assert CANARY not in deployment.log(dag_id, run_id, ti["task_id"]), ti["task_id"]
-    leaked = {p.relative_to(deployment.home) for p in deployment.home.rglob("*")
-              if p.is_file() and CANARY.encode() in p.read_bytes()}  # fmt: skip
+    leaked = _holding(deployment, CANARY)
     assert leaked <= {Path("processes/scheduler.log")}, leaked
     # Airflow 3.3's LocalExecutor copies every task's log lines to the scheduler's stdout
     # without its secret masker: the two lines `use` logged on purpose are there in clear,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -65,6 +66,18 @@ def _git(cwd: Path, *args: str) -> None:
 
 @pytest.fixture
 def env(tmp_path: Path, server_config: Any, binary: Binary) -> Iterator[Env]:
+    yield from _env(tmp_path, server_config)
+
+
+@pytest.fixture
+def any_db_env(
+    tmp_path: Path, server_config: Any, binary: Binary, database_url: str
+) -> Iterator[Env]:
+    """``env`` on SQLite and on PostgreSQL."""
+    yield from _env(tmp_path, replace(server_config, database_url=database_url))
+
+
+def _env(tmp_path: Path, server_config: Any) -> Iterator[Env]:
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "user.rego").write_text(DENY_POLICY)
@@ -145,6 +158,41 @@ def test_one_apply_session_per_workspace_the_other_is_refused_as_stale(env: Env)
     refused = env.admin.run(second.run["id"])
     assert refused["status"] == "cancelled" and refused["result"]["reason"] == "stale"
     assert refused["result"]["applying"] == first.run["id"]
+
+
+def test_concurrent_apply_sessions_on_a_workspace_without_state_open_only_one(
+    any_db_env: Env,
+) -> None:
+    # Found in a real Airflow deployment: two DAG runs' first applies to a new workspace
+    # (no state yet, so no workspace row to lock) both opened a session 29 ms apart.
+    env = any_db_env
+    for attempt in range(8):
+        runs = [_plan(env, env.workspace()).run["id"] for _ in range(2)]
+        barrier = threading.Barrier(2)
+        outcomes: dict[str, str] = {}
+        open_one = _opener(env.applier, barrier, outcomes)
+        threads = [threading.Thread(target=open_one, args=(r,)) for r in runs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert sorted(outcomes.values()) == ["opened", "stale"], (attempt, outcomes)
+        opened = next(r for r in runs if outcomes[r] == "opened")
+        env.applier.finish(opened, "failed", {"error": "test: not applied"})
+
+
+def _opener(applier: ControlPlane, barrier: threading.Barrier, outcomes: dict[str, str]) -> Any:
+    """Opens a run's apply session as soon as the other thread is ready too."""
+
+    def open_one(run_id: str) -> None:
+        barrier.wait()
+        try:
+            applier.open_session(run_id)
+            outcomes[run_id] = "opened"
+        except PlanStaleError:
+            outcomes[run_id] = "stale"
+
+    return open_one
 
 
 def test_a_tampered_artifact_is_refused(env: Env) -> None:

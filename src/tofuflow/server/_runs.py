@@ -46,7 +46,7 @@ from tofuflow.server._run_rules import (
 )
 from tofuflow.server._run_staleness import lose_runner, release_lost_runners, supersede_stale
 from tofuflow.server._sealed import open_record, seal_record
-from tofuflow.server._state import RequestContext
+from tofuflow.server._state import RequestContext, workspace_for_update
 from tofuflow.server.auth import Permission
 from tofuflow.server.crypto import Keyring
 from tofuflow.server.storage._blobs import BlobStore
@@ -271,10 +271,9 @@ class RunService:
     def _stale(self, session: Session, ctx: RequestContext, run: Run) -> str | None:
         """Why ``run``'s plan no longer fits the workspace (recorded), or None."""
         release_lost_runners(session, run.workspace)
-        ws = session.scalars(
-            select(Workspace).where(Workspace.name == run.workspace).with_for_update()
-        ).first()
-        serial = ws.serial if ws else None
+        # Locked (created if the workspace has no state yet): one session opens at a time.
+        ws = workspace_for_update(session, run.workspace)
+        serial = ws.serial
         applying = session.scalars(
             select(Run.id)
             .where(Run.workspace == run.workspace, Run.status == "applying", Run.id != run.id)

@@ -348,18 +348,7 @@ class StateService:
             yield session
 
     def _workspace_for_update(self, session: Session, name: str) -> Workspace:
-        ws = _find(session, name, for_update=True)
-        if ws is not None:
-            return ws
-        try:
-            with session.begin_nested():
-                ws = Workspace(name=name)
-                session.add(ws)
-        except IntegrityError:  # created concurrently (PostgreSQL): use that one
-            ws = _find(session, name, for_update=True)
-            if ws is None:
-                raise
-        return ws
+        return workspace_for_update(session, name)
 
     def _override_active(self, ws: Workspace, ctx: RequestContext) -> bool:
         until = ws.override_until
@@ -476,6 +465,23 @@ def _check_rules(ws: Workspace, serial: int, lineage: str) -> None:
             f"serial {serial} is older than the stored serial {ws.serial} of {ws.name}: the "
             "state moved on since it was read. Re-run plan/apply against the current state"
         )
+
+
+def workspace_for_update(session: Session, name: str) -> Workspace:
+    """The workspace's row, locked for this transaction; created first if it has none
+    (a workspace with no state yet has nothing else to lock)."""
+    ws = _find(session, name, for_update=True)
+    if ws is not None:
+        return ws
+    try:
+        with session.begin_nested():
+            ws = Workspace(name=name)
+            session.add(ws)
+    except IntegrityError:  # created concurrently (PostgreSQL): use that one
+        ws = _find(session, name, for_update=True)
+        if ws is None:
+            raise
+    return ws
 
 
 def _find(session: Session, name: str, *, for_update: bool = False) -> Workspace | None:
