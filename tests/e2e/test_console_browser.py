@@ -25,6 +25,7 @@ from playwright.sync_api import expect
 
 from _services.fixtures import make_token
 from _services.idp import free_port, openid_provider
+from _services.receivers import WebhookReceiver
 from _services.server import RunningServer, threaded_server
 
 pytestmark = pytest.mark.binary
@@ -93,7 +94,10 @@ def browser() -> Iterator[Any]:
             browser.close()
 
 
-def _console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **session: str) -> Iterator[Console]:
+def _console(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, notifications: dict[str, Any] | None = None,
+    **session: str,
+) -> Iterator[Console]:  # fmt: skip
     from tofuflow.server.config import ServerConfig
 
     idp_port = free_port()
@@ -112,6 +116,7 @@ def _console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **session: str) ->
         ],
         # app/web's state is written by hand in a test (the simple applier mode).
         "workspace_settings": [{"match": "app/web", "require_apply_session": False}],
+        **({"notifications": notifications} if notifications else {}),
     })  # fmt: skip
     repo = tmp_path / "repo"
     (repo / "infra").mkdir(parents=True)
@@ -521,3 +526,51 @@ def test_environments_and_drift_at_a_glance(console: Console, browser: Any) -> N
     page.goto(f"{console.server.url}/console/workspaces/app/pr-42")
     story = page.locator("section[aria-labelledby=wsstory-h]").inner_text()
     assert "Environment created" in story, story
+
+
+def test_an_admin_sees_a_dead_letter_and_sends_it_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, binary: object, browser: Any
+) -> None:
+    del binary
+    hook = WebhookReceiver(secret="test-signing-key")  # down: every attempt fails
+    monkeypatch.setenv("TEST_NOTIFY_SECRET", "test-signing-key")
+    notifications = {
+        "max_attempts": 1, "poll_interval": "1s", "retry_backoff": "1s",
+        "destinations": [{"name": "ops", "kind": "webhook", "url": hook.url,
+                          "secret_env": "TEST_NOTIFY_SECRET"}],
+    }  # fmt: skip
+    for console in _console(tmp_path, monkeypatch, notifications=notifications):
+        run_id = _plan(console)  # needs approval: one event for "ops", which is down
+        _, page = _sign_in(browser, console, "carol", "/console/notifications")
+        for _ in range(60):
+            if "run.needs_approval" in page.locator("main").inner_text():
+                break
+            page.wait_for_timeout(500)
+            page.reload()
+        dead = page.locator("table.deliveries tbody tr")
+        expect(dead).to_have_count(1)
+        expect(dead).to_contain_text("ops")
+        expect(dead).to_contain_text("app/prod")
+        hook.start()  # the receiver is back: send the dead letter again
+        try:
+            page.click("button:has-text('Send again')")
+            for _ in range(60):
+                if hook.received:
+                    break
+                page.wait_for_timeout(500)
+            assert [r.json["run"]["id"] for r in hook.received] == [run_id]
+            assert hook.received[0].signature_ok
+            page.reload()
+            expect(page.locator("main")).to_contain_text("No dead letters.")
+        finally:
+            hook.stop()
+
+        # Not for planners: no link, and the page itself is refused.
+        context, bob = _sign_in(browser, console, "bob", "/console/runs")
+        assert bob.locator("nav a:has-text('Notifications')").count() == 0
+        answer = context.request.get(f"{console.server.url}/console/notifications")
+        assert answer.status == 403
+        forged = context.request.post(
+            f"{console.server.url}/console/notifications/1/retry", form={"csrf": "x"}
+        )
+        assert forged.status == 403

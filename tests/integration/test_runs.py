@@ -185,9 +185,10 @@ def _opener(applier: ControlPlane, barrier: threading.Barrier, outcomes: dict[st
     """Opens a run's apply session as soon as the other thread is ready too."""
 
     def open_one(run_id: str) -> None:
+        digests = _digests(applier.run(run_id))
         barrier.wait()
         try:
-            applier.open_session(run_id)
+            applier.open_session(*digests)
             outcomes[run_id] = "opened"
         except PlanStaleError:
             outcomes[run_id] = "stale"

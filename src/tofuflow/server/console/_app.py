@@ -73,6 +73,7 @@ from tofuflow.server.console._session import (
 )
 from tofuflow.server.console._settings import CALLBACK_PATH, ConsoleSettings
 from tofuflow.server.console._views import OutputRow, ResourceSection, plan_sections, story_steps
+from tofuflow.server.notify import deliveries, retry_delivery
 
 __all__ = ["install_console", "install_offline_docs", "issue_sign_in_link"]
 
@@ -310,6 +311,29 @@ class _Console:
                     )
                 )
                 return self.render(request, "drift.html", person=person, reports=reports)
+
+            return await self.page(request, build)
+
+        @api.get("/console/notifications")
+        async def notifications_page(request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                self.ctx(request, person).principal.require(Permission.MANAGE_TOKENS, "*")
+                dead, pending = await run_in_threadpool(
+                    lambda: (deliveries(self.engine, "dead"), deliveries(self.engine, "pending"))
+                )
+                return self.render(request, "notifications.html", person=person, dead=dead,
+                                   pending=pending)  # fmt: skip
+
+            return await self.page(request, build)
+
+        @api.post("/console/notifications/{delivery_id}/retry")
+        async def retry_notification(delivery_id: int, request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                form = await _form(request)
+                check_csrf(request, form.get("csrf"))
+                self.ctx(request, person).principal.require(Permission.MANAGE_TOKENS, "*")
+                await run_in_threadpool(retry_delivery, self.engine, delivery_id)
+                return RedirectResponse("/console/notifications", status_code=303)
 
             return await self.page(request, build)
 

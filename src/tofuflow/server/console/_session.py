@@ -22,6 +22,7 @@ from tofuflow.errors import AuthError, ForbiddenError
 from tofuflow.server.auth import (
     Binding,
     Grant,
+    Permission,
     Principal,
     Role,
     principal_from_claims,
@@ -58,6 +59,11 @@ class Viewer:
     principal: Principal
     name: str
     csrf: str
+
+    @property
+    def is_admin(self) -> bool:
+        """An admin of every workspace (tokens, notifications, dead letters)."""
+        return self.principal.can(Permission.MANAGE_TOKENS, "*")
 
 
 def sign_in(request: Request, claims: Mapping[str, Any], bindings: Sequence[Binding]) -> None:

@@ -18,6 +18,7 @@ from tofuflow.server.notify._config import (
     console_link,
 )
 from tofuflow.server.notify._deliver import sign
+from tofuflow.server.notify._deliveries import STATUSES, deliveries, retry_delivery
 from tofuflow.server.notify._events import EVENTS, SCHEMA, disable, enable, enqueue
 from tofuflow.server.notify._metrics import NotifyMetrics
 from tofuflow.server.notify._sender import Sender, dead_letter_counts
@@ -27,14 +28,17 @@ __all__ = [
     "EVENTS",
     "SCHEMA",
     "SETTINGS_KEYS",
+    "STATUSES",
     "Destination",
     "NotifyConfig",
     "NotifyMetrics",
     "Sender",
     "console_link",
     "dead_letter_counts",
+    "deliveries",
     "disable",
     "enable",
     "enqueue",
+    "retry_delivery",
     "sign",
 ]
