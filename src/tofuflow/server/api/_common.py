@@ -6,16 +6,23 @@ import base64
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Query, Request
 
 from tofuflow.errors import BadRequestError, PayloadTooLargeError
+from tofuflow.server._paging import MAX_PAGE
 from tofuflow.server._state import RequestContext
 
-__all__ = ["CURSOR_HELP", "ContextDep", "check_md5", "json_object", "read_body"]
+__all__ = [
+    "CURSOR_HELP", "ContextDep", "PageCursor", "PageLimit", "check_md5", "json_object",
+    "read_body",
+]  # fmt: skip
 
 CURSOR_HELP = 'From the previous page\'s Link rel="next" (leave out for the first page)'
+# The two query parameters of every list (docs/architecture.md, "Paging").
+PageLimit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")]
+PageCursor = Annotated[str | None, Query(max_length=2048, description=CURSOR_HELP)]
 
 # Authenticates the caller and returns who it is, from where, and for which run.
 ContextDep = Callable[[Request], Awaitable[RequestContext]]

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from tofuflow.errors import NotFoundError
 from tofuflow.server._audit import AuditQuery, query_events, verify
-from tofuflow.server._paging import MAX_PAGE, next_link
-from tofuflow.server.api._common import CURSOR_HELP, ContextDep
+from tofuflow.server._paging import next_link
+from tofuflow.server.api._common import ContextDep, PageCursor, PageLimit
 from tofuflow.server.auth import Permission
 from tofuflow.server.checkpoints import CheckpointKeeper
 from tofuflow.server.notify._events import audit_verify_failed
@@ -35,8 +35,8 @@ def router(engine: Engine, context: ContextDep, keeper: CheckpointKeeper) -> API
         actor: str | None = None,
         action: str | None = None,
         after: Annotated[int, Query(ge=0, le=_MAX_ID, description="Events after this id")] = 0,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 100,
-        cursor: Annotated[str | None, Query(max_length=2048, description=CURSOR_HELP)] = None,
+        limit: PageLimit = 100,
+        cursor: PageCursor = None,
     ) -> list[dict[str, Any]]:
         ctx = await context(request)
         query = AuditQuery(run, commit, workspace, actor, action, after, limit)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from tofuflow.server._drift import DriftService
-from tofuflow.server._paging import MAX_PAGE, next_link
+from tofuflow.server._paging import next_link
 from tofuflow.server._state import validate_workspace_name
-from tofuflow.server.api._common import CURSOR_HELP, ContextDep
+from tofuflow.server.api._common import ContextDep, PageCursor, PageLimit
 
 __all__ = ["DriftCheck", "router"]
 
@@ -35,8 +35,8 @@ def router(drift: DriftService, context: ContextDep) -> APIRouter:
         request: Request,
         response: Response,
         workspace: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 100,
-        cursor: Annotated[str | None, Query(max_length=2048, description=CURSOR_HELP)] = None,
+        limit: PageLimit = 100,
+        cursor: PageCursor = None,
     ) -> list[dict[str, Any]]:
         ctx = await context(request)
         page = await run_in_threadpool(

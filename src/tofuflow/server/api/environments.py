@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from tofuflow.errors import BadRequestError
 from tofuflow.server._envs import EnvironmentService
-from tofuflow.server._paging import MAX_PAGE, next_link
+from tofuflow.server._paging import next_link
 from tofuflow.server._state import validate_workspace_name
-from tofuflow.server.api._common import CURSOR_HELP, ContextDep
+from tofuflow.server.api._common import ContextDep, PageCursor, PageLimit
 
 __all__ = ["Claim", "ClaimDone", "ClaimFailed", "ClaimRun", "Extend", "NewEnvironment", "router"]
 
@@ -81,8 +81,8 @@ def router(envs: EnvironmentService, context: ContextDep) -> APIRouter:
         response: Response,
         due: bool = False,
         include_destroyed: bool = False,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 100,
-        cursor: Annotated[str | None, Query(max_length=2048, description=CURSOR_HELP)] = None,
+        limit: PageLimit = 100,
+        cursor: PageCursor = None,
     ) -> list[dict[str, Any]]:
         ctx = await context(request)
         page = await run_in_threadpool(

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from tofuflow.server._paging import MAX_PAGE, next_link
+from tofuflow.server._paging import next_link
 from tofuflow.server._runs import RunService
 from tofuflow.server._state import validate_workspace_name
-from tofuflow.server.api._common import CURSOR_HELP, ContextDep, read_body
+from tofuflow.server.api._common import ContextDep, PageCursor, PageLimit, read_body
 
 __all__ = ["Approve", "Cancel", "CredentialIssued", "Finish", "NewRun", "OpenSession", "router"]
 
@@ -78,8 +78,8 @@ def router(runs: RunService, context: ContextDep, max_bytes: int) -> APIRouter:
         response: Response,
         workspace: str | None = None,
         commit: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 50,
-        cursor: Annotated[str | None, Query(max_length=2048, description=CURSOR_HELP)] = None,
+        limit: PageLimit = 50,
+        cursor: PageCursor = None,
     ) -> list[dict[str, Any]]:
         ctx = await context(request)
         page = await run_in_threadpool(

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from tofuflow.server._paging import MAX_PAGE, next_link
+from tofuflow.server._paging import next_link
 from tofuflow.server._state import StateService, validate_workspace_name
-from tofuflow.server.api._common import CURSOR_HELP, ContextDep
+from tofuflow.server.api._common import ContextDep, PageCursor, PageLimit
 
 __all__ = ["OverrideRequest", "RollbackRequest", "router"]
 
@@ -31,8 +31,8 @@ def router(service: StateService, context: ContextDep) -> APIRouter:
     async def list_workspaces(
         request: Request,
         response: Response,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 100,
-        cursor: Annotated[str | None, Query(max_length=2048, description=CURSOR_HELP)] = None,
+        limit: PageLimit = 100,
+        cursor: PageCursor = None,
     ) -> list[dict[str, Any]]:
         ctx = await context(request)
         page = await run_in_threadpool(lambda: service.workspaces(ctx, limit=limit, cursor=cursor))
@@ -44,8 +44,8 @@ def router(service: StateService, context: ContextDep) -> APIRouter:
         workspace: str,
         request: Request,
         response: Response,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 100,
-        cursor: Annotated[str | None, Query(max_length=2048, description=CURSOR_HELP)] = None,
+        limit: PageLimit = 100,
+        cursor: PageCursor = None,
     ) -> list[dict[str, Any]]:
         ctx = await context(request)
         name = validate_workspace_name(workspace)
