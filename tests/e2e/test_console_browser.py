@@ -455,6 +455,7 @@ def test_a_workspace_shows_its_lock_compares_versions_and_an_admin_unlocks(
     _, page = _sign_in(browser, console, "bob", "/console/workspaces/app/web")
     main = page.locator("main")
     assert "ci@agent-7" in main.inner_text() and "OperationTypeApply" in main.inner_text()
+    assert "simple applier mode" in main.inner_text()  # opted in by the server's settings
     assert page.locator("button:has-text('Force-unlock')").count() == 0  # planner
     page.select_option("select[name=old]", "1")
     page.select_option("select[name=new]", "2")
@@ -470,6 +471,10 @@ def test_a_workspace_shows_its_lock_compares_versions_and_an_admin_unlocks(
     events = httpx.get(f"{console.server.url}/v1/audit", headers=ops,
                        params={"action": "state.force_unlock"}).json()  # fmt: skip
     assert [e["actor"] for e in events] == ["carol"]
+    admin.goto(f"{console.server.url}/console/workspaces/app/prod")  # the default mode
+    expect(admin.locator("p.state-writes")).to_contain_text(
+        "only from an approved run's apply session"
+    )
 
 
 def test_the_story_says_when_the_audit_chain_is_broken(console: Console, browser: Any) -> None:

@@ -615,6 +615,7 @@ class _Console:
             "name": name, "versions": list(reversed(versions)), "diff": diff,
             "can_unlock": ctx.principal.can(Permission.FORCE_UNLOCK, name),
             "lock": workspace_lock(self.engine, name),
+            "state_writes": self.runs.state_writes(name),
             "steps": story_steps(workspace_events(self.engine, ctx.principal, name)),
             "runs": page.runs[:10],
         }  # fmt: skip
