@@ -160,7 +160,7 @@ class Run(Base):
 
 
 class RunLog(Base):
-    """One chunk of an apply's output, scrubbed by the runner and sealed like state (0005)."""
+    """One chunk of an apply's output, scrubbed by the runner and sealed like state (0008)."""
 
     __tablename__ = "run_logs"
     __table_args__ = (UniqueConstraint("run_id", "seq"),)
