@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import webbrowser
 from pathlib import Path
@@ -29,10 +30,16 @@ def ui(config_path: Path | None, no_browser: bool) -> None:
     server) on 127.0.0.1 and prints a sign-in link that works once, within two minutes,
     for you (an admin there): no password, as Jupyter does. Ctrl-C stops it.
     """
+    from tofuflow.cli._common import fail
     from tofuflow.embedded import running
+    from tofuflow.errors import TofuflowError
     from tofuflow.server.console import issue_sign_in_link
 
-    with running(str(config_path) if config_path else None) as plane:
+    with contextlib.ExitStack() as stack:
+        try:
+            plane = stack.enter_context(running(str(config_path) if config_path else None))
+        except TofuflowError as err:  # a bad configuration, a database it cannot upgrade
+            raise fail(err) from err
         link = plane.url + issue_sign_in_link(plane.app)
         click.echo(f"tofuflow console: {link}", nl=True)
         click.echo("The link signs you in once. Ctrl-C stops the console.", err=True)

@@ -30,6 +30,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from tofuflow.errors import StorageError
+
 __all__ = [
     "ApiToken",
     "Approval",
@@ -368,14 +370,40 @@ def migrate(engine: Engine) -> None:
     quiet = logging.getLogger("alembic")
     level = quiet.level
     quiet.setLevel(max(level, logging.WARNING))
-    try:
-        from alembic import command
-        from alembic.config import Config
+    from alembic import command
+    from alembic.config import Config
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
 
-        config = Config()
-        config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+    except (SQLAlchemyError, CommandError) as exc:
+        raise _upgrade_failed(engine, exc) from exc
     finally:
         quiet.setLevel(level)
+
+
+def _upgrade_failed(engine: Engine, exc: Exception) -> StorageError:
+    """What a person needs when the schema upgrade fails: which database, at which
+    revision, the database's own words (not the SQL), and what to do."""
+    from alembic.migration import MigrationContext
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with engine.connect() as connection:
+            revision = MigrationContext.configure(connection).get_current_revision()
+    except SQLAlchemyError:
+        revision = None
+    cause = getattr(exc, "orig", None) or exc
+    reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    where = engine.url.render_as_string(hide_password=True)
+    return StorageError(
+        f"cannot upgrade the database {where} (at revision {revision or 'none'}) to this "
+        f"tofuflow's schema: {reason}. Was it written by a newer or a development build of "
+        "tofuflow? Back it up, then run that build's `tofuflow server` against it, or point "
+        "tofuflow at a fresh data directory (TOFUFLOW_DATA_DIR) or [database] url"
+    )
