@@ -292,7 +292,12 @@ def test_ephemeral_environments_share_their_source_workspace_asset(
     dag_id = "deploy_ephemeral"
     run_ids = [deployment.trigger(dag_id) for _ in range(EPHEMERAL_RUNS)]
     outcomes = {r: deployment.wait_run(dag_id, r, timeout=600) for r in run_ids}
-    assert {o["__run__"] for o in outcomes.values()} == {"success"}, outcomes
+    failed = [(r, t) for r, o in outcomes.items() for t, s in o.items() if s == "failed"]
+    assert not failed, (
+        "\n\n".join(f"{r} {t}:\n{deployment.log(dag_id, r, t)[-4000:]}" for r, t in failed)
+        + "\n\n"
+        + deployment.process_logs()
+    )
     uri = f"tofuflow://{_authority(deployment)}/deploy/preview"
     assert [a["uri"] for a in deployment.assets() if "preview" in a["uri"]] == [uri]
     environments = set()
