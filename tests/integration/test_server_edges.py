@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,16 @@ def test_each_request_is_logged_with_who_what_status_and_time_and_never_a_secret
     with _api(state_server, admin) as api:
         assert api.get("/v1/audit", params={"actor": "canary-secret-7q"}).status_code == 200
     assert httpx.get(f"{state_server.url}/v1/workspaces").status_code == 401
-    access = [r for r in caplog.records if r.name == "tofuflow.server.access"]
+
+    def logged() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "tofuflow.server.access"]
+
+    # A request's line is written once its response has gone out, as nginx's is: the
+    # client may read the answer a moment before the server thread logs it.
+    deadline = time.monotonic() + 10
+    while len(logged()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    access = logged()
     lines = [r.getMessage() for r in access]
     audit_line = next(line for line in lines if line.startswith("GET /v1/audit 200 "))
     subject = audit_line.split()[3]
