@@ -36,7 +36,8 @@ import tempfile
 import threading
 import time
 import uuid
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -137,16 +138,8 @@ def _state_cycles(server: RunningServer, token: str, cycles: int) -> list[float]
 
 def delivery(events: int, clients: int) -> tuple[float, float, float]:
     """(p50, p99 latency in s, events/s) of ``events`` events to three destinations."""
-    import os
-
-    os.environ["BENCH_NOTIFY_SECRET"] = SECRET
-    receivers = [WebhookReceiver(secret=SECRET).start() for _ in range(3)]
-    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        for receiver in receivers:
-            stack.callback(receiver.stop)
-        config = _config(Path(tmp), receivers)
-        token = _token(config)
-        server = stack.enter_context(process_server(config, free_port(), Path(tmp) / "log"))
+    receivers = _receivers(3)
+    with _serving(receivers) as (server, token):
         started = _record_events(server.url, token, events, clients)
         deadline = time.monotonic() + 600
         while any(len(r.received) < events for r in receivers):
@@ -165,18 +158,29 @@ def delivery(events: int, clients: int) -> tuple[float, float, float]:
     return p50, p99, rate
 
 
-def write_path(events: int, rate: float, cycles: int, notify: bool) -> float:
-    """Mean LOCK -> POST -> UNLOCK seconds while drift records arrive at ``rate``/s."""
+def _receivers(n: int) -> list[WebhookReceiver]:
     import os
 
     os.environ["BENCH_NOTIFY_SECRET"] = SECRET
-    receivers = [WebhookReceiver(secret=SECRET).start() for _ in range(3)] if notify else []
+    return [WebhookReceiver(secret=SECRET).start() for _ in range(n)]
+
+
+@contextmanager
+def _serving(receivers: list[WebhookReceiver]) -> Iterator[tuple[RunningServer, str]]:
+    """A ``tofuflow server`` process (fresh data directory) sending to ``receivers``, and
+    a token; the receivers are stopped afterwards."""
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         for receiver in receivers:
             stack.callback(receiver.stop)
         config = _config(Path(tmp), receivers)
         token = _token(config)
-        server = stack.enter_context(process_server(config, free_port(), Path(tmp) / "log"))
+        yield stack.enter_context(process_server(config, free_port(), Path(tmp) / "log")), token
+
+
+def write_path(events: int, rate: float, cycles: int, notify: bool) -> float:
+    """Mean LOCK -> POST -> UNLOCK seconds while drift records arrive at ``rate``/s."""
+    receivers = _receivers(3) if notify else []
+    with _serving(receivers) as (server, token):
         _state_cycles(server, token, 20)  # warm up
         load = threading.Thread(target=_record_events, args=(server.url, token, events, 4, rate))
         load.start()
