@@ -579,3 +579,72 @@ def test_an_admin_sees_a_dead_letter_and_sends_it_again(
             f"{console.server.url}/console/notifications/1/retry", form={"csrf": "x"}
         )
         assert forged.status == 403
+
+
+def test_an_admin_destroys_an_environment_and_a_planner_cannot(
+    console: Console, browser: Any
+) -> None:
+    from tofuflow.envs import Reaper, create_environment, deploy_environment
+    from tofuflow.project import WorkspaceConfig
+    from tofuflow.runs import ControlPlane
+    from tofuflow.server.reaping import ReaperToken, due_environments
+
+    url, name = console.server.url, "app/pr-7"
+    source = WorkspaceConfig("app/prod", console.repo / "infra",
+                             variables={"db_password": CANARY})  # fmt: skip
+    with ControlPlane(url, make_token(console.server, "admin")) as plane:
+        create_environment(source, name, plane, ttl_seconds=5400, owner="team-web")
+        assert deploy_environment(name, plane)["status"] == "applied"
+    # The server's own reaper, as `tofuflow server` runs it; an hour between passes, so
+    # only the console's wake-up can make it destroy within this test.
+    engine = console.server.app.state.engine
+    reaper = Reaper(url, ReaperToken(engine), interval=3600,
+                    due=lambda: due_environments(engine)).start()  # fmt: skip
+    console.server.app.state.wake_reaper = reaper.wake
+    try:
+        context, bob = _sign_in(browser, console, "bob", "/console/environments")
+        row = bob.locator("table.envs tbody tr", has_text=name)
+        expect(row).to_contain_text(re.compile(r"expires in 1 h (29|30) min"))
+        assert bob.locator("text=Destroy…").count() == 0  # a planner: no button
+        # The countdown is the server's text, refreshed without a reload.
+        applier = {"Authorization": f"Bearer {make_token(console.server, 'applier')}"}
+        extended = httpx.post(f"{url}/v1/environments/{name}/extend", headers=applier,
+                              json={"ttl_seconds": 3600})  # fmt: skip
+        assert extended.status_code == 200, extended.text
+        expect(row).to_contain_text(re.compile(r"expires in 2 h (29|30) min"))
+        assert context.request.get(f"{url}/console/environments/{name}/destroy").status == 403
+        forged = context.request.post(f"{url}/console/environments/{name}/destroy",
+                                      form={"csrf": _csrf(bob), "confirm": name})  # fmt: skip
+        assert forged.status == 403 and "may not apply_run" in forged.text()
+
+        _, carol = _sign_in(browser, console, "carol", "/console/environments")
+        carol.click(f"a[aria-label='Destroy {name}…']")
+        expect(carol.locator("h1")).to_have_text(f"Destroy environment {name}?")
+        assert "2" in carol.locator("dl.facts").inner_text()  # its resources
+        token_less = carol.request.post(f"{url}/console/environments/{name}/destroy",
+                                        form={"confirm": name})  # fmt: skip
+        assert token_less.status == 403
+        carol.fill("input[name=confirm]", "app/pr-8")  # not its name: nothing happens
+        carol.click(f"button:has-text('Destroy {name}')")
+        expect(carol.locator("main")).to_contain_text(f"type the environment's name, {name}")
+        carol.go_back()
+        carol.fill("input[name=confirm]", name)
+        carol.click(f"button:has-text('Destroy {name}')")
+        carol.wait_for_url(f"{url}/console/environments")
+        # The reaper destroys it; the list, refreshed by itself, no longer holds it.
+        expect(carol.locator("main")).to_contain_text("No environments you may read.",
+                                                      timeout=120_000)  # fmt: skip
+    finally:
+        reaper.stop()
+    admin = {"Authorization": f"Bearer {make_token(console.server, 'admin')}"}
+    env = httpx.get(f"{url}/v1/environments/{name}", headers=admin).json()
+    assert env["status"] == "destroyed" and env["resources"] == 0, env
+    events = httpx.get(f"{url}/v1/audit", headers=admin, params={"workspace": name}).json()
+    actions = [(e["action"], e["actor"]) for e in events]
+    assert ("environment.destroy_requested", "carol") in actions, actions
+    assert [a for a, _ in actions].index("environment.destroy_requested") < [
+        a for a, _ in actions
+    ].index("environment.destroyed")
+    refused = httpx.get(f"{url}/v1/audit", headers=admin,
+                        params={"action": "console.post", "actor": "bob"}).json()  # fmt: skip
+    assert [e["status"] for e in refused] == [403]

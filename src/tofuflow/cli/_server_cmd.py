@@ -113,6 +113,8 @@ def server(
     click.echo(f"tofuflow control plane on {config.base_url} (data: {config.data_dir})", err=True)
     local = "127.0.0.1" if config.host in {"0.0.0.0", "::", ""} else config.host  # noqa: S104
     reaper = start_reaper(app.state.engine, config, f"http://{local}:{config.port}")
+    if reaper is not None:  # the console's Destroy wakes it (one process; workers wait)
+        app.state.wake_reaper = reaper.reaper.wake
     sender = start_sender(app)  # notifications, when [notifications] names destinations
     checkpoints = start_checkpoints(app.state.checkpoints, config)
     try:

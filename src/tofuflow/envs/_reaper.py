@@ -136,6 +136,7 @@ class Reaper:
         self.lease_seconds = lease_seconds
         self.last_report: ReapReport | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> Reaper:
@@ -144,8 +145,13 @@ class Reaper:
         _log.info("reaper %s: started, a pass every %.0fs", self.holder, self.interval)
         return self
 
+    def wake(self) -> None:
+        """Pass now rather than at the end of the interval (the console's Destroy)."""
+        self._wake.set()
+
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self.runner.cancel_event is not None:
             self.runner.cancel_event.set()
         if self._thread is not None:
@@ -153,7 +159,11 @@ class Reaper:
         _log.info("reaper %s: stopped", self.holder)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.tick()
             except Exception:  # the loop must outlive any one pass

@@ -133,6 +133,23 @@ class EnvironmentService:
                         {"expires_at": env.expires_at.isoformat()})  # fmt: skip
             return self._view(env, None)
 
+    def expire_now(self, ctx: RequestContext, name: str) -> dict[str, Any]:
+        """Destroy ``name`` now (the console's Destroy): it expires at once, so the reaper
+        destroys it as it does any expired environment (claim, plan -destroy, apply,
+        close). Whoever may ``env destroy`` it may do this: appliers and above."""
+        ctx.principal.require(Permission.APPLY_RUN, name)
+        with write_session(self.engine) as session:
+            env = self._env(session, name, for_update=True)
+            if env.status != "active":
+                raise ConflictError(
+                    f"environment {name} is {env.status}: the reaper already destroys it "
+                    "(or has), nothing to ask for"
+                )
+            env.expires_at = utcnow()
+            self._audit(session, ctx, env, "environment.destroy_requested",
+                        {"expires_at": env.expires_at.isoformat()})  # fmt: skip
+            return self._view(env, None)
+
     # -- reads --------------------------------------------------------------------------
 
     def exists(self, name: str) -> bool:

@@ -282,8 +282,41 @@ class _Console:
                 )
                 can_extend = {e["name"]: ctx.principal.can(Permission.CREATE_RUN, e["name"])
                               for e in envs}  # fmt: skip
+                # Who may `tofuflow env destroy` it: appliers and above.
+                can_destroy = {e["name"]: ctx.principal.can(Permission.APPLY_RUN, e["name"])
+                               for e in envs}  # fmt: skip
                 return self.render(request, "environments.html", person=person, envs=envs,
-                                   can_extend=can_extend)  # fmt: skip
+                                   can_extend=can_extend, can_destroy=can_destroy)  # fmt: skip
+
+            return await self.page(request, build)
+
+        @api.get("/console/environments/{name:path}/destroy")
+        async def destroy_confirm(name: str, request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                ctx = self.ctx(request, person)
+                ctx.principal.require(Permission.APPLY_RUN, name)
+                env = await run_in_threadpool(self.environments.get, ctx, name)
+                return self.render(request, "destroy.html", person=person, env=env)
+
+            return await self.page(request, build)
+
+        @api.post("/console/environments/{name:path}/destroy")
+        async def destroy(name: str, request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                form = await _form(request)
+                check_csrf(request, form.get("csrf"))
+                ctx = self.ctx(request, person)
+                ctx.principal.require(Permission.APPLY_RUN, name)
+                if form.get("confirm", "").strip() != name:
+                    raise BadRequestError(
+                        f"type the environment's name, {name}, to confirm the destroy"
+                    )
+                # It expires now: the reaper destroys it as any expired one (audited).
+                await run_in_threadpool(self.environments.expire_now, ctx, name)
+                wake = getattr(request.app.state, "wake_reaper", None)
+                if wake is not None:
+                    wake()
+                return RedirectResponse("/console/environments", status_code=303)
 
             return await self.page(request, build)
 
