@@ -448,12 +448,15 @@ class _Console:
             status: str = "",
             requester: str = "",
             commit: str = "",
+            pipeline: str = "",
+            pipeline_run: str = "",
             cursor: str = "",
         ) -> Response:
             async def build(person: Viewer) -> Response:
                 where = RunFilter(
                     workspace.strip(), status if status in _STATUSES else "",
-                    requester.strip(), commit.strip().lower(),
+                    requester.strip(), commit.strip().lower(), pipeline.strip()[:255],
+                    pipeline_run.strip()[:255],
                 )  # fmt: skip
                 page = await run_in_threadpool(
                     runs_page, self.engine, person.principal, where, cursor or None

@@ -41,6 +41,10 @@ class RunFilter:
     status: str = ""
     requester: str = ""
     commit: str = ""  # a prefix
+    # The run context's pipeline (Azure DevOps definition name or id, Airflow dag_id) and
+    # its run (build id or number, DAG run id), each exact.
+    pipeline: str = ""
+    pipeline_run: str = ""
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,10 @@ def runs_page(
         query = query.where(Run.requester == where.requester)
     if where.commit:
         query = query.where(Run.commit.startswith(where.commit, autoescape=True))
+    if where.pipeline:
+        query = query.where(_context_is(("pipeline_name", "pipeline_id"), where.pipeline))
+    if where.pipeline_run:
+        query = query.where(_context_is(("run_id", "run_number"), where.pipeline_run))
     after = _decode(cursor) if cursor else None
     found: list[Run] = []
     with Session(engine) as session:
@@ -132,6 +140,12 @@ def _row(run: Run) -> dict[str, Any]:
         "requester": run.requester, "commit": run.commit,
         "created_at": _utc(run.created_at), "summary": summary.get("text") or "",
     }  # fmt: skip
+
+
+def _context_is(fields: tuple[str, ...], value: str) -> Any:
+    """One of the run context's ``fields`` holds ``value`` (JSON ->> on PostgreSQL,
+    json_extract on SQLite)."""
+    return or_(*(Run.context[name].as_string() == value for name in fields))
 
 
 def _older_than(created_at: dt.datetime, run_id: str) -> Any:
