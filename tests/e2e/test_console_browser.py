@@ -648,3 +648,44 @@ def test_an_admin_destroys_an_environment_and_a_planner_cannot(
     refused = httpx.get(f"{url}/v1/audit", headers=admin,
                         params={"action": "console.post", "actor": "bob"}).json()  # fmt: skip
     assert [e["status"] for e in refused] == [403]
+
+
+def test_a_session_ends_on_the_server_at_sign_out_and_when_an_admin_revokes_it(
+    console: Console, browser: Any
+) -> None:
+    url = console.server.url
+    context, bob = _sign_in(browser, console, "bob", "/console/runs")
+    copied = browser.new_context()  # someone who copied the cookie
+    copied.add_cookies(context.cookies())
+    assert copied.request.get(f"{url}/console/runs", max_redirects=0).status == 200
+    bob.click("button:has-text('Sign out')")
+    expect(bob.locator("main")).to_contain_text("You are signed out")
+    replayed = copied.request.get(f"{url}/console/runs", max_redirects=0)
+    assert replayed.status == 303
+    assert replayed.headers["location"].startswith("/console/login?next=%2Fconsole%2Fruns")
+    assert "ended" in replayed.headers["location"]
+
+    # Bob again, on two machines; an admin ends both at once.
+    first, _ = _sign_in(browser, console, "bob", "/console/runs")
+    second, bob = _sign_in(browser, console, "bob", "/console/runs")
+    assert bob.locator("nav a:has-text('Sessions')").count() == 0  # not for planners
+    assert second.request.get(f"{url}/console/sessions").status == 403
+    forged = second.request.post(f"{url}/console/sessions/revoke",
+                                 form={"csrf": _csrf(bob), "subject": "carol"})  # fmt: skip
+    assert forged.status == 403
+    _, carol = _sign_in(browser, console, "carol", "/console/runs")
+    carol.click("nav >> text=Sessions")
+    rows = carol.locator("table.sessions tbody tr")
+    expect(rows.filter(has_text="Bob Planner")).to_have_count(2)  # the ended one is gone
+    carol.locator("button:has-text('Revoke every session of Bob Planner')").first.click()
+    expect(rows.filter(has_text="Bob Planner")).to_have_count(0)
+    for revoked in (first, second):
+        answer = revoked.request.get(f"{url}/console/runs", max_redirects=0)
+        assert answer.status == 303 and "ended" in answer.headers["location"]
+    assert carol.request.get(f"{url}/console/runs", max_redirects=0).status == 200
+    admin = {"Authorization": f"Bearer {make_token(console.server, 'admin')}"}
+    events = httpx.get(f"{url}/v1/audit", headers=admin,
+                       params={"action": "console.sessions_revoked"}).json()  # fmt: skip
+    assert [(e["actor"], e["detail"]["subject"], e["detail"]["sessions"]) for e in events] == [
+        ("carol", "bob", 2)
+    ]

@@ -65,6 +65,7 @@ from tofuflow.server.console._queries import (
 from tofuflow.server.console._session import (
     SESSION_COOKIE,
     SessionPolicy,
+    SessionStore,
     Viewer,
     check_csrf,
     sign_in,
@@ -164,6 +165,7 @@ class _Console:
         self.runs, self.state, self.bindings = runs, state, bindings
         self.environments = environments
         self.engine = state.engine
+        self.sessions = SessionStore(self.engine)
         self.chain = ChainStatus(self.engine)
         self.drift = DriftService(self.engine)
         self._sections: OrderedDict[str, tuple[list[ResourceSection], list[OutputRow]]] = (
@@ -212,6 +214,9 @@ class _Console:
         """Run ``build`` for the signed-in person; sign-in, refusals and errors as pages."""
         try:
             person = self.who(request)
+            if not await run_in_threadpool(self.sessions.live, person.sid):
+                request.session.clear()
+                raise AuthError("your session was ended (signed out or revoked): sign in again")
         except AuthError as signal:
             if self.settings is None:
                 return self.render(request, "message.html", 503, title="Console not set up",
@@ -370,6 +375,30 @@ class _Console:
 
             return await self.page(request, build)
 
+        @api.get("/console/sessions")
+        async def sessions_page(request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                self.ctx(request, person).principal.require(Permission.MANAGE_TOKENS, "*")
+                sessions = await run_in_threadpool(self.sessions.active)
+                return self.render(request, "sessions.html", person=person, sessions=sessions)
+
+            return await self.page(request, build)
+
+        @api.post("/console/sessions/revoke")
+        async def revoke_sessions(request: Request) -> Response:
+            async def build(person: Viewer) -> Response:
+                form = await _form(request)
+                check_csrf(request, form.get("csrf"))
+                ctx = self.ctx(request, person)
+                ctx.principal.require(Permission.MANAGE_TOKENS, "*")
+                subject, issuer = form.get("subject", ""), form.get("issuer", "")
+                if not subject:
+                    raise BadRequestError("name the person whose sessions to revoke (subject)")
+                await run_in_threadpool(self.sessions.revoke, ctx.actor, subject, issuer)
+                return RedirectResponse("/console/sessions", status_code=303)
+
+            return await self.page(request, build)
+
         @api.post("/console/workspaces/{workspace:path}/unlock")
         async def unlock(workspace: str, request: Request) -> Response:
             async def build(person: Viewer) -> Response:
@@ -394,7 +423,9 @@ class _Console:
                                    message="This sign-in link was already used or has expired: "
                                            "run `tofuflow ui` again for a new one.",
                                    person=None)  # fmt: skip
-            sign_in_local(request, getpass.getuser())
+            await run_in_threadpool(
+                sign_in_local, request, getpass.getuser(), self.sessions, self.policy
+            )
             return RedirectResponse("/console/runs", status_code=303)
 
         @api.get("/console/login")
@@ -424,7 +455,9 @@ class _Console:
                                            f"({_oauth_reason(exc)}). Sign in again.",
                                    person=None, retry=True)  # fmt: skip
             target = _safe_next(str(request.session.get("next") or ""))
-            sign_in(request, claims, self.bindings)
+            await run_in_threadpool(
+                sign_in, request, claims, self.bindings, self.sessions, self.policy
+            )
             return RedirectResponse(target, status_code=303)
 
         @api.post("/console/logout")
@@ -435,6 +468,10 @@ class _Console:
             except ForbiddenError as exc:
                 return self.render(request, "message.html", 403, title="Not allowed",
                                    message=str(exc), person=None)  # fmt: skip
+            sid = request.session.get("sid")
+            if isinstance(sid, str):  # ended here: a copy of the cookie is refused too
+                by = str(request.session.get("name") or "")
+                await run_in_threadpool(self.sessions.end, sid, by)
             request.session.clear()
             return self.render(request, "message.html", title="Signed out", person=None,
                                message="You are signed out of the tofuflow console.",

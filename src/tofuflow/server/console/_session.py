@@ -5,20 +5,29 @@ HttpOnly, SameSite=Lax, Secure unless ``insecure_cookie`` (loopback http only), 
 ``/console``. It holds the person's audit-safe claims, never a token. Idle and absolute
 expiry are checked here on every request; roles are recomputed from the claims and the
 current ``[[bindings]]`` on every request, so a changed binding applies at once.
+
+The cookie also names a row of ``console_sessions`` (``SessionStore``): a session is live
+only while its row is, so signing out, or an admin revoking a person's sessions, refuses
+that cookie on every replica from then on, even a copy of it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 
 from tofuflow.errors import AuthError, ForbiddenError
+from tofuflow.server import _audit
 from tofuflow.server.auth import (
     Binding,
     Grant,
@@ -28,10 +37,12 @@ from tofuflow.server.auth import (
     principal_from_claims,
     safe_claims,
 )
+from tofuflow.server.storage._db import ConsoleSession, utcnow, write_session
 
 __all__ = [
     "SESSION_COOKIE",
     "SessionPolicy",
+    "SessionStore",
     "Viewer",
     "check_csrf",
     "sign_in",
@@ -54,11 +65,13 @@ class SessionPolicy:
 
 @dataclass(frozen=True)
 class Viewer:
-    """The signed-in person: their principal (roles), a display name, the CSRF token."""
+    """The signed-in person: their principal (roles), a display name, the CSRF token,
+    and the id of their session (``SessionStore``)."""
 
     principal: Principal
     name: str
     csrf: str
+    sid: str = ""
 
     @property
     def is_admin(self) -> bool:
@@ -66,7 +79,93 @@ class Viewer:
         return self.principal.can(Permission.MANAGE_TOKENS, "*")
 
 
-def sign_in(request: Request, claims: Mapping[str, Any], bindings: Sequence[Binding]) -> None:
+class SessionStore:
+    """The server's record of console sessions: live while not ended and not expired.
+
+        sid = store.open("alice", "https://login.example.com", "Alice", policy.absolute)
+        store.live(sid)                 # True
+        store.end(sid)                  # signed out: this cookie is refused from now on
+        store.revoke(actor, "alice", "https://login.example.com")   # every one of hers
+
+    Only a hash of the id is kept, so the table gives no one a session.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def open(self, subject: str, issuer: str, name: str, lifetime: dt.timedelta) -> str:
+        sid, now = secrets.token_urlsafe(32), utcnow()
+        with write_session(self.engine) as session:
+            # Rows past their absolute expiry are of no use to anyone: forget them.
+            session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at < now))
+            session.add(ConsoleSession(
+                id_hash=_sid_hash(sid), subject=subject[:512], issuer=issuer[:512],
+                name=name[:255], created_at=now, expires_at=now + lifetime,
+            ))  # fmt: skip
+        return sid
+
+    def live(self, sid: str) -> bool:
+        with Session(self.engine) as session:
+            row = session.get(ConsoleSession, _sid_hash(sid))
+            return row is not None and row.ended_at is None and _aware(row.expires_at) > utcnow()
+
+    def end(self, sid: str, by: str) -> None:
+        """Signing out: this session only."""
+        with write_session(self.engine) as session:
+            session.execute(
+                update(ConsoleSession)
+                .where(ConsoleSession.id_hash == _sid_hash(sid), ConsoleSession.ended_at.is_(None))
+                .values(ended_at=utcnow(), ended_by=by[:512])
+            )
+
+    def revoke(self, actor: _audit.Actor, subject: str, issuer: str) -> int:
+        """End every live session of one person (audited); how many there were."""
+        now = utcnow()
+        with write_session(self.engine) as session:
+            rows = session.scalars(
+                select(ConsoleSession).where(
+                    ConsoleSession.subject == subject, ConsoleSession.issuer == issuer,
+                    ConsoleSession.ended_at.is_(None), ConsoleSession.expires_at > now,
+                ).with_for_update()
+            ).all()  # fmt: skip
+            for row in rows:
+                row.ended_at, row.ended_by = now, actor.subject[:512]
+            detail = {"subject": subject, "issuer": issuer, "sessions": len(rows)}
+            _audit.append(session, actor, "console.sessions_revoked", detail=detail)
+        return len(rows)
+
+    def active(self, limit: int = 500) -> list[dict[str, Any]]:
+        """Live sessions, newest first: who, from which issuer, since and until when."""
+        query = (
+            select(ConsoleSession)
+            .where(ConsoleSession.ended_at.is_(None), ConsoleSession.expires_at > utcnow())
+            .order_by(ConsoleSession.created_at.desc())
+            .limit(limit)
+        )
+        with Session(self.engine) as session:
+            return [
+                {"subject": row.subject, "issuer": row.issuer, "name": row.name,
+                 "created_at": _aware(row.created_at).isoformat(),
+                 "expires_at": _aware(row.expires_at).isoformat()}
+                for row in session.scalars(query)
+            ]  # fmt: skip
+
+
+def _sid_hash(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def sign_in(
+    request: Request,
+    claims: Mapping[str, Any],
+    bindings: Sequence[Binding],
+    store: SessionStore,
+    policy: SessionPolicy,
+) -> None:
     """Start a session for verified ``claims`` (a new CSRF token; the old session ends).
 
     Only the groups some binding names are kept: a person in 200 Entra groups would
@@ -78,27 +177,32 @@ def sign_in(request: Request, claims: Mapping[str, Any], bindings: Sequence[Bind
         value = kept.get(key)
         if isinstance(value, list | str):
             kept[key] = [g for g in ([value] if isinstance(value, str) else value) if g in named]
-    _start(request, claims=kept, name=display[:200] or str(claims.get("sub")))
+    name = display[:200] or str(claims.get("sub"))
+    sid = store.open(str(claims.get("sub")), str(claims.get("iss") or ""), name, policy.absolute)
+    _start(request, sid, claims=kept, name=name)
 
 
-def sign_in_local(request: Request, user: str) -> None:
+def sign_in_local(request: Request, user: str, store: SessionStore, policy: SessionPolicy) -> None:
     """Start a session for the local user who owns the embedded plane (``tofuflow ui``):
     an admin there, as the tokens the embedded plane mints itself are."""
-    _start(request, local=user, name=user)
+    sid = store.open(f"local:{user}", "local", user, policy.absolute)
+    _start(request, sid, local=user, name=user)
 
 
-def _start(request: Request, **values: Any) -> None:
+def _start(request: Request, sid: str, **values: Any) -> None:
     request.session.clear()
     now = int(time.time())
-    request.session.update({**values, "iat": now, "seen": now, "csrf": secrets.token_urlsafe(32)})
+    request.session.update(
+        {**values, "sid": sid, "iat": now, "seen": now, "csrf": secrets.token_urlsafe(32)}
+    )
 
 
 def viewer(request: Request, policy: SessionPolicy, bindings: Sequence[Binding]) -> Viewer:
     """The person behind this request; AuthError when there is none or it expired
     (the page then redirects to the sign-in)."""
     session = request.session
-    iat, seen = session.get("iat"), session.get("seen")
-    if not isinstance(iat, int) or not isinstance(seen, int):
+    iat, seen, sid = session.get("iat"), session.get("seen"), session.get("sid")
+    if not isinstance(iat, int) or not isinstance(seen, int) or not isinstance(sid, str):
         raise AuthError("not signed in")
     now = int(time.time())
     if now - iat > policy.absolute.total_seconds():
@@ -109,7 +213,7 @@ def viewer(request: Request, policy: SessionPolicy, bindings: Sequence[Binding])
         raise AuthError("your session was idle too long: sign in again")
     if not _background(request):
         session["seen"] = now
-    return Viewer(_principal(session, bindings), str(session["name"]), session["csrf"])
+    return Viewer(_principal(session, bindings), str(session["name"]), session["csrf"], sid)
 
 
 def _background(request: Request) -> bool:

@@ -38,6 +38,7 @@ __all__ = [
     "AuditEvent",
     "AuditHead",
     "Base",
+    "ConsoleSession",
     "DriftReport",
     "Environment",
     "Lease",
@@ -245,6 +246,22 @@ class Environment(Base):
     last_run_id: Mapped[str | None] = mapped_column(String(32), default=None)
     last_error: Mapped[str | None] = mapped_column(String(2000), default=None)
     destroyed_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class ConsoleSession(Base):
+    """A console sign-in (0009): the signed cookie names it, so that signing out or an
+    admin's revoke ends it on every replica. Only the hash of its id is kept."""
+
+    __tablename__ = "console_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(512), index=True)
+    issuer: Mapped[str] = mapped_column(String(512))
+    name: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    ended_by: Mapped[str | None] = mapped_column(String(512), default=None)
 
 
 class Lease(Base):
