@@ -87,3 +87,25 @@ def test_the_runs_list_filters_by_dag_run_and_pages_through_every_match_once(
     nothing = browser_session.get("/console/runs", params={"pipeline": "deploy",
                                                            "pipeline_run": "4711"})  # fmt: skip
     assert "No runs you may read match these filters." in nothing.text
+
+
+def test_a_runs_page_links_its_commit_branch_and_dag_run_and_its_sibling_runs(
+    plane: RunningServer, browser_session: httpx.Client
+) -> None:
+    task_url = ("https://airflow.example.com/dags/deploy/runs/manual__2026-12-05T01%3A00%3A00"
+                "%2B00%3A00/tasks/apply?try_number=1")  # fmt: skip
+    sha = "9fceb02d0ae598e95dc970b74767f19372d61af8"
+    context = {**AIRFLOW, "run_id": DAG_RUN, "run_url": task_url, "commit_sha": sha,
+               "branch": "main", "repository": "https://github.com/acme/dags"}  # fmt: skip
+    run_id = _start(plane, make_token(plane, "planner"), context)
+    sibling = _start(plane, make_token(plane, "planner"), context)
+    page = browser_session.get(f"/console/runs/{run_id}")
+    assert page.status_code == 200, page.text
+    links = dict(re.findall(r'<a href="([^"]+)"[^>]*>([^<]+)</a>', page.text))
+    assert links[f"https://github.com/acme/dags/commit/{sha}"] == sha
+    assert links["https://github.com/acme/dags/tree/main"] == "main"
+    dag_run = html.unescape(task_url.split("/tasks/")[0])
+    assert html.unescape(links[dag_run.replace("&", "&amp;")]) == f"deploy / {DAG_RUN}"
+    runs_here = next(html.unescape(url) for url, text in links.items()
+                     if text == "every run of this pipeline run")  # fmt: skip
+    assert _listed(browser_session, runs_here) == [sibling, run_id]

@@ -73,7 +73,13 @@ from tofuflow.server.console._session import (
     viewer,
 )
 from tofuflow.server.console._settings import CALLBACK_PATH, ConsoleSettings
-from tofuflow.server.console._views import OutputRow, ResourceSection, plan_sections, story_steps
+from tofuflow.server.console._views import (
+    OutputRow,
+    ResourceSection,
+    context_facts,
+    plan_sections,
+    story_steps,
+)
 from tofuflow.server.notify import deliveries, retry_delivery
 
 __all__ = ["install_console", "install_offline_docs", "issue_sign_in_link"]
@@ -610,7 +616,7 @@ class _Console:
         log = self.runs.log(ctx, run_id) if run["status"] in _MAY_HAVE_LOG else []
         return {
             "run": run, "resources": resources, "outputs": outputs,
-            "context": _context_rows(run.get("context") or {}),
+            "context": context_facts(run.get("context") or {}, run.get("commit")),
             "log": "".join(text for _, text in log), "log_seq": log[-1][0] if log else 0,
             **self.live_data(ctx, run_id, run),
         }  # fmt: skip
@@ -790,17 +796,6 @@ async def _form(request: Request) -> dict[str, str]:
         raise ForbiddenError("the form is too large")
     fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
     return {key: values[0] for key, values in fields.items()}
-
-
-def _context_rows(context: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    """(label, value, is_link) for each context field; links only for http(s) URLs."""
-    rows = []
-    for key, value in sorted(context.items()):
-        if value in (None, "", [], {}):
-            continue
-        text = str(value)[:500]
-        rows.append((key.replace("_", " "), text, text.startswith(("https://", "http://"))))
-    return rows
 
 
 def _when(moment: object) -> str:

@@ -2,19 +2,31 @@
 
 resources, outputs = plan_sections(plan)    # every resource, masked attribute changes
 steps = story_steps(events)                  # the audit events as a readable timeline
+facts = context_facts(run["context"], run["commit"])   # commit, branch, CI run: links
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from tofuflow.tofu import Action, Masker, Plan, ResourceChange, attribute_changes, path_text
 
-__all__ = ["AttributeRow", "OutputRow", "ResourceSection", "Step", "plan_sections", "story_steps"]
+__all__ = [
+    "AttributeRow",
+    "ContextFact",
+    "OutputRow",
+    "ResourceSection",
+    "Step",
+    "context_facts",
+    "plan_sections",
+    "story_steps",
+]
 
 SENSITIVE = "(sensitive value)"
 
@@ -155,3 +167,100 @@ def _facts(event: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
     for key in ("denies", "approval_reasons", "warnings"):
         for message in detail.get(key) or ():
             yield key.replace("_", " ").rstrip("s"), str(message)[:500]
+
+
+@dataclass(frozen=True)
+class ContextFact:
+    """One line of a run's context: a label, the text, and a link when its URL is known."""
+
+    label: str
+    text: str
+    url: str | None = None
+
+
+_SHA = re.compile(r"[0-9a-fA-F]{7,64}")
+# Shown as facts of their own, above the rest.
+_CONSUMED = frozenset({
+    "commit_sha", "branch", "run_url", "repository", "airflow", "provenance", "ci_system",
+    "pipeline_id", "pipeline_name", "run_id", "run_number",
+})  # fmt: skip
+
+
+def context_facts(context: Mapping[str, Any], commit: str | None) -> list[ContextFact]:
+    """Commit, branch, the Azure DevOps build / Airflow DAG run / GitHub Actions run (each a
+    link when the context gives its URL), the console's other runs of that pipeline run,
+    then every other reported field as text. Links are only ever http(s) URLs."""
+    repo = _web(context.get("repository"))
+    repo = repo.removesuffix(".git").rstrip("/") if repo else None
+    facts: list[ContextFact] = []
+    sha = str(commit or context.get("commit_sha") or "")
+    if sha:
+        linked = _commit_url(repo, sha) if repo and _SHA.fullmatch(sha) else None
+        facts.append(ContextFact("Commit", sha, linked))
+    branch = str(context.get("branch") or "")
+    if branch:
+        facts.append(ContextFact("Branch", branch, _branch_url(repo, branch) if repo else None))
+    if repo:
+        facts.append(ContextFact("Repository", repo, repo))
+    facts += _pipeline_facts(context)
+    for key, value in sorted(context.items()):
+        if key in _CONSUMED or value in (None, "", [], {}):
+            continue
+        text = str(value)[:500]
+        facts.append(ContextFact(key.replace("_", " "), text, _web(text)))
+    provenance = context.get("provenance")
+    if isinstance(provenance, Mapping):
+        proven = sorted(str(k) for k, how in provenance.items() if how == "verified")
+        text = ", ".join(proven) if proven else "nothing (every field is as the runner reported it)"
+        facts.append(ContextFact("Verified by the caller's OIDC token", text))
+    return facts
+
+
+def _pipeline_facts(context: Mapping[str, Any]) -> list[ContextFact]:
+    system = str(context.get("ci_system") or "")
+    nested = context.get("airflow")
+    airflow: Mapping[str, Any] = nested if isinstance(nested, Mapping) else {}
+    pipeline = str(context.get("pipeline_name") or context.get("pipeline_id") or "")
+    run = str(context.get("run_id") or "")
+    url = _web(context.get("run_url"))
+    facts: list[ContextFact] = []
+    if system == "airflow" or airflow:
+        dag = str(airflow.get("dag_id") or pipeline)
+        run = str(airflow.get("run_id") or run)
+        # run_url is the task instance's page; the DAG run's is its prefix.
+        dag_run_url = url.split("/tasks/", 1)[0] if url and "/tasks/" in url else None
+        facts.append(ContextFact("Airflow DAG run", f"{dag} / {run}", dag_run_url))
+        task = str(airflow.get("task_id") or context.get("job") or "")
+        if task:
+            facts.append(ContextFact("Airflow task", task, url))
+    elif system == "azure-devops":
+        number = str(context.get("run_number") or run)
+        facts.append(ContextFact("Azure DevOps build", f"{pipeline} #{number}".strip(), url))
+    elif system == "github-actions":
+        facts.append(ContextFact("GitHub Actions run", f"{pipeline} #{run}".strip(), url))
+    elif pipeline or run or url:
+        facts.append(ContextFact("Pipeline run", f"{pipeline} {run}".strip() or "run", url))
+    if pipeline and run:
+        query = urlencode({"pipeline": pipeline, "pipeline_run": run})
+        facts.append(ContextFact("Its runs here", "every run of this pipeline run",
+                                 f"/console/runs?{query}"))  # fmt: skip
+    return facts
+
+
+def _web(value: object) -> str | None:
+    text = str(value or "").strip()
+    return text if text.startswith(("https://", "http://")) else None
+
+
+def _commit_url(repo: str, sha: str) -> str:
+    if "bitbucket.org/" in repo:
+        return f"{repo}/commits/{sha}"
+    return f"{repo}/commit/{sha}"  # GitHub, Azure Repos; GitLab redirects it
+
+
+def _branch_url(repo: str, branch: str) -> str:
+    if "/_git/" in repo:  # Azure Repos
+        return f"{repo}?version=GB{quote(branch, safe='/')}"
+    if "bitbucket.org/" in repo:
+        return f"{repo}/branch/{quote(branch, safe='/')}"
+    return f"{repo}/tree/{quote(branch, safe='/')}"  # GitHub; GitLab redirects it
