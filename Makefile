@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration lint bench clean docs
+.PHONY: demo test unit integration lint bench clean docs screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,3 +37,8 @@ clean:
 
 docs: $(STAMP)
 	$(PY) -m tofuflow.cli._reference docs/cli.md
+
+# The console's screenshots in docs/console.md, taken by its browser acceptance test.
+screenshots: $(STAMP)
+	tools/system-deps
+	TOFUFLOW_SCREENSHOTS=docs/images $(PY) -m pytest tests/e2e/test_console_browser.py -k approver_reads_the_plan

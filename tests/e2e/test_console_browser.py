@@ -5,7 +5,9 @@ A pipeline (the CLI) plans a change that needs approval; an approver signs in th
 the provider's login page, reads the plan, approves; the waiting apply proceeds while
 the page watches; the story shows every step and the verified audit chain. The planner
 cannot approve, forged and token-less forms are refused, hostile text stays text, and an
-expired session goes back to sign-in. The screenshots in docs/console.md come from here.
+expired session goes back to sign-in. The screenshots in docs/console.md come from here:
+`make screenshots` sets TOFUFLOW_SCREENSHOTS=docs/images; otherwise they go to the test's
+temporary directory, so a test run leaves the working tree as it was.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from _services.server import RunningServer, threaded_server
 pytestmark = pytest.mark.binary
 
 CHROMIUM = Path("/usr/bin/chromium")
-IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
 CLIENT = ("tofuflow-console", "test-only-client-secret")
 CANARY = "canary-Sensitive-9f3b27d1"
@@ -175,9 +177,19 @@ def _sign_in(browser: Any, console: Console, user: str, path: str) -> tuple[Any,
     return context, page
 
 
-def _shot(page: Any, name: str) -> None:
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(IMAGES / f"console-{name}.png"), full_page=True)
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where the screenshots go: TOFUFLOW_SCREENSHOTS (relative to the repository, as
+    `make screenshots` gives docs/images), else this test's temporary directory."""
+    chosen = os.environ.get("TOFUFLOW_SCREENSHOTS", "").strip()
+    return ROOT / chosen if chosen else tmp_path / "screenshots"
+
+
+def _shot(page: Any, shots: Path, name: str) -> None:
+    shots.mkdir(parents=True, exist_ok=True)
+    target = shots / f"console-{name}.png"
+    page.screenshot(path=str(target), full_page=True)
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", target  # a picture was taken
 
 
 def _csrf(page: Any) -> str:
@@ -185,7 +197,7 @@ def _csrf(page: Any) -> str:
 
 
 def test_an_approver_reads_the_plan_approves_and_watches_the_apply_finish(
-    console: Console, browser: Any
+    console: Console, browser: Any, shots: Path
 ) -> None:
     run_id = _plan(console)
     apply = subprocess.Popen(
@@ -207,7 +219,7 @@ def test_an_approver_reads_the_plan_approves_and_watches_the_apply_finish(
         assert HOSTILE in body  # a resource key and an output: shown as text, never run
         assert CANARY not in page.content()
         assert "needs_approval" in body and "production" in body
-        _shot(page, "run")
+        _shot(page, shots, "run")
 
         # Without the form's CSRF token the approval is refused, and nothing changes.
         forged = page.request.post(f"{console.server.url}/console/runs/{run_id}/approve",
@@ -229,7 +241,7 @@ def test_an_approver_reads_the_plan_approves_and_watches_the_apply_finish(
         assert "Looks right: ship it" in live.inner_text()
         assert "Applied as state version 1" in live.inner_text()
         assert "State version written" in live.inner_text()
-        _shot(page, "run-applied")
+        _shot(page, shots, "run-applied")
 
         page.click("text=The story of this run")
         story = page.locator("main")
@@ -242,7 +254,7 @@ def test_an_approver_reads_the_plan_approves_and_watches_the_apply_finish(
         positions = [text.index(step) for step in steps]
         assert positions == sorted(positions), text
         assert "Looks right: ship it" in text
-        _shot(page, "story")
+        _shot(page, shots, "story")
 
         exported = page.request.get(f"{console.server.url}/console/runs/{run_id}/story.json")
         story_json = exported.json()
@@ -254,11 +266,11 @@ def test_an_approver_reads_the_plan_approves_and_watches_the_apply_finish(
         page.goto(f"{console.server.url}/console/workspaces/app/prod")
         versions = page.locator("table.versions").inner_text()
         assert run_id in versions and "Not locked." in page.locator("main").inner_text()
-        _shot(page, "workspace")
+        _shot(page, shots, "workspace")
 
         page.goto(f"{console.server.url}/console/runs")
         assert run_id in page.locator("table.runs").inner_text()
-        _shot(page, "runs")
+        _shot(page, shots, "runs")
     finally:
         if apply.poll() is None:
             apply.kill()

@@ -61,6 +61,5 @@ def test_without_a_known_url_a_fact_is_text_and_never_a_script_link() -> None:
     assert all(f.url is None or f.url.startswith(("https://", "http://", "/console/"))
                for f in facts.values())  # fmt: skip
     assert facts["commit message"].text == "<script>x</script>"  # the template escapes it
-    assert _facts({"repository": "https://github.com/acme/live"}, commit="0a1b2c3; rm")[
-        "Commit"
-    ].url is None
+    not_a_sha = _facts({"repository": "https://github.com/acme/live"}, commit="0a1b2c3; rm")
+    assert not_a_sha["Commit"].url is None
