@@ -145,6 +145,11 @@ class EnvironmentService:
                     f"environment {name} is {env.status}: the reaper already destroys it "
                     "(or has), nothing to ask for"
                 )
+            if _passed(env.expires_at, utcnow()):
+                raise ConflictError(
+                    f"environment {name} has expired already (at {_iso(env.expires_at)}): "
+                    "the reaper destroys it at its next pass (or run `tofuflow env reap`)"
+                )
             env.expires_at = utcnow()
             self._audit(session, ctx, env, "environment.destroy_requested",
                         {"expires_at": env.expires_at.isoformat()})  # fmt: skip
