@@ -43,6 +43,7 @@ USERS = {
     "carol": {"name": "Carol Admin", "groups": ["infra-admins"]},
 }
 HOSTILE = "<script>alert('xss')</script>"
+REMOTE = "https://github.com/acme/infra.git"
 
 MAIN_TF = """
 variable "db_password" {
@@ -127,6 +128,11 @@ def _console(
         '[workspaces."app/prod"]\ndirectory = "infra"\ntags = ["production"]\n'
         f'variables = {{ db_password = "{CANARY}" }}\n'
     )
+    # A git checkout with a web remote: the CLI reports commit, branch and repository.
+    for git in (["init", "-q", "-b", "main"], ["remote", "add", "origin", REMOTE],
+                ["add", "."], ["-c", "user.name=ci", "-c", "user.email=ci@example.com",
+                               "commit", "-qm", "infra"]):  # fmt: skip
+        subprocess.run(["git", *git], cwd=repo, check=True)
     with threaded_server(config) as server:
         callback = f"{server.url}/console/auth/callback"
         with openid_provider(idp_port, CLIENT, [callback], USERS) as issued:
@@ -219,6 +225,12 @@ def test_an_approver_reads_the_plan_approves_and_watches_the_apply_finish(
         assert HOSTILE in body  # a resource key and an output: shown as text, never run
         assert CANARY not in page.content()
         assert "needs_approval" in body and "production" in body
+        # The context the CLI reported, commit and branch each a link into the repository.
+        context = page.locator("section[aria-labelledby=context-h]")
+        commit = context.locator("a[href^='https://github.com/acme/infra/commit/']")
+        assert re.fullmatch(r"[0-9a-f]{40}", commit.inner_text()), commit.inner_text()
+        branch = context.locator("a[href='https://github.com/acme/infra/tree/main']")
+        assert branch.inner_text() == "main"
         _shot(page, shots, "run")
 
         # Without the form's CSRF token the approval is refused, and nothing changes.

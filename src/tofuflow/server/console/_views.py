@@ -206,12 +206,13 @@ def context_facts(context: Mapping[str, Any], commit: str | None) -> list[Contex
     for key, value in sorted(context.items()):
         if key in _CONSUMED or value in (None, "", [], {}):
             continue
-        text = str(value)[:500]
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        text = shown[:500]
         facts.append(ContextFact(key.replace("_", " "), text, _web(text)))
     provenance = context.get("provenance")
     if isinstance(provenance, Mapping):
         proven = sorted(str(k) for k, how in provenance.items() if how == "verified")
-        text = ", ".join(proven) if proven else "nothing (every field is as the runner reported it)"
+        text = ", ".join(proven) if proven else "none: every field is as the runner reported it"
         facts.append(ContextFact("Verified by the caller's OIDC token", text))
     return facts
 
