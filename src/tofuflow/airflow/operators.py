@@ -26,6 +26,7 @@ from tofuflow.airflow._base import BASE_FIELDS, TofuflowBaseOperator
 from tofuflow.airflow._lineage import changes_from_events, changes_from_plan
 from tofuflow.airflow._runs import WAITING, plan_run, read_outputs, run_summary
 from tofuflow.airflow.hooks import sensitive_reference
+from tofuflow.airflow.links import TofuflowRunLink
 from tofuflow.errors import PlanStaleError
 from tofuflow.runs import INTERRUPTED, apply_run
 
@@ -61,6 +62,8 @@ class TofuflowPlanOperator(TofuflowBaseOperator):
     """
 
     template_fields: Sequence[str] = (*BASE_FIELDS, "targets")
+    # The task's "tofuflow run" button: the run's console page (XCom ``console_link``).
+    operator_extra_links = (TofuflowRunLink(),)
 
     def __init__(
         self,
@@ -110,6 +113,7 @@ class TofuflowPlanOperator(TofuflowBaseOperator):
             )  # fmt: skip
         run = dict(outcome.run)
         self._active_run = run["id"]
+        self.show_run(context, hook, run["id"])
         _log_decision(self.log, run)
         self.remember_changes(
             hook, ws.name, run, changes_from_plan(outcome.plan.resource_changes), "plan"
@@ -235,6 +239,7 @@ class TofuflowApplyOperator(TofuflowPlanOperator):
         replanned: bool,
     ) -> dict[str, Any]:
         self._active_run, self._active_ws = run["id"], ws.name
+        self.show_run(context, hook, run["id"])
         if run["status"] in WAITING:
             run = self._await_decision(context, hook, ws, run, replanned)
         status = run["status"]
@@ -415,6 +420,8 @@ class TofuflowDestroyOperator(TofuflowApplyOperator):
                 context=self.run_context(context), base=ws,
             )  # fmt: skip
             run = cp.run(done["last_run_id"]) if done.get("last_run_id") else None
+        if run is not None:
+            self.show_run(context, hook, run["id"])
         changes = changes_from_events(work.events)
         self.remember_changes(hook, ws.name, run, changes, "destroy")
         self.record_asset(
