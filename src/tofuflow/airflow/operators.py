@@ -240,6 +240,10 @@ class TofuflowApplyOperator(TofuflowPlanOperator):
     ) -> dict[str, Any]:
         self._active_run, self._active_ws = run["id"], ws.name
         self.show_run(context, hook, run["id"])
+        if self._facet is None or self._facet["runId"] != run["id"]:
+            # Lineage names the run even if nothing is applied (no changes, denied, a
+            # failure before the apply); the plan this task made keeps its addresses.
+            self.remember_changes(hook, ws.name, run, {}, self.operation)
         if run["status"] in WAITING:
             run = self._await_decision(context, hook, ws, run, replanned)
         status = run["status"]
@@ -364,7 +368,15 @@ class TofuflowApplyOperator(TofuflowPlanOperator):
             self.private_workspace(context, hook, ws) as local,
             hook.control_plane("apply", workspace=ws.name, description=description) as cp,
         ):
-            done = work.call(apply_run, run["id"], local, cp, work.runner())
+            try:
+                done = work.call(apply_run, run["id"], local, cp, work.runner())
+            except BaseException:
+                # The FAIL event names the run and what the binary completed before it
+                # stopped; its status is the control plane's to tell (left out).
+                partial = changes_from_events(work.events[first_event:])
+                unknown = {**run, "status": None}
+                self.remember_changes(hook, ws.name, unknown, partial, self.operation)
+                raise
         changes = changes_from_events(work.events[first_event:])
         self.remember_changes(hook, ws.name, done, changes, self.operation)
         summary = run_summary(done)
