@@ -186,6 +186,10 @@ def test_a_killed_apply_stops_the_binary_gracefully_and_releases_the_lock(
         assert done["result"]["reason"] == "airflow: the task was killed (on_kill)"
     # OpenLineage's FAIL event of the apply names the run it was applying (the status is
     # the control plane's to tell: left out), as an output of the task.
+    assert lineage.is_file(), (
+        "no OpenLineage events: is apache-airflow-providers-openlineage installed? "
+        "`.venv/bin/pip install -e '.[dev]'` installs it (the openlineage extra)"
+    )
     events = [json.loads(line) for line in lineage.read_text().splitlines()]
     (failed,) = [
         e for e in events if (e["job"]["name"], e["eventType"]) == ("tofuflow_killed.apply", "FAIL")
