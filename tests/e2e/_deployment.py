@@ -107,6 +107,11 @@ class Deployment:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
         return self.call("GET", path, params={"deserialize": True})["value"]
 
+    def links(self, dag_id: str, run_id: str, task_id: str) -> dict[str, str | None]:
+        """The task instance's extra links, as the UI gets them (name → URL or None)."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/links"
+        return dict(self.call("GET", path)["extra_links"])
+
     def xcoms(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         """Every XCom of the DAG run, values included."""
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/~/xcomEntries"

@@ -163,9 +163,14 @@ def test_an_environment_is_destroyed_although_the_work_in_it_failed(airflow: Air
 
 
 def test_a_killed_apply_stops_the_binary_gracefully_and_releases_the_lock(
-    airflow: Airflow,
+    airflow: Airflow, tmp_path: Path
 ) -> None:
-    run = airflow.run(DAGS / "tofuflow_killed.py", "tofuflow_killed")
+    lineage = tmp_path / "openlineage.jsonl"  # the FAIL event is checked below
+    transport = {"type": "file", "log_file_path": str(lineage), "append": True}
+    run = airflow.run(
+        DAGS / "tofuflow_killed.py", "tofuflow_killed",
+        {"AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport)},
+    )  # fmt: skip
     assert run.state == "failed"
     assert run.tasks == {"plan": "success", "apply": "failed"}
     assert "AirflowTaskTimeout" in run.log and "Interrupt received" in run.log
@@ -179,6 +184,22 @@ def test_a_killed_apply_stops_the_binary_gracefully_and_releases_the_lock(
         assert "was cancelled; it stopped gracefully after SIGINT" in done["result"]["error"]
     else:  # killed before the session opened: on_kill cancelled the run
         assert done["result"]["reason"] == "airflow: the task was killed (on_kill)"
+    # OpenLineage's FAIL event of the apply names the run it was applying (the status is
+    # the control plane's to tell: left out), as an output of the task.
+    assert lineage.is_file(), (
+        "no OpenLineage events: is apache-airflow-providers-openlineage installed? "
+        "`.venv/bin/pip install -e '.[dev]'` installs it (the openlineage extra)"
+    )
+    events = [json.loads(line) for line in lineage.read_text().splitlines()]
+    (failed,) = [
+        e for e in events if (e["job"]["name"], e["eventType"]) == ("tofuflow_killed.apply", "FAIL")
+    ]
+    facet = failed["run"]["facets"]["tofuflow"]
+    assert (facet["operation"], facet["runId"], facet["workspace"]) == (
+        "apply", planned["id"], "examples/slow",
+    )  # fmt: skip
+    assert "status" not in facet and "consoleUrl" not in facet  # embedded: no console
+    assert [d["name"] for d in failed["outputs"]] == ["examples/slow"]
     # No lock is held: an admin (break-glass: an applier locks only through a run) can
     # take the state lock at once, and give it back.
     with ControlPlane(airflow.plane.url, airflow.plane.token("admin")) as applier:

@@ -110,6 +110,16 @@ def test_the_lifecycle_example_runs_and_its_asset_events_name_the_remote_control
         assert "asset_host" not in deployment.log("tofuflow_lifecycle", run_id, task_id)
     runs = deployment.runs_of("tofuflow_lifecycle", run_id)
     assert sorted(r["status"] for r in runs) == ["applied", "applied"]
+    # Each task that made a run links to its console page; the outputs task has no run.
+    console = f"{deployment.server.url}/console/runs"
+    links = {task: deployment.links("tofuflow_lifecycle", run_id, task)
+             for task in ("plan", "apply", "outputs", "destroy")}  # fmt: skip
+    assert links == {
+        "plan": {"tofuflow run": f"{console}/{plan['run_id']}"},
+        "apply": {"tofuflow run": f"{console}/{plan['run_id']}"},
+        "outputs": {},
+        "destroy": {"tofuflow run": f"{console}/{destroyed['run_id']}"},
+    }
 
 
 def test_the_approval_example_waits_deferred_in_the_triggerer_until_a_person_approves(
@@ -119,9 +129,11 @@ def test_the_approval_example_waits_deferred_in_the_triggerer_until_a_person_app
     run_id = deployment.trigger(dag_id)
     approved: list[str] = []
     seen: set[str] = set()
+    clicked: list[str | None] = []  # the waiting task's "tofuflow run" link, before approving
 
     def approve_waiting() -> bool:
-        """A person approves each run once its task waits for it (the apply deferred)."""
+        """A person approves each run once its task waits for it (the apply deferred),
+        having followed the waiting task's link to the run's console page."""
         states = deployment.task_states(dag_id, run_id)
         seen.add(f"apply:{states.get('apply')}")
         with deployment.control_plane() as approver:
@@ -129,6 +141,8 @@ def test_the_approval_example_waits_deferred_in_the_triggerer_until_a_person_app
                 waiting = run["status"] == "needs_approval" and run["id"] not in approved
                 ours = (run.get("context") or {}).get("airflow", {}).get("run_id") == run_id
                 if waiting and ours and (approved or states.get("apply") == "deferred"):
+                    task = "destroy" if approved else "apply"
+                    clicked.append(deployment.links(dag_id, run_id, task).get("tofuflow run"))
                     approver.approve(run["id"], "looked at it")
                     approved.append(run["id"])
         return len(approved) == 2 or deployment.dag_run(dag_id, run_id)["state"] in FINISHED
@@ -140,6 +154,11 @@ def test_the_approval_example_waits_deferred_in_the_triggerer_until_a_person_app
     assert "apply:deferred" in seen, seen  # no worker slot held while a person decides
     assert deployment.xcom(dag_id, run_id, "apply")["run_id"] == approved[0]
     assert deployment.xcom(dag_id, run_id, "destroy")["run_id"] == approved[1]
+    # The links worked while the tasks waited (the apply deferred, the destroy polling):
+    # the connection names a remote control plane, whose console serves the run's page.
+    console = f"{deployment.server.url}/console/runs"
+    assert clicked == [f"{console}/{approved[0]}", f"{console}/{approved[1]}"]
+    assert deployment.links(dag_id, run_id, "apply") == {"tofuflow run": clicked[0]}
     with deployment.control_plane() as admin:
         for run_id_ in approved:
             done = admin.run(run_id_)

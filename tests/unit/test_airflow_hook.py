@@ -4,6 +4,7 @@ binary; its secrets registered with Airflow's masker."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,38 @@ def test_settings_from_a_uri_form_connection() -> None:
     assert settings.url == "http://cp.internal:8470"
     assert settings.token == "tfw_uri_token_123456"
     assert settings.workspace == "app/dev"
+
+
+@pytest.mark.parametrize(
+    ("fields", "link"),
+    [
+        ({"host": "https://cp.example.com/"}, "https://cp.example.com/console/runs/r1"),
+        ({"host": "https://cp.example.com", "extra": {"console_url": "https://ui.example/"}},
+         "https://ui.example/console/runs/r1"),
+        ({"extra": {"console_url": "http://127.0.0.1:8470"}}, "http://127.0.0.1:8470/console/runs/r1"),
+        ({}, None),  # embedded, no console_url: nothing serves a console to link to
+    ],
+)  # fmt: skip
+def test_the_console_link_is_the_console_url_extra_else_the_control_plane(
+    monkeypatch: pytest.MonkeyPatch, fields: dict[str, object], link: str | None
+) -> None:
+    hook = _hook(monkeypatch, "tf_console", conn_type="tofuflow", **fields)
+    assert hook.settings.console_link("r1") == link
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("ftp://ui.example", "is not an http(s) URL"),
+        ("ui.example", "is not an http(s) URL"),
+        ("https://admin:hunter2@ui.example", "holds credentials; remove them"),
+    ],
+)
+def test_a_console_url_that_is_no_usable_link_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, value: str, says: str
+) -> None:
+    hook = _hook(monkeypatch, "tf_bad_console", conn_type="tofuflow",
+                 extra={"console_url": value})  # fmt: skip
+    with pytest.raises(ConfigError, match=re.escape(says)) as caught:
+        hook.get_conn()
+    assert "tf_bad_console" in str(caught.value) and "hunter2" not in str(caught.value)

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
+import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 
+from tofuflow.airflow import _lineage
 from tofuflow.airflow._lineage import (
     FACET_NAME,
+    SCHEMA_FILE,
+    SCHEMA_URL,
     asset_authority,
     asset_uri,
     changes_from_events,
@@ -91,8 +98,60 @@ def test_the_facet_carries_addresses_and_counts_never_values() -> None:
 
 
 def test_without_the_openlineage_provider_there_is_no_lineage_object() -> None:
-    assert importlib.util.find_spec("openlineage") is None  # not a dependency
+    """The airflow extra does not need the provider: without it (blocked here, as if not
+    installed) the operators' OpenLineage method answers None and imports nothing."""
+    code = (
+        "import sys; sys.modules['airflow.providers.openlineage'] = None\n"
+        "from tofuflow.airflow._lineage import lineage_facet, operator_lineage\n"
+        "facet = lineage_facet(uri='tofuflow://embedded/a', workspace='a', run=None, "
+        "changes={}, operation='plan')\n"
+        "print(operator_lineage(facet), operator_lineage(None))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["None", "None"]
+    assert FACET_NAME == "tofuflow"
+
+
+def _provider() -> None:
+    if importlib.util.find_spec("airflow.providers.openlineage") is None:
+        pytest.fail(
+            "apache-airflow-providers-openlineage is not installed: install the dev extra, "
+            "`.venv/bin/pip install -e '.[dev]'` (it includes the openlineage extra)",
+            pytrace=False,
+        )
+
+
+def test_the_lineage_object_carries_every_field_of_the_facet_and_its_schema() -> None:
+    _provider()
+    from openlineage.client.serde import Serde
+
+    run = {"id": "abc123", "status": "applied", "state_version": 4, "base_serial": 2,
+           "commit": "f" * 40, "result": {"serial": 3}}  # fmt: skip
+    facet = lineage_facet(
+        uri="tofuflow://cp:8470/app/dev", workspace="app/dev", run=run,
+        changes={"created": ["terraform_data.a"]}, operation="apply",
+        console="https://ui.example/console/runs/abc123",
+    )  # fmt: skip
+    lineage = operator_lineage(facet)
+    emitted = json.loads(Serde.to_json(lineage.run_facets[FACET_NAME]))
+    assert emitted == facet  # what reaches the event is the whole facet, as documented
+    assert (emitted["stateVersion"], emitted["stateSerial"], emitted["baseSerial"]) == (4, 3, 2)
+    assert emitted["_schemaURL"] == SCHEMA_URL
+    assert [(d.namespace, d.name) for d in lineage.outputs] == [("tofuflow://cp:8470", "app/dev")]
+    assert lineage.inputs == []
+    schema = json.loads((Path(_lineage.__file__).parent / SCHEMA_FILE).read_text())
+    fragment = SCHEMA_URL.partition("#")[2]
+    assert fragment == "/$defs/TofuflowRunFacet" and "TofuflowRunFacet" in schema["$defs"]
+    ours = schema["$defs"]["TofuflowRunFacet"]["allOf"][1]
+    jsonschema.validate(emitted, ours)
+    assert set(ours["properties"]) == {k for k in facet if not k.startswith("_")}
+
+
+def test_a_plan_reads_the_workspace_and_a_task_without_a_run_reports_nothing() -> None:
+    _provider()
     facet = lineage_facet(uri="tofuflow://embedded/a", workspace="a", run=None,
                           changes={}, operation="plan")  # fmt: skip
-    assert operator_lineage(facet) is None
-    assert FACET_NAME == "tofuflow"
+    lineage = operator_lineage(facet)
+    assert [d.name for d in lineage.inputs] == ["a"] and lineage.outputs == []
+    empty = operator_lineage(None)  # e.g. the outputs operator: no warning about None
+    assert (empty.inputs, empty.outputs, empty.run_facets) == ([], [], {})

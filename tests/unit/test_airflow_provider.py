@@ -52,7 +52,7 @@ def test_the_connection_form_declares_the_fields_and_their_behaviour() -> None:
     fields = conn["conn-fields"]
     assert set(fields) == {
         "oidc_token_file", "apply_token", "binary", "project", "workspace", "server_config",
-        "work_dir",
+        "work_dir", "console_url",
     }  # fmt: skip
     assert fields["apply_token"]["schema"]["format"] == "password"  # stored and shown masked
     assert all(f["label"] and f["description"] for f in fields.values())
@@ -88,3 +88,22 @@ def test_importing_the_package_imports_nothing_from_airflow() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_run_link_is_registered_and_read_from_the_xcom_the_operators_push() -> None:
+    """Airflow 3's API server turns a serialized task's links into XComOperatorLink(name,
+    xcom_key): the key must be the one the operators push the console link under."""
+    from airflow.providers_manager import ProvidersManager
+    from airflow.serialization.serialized_objects import OperatorSerialization
+
+    from tofuflow.airflow import TofuflowApplyOperator, TofuflowPlanOperator
+    from tofuflow.airflow.links import CONSOLE_LINK_KEY, TofuflowRunLink
+
+    (path,) = get_provider_info()["extra-links"]
+    assert path in ProvidersManager().extra_links_class_names
+    module, _, name = path.rpartition(".")
+    assert getattr(importlib.import_module(module), name) is TofuflowRunLink
+    for operator in (TofuflowPlanOperator, TofuflowApplyOperator):
+        task = operator(task_id="t", workspace="app/dev")
+        serialized = OperatorSerialization.serialize_operator(task)
+        assert serialized["_operator_extra_links"] == {"tofuflow run": CONSOLE_LINK_KEY}

@@ -109,6 +109,8 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "asset-uris": [{"schemes": ["tofuflow"], "handler": None}],
+        # The tasks' "tofuflow run" button (`airflow providers links` lists it).
+        "extra-links": ["tofuflow.airflow.links.TofuflowRunLink"],
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,
@@ -127,6 +129,7 @@ def get_provider_info() -> dict[str, Any]:
                         "password": "tfw_...",
                         "project": "/opt/airflow/dags/repo/tofuflow.toml",
                         "workspace": "app/dev",
+                        "console_url": "https://tofuflow.example.com",
                     },
                 },
             }
@@ -164,5 +167,10 @@ def _conn_fields() -> dict[str, Any]:
             "Working directory",
             "Where tasks copy the configuration to run the binary; default: a temporary "
             "directory, removed after each task.",
+        ),
+        "console_url": _text(
+            "Console URL",
+            "Base URL of tofuflow's web console, for the tasks' \"tofuflow run\" links; "
+            "default: the control plane's URL (none for the embedded control plane).",
         ),
     }

@@ -82,6 +82,7 @@ class TofuflowBaseOperator(BaseOperator):
         self._active_run: str | None = None
         self._active_ws: str | None = None
         self._facet: dict[str, Any] | None = None
+        self._console: str | None = None
         self._who = ""
 
     # -- per task instance ----------------------------------------------------------------
@@ -176,7 +177,18 @@ class TofuflowBaseOperator(BaseOperator):
         except TofuflowError as exc:
             self.log.error("could not record run %s as cancelled: %s", run_id, exc)
 
-    # -- assets and lineage -----------------------------------------------------------------
+    # -- links, assets and lineage ----------------------------------------------------------
+
+    def show_run(self, context: Context, hook: TofuflowHook, run_id: str) -> None:
+        """Push the run's console page (``links.TofuflowRunLink``: the task's "tofuflow
+        run" button) as soon as the run is known, so it works while the task waits."""
+        from tofuflow.airflow.links import CONSOLE_LINK_KEY
+
+        link = hook.settings.console_link(run_id)
+        if link and link != self._console:
+            context["ti"].xcom_push(key=CONSOLE_LINK_KEY, value=link)
+            self.log.info("console: %s", link)
+        self._console = link
 
     def record_asset(
         self, context: Context, hook: TofuflowHook, workspace: str, extra: Mapping[str, Any]
@@ -211,12 +223,13 @@ class TofuflowBaseOperator(BaseOperator):
         self._facet = lineage_facet(
             uri=hook.asset_uri(workspace), workspace=workspace, run=run,
             changes=changes, operation=operation,
+            console=hook.settings.console_link(run["id"]) if run else None,
         )  # fmt: skip
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """The resources this task created, changed, replaced or destroyed (addresses), as
         an OpenLineage run facet; None without the OpenLineage provider."""
-        return operator_lineage(self._facet) if self._facet is not None else None
+        return operator_lineage(self._facet)
 
 
 def airflow_context_of(context: Context) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
@@ -55,7 +56,7 @@ _log = logging.getLogger(__name__)
 Stage = Literal["plan", "apply", "read"]
 _EXTRAS = (
     "oidc_token_file", "apply_token", "binary", "project", "workspace", "server_config",
-    "work_dir",
+    "work_dir", "console_url",
 )  # fmt: skip
 
 
@@ -72,6 +73,7 @@ class ConnectionSettings:
     workspace: str | None = None
     server_config: str | None = None
     work_dir: str | None = None
+    console_url: str | None = None
 
     @classmethod
     def from_connection(cls, conn: Any) -> ConnectionSettings:
@@ -87,6 +89,7 @@ class ConnectionSettings:
             workspace=extra.get("workspace"),
             server_config=extra.get("server_config"),
             work_dir=extra.get("work_dir"),
+            console_url=_console_url(conn.conn_id, extra.get("console_url")),
         )
 
     @property
@@ -97,6 +100,20 @@ class ConnectionSettings:
     def authority(self) -> str:
         """``host[:port]`` of the control plane, or ``embedded``: the asset URIs' host."""
         return asset_authority(self.url)
+
+    @property
+    def console_base(self) -> str | None:
+        """Where the web console is: the ``console_url`` extra, else the remote control
+        plane's URL (its console is at ``/console``); None for an embedded control plane
+        without ``console_url`` (nothing serves it until someone runs ``tofuflow ui``)."""
+        return self.console_url or self.url
+
+    def console_link(self, run_id: str) -> str | None:
+        """The run's page in the web console (``tofuflow.ci.console_link``), if known."""
+        from tofuflow.ci import console_link
+
+        base = self.console_base
+        return console_link(base, run_id=run_id) if base else None
 
     def secrets(self) -> list[str]:
         return [s for s in (self.token, self.apply_token) if s]
@@ -320,6 +337,26 @@ def _extras(conn: Any) -> dict[str, str]:
             "connection %r: ignoring unknown extras %s; valid: %s", conn.conn_id, unknown, _EXTRAS
         )
     return found
+
+
+def _console_url(conn_id: str | None, value: str | None) -> str | None:
+    """The ``console_url`` extra: an http(s) URL without credentials (it ends up in links
+    that Airflow shows to everyone who can see the task)."""
+    if not value:
+        return None
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"connection {conn_id!r}: its console_url extra {value!r} is not an http(s) URL; "
+            "set it to the web console's base URL, e.g. https://tofuflow.example.com"
+        )
+    if parts.username or parts.password:
+        raise ConfigError(
+            f"connection {conn_id!r}: its console_url extra holds credentials; remove them "
+            "(the link is shown to everyone who can see the task, and the console signs "
+            "people in itself)"
+        )
+    return value.strip().rstrip("/")
 
 
 def _url(host: str | None, scheme: str | None, port: int | None) -> str | None:

@@ -26,6 +26,7 @@ from tofuflow.airflow._base import BASE_FIELDS, TofuflowBaseOperator
 from tofuflow.airflow._lineage import changes_from_events, changes_from_plan
 from tofuflow.airflow._runs import WAITING, plan_run, read_outputs, run_summary
 from tofuflow.airflow.hooks import sensitive_reference
+from tofuflow.airflow.links import TofuflowRunLink
 from tofuflow.errors import PlanStaleError
 from tofuflow.runs import INTERRUPTED, apply_run
 
@@ -61,6 +62,8 @@ class TofuflowPlanOperator(TofuflowBaseOperator):
     """
 
     template_fields: Sequence[str] = (*BASE_FIELDS, "targets")
+    # The task's "tofuflow run" button: the run's console page (XCom ``console_link``).
+    operator_extra_links = (TofuflowRunLink(),)
 
     def __init__(
         self,
@@ -110,6 +113,7 @@ class TofuflowPlanOperator(TofuflowBaseOperator):
             )  # fmt: skip
         run = dict(outcome.run)
         self._active_run = run["id"]
+        self.show_run(context, hook, run["id"])
         _log_decision(self.log, run)
         self.remember_changes(
             hook, ws.name, run, changes_from_plan(outcome.plan.resource_changes), "plan"
@@ -235,6 +239,11 @@ class TofuflowApplyOperator(TofuflowPlanOperator):
         replanned: bool,
     ) -> dict[str, Any]:
         self._active_run, self._active_ws = run["id"], ws.name
+        self.show_run(context, hook, run["id"])
+        if self._facet is None or self._facet["runId"] != run["id"]:
+            # Lineage names the run even if nothing is applied (no changes, denied, a
+            # failure before the apply); the plan this task made keeps its addresses.
+            self.remember_changes(hook, ws.name, run, {}, self.operation)
         if run["status"] in WAITING:
             run = self._await_decision(context, hook, ws, run, replanned)
         status = run["status"]
@@ -359,7 +368,15 @@ class TofuflowApplyOperator(TofuflowPlanOperator):
             self.private_workspace(context, hook, ws) as local,
             hook.control_plane("apply", workspace=ws.name, description=description) as cp,
         ):
-            done = work.call(apply_run, run["id"], local, cp, work.runner())
+            try:
+                done = work.call(apply_run, run["id"], local, cp, work.runner())
+            except BaseException:
+                # The FAIL event names the run and what the binary completed before it
+                # stopped; its status is the control plane's to tell (left out).
+                partial = changes_from_events(work.events[first_event:])
+                unknown = {**run, "status": None}
+                self.remember_changes(hook, ws.name, unknown, partial, self.operation)
+                raise
         changes = changes_from_events(work.events[first_event:])
         self.remember_changes(hook, ws.name, done, changes, self.operation)
         summary = run_summary(done)
@@ -415,6 +432,8 @@ class TofuflowDestroyOperator(TofuflowApplyOperator):
                 context=self.run_context(context), base=ws,
             )  # fmt: skip
             run = cp.run(done["last_run_id"]) if done.get("last_run_id") else None
+        if run is not None:
+            self.show_run(context, hook, run["id"])
         changes = changes_from_events(work.events)
         self.remember_changes(hook, ws.name, run, changes, "destroy")
         self.record_asset(
