@@ -51,6 +51,9 @@ def _data(stdout: str, prefix: str) -> str:
     return line[len(prefix) :]
 
 
+CONSOLE = "https://tofuflow.contoso.example"
+
+
 @pytest.fixture
 def ado() -> Iterator[AdoOidcEndpoint]:
     with (
@@ -85,6 +88,7 @@ def _agent_env(tmp_path: Path, ado: AdoOidcEndpoint, stage: str) -> dict[str, st
         "SYSTEM_JOBNAME": stage,
         "SYSTEM_JOBATTEMPT": "1",
         "ENVIRONMENT_NAME": "dev",
+        "TOFUFLOW_CONSOLE_URL": CONSOLE,
     })  # fmt: skip
     return env
 
@@ -145,6 +149,9 @@ def test_plan_and_apply_stages_report_to_the_agent(
     assert markdown.startswith(f"# tofuflow plan: `{WORKSPACE}`")
     assert "| create | 2 |" in markdown and "| delete | 0 |" in markdown
     assert f"Run `{run_id}`: **approved**" in markdown
+    assert f"[Open run {run_id} in the tofuflow console]({CONSOLE}/console/runs/{run_id})" in (
+        markdown
+    ), "the build summary links to the run's console page"
 
     attach = "##vso[task.addattachment type=terraform-plan-results;name=app/dev]"
     attachment = Path(_data(out, attach))
@@ -172,6 +179,7 @@ def test_plan_and_apply_stages_report_to_the_agent(
     summary = Path(_data(out, "##vso[task.uploadsummary]"))
     assert summary.parent == Path(apply_env["AGENT_TEMPDIRECTORY"])
     assert "| added | 2 |" in summary.read_text()
+    assert f"({CONSOLE}/console/runs/{run_id})" in summary.read_text()
     _assert_no_injection(applied, "Succeeded")
     _assert_no_secret(applied)
 

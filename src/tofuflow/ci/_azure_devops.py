@@ -292,7 +292,7 @@ class AgentReport:
         directory = self._output_dir()
         summary = directory / f"tofuflow-plan-{_safe_name(run_id)}.md"
         markdown = plan_summary_markdown(workspace, run, plan)
-        summary.write_text(markdown, encoding="utf-8")
+        summary.write_text(_with_link(markdown, run_id, self._link(run_id)), encoding="utf-8")
         self.log.upload_summary(summary)
         self._pull_request(workspace, run, markdown)
         # The rendered plan, masked, never the raw `show -json`: attachments are
@@ -321,7 +321,8 @@ class AgentReport:
         for name, key in (("add", "add"), ("change", "change"), ("destroy", "remove")):
             self.log.set_variable(name, str(changes.get(key, 0)))
         summary = self._output_dir() / f"tofuflow-apply-{_safe_name(run_id)}.md"
-        summary.write_text(apply_summary_markdown(workspace, run), encoding="utf-8")
+        markdown = apply_summary_markdown(workspace, run)
+        summary.write_text(_with_link(markdown, run_id, self._link(run_id)), encoding="utf-8")
         self.log.upload_summary(summary)
         self._tags(workspace, run_id)
         self._done(f"run {run_id}: {status}")
@@ -329,19 +330,24 @@ class AgentReport:
     def _pull_request(self, workspace: str, run: Mapping[str, Any], markdown: str) -> None:
         """On a PR build: the plan as the PR's thread for this workspace, and its status. A
         failure is a warning: the plan itself has completed."""
-        from tofuflow.ci._pull_request import PullRequest, console_link
+        from tofuflow.ci._pull_request import PullRequest
 
         pull_request = PullRequest.from_env(self.env)
         if pull_request is None:
             return
         problem: str | None = pull_request if isinstance(pull_request, str) else None
         if isinstance(pull_request, PullRequest):
-            run_id = str(run["id"])
-            link = console_link(self.console_url, run_id=run_id) if self.console_url else None
+            link = self._link(str(run["id"]))
             problem = pull_request.post_plan(workspace, markdown, run, link)
         if problem:
             self.warnings += 1
             self.log.log_issue("warning", f"plan not posted to the pull request: {problem}")
+
+    def _link(self, run_id: str) -> str | None:
+        """The run's console page, when a console URL is known (not an embedded plane's)."""
+        from tofuflow.ci._pull_request import console_link
+
+        return console_link(self.console_url, run_id=run_id) if self.console_url else None
 
     def _tags(self, workspace: str, run_id: str) -> None:
         for tag in ("tofuflow", workspace, run_id):
@@ -401,6 +407,12 @@ def apply_summary_markdown(workspace: str, run: Mapping[str, Any]) -> str:
         f"| changed | {int(changes.get('change', 0))} |\n"
         f"| destroyed | {int(changes.get('remove', 0))} |\n"
     )
+
+
+def _with_link(markdown: str, run_id: str, link: str | None) -> str:
+    if not link:
+        return markdown
+    return f"{markdown}\n[Open run {_md_code(run_id)} in the tofuflow console]({link})\n"
 
 
 def _md_code(text: str) -> str:

@@ -125,6 +125,10 @@ def apply(run_id: str, project_path: Path | None, wait: str) -> None:
                     run = await_approval(client, run, wait_seconds, CANCEL, report, link)
                 ws = project.workspace(run["workspace"])
                 announce(report, client.token, ws.directory)
+                if report is not None:  # no console link to an embedded plane's port
+                    report.console_url = (
+                        os.environ.get("TOFUFLOW_CONSOLE_URL") or project_url(project) or ""
+                    )
                 from_artifact = (run.get("context") or {}).get("config_source")
                 # A rollback's configuration is the snapshot in its artifact, not this checkout.
                 apply = apply_from_artifact if from_artifact == CONFIG_FROM_ARTIFACT else apply_run
