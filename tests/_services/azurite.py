@@ -10,7 +10,6 @@ Node.js. Override the executable with ``TOFUFLOW_AZURITE_BLOB``.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import socket
@@ -21,8 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-NPM_PREFIX = REPO / ".cache" / "npm"
+from _services.npm import NPM_PREFIX, install_once
+
 PACKAGE = "azurite@3"
 START_TIMEOUT = 30.0
 
@@ -77,19 +76,9 @@ def azurite() -> Iterator[str]:
 
 def find_or_install_azurite() -> str:
     """The ``azurite-blob`` executable, installing it with npm the first time."""
+    install_once(PACKAGE, lambda: _find_azurite() is not None, "the Azure Blob tests (Azurite)")
     found = _find_azurite()
-    if found:
-        return found
-    NPM_PREFIX.mkdir(parents=True, exist_ok=True)
-    # A file lock: parallel test processes must not run npm into one prefix at once.
-    with (NPM_PREFIX / ".install.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        found = _find_azurite()
-        if not found:
-            _npm_install()
-            found = _find_azurite()
-    if not found:
-        raise RuntimeError(f"npm installed {PACKAGE} but azurite-blob is not in {NPM_PREFIX}.")
+    assert found is not None
     return found
 
 
@@ -97,23 +86,6 @@ def _find_azurite() -> str | None:
     local = NPM_PREFIX / "node_modules" / ".bin" / "azurite-blob"
     candidates = [os.environ.get("TOFUFLOW_AZURITE_BLOB"), str(local), shutil.which("azurite-blob")]
     return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
-
-
-def _npm_install() -> None:
-    npm = shutil.which("npm")
-    if not npm or not shutil.which("node"):
-        raise RuntimeError(
-            "the Azure Blob tests run Azurite, which needs Node.js >= 18 and npm: install "
-            "Node.js (https://nodejs.org, or `apt-get install nodejs npm`, `brew install node`), "
-            f"or `npm install -g {PACKAGE}`, then rerun."
-        )
-    argv = [npm, "install", "--no-audit", "--no-fund", "--prefix", str(NPM_PREFIX), PACKAGE]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"`{' '.join(argv)}` failed (exit {result.returncode}); is the npm registry "
-            f"reachable?\n{result.stderr[-4000:]}"
-        )
 
 
 def _free_port() -> int:

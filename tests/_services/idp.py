@@ -11,7 +11,6 @@ PKCE required, the development login and consent pages, the users given here.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import shutil
 import subprocess
@@ -22,7 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from _services.azurite import NPM_PREFIX, _free_port, _stop
+from _services.azurite import _free_port, _stop
+from _services.npm import NPM_PREFIX, install_once
 
 PACKAGE = "oidc-provider@9"
 SCRIPT = Path(__file__).with_name("oidc_provider.mjs")
@@ -70,30 +70,8 @@ def _module() -> Path:
 
 
 def _find_or_install() -> Path:
-    if _module().is_file():
-        return _module()
-    NPM_PREFIX.mkdir(parents=True, exist_ok=True)
-    # Parallel test processes must not run npm into one prefix at once.
-    with (NPM_PREFIX / ".install.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _module().is_file():
-            _npm_install()
-    if not _module().is_file():
-        raise RuntimeError(f"npm installed {PACKAGE} but {_module()} is missing.")
+    install_once(PACKAGE, _module().is_file, "the console's sign-in tests (oidc-provider)")
     return _module()
-
-
-def _npm_install() -> None:
-    npm = shutil.which("npm")
-    if not npm or not shutil.which("node"):
-        raise RuntimeError(_NO_NODE)
-    argv = [npm, "install", "--no-audit", "--no-fund", "--prefix", str(NPM_PREFIX), PACKAGE]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"`{' '.join(argv)}` failed (exit {result.returncode}); is the npm registry "
-            f"reachable?\n{result.stderr[-4000:]}"
-        )
 
 
 def _wait_listening(proc: subprocess.Popen[bytes], log_path: Path) -> str:

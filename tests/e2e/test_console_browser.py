@@ -27,6 +27,7 @@ from playwright.sync_api import expect
 
 from _services.fixtures import make_token
 from _services.idp import free_port, openid_provider
+from _services.npm import NPM_PREFIX, install_once
 from _services.receivers import WebhookReceiver
 from _services.server import RunningServer, threaded_server
 
@@ -167,10 +168,12 @@ def _plan(console: Console) -> str:
     return run_id
 
 
-def _sign_in(browser: Any, console: Console, user: str, path: str) -> tuple[Any, Any]:
+def _sign_in(
+    browser: Any, console: Console, user: str, path: str, **options: Any
+) -> tuple[Any, Any]:
     """A fresh browser context signed in as ``user`` through the provider's own pages,
     left on ``path``."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, **options)
     page = context.new_page()
     page.on("dialog", lambda dialog: pytest.fail(f"a script ran: dialog {dialog.message!r}"))
     page.goto(console.server.url + path)
@@ -713,3 +716,65 @@ def test_a_session_ends_on_the_server_at_sign_out_and_when_an_admin_revokes_it(
     assert [(e["actor"], e["detail"]["subject"], e["detail"]["sessions"]) for e in events] == [
         ("carol", "bob", 2)
     ]
+
+
+AXE = NPM_PREFIX / "node_modules" / "axe-core" / "axe.min.js"
+# WCAG 2.1 A and AA: labels, names, contrast, landmarks, keyboard traps, ARIA use.
+AXE_RUN = """async () => {
+  const result = await axe.run(document, {runOnly: {type: "tag",
+      values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}});
+  return result.violations.map(v => `${v.impact} ${v.id}: ${v.help} -- ` +
+      v.nodes.slice(0, 3).map(n => n.target.join(" ")).join(", "));
+}"""
+
+
+def _tab_to(page: Any, selector: str, most: int = 60) -> None:
+    """Press Tab until ``selector`` has the focus, as a keyboard-only person would."""
+    for _ in range(most):
+        page.keyboard.press("Tab")
+        if page.evaluate("s => document.activeElement.matches(s)", selector):
+            return
+    pytest.fail(f"{selector} is not reachable with the Tab key in {most} presses")
+
+
+def test_every_console_page_passes_an_accessibility_audit_and_approving_needs_no_mouse(
+    console: Console, browser: Any
+) -> None:
+    """axe-core (the engine behind Lighthouse's accessibility score, from npm) audits
+    each page a person reads against WCAG 2.1 A/AA in the real browser; then an approver
+    approves with the keyboard alone."""
+    install_once("axe-core@4", AXE.is_file, "the console's accessibility test (axe-core)")
+    run_id = _plan(console)
+    state_url = console.server.state_url("app/web")
+    applier = {"Authorization": f"Bearer {make_token(console.server, 'applier')}"}
+    for serial, names in ((1, ["a"]), (2, ["a", "b"])):
+        assert httpx.post(state_url, headers=applier, json=_state(serial, names)).is_success
+    planner = {"Authorization": f"Bearer {make_token(console.server, 'planner')}"}
+    checked = httpx.post(f"{console.server.url}/v1/workspaces/app/prod/drift", headers=planner,
+                         json={"status": "drift", "report": {}})  # fmt: skip
+    assert checked.status_code == 200, checked.text
+
+    # The audit script is injected by the test, so this context lets it past the CSP.
+    _, page = _sign_in(browser, console, "carol", "/console/runs", bypass_csp=True)
+    pages = ["/console/runs", f"/console/runs/{run_id}", f"/console/runs/{run_id}/story",
+             "/console/workspaces/app/web?old=1&new=2", "/console/environments",
+             "/console/drift", "/console/notifications", "/console/sessions"]  # fmt: skip
+    found: dict[str, list[str]] = {}
+    for path in pages:
+        page.goto(console.server.url + path)
+        assert page.locator("main h1").count() == 1, f"{path}: one main heading"
+        page.add_script_tag(path=str(AXE))
+        violations = page.evaluate(AXE_RUN)
+        if violations:
+            found[path] = violations
+    assert not found, "\n".join(f"{path}:\n  " + "\n  ".join(v) for path, v in found.items())
+
+    _, page = _sign_in(browser, console, "alice", f"/console/runs/{run_id}")
+    _tab_to(page, "textarea[name=comment]")
+    page.keyboard.type("Read it; keyboard only")
+    _tab_to(page, "button[value=approve]")
+    page.keyboard.press("Enter")
+    page.locator("#live [data-status=approved]").wait_for(timeout=30_000)
+    run = httpx.get(f"{console.server.url}/v1/runs/{run_id}", headers=planner).json()
+    assert run["status"] == "approved"
+    assert [a["comment"] for a in run["approvals"]] == ["Read it; keyboard only"]
