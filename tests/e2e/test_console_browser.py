@@ -737,7 +737,7 @@ def _tab_to(page: Any, selector: str, most: int = 60) -> None:
     pytest.fail(f"{selector} is not reachable with the Tab key in {most} presses")
 
 
-def test_every_console_page_passes_an_accessibility_audit_and_approving_needs_no_mouse(
+def test_every_console_page_passes_an_accessibility_audit_reads_without_js_and_approves_by_keyboard(
     console: Console, browser: Any
 ) -> None:
     """axe-core (the engine behind Lighthouse's accessibility score, from npm) audits
@@ -768,6 +768,14 @@ def test_every_console_page_passes_an_accessibility_audit_and_approving_needs_no
         if violations:
             found[path] = violations
     assert not found, "\n".join(f"{path}:\n  " + "\n  ".join(v) for path, v in found.items())
+
+    # Reading needs no JavaScript: sign-in, the runs list and a run's plan are plain HTML.
+    _, plain = _sign_in(browser, console, "bob", "/console/runs", java_script_enabled=False)
+    assert run_id in plain.locator("table.runs").inner_text()
+    plain.goto(f"{console.server.url}/console/runs/{run_id}")
+    assert 'terraform_data.web["front"]' in plain.locator("main").inner_text()
+    plain.goto(f"{console.server.url}/console/runs/{run_id}/story")
+    assert "Audit chain verified" in plain.locator("main").inner_text()
 
     _, page = _sign_in(browser, console, "alice", f"/console/runs/{run_id}")
     _tab_to(page, "textarea[name=comment]")
