@@ -16,7 +16,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from tofuflow.server._paging import Page, decode_cursor, fill_page, grant_filter
-from tofuflow.server.checkpoints import GENESIS, record_hash
+from tofuflow.server.checkpoints import GENESIS, SORTED_HASHED_FIELDS, chain_hash, record_hash
 from tofuflow.server.notify._events import from_audit
 from tofuflow.server.storage._db import AuditEvent, AuditHead, utcnow
 
@@ -106,17 +106,21 @@ def verify(session: Session, batch: int = 5000) -> VerifyResult:
 
 def verify_from(session: Session, after: int, previous: str, batch: int = 5000) -> VerifyResult:
     """Walk the chain from the event after ``after`` (whose hash is ``previous``)."""
+    # Plain tuples of the hashed fields, not ORM objects (an ORM object cost several times
+    # the hashing): memory stays bounded by one batch, read in id order by primary key.
+    events = AuditEvent.__table__.c
+    columns = [events[name] for name in SORTED_HASHED_FIELDS]
+    page = select(events.id, events.prev_hash, events.hash, *columns).order_by(events.id)
     checked, last_id = 0, after
     while True:
-        rows = session.scalars(
-            select(AuditEvent).where(AuditEvent.id > last_id).order_by(AuditEvent.id).limit(batch)
-        ).all()
-        for event in rows:
-            if event.prev_hash != previous:
-                return VerifyResult(False, checked, event.id, "does not follow the event before it")
-            if event_hash(event) != event.hash:
-                return VerifyResult(False, checked, event.id, "content does not match its hash")
-            previous, last_id, checked = event.hash, event.id, checked + 1
+        rows = session.execute(page.where(events.id > last_id).limit(batch)).all()
+        for event_id, prev_hash, stored, *values in rows:
+            if prev_hash != previous:
+                return VerifyResult(False, checked, event_id, "does not follow the event before it")
+            values[_TS] = _utc(values[_TS])
+            if chain_hash(prev_hash, values) != stored:
+                return VerifyResult(False, checked, event_id, "content does not match its hash")
+            previous, last_id, checked = stored, event_id, checked + 1
         if len(rows) < batch:
             break
     head = session.get(AuditHead, 1)
@@ -125,11 +129,16 @@ def verify_from(session: Session, after: int, previous: str, batch: int = 5000) 
     return VerifyResult(True, checked)
 
 
+_TS = SORTED_HASHED_FIELDS.index("ts")
+_ZERO = dt.timedelta(0)
+
+
 def _utc(ts: dt.datetime) -> str:
     # SQLite hands back naive datetimes (stored as UTC); PostgreSQL aware ones.
-    aware = ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
     # The spelling of "%Y-%m-%dT%H:%M:%S.%fZ" (hashes cover it), several times faster.
-    return aware.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    if ts.tzinfo is None or ts.utcoffset() == _ZERO:
+        return ts.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return ts.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 @dataclass(frozen=True)
