@@ -68,3 +68,29 @@ def test_a_realistic_event_and_a_missing_field_hash_as_defined() -> None:
         "run_id": "r000000001",
     }  # fmt: skip  (no "commit": a missing field is null)
     assert record_hash("f" * 64, body) == _reference("f" * 64, body)
+
+
+def _reference_time(ts: dt.datetime) -> str:
+    """How an event's time is spelled in what its hash covers (UTC, microseconds, "Z")."""
+    aware = ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
+    return aware.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def test_event_times_are_spelled_as_defined_whatever_their_zone() -> None:
+    from zoneinfo import ZoneInfo
+
+    from tofuflow.server._audit import event_json
+
+    moments = [
+        dt.datetime(2026, 1, 1), dt.datetime(2026, 1, 1, 1, 2, 3, 4),  # SQLite: naive UTC
+        dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        dt.datetime(2026, 6, 1, 12, 0, 0, 999999, tzinfo=ZoneInfo("Etc/UTC")),  # PostgreSQL
+        dt.datetime(2026, 6, 1, 12, tzinfo=ZoneInfo("Europe/Paris")),
+        dt.datetime(2026, 6, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+        dt.datetime(2026, 6, 1, 12, tzinfo=dt.timezone(dt.timedelta(seconds=30))),
+        dt.datetime(1, 1, 1, tzinfo=dt.UTC),
+    ]  # fmt: skip
+    for moment in moments:
+        row = {name: None for name in HASHED_FIELDS} | {"ts": moment, "prev_hash": "", "hash": ""}
+        spelled = event_json(type("Row", (), row)())["ts"]
+        assert spelled == _reference_time(moment), moment
