@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Text, cast, or_, select
 from sqlalchemy.orm import Session
 
-from tofuflow.server._paging import Page, decode_cursor, fill_page, grant_filter
+from tofuflow.server._paging import Page, decode_cursor, fill_page, grant_filter, one_workspace
 from tofuflow.server.checkpoints import GENESIS, SORTED_HASHED_FIELDS, chain_hash, record_hash
 from tofuflow.server.notify._events import from_audit
 from tofuflow.server.storage._db import AuditEvent, AuditHead, utcnow
@@ -180,9 +180,11 @@ def query_events(
     # Plain rows, not ORM objects: a page of a thousand events is read-only.
     events = AuditEvent.__table__.c
     statement = select(AuditEvent.__table__).order_by(events.id)
+    if query.workspace:  # one workspace's events, from its own index entries
+        statement = select(AuditEvent.__table__).order_by(events.workspace, events.id)
+        statement = statement.where(*one_workspace(events.workspace, query.workspace))
     for column, value in (
         (events.run_id, query.run),
-        (events.workspace, query.workspace),
         (events.actor, query.actor),
         (events.action, query.action),
     ):
