@@ -17,6 +17,16 @@ time to measure each stack's duration without contention, and prints the ideal s
 computed from those too.
 
     python benchmarks/bench_run_all.py [--stacks 50] [--parallelism 8] [--seed 7] [--baseline]
+    python benchmarks/bench_run_all.py --sleep-stages [--stacks 500] [--parallelism 16]
+
+`--sleep-stages` measures the scheduler alone at a scale the real binary cannot reach on a
+small machine (500 stacks, parallelism 16 by default): the same `run_graph` that
+`run-all` uses, through its public API, with a stage that sleeps a seeded 0.1-0.5 s
+instead of running the lifecycle. Besides wall / ideal schedule it prints the scheduler's
+own overhead per stack, measured two ways: the reaction time (from the event that let a
+stack start, the run's start or the finish of the stack before it, to the stack's start)
+and the process's CPU time per stack (the stages only sleep, so the CPU is the
+scheduler's and its thread pool's). Target: <= 5 ms per stack (issue 18).
 """
 
 from __future__ import annotations
@@ -194,15 +204,108 @@ def _durations(result: Report) -> dict[str, float]:
     return {n: o.duration or 0.0 for n, o in result.outcomes.items()}
 
 
+def wide_dag(stacks: int, seed: int) -> tuple[dict[str, frozenset[str]], dict[str, float]]:
+    """A seeded layered DAG of layers 20-60 wide (enough to keep 16 workers busy), each
+    stack on 1-3 of the layer before and sometimes an earlier one; a 0.1-0.5 s sleep each."""
+    rng = random.Random(seed)
+    graph: dict[str, frozenset[str]] = {}
+    sleeps: dict[str, float] = {}
+    layers: list[list[str]] = []
+    while len(graph) < stacks:
+        layer = [
+            f"s{len(graph) + i:03d}" for i in range(min(rng.randint(20, 60), stacks - len(graph)))
+        ]
+        for name in layer:
+            deps: set[str] = set()
+            if layers:
+                deps.update(rng.sample(layers[-1], rng.randint(1, min(3, len(layers[-1])))))
+                earlier = [n for lay in layers[:-1] for n in lay]
+                if earlier and rng.random() < 0.3:
+                    deps.add(rng.choice(earlier))
+            graph[name] = frozenset(deps)
+            sleeps[name] = round(rng.uniform(0.1, 0.5), 3)
+        layers.append(layer)
+    return graph, sleeps
+
+
+def reaction_times(result: Report, graph: Mapping[str, frozenset[str]]) -> list[float]:
+    """For each stack: its start minus the event that let it start. The scheduler starts a
+    stack only at the run's start or when a stack finishes, so the event is the latest of
+    those at or before the start (and not before the stack's own dependencies finished)."""
+    finishes = sorted(o.finished for o in result.outcomes.values() if o.finished is not None)
+    lags = []
+    for name, outcome in result.outcomes.items():
+        assert outcome.started is not None
+        trigger = max([result.started] + [f for f in finishes if f <= outcome.started])
+        ready = max((result.outcomes[d].finished or 0.0 for d in graph[name]), default=0.0)
+        lags.append(outcome.started - max(trigger, ready))
+    return lags
+
+
+def sleep_stages(stacks: int, parallelism: int, seed: int) -> int:
+    """The scheduler at scale: ``run_graph`` over ``stacks`` sleeping stages."""
+    from tofuflow.stacks import Outcome, run_graph
+
+    graph, sleeps = wide_dag(stacks, seed)
+    print(
+        f"DAG: {len(graph)} stacks, {sum(len(d) for d in graph.values())} edges, widest layer "
+        f"{max(_layer_sizes(graph))}, sleep {min(sleeps.values()):.2f}-"
+        f"{max(sleeps.values()):.2f}s (sum {sum(sleeps.values()):.1f}s); parallelism "
+        f"{parallelism}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}"
+    )
+
+    def stage(name: str) -> Outcome:
+        time.sleep(sleeps[name])
+        return Outcome("succeeded")
+
+    cpu_before = time.process_time()
+    started = time.perf_counter()
+    result = run_graph(graph, stage, parallelism=parallelism)
+    wall = time.perf_counter() - started
+    cpu = time.process_time() - cpu_before
+    assert result.ok, result.counts()
+    seconds = _durations(result)
+    path, spread, _, simulated = ideal(graph, seconds, parallelism)
+    lags = sorted(reaction_times(result, graph))
+    mean_lag = sum(lags) / len(lags)
+    print(
+        f"run_graph: wall {wall:.2f}s, at most {result.max_running} at once; ideal from the "
+        f"measured times: critical path {path:.2f}s, work/{parallelism} {spread:.2f}s, list "
+        f"schedule {simulated:.2f}s (load average {os.getloadavg()[0]:.2f})"
+    )
+    print(
+        f"reaction time per stack: mean {mean_lag * 1000:.2f} ms, p50 "
+        f"{lags[len(lags) // 2] * 1000:.2f} ms, max {lags[-1] * 1000:.2f} ms; CPU "
+        f"{cpu * 1000 / len(graph):.2f} ms per stack ({cpu:.2f}s in all)"
+    )
+    ok = report(
+        f"run_graph vs ideal schedule ({parallelism})",
+        wall / simulated,
+        1.25,
+        f"wall {wall:.2f}s / list schedule {simulated:.2f}s = {wall / simulated:.3f}x",
+    )
+    ok &= report("scheduler reaction per stack (s)", mean_lag, 0.005,
+                 f"mean {mean_lag * 1000:.2f} ms")  # fmt: skip
+    ok &= report("scheduler CPU per stack (s)", cpu / len(graph), 0.005,
+                 f"{cpu * 1000 / len(graph):.2f} ms")  # fmt: skip
+    return 0 if ok else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stacks", type=int, default=50)
-    parser.add_argument("--parallelism", type=int, default=8)
+    parser.add_argument("--stacks", type=int, default=None, help="50 (500 with --sleep-stages)")
+    parser.add_argument("--parallelism", type=int, default=None, help="8 (16 with --sleep-stages)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
         "--baseline", action="store_true", help="also run one stack at a time first"
     )
+    parser.add_argument(
+        "--sleep-stages", action="store_true", help="the scheduler alone, stages that sleep"
+    )
     args = parser.parse_args()
+    if args.sleep_stages:
+        return sleep_stages(args.stacks or 500, args.parallelism or 16, args.seed)
+    args.stacks, args.parallelism = args.stacks or 50, args.parallelism or 8
     graph_lists, sleeps = layered_dag(args.stacks, args.seed)
     with tempfile.TemporaryDirectory(prefix="tofuflow-bench-run-all-") as tmp:
         root = Path(tmp)

@@ -16,6 +16,7 @@ SCRIPTS = [
     "bench_policy.py",
     "bench_pipeline.py",
     "bench_run_all.py",
+    "bench_run_all.py --sleep-stages",
     "bench_airflow.py",
     "bench_notifications.py",
     "bench_console.py",
@@ -26,7 +27,9 @@ def main() -> int:
     failed = 0
     for script in SCRIPTS:
         print(f"== {script}", flush=True)
-        failed += subprocess.run([sys.executable, str(HERE / script)], check=False).returncode != 0
+        name, *options = script.split()
+        command = [sys.executable, str(HERE / name), *options]
+        failed += subprocess.run(command, check=False).returncode != 0
     return 1 if failed else 0
 
 

@@ -167,3 +167,56 @@ def test_the_client_follows_the_pages_to_the_end(state_server: RunningServer) ->
         assert [e["id"] for e in client.audit(action="state.write", limit=7)] == [
             e["id"] for e in audit[:7]
         ]
+
+
+def _state_with(serial: int, instances: list[int]) -> bytes:
+    """A state whose managed resources have these many instances each (plus a data source,
+    which is not a resource an environment holds)."""
+    resources = [
+        {"mode": "managed", "type": "terraform_data", "name": f"r{i}", "provider": "p",
+         "instances": [{"attributes": {"id": f"{i}-{j}"}} for j in range(count)]}
+        for i, count in enumerate(instances)
+    ]  # fmt: skip
+    resources.append({"mode": "data", "type": "d", "name": "x", "provider": "p",
+                      "instances": [{"attributes": {}}]})  # fmt: skip
+    body = {"version": 4, "serial": serial, "lineage": "lin-env", "resources": resources}
+    return json.dumps(body).encode()
+
+
+def test_the_environment_list_counts_resources_without_opening_each_state(
+    server_config: Any, database_url: str
+) -> None:
+    from sqlalchemy import event
+
+    config = replace(server_config, database_url=database_url)
+    counts = {"web/a-env": 3, "web/b-env": 0, "web/c-env": 5, "web/d-env": None}  # None: no state
+    with threaded_server(config) as server, _api(server, make_token(server, "admin")) as admin:
+        _populate(server, [name.removesuffix("-env") for name in counts])
+        for name, count in counts.items():
+            if count is not None:
+                body = _state_with(1, [1] * count)
+                assert admin.post(f"/v1/state/{name}", content=body).status_code == 200
+
+        statements: list[str] = []
+
+        def record(*args: Any) -> None:
+            statements.append(args[2])
+
+        event.listen(server.app.state.engine, "before_cursor_execute", record)
+        listed = {env["name"]: env["resources"] for env in admin.get("/v1/environments").json()}
+        first = len(statements)
+        assert listed == {name: count or 0 for name, count in counts.items()}
+        again = {env["name"]: env["resources"] for env in admin.get("/v1/environments").json()}
+        assert again == listed
+        # A page costs a fixed number of statements, not one (or more) per environment,
+        # and states already counted are not opened again (no ciphertext is read).
+        assert len(statements) - first <= 6, statements[first:]
+        assert not [s for s in statements[first:] if "ciphertext" in s], statements[first:]
+
+        # A new version is counted afresh; the detail agrees with the list.
+        assert admin.post("/v1/state/web/a-env", content=_state_with(2, [2, 4])).status_code == 200
+        listed = {env["name"]: env["resources"] for env in admin.get("/v1/environments").json()}
+        assert listed["web/a-env"] == 6
+        for name, count in listed.items():
+            assert admin.get(f"/v1/environments/{name}").json()["resources"] == count
+        event.remove(server.app.state.engine, "before_cursor_execute", record)

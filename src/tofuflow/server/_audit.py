@@ -8,15 +8,16 @@ names the first one that no longer fits.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Text, cast, or_, select
 from sqlalchemy.orm import Session
 
-from tofuflow.server._paging import Page, decode_cursor, fill_page, grant_filter
-from tofuflow.server.checkpoints import GENESIS, record_hash
+from tofuflow.server._paging import Page, decode_cursor, fill_page, grant_filter, one_workspace
+from tofuflow.server.checkpoints import GENESIS, SORTED_HASHED_FIELDS, chain_hash, record_hash
 from tofuflow.server.notify._events import from_audit
 from tofuflow.server.storage._db import AuditEvent, AuditHead, utcnow
 
@@ -106,17 +107,29 @@ def verify(session: Session, batch: int = 5000) -> VerifyResult:
 
 def verify_from(session: Session, after: int, previous: str, batch: int = 5000) -> VerifyResult:
     """Walk the chain from the event after ``after`` (whose hash is ``previous``)."""
+    # Plain tuples of the hashed fields, not ORM objects (an ORM object cost several times
+    # the hashing): memory stays bounded by one batch, read in id order by primary key. The
+    # JSON columns come as their text and are decoded here with json.loads, as the JSON
+    # type would (the driver's JSON loader cost as much again as the rest of the fetch).
+    events = AuditEvent.__table__.c
+    columns = [
+        cast(events[name], Text) if name in _JSON_FIELDS else events[name]
+        for name in SORTED_HASHED_FIELDS
+    ]
+    page = select(events.id, events.prev_hash, events.hash, *columns).order_by(events.id)
     checked, last_id = 0, after
     while True:
-        rows = session.scalars(
-            select(AuditEvent).where(AuditEvent.id > last_id).order_by(AuditEvent.id).limit(batch)
-        ).all()
-        for event in rows:
-            if event.prev_hash != previous:
-                return VerifyResult(False, checked, event.id, "does not follow the event before it")
-            if event_hash(event) != event.hash:
-                return VerifyResult(False, checked, event.id, "content does not match its hash")
-            previous, last_id, checked = event.hash, event.id, checked + 1
+        rows = session.execute(page.where(events.id > last_id).limit(batch)).all()
+        for event_id, prev_hash, stored, *values in rows:
+            if prev_hash != previous:
+                return VerifyResult(False, checked, event_id, "does not follow the event before it")
+            values[_TS] = _utc(values[_TS])
+            for index in _JSON_INDEXES:
+                if values[index] is not None:
+                    values[index] = json.loads(values[index])
+            if chain_hash(prev_hash, values) != stored:
+                return VerifyResult(False, checked, event_id, "content does not match its hash")
+            previous, last_id, checked = stored, event_id, checked + 1
         if len(rows) < batch:
             break
     head = session.get(AuditHead, 1)
@@ -125,11 +138,20 @@ def verify_from(session: Session, after: int, previous: str, batch: int = 5000) 
     return VerifyResult(True, checked)
 
 
+_TS = SORTED_HASHED_FIELDS.index("ts")
+_JSON_FIELDS = ("actor_claims", "detail")
+_JSON_INDEXES = tuple(SORTED_HASHED_FIELDS.index(name) for name in _JSON_FIELDS)
+
+
 def _utc(ts: dt.datetime) -> str:
     # SQLite hands back naive datetimes (stored as UTC); PostgreSQL aware ones.
-    aware = ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
     # The spelling of "%Y-%m-%dT%H:%M:%S.%fZ" (hashes cover it), several times faster.
-    return aware.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    text = ts.isoformat(timespec="microseconds")
+    if ts.tzinfo is None:
+        return text + "Z"
+    if text.endswith("+00:00"):
+        return text[:-6] + "Z"
+    return ts.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 @dataclass(frozen=True)
@@ -158,9 +180,11 @@ def query_events(
     # Plain rows, not ORM objects: a page of a thousand events is read-only.
     events = AuditEvent.__table__.c
     statement = select(AuditEvent.__table__).order_by(events.id)
+    if query.workspace:  # one workspace's events, from its own index entries
+        statement = select(AuditEvent.__table__).order_by(events.workspace, events.id)
+        statement = statement.where(*one_workspace(events.workspace, query.workspace))
     for column, value in (
         (events.run_id, query.run),
-        (events.workspace, query.workspace),
         (events.actor, query.actor),
         (events.action, query.action),
     ):

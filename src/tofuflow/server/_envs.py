@@ -19,7 +19,7 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,12 +32,23 @@ from tofuflow.server import _audit
 from tofuflow.server._paging import Page, cursor_time, decode_cursor, fill_page, grant_filter
 from tofuflow.server._state import RequestContext, StateService
 from tofuflow.server.auth import Permission
-from tofuflow.server.storage._db import Environment, Run, Workspace, utcnow, write_session
+from tofuflow.server.storage._db import (
+    Environment,
+    Run,
+    StateVersion,
+    Workspace,
+    utcnow,
+    write_session,
+)
 
 __all__ = ["EnvironmentService", "ReapPolicy", "environment_aad", "is_due"]
 
 _OWNER = re.compile(r"[^\x00-\x1f]{1,255}")
 _UNFINISHED = {"planning", "needs_approval", "approved", "applying"}
+# Resource counts by the SHA-256 of the state body they were counted in (a count is a
+# function of the body), so a list opens each state version once per process, not per page.
+_COUNTED: dict[str, int] = {}
+_COUNTED_MAX = 20_000
 
 
 @dataclass(frozen=True)
@@ -167,7 +178,7 @@ class EnvironmentService:
         ctx.principal.require(Permission.READ_RUNS, name)
         with Session(self.engine) as session:
             env = self._env(session, name)
-            return self._view(env, self._resources(session, name))
+            return self._view(env, self._resource_counts(session, [name])[name])
 
     def list(
         self, ctx: RequestContext, *, due: bool, include_destroyed: bool, limit: int = 100,
@@ -201,7 +212,8 @@ class EnvironmentService:
                 fetch, keep, lambda env: [env.created_at, env.name], kind=kind, limit=limit,
                 after=start,
             )  # fmt: skip
-            views = [self._view(env, self._resources(session, env.name)) for env in page.items]
+            counts = self._resource_counts(session, [env.name for env in page.items])
+            views = [self._view(env, counts[env.name]) for env in page.items]
             return Page(views, page.next_cursor)
 
     def snapshot(self, ctx: RequestContext, name: str) -> bytes:
@@ -329,17 +341,29 @@ class EnvironmentService:
     def _resources(self, session: Session, name: str) -> int:
         """Resource instances in the environment's current state (0 when it has none)."""
         body = self.state.current_body(session, name)
-        if body is None:
-            return 0
-        try:
-            state = json.loads(body)
-        except ValueError:
-            return 0
-        return sum(
-            len(resource.get("instances") or [])
-            for resource in state.get("resources") or []
-            if resource.get("mode") == "managed"
+        return 0 if body is None else _count_resources(body)
+
+    def _resource_counts(self, session: Session, names: Sequence[str]) -> dict[str, int]:
+        """``_resources`` of each of ``names``, for a page: one query reads the SHA-256 of
+        every current version; a body is opened only when its count is not known yet."""
+        counts: dict[str, int] = dict.fromkeys(names, 0)
+        current = (
+            select(Workspace.name, StateVersion.sha256)
+            .join(StateVersion, StateVersion.workspace_id == Workspace.id)
+            .where(StateVersion.version == Workspace.current_version, Workspace.name.in_(names))
         )
+        for name, digest in session.execute(current) if names else ():
+            count = _COUNTED.get(digest)
+            if count is None:
+                body = self.state.current_body(session, name)
+                if body is None:
+                    continue
+                count = _count_resources(body)
+                if len(_COUNTED) >= _COUNTED_MAX:
+                    _COUNTED.clear()
+                _COUNTED[hashlib.sha256(body).hexdigest()] = count
+            counts[name] = count
+        return counts
 
     def _view(self, env: Environment, resources: int | None) -> dict[str, Any]:
         now = utcnow()
@@ -365,6 +389,21 @@ class EnvironmentService:
         _audit.append(session, ctx.actor, action, workspace=env.name, outcome=outcome,
                       detail={"status": env.status, **detail},
                       commit=str(context.get("commit") or "")[:64] or None)  # fmt: skip
+
+
+def _count_resources(body: bytes) -> int:
+    """Managed resource instances in a state body (0 when it is not a JSON state)."""
+    try:
+        state = json.loads(body)
+    except ValueError:
+        return 0
+    if not isinstance(state, dict):
+        return 0
+    return sum(
+        len(resource.get("instances") or [])
+        for resource in state.get("resources") or []
+        if resource.get("mode") == "managed"
+    )
 
 
 def is_due(env: Environment, now: dt.datetime) -> bool:

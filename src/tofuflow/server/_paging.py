@@ -34,6 +34,7 @@ __all__ = [
     "fill_page",
     "grant_filter",
     "next_link",
+    "one_workspace",
 ]
 
 _MAX_INT = 2**63  # a BIGINT key; SQLite cannot bind larger
@@ -144,6 +145,19 @@ def grant_filter(column: Any, principal: Any) -> ColumnElement[bool] | None:
     if any(p == "*" or "[" in p for p in patterns):
         return None
     return or_(*(column.like(_like(p), escape="\\") for p in patterns))
+
+
+def one_workspace(column: Any, name: str) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    """``column = name``, spelled as the range ``name <= column <= name``, for a query of
+    one workspace's audit events ordered by (workspace, id).
+
+    With ``=`` PostgreSQL drops the workspace from the order (it is constant) and may
+    answer "ordered by id, limit n" by walking the whole log by id, discarding other
+    workspaces' events: ≈ 0.4 s for a workspace whose events are all old, at 1,000,000
+    events. The range keeps the order on (workspace, id), which only that index
+    (migration 0010) gives, so the page is read from the workspace's own entries.
+    """
+    return column >= name, column <= name
 
 
 def _like(glob: str) -> str:

@@ -319,21 +319,27 @@ class RunService:
             "Plan again"
         )
 
-    def release_lost(self) -> list[str]:
+    def release_lost(self, session: Session | None = None) -> list[str]:
         """Every applying run whose runner stopped renewing its lease: failed ("runner
         lost"), its session dead, the lock it held released; returns their ids. Runs
         before a run is read or listed and before an apply session opens (a read-only
-        check first: nothing is written unless a lease has lapsed)."""
-        with Session(self.engine) as session:
-            leases = session.scalars(
-                select(Run.lease_expires_at).where(
-                    Run.status == "applying", Run.lease_expires_at.is_not(None)
-                )
-            ).all()
-        if not any(_lapsed(moment) for moment in leases):
+        check first: nothing is written unless a lease has lapsed). A reader passes its
+        own ``session`` for the check (one connection for the whole read); its
+        transaction is ended when something is released, so it then reads the result."""
+        leases = select(Run.lease_expires_at).where(
+            Run.status == "applying", Run.lease_expires_at.is_not(None)
+        )
+        if session is None:
+            with Session(self.engine) as own:
+                lapsed = any(_lapsed(moment) for moment in own.scalars(leases))
+        else:
+            lapsed = any(_lapsed(moment) for moment in session.scalars(leases))
+            if lapsed:
+                session.rollback()  # a SQLite read snapshot would not see the release
+        if not lapsed:
             return []
-        with self._tx() as session:
-            return release_lost_runners(session, None)
+        with self._tx() as tx:
+            return release_lost_runners(tx, None)
 
     def finish(
         self, ctx: RequestContext, run_id: str, outcome: str, detail: Mapping[str, Any]
@@ -467,8 +473,8 @@ class RunService:
     # -- reads ----------------------------------------------------------------------------
 
     def get(self, ctx: RequestContext, run_id: str) -> dict[str, Any]:
-        self.release_lost()
         with Session(self.engine) as session:
+            self.release_lost(session)
             run = self._run(session, run_id)
             ctx.principal.require(Permission.READ_RUNS, run.workspace)
             view = _view(run)
@@ -507,7 +513,6 @@ class RunService:
         cursor: str | None = None,
     ) -> Page[dict[str, Any]]:  # fmt: skip
         """A page of the runs the caller may read, newest first."""
-        self.release_lost()
         kind = "runs"
         key = decode_cursor(cursor, kind, (str, str))
         start = None if key is None else [cursor_time(key[0], kind), key[1]]
@@ -528,6 +533,7 @@ class RunService:
             return list(session.scalars(query))
 
         with Session(self.engine) as session:
+            self.release_lost(session)
             page = fill_page(
                 fetch, lambda r: ctx.principal.can(Permission.READ_RUNS, r.workspace),
                 lambda r: [r.created_at, r.id], kind=kind, limit=limit, after=start,

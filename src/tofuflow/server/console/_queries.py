@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from tofuflow.errors import BadRequestError
+from tofuflow.server._paging import one_workspace
 from tofuflow.server.auth import Permission, Principal
 from tofuflow.server.storage._db import AuditEvent, Run, Workspace
 
@@ -110,11 +111,12 @@ def workspace_events(
 
     if not principal.can(Permission.READ_RUNS, name):
         return []
-    with Session(engine) as session:
-        rows = session.scalars(
-            select(AuditEvent)
-            .where(AuditEvent.workspace == name)
-            .order_by(AuditEvent.id.desc())
+    events = AuditEvent.__table__
+    with Session(engine) as session:  # plain rows: ORM objects cost more than the query
+        rows = session.execute(
+            select(events)
+            .where(*one_workspace(events.c.workspace, name))
+            .order_by(events.c.workspace.desc(), events.c.id.desc())
             .limit(limit)
         ).all()
         return [event_json(row) for row in reversed(rows)]

@@ -192,13 +192,15 @@ class AuditEvent(Base):
     """One append-only audit record; ``hash`` chains it to the previous one."""
 
     __tablename__ = "audit_events"
+    # A workspace's events in id order (its newest, a page after a cursor): migration 0010.
+    __table_args__ = (Index("ix_audit_events_workspace_id", "workspace", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     ts: Mapped[dt.datetime] = mapped_column(default=utcnow)
     actor: Mapped[str] = mapped_column(String(512))
     actor_claims: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     action: Mapped[str] = mapped_column(String(64), index=True)
-    workspace: Mapped[str | None] = mapped_column(String(255), index=True, default=None)
+    workspace: Mapped[str | None] = mapped_column(String(255), default=None)
     serial: Mapped[int | None] = mapped_column(BigInteger, default=None)
     outcome: Mapped[str] = mapped_column(String(32))
     status: Mapped[int] = mapped_column(Integer)
