@@ -19,7 +19,7 @@ test: $(STAMP)
 	tools/system-deps
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
-	$(PY) -m pytest tests -n auto --dist loadfile
+	TOFUFLOW_SCREENSHOTS=docs/images $(PY) -m pytest tests -n auto --dist loadfile
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit
