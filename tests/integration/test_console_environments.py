@@ -45,3 +45,37 @@ def test_a_destroy_from_the_console_expires_the_environment_once(
     due = httpx.get(f"{state_server.url}/v1/environments", headers=applier,
                     params={"due": "true"}).json()  # fmt: skip
     assert [e["name"] for e in due] == ["app/pr-9"]  # the reaper's next pass takes it
+
+
+def test_a_workspace_page_lists_its_environments_and_its_newest_drift_check(
+    state_server: RunningServer,
+) -> None:
+    from tofuflow.server.console import issue_sign_in_link
+
+    applier = {"Authorization": f"Bearer {make_token(state_server, 'applier')}"}
+    planner = {"Authorization": f"Bearer {make_token(state_server, 'planner')}"}
+    for name, source in (("app/pr-1", "app/prod"), ("app/pr-2", "app/prod"),
+                         ("app/pr-3", "app/stage")):  # fmt: skip
+        created = httpx.post(
+            f"{state_server.url}/v1/environments", headers=applier,
+            json={"name": name, "source_workspace": source, "ttl_seconds": 3600,
+                  "owner": "team-web", "snapshot": base64.b64encode(b"unused").decode()},
+        )  # fmt: skip
+        assert created.status_code == 200, created.text
+    checked = httpx.post(f"{state_server.url}/v1/workspaces/app/prod/drift", headers=planner,
+                         json={"status": "drift", "report": {}})  # fmt: skip
+    assert checked.status_code == 200, checked.text
+    with httpx.Client(base_url=state_server.url) as browser:
+        browser.get(issue_sign_in_link(state_server.app), follow_redirects=True)
+        page = browser.get("/console/workspaces/app/prod")
+        assert page.status_code == 200, page.text
+        envs = page.text[page.text.index('id="wsenvs-h"') :]
+        assert 'href="/console/workspaces/app/pr-1"' in envs
+        assert 'href="/console/workspaces/app/pr-2"' in envs
+        assert "app/pr-3" not in envs  # made from another workspace
+        assert re.search(r"expires in (59 min|1 h 0 min)", envs), envs
+        drift = page.text[page.text.index('id="wsdrift-h"') :]
+        assert "drifted" in drift[: drift.index("</section>")]
+        quiet = browser.get("/console/workspaces/app/stage").text
+        quiet_drift = quiet[quiet.index('id="wsdrift-h"') :]
+        assert "No drift check yet" in quiet_drift[: quiet_drift.index("</section>")]

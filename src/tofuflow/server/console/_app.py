@@ -56,6 +56,7 @@ from tofuflow.server.config import ServerConfig
 from tofuflow.server.console._chain import ChainStatus
 from tofuflow.server.console._queries import (
     RunFilter,
+    derived_environments,
     newest_event,
     run_fingerprint,
     runs_page,
@@ -697,7 +698,18 @@ class _Console:
             "state_writes": self.runs.state_writes(name),
             "steps": story_steps(workspace_events(self.engine, ctx.principal, name)),
             "runs": page.runs[:10],
+            "environments": derived_environments(self.engine, ctx.principal, name),
+            "drift": self._newest_drift(ctx, name),
         }  # fmt: skip
+
+    def _newest_drift(self, ctx: RequestContext, name: str) -> dict[str, Any] | None:
+        if not ctx.principal.can(Permission.READ_RUNS, name):
+            return None
+        try:
+            reports = self.drift.latest(ctx, name, limit=1).items
+        except NotFoundError:  # never checked
+            return None
+        return reports[0] if reports else None
 
     def reject(self, ctx: RequestContext, run_id: str, comment: str) -> None:
         run = self.runs.get(ctx, run_id)

@@ -20,12 +20,13 @@ from sqlalchemy.orm import Session
 from tofuflow.errors import BadRequestError
 from tofuflow.server._paging import one_workspace
 from tofuflow.server.auth import Permission, Principal
-from tofuflow.server.storage._db import AuditEvent, Run, Workspace
+from tofuflow.server.storage._db import AuditEvent, Environment, Run, Workspace
 
 __all__ = [
     "PAGE_SIZE",
     "RunFilter",
     "RunsPage",
+    "derived_environments",
     "newest_event",
     "run_fingerprint",
     "runs_page",
@@ -133,6 +134,33 @@ def workspace_lock(engine: Engine, name: str) -> dict[str, Any] | None:
             "held_by": ws.locked_by, "since": _utc(ws.locked_at) if ws.locked_at else None,
             "who": info.get("Who"), "operation": info.get("Operation"),
         }  # fmt: skip
+
+
+def derived_environments(
+    engine: Engine, principal: Principal, source: str, limit: int = 20
+) -> list[dict[str, Any]]:
+    """The live environments made from workspace ``source`` that ``principal`` may read,
+    soonest to expire first (at most ``limit``)."""
+    query = (
+        select(Environment)
+        .where(Environment.source_workspace == source, Environment.status != "destroyed")
+        .order_by(Environment.expires_at, Environment.name)
+        .limit(limit * 4)  # a margin for those the reader may not see
+    )
+    now = dt.datetime.now(dt.UTC)
+    with Session(engine) as session:
+        rows = [env for env in session.scalars(query)
+                if principal.can(Permission.READ_RUNS, env.name)][:limit]  # fmt: skip
+        return [
+            {"name": env.name, "owner": env.owner, "status": env.status,
+             "expires_at": _utc(env.expires_at),
+             "ttl_left_seconds": max(int((_aware(env.expires_at) - now).total_seconds()), 0)}
+            for env in rows
+        ]  # fmt: skip
+
+
+def _aware(when: dt.datetime) -> dt.datetime:
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def _row(run: Run) -> dict[str, Any]:

@@ -229,7 +229,11 @@ class Environment(Base):
     """
 
     __tablename__ = "environments"
-    __table_args__ = (Index("ix_environments_created_at_name", "created_at", "name"),)
+    __table_args__ = (
+        Index("ix_environments_created_at_name", "created_at", "name"),
+        # The console's workspace page: a workspace's live environments (migration 0011).
+        Index("ix_environments_source_expires", "source_workspace", "expires_at"),
+    )
 
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     source_workspace: Mapped[str] = mapped_column(String(255))
