@@ -481,11 +481,20 @@ def _quick_identity(body: bytes) -> tuple[int, str] | None:
     to read two fields): whatever this does not accept goes to it, for its verdict and its
     error message, so a body is accepted or refused exactly as before.
     """
+    if not body.isascii():
+        try:
+            body.decode()  # msgspec skips a string without checking that it is UTF-8
+        except UnicodeDecodeError:
+            return None
     try:
         head = _HEAD.decode(body)
     except (msgspec.MsgspecError, RecursionError):
         return None
-    if head.encryption_version is not msgspec.UNSET or head.version != 4:
+    if (
+        head.encryption_version is not msgspec.UNSET
+        or head.version != 4
+        or head.serial > _MAX_SERIAL
+    ):
         return None
     return head.serial, head.lineage
 
