@@ -32,7 +32,7 @@ from tofuflow.errors import (
     NotFoundError,
 )
 from tofuflow.server import _audit
-from tofuflow.server._locks import check_lock, check_lock_owner, lock_id_of
+from tofuflow.server._locks import WorkspaceRow, check_lock, check_lock_owner, lock_id_of
 from tofuflow.server._paging import Page, decode_cursor, fill_page, grant_filter
 from tofuflow.server._sealed import open_record, seal_record
 from tofuflow.server._state_fast import SqliteStatePath, WriteChecks
@@ -387,7 +387,7 @@ class StateService:
     def _workspace_for_update(self, session: Session, name: str) -> Workspace:
         return workspace_for_update(session, name)
 
-    def _override_active(self, ws: Workspace, ctx: RequestContext) -> bool:
+    def _override_active(self, ws: WorkspaceRow, ctx: RequestContext) -> bool:
         until = ws.override_until
         if until is None or ws.override_by != ctx.principal.subject:
             return False
@@ -550,7 +550,7 @@ def _is_identical_retry(ws: Workspace, serial: int, digest: str, session: Sessio
     )
 
 
-def _check_rules(ws: Workspace, serial: int, lineage: str) -> None:
+def _check_rules(ws: WorkspaceRow, serial: int, lineage: str) -> None:
     if ws.current_version is None:
         return
     if lineage != ws.lineage:

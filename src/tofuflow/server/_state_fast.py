@@ -28,7 +28,7 @@ What does not change:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -43,7 +43,7 @@ from tofuflow.errors import AuthError, LockedError
 from tofuflow.server import _audit
 from tofuflow.server._locks import check_lock, check_lock_owner, lock_id_of
 from tofuflow.server.checkpoints import GENESIS, record_hash
-from tofuflow.server.storage._db import Workspace, utcnow, write_lock
+from tofuflow.server.storage._db import utcnow, write_lock
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -58,7 +58,6 @@ _T = TypeVar("_T")
 _MAX_GROUP = 64
 # The writer thread ends after this long without work and starts again on the next one.
 _IDLE_SECONDS = 30.0
-Job = Callable[[sqlite3.Cursor], Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,25 +80,21 @@ class GroupWriter:
     def __init__(self, path: str, lock: AbstractContextManager[Any] | None = None) -> None:
         self.path = path
         self._lock = lock if lock is not None else nullcontext()
-        self._queue: queue.SimpleQueue[tuple[Job, concurrent.futures.Future[Any]]] = (
-            queue.SimpleQueue()
-        )
+        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._guard = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def submit(self, job: Callable[[sqlite3.Cursor], _T]) -> concurrent.futures.Future[_T]:
-        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
+    async def run(self, job: Callable[[sqlite3.Cursor], _T]) -> _T:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[_T] = loop.create_future()
         with self._guard:
-            self._queue.put((job, future))
+            self._queue.put(_Job(job, loop, waiter))
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._serve, name="tofuflow-state-writer", daemon=True
                 )
                 self._thread.start()
-        return future
-
-    async def run(self, job: Callable[[sqlite3.Cursor], _T]) -> _T:
-        return await asyncio.wrap_future(self.submit(job))
+        return await waiter
 
     def _serve(self) -> None:
         connection = _connect(self.path)
@@ -118,47 +113,64 @@ class GroupWriter:
                         group.append(self._queue.get_nowait())
                     except queue.Empty:
                         break
-                self._commit(connection, group)
+                self._answer(self._commit(connection, group))
         finally:
             connection.close()
 
-    def _commit(
-        self,
-        connection: sqlite3.Connection,
-        group: list[tuple[Job, concurrent.futures.Future[Any]]],
-    ) -> None:
-        done: list[tuple[concurrent.futures.Future[Any], bool, Any]] = []
+    def _commit(self, connection: sqlite3.Connection, group: list[_Job]) -> list[_Job]:
+        """Run ``group`` in one transaction; each job's outcome is set on it."""
         cursor = connection.cursor()
         try:
             with self._lock:
                 cursor.execute("BEGIN IMMEDIATE")
-                for job, future in group:
-                    if not future.set_running_or_notify_cancel():
-                        continue  # its caller is gone and nothing was done for it
+                for job in group:
+                    if job.waiter.cancelled():
+                        continue  # its caller is gone: nothing is done for it
                     cursor.execute("SAVEPOINT request")
                     try:
-                        done.append((future, True, job(cursor)))
+                        job.value = job.work(cursor)
                     except Exception as exc:  # a refusal: this request's changes only
                         cursor.execute("ROLLBACK TO request")
-                        done.append((future, False, exc))
+                        job.error = exc
                     cursor.execute("RELEASE request")
                 cursor.execute("COMMIT")
         except Exception as exc:  # the transaction itself failed: nothing of it holds
             if connection.in_transaction:
                 connection.rollback()
-            for future, _, _ in done:
-                future.set_exception(exc)
-            for _, future in group[len(done) :]:
-                if future.running():
-                    future.set_exception(exc)
-            return
+            for job in group:
+                job.error = exc
         finally:
             cursor.close()
-        for future, ok, value in done:
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
+        return group
+
+    @staticmethod
+    def _answer(group: list[_Job]) -> None:
+        # One wake-up of each event loop per group, not one per request.
+        loops: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+        for job in group:
+            loops.setdefault(job.loop, []).append(job)
+        for loop, jobs in loops.items():
+            with contextlib.suppress(RuntimeError):  # that loop has closed: no one waits
+                loop.call_soon_threadsafe(_settle, jobs)
+
+
+@dataclasses.dataclass
+class _Job:
+    work: Callable[[sqlite3.Cursor], Any]
+    loop: asyncio.AbstractEventLoop
+    waiter: asyncio.Future[Any]
+    value: Any = None
+    error: BaseException | None = None
+
+
+def _settle(jobs: list[_Job]) -> None:
+    for job in jobs:
+        if job.waiter.done():  # cancelled meanwhile
+            continue
+        if job.error is not None:
+            job.waiter.set_exception(job.error)
+        else:
+            job.waiter.set_result(job.value)
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -335,29 +347,40 @@ def _revoked_message(token_id: str, revoked: dt.datetime | None) -> str:
     )
 
 
-_WS_COLUMNS = (
-    "id, name, created_at, current_version, serial, lineage, lock_id, lock_info, locked_by, "
-    "locked_at, override_by, override_until"
-)
+@dataclasses.dataclass(slots=True)
+class _Workspace:
+    """A ``workspaces`` row as the rules read it (``_locks.WorkspaceRow``); building an ORM
+    instance instead cost more than the statements."""
+
+    id: int
+    name: str
+    current_version: int | None = None
+    serial: int | None = None
+    lineage: str | None = None
+    lock_id: str | None = None
+    lock_info: dict[str, Any] | None = None
+    locked_by: str | None = None
+    override_by: str | None = None
+    override_until: dt.datetime | None = None
 
 
-def _find(cursor: sqlite3.Cursor, name: str) -> Workspace | None:
+def _find(cursor: sqlite3.Cursor, name: str) -> _Workspace | None:
     row = cursor.execute(
-        f"SELECT {_WS_COLUMNS} FROM workspaces WHERE name = ?",  # noqa: S608 - fixed columns
+        "SELECT id, name, current_version, serial, lineage, lock_id, lock_info, locked_by, "
+        "override_by, override_until FROM workspaces WHERE name = ?",
         (name,),
     ).fetchone()
     if row is None:
         return None
-    lock_info = json.loads(row[7]) if row[7] is not None else None
-    # A transient instance (never in a session): the rule functions read its attributes.
-    return Workspace(
-        id=row[0], name=row[1], created_at=_parse_time(row[2]), current_version=row[3],
-        serial=row[4], lineage=row[5], lock_id=row[6], lock_info=lock_info, locked_by=row[8],
-        locked_at=_parse_time(row[9]), override_by=row[10], override_until=_parse_time(row[11]),
+    lock_info = json.loads(row[6]) if row[6] is not None else None
+    return _Workspace(
+        id=row[0], name=row[1], current_version=row[2], serial=row[3], lineage=row[4],
+        lock_id=row[5], lock_info=lock_info, locked_by=row[7], override_by=row[8],
+        override_until=_parse_time(row[9]),
     )  # fmt: skip
 
 
-def _workspace_for_update(cursor: sqlite3.Cursor, name: str) -> Workspace:
+def _workspace_for_update(cursor: sqlite3.Cursor, name: str) -> _Workspace:
     """The workspace's row, created first if it has none (``_state.workspace_for_update``);
     the transaction already holds SQLite's write lock."""
     ws = _find(cursor, name)
@@ -367,10 +390,12 @@ def _workspace_for_update(cursor: sqlite3.Cursor, name: str) -> Workspace:
     cursor.execute(
         "INSERT INTO workspaces (name, created_at) VALUES (?, ?)", (name, _time(created))
     )
-    return Workspace(id=cursor.lastrowid, name=name, created_at=created)
+    if cursor.lastrowid is None:  # pragma: no cover - sqlite3 sets it after an INSERT
+        raise RuntimeError("SQLite did not report the new workspace's id")
+    return _Workspace(cursor.lastrowid, name)
 
 
-def _is_identical_retry(cursor: sqlite3.Cursor, ws: Workspace, serial: int, digest: str) -> bool:
+def _is_identical_retry(cursor: sqlite3.Cursor, ws: _Workspace, serial: int, digest: str) -> bool:
     from tofuflow.errors import ConflictError
 
     if ws.current_version is None or serial != ws.serial:
