@@ -68,10 +68,13 @@ class WaitSampler(threading.Thread):
         from sqlalchemy import create_engine, text
 
         engine = create_engine(self.url)
+        # A wait for a row lock names the table whose row it waits for.
         query = text(
-            "SELECT coalesce(wait_event_type || ':' || wait_event, 'running') FROM "
-            "pg_stat_activity WHERE backend_type = 'client backend' AND state = 'active' "
-            "AND pid <> pg_backend_pid()"
+            "SELECT coalesce(a.wait_event_type || ':' || a.wait_event, 'running') || "
+            "coalesce(' on ' || l.relation::regclass::text, '') FROM pg_stat_activity a "
+            "LEFT JOIN pg_locks l ON l.pid = a.pid AND NOT l.granted AND l.locktype = 'tuple' "
+            "WHERE a.backend_type = 'client backend' AND a.state = 'active' "
+            "AND a.pid <> pg_backend_pid()"
         )
         with engine.connect() as connection:
             while not self.stop_event.wait(self.interval):
@@ -165,7 +168,8 @@ def summarise(
         shares = ", ".join(f"{what} {count / total:.0%}" for what, count in counter.most_common(5))
         print(f"PostgreSQL active backends, {n} replica(s): {shares}")
     tip = {n: _row_lock_share(counter) for n, counter in waits.items()}
-    print(f"waiting for a row lock (the audit tip row, serialising every append): "
+    print(f"waiting for a row lock (Lock:tuple names the table; the audit tip row serialises "
+          f"every append): "
           f"{tip[1]:.0%} of active backend samples with 1 replica, {tip[2]:.0%} with 2; "
           f"cycles/s {one.rate:.1f} -> {two.rate:.1f}")  # fmt: skip
     print()
