@@ -366,10 +366,12 @@ class WrkRun:
 
 
 def run_wrk(
-    url: str, pid: int, token: str, bodies: StateBodies, clients: int, seconds: float,
-    root: Path, label: str,
+    url: str, pid: int | list[int], token: str, bodies: StateBodies, clients: int,
+    seconds: float, root: Path, label: str,
 ) -> WrkRun:  # fmt: skip
-    """``clients`` wrk connections doing cycles for ``seconds``; the server's CPU from /proc."""
+    """``clients`` wrk connections doing cycles for ``seconds``; the server's CPU from /proc
+    (summed over ``pid`` when it lists several processes, e.g. replicas)."""
+    pids = pid if isinstance(pid, list) else [pid]
     root.mkdir(parents=True, exist_ok=True)
     head, middle, tail = bodies.parts
     for name, part in (("head", head), ("middle", middle), ("tail", tail)):
@@ -384,10 +386,11 @@ def run_wrk(
     )  # fmt: skip
     argv = [WRK, f"-t{clients}", f"-c{clients}", f"-d{seconds:.0f}s", "--timeout", "30s",
             "-s", str(script), url]  # fmt: skip
-    before_server = process_cpu_seconds(pid)
+    before_server = sum(process_cpu_seconds(p) for p in pids)
     before_client = _children_cpu()
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    run = WrkRun(label, server_cpu=process_cpu_seconds(pid) - before_server,
+    after_server = sum(process_cpu_seconds(p) for p in pids)
+    run = WrkRun(label, server_cpu=after_server - before_server,
                  client_cpu=_children_cpu() - before_client)  # fmt: skip
     if done.returncode != 0 or not out.exists():
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr[-2000:]}")

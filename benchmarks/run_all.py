@@ -13,6 +13,7 @@ SCRIPTS = [
     "bench_state_backends.py",
     "bench_server_throughput.py",
     "bench_lists.py",
+    "bench_replicas.py",
     "bench_policy.py",
     "bench_pipeline.py",
     "bench_run_all.py",

@@ -67,6 +67,10 @@ def append(
 ) -> AuditEvent:
     """Add one event inside the caller's transaction (it commits or rolls back with it),
     and the notification it calls for, if any (``tofuflow.server.notify``)."""
+    # The caller's pending changes (a 256 KiB version row) go out before the head row is
+    # locked: appenders queue on that row until they commit, so the less happens between
+    # the lock and the COMMIT, the more writes commit per second (issue 18).
+    session.flush()
     # Locking the head row serialises appenders, so the chain never forks.
     head = session.get(AuditHead, 1, with_for_update=True)
     if head is None:

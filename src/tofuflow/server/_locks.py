@@ -7,17 +7,41 @@ binary prints its ID), so the ID is no secret: the holder's identity is checked 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from tofuflow.errors import BadRequestError, ConflictError, LockedError
 from tofuflow.server.auth import Permission, Principal
-from tofuflow.server.storage._db import Workspace
 
-__all__ = ["MAX_LOCK_ID", "check_lock", "check_lock_owner", "lock_id_of"]
+__all__ = ["MAX_LOCK_ID", "WorkspaceRow", "check_lock", "check_lock_owner", "lock_id_of"]
 
 MAX_LOCK_ID = 128
+
+
+class WorkspaceRow(Protocol):
+    """What the state rules read of a workspace: its ``Workspace`` (ORM) or the plain row
+    of ``_state_fast``."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def current_version(self) -> int | None: ...
+    @property
+    def serial(self) -> int | None: ...
+    @property
+    def lineage(self) -> str | None: ...
+    @property
+    def lock_id(self) -> str | None: ...
+    @property
+    def lock_info(self) -> dict[str, Any] | None: ...
+    @property
+    def locked_by(self) -> str | None: ...
+    @property
+    def override_by(self) -> str | None: ...
+    @property
+    def override_until(self) -> dt.datetime | None: ...
 
 
 def lock_id_of(info: Mapping[str, Any]) -> str:
@@ -41,7 +65,7 @@ def lock_id_of(info: Mapping[str, Any]) -> str:
     return lock_id
 
 
-def check_lock_owner(ws: Workspace, principal: Principal, what: str) -> None:
+def check_lock_owner(ws: WorkspaceRow, principal: Principal, what: str) -> None:
     """While locked, only the identity that took the lock (or an admin) may change state:
     the lock ID is in every 423 answer, so knowing it must not be enough."""
     if ws.lock_id is None or ws.locked_by == principal.subject:
@@ -55,7 +79,7 @@ def check_lock_owner(ws: Workspace, principal: Principal, what: str) -> None:
     )
 
 
-def check_lock(ws: Workspace, lock_id: str | None) -> None:
+def check_lock(ws: WorkspaceRow, lock_id: str | None) -> None:
     """While locked, a write carries the lock's ID; while unlocked, it carries none."""
     if ws.lock_id is not None and lock_id != ws.lock_id:
         raise LockedError(

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
 
 from tofuflow.errors import AuthError, ConfigError, ConflictError
 from tofuflow.server.auth import Grant, Principal, Role
@@ -76,11 +76,19 @@ def _lapsed(moment: dt.datetime | None) -> bool:
     return moment <= utcnow()
 
 
+# Only what a session needs, in one plain statement: every state request of an apply comes
+# here, and a whole Run row carries its plan document, megabytes of JSON for a large plan.
+_SESSION_OF_RUN = select(
+    Run.workspace, Run.status, Run.requester, Run.session_hash, Run.session_expires_at,
+    Run.lease_expires_at,
+).where(Run.id == bindparam("run_id"))  # fmt: skip
+
+
 def session_principal(engine: Engine, token: str) -> Principal:
     """The principal of an apply-session token: applier on one workspace, while applying."""
     run_id, _, secret = token[len(SESSION_PREFIX) :].partition("_")
-    with Session(engine) as session:
-        run = session.get(Run, run_id)
+    with engine.connect() as connection:
+        run = connection.execute(_SESSION_OF_RUN, {"run_id": run_id}).first()
     if run is None or run.session_hash is None or run.session_expires_at is None:
         raise AuthError("apply session is not open (the run ended or never started applying)")
     digest = hashlib.sha256(secret.encode()).hexdigest()

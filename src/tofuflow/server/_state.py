@@ -14,12 +14,14 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from tofuflow.errors import (
     BadRequestError,
@@ -30,9 +32,10 @@ from tofuflow.errors import (
     NotFoundError,
 )
 from tofuflow.server import _audit
-from tofuflow.server._locks import check_lock, check_lock_owner, lock_id_of
+from tofuflow.server._locks import WorkspaceRow, check_lock, check_lock_owner, lock_id_of
 from tofuflow.server._paging import Page, decode_cursor, fill_page, grant_filter
 from tofuflow.server._sealed import open_record, seal_record
+from tofuflow.server._state_fast import SqliteStatePath, WriteChecks
 from tofuflow.server.auth import Permission, Principal
 from tofuflow.server.crypto import Keyring, Sealed
 from tofuflow.server.storage._blobs import BlobStore
@@ -101,6 +104,9 @@ class StateService:
         # Set by the app from [[workspace_settings]] require_apply_session: how a workspace
         # takes state writes, "apply_session" (the default) or "simple_applier".
         self.state_writes: Callable[[str], str] = lambda workspace: "apply_session"
+        # LOCK, POST and UNLOCK on SQLite without a blob store: plain statements committed
+        # in groups by one writer thread (issue 18); None keeps them on the ORM path.
+        self.fast: SqliteStatePath | None = SqliteStatePath.for_service(self)
 
     def _require_session(self, ctx: RequestContext, name: str) -> str:
         """Only an approved run's apply session changes state, unless the workspace opted
@@ -138,10 +144,8 @@ class StateService:
         self, ctx: RequestContext, name: str, body: bytes, lock_id: str | None
     ) -> VersionInfo | None:
         """Store ``body`` as a new version; None for an identical retry of the current one."""
-        ctx.principal.require(Permission.WRITE_STATE, name)
-        via = self._require_session(ctx, name)
-        serial, lineage = state_identity(body)
-        digest = hashlib.sha256(body).hexdigest()
+        checks = self._write_checks(ctx, name, body)
+        via, serial, lineage, digest = checks.via, checks.serial, checks.lineage, checks.digest
         with self._tx() as session:
             ws = self._workspace_for_update(session, name)
             check_lock(ws, lock_id)
@@ -163,6 +167,39 @@ class StateService:
                 run_id=ctx.run_id,
             )  # fmt: skip
             return _info(name, row)
+
+    def _write_checks(self, ctx: RequestContext, name: str, body: bytes) -> WriteChecks:
+        ctx.principal.require(Permission.WRITE_STATE, name)
+        via = self._require_session(ctx, name)
+        serial, lineage = state_identity(body)
+        return WriteChecks(via, serial, lineage, hashlib.sha256(body).hexdigest())
+
+    async def write_async(
+        self, ctx: RequestContext, name: str, body: bytes, lock_id: str | None
+    ) -> VersionInfo | None:
+        """``write`` from the event loop: through ``fast`` when there is one."""
+        if self.fast is None:
+            return await run_in_threadpool(self.write, ctx, name, body, lock_id)
+        checks = self._write_checks(ctx, name, body)
+        return await self.fast.write(ctx, name, body, lock_id, checks)
+
+    async def lock_async(self, ctx: RequestContext, name: str, info: Mapping[str, Any]) -> None:
+        """``lock`` from the event loop: through ``fast`` when there is one."""
+        if self.fast is None:
+            return await run_in_threadpool(self.lock, ctx, name, info)
+        ctx.principal.require(Permission.LOCK, name)
+        await self.fast.lock(ctx, name, info, self._require_session(ctx, name))
+
+    async def unlock_async(
+        self, ctx: RequestContext, name: str, info: Mapping[str, Any] | None
+    ) -> None:
+        """``unlock`` from the event loop: through ``fast`` when there is one."""
+        if self.fast is None:
+            return await run_in_threadpool(self.unlock, ctx, name, info)
+        if info is not None:
+            lock_id_of(info)  # a malformed ID is refused before the permission check
+        ctx.principal.require(Permission.UNLOCK, name)
+        await self.fast.unlock(ctx, name, info)
 
     def lock(self, ctx: RequestContext, name: str, info: Mapping[str, Any]) -> None:
         ctx.principal.require(Permission.LOCK, name)
@@ -350,7 +387,7 @@ class StateService:
     def _workspace_for_update(self, session: Session, name: str) -> Workspace:
         return workspace_for_update(session, name)
 
-    def _override_active(self, ws: Workspace, ctx: RequestContext) -> bool:
+    def _override_active(self, ws: WorkspaceRow, ctx: RequestContext) -> bool:
         until = ws.override_until
         if until is None or ws.override_by != ctx.principal.subject:
             return False
@@ -407,10 +444,68 @@ class StateService:
         return self.keyring.open(sealed, state_aad(name, row.version))
 
 
+class _Instance(msgspec.Struct):
+    """Any JSON object: an instance's fields are not read here."""
+
+
+class _Output(msgspec.Struct):
+    value: Any
+
+
+class _Resource(msgspec.Struct):
+    mode: Any
+    type: Any
+    name: Any
+    instances: list[_Instance] | None = None
+
+
+class _StateHead(msgspec.Struct):
+    """What ``State.from_json`` requires of a plain v4 document, read without building it:
+    the rest of the body is checked as JSON and skipped."""
+
+    version: int
+    serial: Annotated[int, msgspec.Meta(ge=0)]
+    lineage: Annotated[str, msgspec.Meta(min_length=1)]
+    outputs: dict[str, _Output] | None = None
+    resources: list[_Resource] | None = None
+    encryption_version: Any = msgspec.UNSET
+
+
+_HEAD = msgspec.json.Decoder(_StateHead)
+
+
+def _quick_identity(body: bytes) -> tuple[int, str] | None:
+    """``(serial, lineage)`` of a well-formed plain state, else None.
+
+    Stricter than ``State.from_json`` (issue 18: that builds the whole 256 KiB document
+    to read two fields): whatever this does not accept goes to it, for its verdict and its
+    error message, so a body is accepted or refused exactly as before.
+    """
+    if not body.isascii():
+        try:
+            body.decode()  # msgspec skips a string without checking that it is UTF-8
+        except UnicodeDecodeError:
+            return None
+    try:
+        head = _HEAD.decode(body)
+    except (msgspec.MsgspecError, RecursionError):
+        return None
+    if (
+        head.encryption_version is not msgspec.UNSET
+        or head.version != 4
+        or head.serial > _MAX_SERIAL
+    ):
+        return None
+    return head.serial, head.lineage
+
+
 def state_identity(body: bytes) -> tuple[int, str]:
     """``(serial, lineage)`` of a state body, plain v4 or OpenTofu's encrypted envelope."""
     from tofuflow.tofu import State
 
+    quick = _quick_identity(body)
+    if quick is not None:
+        return _checked_identity(*quick)
     try:
         state = State.from_json(body)
     except DocumentError as exc:
@@ -419,19 +514,23 @@ def state_identity(body: bytes) -> tuple[int, str]:
         raise BadRequestError(
             "the body is not a state document: its JSON is nested too deeply"
         ) from exc
-    if not state.lineage:
+    return _checked_identity(state.serial, state.lineage)
+
+
+def _checked_identity(serial: int, lineage: str) -> tuple[int, str]:
+    if not lineage:
         raise BadRequestError("the state has no lineage; push a state written by tofu/terraform")
-    if len(state.lineage) > _MAX_LINEAGE:
+    if len(lineage) > _MAX_LINEAGE:
         raise BadRequestError(
             f"the state's lineage is longer than {_MAX_LINEAGE} characters; push a state "
             "written by tofu/terraform (its lineage is a UUID)"
         )
-    if state.serial > _MAX_SERIAL:
+    if serial > _MAX_SERIAL:
         raise BadRequestError(
-            f"the state's serial {state.serial} is out of range (at most {_MAX_SERIAL}); "
+            f"the state's serial {serial} is out of range (at most {_MAX_SERIAL}); "
             "push a state written by tofu/terraform"
         )
-    return state.serial, state.lineage
+    return serial, lineage
 
 
 def state_aad(name: str, version: int) -> bytes:
@@ -451,7 +550,7 @@ def _is_identical_retry(ws: Workspace, serial: int, digest: str, session: Sessio
     )
 
 
-def _check_rules(ws: Workspace, serial: int, lineage: str) -> None:
+def _check_rules(ws: WorkspaceRow, serial: int, lineage: str) -> None:
     if ws.current_version is None:
         return
     if lineage != ws.lineage:

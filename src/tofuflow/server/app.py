@@ -52,7 +52,7 @@ from tofuflow.server.api import (
     state,
     workspaces,
 )
-from tofuflow.server.api._common import ContextDep
+from tofuflow.server.api._common import Confirm, ContextDep
 from tofuflow.server.auth import (
     Authenticator,
     OidcVerifier,
@@ -108,6 +108,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     _install_rate_limit_handler(app)
     app.state.notify_metrics = NotifyMetrics(metrics.registry, engine)
     context = _context_dependency(authn, limiter)
+    if service.fast is not None:
+        service.fast.authn = authn
 
     run_service = _run_service(config, service)
     environment_service = _environment_service(config, service)
@@ -116,7 +118,11 @@ def create_app(config: ServerConfig) -> FastAPI:
     max_bytes = config.max_state_bytes
     # Order matters where paths overlap: routers are matched in the order they are added.
     app.include_router(health.router(engine, blobs, metrics))
-    app.include_router(state.router(service, context, max_bytes))
+    app.include_router(state.router(
+        service, context, max_bytes,
+        _context_dependency(authn, limiter, cached=service.fast is not None),
+        _confirmation(authn),
+    ))  # fmt: skip
     app.include_router(workspaces.router(service, context))
     app.include_router(runs.router(run_service, context, max_bytes))
     app.include_router(environments.router(environment_service, context))
@@ -167,11 +173,19 @@ def _environment_service(config: ServerConfig, service: StateService) -> Environ
     return EnvironmentService(service.engine, service, reap)
 
 
-def _context_dependency(authn: Authenticator, limiter: RateLimiter) -> ContextDep:
+def _context_dependency(
+    authn: Authenticator, limiter: RateLimiter, *, cached: bool = False
+) -> ContextDep:
+    """``cached``: an API token verified before is taken from ``Authenticator.cached``;
+    only for routes whose changes read its revocation in their transaction."""
+
     async def context(request: Request) -> RequestContext:
-        principal = await run_in_threadpool(
-            authn.authenticate, request.headers.get("authorization")
-        )
+        header = request.headers.get("authorization")
+        principal = authn.cached(header) if cached else None
+        if principal is None:
+            principal = await run_in_threadpool(authn.authenticate, header)
+        else:
+            request.state.cached_principal = True
         request.state.principal = principal
         if limited_path(request.url.path):
             wait = limiter.take(principal.subject)
@@ -183,6 +197,18 @@ def _context_dependency(authn: Authenticator, limiter: RateLimiter) -> ContextDe
         return RequestContext(principal, client, str(run_id) if run_id else None)
 
     return context
+
+
+def _confirmation(authn: Authenticator) -> Confirm:
+    """Before a request with a cached principal is refused: is its token still valid? A
+    revoked token hears 401 before anything else, as it did before the cache."""
+
+    async def confirm(request: Request) -> None:
+        if getattr(request.state, "cached_principal", False):
+            request.state.cached_principal = False
+            await run_in_threadpool(authn.authenticate, request.headers.get("authorization"))
+
+    return confirm
 
 
 def _install_observability(app: FastAPI, metrics: health.Metrics) -> None:

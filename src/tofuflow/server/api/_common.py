@@ -15,7 +15,7 @@ from tofuflow.server._paging import MAX_PAGE
 from tofuflow.server._state import RequestContext
 
 __all__ = [
-    "CURSOR_HELP", "ContextDep", "PageCursor", "PageLimit", "check_md5", "json_object",
+    "CURSOR_HELP", "Confirm", "ContextDep", "PageCursor", "PageLimit", "check_md5", "json_object",
     "read_body",
 ]  # fmt: skip
 
@@ -26,6 +26,8 @@ PageCursor = Annotated[str | None, Query(max_length=2048, description=CURSOR_HEL
 
 # Authenticates the caller and returns who it is, from where, and for which run.
 ContextDep = Callable[[Request], Awaitable[RequestContext]]
+# Re-authenticates, uncached, a caller about to be refused (see app._confirmation).
+Confirm = Callable[[Request], Awaitable[None]]
 
 
 async def read_body(request: Request, limit: int) -> bytes:

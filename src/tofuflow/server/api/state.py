@@ -2,34 +2,66 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from tofuflow.errors import TofuflowError
 from tofuflow.server._state import StateService, validate_workspace_name
-from tofuflow.server.api._common import ContextDep, check_md5, json_object, read_body
+from tofuflow.server.api._common import Confirm, ContextDep, check_md5, json_object, read_body
 
 __all__ = ["router"]
 
 _MAX_LOCK_INFO = 64 * 1024
 
 
-def router(service: StateService, context: ContextDep, max_bytes: int) -> APIRouter:
-    api = APIRouter(tags=["state"])
+async def _unconfirmed(request: Request) -> None:
+    return None
 
-    # LOCK and UNLOCK are WebDAV methods OpenAPI cannot describe: served, not documented.
-    @api.api_route(
-        "/v1/state/{workspace:path}/lock", methods=["LOCK", "UNLOCK"], include_in_schema=False
-    )
-    async def lock(workspace: str, request: Request) -> Response:
-        ctx = await context(request)
-        name = validate_workspace_name(workspace)
-        body = await read_body(request, _MAX_LOCK_INFO)
-        info = json_object(body, "LockInfo") if body.strip() else None
-        if request.method == "LOCK":
-            await run_in_threadpool(service.lock, ctx, name, info or {})
-        else:
-            await run_in_threadpool(service.unlock, ctx, name, info)
+
+def router(
+    service: StateService,
+    context: ContextDep,
+    max_bytes: int,
+    changes: ContextDep | None = None,
+    confirm: Confirm = _unconfirmed,
+) -> APIRouter:
+    """``changes``: the context of LOCK, UNLOCK and POST, which may come from the
+    verified-token cache (their transactions read the token's revocation); ``confirm``
+    re-authenticates such a caller before a refusal."""
+    api = APIRouter(tags=["state"])
+    changes = changes or context
+
+    async def refusing(request: Request, work: Awaitable[None]) -> None:
+        # The context may come from the verified-token cache: a revoked token must hear
+        # 401 before any other refusal, as without the cache.
+        try:
+            await work
+        except TofuflowError:
+            await confirm(request)
+            raise
+
+    # LOCK and UNLOCK are WebDAV methods OpenAPI cannot describe: served, not documented,
+    # so a plain Starlette route (FastAPI's per-request parameter handling costs CPU).
+    async def lock(request: Request) -> Response:
+        async def work() -> None:
+            ctx = await changes(request)
+            name = validate_workspace_name(request.path_params["workspace"])
+            body = await read_body(request, _MAX_LOCK_INFO)
+            info = json_object(body, "LockInfo") if body.strip() else None
+            if request.method == "LOCK":
+                await service.lock_async(ctx, name, info or {})
+            else:
+                await service.unlock_async(ctx, name, info)
+
+        await refusing(request, work())
         return Response(status_code=200)
+
+    api.add_route(
+        "/v1/state/{workspace:path}/lock", lock, methods=["LOCK", "UNLOCK"],
+        include_in_schema=False,
+    )  # fmt: skip
 
     @api.get("/v1/state/{workspace:path}", summary="Read the current state")
     async def read_state(workspace: str, request: Request) -> Response:
@@ -42,11 +74,14 @@ def router(service: StateService, context: ContextDep, max_bytes: int) -> APIRou
 
     @api.post("/v1/state/{workspace:path}", summary="Write a new state version")
     async def write_state(workspace: str, request: Request, ID: str | None = None) -> Response:
-        ctx = await context(request)
-        name = validate_workspace_name(workspace)
-        body = await read_body(request, max_bytes)
-        check_md5(body, request.headers.get("content-md5"))
-        await run_in_threadpool(service.write, ctx, name, body, ID)
+        async def work() -> None:
+            ctx = await changes(request)
+            name = validate_workspace_name(workspace)
+            body = await read_body(request, max_bytes)
+            check_md5(body, request.headers.get("content-md5"))
+            await service.write_async(ctx, name, body, ID)
+
+        await refusing(request, work())
         return Response(status_code=200)
 
     @api.delete("/v1/state/{workspace:path}", summary="Delete the current state")

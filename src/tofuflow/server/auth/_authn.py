@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Engine
@@ -22,8 +24,11 @@ from tofuflow.server.auth import (
     TokenRecord,
     authenticate_token,
     principal_from_claims,
+    split_token,
+    verify_secret,
 )
-from tofuflow.server.storage._db import ApiToken
+from tofuflow.server.auth._tokens import TOKEN_PREFIX
+from tofuflow.server.storage._db import ApiToken, utcnow
 
 __all__ = ["Authenticator"]
 
@@ -35,6 +40,7 @@ class Authenticator:
         self.engine = engine
         self.verifier = verifier
         self.bindings = tuple(bindings)
+        self._verified: dict[str, _Verified] = {}  # token id -> record (see ``cached``)
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The caller behind an ``Authorization`` header; AuthError when there is none."""
@@ -50,8 +56,43 @@ class Authenticator:
             return principal_from_claims(claims, self.bindings)
         raise AuthError("unrecognised credential: send a tofuflow API token or an OIDC JWT")
 
+    def cached(self, authorization: str | None) -> Principal | None:
+        """The principal of an API token verified here before, if the secret matches and
+        the token has not expired; else None (then ``authenticate``).
+
+        Its revocation is NOT read: only a caller that reads it in the transaction of the
+        change it makes may use this (``_state_fast``, which also calls ``forget``), so a
+        revocation still takes effect at once, on every replica.
+        """
+        try:
+            credential = _credential(authorization)
+            if not credential.startswith(TOKEN_PREFIX):
+                return None
+            token_id, secret = split_token(credential)
+        except AuthError:
+            return None
+        entry = self._verified.get(token_id)
+        if entry is None or entry.until < time.monotonic():
+            return None
+        record, principal = entry.record, entry.principal
+        if not verify_secret(secret, record.secret_hash) or record.expires_at <= utcnow():
+            return None  # ``authenticate`` says why
+        return principal
+
+    def forget(self, token_id: str) -> None:
+        self._verified.pop(token_id, None)
+
     def _api_token(self, token: str) -> Principal:
-        return authenticate_token(token, self._lookup)
+        token_id, _ = split_token(token)
+        record = self._lookup(token_id)
+        principal = authenticate_token(token, lambda _: record)
+        if record is not None:
+            if len(self._verified) >= _CACHE_SIZE:
+                self._verified.clear()
+            self._verified[token_id] = _Verified(
+                record, principal, time.monotonic() + _CACHE_SECONDS
+            )
+        return principal
 
     def _lookup(self, token_id: str) -> TokenRecord | None:
         # A plain statement, not an ORM session: it runs for every request, and reading
@@ -59,6 +100,19 @@ class Authenticator:
         with self.engine.connect() as connection:
             row = connection.execute(_TOKEN_BY_ID, {"token_id": token_id}).first()
         return None if row is None else TokenRecord.from_row(row)
+
+
+# The cache holds a token's record and principal, never its secret; a bound on staleness
+# for anything not read again in a transaction, and on its size.
+_CACHE_SECONDS = 60.0
+_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class _Verified:
+    record: TokenRecord
+    principal: Principal
+    until: float
 
 
 _TOKEN_BY_ID = select(ApiToken.__table__).where(

@@ -51,6 +51,7 @@ __all__ = [
     "make_engine",
     "migrate",
     "utcnow",
+    "write_lock",
     "write_session",
 ]
 
@@ -343,7 +344,7 @@ def write_session(engine: Engine) -> Iterator[Session]:
     On SQLite, writers of this process queue on a lock instead of in SQLite's busy
     handler, which sleeps up to 100 ms between tries and serves no one in order.
     """
-    lock = _WRITE_LOCKS.get(id(engine))
+    lock = write_lock(engine)
     with (
         lock if lock is not None else nullcontext(),
         Session(engine, expire_on_commit=False) as session,
@@ -351,6 +352,11 @@ def write_session(engine: Engine) -> Iterator[Session]:
     ):
         session.connection(execution_options={_WRITE: True})
         yield session
+
+
+def write_lock(engine: Engine) -> threading.Lock | None:
+    """The lock this process's SQLite writers of ``engine`` queue on; None elsewhere."""
+    return _WRITE_LOCKS.get(id(engine))
 
 
 def make_engine(url: str) -> Engine:

@@ -1,0 +1,153 @@
+"""The state write path under load and across replicas (issue 18): grouped commits keep
+every acknowledged version and refuse each bad request alone, and the verified-token cache
+never outlives a revocation, whichever replica revoked the token.
+
+On SQLite LOCK, POST and UNLOCK go through ``server/_state_fast.py``; on PostgreSQL through
+the ORM path. Each test runs on both.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+
+from _services.fixtures import simple_applier
+from _services.server import RunningServer, threaded_server
+from tofuflow.server.admin import create_token, revoke_token, verify_audit
+
+
+def _state(serial: int, lineage: str) -> bytes:
+    doc = {
+        "version": 4, "terraform_version": "1.11.4", "serial": serial, "lineage": lineage,
+        "outputs": {"n": {"value": f"write {serial}", "type": "string"}}, "resources": [],
+    }  # fmt: skip
+    return json.dumps(doc).encode()
+
+
+def _lock_info(lock_id: str) -> bytes:
+    return json.dumps({"ID": lock_id, "Operation": "OperationTypeApply", "Who": "t@h"}).encode()
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, database_url: str) -> Iterator[tuple[RunningServer, RunningServer]]:
+    """Two servers on one database (the same SQLite file, or one PostgreSQL database)."""
+    from tofuflow.server.config import ServerConfig
+
+    config = simple_applier(
+        ServerConfig.from_mapping(
+            {"server": {"data_dir": str(tmp_path / "server")}, "database": {"url": database_url}}
+        )
+    )
+    with ExitStack() as stack:
+        first = stack.enter_context(threaded_server(config))
+        second = stack.enter_context(threaded_server(config))
+        yield first, second
+
+
+def _client(token: str) -> httpx.Client:
+    return httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+def _token(server: RunningServer, role: str = "applier") -> str:
+    return create_token(server.app.state.engine, role=role, workspaces="*", ttl="1h").token
+
+
+def _cycle(
+    client: httpx.Client, server: RunningServer, name: str, serial: int, lineage: str
+) -> None:
+    url, lock_id = server.state_url(name), str(uuid.uuid4())
+    assert client.request("LOCK", f"{url}/lock", content=_lock_info(lock_id)).status_code == 200
+    response = client.post(url, params={"ID": lock_id}, content=_state(serial, lineage))
+    assert response.status_code == 200, response.text
+    assert client.request("UNLOCK", f"{url}/lock", content=_lock_info(lock_id)).status_code == 200
+
+
+def test_a_token_revoked_through_one_replica_is_refused_at_once_through_the_other(
+    replicas: tuple[RunningServer, RunningServer],
+) -> None:
+    a, b = replicas
+    token, lineage = _token(a), str(uuid.uuid4())
+    token_id = token.split("_")[1]
+    with _client(token) as client:
+        _cycle(client, b, "rev/ws", 1, lineage)  # B has verified (and cached) the token
+        lock_id = str(uuid.uuid4())
+        url = b.state_url("rev/ws")
+        assert client.request("LOCK", f"{url}/lock", content=_lock_info(lock_id)).status_code == 200
+
+        revoke_token(a.app.state.engine, token_id)
+
+        write = client.post(url, params={"ID": lock_id}, content=_state(2, lineage))
+        unlock = client.request("UNLOCK", f"{url}/lock", content=_lock_info(lock_id))
+        relock = client.request("LOCK", f"{b.state_url('rev/other')}/lock",
+                                content=_lock_info(str(uuid.uuid4())))  # fmt: skip
+    for refused in (write, unlock, relock):
+        assert refused.status_code == 401, refused.text
+        assert f"API token tfw_{token_id} was revoked at" in refused.json()["error"]
+    with _client(_token(a, "admin")) as admin:
+        stored = admin.get(a.state_url("rev/ws"))
+        versions = admin.get(f"{a.url}/v1/workspaces/rev/ws/versions").json()
+    assert json.loads(stored.content)["serial"] == 1
+    assert [v["serial"] for v in versions] == [1]
+    assert verify_audit(a.app.state.engine).ok
+
+
+def test_a_revoked_token_hears_401_before_any_other_refusal(
+    replicas: tuple[RunningServer, RunningServer],
+) -> None:
+    a, b = replicas
+    token = _token(a)
+    with _client(token) as client:
+        _cycle(client, b, "rev/first", 1, str(uuid.uuid4()))
+        revoke_token(a.app.state.engine, token.split("_")[1])
+        url = b.state_url("rev/first")
+        not_json = client.post(url, content=b"not a state")
+        bad_lock = client.request("LOCK", f"{url}/lock", content=b"[1, 2]")
+        bad_name = client.post(b.state_url("rev/..."), content=_state(2, "x"))
+    for refused in (not_json, bad_lock, bad_name):
+        assert refused.status_code == 401, refused.text
+        assert "was revoked at" in refused.json()["error"]
+
+
+def test_concurrent_cycles_keep_every_acknowledged_version_and_refuse_stale_writes_alone(
+    replicas: tuple[RunningServer, RunningServer],
+) -> None:
+    server = replicas[0]
+    token = _token(server)
+    clients, cycles = 8, 6
+    lineages = {f"load/ws-{i}": str(uuid.uuid4()) for i in range(clients)}
+    stale: dict[str, list[int]] = {name: [] for name in lineages}
+    failures: list[str] = []
+
+    def run(name: str) -> None:
+        try:
+            with _client(token) as client:
+                for serial in range(1, cycles + 1):
+                    _cycle(client, server, name, serial, lineages[name])
+                    # A stale write beside the others' grouped commits: refused alone.
+                    old = client.post(server.state_url(name), content=_state(0, lineages[name]))
+                    stale[name].append(old.status_code)
+        except AssertionError as exc:  # reported below with the others
+            failures.append(f"{name}: {exc}")
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in lineages]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    with _client(_token(server, "admin")) as admin:
+        for name in lineages:
+            items = admin.get(f"{server.url}/v1/workspaces/{name}/versions").json()
+            assert [v["serial"] for v in items] == list(range(1, cycles + 1))
+            assert stale[name] == [409] * cycles
+            events = admin.get(f"{server.url}/v1/audit", params={"workspace": name}).json()
+            actions = [e["action"] for e in events if e["outcome"] == "ok"]
+            assert actions == ["state.lock", "state.write", "state.unlock"] * cycles
+    assert verify_audit(server.app.state.engine).ok
