@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,21 @@ from _services.fixtures import database_url, pg_cluster, server_config, state_se
 __all__ = ["database_url", "pg_cluster", "server_config", "state_server"]
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C reaches the processes the tests start, however the suite was started.
+
+    A non-interactive shell starts its background jobs (`make test &`, a CI wrapper's
+    `( ... & )`) with SIGINT ignored, and every process below inherits that: Python then
+    installs no KeyboardInterrupt handler, so the interrupt tests' children (a runner
+    being Ctrl-C'd, a binary being stopped) would ignore the very signal they test.
+    Handled here, SIGINT is reset to the default in each child at exec."""
+    del config
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 QUICKSTART = Path(__file__).parent.parent / "src" / "tofuflow" / "_quickstart"
 
 
