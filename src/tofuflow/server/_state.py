@@ -33,6 +33,7 @@ from tofuflow.errors import (
 )
 from tofuflow.server import _audit
 from tofuflow.server._locks import WorkspaceRow, check_lock, check_lock_owner, lock_id_of
+from tofuflow.server._packing import pack_state, unpack_state
 from tofuflow.server._paging import Page, decode_cursor, fill_page, grant_filter
 from tofuflow.server._sealed import open_record, seal_record
 from tofuflow.server._state_fast import SqliteStatePath, WriteChecks
@@ -97,10 +98,19 @@ class RequestContext:
 class StateService:
     """State operations; each method checks the caller's permission first."""
 
-    def __init__(self, engine: Engine, keyring: Keyring, blobs: BlobStore | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        keyring: Keyring,
+        blobs: BlobStore | None = None,
+        *,
+        max_state_bytes: int = 50 * 1024 * 1024,
+    ) -> None:
         self.engine = engine
         self.keyring = keyring
         self.blobs = blobs
+        # server.max_state_bytes: no stored version is decompressed past it (or its size).
+        self.max_state_bytes = max_state_bytes
         # Set by the app from [[workspace_settings]] require_apply_session: how a workspace
         # takes state writes, "apply_session" (the default) or "simple_applier".
         self.state_writes: Callable[[str], str] = lambda workspace: "apply_session"
@@ -406,7 +416,7 @@ class StateService:
         source: str,
     ) -> StateVersion:
         number = (_latest_version(session, ws) or 0) + 1
-        sealed = self.keyring.seal(body, state_aad(ws.name, number))
+        sealed = self.keyring.seal(pack_state(body), state_aad(ws.name, number))
         blob_key = None
         if self.blobs is not None:
             blob_key = f"state/{ws.id}/{number}-{uuid.uuid4().hex}"
@@ -441,7 +451,13 @@ class StateService:
                 raise NotFoundError(f"version {row.version} of {name} has no stored body")
             ciphertext = self.blobs.get(row.blob_key)
         sealed = Sealed(row.key_id, row.wrapped_key, row.nonce, ciphertext)
-        return self.keyring.open(sealed, state_aad(name, row.version))
+        plaintext = self.keyring.open(sealed, state_aad(name, row.version))
+        # The bound is the server's body limit, or the size this version was stored with
+        # when the limit was lowered since: the sealed plaintext is the server's own.
+        return unpack_state(
+            plaintext, limit=max(self.max_state_bytes, row.size or 0),
+            what=f"version {row.version} of {name}",
+        )  # fmt: skip
 
 
 class _Instance(msgspec.Struct):

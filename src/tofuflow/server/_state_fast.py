@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tofuflow.errors import AuthError, LockedError
 from tofuflow.server import _audit
 from tofuflow.server._locks import check_lock, check_lock_owner, lock_id_of
+from tofuflow.server._packing import pack_state
 from tofuflow.server.checkpoints import GENESIS, record_hash
 from tofuflow.server.storage._db import utcnow, write_lock
 
@@ -290,7 +291,7 @@ class SqliteStatePath:
             "SELECT max(version) FROM state_versions WHERE workspace_id = ?", (ws.id,)
         ).fetchone()[0]
         number = (latest or 0) + 1
-        sealed = self.service.keyring.seal(body, state_aad(name, number))
+        sealed = self.service.keyring.seal(pack_state(body), state_aad(name, number))
         created = utcnow()
         cursor.execute(
             "INSERT INTO state_versions (workspace_id, version, serial, lineage, size, sha256, "

@@ -82,7 +82,10 @@ def create_app(config: ServerConfig) -> FastAPI:
     engine = make_engine(config.effective_database_url)
     migrate(engine)
     blobs = blob_store_from_config(config.blobs)
-    service = StateService(engine, keyring_from_config(config.keys, config.data_dir), blobs)
+    service = StateService(
+        engine, keyring_from_config(config.keys, config.data_dir), blobs,
+        max_state_bytes=config.max_state_bytes,
+    )  # fmt: skip
     issuers = issuers_from_config(list(config.oidc_issuers))
     verifier = OidcVerifier(issuers) if issuers else None
     authn = Authenticator(engine, verifier, bindings_from_config(list(config.bindings)))
