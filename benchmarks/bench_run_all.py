@@ -85,16 +85,21 @@ def layered_dag(stacks: int, seed: int) -> tuple[dict[str, list[str]], dict[str,
             break
         layer = [f"s{len(graph) + i:02d}" for i in range(size)]
         for name in layer:
-            deps: set[str] = set()
-            if layers:
-                deps.update(rng.sample(layers[-1], rng.randint(1, min(3, len(layers[-1])))))
-                earlier = [n for lay in layers[:-1] for n in lay]
-                if earlier and rng.random() < 0.3:
-                    deps.add(rng.choice(earlier))
-            graph[name] = sorted(deps)
+            graph[name] = sorted(_dependencies(rng, layers))
             sleeps[name] = round(rng.uniform(1.0, 3.0), 2)
         layers.append(layer)
     return graph, sleeps
+
+
+def _dependencies(rng: random.Random, layers: list[list[str]]) -> set[str]:
+    """A stack's dependencies: 1-3 of the layer above, and 30 % of the time one older."""
+    deps: set[str] = set()
+    if layers:
+        deps.update(rng.sample(layers[-1], rng.randint(1, min(3, len(layers[-1])))))
+        earlier = [n for lay in layers[:-1] for n in lay]
+        if earlier and rng.random() < 0.3:
+            deps.add(rng.choice(earlier))
+    return deps
 
 
 def write_project(root: Path, graph: Mapping[str, list[str]], sleeps: Mapping[str, float]) -> None:
@@ -216,13 +221,7 @@ def wide_dag(stacks: int, seed: int) -> tuple[dict[str, frozenset[str]], dict[st
             f"s{len(graph) + i:03d}" for i in range(min(rng.randint(20, 60), stacks - len(graph)))
         ]
         for name in layer:
-            deps: set[str] = set()
-            if layers:
-                deps.update(rng.sample(layers[-1], rng.randint(1, min(3, len(layers[-1])))))
-                earlier = [n for lay in layers[:-1] for n in lay]
-                if earlier and rng.random() < 0.3:
-                    deps.add(rng.choice(earlier))
-            graph[name] = frozenset(deps)
+            graph[name] = frozenset(_dependencies(rng, layers))
             sleeps[name] = round(rng.uniform(0.1, 0.5), 3)
         layers.append(layer)
     return graph, sleeps

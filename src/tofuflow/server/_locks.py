@@ -15,7 +15,14 @@ from typing import Any, Protocol
 from tofuflow.errors import BadRequestError, ConflictError, LockedError
 from tofuflow.server.auth import Permission, Principal
 
-__all__ = ["MAX_LOCK_ID", "WorkspaceRow", "check_lock", "check_lock_owner", "lock_id_of"]
+__all__ = [
+    "MAX_LOCK_ID",
+    "WorkspaceRow",
+    "check_lock",
+    "check_lock_owner",
+    "check_unlock",
+    "lock_id_of",
+]
 
 MAX_LOCK_ID = 128
 
@@ -91,3 +98,16 @@ def check_lock(ws: WorkspaceRow, lock_id: str | None) -> None:
             f"lock {lock_id} is not held on {ws.name} (it was released or force-unlocked): "
             "re-run the command to take a new lock"
         )
+
+
+def check_unlock(ws: WorkspaceRow, principal: Principal, lock_id: str) -> bool:
+    """Whether releasing the lock held on ``ws`` is forced: the holder releasing its own
+    ID is not; anything else needs FORCE_UNLOCK, and a stated ID must be the held one."""
+    if ws.locked_by == principal.subject and lock_id == ws.lock_id:
+        return False
+    principal.require(Permission.FORCE_UNLOCK, ws.name)
+    if lock_id and lock_id != ws.lock_id:
+        raise LockedError(
+            f"lock ID {lock_id} does not match the lock held on {ws.name}", ws.lock_info
+        )
+    return True

@@ -32,7 +32,13 @@ from tofuflow.errors import (
     NotFoundError,
 )
 from tofuflow.server import _audit
-from tofuflow.server._locks import WorkspaceRow, check_lock, check_lock_owner, lock_id_of
+from tofuflow.server._locks import (
+    WorkspaceRow,
+    check_lock,
+    check_lock_owner,
+    check_unlock,
+    lock_id_of,
+)
 from tofuflow.server._packing import pack_state, unpack_state
 from tofuflow.server._paging import Page, decode_cursor, fill_page, grant_filter
 from tofuflow.server._sealed import open_record, seal_record
@@ -237,14 +243,7 @@ class StateService:
             ws = _find(session, name, for_update=True)
             if ws is None or ws.lock_id is None:
                 return  # already unlocked: unlocking is idempotent
-            own = ws.locked_by == ctx.principal.subject and lock_id == ws.lock_id
-            forced = not own
-            if forced:
-                ctx.principal.require(Permission.FORCE_UNLOCK, name)
-                if lock_id and lock_id != ws.lock_id:
-                    raise LockedError(
-                        f"lock ID {lock_id} does not match the lock held on {name}", ws.lock_info
-                    )
+            forced = check_unlock(ws, ctx.principal, lock_id)
             _audit.append(
                 session, ctx.actor, "state.force_unlock" if forced else "state.unlock",
                 workspace=name, serial=ws.serial,

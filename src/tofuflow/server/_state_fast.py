@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tofuflow.errors import AuthError, LockedError
 from tofuflow.server import _audit
-from tofuflow.server._locks import check_lock, check_lock_owner, lock_id_of
+from tofuflow.server._locks import check_lock, check_lock_owner, check_unlock, lock_id_of
 from tofuflow.server._packing import pack_state
 from tofuflow.server.checkpoints import GENESIS, record_hash
 from tofuflow.server.storage._db import utcnow, write_lock
@@ -245,20 +245,11 @@ class SqliteStatePath:
         )  # fmt: skip
 
     def _unlock(self, cursor: sqlite3.Cursor, ctx: RequestContext, name: str, lock_id: str) -> None:
-        from tofuflow.server.auth import Permission
-
         self._check_token(cursor, ctx)
         ws = _find(cursor, name)
         if ws is None or ws.lock_id is None:
             return  # already unlocked: unlocking is idempotent
-        own = ws.locked_by == ctx.principal.subject and lock_id == ws.lock_id
-        forced = not own
-        if forced:
-            ctx.principal.require(Permission.FORCE_UNLOCK, name)
-            if lock_id and lock_id != ws.lock_id:
-                raise LockedError(
-                    f"lock ID {lock_id} does not match the lock held on {name}", ws.lock_info
-                )
+        forced = check_unlock(ws, ctx.principal, lock_id)
         _append(
             cursor, ctx, "state.force_unlock" if forced else "state.unlock",
             workspace=name, serial=ws.serial,
