@@ -64,7 +64,9 @@ from tofuflow.server.console._queries import (
     workspace_lock,
 )
 from tofuflow.server.console._session import (
+    ENDED_KEY,
     SESSION_COOKIE,
+    SESSION_ENDED,
     SessionPolicy,
     SessionStore,
     Viewer,
@@ -222,8 +224,12 @@ class _Console:
         try:
             person = self.who(request)
             if not await run_in_threadpool(self.sessions.live, person.sid):
+                # Keep saying why: the page's own background requests often meet the
+                # ended session first, and the person's next click must not read
+                # "not signed in".
                 request.session.clear()
-                raise AuthError("your session was ended (signed out or revoked): sign in again")
+                request.session[ENDED_KEY] = True
+                raise AuthError(SESSION_ENDED)
         except AuthError as signal:
             if self.settings is None:
                 return self.render(request, "message.html", 503, title="Console not set up",

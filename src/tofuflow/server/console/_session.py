@@ -40,7 +40,9 @@ from tofuflow.server.auth import (
 from tofuflow.server.storage._db import ConsoleSession, utcnow, write_session
 
 __all__ = [
+    "ENDED_KEY",
     "SESSION_COOKIE",
+    "SESSION_ENDED",
     "SessionPolicy",
     "SessionStore",
     "Viewer",
@@ -51,6 +53,10 @@ __all__ = [
 ]
 
 SESSION_COOKIE = "tofuflow_console"
+# A session the server ended (sign-out elsewhere, an admin's revoke) leaves this mark in
+# the cleared cookie, so every later request says why, not just the first.
+ENDED_KEY = "ended"
+SESSION_ENDED = "your session was ended (signed out or revoked): sign in again"
 _DISPLAY_CLAIMS = ("name", "preferred_username", "email")
 _GROUP_CLAIMS = ("groups", "roles")  # where bindings look for groups (auth/_bindings.py)
 
@@ -203,7 +209,7 @@ def viewer(request: Request, policy: SessionPolicy, bindings: Sequence[Binding])
     session = request.session
     iat, seen, sid = session.get("iat"), session.get("seen"), session.get("sid")
     if not isinstance(iat, int) or not isinstance(seen, int) or not isinstance(sid, str):
-        raise AuthError("not signed in")
+        raise AuthError(SESSION_ENDED if session.get(ENDED_KEY) else "not signed in")
     now = int(time.time())
     if now - iat > policy.absolute.total_seconds():
         session.clear()
