@@ -200,5 +200,4 @@ def _decode(cursor: str) -> tuple[dt.datetime, str]:
 
 
 def _utc(moment: dt.datetime) -> str:
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-    return aware.astimezone(dt.UTC).isoformat(timespec="seconds")
+    return _aware(moment).astimezone(dt.UTC).isoformat(timespec="seconds")
