@@ -23,9 +23,10 @@ from _services.cli import run_cli
 from _services.fixtures import make_token
 from _services.moto import AWS_TEST_ENV, moto_server
 from _services.server import RunningServer, threaded_server
-from tofuflow.server._audit import event_hash
+from tofuflow.server._audit import event_hash, read_origin
+from tofuflow.server._chains import ChainTips
 from tofuflow.server.config import ServerConfig
-from tofuflow.server.storage._db import AuditEvent, AuditHead
+from tofuflow.server.storage._db import AuditChain, AuditEvent
 
 REGION = "us-east-1"
 
@@ -54,21 +55,22 @@ def _some_events(server: RunningServer) -> None:
 
 
 def _rewrite_whole_chain(server: RunningServer) -> None:
-    """What a database owner can do: change an old event and recompute every hash after it,
-    and the head, so that the chain verifies again."""
+    """What a database owner can do: change an old event and recompute every hash after it
+    in its chain, and the chains' heads, so that the chains verify again."""
     engine = server.app.state.engine
     with Session(engine) as session, session.begin():
         events = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
         victim = next(e for e in events if e.action == "token.create")
         victim.detail = {**(victim.detail or {}), "role": "reader"}  # it was an admin token
-        previous = "0" * 64
+        tips = ChainTips(*read_origin(session))
         for event in events:
-            event.prev_hash = previous
+            event.prev_hash = tips.tip(tips.key(event.id, event.workspace))[1]
             event.hash = event_hash(event)
-            previous = event.hash
-        head = session.get(AuditHead, 1)
-        assert head is not None
-        head.last_hash = previous
+            assert not tips.follow(event.id, event.workspace, event.prev_hash, event.hash)
+        for name, (last_id, last_hash) in tips.heads().items():
+            head = session.get(AuditChain, name)
+            assert head is not None
+            head.last_id, head.last_hash = last_id, last_hash
 
 
 def _public_key(server_dir: Path, cwd: Path, config_text: str = "") -> Path:

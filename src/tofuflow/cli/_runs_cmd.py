@@ -540,7 +540,7 @@ def audit_export(output: Path | None, project_path: Path | None) -> None:
     checkpoint, the file is still written (with that checkpoint) and the command exits 1.
     """
     from tofuflow.errors import ConflictError, NotFoundError
-    from tofuflow.server.checkpoints import EXPORT_FORMAT
+    from tofuflow.server.checkpoints import EXPORT_FORMAT, covers
 
     refused: ConflictError | None = None
     checkpoints: list[dict[str, Any]] = []
@@ -552,9 +552,9 @@ def audit_export(output: Path | None, project_path: Path | None) -> None:
                 refused = err
                 with contextlib.suppress(NotFoundError):
                     checkpoints.append(client.audit_latest_checkpoint())
-            # A signed head ends the export: later events are not covered yet.
-            until = checkpoints[0]["event_id"] if checkpoints and not refused else None
-            events = [e for e in client.audit() if until is None or e["id"] <= until]
+            # Each chain's signed head ends it in the export: later events are not covered yet.
+            signed = checkpoints[0] if checkpoints and not refused else None
+            events = [e for e in client.audit() if signed is None or covers(signed, e)]
     except TofuflowError as err:
         raise fail(err) from err
     doc = {"format": EXPORT_FORMAT, "events": events, "checkpoints": checkpoints}

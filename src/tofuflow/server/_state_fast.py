@@ -41,9 +41,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tofuflow.errors import AuthError, LockedError
 from tofuflow.server import _audit
+from tofuflow.server._chains import GENESIS, chain_of
 from tofuflow.server._locks import check_lock, check_lock_owner, check_unlock, lock_id_of
 from tofuflow.server._packing import pack_state
-from tofuflow.server.checkpoints import GENESIS, record_hash
+from tofuflow.server.checkpoints import record_hash
 from tofuflow.server.storage._db import utcnow, write_lock
 
 if TYPE_CHECKING:
@@ -434,7 +435,10 @@ def _append(
     Only ``state.*`` events come here; those call for no notification (``notify._events``
     builds them for run, environment and drift events only).
     """
-    head = cursor.execute("SELECT last_hash FROM audit_head WHERE id = 1").fetchone()
+    chain = chain_of(workspace)
+    head = cursor.execute(
+        "SELECT last_hash FROM audit_chains WHERE name IN (?, '*') ORDER BY name = '*'", (chain,)
+    ).fetchone()  # the chain's head, or the origin for its first event
     last_id = cursor.execute("SELECT max(id) FROM audit_events").fetchone()[0]
     actor = ctx.actor
     event = _Event(
@@ -453,10 +457,11 @@ def _append(
          workspace, serial, event.outcome, event.status, event.client, json.dumps(event.detail),
          run_id, event.prev_hash, event.hash),
     )  # fmt: skip
-    if head is None:
-        cursor.execute("INSERT INTO audit_head (id, last_hash) VALUES (1, ?)", (event.hash,))
-    else:
-        cursor.execute("UPDATE audit_head SET last_hash = ? WHERE id = 1", (event.hash,))
+    cursor.execute(
+        "INSERT INTO audit_chains (name, last_id, last_hash) VALUES (?, ?, ?) ON CONFLICT (name) "
+        "DO UPDATE SET last_id = excluded.last_id, last_hash = excluded.last_hash",
+        (chain, event.id, event.hash),
+    )
 
 
 def _time(moment: dt.datetime) -> str:

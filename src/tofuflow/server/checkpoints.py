@@ -5,12 +5,17 @@
     checkpoint = keeper.checkpoint()      # check the chain since the last one, sign its head
     problems = verify_export(json.loads(text), public_key_pem)   # offline, no server
 
-The hash chain alone proves only that the log was not edited *piecemeal*: whoever can write
-the database can recompute every hash and the head. A checkpoint names the newest event (id
-and hash) and is signed with a key the database does not hold (an Ed25519 key file, or an
-AWS KMS ECDSA P-256 key); it is written to the object store (or, without one, a directory
-beside the key) and to the server log. A rewritten chain no longer contains the hash a
-checkpoint signed, so the server refuses to sign it and an export of it fails offline.
+The hash chains alone prove only that the log was not edited *piecemeal*: whoever can
+write the database can recompute every hash and head. A checkpoint names the newest event
+(id and hash) of every chain (``_chains``: one per workspace) and is signed with a key the
+database does not hold (an Ed25519 key file, or an AWS KMS ECDSA P-256 key); it is written
+to the object store (or, without one, a directory beside the key) and to the server log. A
+rewritten chain no longer contains the hash a checkpoint signed, and a removed one no longer
+has the head it signed, so the server refuses to sign it and an export of it fails offline.
+
+Format 2 signs the chains' heads through their digest (``chains_sha256``); the heads travel
+beside the signature (``heads``), so that the log line stays short at 10,000 workspaces.
+Format 1 (before the chains split, 0012) signed the single chain's newest event; both verify.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tofuflow.errors import ConfigError, ConflictError, CryptoError, StorageError
+from tofuflow.server._chains import GENESIS, ORIGIN, ChainTips, chain_label, heads_sha256
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -37,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "CHECKPOINT_FORMAT_V1",
     "EXPORT_FORMAT",
     "GENESIS",
     "CheckpointKeeper",
@@ -44,14 +51,15 @@ __all__ = [
     "Signer",
     "chain_hash",
     "checkpoint_payload",
+    "covers",
     "record_hash",
     "signer_from_config",
     "verify_export",
 ]
 
-GENESIS = "0" * 64
-CHECKPOINT_FORMAT = "tofuflow-audit-checkpoint/1"
-EXPORT_FORMAT = "tofuflow-audit-export/1"
+CHECKPOINT_FORMAT = "tofuflow-audit-checkpoint/2"
+CHECKPOINT_FORMAT_V1 = "tofuflow-audit-checkpoint/1"
+EXPORT_FORMAT = "tofuflow-audit-export/1"  # format 2 checkpoints inside; the rest is unchanged
 # The fields an event's hash covers, besides the previous hash (see _audit.event_hash).
 HASHED_FIELDS = (
     "id", "ts", "actor", "actor_claims", "action", "workspace", "serial", "outcome",
@@ -94,8 +102,9 @@ def chain_hash(prev_hash: str, values: Sequence[Any]) -> str:
 
 
 def checkpoint_payload(checkpoint: Mapping[str, Any]) -> bytes:
-    """The bytes a checkpoint's signature covers: every field but the signature."""
-    body = {k: v for k, v in checkpoint.items() if k != "signature"}
+    """The bytes a checkpoint's signature covers: every field but the signature and the
+    heads (which ``chains_sha256`` covers)."""
+    body = {k: v for k, v in checkpoint.items() if k not in ("signature", "heads")}
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -347,7 +356,11 @@ class CheckpointStore:
         # Replicas race: never move "latest" back to an older checkpoint.
         if latest is None or int(latest["event_id"]) <= int(checkpoint["event_id"]):
             self._put("latest.json", data)
-        _log.info("audit checkpoint %s", data.decode(), extra={"checkpoint": dict(checkpoint)})
+        # The log line carries what the signature covers; the heads (one per workspace) stay
+        # in the stored file, which ``chains_sha256`` binds to it.
+        signed = {k: v for k, v in checkpoint.items() if k != "heads"}
+        _log.info("audit checkpoint %s", json.dumps(signed, sort_keys=True),
+                  extra={"checkpoint": signed})  # fmt: skip
 
     def _put(self, name: str, data: bytes) -> None:
         if self.blobs is not None:
@@ -387,66 +400,95 @@ def _is_missing(exc: StorageError) -> bool:
 
 @dataclass(frozen=True)
 class CheckpointKeeper:
-    """Signs the chain's head after checking every event since the last checkpoint."""
+    """Signs every chain's head after checking every event since the last checkpoint."""
 
     engine: Engine
     signer: Signer
     store: CheckpointStore
 
     def checkpoint(self) -> dict[str, Any]:
-        """The newest checkpoint, signed now unless the last one already covers the head.
+        """The newest checkpoint, signed now unless the last one already covers every head.
 
-        Raises ``ConflictError`` (and logs an error) if the chain no longer contains what
-        the last checkpoint signed, or is broken since: nothing is signed then.
+        Raises ``ConflictError`` (and logs an error) if the chains no longer contain what
+        the last checkpoint signed, or are broken since: nothing is signed then.
         """
         from sqlalchemy.orm import Session
 
         latest = self.store.latest()
         with Session(self.engine) as session:
-            event_id, head, count = self._check(session, latest)
-        if latest is not None and int(latest["event_id"]) == event_id:
+            origin, heads, count = self._check(session, latest)
+        digest = heads_sha256(heads)
+        if latest is not None and latest.get("chains_sha256") == digest:
             return latest
+        newest = max([origin[0], *(head[0] for head in heads.values())])
         checkpoint: dict[str, Any] = {
             "format": CHECKPOINT_FORMAT,
-            "event_id": event_id,
-            "hash": head,
+            "event_id": newest,
             "events": count,
+            "origin": {"event_id": origin[0], "hash": origin[1]},
+            "chains": len(heads),
+            "chains_sha256": digest,
             "signed_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "key_id": self.signer.key_id,
             "algorithm": self.signer.algorithm,
         }
         signature = self.signer.sign(checkpoint_payload(checkpoint))
         checkpoint["signature"] = base64.b64encode(signature).decode()
+        checkpoint["heads"] = {name: [head[0], head[1]] for name, head in sorted(heads.items())}
         self.store.put(checkpoint)
         return checkpoint
 
-    def _check(self, session: Session, latest: Mapping[str, Any] | None) -> tuple[int, str, int]:
-        """(newest id, its hash, events so far), walking only what the last one did not
-        cover."""
-        from sqlalchemy import func, select
+    def _check(
+        self, session: Session, latest: Mapping[str, Any] | None
+    ) -> tuple[tuple[int, str], dict[str, tuple[int, str]], int]:
+        """(origin, every chain's head, events so far), walking only what the last
+        checkpoint did not cover."""
+        from tofuflow.server._audit import ChainWalk, read_origin
 
-        from tofuflow.server._audit import verify_from
-        from tofuflow.server.storage._db import AuditEvent
-
-        start_id, start_hash, start_count = 0, GENESIS, 0
-        if latest is not None:
-            start_id, start_hash = int(latest["event_id"]), str(latest["hash"])
+        origin = read_origin(session)
+        walk, start_count = ChainWalk(origin), 0
+        if latest is not None and latest.get("format") == CHECKPOINT_FORMAT:
+            signed = latest.get("origin") or {}
+            if (signed.get("event_id"), signed.get("hash")) != origin:
+                self._tampered(latest, "the chains' origin was changed")
+            heads = dict(latest.get("heads") or {})
+            if (problem := self._missing_heads(session, heads)) is not None:
+                self._tampered(latest, problem)
+            walk.resume(heads, int(latest["event_id"]))
             start_count = int(latest.get("events", 0))
-            if start_id:
-                found = session.get(AuditEvent, start_id)
-                if found is None or found.hash != start_hash:
-                    self._tampered(
-                        latest, f"event {start_id} is {'missing' if found is None else 'changed'}"
-                    )
-        result = verify_from(session, start_id, start_hash)
+        elif latest is not None and int(latest["event_id"]):  # format 1: one chain's newest
+            found = self._hashes(session, [int(latest["event_id"])])
+            if found.get(int(latest["event_id"])) != latest["hash"]:
+                what = "missing" if not found else "changed"
+                self._tampered(latest, f"event {latest['event_id']} is {what}")
+        result = walk.walk(session)
         if not result.ok:
             where = f"event {result.first_bad_id}" if result.first_bad_id else "the head"
             self._tampered(latest, f"{where}: {result.reason}")
-        newest = session.scalar(select(func.max(AuditEvent.id))) or 0
-        if newest < start_id:
-            self._tampered(latest, f"events after {newest} were removed")
-        head = session.get(AuditEvent, newest).hash if newest else GENESIS  # type: ignore[union-attr]
-        return newest, head, start_count + result.checked
+        return origin, walk.tips.heads(), start_count + result.checked
+
+    @classmethod
+    def _missing_heads(cls, session: Session, heads: Mapping[str, Sequence[Any]]) -> str | None:
+        """What a checkpoint's head no longer matches, if any (a thousand ids a query)."""
+        items = sorted(heads.items(), key=lambda item: int(item[1][0]))
+        for start in range(0, len(items), 1000):
+            chunk = items[start : start + 1000]
+            found = cls._hashes(session, [int(head[0]) for _, head in chunk])
+            for name, (event_id, digest) in chunk:
+                if found.get(int(event_id)) != digest:
+                    what = "missing" if int(event_id) not in found else "changed"
+                    newest = f"the newest of {chain_label(name)} it signed"
+                    return f"event {event_id}, {newest}, is {what}"
+        return None
+
+    @staticmethod
+    def _hashes(session: Session, ids: Sequence[int]) -> dict[int, str]:
+        from sqlalchemy import select
+
+        from tofuflow.server.storage._db import AuditEvent
+
+        rows = session.execute(select(AuditEvent.id, AuditEvent.hash).where(AuditEvent.id.in_(ids)))
+        return {event_id: digest for event_id, digest in rows}
 
     @staticmethod
     def _tampered(latest: Mapping[str, Any] | None, what: str) -> None:
@@ -463,6 +505,19 @@ class CheckpointKeeper:
         raise ConflictError(message)
 
 
+def covers(checkpoint: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
+    """Whether ``checkpoint`` signed ``event`` (it is its chain's head or before it)."""
+    event_id = int(event["id"])
+    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+        return event_id <= int(checkpoint["event_id"])
+    origin = checkpoint.get("origin") or {}
+    if event_id <= int(origin.get("event_id", 0)):
+        return True
+    key = ChainTips(int(origin.get("event_id", 0))).key(event_id, event.get("workspace"))
+    head = (checkpoint.get("heads") or {}).get(key)
+    return head is not None and event_id <= int(head[0])
+
+
 # -- offline verification of an export -------------------------------------------------------
 
 
@@ -475,42 +530,96 @@ class ExportCheck:
 
 
 def verify_export(doc: Mapping[str, Any], public_key_pem: bytes) -> ExportCheck:
-    """Check an export with nothing but ``public_key_pem``: the chain, and that every
-    checkpoint is signed by that key and matches the chain; the newest event must be
-    covered by one."""
+    """Check an export with nothing but ``public_key_pem``: every chain, and that every
+    checkpoint is signed by that key and matches the chains; the newest event of every
+    chain must be covered by the newest checkpoint."""
     if doc.get("format") != EXPORT_FORMAT:
         return ExportCheck(False, 0, 0, f"not a tofuflow audit export ({EXPORT_FORMAT})")
     events: Sequence[Mapping[str, Any]] = doc.get("events") or []
     checkpoints: Sequence[Mapping[str, Any]] = doc.get("checkpoints") or []
-    hashes: dict[int, str] = {0: GENESIS}
-    previous, last_id = GENESIS, 0
+    if not checkpoints:  # nor is there an origin to walk the chains from
+        return ExportCheck(False, 0, 0, "the export holds no signed checkpoint")
+    chained = [c for c in checkpoints if c.get("format") == CHECKPOINT_FORMAT]
+    origin = dict(chained[0].get("origin") or {}) if chained else {}
+    # An export of format-1 checkpoints only is one chain from the genesis hash.
+    tips = ChainTips(int(origin.get("event_id", 2**62)), str(origin.get("hash", GENESIS)))
+    hashes: dict[int, tuple[str, str]] = {}  # id -> (its chain, its hash)
     for event in events:
         event_id = int(event["id"])
-        if event_id <= last_id or event.get("prev_hash") != previous:
-            return ExportCheck(False, len(hashes) - 1, 0,
+        if tips.follow(event_id, event.get("workspace"), str(event.get("prev_hash")),
+                       str(event.get("hash"))):  # fmt: skip
+            return ExportCheck(False, len(hashes), 0,
                                f"event {event_id} does not follow the event before it")  # fmt: skip
-        if record_hash(previous, event) != event.get("hash"):
-            return ExportCheck(False, len(hashes) - 1, 0,
+        if record_hash(str(event["prev_hash"]), event) != event.get("hash"):
+            return ExportCheck(False, len(hashes), 0,
                                f"event {event_id}: content does not match its hash")  # fmt: skip
-        previous, last_id, hashes[event_id] = str(event["hash"]), event_id, str(event["hash"])
-    count = len(hashes) - 1
-    if not checkpoints:
-        return ExportCheck(False, count, 0, "the export holds no signed checkpoint")
+        hashes[event_id] = (tips.key(event_id, event.get("workspace")), str(event["hash"]))
+    count = len(hashes)
+    last_id = max(hashes, default=0)
     for checkpoint in checkpoints:
-        event_id, signed_at = int(checkpoint.get("event_id", -1)), checkpoint.get("signed_at")
-        label = f"the checkpoint of event {event_id} signed at {signed_at}"
-        if not _verify_signature(checkpoint, public_key_pem):
-            return ExportCheck(False, count, 0, f"{label} is not signed by this public key")
-        if event_id > last_id:
-            return ExportCheck(False, count, 0,
-                               f"{label} covers events this export lacks: the newest "
-                               f"events (after {last_id}) were removed")  # fmt: skip
-        if hashes.get(event_id) != checkpoint.get("hash"):
-            return ExportCheck(False, count, 0,
-                               f"{label} does not match the chain: the log was rewritten "
-                               f"at or before event {event_id}")  # fmt: skip
-    newest = max(int(c["event_id"]) for c in checkpoints)
-    if newest < last_id:
-        problem = f"events after {newest} are not covered by a signed checkpoint"
+        if problem := _checkpoint_problem(checkpoint, public_key_pem, hashes, last_id, origin):
+            return ExportCheck(False, count, 0, problem)
+    newest = max(checkpoints, key=lambda c: (int(c["event_id"]), str(c.get("signed_at"))))
+    if problem := _uncovered(newest, tips, last_id):
         return ExportCheck(False, count, len(checkpoints), problem)
     return ExportCheck(True, count, len(checkpoints))
+
+
+def _checkpoint_problem(
+    checkpoint: Mapping[str, Any],
+    public_key_pem: bytes,
+    hashes: Mapping[int, tuple[str, str]],
+    last_id: int,
+    origin: Mapping[str, Any],
+) -> str:
+    event_id, signed_at = int(checkpoint.get("event_id", -1)), checkpoint.get("signed_at")
+    label = f"the checkpoint of event {event_id} signed at {signed_at}"
+    if not _verify_signature(checkpoint, public_key_pem):
+        return f"{label} is not signed by this public key"
+    if checkpoint.get("format") == CHECKPOINT_FORMAT:
+        heads = checkpoint.get("heads") or {}
+        if heads_sha256({n: (int(h[0]), str(h[1])) for n, h in heads.items()}) != checkpoint.get(
+            "chains_sha256"
+        ):
+            return f"{label}: its chain heads are not the ones it signed"
+        if checkpoint.get("origin") != origin:
+            return f"{label} names another origin than the export's first checkpoint"
+        signed = [(ORIGIN, int(origin["event_id"]), str(origin["hash"]))]
+        signed += [(name, int(head[0]), str(head[1])) for name, head in heads.items()]
+    else:
+        signed = [(ORIGIN, event_id, str(checkpoint.get("hash")))]
+    for name, head_id, digest in signed:
+        if head_id == 0:  # the origin of a log that began with chains: nothing before it
+            continue
+        if head_id > last_id:
+            return (f"{label} covers events this export lacks: the newest events "
+                    f"(after {last_id}) were removed")  # fmt: skip
+        if head_id not in hashes:
+            signed_event = f"event {head_id}" + (
+                f" of {chain_label(name)}" if name != ORIGIN else ""
+            )
+            return f"{label} signed {signed_event}, which this export lacks: events were removed"
+        if hashes[head_id][1] != digest or (name != ORIGIN and hashes[head_id][0] != name):
+            return (f"{label} does not match the chain: the log was rewritten at or "
+                    f"before event {head_id}")  # fmt: skip
+    return ""
+
+
+def _uncovered(newest: Mapping[str, Any], tips: ChainTips, last_id: int) -> str:
+    """'' if the newest checkpoint signed every chain's newest event in the export."""
+    if newest.get("format") != CHECKPOINT_FORMAT:
+        if int(newest["event_id"]) < last_id:
+            return f"events after {newest['event_id']} are not covered by a signed checkpoint"
+        return ""
+    if problem := tips.origin_problem():
+        return problem
+    signed = {n: (int(h[0]), str(h[1])) for n, h in (newest.get("heads") or {}).items()}
+    for name, (head_id, _digest) in sorted(tips.heads().items()):
+        if signed.get(name, (0, ""))[0] != head_id:
+            after = signed.get(name, (tips.origin_id, ""))[0]
+            return (f"events of {chain_label(name)} after {after} are not covered by a signed "
+                    "checkpoint")  # fmt: skip
+    for name in signed.keys() - tips.heads().keys():
+        return (f"the newest checkpoint covers events of {chain_label(name)} this export "
+                "lacks: they were removed")  # fmt: skip
+    return ""

@@ -35,8 +35,8 @@ from tofuflow.errors import StorageError
 __all__ = [
     "ApiToken",
     "Approval",
+    "AuditChain",
     "AuditEvent",
-    "AuditHead",
     "Base",
     "ConsoleSession",
     "DriftReport",
@@ -213,12 +213,14 @@ class AuditEvent(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
-class AuditHead(Base):
-    """A single row holding the chain's tip; locking it serialises appends."""
+class AuditChain(Base):
+    """A chain's head (0012): its newest event. Locking it serialises appends to that
+    chain only; the row named ``*`` is the origin where every chain begins (``_chains``)."""
 
-    __tablename__ = "audit_head"
+    __tablename__ = "audit_chains"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    last_id: Mapped[int] = mapped_column(Integer)
     last_hash: Mapped[str] = mapped_column(String(64))
 
 
