@@ -54,9 +54,12 @@ def generate(url: str, workspaces: int, runs: int, events: int) -> dict[str, flo
             _copy(connection, table, rows)
             timings[table] = time.perf_counter() - started
         started = time.perf_counter()
-        last_hash = _copy(connection, "audit_events", _events(events, workspaces, runs))
-        connection.execute("DELETE FROM audit_head")
-        connection.execute("INSERT INTO audit_head (id, last_hash) VALUES (1, %s)", (last_hash,))
+        heads = _copy(connection, "audit_events", _events(events, workspaces, runs))
+        with connection.cursor() as cursor:  # each chain's head (the origin row stays)
+            cursor.executemany(
+                "INSERT INTO audit_chains (name, last_id, last_hash) VALUES (%s, %s, %s)",
+                [(name, last_id, last_hash) for name, (last_id, last_hash) in heads.items()],
+            )
         timings["audit_events"] = time.perf_counter() - started
         for table in ("workspaces", "audit_events", "drift_reports"):  # ids given above
             connection.execute(
@@ -139,23 +142,26 @@ def _environments(workspaces: int) -> Any:
 
 
 def _events(count: int, workspaces: int, runs: int) -> Any:
-    from tofuflow.server._audit import GENESIS, event_hash
+    """Events chained as the server chains them: one chain per workspace (``_chains``)."""
+    from tofuflow.server._audit import event_hash
+    from tofuflow.server._chains import ChainTips
 
-    previous = GENESIS
+    tips = ChainTips()
     actions = ("state.lock", "state.write", "state.unlock", "state.read", "run.created")
     for i in range(count):
+        workspace = workspace_name((i // 5) % workspaces)
         event = SimpleNamespace(
             id=i + 1, ts=START + dt.timedelta(milliseconds=i * 50), actor="token:tfw_bench",
             actor_claims=None, action=actions[i % len(actions)],
-            workspace=workspace_name((i // 5) % workspaces), serial=i % 97 + 1,
+            workspace=workspace, serial=i % 97 + 1,
             outcome="ok", status=200, client="127.0.0.1",
             detail={"version": i % 97 + 1}, run_id=f"r{(i // 5) % runs:09d}", commit=None,
-            prev_hash=previous, hash="",
+            prev_hash=tips.tip(workspace)[1], hash="",
         )  # fmt: skip
         event.hash = event_hash(event)  # type: ignore[arg-type]  # duck-typed like the row
-        previous = event.hash
+        tips.follow(event.id, workspace, event.prev_hash, event.hash)
         yield {k: v for k, v in vars(event).items()}
-    return previous
+    return tips.heads()
 
 
 def main() -> int:
