@@ -169,21 +169,31 @@ def test_events_committed_out_of_id_order_are_not_mistaken_for_tampering(
     engine.dispose()
 
 
-def test_a_removed_newest_event_of_one_workspace_is_caught_at_once(engine: Engine) -> None:
+def test_a_removed_newest_event_of_one_workspace_is_caught(engine: Engine) -> None:
+    """By `verify` at once; by the console's status at once when it was the newest event
+    it had checked, else at its next full walk (as with one chain)."""
     for workspace in ("app/dev", "app/prod", "app/dev", "app/prod"):
         _append(engine, workspace)
-    status = ChainStatus(engine)
-    assert status.check().ok
-    with write_session(engine) as session:  # the owner deletes app/dev's newest event
-        newest = session.scalar(
-            select(AuditEvent.id).where(AuditEvent.workspace == "app/dev").order_by(
-                AuditEvent.id.desc()).limit(1)
-        )  # fmt: skip
-        session.execute(delete(AuditEvent).where(AuditEvent.id == newest))
+    status, walks_every_time = ChainStatus(engine), ChainStatus(engine, full_every=0)
+    assert status.check().ok and walks_every_time.check().ok
+    _delete_newest(engine, "app/dev")  # not the newest event of all
     with Session(engine) as session:
         result = _audit.verify(session)
     assert not result.ok and result.reason == "the newest events of workspace app/dev were removed"
-    assert not status.check().ok
+    assert walks_every_time.check().reason == result.reason
+    assert status.check().ok  # until its next full walk
+    _delete_newest(engine, "app/prod")  # the newest event it had checked
+    assert status.check() == _audit.VerifyResult(False, 4, 4, "was removed")
+
+
+def _delete_newest(engine: Engine, workspace: str) -> None:
+    """What the database's owner can do: delete a workspace's newest event."""
+    with write_session(engine) as session:
+        newest = session.scalar(
+            select(AuditEvent.id).where(AuditEvent.workspace == workspace).order_by(
+                AuditEvent.id.desc()).limit(1)
+        )  # fmt: skip
+        session.execute(delete(AuditEvent).where(AuditEvent.id == newest))
 
 
 def test_deleting_a_whole_workspaces_events_and_head_is_caught_by_the_checkpoint(

@@ -153,6 +153,7 @@ class ChainWalk:
         self.after = 0  # every event up to this id was read in id order
         self.checked = 0
         self.batch = batch
+        self._squared: int | None = None  # the heads were all squared with the events to here
 
     def resume(self, heads: Mapping[str, Sequence[Any]], after: int) -> None:
         """Continue after a checkpoint: ``heads`` were checked, and every event to ``after``."""
@@ -172,7 +173,10 @@ class ChainWalk:
                 break
         if problem := self.tips.origin_problem():
             return VerifyResult(False, self.checked, self.tips.origin_id, problem)
-        return self._square_heads(session)
+        result = self._square_heads(session, self._squared)
+        if result.ok:
+            self._squared = self.after
+        return result
 
     def _follow(self, session: Session, row: Any) -> VerifyResult | None:
         event_id, prev_hash, stored, *values = row
@@ -204,15 +208,16 @@ class ChainWalk:
                 return bad
         return None
 
-    def _square_heads(self, session: Session) -> VerifyResult:
-        # Each head with the hash of the event it names: the newest event of a chain that
-        # was checked before cannot go missing either.
+    def _square_heads(self, session: Session, since: int | None) -> VerifyResult:
+        """Every head row (or, walking on from ``since``, those that moved past it) with the
+        hash of the event it names: the newest event of a chain cannot go missing either."""
         chains = AuditChain.__table__.c
-        heads = session.execute(
-            select(chains.name, chains.last_id, chains.last_hash, _EVENTS.hash).outerjoin(
-                AuditEvent.__table__, _EVENTS.id == chains.last_id
-            )
+        statement = select(chains.name, chains.last_id, chains.last_hash, _EVENTS.hash).outerjoin(
+            AuditEvent.__table__, _EVENTS.id == chains.last_id
         )
+        if since is not None:  # a head moved back, or a chain vanished: the next full walk
+            statement = statement.where(chains.last_id > since)
+        heads = session.execute(statement)
         seen = set()
         for name, last_id, last_hash, found in heads.all():
             seen.add(name)
@@ -227,7 +232,7 @@ class ChainWalk:
             if self.tips.tip(name) != (last_id, last_hash) or found != last_hash:
                 removed = f"the newest events of {chain_label(name)} were removed"
                 return VerifyResult(False, self.checked, None, removed)
-        for name in self.tips.heads().keys() - seen:
+        for name in self.tips.heads().keys() - seen if since is None else ():
             removed = f"the head of {chain_label(name)} was removed"
             return VerifyResult(False, self.checked, None, removed)
         return VerifyResult(True, self.checked)
