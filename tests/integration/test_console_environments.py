@@ -40,6 +40,12 @@ def test_a_destroy_from_the_console_expires_the_environment_once(
         assert "Destroy…" not in listed and "+1 h" not in listed  # nothing more to ask
         again = browser.post("/console/environments/app/pr-9/destroy", data=form)
         assert again.status_code == 409 and "has expired already" in again.text
+    # A planner (who may extend, not destroy) cannot undo the applier's destroy by extending.
+    planner = {"Authorization": f"Bearer {make_token(state_server, 'planner')}"}
+    extended = httpx.post(f"{state_server.url}/v1/environments/app/pr-9/extend",
+                          headers=planner, json={"ttl_seconds": 3600})  # fmt: skip
+    assert extended.status_code == 409, extended.text
+    assert "has expired (at " in extended.text and "create it again" in extended.text
     env = httpx.get(f"{state_server.url}/v1/environments/app/pr-9", headers=applier).json()
     assert env["status"] == "active" and env["ttl_left_seconds"] == 0
     due = httpx.get(f"{state_server.url}/v1/environments", headers=applier,

@@ -125,7 +125,7 @@ class EnvironmentService:
             return self._view(env, None)
 
     def extend(self, ctx: RequestContext, name: str, ttl: dt.timedelta) -> dict[str, Any]:
-        """Expire ``ttl`` from now (or from the current expiry, if that is later)."""
+        """Expire ``ttl`` after the current expiry; an expired one is the reaper's."""
         ctx.principal.require(Permission.CREATE_RUN, name)
         with write_session(self.engine) as session:
             env = self._env(session, name, for_update=True)
@@ -133,7 +133,15 @@ class EnvironmentService:
                 raise ConflictError(
                     f"environment {name} is {env.status}: only an active one can be extended"
                 )
-            start = max(utcnow(), _utc(env.expires_at))
+            if _passed(env.expires_at, utcnow()):
+                # Due for the reaper (its time ran out, or someone asked to destroy it):
+                # extending would undo that, and a planner may extend but not destroy.
+                raise ConflictError(
+                    f"environment {name} has expired (at {_iso(env.expires_at)}) and the "
+                    "reaper destroys it at its next pass: it cannot be extended any more; "
+                    "create it again when it is gone"
+                )
+            start = _utc(env.expires_at)
             if start + ttl - utcnow() > self.policy.max_ttl:
                 raise BadRequestError(
                     f"that would keep {name} for more than {_span(self.policy.max_ttl)} "
