@@ -56,3 +56,21 @@ def test_only_an_applying_run_takes_log_chunks_and_readers_can_read_them(
     assert refused.status_code == 409 and "planning" in refused.json()["error"]
     assert httpx.post(url, headers=auth("reader"), content=b"x").status_code == 403
     assert httpx.get(url, headers=auth("reader")).json() == []
+
+
+def test_the_story_names_a_pipeline_token_by_its_description(
+    state_server: RunningServer,
+) -> None:
+    """A person reading the story sees which pipeline acted, not only a token id."""
+    from tofuflow.server.admin import create_token
+    from tofuflow.server.console import issue_sign_in_link
+
+    made = create_token(state_server.app.state.engine, role="planner", workspaces="*",
+                        ttl="1h", description="ado: app-prod pipeline")  # fmt: skip
+    body = {"workspace": "app/prod", "config_digest": "0" * 64}
+    run = httpx.post(f"{state_server.url}/v1/runs", json=body,
+                     headers={"Authorization": f"Bearer {made.token}"}).json()  # fmt: skip
+    with httpx.Client(base_url=state_server.url) as browser:
+        browser.get(issue_sign_in_link(state_server.app), follow_redirects=True)
+        story = browser.get(f"/console/runs/{run['id']}/story").text
+    assert f"token:tfw_{made.token_id} (ado: app-prod pipeline)" in story

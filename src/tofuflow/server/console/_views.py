@@ -25,6 +25,7 @@ __all__ = [
     "Step",
     "context_facts",
     "plan_sections",
+    "actor_label",
     "story_steps",
 ]
 
@@ -146,10 +147,20 @@ def story_steps(events: Iterable[Mapping[str, Any]]) -> list[Step]:
     return [
         Step(
             int(e["id"]), str(e["ts"]), _STEPS.get(str(e["action"]), str(e["action"])),
-            str(e["action"]), str(e["actor"]), str(e["outcome"]), tuple(_facts(e)),
+            str(e["action"]), actor_label(e), str(e["outcome"]), tuple(_facts(e)),
         )
         for e in events
     ]  # fmt: skip
+
+
+def actor_label(event: Mapping[str, Any]) -> str:
+    """Who acted, as a person reads it: an API token with the description its admin gave
+    it (which pipeline it is), anyone else as recorded."""
+    actor = str(event["actor"])
+    description = (event.get("actor_claims") or {}).get("description")
+    if actor.startswith("token:") and isinstance(description, str) and description.strip():
+        return f"{actor} ({description.strip()[:120]})"
+    return actor
 
 
 def _facts(event: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
