@@ -23,9 +23,9 @@ __all__ = [
     "OutputRow",
     "ResourceSection",
     "Step",
+    "actor_label",
     "context_facts",
     "plan_sections",
-    "actor_label",
     "story_steps",
 ]
 
