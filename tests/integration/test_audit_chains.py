@@ -150,18 +150,21 @@ def test_events_committed_out_of_id_order_are_not_mistaken_for_tampering(
     migrate(engine)
     status, keeper = ChainStatus(engine), _keeper(engine, tmp_path)
     _append(engine, "app/dev")
+    assert status.check("app/dev").ok
     late = Session(engine)
     late.begin()
     late_id = _audit.append(late, ACTOR, "state.write", workspace="app/dev").id
     early_other = _append(engine, "app/prod")
     assert early_other > late_id
-    assert status.check().ok
+    assert status.check("app/dev").ok  # the uncommitted event is not its newest yet
     first = keeper.checkpoint()
     assert not covers(first, {"id": late_id, "workspace": "app/dev"})
     late.commit()
     late.close()
     _append(engine, "app/dev")  # follows the late event
-    assert status.check() == _audit.VerifyResult(True, 4)
+    assert status.check("app/dev") == _audit.VerifyResult(True, 3)
+    with Session(engine) as session:
+        assert _audit.verify(session) == _audit.VerifyResult(True, 4)
     second = keeper.checkpoint()
     assert second["events"] == 4 and second["heads"]["app/dev"][0] > early_other
     check = verify_export(_export(engine, second, first), _public_key(tmp_path))
@@ -170,20 +173,21 @@ def test_events_committed_out_of_id_order_are_not_mistaken_for_tampering(
 
 
 def test_a_removed_newest_event_of_one_workspace_is_caught(engine: Engine) -> None:
-    """By `verify` at once; by the console's status at once when it was the newest event
-    it had checked, else at its next full walk (as with one chain)."""
+    """By `verify` and by the console's status of that workspace's chain, at once."""
     for workspace in ("app/dev", "app/prod", "app/dev", "app/prod"):
         _append(engine, workspace)
     status, walks_every_time = ChainStatus(engine), ChainStatus(engine, full_every=0)
-    assert status.check().ok and walks_every_time.check().ok
-    _delete_newest(engine, "app/dev")  # not the newest event of all
+    assert status.check("app/dev").ok and walks_every_time.check("app/dev").ok
+    _append(engine, "app/dev")
+    _delete_newest(engine, "app/dev")  # one the page has not checked yet
     with Session(engine) as session:
         result = _audit.verify(session)
     assert not result.ok and result.reason == "the newest events of workspace app/dev were removed"
-    assert walks_every_time.check().reason == result.reason
-    assert status.check().ok  # until its next full walk
-    _delete_newest(engine, "app/prod")  # the newest event it had checked
-    assert status.check() == _audit.VerifyResult(False, 4, 4, "was removed")
+    assert walks_every_time.check("app/dev").reason == result.reason
+    assert status.check("app/dev").reason == result.reason
+    assert status.check("app/prod") == _audit.VerifyResult(True, 2)
+    _delete_newest(engine, "app/prod")  # the newest the page had checked of its chain
+    assert status.check("app/prod") == _audit.VerifyResult(False, 2, 4, "was removed")
 
 
 def _delete_newest(engine: Engine, workspace: str) -> None:

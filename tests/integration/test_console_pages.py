@@ -74,3 +74,38 @@ def test_the_story_names_a_pipeline_token_by_its_description(
         browser.get(issue_sign_in_link(state_server.app), follow_redirects=True)
         story = browser.get(f"/console/runs/{run['id']}/story").text
     assert f"token:tfw_{made.token_id} (ado: app-prod pipeline)" in story
+
+
+def test_the_story_vouches_for_its_workspaces_chain_read_from_that_workspace_alone(
+    state_server: RunningServer,
+) -> None:
+    """The page checks the chain its events are in, not the whole log per view: its count
+    is that workspace's events; a broken event of that chain shows, one elsewhere not."""
+    from sqlalchemy import text
+
+    from tofuflow.server.console import issue_sign_in_link
+
+    planner = {"Authorization": f"Bearer {make_token(state_server, 'planner')}"}
+    runs = {}
+    for workspace in ("app/prod", "app/prod", "other/x"):
+        body = {"workspace": workspace, "config_digest": "0" * 64}
+        runs[workspace] = httpx.post(f"{state_server.url}/v1/runs", json=body,
+                                     headers=planner).json()["id"]  # fmt: skip
+    engine = state_server.app.state.engine
+    with engine.connect() as connection:
+        prod_events = connection.execute(
+            text("SELECT count(*) FROM audit_events WHERE workspace = 'app/prod'")
+        ).scalar_one()
+    with httpx.Client(base_url=state_server.url) as browser:
+        browser.get(issue_sign_in_link(state_server.app), follow_redirects=True)
+        story = browser.get(f"/console/runs/{runs['app/prod']}/story").text
+        assert f"Audit chain verified: {prod_events} events of app/prod" in story
+        with engine.begin() as connection:  # the database's owner edits other/x's event
+            connection.execute(text("UPDATE audit_events SET actor = 'x' "
+                                    "WHERE workspace = 'other/x'"))  # fmt: skip
+        other = browser.get(f"/console/runs/{runs['other/x']}/story").text
+        assert "Audit chain BROKEN at event" in other
+        assert "content does not match its hash" in other
+        prod = browser.get(f"/console/runs/{runs['app/prod']}/story.json").json()
+        assert prod["chain"] == {"workspace": "app/prod", "ok": True, "checked": prod_events,
+                                 "first_bad_id": None, "reason": ""}  # fmt: skip

@@ -199,16 +199,29 @@ class ChainWalk:
         self.checked += 1
         return None
 
-    def _catch_up(self, session: Session, key: str, after: int, before: int) -> VerifyResult | None:
+    def walk_chain(self, session: Session, name: str) -> VerifyResult:
+        """Check one chain from where this walk left it to its end, and its head row: the
+        events of one workspace, read from its index, whatever the size of the log.
+        (Its events from before the chains split are checked by the whole walk.)"""
+        tip_id = self.tips.tip(name)[0]
+        if (bad := self._catch_up(session, name, tip_id, None)) is not None:
+            return bad
+        return self._square_heads(session, None, only=name)
+
+    def _catch_up(
+        self, session: Session, key: str, after: int, before: int | None
+    ) -> VerifyResult | None:
         workspace = _EVENTS.workspace
-        where = [_EVENTS.id > after, _EVENTS.id < before]
+        where = [_EVENTS.id > after] + ([_EVENTS.id < before] if before is not None else [])
         where.append(or_(workspace.is_(None), workspace == "") if key == "" else workspace == key)
         for row in session.execute(_HASHED.where(*where).order_by(_EVENTS.id)).all():
             if (bad := self._follow(session, row)) is not None:
                 return bad
         return None
 
-    def _square_heads(self, session: Session, since: int | None) -> VerifyResult:
+    def _square_heads(
+        self, session: Session, since: int | None, only: str | None = None
+    ) -> VerifyResult:
         """Every head row (or, walking on from ``since``, those that moved past it) with the
         hash of the event it names: the newest event of a chain cannot go missing either."""
         chains = AuditChain.__table__.c
@@ -217,6 +230,8 @@ class ChainWalk:
         )
         if since is not None:  # a head moved back, or a chain vanished: the next full walk
             statement = statement.where(chains.last_id > since)
+        if only is not None:
+            statement = statement.where(chains.name == only)
         heads = session.execute(statement)
         seen = set()
         for name, last_id, last_hash, found in heads.all():
@@ -232,7 +247,8 @@ class ChainWalk:
             if self.tips.tip(name) != (last_id, last_hash) or found != last_hash:
                 removed = f"the newest events of {chain_label(name)} were removed"
                 return VerifyResult(False, self.checked, None, removed)
-        for name in self.tips.heads().keys() - seen if since is None else ():
+        wanted = self.tips.heads().keys() if only is None else self.tips.heads().keys() & {only}
+        for name in wanted - seen if since is None else ():
             removed = f"the head of {chain_label(name)} was removed"
             return VerifyResult(False, self.checked, None, removed)
         return VerifyResult(True, self.checked)

@@ -669,18 +669,18 @@ class _Console:
     def story_data(self, ctx: RequestContext, run_id: str) -> dict[str, Any]:
         run = self.runs.get(ctx, run_id)
         events = _run_events(self.engine, ctx.principal, run_id)
-        chain = self.chain.check()
+        chain = self.chain.check(run["workspace"])
         return {"run": run, "steps": story_steps(events), "chain": chain}
 
     def story_export(self, ctx: RequestContext, run_id: str) -> dict[str, Any]:
         """The run's slice of the audit log for an auditor: every event with its hashes
-        (re-checkable against the chain), and the chain's verification now."""
+        (re-checkable against its workspace's chain), and that chain's verification now."""
         run = self.runs.get(ctx, run_id)
         events = _run_events(self.engine, ctx.principal, run_id)
-        chain = self.chain.check()
+        chain = self.chain.check(run["workspace"])
         return {
             "run": run["id"], "workspace": run["workspace"], "events": events,
-            "chain": {"ok": chain.ok, "checked": chain.checked,
+            "chain": {"workspace": run["workspace"], "ok": chain.ok, "checked": chain.checked,
                       "first_bad_id": chain.first_bad_id, "reason": chain.reason},
         }  # fmt: skip
 

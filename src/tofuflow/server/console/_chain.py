@@ -1,26 +1,35 @@
-"""The audit chains' status for the story pages, without walking a million events per view.
+"""The status of a workspace's audit chain for its runs' story pages, without walking
+the whole log per view.
 
-    status = ChainStatus(engine).check()     # VerifyResult: ok, checked, first_bad_id, reason
+    status = ChainStatus(engine).check("app/prod")  # VerifyResult: ok, checked, first_bad_id
 
-Every chain is walked from its start at most every ``full_every`` seconds (and at the first
-view); in between, only the events appended since the last walk are checked, each against
-the one before it in its chain, and every chain's head row against its newest event. A
-tampered old event is therefore found within ``full_every`` seconds; a change to the newest
-checked event, or a removed newest event of any chain, at once.
+A story is one run's events, and they are all in its workspace's chain (one per workspace,
+``tofuflow.server._chains``), so that chain is what the page vouches for: read from the
+workspace's index, its size and not the log's sets the cost. Each chain is walked from its
+start at most every ``full_every`` seconds per process (and at its first view); in between,
+only the events appended since are checked, each against the one before it, with the head
+row against its newest event, and the newest event checked before is re-read. So an
+appended, removed or changed newest event shows at once, and a changed older event within
+``full_every`` seconds. The whole log (every chain, and the events from before the chains
+split) is walked by ``tofuflow server audit verify`` and before every signed checkpoint.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from tofuflow.server._audit import ChainWalk, VerifyResult, event_hash, read_origin
+from tofuflow.server._chains import chain_of
 from tofuflow.server.storage._db import AuditEvent
 
 __all__ = ["ChainStatus"]
+
+_KEPT = 1024  # chains whose walk a process remembers
 
 
 class ChainStatus:
@@ -28,29 +37,30 @@ class ChainStatus:
         self.engine = engine
         self.full_every = full_every
         self._lock = threading.Lock()
-        self._walk: ChainWalk | None = None
-        self._full_at = 0.0
+        self._walks: OrderedDict[str, tuple[ChainWalk, float]] = OrderedDict()
 
-    def check(self) -> VerifyResult:
+    def check(self, workspace: str | None) -> VerifyResult:
+        name = chain_of(workspace)
         with self._lock, Session(self.engine) as session:
             now = time.monotonic()
-            if self._walk is None or now - self._full_at > self.full_every:
-                self._walk, self._full_at = ChainWalk(read_origin(session)), now
-            walk = self._walk
-            result = _recheck_newest(session, walk) or walk.walk(session)
-            if not result.ok:
-                self._walk = None  # walk again at the next view: it may have been repaired
+            walk, full_at = self._walks.pop(name, (None, 0.0))
+            if walk is None or now - full_at > self.full_every:
+                walk, full_at = ChainWalk(read_origin(session)), now
+            result = _recheck_newest(session, walk, name) or walk.walk_chain(session, name)
+            if result.ok:  # else walk again at the next view: it may have been repaired
+                self._walks[name] = (walk, full_at)
+                while len(self._walks) > _KEPT:
+                    self._walks.popitem(last=False)
             return result
 
 
-def _recheck_newest(session: Session, walk: ChainWalk) -> VerifyResult | None:
-    """The newest event already checked must still be what it was."""
-    heads = walk.tips.heads()
-    if not heads:
+def _recheck_newest(session: Session, walk: ChainWalk, name: str) -> VerifyResult | None:
+    """The chain's newest event already checked must still be what it was."""
+    newest = walk.tips.heads().get(name)
+    if newest is None:
         return None
-    newest_id, newest_hash = max(heads.values())
-    event = session.get(AuditEvent, newest_id)
-    if event is None or event.hash != newest_hash or event_hash(event) != event.hash:
+    event = session.get(AuditEvent, newest[0])
+    if event is None or event.hash != newest[1] or event_hash(event) != event.hash:
         reason = "was removed" if event is None else "content does not match its hash"
-        return VerifyResult(False, walk.checked, newest_id, reason)
+        return VerifyResult(False, walk.checked, newest[0], reason)
     return None
