@@ -14,6 +14,7 @@ SCRIPTS = [
     "bench_server_throughput.py",
     "bench_lists.py",
     "bench_replicas.py",
+    "bench_story_chain.py",
     "bench_policy.py",
     "bench_pipeline.py",
     "bench_run_all.py",
