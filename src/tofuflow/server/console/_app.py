@@ -446,7 +446,13 @@ class _Console:
             if self.oauth is None:
                 return self.render(request, "message.html", 503, title="Console not set up",
                                    message=_NOT_CONFIGURED, person=None)  # fmt: skip
+            # An open page's own request that met an ended session follows its redirect
+            # here by itself (a fetch does); the person's next click must still learn
+            # why, so the mark survives until someone signs in.
+            ended = request.session.get(ENDED_KEY)
             request.session.clear()
+            if ended:
+                request.session[ENDED_KEY] = True
             request.session["next"] = _safe_next(next)
             redirect_uri = self.public_url(request) + CALLBACK_PATH
             response: Response = await self.oauth.authorize_redirect(request, redirect_uri)
