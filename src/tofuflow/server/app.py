@@ -67,6 +67,7 @@ from tofuflow.server.config import ServerConfig
 from tofuflow.server.console import install_console, install_offline_docs
 from tofuflow.server.crypto import keyring_from_config
 from tofuflow.server.notify import NotifyConfig, NotifyMetrics, Sender, enable
+from tofuflow.server.serving import plain_handler
 from tofuflow.server.storage import blob_store_from_config, make_engine, migrate
 
 __all__ = ["create_app", "start_sender"]
@@ -289,6 +290,12 @@ def _log_request(scope: Scope, method: str, status: int, elapsed: float) -> None
     principal = scope.get("state", {}).get("principal")
     subject = principal.subject if isinstance(principal, Principal) else "anonymous"
     path = _logged_path(scope["path"])
+    plain = plain_handler(_access, logging.INFO)
+    if plain is not None:  # the line the record would become, without the record
+        plain.write_plain(
+            logging.INFO, _access.name, f"{method} {path} {status} {subject} {elapsed * 1000:.1f}ms"
+        )
+        return
     _access.info(
         "%s %s %d %s %.1fms", method, path, status, subject, elapsed * 1000,
         extra={"method": method, "path": path, "status": status, "subject": subject,
