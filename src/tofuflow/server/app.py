@@ -24,6 +24,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tofuflow._version import __version__
@@ -108,7 +110,6 @@ def create_app(config: ServerConfig) -> FastAPI:
     metrics = health.Metrics()
     _install_error_handlers(app, _refusal_auditor(service, authn))
     _install_server_error_handlers(app)
-    _install_observability(app, metrics)
     limiter = RateLimiter(config.rate_limit, config.rate_burst)
     _install_rate_limit_handler(app)
     app.state.notify_metrics = NotifyMetrics(metrics.registry, engine)
@@ -144,6 +145,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         app, config, runs=run_service, state=service, environments=environment_service,
         bindings=authn.bindings,
     )  # fmt: skip
+    _install_observability(app, metrics)  # last: outermost, it sees every request
     return app
 
 
@@ -192,7 +194,7 @@ def _context_dependency(
         else:
             request.state.cached_principal = True
         request.state.principal = principal
-        if limited_path(request.url.path):
+        if limited_path(request.scope["path"]):  # what the router matched: no URL built
             wait = limiter.take(principal.subject)
             if wait is not None:
                 raise rate_limited(principal.subject, wait)
@@ -217,7 +219,7 @@ def _confirmation(authn: Authenticator) -> Confirm:
 
 
 def _install_observability(app: FastAPI, metrics: health.Metrics) -> None:
-    app.add_middleware(_Observed, metrics=metrics)
+    app.add_middleware(_Observed, metrics=metrics, lane=_StateLane(app))
 
 
 class _Observed:
@@ -229,8 +231,8 @@ class _Observed:
     status) it has seen: ``labels()`` per request cost as much as the counting (issue 18).
     """
 
-    def __init__(self, app: ASGIApp, metrics: health.Metrics) -> None:
-        self.app, self.metrics = app, metrics
+    def __init__(self, app: ASGIApp, metrics: health.Metrics, lane: _StateLane) -> None:
+        self.app, self.metrics, self.lane = app, metrics, lane
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -246,7 +248,7 @@ class _Observed:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_noting_status)
+            await (self.lane.take(scope) or self.app)(scope, receive, send_noting_status)
         except Exception:  # a bug or a broken dependency: answer, count and log it here
             _log.exception("%s %s: unexpected error", scope["method"], scope["path"][:300])
             if not status:  # else the answer is under way: the client sees it cut short
@@ -276,6 +278,56 @@ class _Observed:
             if len(self._children) < _MAX_METRIC_CHILDREN:  # methods are the client's
                 self._children[key] = children
         return children
+
+
+class _StateLane:
+    """LOCK, UNLOCK and POST of ``/v1/state/...``, the binary's every write, served by the
+    route the app's router would pick, behind the app's own exception handlers, without
+    the layers between: the console's session cookie, FastAPI's exit stack and the scan of
+    every route before the state routes cost more than serving LOCK itself (issue 18).
+
+    Only the plain Starlette routes of ``api/state.py`` are taken, and only where they
+    match in full; nothing before them in the router matches ``/v1/state/`` (a test holds
+    that this picks what the router picks). Anything else goes the whole way.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self._routes: list[Route] | None = None
+        self._stack: ASGIApp | None = None
+
+    def take(self, scope: Scope) -> ASGIApp | None:
+        """The lane for this request, its route set in ``scope``; None for the whole app."""
+        path, method = scope["path"], scope["method"]
+        if not path.startswith("/v1/state/") or scope.get("root_path"):
+            return None
+        if method != "POST" and not (method in ("LOCK", "UNLOCK") and path.endswith("/lock")):
+            return None
+        if self._stack is None:
+            self._build()
+        for route in self._routes or ():
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL:
+                scope["router"], scope["route"] = self.app.router, route
+                scope.update(child_scope)
+                return self._stack
+        return None
+
+    def _build(self) -> None:
+        self._routes = [
+            route for route in self.app.router.routes
+            if type(route) is Route and route.path.startswith("/v1/state/")
+        ]  # fmt: skip
+        # The handlers as Starlette's build_middleware_stack hands them to its own.
+        handlers = {
+            key: handler for key, handler in self.app.exception_handlers.items()
+            if key not in (500, Exception)
+        }  # fmt: skip
+        self._stack = ExceptionMiddleware(_handle, handlers=handlers, debug=self.app.debug)
+
+
+async def _handle(scope: Scope, receive: Receive, send: Send) -> None:
+    await scope["route"].handle(scope, receive, send)
 
 
 # Routes x methods x statuses the app answers are far fewer; anything past this is counted
