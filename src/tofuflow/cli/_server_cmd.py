@@ -166,10 +166,10 @@ def start_checkpoints(keeper: Any, config: Any) -> threading.Event:
 
 def _log_to_stderr(level: str) -> None:
     """The server's and the reaper's ``logging`` records (``tofuflow.*``) go to stderr."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    from tofuflow.server.serving import PlainLogHandler
+
     logger = logging.getLogger("tofuflow")
-    logger.addHandler(handler)
+    logger.addHandler(PlainLogHandler())
     logger.setLevel(level.upper())
 
 

@@ -17,12 +17,15 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tofuflow._version import __version__
@@ -66,6 +69,7 @@ from tofuflow.server.config import ServerConfig
 from tofuflow.server.console import install_console, install_offline_docs
 from tofuflow.server.crypto import keyring_from_config
 from tofuflow.server.notify import NotifyConfig, NotifyMetrics, Sender, enable
+from tofuflow.server.serving import plain_handler
 from tofuflow.server.storage import blob_store_from_config, make_engine, migrate
 
 __all__ = ["create_app", "start_sender"]
@@ -106,7 +110,6 @@ def create_app(config: ServerConfig) -> FastAPI:
     metrics = health.Metrics()
     _install_error_handlers(app, _refusal_auditor(service, authn))
     _install_server_error_handlers(app)
-    _install_observability(app, metrics)
     limiter = RateLimiter(config.rate_limit, config.rate_burst)
     _install_rate_limit_handler(app)
     app.state.notify_metrics = NotifyMetrics(metrics.registry, engine)
@@ -142,6 +145,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         app, config, runs=run_service, state=service, environments=environment_service,
         bindings=authn.bindings,
     )  # fmt: skip
+    _install_observability(app, metrics)  # last: outermost, it sees every request
     return app
 
 
@@ -190,7 +194,7 @@ def _context_dependency(
         else:
             request.state.cached_principal = True
         request.state.principal = principal
-        if limited_path(request.url.path):
+        if limited_path(request.scope["path"]):  # what the router matched: no URL built
             wait = limiter.take(principal.subject)
             if wait is not None:
                 raise rate_limited(principal.subject, wait)
@@ -215,18 +219,21 @@ def _confirmation(authn: Authenticator) -> Confirm:
 
 
 def _install_observability(app: FastAPI, metrics: health.Metrics) -> None:
-    app.add_middleware(_Observed, metrics=metrics)
+    app.add_middleware(_Observed, metrics=metrics, lane=_StateLane(app))
 
 
 class _Observed:
     """Counts, times and logs each request, and answers an unexpected error in JSON.
 
     A plain ASGI middleware: ``BaseHTTPMiddleware`` runs each request in a task with its
-    own streams, which cost more CPU than the counting.
+    own streams, which cost more CPU than the counting. It reads what it needs from the
+    scope, builds no ``Request``, and keeps the metric children of each (method, route,
+    status) it has seen: ``labels()`` per request cost as much as the counting (issue 18).
     """
 
-    def __init__(self, app: ASGIApp, metrics: health.Metrics) -> None:
-        self.app, self.metrics = app, metrics
+    def __init__(self, app: ASGIApp, metrics: health.Metrics, lane: _StateLane) -> None:
+        self.app, self.metrics, self.lane = app, metrics, lane
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -241,7 +248,7 @@ class _Observed:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_noting_status)
+            await (self.lane.take(scope) or self.app)(scope, receive, send_noting_status)
         except Exception:  # a bug or a broken dependency: answer, count and log it here
             _log.exception("%s %s: unexpected error", scope["method"], scope["path"][:300])
             if not status:  # else the answer is under way: the client sees it cut short
@@ -253,22 +260,107 @@ class _Observed:
                 )(scope, receive, send)  # fmt: skip
         elapsed = time.perf_counter() - started
         code = status[0] if status else 500
+        method = scope["method"]
         template = getattr(scope.get("route"), "path", "unmatched")
-        self.metrics.requests.labels(scope["method"], template, str(code)).inc()
-        self.metrics.latency.labels(scope["method"], template).observe(elapsed)
-        _log_request(Request(scope), code, elapsed)
+        counted, timed = self._metrics(method, template, code)
+        counted.inc()
+        timed.observe(elapsed)
+        _log_request(scope, method, code, elapsed)
+
+    def _metrics(self, method: str, template: str, code: int) -> tuple[Any, Any]:
+        key = (method, template, code)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.metrics.requests.labels(method, template, str(code)),
+                self.metrics.latency.labels(method, template),
+            )
+            if len(self._children) < _MAX_METRIC_CHILDREN:  # methods are the client's
+                self._children[key] = children
+        return children
 
 
-def _log_request(request: Request, status: int, elapsed: float) -> None:
+class _StateLane:
+    """LOCK, UNLOCK and POST of ``/v1/state/...``, the binary's every write, served by the
+    route the app's router would pick, behind the app's own exception handlers, without
+    the layers between: the console's session cookie, FastAPI's exit stack and the scan of
+    every route before the state routes cost more than serving LOCK itself (issue 18).
+
+    Only the plain Starlette routes of ``api/state.py`` are taken, and only where they
+    match in full; nothing before them in the router matches ``/v1/state/`` (a test holds
+    that this picks what the router picks). Anything else goes the whole way.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self._routes: list[Route] | None = None
+        self._stack: ASGIApp | None = None
+
+    def take(self, scope: Scope) -> ASGIApp | None:
+        """The lane for this request, its route set in ``scope``; None for the whole app."""
+        path, method = scope["path"], scope["method"]
+        if not path.startswith("/v1/state/") or scope.get("root_path"):
+            return None
+        if method != "POST" and not (method in ("LOCK", "UNLOCK") and path.endswith("/lock")):
+            return None
+        if self._stack is None:
+            self._build()
+        for route in self._routes or ():
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL:
+                scope["router"], scope["route"] = self.app.router, route
+                scope.update(child_scope)
+                return self._stack
+        return None
+
+    def _build(self) -> None:
+        self._routes = [
+            route for route in self.app.router.routes
+            if type(route) is Route and route.path.startswith("/v1/state/")
+        ]  # fmt: skip
+        # The handlers as Starlette's build_middleware_stack hands them to its own.
+        handlers = {
+            key: handler for key, handler in self.app.exception_handlers.items()
+            if key not in (500, Exception)
+        }  # fmt: skip
+        self._stack = ExceptionMiddleware(_handle, handlers=handlers, debug=self.app.debug)
+
+
+async def _handle(scope: Scope, receive: Receive, send: Send) -> None:
+    await scope["route"].handle(scope, receive, send)
+
+
+# Routes x methods x statuses the app answers are far fewer; anything past this is counted
+# through ``labels()`` as before.
+_MAX_METRIC_CHILDREN = 4096
+
+
+def _log_request(scope: Scope, method: str, status: int, elapsed: float) -> None:
     """One line per request: never the query string (it may carry secrets) or a token."""
-    principal = getattr(request.state, "principal", None)
+    if not _access.isEnabledFor(logging.INFO):
+        return
+    principal = scope.get("state", {}).get("principal")
     subject = principal.subject if isinstance(principal, Principal) else "anonymous"
-    path = request.url.path[:300]
+    path = _logged_path(scope["path"])
+    plain = plain_handler(_access, logging.INFO)
+    if plain is not None:  # the line the record would become, without the record
+        plain.write_plain(
+            logging.INFO, _access.name, f"{method} {path} {status} {subject} {elapsed * 1000:.1f}ms"
+        )
+        return
     _access.info(
-        "%s %s %d %s %.1fms", request.method, path, status, subject, elapsed * 1000,
-        extra={"method": request.method, "path": path, "status": status, "subject": subject,
+        "%s %s %d %s %.1fms", method, path, status, subject, elapsed * 1000,
+        extra={"method": method, "path": path, "status": status, "subject": subject,
                "duration_ms": round(elapsed * 1000, 1)},
     )  # fmt: skip
+
+
+def _logged_path(path: str) -> str:
+    """The path as ``Request.url.path`` spells it, cut to 300 characters: ``?``, ``#`` and
+    ``\\`` escaped, tabs and line breaks dropped, so a path cannot forge a log line."""
+    if not path.isprintable():
+        path = path.replace("\t", "").replace("\r", "").replace("\n", "")
+    return path.replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")[:300]
 
 
 AuditRefusal = Callable[[Request, int, str], Awaitable[None]]
