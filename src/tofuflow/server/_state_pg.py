@@ -48,7 +48,7 @@ from tofuflow.server.checkpoints import record_hash
 from tofuflow.server.storage._db import utcnow
 
 if TYPE_CHECKING:
-    from psycopg import AsyncConnection, AsyncCursor
+    from psycopg import AsyncConnection
 
     from tofuflow.server._state import RequestContext, StateService, VersionInfo
     from tofuflow.server.auth import Authenticator
@@ -127,14 +127,35 @@ class _Locked:
 
 
 class _Tx:
-    """One change's transaction: its connection (in pipeline mode, after ``BEGIN``)."""
+    """One change's transaction on one connection. Its statements are queued with ``add``
+    and go out together with ``send``, one round trip for them all: the parameters are
+    bound client-side (``AsyncClientCursor``), so several statements fit one query."""
 
     def __init__(self, connection: AsyncConnection[Any]) -> None:
+        from psycopg import AsyncClientCursor
+
         self.connection = connection
+        self.cursor = AsyncClientCursor(connection)
+        self.pending: list[tuple[str, Sequence[Any]]] = [("BEGIN", ())]
         self.appended = False  # only a change that appended its audit event commits
 
-    async def execute(self, query: str, params: Sequence[Any] = ()) -> AsyncCursor[Any]:
-        return await self.connection.execute(query, params)
+    def add(self, query: str, params: Sequence[Any] = ()) -> None:
+        self.pending.append((query, params))
+
+    async def send(self) -> list[Any]:
+        """Run the queued statements; the first row of each (None where it has none)."""
+        statements, self.pending = self.pending, []
+        await self.cursor.execute(
+            "; ".join(query for query, _ in statements),
+            [value for _, params in statements for value in params],
+        )
+        rows = []
+        cursor = self.cursor
+        while True:
+            result = cursor.pgresult
+            rows.append(await cursor.fetchone() if result is not None and result.ntuples else None)
+            if not cursor.nextset():
+                return rows
 
 
 class PostgresStatePath:
@@ -186,10 +207,8 @@ class PostgresStatePath:
             if ws.lock_id is not None and (ws.lock_id != lock_id or held_by_other):
                 raise LockedError(f"workspace {name} is locked by {ws.locked_by}", ws.lock_info)
             subject = ctx.principal.subject
-            await tx.execute(
-                _TAKE_LOCK, (lock_id, json.dumps(dict(info)), subject, utcnow(), ws.id)
-            )
-            await _append(
+            tx.add(_TAKE_LOCK, (lock_id, json.dumps(dict(info)), subject, utcnow(), ws.id))
+            _append(
                 tx, locked, ctx, "state.lock", workspace=name, serial=ws.serial,
                 detail={"lock_id": lock_id, "operation": info.get("Operation"), "via": via},
             )  # fmt: skip
@@ -202,8 +221,8 @@ class PostgresStatePath:
                 return  # already unlocked: unlocking is idempotent
             ws = locked.ws
             forced = check_unlock(ws, ctx.principal, lock_id)
-            await tx.execute(_RELEASE_LOCK, (ws.id,))
-            await _append(
+            tx.add(_RELEASE_LOCK, (ws.id,))
+            _append(
                 tx, locked, ctx, "state.force_unlock" if forced else "state.unlock",
                 workspace=name, serial=ws.serial,
                 detail={"lock_id": ws.lock_id, "held_by": ws.locked_by},
@@ -229,16 +248,14 @@ class PostgresStatePath:
             number = (locked.latest or 0) + 1
             sealed = self.service.keyring.seal(pack_state(body), state_aad(name, number))
             created = utcnow()
-            await tx.execute(
+            tx.add(
                 _INSERT_VERSION,
                 (ws.id, number, serial, lineage, len(body), digest, created,
                  ctx.principal.subject, ctx.run_id, sealed.key_id, sealed.wrapped_key,
                  sealed.nonce, sealed.ciphertext),
             )  # fmt: skip
-            await tx.execute(
-                _STORE_OVERRIDDEN if override else _STORE, (number, serial, lineage, ws.id)
-            )
-            await _append(
+            tx.add(_STORE_OVERRIDDEN if override else _STORE, (number, serial, lineage, ws.id))
+            _append(
                 tx, locked, ctx, "state.write", workspace=name, serial=serial,
                 detail={"version": number, "sha256": digest, "size": len(body),
                         "override": override, "via": checks.via,
@@ -255,9 +272,9 @@ class PostgresStatePath:
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[_Tx]:
-        """A connection in pipeline mode inside ``BEGIN``; on leaving, ``COMMIT`` if the
-        change appended its audit event (else ``ROLLBACK``: it changed nothing), and the
-        wait for it: the caller is answered after that."""
+        """A change's transaction: ``BEGIN`` goes out with its first statements; on
+        leaving, ``COMMIT`` with its last ones if it appended its audit event (else
+        ``ROLLBACK``: it changed nothing), and the caller is answered after that."""
         loop = asyncio.get_running_loop()
         pool = self._pools.get(loop)
         if pool is None:
@@ -265,10 +282,9 @@ class PostgresStatePath:
         async with pool.connection() as connection:
             tx = _Tx(connection)
             try:
-                async with connection.pipeline():
-                    await tx.execute("BEGIN")
-                    yield tx
-                    await tx.execute("COMMIT" if tx.appended else "ROLLBACK")
+                yield tx
+                tx.add("COMMIT" if tx.appended else "ROLLBACK")
+                await tx.send()
             except BaseException:
                 if not connection.closed and connection.info.transaction_status != _IDLE:
                     await connection.execute("ROLLBACK")
@@ -281,27 +297,22 @@ class PostgresStatePath:
         chain's head locked, the versions (``versions``) and the next event id. None when
         the workspace does not exist and ``create`` is false."""
         token_id = ctx.principal.token_id
-        token = await tx.execute(_REVOKED, (token_id,)) if token_id is not None else None
+        if token_id is not None:
+            tx.add(_REVOKED, (token_id,))
         chain = chain_of(name)
-        cursors = await _queue_reads(tx, name, chain, versions)
-        if token is not None and token_id is not None:
-            self._check_token(await token.fetchone(), token_id)
-        row = await cursors[0].fetchone()
-        if row is None:  # the workspace or its chain's head is missing: make them, lock again
+        rows = await _read_locked(tx, name, chain, versions)
+        if token_id is not None:
+            self._check_token(rows[-3 - versions], token_id)
+        if rows[-2 - versions] is None:  # the workspace or its chain's head is missing
             if not await _make_rows(tx, name, chain, create=create):
                 return None
-            cursors = await _queue_reads(tx, name, chain, versions)
-            row = await cursors[0].fetchone()
-            if row is None:  # pragma: no cover - both rows exist and are this change's
-                raise RuntimeError(f"the rows of workspace {name} could not be locked")
-        next_id = await cursors[-1].fetchone()
-        if next_id is None:  # pragma: no cover - nextval returns a row
-            raise RuntimeError("PostgreSQL drew no audit event id")
+            rows = await _read_locked(tx, name, chain, versions)
+        row, next_id = rows[-2 - versions], rows[-1]
+        if row is None:  # pragma: no cover - both rows exist and are this change's
+            raise RuntimeError(f"the rows of workspace {name} could not be locked")
         locked = _Locked(_workspace(row), prev_hash=row[10], event_id=int(next_id[0]))
-        if versions:
-            found = await cursors[1].fetchone()
-            if found is not None:
-                locked.latest, locked.current_sha256 = found
+        if versions and rows[-2] is not None:
+            locked.latest, locked.current_sha256 = rows[-2]
         return locked
 
     def _check_token(self, row: Sequence[Any] | None, token_id: str) -> None:
@@ -322,28 +333,30 @@ _STORE_OVERRIDDEN = (
 )
 
 
-async def _queue_reads(tx: _Tx, name: str, chain: str, versions: bool) -> list[AsyncCursor[Any]]:
-    """Queue the locking read, the versions (if asked) and the event id, in that order."""
-    cursors = [await tx.execute(_LOCK_ROWS, (chain, name))]
+async def _read_locked(tx: _Tx, name: str, chain: str, versions: bool) -> list[Any]:
+    """Send what is queued, then the locking read, the versions (if asked) and the event
+    id, in that order (the last ``2 + versions`` rows)."""
+    tx.add(_LOCK_ROWS, (chain, name))
     if versions:
-        cursors.append(await tx.execute(_VERSIONS, (name,)))
-    cursors.append(await tx.execute(_NEXT_EVENT_ID))
-    return cursors
+        tx.add(_VERSIONS, (name,))
+    tx.add(_NEXT_EVENT_ID)
+    return await tx.send()
 
 
 async def _make_rows(tx: _Tx, name: str, chain: str, *, create: bool) -> bool:
-    """Make the workspace's row (if ``create``) and its chain's head row, each only if
-    missing; False when the workspace does not exist and ``create`` is false.
+    """Queue making the workspace's row (if ``create``) and its chain's head row, each
+    only if missing; False when the workspace does not exist and ``create`` is false.
 
     The row is locked first, as always. A head row made here commits only with its
     chain's first event (a change without one rolls back)."""
-    found = await (await tx.execute(_LOCK_WORKSPACE, (name,))).fetchone()
+    tx.add(_LOCK_WORKSPACE, (name,))
+    (found,) = await tx.send()
     if found is None:
         if not create:
             return False
         # Created concurrently (another replica): the insert waits for it, then does nothing.
-        await tx.execute(_CREATE_WORKSPACE, (name, utcnow()))
-    await tx.execute(_CREATE_HEAD, (chain, ORIGIN, ORIGIN, GENESIS))
+        tx.add(_CREATE_WORKSPACE, (name, utcnow()))
+    tx.add(_CREATE_HEAD, (chain, ORIGIN, ORIGIN, GENESIS))
     return True
 
 
@@ -373,7 +386,7 @@ def _is_identical_retry(locked: _Locked, serial: int, digest: str) -> bool:
     )
 
 
-async def _append(
+def _append(
     tx: _Tx, locked: _Locked, ctx: RequestContext, action: str, *, workspace: str,
     serial: int | None, detail: Mapping[str, Any], run_id: str | None = None,
 ) -> None:  # fmt: skip
@@ -391,12 +404,12 @@ async def _append(
         detail=dict(detail), run_id=run_id, commit=None, prev_hash=locked.prev_hash,
     )  # fmt: skip
     event.hash = record_hash(event.prev_hash, _audit.event_json(event))
-    await tx.execute(
+    tx.add(
         _INSERT_EVENT,
         (event.id, event.ts, event.actor, json.dumps(event.actor_claims), action, workspace,
          serial, event.client, json.dumps(event.detail), run_id, event.prev_hash, event.hash),
     )  # fmt: skip
-    await tx.execute(_MOVE_HEAD, (event.id, event.hash, chain_of(workspace)))
+    tx.add(_MOVE_HEAD, (event.id, event.hash, chain_of(workspace)))
     tx.appended = True
 
 
