@@ -209,7 +209,12 @@ def _confirmation(authn: Authenticator) -> Confirm:
     async def confirm(request: Request) -> None:
         if getattr(request.state, "cached_principal", False):
             request.state.cached_principal = False
-            await run_in_threadpool(authn.authenticate, request.headers.get("authorization"))
+            try:
+                await run_in_threadpool(authn.authenticate, request.headers.get("authorization"))
+            except TofuflowError:
+                # The refusal is audited as uncached callers' are: by no one.
+                request.state.principal = None
+                raise
 
     return confirm
 
