@@ -151,3 +151,36 @@ def test_concurrent_cycles_keep_every_acknowledged_version_and_refuse_stale_writ
             actions = [e["action"] for e in events if e["outcome"] == "ok"]
             assert actions == ["state.lock", "state.write", "state.unlock"] * cycles
     assert verify_audit(server.app.state.engine).ok
+
+
+def test_a_change_after_postgresql_dropped_the_servers_connections_is_answered(
+    tmp_path: Path, pg_cluster: tuple[str, Path]
+) -> None:
+    """A database restart, or an idle-connection timeout, ends the server's idle
+    connections: the next LOCK, POST and UNLOCK open new ones instead of failing."""
+    from sqlalchemy import create_engine, text
+
+    from _services.fixtures import fresh_pg_database
+    from tofuflow.server.config import ServerConfig
+
+    url = fresh_pg_database(pg_cluster[0])
+    config = simple_applier(
+        ServerConfig.from_mapping(
+            {"server": {"data_dir": str(tmp_path / "server")}, "database": {"url": url}}
+        )
+    )
+    lineage = str(uuid.uuid4())
+    with threaded_server(config) as server, _client(_token(server)) as client:
+        _cycle(client, server, "drop/ws", 1, lineage)
+        killer = create_engine(url, isolation_level="AUTOCOMMIT")
+        with killer.connect() as connection:
+            ended = connection.execute(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )).scalar_one()  # fmt: skip
+        killer.dispose()
+        assert ended >= 1
+        _cycle(client, server, "drop/ws", 2, lineage)
+        versions = client.get(f"{server.url}/v1/workspaces/drop/ws/versions").json()
+    assert [v["serial"] for v in versions] == [1, 2]
+    assert verify_audit(server.app.state.engine).ok

@@ -34,9 +34,9 @@ import datetime as dt
 import json
 import time
 import weakref
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tofuflow.errors import AuthError, ConflictError, LockedError
 from tofuflow.server import _audit
@@ -54,6 +54,8 @@ if TYPE_CHECKING:
     from tofuflow.server.auth import Authenticator
 
 __all__ = ["PostgresStatePath"]
+
+_T = TypeVar("_T")
 
 # Connections per event loop: the ORM engine's pool size. A request past it waits its turn.
 _POOL_SIZE = 10
@@ -138,6 +140,7 @@ class _Tx:
         self.cursor = AsyncClientCursor(connection)
         self.pending: list[tuple[str, Sequence[Any]]] = [("BEGIN", ())]
         self.appended = False  # only a change that appended its audit event commits
+        self.sends = 0
 
     def add(self, query: str, params: Sequence[Any] = ()) -> None:
         self.pending.append((query, params))
@@ -145,6 +148,7 @@ class _Tx:
     async def send(self) -> list[Any]:
         """Run the queued statements; the first row of each (None where it has none)."""
         statements, self.pending = self.pending, []
+        self.sends += 1
         await self.cursor.execute(
             "; ".join(query for query, _ in statements),
             [value for _, params in statements for value in params],
@@ -199,96 +203,121 @@ class PostgresStatePath:
 
     async def lock(self, ctx: RequestContext, name: str, info: Mapping[str, Any], via: str) -> None:
         lock_id = lock_id_of(info)
-        async with self._transaction() as tx:
-            locked = _made(await self._lock_rows(tx, ctx, name, create=True), name)
-            ws = locked.ws
-            held_by_other = ws.locked_by != ctx.principal.subject
-            # Re-locking with the same ID is an idempotent retry, but only by the holder.
-            if ws.lock_id is not None and (ws.lock_id != lock_id or held_by_other):
-                raise LockedError(f"workspace {name} is locked by {ws.locked_by}", ws.lock_info)
-            subject = ctx.principal.subject
-            tx.add(_TAKE_LOCK, (lock_id, json.dumps(dict(info)), subject, utcnow(), ws.id))
-            _append(
-                tx, locked, ctx, "state.lock", workspace=name, serial=ws.serial,
-                detail={"lock_id": lock_id, "operation": info.get("Operation"), "via": via},
-            )  # fmt: skip
+        await self._run(lambda tx: self._lock(tx, ctx, name, info, lock_id, via))
 
     async def unlock(self, ctx: RequestContext, name: str, info: Mapping[str, Any] | None) -> None:
         lock_id = lock_id_of(info) if info is not None else ""
-        async with self._transaction() as tx:
-            locked = await self._lock_rows(tx, ctx, name, create=False)
-            if locked is None or locked.ws.lock_id is None:
-                return  # already unlocked: unlocking is idempotent
-            ws = locked.ws
-            forced = check_unlock(ws, ctx.principal, lock_id)
-            tx.add(_RELEASE_LOCK, (ws.id,))
-            _append(
-                tx, locked, ctx, "state.force_unlock" if forced else "state.unlock",
-                workspace=name, serial=ws.serial,
-                detail={"lock_id": ws.lock_id, "held_by": ws.locked_by},
-            )  # fmt: skip
+        await self._run(lambda tx: self._unlock(tx, ctx, name, lock_id))
 
     async def write(
         self, ctx: RequestContext, name: str, body: bytes, lock_id: str | None, checks: WriteChecks
     ) -> VersionInfo | None:
+        return await self._run(lambda tx: self._write(tx, ctx, name, body, lock_id, checks))
+
+    # -- in the change's transaction ----------------------------------------------------
+
+    async def _lock(
+        self, tx: _Tx, ctx: RequestContext, name: str, info: Mapping[str, Any], lock_id: str,
+        via: str,
+    ) -> None:  # fmt: skip
+        locked = _made(await self._lock_rows(tx, ctx, name, create=True), name)
+        ws = locked.ws
+        held_by_other = ws.locked_by != ctx.principal.subject
+        # Re-locking with the same ID is an idempotent retry, but only by the holder.
+        if ws.lock_id is not None and (ws.lock_id != lock_id or held_by_other):
+            raise LockedError(f"workspace {name} is locked by {ws.locked_by}", ws.lock_info)
+        subject = ctx.principal.subject
+        tx.add(_TAKE_LOCK, (lock_id, json.dumps(dict(info)), subject, utcnow(), ws.id))
+        _append(
+            tx, locked, ctx, "state.lock", workspace=name, serial=ws.serial,
+            detail={"lock_id": lock_id, "operation": info.get("Operation"), "via": via},
+        )  # fmt: skip
+
+    async def _unlock(self, tx: _Tx, ctx: RequestContext, name: str, lock_id: str) -> None:
+        locked = await self._lock_rows(tx, ctx, name, create=False)
+        if locked is None or locked.ws.lock_id is None:
+            return  # already unlocked: unlocking is idempotent
+        ws = locked.ws
+        forced = check_unlock(ws, ctx.principal, lock_id)
+        tx.add(_RELEASE_LOCK, (ws.id,))
+        _append(
+            tx, locked, ctx, "state.force_unlock" if forced else "state.unlock",
+            workspace=name, serial=ws.serial,
+            detail={"lock_id": ws.lock_id, "held_by": ws.locked_by},
+        )  # fmt: skip
+
+    async def _write(
+        self, tx: _Tx, ctx: RequestContext, name: str, body: bytes, lock_id: str | None,
+        checks: WriteChecks,
+    ) -> VersionInfo | None:  # fmt: skip
         from tofuflow.server._state import VersionInfo, _check_rules, state_aad
 
-        async with self._transaction() as tx:
-            locked = _made(await self._lock_rows(tx, ctx, name, create=True, versions=True), name)
-            ws = locked.ws
-            check_lock(ws, lock_id)
-            check_lock_owner(ws, ctx.principal, "write")
-            held_by = ws.locked_by
-            override = self.service._override_active(ws, ctx)
-            serial, lineage, digest = checks.serial, checks.lineage, checks.digest
-            if not override and _is_identical_retry(locked, serial, digest):
-                return None
-            if not override:
-                _check_rules(ws, serial, lineage)
-            number = (locked.latest or 0) + 1
-            sealed = self.service.keyring.seal(pack_state(body), state_aad(name, number))
-            created = utcnow()
-            tx.add(
-                _INSERT_VERSION,
-                (ws.id, number, serial, lineage, len(body), digest, created,
-                 ctx.principal.subject, ctx.run_id, sealed.key_id, sealed.wrapped_key,
-                 sealed.nonce, sealed.ciphertext),
-            )  # fmt: skip
-            tx.add(_STORE_OVERRIDDEN if override else _STORE, (number, serial, lineage, ws.id))
-            _append(
-                tx, locked, ctx, "state.write", workspace=name, serial=serial,
-                detail={"version": number, "sha256": digest, "size": len(body),
-                        "override": override, "via": checks.via,
-                        **({"lock_held_by": held_by} if held_by else {})},
-                run_id=ctx.run_id,
-            )  # fmt: skip
-            return VersionInfo(
-                workspace=name, version=number, serial=serial, lineage=lineage, size=len(body),
-                sha256=digest, created_at=created, created_by=ctx.principal.subject,
-                run_id=ctx.run_id, source="write",
-            )  # fmt: skip
+        locked = _made(await self._lock_rows(tx, ctx, name, create=True, versions=True), name)
+        ws = locked.ws
+        check_lock(ws, lock_id)
+        check_lock_owner(ws, ctx.principal, "write")
+        held_by = ws.locked_by
+        override = self.service._override_active(ws, ctx)
+        serial, lineage, digest = checks.serial, checks.lineage, checks.digest
+        if not override and _is_identical_retry(locked, serial, digest):
+            return None
+        if not override:
+            _check_rules(ws, serial, lineage)
+        number = (locked.latest or 0) + 1
+        sealed = self.service.keyring.seal(pack_state(body), state_aad(name, number))
+        created = utcnow()
+        tx.add(
+            _INSERT_VERSION,
+            (ws.id, number, serial, lineage, len(body), digest, created,
+             ctx.principal.subject, ctx.run_id, sealed.key_id, sealed.wrapped_key,
+             sealed.nonce, sealed.ciphertext),
+        )  # fmt: skip
+        tx.add(_STORE_OVERRIDDEN if override else _STORE, (number, serial, lineage, ws.id))
+        _append(
+            tx, locked, ctx, "state.write", workspace=name, serial=serial,
+            detail={"version": number, "sha256": digest, "size": len(body),
+                    "override": override, "via": checks.via,
+                    **({"lock_held_by": held_by} if held_by else {})},
+            run_id=ctx.run_id,
+        )  # fmt: skip
+        return VersionInfo(
+            workspace=name, version=number, serial=serial, lineage=lineage, size=len(body),
+            sha256=digest, created_at=created, created_by=ctx.principal.subject,
+            run_id=ctx.run_id, source="write",
+        )  # fmt: skip
 
     # -- one transaction ----------------------------------------------------------------
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[_Tx]:
-        """A change's transaction: ``BEGIN`` goes out with its first statements; on
-        leaving, ``COMMIT`` with its last ones if it appended its audit event (else
-        ``ROLLBACK``: it changed nothing), and the caller is answered after that."""
+    async def _run(self, work: Callable[[_Tx], Awaitable[_T]]) -> _T:
+        """``work`` in a transaction of its own: ``BEGIN`` goes out with its first
+        statements, ``COMMIT`` with its last ones if it appended its audit event (else
+        ``ROLLBACK``: it changed nothing), and the caller is answered after that.
+
+        When the first round trip finds its connection dropped (a database restart, an
+        idle timeout), nothing of the change can have committed: it runs once more on a
+        new connection, as the ORM engine's pre-ping would have it."""
+        for attempt in (1, 2):
+            async with self._pool().connection() as connection:
+                tx = _Tx(connection)
+                try:
+                    result = await work(tx)
+                    tx.add("COMMIT" if tx.appended else "ROLLBACK")
+                    await tx.send()
+                    return result
+                except BaseException as exc:
+                    await _roll_back(connection)
+                    if attempt == 1 and tx.sends == 1 and connection.closed and _is_dropped(exc):
+                        self._pool().close_idle()  # dropped too, most likely
+                        continue
+                    raise
+        raise RuntimeError("unreachable: the second attempt returns or raises")
+
+    def _pool(self) -> _Pool:
         loop = asyncio.get_running_loop()
         pool = self._pools.get(loop)
         if pool is None:
             pool = self._pools[loop] = _Pool(self._conninfo, loop)
-        async with pool.connection() as connection:
-            tx = _Tx(connection)
-            try:
-                yield tx
-                tx.add("COMMIT" if tx.appended else "ROLLBACK")
-                await tx.send()
-            except BaseException:
-                if not connection.closed and connection.info.transaction_status != _IDLE:
-                    await connection.execute("ROLLBACK")
-                raise
+        return pool
 
     async def _lock_rows(
         self, tx: _Tx, ctx: RequestContext, name: str, *, create: bool, versions: bool = False
@@ -358,6 +387,24 @@ async def _make_rows(tx: _Tx, name: str, chain: str, *, create: bool) -> bool:
         tx.add(_CREATE_WORKSPACE, (name, utcnow()))
     tx.add(_CREATE_HEAD, (chain, ORIGIN, ORIGIN, GENESIS))
     return True
+
+
+async def _roll_back(connection: AsyncConnection[Any]) -> None:
+    """End a failed change's transaction; a connection that cannot is not used again."""
+    from psycopg import Error
+
+    if connection.closed or connection.info.transaction_status == _IDLE:
+        return
+    try:
+        await connection.execute("ROLLBACK")
+    except Error:
+        await connection.close()
+
+
+def _is_dropped(exc: BaseException) -> bool:
+    from psycopg import OperationalError
+
+    return isinstance(exc, OperationalError)
 
 
 def _made(locked: _Locked | None, name: str) -> _Locked:
@@ -471,13 +518,13 @@ class _Pool:
             running = None
         if running is not self._loop and self._loop.is_running():
             try:
-                self._loop.call_soon_threadsafe(self._close_idle)
+                self._loop.call_soon_threadsafe(self.close_idle)
                 return
             except RuntimeError:  # the loop closed meanwhile: nothing else touches the pool
                 pass
-        self._close_idle()
+        self.close_idle()
 
-    def _close_idle(self) -> None:
+    def close_idle(self) -> None:
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
