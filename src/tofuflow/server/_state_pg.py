@@ -33,10 +33,13 @@ import dataclasses
 import datetime as dt
 import json
 import time
+import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from starlette.concurrency import run_in_threadpool
 
 from tofuflow.errors import AuthError, ConflictError, LockedError
 from tofuflow.server import _audit
@@ -103,7 +106,7 @@ _MOVE_HEAD = "UPDATE audit_chains SET last_id = %s, last_hash = %s WHERE name = 
 _INSERT_VERSION = (
     "INSERT INTO state_versions (workspace_id, version, serial, lineage, size, sha256, "
     "created_at, created_by, run_id, source, key_id, wrapped_key, nonce, ciphertext, "
-    "blob_key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'write', %s, %s, %s, %s, NULL)"
+    "blob_key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'write', %s, %s, %s, %s, %s)"
 )
 _TAKE_LOCK = (
     "UPDATE workspaces SET lock_id = %s, lock_info = %s::json, locked_by = %s, "
@@ -187,8 +190,6 @@ class PostgresStatePath:
         engine = service.engine
         if engine.dialect.name != "postgresql" or engine.dialect.driver != "psycopg":
             return None
-        if service.blobs is not None:  # a blob upload does not belong on the event loop
-            return None
         conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         path = cls(service, conninfo)
         # Its connections end with the engine's (the embedded plane and tests dispose it).
@@ -265,12 +266,18 @@ class PostgresStatePath:
             _check_rules(ws, serial, lineage)
         number = (locked.latest or 0) + 1
         sealed = self.service.keyring.seal(pack_state(body), state_aad(name, number))
+        ciphertext: bytes | None = sealed.ciphertext
+        blob_key = None
+        if self.service.blobs is not None:  # uploaded before the row that names it commits
+            blob_key = f"state/{ws.id}/{number}-{uuid.uuid4().hex}"
+            await run_in_threadpool(self.service.blobs.put, blob_key, sealed.ciphertext)
+            ciphertext = None
         created = utcnow()
         tx.add(
             _INSERT_VERSION,
             (ws.id, number, serial, lineage, len(body), digest, created,
              ctx.principal.subject, ctx.run_id, sealed.key_id, sealed.wrapped_key,
-             sealed.nonce, sealed.ciphertext),
+             sealed.nonce, ciphertext, blob_key),
         )  # fmt: skip
         tx.add(_STORE_OVERRIDDEN if override else _STORE, (number, serial, lineage, ws.id))
         _append(
