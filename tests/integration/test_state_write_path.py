@@ -3,7 +3,7 @@ every acknowledged version and refuse each bad request alone, and the verified-t
 never outlives a revocation, whichever replica revoked the token.
 
 On SQLite LOCK, POST and UNLOCK go through ``server/_state_fast.py``; on PostgreSQL through
-the ORM path. Each test runs on both.
+``server/_state_pg.py``. Each test runs on both.
 """
 
 from __future__ import annotations
