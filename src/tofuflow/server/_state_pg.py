@@ -1,18 +1,21 @@
-"""The http backend's hot path on PostgreSQL: LOCK, POST and UNLOCK as pipelined statements
-on the event loop's own connections (issue 18).
+"""The http backend's hot path on PostgreSQL: LOCK, POST and UNLOCK, each one transaction
+in two round trips on the event loop's own connections (issue 18).
 
     fast = PostgresStatePath.for_service(service)    # None unless PostgreSQL (psycopg 3)
     await fast.write(ctx, name, body, lock_id, checked)
 
 Through the ORM a LOCK → POST 256 KiB → UNLOCK cycle cost about 21 ms of server CPU: an
-uncached token lookup per request (a pooled connection, its pre-ping and reset), an ORM
+uncached token look-up per request (a pooled connection, its pre-ping and reset), an ORM
 session with its flushes and identity map, a dozen round trips and two thread-pool hops
-per request. Here each request is one transaction in two round trips on an
-``AsyncConnection`` that the event loop drives itself (no thread): the reads (the token's
-revocation, the workspace row locked ``FOR UPDATE``, its versions, the audit chain's head
-locked, the event's id) go out as one pipeline; the rules run in Python; the writes and
-the ``COMMIT`` go out as a second. PostgreSQL's own group commit lets concurrent
-transactions share a WAL flush, so no writer thread batches them.
+per request. Here each request runs on an ``AsyncConnection`` that the event loop drives
+itself (no thread): its reads (the token's revocation, the workspace row and its audit
+chain's head locked ``FOR UPDATE``, its versions, the event's id) go out as one query;
+the rules run in Python; its writes and the ``COMMIT`` go out as a second. The statements
+of a round trip travel as one multi-statement query with client-side parameters: a
+pipeline of separate statements cost more in psycopg than everything else here.
+PostgreSQL's own group commit lets concurrent transactions share a WAL flush, so no writer
+thread batches them. With a blob store, a version's body is uploaded from a worker thread
+inside its transaction, as on the ORM path.
 
 What does not change (``_state_fast`` keeps the same promises on SQLite):
 
@@ -167,7 +170,7 @@ class _Tx:
 
 class PostgresStatePath:
     """LOCK, POST and UNLOCK of ``StateService`` on PostgreSQL, each one transaction in
-    two pipelined round trips.
+    two round trips.
 
     The caller has checked the permission and the apply-session rule (``StateService``
     does, before it comes here); everything read from or written to the database happens
