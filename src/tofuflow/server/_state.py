@@ -121,9 +121,9 @@ class StateService:
         # Set by the app from [[workspace_settings]] require_apply_session: how a workspace
         # takes state writes, "apply_session" (the default) or "simple_applier".
         self.state_writes: Callable[[str], str] = lambda workspace: "apply_session"
-        # LOCK, POST and UNLOCK without a blob store (issue 18): on SQLite plain statements
-        # committed in groups by one writer thread, on PostgreSQL pipelined statements on
-        # the event loop; None keeps them on the ORM path.
+        # LOCK, POST and UNLOCK (issue 18): on SQLite without a blob store plain statements
+        # committed in groups by one writer thread, on PostgreSQL two round trips on the
+        # event loop's own connections; None keeps them on the ORM path.
         self.fast: SqliteStatePath | PostgresStatePath | None = SqliteStatePath.for_service(
             self
         ) or PostgresStatePath.for_service(self)
