@@ -26,7 +26,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from _services.fixtures import SIMPLE_APPLIER, make_token, simple_applier
+from _services.fixtures import SIMPLE_APPLIER, fresh_pg_database, make_token, simple_applier
 from _services.oidc import LocalIssuer
 from _services.server import RunningServer, threaded_server
 from tofuflow.server.admin import create_token, revoke_token
@@ -174,13 +174,24 @@ def assert_never_shown(server: RunningServer, tokens: list[str], texts: list[str
                 assert secret not in text, "a token was echoed in a response"
 
 
-@pytest.fixture(scope="module")
-def state_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """One server on SQLite for the module: each test works in workspaces of its own."""
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def state_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """One server for the module, on SQLite and then on PostgreSQL (each has its own write
+    path: ``_state_fast`` and ``_state_pg``): each test works in workspaces of its own."""
     data_dir = tmp_path_factory.mktemp("state-api-errors") / "server"
+    database: dict[str, str] = {}
+    if request.param == "postgres":
+        cluster_url, _ = request.getfixturevalue("pg_cluster")
+        database["url"] = fresh_pg_database(cluster_url)
     with threaded_server(
         ServerConfig.from_mapping(
-            {"server": {"data_dir": str(data_dir)}, "workspace_settings": [SIMPLE_APPLIER]}
+            {
+                "server": {"data_dir": str(data_dir)},
+                "database": database,
+                "workspace_settings": [SIMPLE_APPLIER],
+            }
         )
     ) as server:
         yield server

@@ -160,8 +160,9 @@ def test_a_secret_in_state_appears_nowhere_in_the_postgresql_data_directory(
 
 
 def test_state_bodies_in_s3_are_sealed(
-    binary: Binary, config: Any, server_config: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+    binary: Binary, config: Any, server_config: Any, monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+) -> None:  # fmt: skip
     import boto3
 
     from _services.moto import AWS_TEST_ENV, moto_server
@@ -172,7 +173,9 @@ def test_state_bodies_in_s3_are_sealed(
         s3 = boto3.client("s3", endpoint_url=endpoint)
         s3.create_bucket(Bucket="tofuflow-state")
         blobs = {"kind": "s3", "bucket": "tofuflow-state", "prefix": "ci", "endpoint_url": endpoint}
-        with threaded_server(simple_applier(replace(server_config, blobs=blobs))) as server:
+        # On PostgreSQL LOCK, POST and UNLOCK take _state_pg's path, blob store or not.
+        served = replace(server_config, blobs=blobs, database_url=database_url)
+        with threaded_server(simple_applier(served)) as server:
             _apply_with_canary(binary, config, server)
         objects = s3.list_objects_v2(Bucket="tofuflow-state")["Contents"]
         assert objects and all(o["Key"].startswith("ci/") for o in objects)

@@ -2,8 +2,8 @@
 read back is the body byte for byte, versions stored before compression still read, and a
 compressed plaintext that would grow past the server's body limit is refused.
 
-On SQLite a POST goes through ``server/_state_fast.py``, on PostgreSQL through the ORM path
-(``StateService._store``); each test runs on both.
+On SQLite a POST goes through ``server/_state_fast.py``, on PostgreSQL through
+``server/_state_pg.py`` (a rollback through ``StateService._store``); each test runs on both.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ every acknowledged version and refuse each bad request alone, and the verified-t
 never outlives a revocation, whichever replica revoked the token.
 
 On SQLite LOCK, POST and UNLOCK go through ``server/_state_fast.py``; on PostgreSQL through
-the ORM path. Each test runs on both.
+``server/_state_pg.py``. Each test runs on both.
 """
 
 from __future__ import annotations
@@ -151,3 +151,79 @@ def test_concurrent_cycles_keep_every_acknowledged_version_and_refuse_stale_writ
             actions = [e["action"] for e in events if e["outcome"] == "ok"]
             assert actions == ["state.lock", "state.write", "state.unlock"] * cycles
     assert verify_audit(server.app.state.engine).ok
+
+
+def test_a_change_after_postgresql_dropped_the_servers_connections_is_answered(
+    tmp_path: Path, pg_cluster: tuple[str, Path]
+) -> None:
+    """A database restart, or an idle-connection timeout, ends the server's idle
+    connections: the next LOCK, POST and UNLOCK open new ones instead of failing."""
+    from sqlalchemy import create_engine, text
+
+    from _services.fixtures import fresh_pg_database
+    from tofuflow.server.config import ServerConfig
+
+    url = fresh_pg_database(pg_cluster[0])
+    config = simple_applier(
+        ServerConfig.from_mapping(
+            {"server": {"data_dir": str(tmp_path / "server")}, "database": {"url": url}}
+        )
+    )
+    lineage = str(uuid.uuid4())
+    with threaded_server(config) as server, _client(_token(server)) as client:
+        _cycle(client, server, "drop/ws", 1, lineage)
+        killer = create_engine(url, isolation_level="AUTOCOMMIT")
+        with killer.connect() as connection:
+            ended = connection.execute(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )).scalar_one()  # fmt: skip
+        killer.dispose()
+        assert ended >= 1
+        _cycle(client, server, "drop/ws", 2, lineage)
+        versions = client.get(f"{server.url}/v1/workspaces/drop/ws/versions").json()
+    assert [v["serial"] for v in versions] == [1, 2]
+    assert verify_audit(server.app.state.engine).ok
+
+
+def test_writers_contending_for_one_workspace_through_two_replicas_keep_one_audit_chain(
+    replicas: tuple[RunningServer, RunningServer],
+) -> None:
+    """Each LOCK waits for the row the holder changed and reads its chain's head as that
+    holder left it: the chain never forks, and the serials rise one holder after another."""
+    token, lineage, name = _token(replicas[0]), str(uuid.uuid4()), "contended/ws"
+    serial = iter(range(1, 1_000))
+    cycles: list[int] = []
+    failures: list[str] = []
+
+    def run(writer: int) -> None:
+        server = replicas[writer % 2]
+        url, done = server.state_url(name), 0
+        with _client(token) as client:
+            while done < 4:
+                lock_id = f"writer-{writer}-{done}"
+                taken = client.request("LOCK", f"{url}/lock", content=_lock_info(lock_id))
+                if taken.status_code == 423:
+                    continue  # held by another writer: ask again
+                if taken.status_code != 200:
+                    failures.append(f"LOCK {taken.status_code}: {taken.text}")
+                    return
+                number = next(serial)  # only the holder draws: serials rise
+                wrote = client.post(url, params={"ID": lock_id}, content=_state(number, lineage))
+                freed = client.request("UNLOCK", f"{url}/lock", content=_lock_info(lock_id))
+                if (wrote.status_code, freed.status_code) != (200, 200):
+                    failures.append(f"POST {wrote.text} / UNLOCK {freed.text}")
+                    return
+                cycles.append(number)
+                done += 1
+
+    threads = [threading.Thread(target=run, args=(writer,)) for writer in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    with _client(_token(replicas[1], "admin")) as admin:
+        versions = admin.get(f"{replicas[1].url}/v1/workspaces/{name}/versions").json()
+    assert [v["serial"] for v in versions] == sorted(cycles) == list(range(1, 25))
+    assert verify_audit(replicas[0].app.state.engine).ok

@@ -43,6 +43,7 @@ from tofuflow.server._packing import pack_state, unpack_state
 from tofuflow.server._paging import Page, decode_cursor, fill_page, grant_filter
 from tofuflow.server._sealed import open_record, seal_record
 from tofuflow.server._state_fast import SqliteStatePath, WriteChecks
+from tofuflow.server._state_pg import PostgresStatePath
 from tofuflow.server.auth import Permission, Principal
 from tofuflow.server.crypto import Keyring, Sealed
 from tofuflow.server.storage._blobs import BlobStore
@@ -120,9 +121,12 @@ class StateService:
         # Set by the app from [[workspace_settings]] require_apply_session: how a workspace
         # takes state writes, "apply_session" (the default) or "simple_applier".
         self.state_writes: Callable[[str], str] = lambda workspace: "apply_session"
-        # LOCK, POST and UNLOCK on SQLite without a blob store: plain statements committed
-        # in groups by one writer thread (issue 18); None keeps them on the ORM path.
-        self.fast: SqliteStatePath | None = SqliteStatePath.for_service(self)
+        # LOCK, POST and UNLOCK (issue 18): on SQLite without a blob store plain statements
+        # committed in groups by one writer thread, on PostgreSQL two round trips on the
+        # event loop's own connections; None keeps them on the ORM path.
+        self.fast: SqliteStatePath | PostgresStatePath | None = SqliteStatePath.for_service(
+            self
+        ) or PostgresStatePath.for_service(self)
 
     def _require_session(self, ctx: RequestContext, name: str) -> str:
         """Only an approved run's apply session changes state, unless the workspace opted

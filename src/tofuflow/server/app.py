@@ -213,7 +213,12 @@ def _confirmation(authn: Authenticator) -> Confirm:
     async def confirm(request: Request) -> None:
         if getattr(request.state, "cached_principal", False):
             request.state.cached_principal = False
-            await run_in_threadpool(authn.authenticate, request.headers.get("authorization"))
+            try:
+                await run_in_threadpool(authn.authenticate, request.headers.get("authorization"))
+            except TofuflowError:
+                # The refusal is audited as uncached callers' are: by no one.
+                request.state.principal = None
+                raise
 
     return confirm
 
@@ -383,10 +388,12 @@ def _refusal_auditor(service: StateService, authn: Authenticator) -> AuditRefusa
         principal = await run_in_threadpool(who, request)
         client = request.client.host if request.client else None
         workspace = request.path_params.get("workspace")
+        if workspace:  # PostgreSQL's text holds no NUL, and a refused name may carry one
+            workspace = str(workspace)[:255].replace("\x00", "\ufffd")
         action = f"http.{request.method.lower()}"
         ctx = RequestContext(principal, client)
         await run_in_threadpool(
-            service.record_refusal, ctx, action, str(workspace)[:255] if workspace else None,
+            service.record_refusal, ctx, action, workspace or None,
             status, reason,
         )  # fmt: skip
 
