@@ -8,8 +8,8 @@ Through the ORM a LOCK → POST 256 KiB → UNLOCK cycle cost about 20 ms of ser
 of it SQLAlchemy, and every thread-pool thread did its own BEGIN IMMEDIATE and fsync while
 the others queued for SQLite's single write lock. Here one thread owns one connection; it
 takes whatever requests are waiting, runs each in a SAVEPOINT of one transaction, commits
-once and only then answers them. PostgreSQL (and SQLite with a blob store) keep the ORM
-path in ``StateService``.
+once and only then answers them. PostgreSQL has its own path (``_state_pg``); SQLite with
+a blob store keeps the ORM path in ``StateService``.
 
 What does not change:
 

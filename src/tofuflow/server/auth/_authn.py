@@ -61,8 +61,8 @@ class Authenticator:
         the token has not expired; else None (then ``authenticate``).
 
         Its revocation is NOT read: only a caller that reads it in the transaction of the
-        change it makes may use this (``_state_fast``, which also calls ``forget``), so a
-        revocation still takes effect at once, on every replica.
+        change it makes may use this (``_state_fast`` and ``_state_pg``, which also call
+        ``forget``), so a revocation still takes effect at once, on every replica.
         """
         try:
             credential = _credential(authorization)
