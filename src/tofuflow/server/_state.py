@@ -165,7 +165,7 @@ class StateService:
     ) -> VersionInfo | None:
         """Store ``body`` as a new version; None for an identical retry of the current one."""
         checks = self._write_checks(ctx, name, body)
-        via, serial, lineage, digest = checks.via, checks.serial, checks.lineage, checks.digest
+        serial, lineage, digest = checks.serial, checks.lineage, checks.digest
         with self._tx() as session:
             ws = self._workspace_for_update(session, name)
             check_lock(ws, lock_id)
@@ -181,9 +181,7 @@ class StateService:
                 ws.override_by = ws.override_until = None
             _audit.append(
                 session, ctx.actor, "state.write", workspace=name, serial=serial,
-                detail={"version": row.version, "sha256": digest, "size": len(body),
-                        "override": override, "via": via,
-                        **({"lock_held_by": held_by} if held_by else {})},
+                detail=checks.audit_detail(row.version, len(body), override, held_by),
                 run_id=ctx.run_id,
             )  # fmt: skip
             return _info(name, row)

@@ -71,6 +71,13 @@ class WriteChecks:
     lineage: str
     digest: str
 
+    def audit_detail(
+        self, version: int, size: int, override: bool, held_by: str | None
+    ) -> dict[str, Any]:
+        """The ``state.write`` event's detail, alike on every path."""
+        return {"version": version, "sha256": self.digest, "size": size, "override": override,
+                "via": self.via, **({"lock_held_by": held_by} if held_by else {})}  # fmt: skip
+
 
 class GroupWriter:
     """One thread and one sqlite3 connection: runs the jobs submitted to it, those waiting
@@ -301,10 +308,7 @@ class SqliteStatePath:
         )
         _append(
             cursor, ctx, "state.write", workspace=name, serial=serial,
-            detail={"version": number, "sha256": digest, "size": len(body),
-                    "override": override, "via": checks.via,
-                    **({"lock_held_by": held_by} if held_by else {})},
-            run_id=ctx.run_id,
+            detail=checks.audit_detail(number, len(body), override, held_by), run_id=ctx.run_id,
         )  # fmt: skip
         return VersionInfo(
             workspace=name, version=number, serial=serial, lineage=lineage, size=len(body),

@@ -285,10 +285,7 @@ class PostgresStatePath:
         tx.add(_STORE_OVERRIDDEN if override else _STORE, (number, serial, lineage, ws.id))
         _append(
             tx, locked, ctx, "state.write", workspace=name, serial=serial,
-            detail={"version": number, "sha256": digest, "size": len(body),
-                    "override": override, "via": checks.via,
-                    **({"lock_held_by": held_by} if held_by else {})},
-            run_id=ctx.run_id,
+            detail=checks.audit_detail(number, len(body), override, held_by), run_id=ctx.run_id,
         )  # fmt: skip
         return VersionInfo(
             workspace=name, version=number, serial=serial, lineage=lineage, size=len(body),
