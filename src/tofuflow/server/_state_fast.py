@@ -78,6 +78,18 @@ class WriteChecks:
         return {"version": version, "sha256": self.digest, "size": size, "override": override,
                 "via": self.via, **({"lock_held_by": held_by} if held_by else {})}  # fmt: skip
 
+    def written(
+        self, ctx: RequestContext, name: str, version: int, size: int, created: dt.datetime
+    ) -> VersionInfo:
+        """What a fast path answers for the version it stored."""
+        from tofuflow.server._state import VersionInfo
+
+        return VersionInfo(
+            workspace=name, version=version, serial=self.serial, lineage=self.lineage,
+            size=size, sha256=self.digest, created_at=created,
+            created_by=ctx.principal.subject, run_id=ctx.run_id, source="write",
+        )  # fmt: skip
+
 
 class GroupWriter:
     """One thread and one sqlite3 connection: runs the jobs submitted to it, those waiting
@@ -273,7 +285,7 @@ class SqliteStatePath:
         self, cursor: sqlite3.Cursor, ctx: RequestContext, name: str, body: bytes,
         lock_id: str | None, checks: WriteChecks,
     ) -> VersionInfo | None:  # fmt: skip
-        from tofuflow.server._state import VersionInfo, _check_rules, state_aad
+        from tofuflow.server._state import _check_rules, state_aad
 
         self._check_token(cursor, ctx)
         ws = _workspace_for_update(cursor, name)
@@ -310,11 +322,7 @@ class SqliteStatePath:
             cursor, ctx, "state.write", workspace=name, serial=serial,
             detail=checks.audit_detail(number, len(body), override, held_by), run_id=ctx.run_id,
         )  # fmt: skip
-        return VersionInfo(
-            workspace=name, version=number, serial=serial, lineage=lineage, size=len(body),
-            sha256=digest, created_at=created, created_by=ctx.principal.subject,
-            run_id=ctx.run_id, source="write",
-        )  # fmt: skip
+        return checks.written(ctx, name, number, len(body), created)
 
     def _check_token(self, cursor: sqlite3.Cursor, ctx: RequestContext) -> None:
         """An API token revoked since it was verified (maybe through another replica) is

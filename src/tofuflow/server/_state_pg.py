@@ -254,7 +254,7 @@ class PostgresStatePath:
         self, tx: _Tx, ctx: RequestContext, name: str, body: bytes, lock_id: str | None,
         checks: WriteChecks,
     ) -> VersionInfo | None:  # fmt: skip
-        from tofuflow.server._state import VersionInfo, _check_rules, state_aad
+        from tofuflow.server._state import _check_rules, state_aad
 
         locked = _made(await self._lock_rows(tx, ctx, name, create=True, versions=True), name)
         ws = locked.ws
@@ -287,11 +287,7 @@ class PostgresStatePath:
             tx, locked, ctx, "state.write", workspace=name, serial=serial,
             detail=checks.audit_detail(number, len(body), override, held_by), run_id=ctx.run_id,
         )  # fmt: skip
-        return VersionInfo(
-            workspace=name, version=number, serial=serial, lineage=lineage, size=len(body),
-            sha256=digest, created_at=created, created_by=ctx.principal.subject,
-            run_id=ctx.run_id, source="write",
-        )  # fmt: skip
+        return checks.written(ctx, name, number, len(body), created)
 
     # -- one transaction ----------------------------------------------------------------
 
