@@ -153,7 +153,6 @@ class ChainWalk:
         self.after = 0  # every event up to this id was read in id order
         self.checked = 0
         self.batch = batch
-        self._squared: int | None = None  # the heads were all squared with the events to here
 
     def resume(self, heads: Mapping[str, Sequence[Any]], after: int) -> None:
         """Continue after a checkpoint: ``heads`` were checked, and every event to ``after``."""
@@ -173,10 +172,7 @@ class ChainWalk:
                 break
         if problem := self.tips.origin_problem():
             return VerifyResult(False, self.checked, self.tips.origin_id, problem)
-        result = self._square_heads(session, self._squared)
-        if result.ok:
-            self._squared = self.after
-        return result
+        return self._square_heads(session)
 
     def _follow(self, session: Session, row: Any) -> VerifyResult | None:
         event_id, prev_hash, stored, *values = row
@@ -206,7 +202,7 @@ class ChainWalk:
         tip_id = self.tips.tip(name)[0]
         if (bad := self._catch_up(session, name, tip_id, None)) is not None:
             return bad
-        return self._square_heads(session, None, only=name)
+        return self._square_heads(session, only=name)
 
     def _catch_up(
         self, session: Session, key: str, after: int, before: int | None
@@ -219,17 +215,13 @@ class ChainWalk:
                 return bad
         return None
 
-    def _square_heads(
-        self, session: Session, since: int | None, only: str | None = None
-    ) -> VerifyResult:
-        """Every head row (or, walking on from ``since``, those that moved past it) with the
-        hash of the event it names: the newest event of a chain cannot go missing either."""
+    def _square_heads(self, session: Session, only: str | None = None) -> VerifyResult:
+        """Every head row (or ``only`` that chain's) with the hash of the event it names:
+        the newest event of a chain cannot go missing either."""
         chains = AuditChain.__table__.c
         statement = select(chains.name, chains.last_id, chains.last_hash, _EVENTS.hash).outerjoin(
             AuditEvent.__table__, _EVENTS.id == chains.last_id
         )
-        if since is not None:  # a head moved back, or a chain vanished: the next full walk
-            statement = statement.where(chains.last_id > since)
         if only is not None:
             statement = statement.where(chains.name == only)
         heads = session.execute(statement)
@@ -248,7 +240,7 @@ class ChainWalk:
                 removed = f"the newest events of {chain_label(name)} were removed"
                 return VerifyResult(False, self.checked, None, removed)
         wanted = self.tips.heads().keys() if only is None else self.tips.heads().keys() & {only}
-        for name in wanted - seen if since is None else ():
+        for name in wanted - seen:
             removed = f"the head of {chain_label(name)} was removed"
             return VerifyResult(False, self.checked, None, removed)
         return VerifyResult(True, self.checked)
