@@ -129,3 +129,43 @@ def test_an_unreachable_kms_endpoint_is_a_crypto_error_naming_the_key() -> None:
         keyring.seal(STATE, AAD)
     assert MISSING_KEY in str(info.value)
     assert "EndpointConnectionError" in str(info.value)
+
+
+def test_state_sealed_under_a_kms_key_is_written_off_the_event_loop(
+    endpoint: str, tmp_path: Path
+) -> None:
+    """Sealing under a KMS key asks AWS to wrap each data key: on SQLite the state path
+    then runs its statements in a thread (as an in-process key runs them on the event
+    loop), and the binary's LOCK, POST and UNLOCK still land and read back."""
+    import json
+    import uuid
+
+    import httpx
+
+    from _services.fixtures import simple_applier
+    from _services.server import threaded_server
+    from tofuflow.server.admin import create_token
+    from tofuflow.server.config import ServerConfig
+
+    arn = create_key(endpoint)
+    config = simple_applier(ServerConfig.from_mapping({
+        "server": {"data_dir": str(tmp_path / "server")},
+        "keys": {"current": {"kind": "aws-kms", "key_id": arn, "region": REGION,
+                             "endpoint_url": endpoint}},
+    }))  # fmt: skip
+    with threaded_server(config) as server:
+        fast = server.app.state.service.fast
+        assert fast is not None and fast.writer.inline is False
+        token = create_token(server.app.state.engine, role="applier", workspaces="*", ttl="1h")
+        url, lock_id = server.state_url("kms/ws"), str(uuid.uuid4())
+        lock = json.dumps({"ID": lock_id, "Operation": "OperationTypeApply"}).encode()
+        body = json.dumps({"version": 4, "serial": 1, "lineage": str(uuid.uuid4()),
+                           "outputs": {}, "resources": []}).encode()  # fmt: skip
+        with httpx.Client(headers={"Authorization": f"Bearer {token.token}"}) as client:
+            assert client.request("LOCK", f"{url}/lock", content=lock).status_code == 200
+            assert client.post(url, params={"ID": lock_id}, content=body).status_code == 200
+            assert client.request("UNLOCK", f"{url}/lock", content=lock).status_code == 200
+            assert client.get(url).content == body
+        with server.app.state.engine.connect() as db:
+            key_ids = db.exec_driver_sql("SELECT key_id FROM state_versions").scalars().all()
+        assert key_ids == [f"aws-kms:{arn}"]

@@ -227,3 +227,57 @@ def test_writers_contending_for_one_workspace_through_two_replicas_keep_one_audi
         versions = admin.get(f"{replicas[1].url}/v1/workspaces/{name}/versions").json()
     assert [v["serial"] for v in versions] == sorted(cycles) == list(range(1, 25))
     assert verify_audit(replicas[0].app.state.engine).ok
+
+
+@pytest.mark.parametrize("holder", ["another process", "this process"])
+def test_a_write_waiting_for_the_write_lock_leaves_the_server_answering(
+    tmp_path: Path, holder: str
+) -> None:
+    """SQLite's LOCK, POST and UNLOCK run their statements on the event loop; one that
+    meets the write lock held (by another process's transaction, or this process's ORM
+    writer) waits in a thread: the server keeps answering meanwhile, and the write lands
+    once the lock is free."""
+    import sqlite3
+    import time
+
+    from tofuflow.server.config import ServerConfig
+    from tofuflow.server.storage._db import write_lock
+
+    config = simple_applier(
+        ServerConfig.from_mapping({"server": {"data_dir": str(tmp_path / "server")}})
+    )
+    with threaded_server(config) as server, _client(_token(server)) as client:
+        engine = server.app.state.engine
+        lineage = str(uuid.uuid4())
+        _cycle(client, server, "held/ws", 1, lineage)
+        other = sqlite3.connect(engine.url.database, isolation_level=None)
+        in_process = write_lock(engine)
+        assert in_process is not None
+        if holder == "another process":
+            other.execute("BEGIN IMMEDIATE")  # SQLite's write lock, from another connection
+        else:
+            in_process.acquire()  # what an ORM writer of this process holds
+        answers: list[httpx.Response] = []
+        writer = threading.Thread(target=lambda: answers.append(
+            client.post(server.state_url("held/ws"), content=_state(2, lineage))
+        ))  # fmt: skip
+        try:
+            writer.start()
+            time.sleep(0.5)
+            assert answers == []  # still waiting for the lock
+            with httpx.Client(timeout=5) as probe:
+                started = time.monotonic()
+                health = probe.get(f"{server.url}/healthz")
+                answered_in = time.monotonic() - started
+            assert health.status_code == 200
+            assert answered_in < 1.0, f"the server answered /healthz in {answered_in:.2f} s"
+        finally:
+            if holder == "another process":
+                other.execute("COMMIT")
+            else:
+                in_process.release()
+            writer.join(timeout=30)
+            other.close()
+        assert [a.status_code for a in answers] == [200], answers[0].text if answers else None
+        assert json.loads(client.get(server.state_url("held/ws")).content)["serial"] == 2
+    assert verify_audit(server.app.state.engine).ok

@@ -1,15 +1,15 @@
 """The http backend's hot path on SQLite: LOCK, POST and UNLOCK in plain sqlite3 statements,
-committed in groups by one writer thread (issue 18).
+committed in groups (issue 18).
 
     fast = SqliteStatePath.for_service(service)      # None unless SQLite without a blob store
     await fast.write(ctx, name, body, lock_id, checked)
 
 Through the ORM a LOCK → POST 256 KiB → UNLOCK cycle cost about 20 ms of server CPU, most
 of it SQLAlchemy, and every thread-pool thread did its own BEGIN IMMEDIATE and fsync while
-the others queued for SQLite's single write lock. Here one thread owns one connection; it
-takes whatever requests are waiting, runs each in a SAVEPOINT of one transaction, commits
-once and only then answers them. PostgreSQL has its own path (``_state_pg``); SQLite with
-a blob store keeps the ORM path in ``StateService``.
+the others queued for SQLite's single write lock. Here one connection takes whatever
+requests are waiting, runs each in a SAVEPOINT of one transaction on the event loop, commits
+once in a thread (the fsync) and only then answers them. PostgreSQL has its own path
+(``_state_pg``); SQLite with a blob store keeps the ORM path in ``StateService``.
 
 What does not change:
 
@@ -28,15 +28,14 @@ What does not change:
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import dataclasses
 import datetime as dt
 import json
-import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tofuflow.errors import AuthError, LockedError
@@ -58,8 +57,10 @@ __all__ = ["GroupWriter", "SqliteStatePath", "WriteChecks"]
 _T = TypeVar("_T")
 # A group larger than this waits for the next commit: one fsync covers plenty.
 _MAX_GROUP = 64
-# The writer thread ends after this long without work and starts again on the next one.
+# The connection is closed after this long without work and opened again on the next.
 _IDLE_SECONDS = 30.0
+# How long the writer's thread waits for another process's write lock (``storage._db``'s).
+_BUSY_MS = 30000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,87 +93,149 @@ class WriteChecks:
 
 
 class GroupWriter:
-    """One thread and one sqlite3 connection: runs the jobs submitted to it, those waiting
-    together in one transaction, each in its own savepoint, and commits them at once.
+    """One sqlite3 connection that runs the jobs submitted to it, those waiting together in
+    one transaction, each in its own savepoint, and commits them at once.
 
         value = await writer.run(lambda cursor: ...)   # after its COMMIT returned
+
+    The statements run on the event loop that submitted them; only the COMMIT, whose
+    fsync waits for the disk, goes to the writer's thread, which releases the write lock
+    when it is done. A thread running every statement cost more CPU in hand-offs of the
+    GIL than the statements themselves (issue 18). When the write lock is busy (another
+    writer in this process, or another process holding SQLite's), the whole group goes to
+    the thread instead, which waits for the lock: the event loop never does.
     """
 
-    def __init__(self, path: str, lock: AbstractContextManager[Any] | None = None) -> None:
+    def __init__(
+        self, path: str, lock: threading.Lock | None = None, *, inline: bool = True
+    ) -> None:
         self.path = path
-        self._lock = lock if lock is not None else nullcontext()
-        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self._guard = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._lock = lock if lock is not None else threading.Lock()
+        # False when a job may wait on the network (sealing with a cloud KMS key): then
+        # every group runs in a thread, as the jobs must not stall the event loop.
+        self.inline = inline
+        self._connection: sqlite3.Connection | None = None
+        self._used = 0.0
+        self._closer: asyncio.TimerHandle | None = None
+        # Per event loop: the jobs waiting for its drain task (a server has one loop).
+        self._queues: dict[asyncio.AbstractEventLoop, collections.deque[_Job]] = {}
+        self._drains: set[asyncio.Task[None]] = set()
 
     async def run(self, job: Callable[[sqlite3.Cursor], _T]) -> _T:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[_T] = loop.create_future()
-        with self._guard:
-            self._queue.put(_Job(job, loop, waiter))
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._serve, name="tofuflow-state-writer", daemon=True
-                )
-                self._thread.start()
+        waiting = self._queues.get(loop)
+        if waiting is None:
+            waiting = self._queues[loop] = collections.deque()
+            drain = loop.create_task(self._drain(loop, waiting))
+            self._drains.add(drain)
+            drain.add_done_callback(self._drains.discard)
+        waiting.append(_Job(job, loop, waiter))
         return await waiter
 
-    def _serve(self) -> None:
-        connection = _connect(self.path)
+    async def _drain(
+        self, loop: asyncio.AbstractEventLoop, waiting: collections.deque[_Job]
+    ) -> None:
+        """Commits what ``waiting`` holds, group after group, until it is empty. It starts
+        on the loop's next turn, so the requests of this turn form its first group."""
+        group: list[_Job] = []
         try:
-            while True:
-                try:
-                    group = [self._queue.get(timeout=_IDLE_SECONDS)]
-                except queue.Empty:
-                    with self._guard:
-                        if self._queue.empty():
-                            self._thread = None
-                            return
-                    continue
-                while len(group) < _MAX_GROUP:
-                    try:
-                        group.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-                self._answer(self._commit(connection, group))
+            while waiting:
+                group = [waiting.popleft() for _ in range(min(len(waiting), _MAX_GROUP))]
+                await self._commit_group(loop, group)
+                _settle(group)
+                group = []
+        except BaseException:  # cancelled with the loop: nobody is left waiting
+            for job in [*group, *waiting]:
+                job.waiter.cancel()
+            raise
         finally:
-            connection.close()
+            del self._queues[loop]
+            self._used = time.monotonic()
+            if self._closer is None:
+                self._closer = loop.call_later(_IDLE_SECONDS, self._close_idle)
 
-    def _commit(self, connection: sqlite3.Connection, group: list[_Job]) -> list[_Job]:
-        """Run ``group`` in one transaction; each job's outcome is set on it."""
-        cursor = connection.cursor()
-        try:
-            with self._lock:
-                cursor.execute("BEGIN IMMEDIATE")
-                for job in group:
-                    if job.waiter.cancelled():
-                        continue  # its caller is gone: nothing is done for it
-                    cursor.execute("SAVEPOINT request")
-                    try:
-                        job.value = job.work(cursor)
-                    except Exception as exc:  # a refusal: this request's changes only
-                        cursor.execute("ROLLBACK TO request")
-                        job.error = exc
-                    cursor.execute("RELEASE request")
-                cursor.execute("COMMIT")
-        except Exception as exc:  # the transaction itself failed: nothing of it holds
-            if connection.in_transaction:
-                connection.rollback()
-            for job in group:
-                job.error = exc
-        finally:
-            cursor.close()
-        return group
+    async def _commit_group(self, loop: asyncio.AbstractEventLoop, group: list[_Job]) -> None:
+        if self.inline and self._lock.acquire(blocking=False):
+            connection = self._open()
+            if _begin_now(connection):
+                self._run_jobs(connection, group)
+                # The thread commits and releases the lock, even if this task is cancelled.
+                await loop.run_in_executor(None, self._finish, connection, group)
+                return
+            self._lock.release()  # another process holds SQLite's write lock
+        await loop.run_in_executor(None, self._commit_waiting, group)
+
+    def _open(self) -> sqlite3.Connection:
+        """The connection (the caller holds the write lock)."""
+        if self._connection is None:
+            self._connection = _connect(self.path)
+        return self._connection
+
+    def _close_idle(self) -> None:
+        """Close the connection after ``_IDLE_SECONDS`` without work; the next job opens it
+        again."""
+        self._closer = None
+        if self._queues:
+            return  # a drain is running: it schedules this again when it ends
+        idle = time.monotonic() - self._used
+        if idle < _IDLE_SECONDS:
+            loop = asyncio.get_running_loop()
+            self._closer = loop.call_later(_IDLE_SECONDS - idle, self._close_idle)
+        elif self._connection is not None and self._lock.acquire(blocking=False):
+            try:
+                self._connection.close()
+                self._connection = None
+            finally:
+                self._lock.release()
 
     @staticmethod
-    def _answer(group: list[_Job]) -> None:
-        # One wake-up of each event loop per group, not one per request.
-        loops: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
-        for job in group:
-            loops.setdefault(job.loop, []).append(job)
-        for loop, jobs in loops.items():
-            with contextlib.suppress(RuntimeError):  # that loop has closed: no one waits
-                loop.call_soon_threadsafe(_settle, jobs)
+    def _run_jobs(connection: sqlite3.Connection, group: list[_Job]) -> None:
+        """Each job in its own savepoint of the open transaction; a refusal rolls back that
+        job's changes only."""
+        cursor = connection.cursor()
+        try:
+            for job in group:
+                if job.waiter.cancelled():
+                    continue  # its caller is gone: nothing is done for it
+                cursor.execute("SAVEPOINT request")
+                try:
+                    job.value = job.work(cursor)
+                except Exception as exc:  # a refusal: this request's changes only
+                    cursor.execute("ROLLBACK TO request")
+                    job.error = exc
+                cursor.execute("RELEASE request")
+        finally:
+            cursor.close()
+
+    def _finish(self, connection: sqlite3.Connection, group: list[_Job]) -> None:
+        """In the thread: COMMIT the transaction the loop filled, then release the lock."""
+        try:
+            connection.execute("COMMIT")
+        except Exception as exc:  # the transaction failed: nothing of it holds
+            _fail(connection, group, exc)
+        finally:
+            self._lock.release()
+
+    def _commit_waiting(self, group: list[_Job]) -> None:
+        """In a thread: wait for the write lock, then the whole group as ``_commit``."""
+        with self._lock:
+            connection = self._open()
+            connection.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
+            try:
+                self._commit(connection, group)
+            finally:
+                connection.execute("PRAGMA busy_timeout = 0")
+
+    def _commit(self, connection: sqlite3.Connection, group: list[_Job]) -> None:
+        """Run ``group`` in one transaction; each job's outcome is set on it. The caller
+        holds the write lock."""
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            self._run_jobs(connection, group)
+            connection.execute("COMMIT")
+        except Exception as exc:  # the transaction itself failed: nothing of it holds
+            _fail(connection, group, exc)
 
 
 @dataclasses.dataclass
@@ -182,6 +245,25 @@ class _Job:
     waiter: asyncio.Future[Any]
     value: Any = None
     error: BaseException | None = None
+
+
+def _fail(connection: sqlite3.Connection, group: list[_Job], exc: Exception) -> None:
+    if connection.in_transaction:
+        connection.rollback()
+    for job in group:
+        job.error = exc
+
+
+def _begin_now(connection: sqlite3.Connection) -> bool:
+    """BEGIN IMMEDIATE without waiting (the connection's busy timeout is 0); False when
+    another connection holds SQLite's write lock."""
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return False
+        raise
+    return True
 
 
 def _settle(jobs: list[_Job]) -> None:
@@ -195,10 +277,11 @@ def _settle(jobs: list[_Job]) -> None:
 
 
 def _connect(path: str) -> sqlite3.Connection:
-    """A connection with the pragmas of ``storage._db``: WAL, synchronous=FULL."""
-    connection = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-    for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=30000",
-                   "foreign_keys=ON"):  # fmt: skip
+    """A connection with the pragmas of ``storage._db`` (WAL, synchronous=FULL), but a busy
+    timeout of 0: the event loop must not wait for another process's write lock."""
+    connection = sqlite3.connect(path, timeout=_BUSY_MS / 1000, isolation_level=None,
+                                 check_same_thread=False)  # fmt: skip
+    for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=0", "foreign_keys=ON"):
         connection.execute(f"PRAGMA {pragma}")
     return connection
 
@@ -225,7 +308,8 @@ class SqliteStatePath:
             return None
         if service.blobs is not None:  # a blob upload does not belong in the writer
             return None
-        return cls(service, GroupWriter(database, write_lock(engine)))
+        inline = service.keyring.seals_in_process
+        return cls(service, GroupWriter(database, write_lock(engine), inline=inline))
 
     async def lock(self, ctx: RequestContext, name: str, info: Mapping[str, Any], via: str) -> None:
         lock_id = lock_id_of(info)

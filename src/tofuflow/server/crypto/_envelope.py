@@ -73,6 +73,14 @@ class Keyring:
         """Every configured key id, the current one first."""
         return tuple(self._providers)
 
+    @property
+    def seals_in_process(self) -> bool:
+        """Whether ``seal`` stays in this process (a local or passphrase key), or asks a
+        cloud KMS over the network to wrap each data key."""
+        from tofuflow.server.crypto._keys import LocalKeyProvider, PassphraseKeyProvider
+
+        return isinstance(self._current, (LocalKeyProvider, PassphraseKeyProvider))
+
     def needs_rewrap(self, key_id: str) -> bool:
         """Whether an object wrapped under ``key_id`` should move to the current key."""
         return key_id != self._current.key_id
