@@ -117,7 +117,7 @@ def _problems(tmp_path: Path, text: str) -> list[str]:
         ),
         (
             '[database]\nurl = "sqlite://"\nuser = "x"\n',
-            "server.toml:3: database.user: unknown key; known keys: url",
+            "server.toml:3: database.user: unknown key; known keys: url, pool_size, max_overflow",
         ),
         (
             '[[workspace_settings]]\nmatch = "a/*"\n\n[[workspace_settings]]\nmatch = "b/*"\n'
@@ -244,3 +244,20 @@ def test_workspace_settings_keys_are_those_the_run_service_reads() -> None:
     with pytest.raises(ConfigError) as info:  # and nothing else
         WorkspacePolicy.from_config({"zzz": 1})
     assert str(info.value).endswith("valid: " + ", ".join(sorted(WORKSPACE_SETTINGS_KEYS)))
+
+
+def test_database_pool_settings_are_read_and_checked(tmp_path: Path) -> None:
+    config_file = tmp_path / "server.toml"
+    config_file.write_text("[database]\npool_size = 4\nmax_overflow = 0\n")
+    config = ServerConfig.load(config_file)
+    assert (config.database_pool_size, config.database_max_overflow) == (4, 0)
+    assert config.connections_per_process() == 8  # the ORM's 4, and 4 for the state path
+    assert config.connections_per_process(serving=False) == 4
+    defaults = ServerConfig.from_mapping({})
+    assert defaults.connections_per_process() == 40
+    config_file.write_text("[database]\npool_size = 0\n")
+    with pytest.raises(ConfigError, match=r"database\.pool_size must be at least 1"):
+        ServerConfig.load(config_file)
+    config_file.write_text("[database]\npoolsize = 5\n")
+    with pytest.raises(ConfigError, match=r'database\.poolsize: unknown key; did you mean "pool'):
+        ServerConfig.load(config_file)

@@ -111,6 +111,7 @@ def server(
     except TofuflowError as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"tofuflow control plane on {config.base_url} (data: {config.data_dir})", err=True)
+    _warn_past_max_connections(app.state.engine, config, workers)
     local = "127.0.0.1" if config.host in {"0.0.0.0", "::", ""} else config.host  # noqa: S104
     reaper = start_reaper(app.state.engine, config, f"http://{local}:{config.port}")
     if reaper is not None:  # the console's Destroy wakes it (one process; workers wait)
@@ -129,6 +130,41 @@ def server(
         checkpoints.set()
         if reaper is not None:
             reaper.stop()
+
+
+def _warn_past_max_connections(engine: Engine, config: Any, workers: int) -> None:
+    """On PostgreSQL: say so when this server may open more connections than the database
+    has room for (each connection past ``max_connections`` fails the request that wanted
+    it: "sorry, too many clients already")."""
+    if engine.dialect.name != "postgresql":
+        return
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from tofuflow.server.storage import postgres_connection_room
+
+    try:
+        limit, reserved, others = postgres_connection_room(engine)
+    except SQLAlchemyError:
+        return  # the server starts as before; the budget is a hint
+    per_worker = config.connections_per_process()
+    # With workers, this process runs the reaper, sender and checkpoints on its ORM pool.
+    own = config.connections_per_process(serving=False) if workers > 1 else 0
+    need = workers * per_worker + own
+    room = limit - reserved - others
+    if need <= room:
+        return
+    shape = f"{workers} worker(s) x {per_worker}" + (f" + {own} for this process" if own else "")
+    click.echo(
+        f"warning: this server may open up to {need} connections to PostgreSQL ({shape}: "
+        f"[database] pool_size {config.database_pool_size} for the ORM and again for the "
+        f"state path, plus max_overflow {config.database_max_overflow}), but the database "
+        f"has room for {max(room, 0)} (max_connections {limit}, {reserved} reserved for "
+        f"superusers, {others} in use by others). Under load, requests past that fail with "
+        "'too many clients'. Lower [database] pool_size or max_overflow, run fewer --workers, "
+        "or raise max_connections (or put PgBouncer in front); replicas on one database add "
+        "up.",
+        err=True,
+    )
 
 
 def _serve_workers(config_path: Path | None, workers: int, config: Any, log_level: str) -> None:

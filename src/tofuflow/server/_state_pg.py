@@ -63,7 +63,8 @@ __all__ = ["PostgresStatePath"]
 
 _T = TypeVar("_T")
 
-# Connections per event loop: the ORM engine's pool size. A request past it waits its turn.
+# Connections per event loop: the ORM engine's pool size ([database] pool_size), this when
+# the engine has no such pool. A request past it waits its turn.
 _POOL_SIZE = 10
 # An idle connection is closed after this long (the next request opens one again).
 _IDLE_SECONDS = 30.0
@@ -177,10 +178,11 @@ class PostgresStatePath:
     in the change's transaction.
     """
 
-    def __init__(self, service: StateService, conninfo: str) -> None:
+    def __init__(self, service: StateService, conninfo: str, pool_size: int = _POOL_SIZE) -> None:
         self.service = service
         self.authn: Authenticator | None = None  # set by the app: revocation messages
         self._conninfo = conninfo
+        self.pool_size = pool_size
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pool] = (
             weakref.WeakKeyDictionary()
         )
@@ -189,12 +191,14 @@ class PostgresStatePath:
     def for_service(cls, service: StateService) -> PostgresStatePath | None:
         """The fast path for ``service``'s database, or None where the ORM path stays."""
         from sqlalchemy import event
+        from sqlalchemy.pool import QueuePool
 
         engine = service.engine
         if engine.dialect.name != "postgresql" or engine.dialect.driver != "psycopg":
             return None
         conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        path = cls(service, conninfo)
+        size = engine.pool.size() if isinstance(engine.pool, QueuePool) else _POOL_SIZE
+        path = cls(service, conninfo, size)
         # Its connections end with the engine's (the embedded plane and tests dispose it).
         event.listen(engine, "engine_disposed", lambda _engine: path.close())
         return path
@@ -319,7 +323,7 @@ class PostgresStatePath:
         loop = asyncio.get_running_loop()
         pool = self._pools.get(loop)
         if pool is None:
-            pool = self._pools[loop] = _Pool(self._conninfo, loop)
+            pool = self._pools[loop] = _Pool(self._conninfo, loop, self.pool_size)
         return pool
 
     async def _lock_rows(
@@ -464,13 +468,13 @@ def _append(
 
 
 class _Pool:
-    """Up to ``_POOL_SIZE`` autocommit connections for one event loop, newest idle first;
-    one idle for ``_IDLE_SECONDS`` is closed."""
+    """Up to ``size`` autocommit connections for one event loop, newest idle first; one
+    idle for ``_IDLE_SECONDS`` is closed."""
 
-    def __init__(self, conninfo: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, conninfo: str, loop: asyncio.AbstractEventLoop, size: int) -> None:
         self._conninfo = conninfo
         self._loop = loop
-        self._free = asyncio.Semaphore(_POOL_SIZE)
+        self._free = asyncio.Semaphore(size)
         self._idle: list[tuple[AsyncConnection[Any], float]] = []
         self._sweep: asyncio.TimerHandle | None = None
         self._closed = False

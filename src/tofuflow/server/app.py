@@ -83,7 +83,10 @@ _ANONYMOUS = Principal(subject="anonymous", kind="anonymous", grants=(), claims=
 def create_app(config: ServerConfig) -> FastAPI:
     """Build the app: open (and migrate) the database, load keys, stores and issuers."""
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    engine = make_engine(config.effective_database_url)
+    engine = make_engine(
+        config.effective_database_url, pool_size=config.database_pool_size,
+        max_overflow=config.database_max_overflow,
+    )  # fmt: skip
     migrate(engine)
     blobs = blob_store_from_config(config.blobs)
     service = StateService(

@@ -16,6 +16,7 @@ File (every key optional)::
 
     [database]
     url = "postgresql+psycopg://tofuflow@db/tofuflow"   # TOFUFLOW_DATABASE_URL
+    pool_size = 10              # connections per process kept open; max_overflow = 20 more
 
     [blobs]                     # where encrypted state bodies live
     kind = "database"           # or "s3" / "azure" (see docs/configuration.md)
@@ -110,6 +111,8 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     data_dir: Path = field(default_factory=lambda: _default_data_dir())
     database_url: str = ""
+    database_pool_size: int = 10
+    database_max_overflow: int = 20
     max_state_bytes: int = 50 * 1024 * 1024
     public_url: str = ""
     rate_limit: int = 1200
@@ -160,6 +163,7 @@ class ServerConfig:
         check.unknown_keys((), doc, _schema())
         server = check.table(doc, ("server",))
         runs = check.table(doc, ("runs",))
+        database = check.table(doc, ("database",))
         values: dict[str, Any] = {
             "host": check.get(server, ("server", "host"), str),
             "port": check.get(server, ("server", "port"), int),
@@ -168,7 +172,9 @@ class ServerConfig:
             "public_url": check.get(server, ("server", "public_url"), str),
             "rate_limit": check.get(server, ("server", "rate_limit"), int),
             "rate_burst": check.get(server, ("server", "rate_burst"), int),
-            "database_url": check.get(check.table(doc, ("database",)), ("database", "url"), str),
+            "database_url": check.get(database, ("database", "url"), str),
+            "database_pool_size": check.get(database, ("database", "pool_size"), int),
+            "database_max_overflow": check.get(database, ("database", "max_overflow"), int),
             "blobs": check.table(doc, ("blobs",)),
             "keys": check.table(doc, ("keys",)),
             "oidc_issuers": check.tables(check.table(doc, ("oidc",)), ("oidc", "issuers")),
@@ -219,6 +225,11 @@ class ServerConfig:
                 f"{where}: server.rate_limit must be 0 (off) or more requests a minute, and "
                 "server.rate_burst at least 1"
             )
+        if self.database_pool_size < 1 or self.database_max_overflow < 0:
+            raise ConfigError(
+                f"{where}: database.pool_size must be at least 1 and database.max_overflow at "
+                "least 0 (connections each server process keeps, and may open past them)"
+            )
         if self.orphan_after < 1:
             raise ConfigError(f"{where}: environments.orphan_after must be at least 1")
         from tofuflow.server.auth import parse_ttl
@@ -249,6 +260,12 @@ class ServerConfig:
     def effective_database_url(self) -> str:
         """The configured URL, or SQLite in the data directory."""
         return self.database_url or f"sqlite:///{self.data_dir / 'tofuflow.db'}"
+
+    def connections_per_process(self, *, serving: bool = True) -> int:
+        """The most PostgreSQL connections one server process opens: the ORM pool and its
+        overflow, and, in a process serving HTTP, the state path's pool of ``pool_size``."""
+        orm = self.database_pool_size + self.database_max_overflow
+        return orm + (self.database_pool_size if serving else 0)
 
     @property
     def base_url(self) -> str:
@@ -330,7 +347,7 @@ def _schema() -> Schema:
     key = _ByKind({kind: options for kind, (options, _) in _BUILDERS.items()})
     return {
         "server": dict.fromkeys(_SERVER_KEYS),
-        "database": {"url": None},
+        "database": {"url": None, "pool_size": None, "max_overflow": None},
         "blobs": _ByKind(_BLOB_KEYS, default="database"),
         "keys": {"current": key, "previous": _Each(key)},
         "oidc": {"issuers": _Each(dict.fromkeys(sorted(_ISSUER_KEYS)))},

@@ -9,13 +9,16 @@ from tofuflow._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from tofuflow.server.storage._blobs import BlobStore, blob_store_from_config
-    from tofuflow.server.storage._db import make_engine, migrate
+    from tofuflow.server.storage._db import make_engine, migrate, postgres_connection_room
 
 _EXPORTS = {
     "BlobStore": "tofuflow.server.storage._blobs",
     "blob_store_from_config": "tofuflow.server.storage._blobs",
     "make_engine": "tofuflow.server.storage._db",
     "migrate": "tofuflow.server.storage._db",
+    "postgres_connection_room": "tofuflow.server.storage._db",
 }
-__all__ = ["BlobStore", "blob_store_from_config", "make_engine", "migrate"]
+__all__ = [
+    "BlobStore", "blob_store_from_config", "make_engine", "migrate", "postgres_connection_room",
+]  # fmt: skip
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

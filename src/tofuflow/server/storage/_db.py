@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.pool import QueuePool
 
 from tofuflow.errors import StorageError
 
@@ -50,6 +51,7 @@ __all__ = [
     "Workspace",
     "make_engine",
     "migrate",
+    "postgres_connection_room",
     "utcnow",
     "write_lock",
     "write_session",
@@ -361,8 +363,10 @@ def write_lock(engine: Engine) -> threading.Lock | None:
     return _WRITE_LOCKS.get(id(engine))
 
 
-def make_engine(url: str) -> Engine:
-    """An engine with the settings each database needs for safe concurrent writes."""
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Engine:
+    """An engine with the settings each database needs for safe concurrent writes; on
+    PostgreSQL it keeps up to ``pool_size`` connections and opens ``max_overflow`` more
+    under load ([database] in the server configuration)."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -371,7 +375,7 @@ def make_engine(url: str) -> Engine:
         _sqlite_pragmas(engine)
         _WRITE_LOCKS[id(engine)] = threading.Lock()
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -392,6 +396,24 @@ def _sqlite_pragmas(engine: Engine) -> None:
         # upgrading a read lock. Readers begin deferred and never wait for writers (WAL).
         write = connection.get_execution_options().get(_WRITE, False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def postgres_connection_room(engine: Engine) -> tuple[int, int, int]:
+    """PostgreSQL's ``(max_connections, superuser_reserved_connections, in use by others)``:
+    the client connections of the whole cluster but ``engine``'s own."""
+    pool: Any = engine.pool
+    with engine.connect() as connection:
+        own = pool.checkedin() + pool.checkedout() if isinstance(pool, QueuePool) else 1
+        limit = int(connection.exec_driver_sql("SHOW max_connections").scalar_one())
+        reserved = int(
+            connection.exec_driver_sql("SHOW superuser_reserved_connections").scalar_one()
+        )
+        in_use = int(
+            connection.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+            ).scalar_one()
+        )
+    return limit, reserved, max(in_use - own, 0)
 
 
 def migrate(engine: Engine) -> None:
