@@ -416,6 +416,10 @@ def postgres_connection_room(engine: Engine) -> tuple[int, int, int]:
     return limit, reserved, max(in_use - own, 0)
 
 
+# The advisory lock key migrations take on PostgreSQL (any constant no one else uses).
+_MIGRATION_LOCK = 0x746F6675666C6F77  # "tofuflow"
+
+
 def migrate(engine: Engine) -> None:
     """Upgrade the database to the newest schema revision (Alembic)."""
     # Alembic announces every step at INFO; an up-to-date database is the common case
@@ -426,12 +430,19 @@ def migrate(engine: Engine) -> None:
     from alembic import command
     from alembic.config import Config
     from alembic.util import CommandError
+    from sqlalchemy import text
     from sqlalchemy.exc import SQLAlchemyError
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     try:
-        with engine.begin() as connection:
+        # Replicas (or embedded planes) starting together all migrate: one at a time, the
+        # others then find the schema current. SQLite: the write lock up front (BEGIN
+        # IMMEDIATE); PostgreSQL: a lock held until this transaction ends.
+        with engine.connect() as connection, connection.execution_options(**{_WRITE: True}).begin():
+            if engine.dialect.name == "postgresql":
+                lock = text("SELECT pg_advisory_xact_lock(:key)")
+                connection.execute(lock, {"key": _MIGRATION_LOCK})
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except (SQLAlchemyError, CommandError) as exc:
