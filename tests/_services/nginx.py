@@ -7,6 +7,7 @@ on loopback only and runs in the foreground as a child of the test.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -31,24 +32,24 @@ http {{
     fastcgi_temp_path {root}/fastcgi;
     uwsgi_temp_path {root}/uwsgi;
     scgi_temp_path {root}/scgi;
-    client_max_body_size 64m;
-    upstream replicas {{
-{servers}
-        keepalive 16;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://replicas;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_read_timeout 300s;
-            proxy_request_buffering off;
-        }}
-    }}
+{site}
 }}
 """
+# The upstream and server blocks are docs/replicas.md's, as a reader would copy them.
+_DOC = Path(__file__).resolve().parents[2] / "docs" / "replicas.md"
+
+
+def documented_site(upstreams: Sequence[str], port: int) -> str:
+    """docs/replicas.md's nginx block with these replicas and this loopback port."""
+    text = _DOC.read_text()
+    block = text.split("```nginx\n", 1)[1].split("```", 1)[0]
+    servers = re.findall(r"^( +)server \S+:8470( .*);$", block, flags=re.MULTILINE)
+    if not servers or "listen 8470;" not in block:
+        raise RuntimeError(f"{_DOC}: its nginx block no longer has the lines the tests fill in")
+    indent, options = servers[0]
+    lines = "\n".join(f"{indent}server {address}{options};" for address in upstreams)
+    block = re.sub(r"(^ +server \S+:8470 .*;\n)+", lines + "\n", block, flags=re.MULTILINE)
+    return block.replace("listen 8470;", f"listen 127.0.0.1:{port};")
 
 
 def _nginx() -> str:
@@ -63,11 +64,11 @@ def nginx(upstreams: Sequence[str], root: Path) -> Iterator[str]:
     """Yield the URL of an nginx balancing round-robin over ``upstreams`` (host:port)."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    servers = "\n".join(f"        server {address} max_fails=0;" for address in upstreams)
+    site = documented_site(upstreams, port)
     # As root the master would hand its workers to `nobody`, who cannot write here.
     user = "user root;" if os.geteuid() == 0 else ""
     conf = root / "nginx.conf"
-    conf.write_text(_CONFIG.format(user=user, root=root, port=port, servers=servers))
+    conf.write_text(_CONFIG.format(user=user, root=root, site=site))
     argv = [_nginx(), "-e", str(root / "error.log"), "-p", str(root), "-c", str(conf)]
     checked = subprocess.run([*argv, "-t"], capture_output=True, text=True, check=False)
     if checked.returncode != 0:

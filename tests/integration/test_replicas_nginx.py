@@ -237,3 +237,24 @@ def test_a_replica_killed_mid_write_loses_no_acknowledged_version(replicas: Repl
         nxt = {"version": 4, "serial": max(versions) + 1, "lineage": lineage, "resources": []}
         for _ in range(6):
             assert api.post(f"/v1/state/{workspace}", content=json.dumps(nxt)).status_code == 200
+
+
+def test_the_audit_log_records_the_callers_address_through_the_balancer(
+    replicas: Replicas,
+) -> None:
+    """docs/replicas.md's nginx block passes X-Forwarded-For, and the replicas believe it
+    from the balancer (on 127.0.0.1, uvicorn's default FORWARDED_ALLOW_IPS): the event
+    names the caller (here 127.0.0.2), not the balancer."""
+    workspace, lock_id = "replicas/address", str(uuid.uuid4())
+    info = json.dumps({"ID": lock_id, "Operation": "OperationTypeApply"}).encode()
+    caller = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(transport=caller, base_url=replicas.balancer, timeout=60,
+                      headers={"Authorization": f"Bearer {replicas.token}"}) as client:  # fmt: skip
+        for method in ("LOCK", "UNLOCK"):
+            answer = client.request(method, f"/v1/state/{workspace}/lock", content=info)
+            assert answer.status_code == 200, answer.text
+    with replicas.api() as api:
+        events = api.get("/v1/audit", params={"workspace": workspace}).json()
+    assert [(e["action"], e["client"]) for e in events] == [
+        ("state.lock", "127.0.0.2"), ("state.unlock", "127.0.0.2"),
+    ]  # fmt: skip
