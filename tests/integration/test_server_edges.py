@@ -94,10 +94,17 @@ def test_each_request_is_logged_with_who_what_status_and_time_and_never_a_secret
     def logged() -> list[logging.LogRecord]:
         return [r for r in caplog.records if r.name == "tofuflow.server.access"]
 
+    def both_logged() -> bool:
+        lines = [r.getMessage() for r in logged()]
+        return any(line.startswith("GET /v1/audit 200 ") for line in lines) and any(
+            line.startswith("GET /v1/workspaces 401 ") for line in lines
+        )
+
     # A request's line is written once its response has gone out, as nginx's is: the
-    # client may read the answer a moment before the server thread logs it.
+    # client may read the answer a moment before the server thread logs it. (Waiting for
+    # two lines was not enough: a late /healthz line of the fixture's start can be one.)
     deadline = time.monotonic() + 10
-    while len(logged()) < 2 and time.monotonic() < deadline:
+    while not both_logged() and time.monotonic() < deadline:
         time.sleep(0.05)
     access = logged()
     lines = [r.getMessage() for r in access]
