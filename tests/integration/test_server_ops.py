@@ -51,7 +51,7 @@ def test_tokens_created_listed_and_revoked_from_the_cli(tmp_path: Path) -> None:
     listed = _cli("server", "tokens", "list", config=config)
     token_id = listed.stdout.split()[0]
     assert "applier" in listed.stdout and "ci pipeline" in listed.stdout
-    assert token not in listed.stdout and token.split("_")[2][:10] not in listed.stdout
+    assert token not in listed.stdout and token.split("_", 2)[2][:10] not in listed.stdout
 
     with process_server(config, free_port(), tmp_path / "log") as server:
         headers = {"Authorization": f"Bearer {token}"}
