@@ -281,3 +281,36 @@ def test_a_write_waiting_for_the_write_lock_leaves_the_server_answering(
         assert [a.status_code for a in answers] == [200], answers[0].text if answers else None
         assert json.loads(client.get(server.state_url("held/ws")).content)["serial"] == 2
     assert verify_audit(server.app.state.engine).ok
+
+
+def test_a_transaction_that_fails_on_the_event_loop_frees_the_write_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk error while the group runs on the event loop (here injected into its BEGIN:
+    nothing else here can make SQLite fail at will) fails that group's requests with 500,
+    releases the write lock and drops the connection: the next request is served."""
+    import sqlite3
+
+    import tofuflow.server._state_fast as fast_path
+    from tofuflow.server.config import ServerConfig
+
+    real_begin, failures = fast_path._begin_now, [sqlite3.OperationalError("disk I/O error")]
+
+    def failing_once(connection: sqlite3.Connection) -> bool:
+        if failures:
+            raise failures.pop()
+        return real_begin(connection)
+
+    config = simple_applier(
+        ServerConfig.from_mapping({"server": {"data_dir": str(tmp_path / "server")}})
+    )
+    with threaded_server(config) as server, _client(_token(server)) as client:
+        lineage = str(uuid.uuid4())
+        _cycle(client, server, "failing/ws", 1, lineage)
+        monkeypatch.setattr(fast_path, "_begin_now", failing_once)
+        url, lock_id = server.state_url("failing/ws"), str(uuid.uuid4())
+        failed = client.request("LOCK", f"{url}/lock", content=_lock_info(lock_id))
+        assert failed.status_code == 500, failed.text
+        assert "disk I/O error" not in failed.text  # the server log has it, not the client
+        _cycle(client, server, "failing/ws", 2, lineage)  # the lock was freed
+    assert verify_audit(server.app.state.engine).ok

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -157,14 +158,36 @@ class GroupWriter:
 
     async def _commit_group(self, loop: asyncio.AbstractEventLoop, group: list[_Job]) -> None:
         if self.inline and self._lock.acquire(blocking=False):
-            connection = self._open()
-            if _begin_now(connection):
-                self._run_jobs(connection, group)
-                # The thread commits and releases the lock, even if this task is cancelled.
-                await loop.run_in_executor(None, self._finish, connection, group)
+            started = self._begin_here(loop, group)
+            if isinstance(started, asyncio.Future):
+                await started
                 return
-            self._lock.release()  # another process holds SQLite's write lock
+            if started:  # the transaction failed: each job carries the error
+                return
         await loop.run_in_executor(None, self._commit_waiting, group)
+
+    def _begin_here(
+        self, loop: asyncio.AbstractEventLoop, group: list[_Job]
+    ) -> asyncio.Future[None] | bool:
+        """With the write lock held: run ``group`` on this loop and hand its COMMIT, and the
+        lock, to a thread (the future of that). False when another process holds SQLite's
+        lock, True when the transaction failed; the lock is released in both cases."""
+        try:
+            connection = self._open()
+            if not _begin_now(connection):
+                self._lock.release()
+                return False
+            self._run_jobs(connection, group)
+            # The thread commits and releases the lock, even if this task is cancelled.
+            return loop.run_in_executor(None, self._finish, connection, group)
+        except Exception as exc:  # the connection or the transaction itself failed
+            try:
+                for job in group:
+                    job.error = exc
+                self._reset()
+            finally:
+                self._lock.release()
+            return True
 
     def _open(self) -> sqlite3.Connection:
         """The connection (the caller holds the write lock)."""
@@ -213,19 +236,32 @@ class GroupWriter:
         try:
             connection.execute("COMMIT")
         except Exception as exc:  # the transaction failed: nothing of it holds
-            _fail(connection, group, exc)
+            for job in group:
+                job.error = exc
+            self._reset()
         finally:
             self._lock.release()
 
     def _commit_waiting(self, group: list[_Job]) -> None:
         """In a thread: wait for the write lock, then the whole group as ``_commit``."""
         with self._lock:
-            connection = self._open()
-            connection.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
             try:
+                connection = self._open()
+                connection.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
                 self._commit(connection, group)
-            finally:
                 connection.execute("PRAGMA busy_timeout = 0")
+            except Exception as exc:  # the connection itself failed
+                for job in group:
+                    job.error = job.error or exc
+                self._reset()
+
+    def _reset(self) -> None:
+        """Drop the connection after a failure of its own (the caller holds the lock): the
+        next group opens a new one."""
+        if self._connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.close()
+            self._connection = None
 
     def _commit(self, connection: sqlite3.Connection, group: list[_Job]) -> None:
         """Run ``group`` in one transaction; each job's outcome is set on it. The caller
