@@ -131,7 +131,7 @@ class GroupWriter:
             drain = loop.create_task(self._drain(loop, waiting))
             self._drains.add(drain)
             drain.add_done_callback(self._drains.discard)
-        waiting.append(_Job(job, loop, waiter))
+        waiting.append(_Job(job, waiter))
         return await waiter
 
     async def _drain(
@@ -182,9 +182,7 @@ class GroupWriter:
             return loop.run_in_executor(None, self._finish, connection, group)
         except Exception as exc:  # the connection or the transaction itself failed
             try:
-                for job in group:
-                    job.error = exc
-                self._reset()
+                self._fail(group, exc)
             finally:
                 self._lock.release()
             return True
@@ -236,58 +234,42 @@ class GroupWriter:
         try:
             connection.execute("COMMIT")
         except Exception as exc:  # the transaction failed: nothing of it holds
-            for job in group:
-                job.error = exc
-            self._reset()
+            self._fail(group, exc)
         finally:
             self._lock.release()
 
     def _commit_waiting(self, group: list[_Job]) -> None:
-        """In a thread: wait for the write lock, then the whole group as ``_commit``."""
+        """In a thread: wait for the write lock (and another process's), then run the whole
+        group in one transaction and commit it."""
         with self._lock:
             try:
                 connection = self._open()
                 connection.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
-                self._commit(connection, group)
+                connection.execute("BEGIN IMMEDIATE")
+                self._run_jobs(connection, group)
+                connection.execute("COMMIT")
                 connection.execute("PRAGMA busy_timeout = 0")
-            except Exception as exc:  # the connection itself failed
-                for job in group:
-                    job.error = job.error or exc
-                self._reset()
+            except Exception as exc:  # the transaction failed: nothing of it holds
+                self._fail(group, exc)
 
-    def _reset(self) -> None:
-        """Drop the connection after a failure of its own (the caller holds the lock): the
-        next group opens a new one."""
+    def _fail(self, group: list[_Job], exc: Exception) -> None:
+        """``exc`` for every job of a failed transaction, and the connection dropped (its
+        transaction rolls back as it closes; the next group opens a new one). The caller
+        holds the write lock."""
+        for job in group:
+            job.error = exc
         if self._connection is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._connection.close()
             self._connection = None
 
-    def _commit(self, connection: sqlite3.Connection, group: list[_Job]) -> None:
-        """Run ``group`` in one transaction; each job's outcome is set on it. The caller
-        holds the write lock."""
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            self._run_jobs(connection, group)
-            connection.execute("COMMIT")
-        except Exception as exc:  # the transaction itself failed: nothing of it holds
-            _fail(connection, group, exc)
-
 
 @dataclasses.dataclass
 class _Job:
     work: Callable[[sqlite3.Cursor], Any]
-    loop: asyncio.AbstractEventLoop
     waiter: asyncio.Future[Any]
     value: Any = None
     error: BaseException | None = None
-
-
-def _fail(connection: sqlite3.Connection, group: list[_Job], exc: Exception) -> None:
-    if connection.in_transaction:
-        connection.rollback()
-    for job in group:
-        job.error = exc
 
 
 def _begin_now(connection: sqlite3.Connection) -> bool:
