@@ -127,9 +127,12 @@ class Deployment:
         return "\n".join(json.dumps(c) if not isinstance(c, str) else c for c in content or [])
 
     def assets(self, uri_pattern: str = "tofuflow://") -> list[dict[str, Any]]:
-        return list(
-            self.call("GET", "/assets", params={"uri_pattern": uri_pattern, "limit": 100})["assets"]
-        )
+        """Every asset Airflow knows, active or not: one a task adds through an alias is
+        marked active only by the scheduler's next orphanage pass (up to
+        ``[scheduler] parsing_cleanup_interval``, 60 s, later), and until then the API's
+        default ``only_active=true`` leaves it out."""
+        params = {"uri_pattern": uri_pattern, "limit": 100, "only_active": False}
+        return list(self.call("GET", "/assets", params=params)["assets"])
 
     def asset_events(self, run_id: str) -> list[dict[str, Any]]:
         """The asset events a DAG run's tasks emitted."""
