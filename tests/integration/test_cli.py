@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -55,12 +56,13 @@ def test_no_binary_gives_an_error_that_says_how_to_install(tmp_path: Path) -> No
     assert "tofuflow install" in done.stderr
 
 
-def test_sigterm_stops_the_running_apply_gracefully(binary: Binary, tmp_path: Path) -> None:
-    del binary
+def _demo_stopped_while_applying(tmp_path: Path, signum: int) -> tuple[Path, str]:
+    """`tofuflow demo` with a slow resource beside the quickstart, sent ``signum`` while
+    that resource is being created; the demo directory and the command's stderr."""
     workdir = tmp_path / "demo"
     workdir.mkdir()
-    # A slow resource next to the quickstart: SIGTERM arrives while it runs. (An absolute
-    # path: the binary runs in a private working copy of the directory.)
+    env = _own_data_dir(tmp_path)
+    # An absolute path: the binary runs in a private working copy of the directory.
     (workdir / "slow.tf").write_text(
         'resource "terraform_data" "slow" {\n'
         '  provisioner "local-exec" {\n'
@@ -72,13 +74,51 @@ def test_sigterm_stops_the_running_apply_gracefully(binary: Binary, tmp_path: Pa
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,  # SIGINT is not ignored in it (tests/conftest.py), as in a terminal
     )
     deadline = time.monotonic() + 120
     while not (workdir / "slow.started").exists():
         assert time.monotonic() < deadline, "the slow resource never started"
         time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 1
-    assert "cancelled" in stderr and "lock released" in stderr
+    assert proc.returncode == 1, stderr
     assert not (workdir / ".terraform.tfstate.lock.info").exists()
+    return workdir, stderr
+
+
+def _own_data_dir(tmp_path: Path) -> dict[str, str]:
+    """The environment with an embedded control plane of this test's own: the demo's
+    workspace starts empty."""
+    return {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+
+
+# The quickstart's three resources were applied, the slow one was not: the state holds
+# them (the version depends on how often the binary saved it on the way).
+_HOW_FAR = re.compile(
+    r"error: interrupted: 3 of 4 resources applied, saved as state version \d+; "
+    r"run `tofuflow plan demo/quickstart` to continue \(run [0-9a-f]+ is cancelled\)"
+)
+
+
+def test_sigterm_stops_the_running_apply_gracefully(binary: Binary, tmp_path: Path) -> None:
+    del binary
+    _, stderr = _demo_stopped_while_applying(tmp_path, signal.SIGTERM)
+    assert "cancelled" in stderr and "lock released" in stderr
+    assert _HOW_FAR.search(stderr), stderr
+
+
+def test_ctrl_c_stops_the_running_apply_and_says_how_far_it_got(
+    binary: Binary, tmp_path: Path
+) -> None:
+    """Ctrl-C during the demo's apply says what `tofuflow apply` says: how far the apply
+    got, where the state is and what to run next; never a bare `Aborted.`."""
+    del binary
+    workdir, stderr = _demo_stopped_while_applying(tmp_path, signal.SIGINT)
+    assert _HOW_FAR.search(stderr), stderr
+    assert "Aborted." not in stderr
+    # What was applied is in the saved state: without slow.tf, only the slow resource (its
+    # creation cut short) is left to remove.
+    (workdir / "slow.tf").unlink()
+    again = _tofuflow("demo", "--dir", str(workdir), env=_own_data_dir(tmp_path))
+    assert "Plan: 0 to add, 0 to change, 1 to destroy." in again.stdout, again.stdout

@@ -14,7 +14,7 @@ from tofuflow.cli._common import (
     print_decision,
     print_verify,
 )
-from tofuflow.errors import TofuflowError
+from tofuflow.errors import TofuCancelledError, TofuflowError
 from tofuflow.tofu import Event, render_plan_text
 
 WORKSPACE = "demo/quickstart"
@@ -27,7 +27,7 @@ def run_demo(
     from tofuflow.ci import detect_run_context
     from tofuflow.embedded import data_dir
     from tofuflow.project import WorkspaceConfig
-    from tofuflow.runs import Runner, apply_run, connect, plan_workspace
+    from tofuflow.runs import Runner, apply_run, connect, interrupted_summary, plan_workspace
 
     target = workdir or _default_dir()
     runner = Runner(on_event=_show_event, cancel_event=cancel)
@@ -57,7 +57,16 @@ def run_demo(
                 click.echo(f"run {run_id}: approved by the local user")
             if outcome.plan.has_changes:
                 with connect("apply", description="tofuflow demo") as applier:
-                    done = apply_run(run_id, workspace, applier, runner)
+                    try:
+                        done = apply_run(run_id, workspace, applier, runner)
+                    except (TofuCancelledError, KeyboardInterrupt) as err:
+                        # Stopped gracefully (Ctrl-C, SIGTERM): how far it got, where the
+                        # state is and what next, as `tofuflow apply` says it.
+                        if str(err):
+                            click.secho(f"error: {err}", fg="red", err=True)
+                        line = interrupted_summary(applier.run(run_id))
+                        click.secho(f"error: {line}", fg="red", err=True)
+                        return 1
                 result = done.get("result") or {}
                 click.echo(
                     f"run {run_id}: {done['status']} — state serial {result.get('serial')}, "
