@@ -33,8 +33,9 @@ from _services.fixtures import make_token, simple_applier
 from _services.pyvider import Pyvider, pyvider  # noqa: F401 - the session fixture
 from _services.server import RunningServer, threaded_server
 from tofuflow.ci._pipelines import DRIFT_FILE, PipelineOptions, azure_devops_pipeline
+from tofuflow.drift import drifted_resources
 from tofuflow.project import load_project
-from tofuflow.runs import ControlPlane, apply_run, plan_workspace
+from tofuflow.runs import ControlPlane, Runner, apply_run, plan_workspace
 from tofuflow.server.storage._db import Workspace
 from tofuflow.tofu import Binary
 
@@ -232,6 +233,34 @@ def test_configuration_drift_without_any_out_of_band_change(plain: Env) -> None:
     assert "Configuration drift: the configuration in this checkout differs" in section
     assert "Changed outside tofuflow" not in section
     assert "(with uncommitted changes)" in section  # main.tf is modified in the checkout
+
+
+def test_outputs_added_to_the_configuration_are_not_changes_made_outside(plain: Env) -> None:
+    """A refresh-only plan evaluates the configuration's outputs, so an output added since
+    the last apply (and every output of a workspace never applied) shows up in it as
+    created. Nobody changed anything outside tofuflow: it is configuration drift."""
+    plain.apply("app/plain")
+    for workspace in ("app/plain", "app/other"):  # app/other was never applied
+        main_tf = plain.workspace(workspace).directory / "main.tf"
+        main_tf.write_text(main_tf.read_text() + 'output "kept" {\n  value = "kept"\n}\n')
+    result = plain.drift("--format", "json")
+    assert result.returncode == 2, result.stderr
+    found = {w["workspace"]: w for w in json.loads(result.stdout)["workspaces"]}
+    applied, never = found["app/plain"], found["app/other"]
+    assert [(o["kind"], o["action"], o["name"]) for o in applied["outputs"]] == [
+        ("configuration", "create", "kept")
+    ]
+    assert applied["counts"] == {"resource": 0, "configuration": 0, "outputs": 1}
+    assert never["status"] == "drift"
+    assert {o["kind"] for o in never["outputs"]} == {"configuration"}, never["outputs"]
+    assert {r["kind"] for r in never["resources"]} == {"configuration"}
+    text = plain.drift()
+    for workspace in ("app/plain", "app/other"):
+        section = _section(text.stdout, workspace)
+        assert "Changed outside tofuflow" not in section, section
+        assert "Configuration drift" in section and "+ create output kept" in section
+        # The Airflow drift sensor's check (a refresh-only plan alone) agrees.
+        assert drifted_resources(plain.workspace(workspace), plain.planner, Runner(), {}) == []
 
 
 def test_a_locked_workspace_is_not_checked_and_its_lock_is_left_as_it_was(plain: Env) -> None:
