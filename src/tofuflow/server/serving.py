@@ -79,10 +79,17 @@ def _protocol() -> type[Any]:
     return JsonHttpToolsProtocol if _HTTPTOOLS else JsonH11Protocol
 
 
+# How long a stop (SIGTERM, Ctrl-C) waits for the requests in progress before it cuts off
+# the rest: a console tab's live updates stream for minutes, and a client may stop sending
+# its body mid-way. Within Kubernetes' default 30 s between SIGTERM and SIGKILL.
+GRACEFUL_SHUTDOWN_SECONDS = 15
+
+
 def uvicorn_config(app: Any, *, host: str, port: int, **options: Any) -> uvicorn.Config:
     """A ``uvicorn.Config`` for the control plane (``options`` go to uvicorn as they are)."""
     options.setdefault("log_level", "warning")
     options.setdefault("access_log", False)
+    options.setdefault("timeout_graceful_shutdown", GRACEFUL_SHUTDOWN_SECONDS)
     return uvicorn.Config(app, host=host, port=port, http=_protocol(), **options)
 
 
