@@ -134,7 +134,7 @@ def server(
         if reaper is not None:
             reaper.stop()
     # SIGTERM (systemd, Kubernetes, Docker) or Ctrl-C: a stop asked for, not a failure.
-    click.echo("tofuflow control plane stopped: requests in progress were answered", err=True)
+    click.echo("tofuflow control plane stopped", err=True)
 
 
 def _serve(server: Any) -> None:

@@ -79,9 +79,9 @@ def _protocol() -> type[Any]:
     return JsonHttpToolsProtocol if _HTTPTOOLS else JsonH11Protocol
 
 
-# How long a stop (SIGTERM, Ctrl-C) waits for the requests in progress before it cuts off
-# the rest: a console tab's live updates stream for minutes, and a client may stop sending
-# its body mid-way. Within Kubernetes' default 30 s between SIGTERM and SIGKILL.
+# How long a stop (SIGTERM, Ctrl-C) waits for the responses in progress before it cuts off
+# the rest: a console tab's live updates stream for minutes, and a client may be slow to
+# read a large state. Within Kubernetes' default 30 s between SIGTERM and SIGKILL.
 GRACEFUL_SHUTDOWN_SECONDS = 15
 
 
