@@ -2,9 +2,8 @@
 SIGTERM, a person at a terminal presses Ctrl-C (SIGINT).
 
 The server stops as uvicorn stops (it finishes the requests it is serving), stops its
-background work and exits 0:
-systemd marks a service that exits 143 after its own SIGTERM as failed, and a terminal
-user should not read `Aborted.` after a clean stop.
+background work and exits 0: systemd marks a service that exits 143 after its own SIGTERM
+as failed, and a terminal user should not read `Aborted.` after a clean stop.
 """
 
 from __future__ import annotations
@@ -15,17 +14,15 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from _services.cli import CLI
 from _services.postgres import free_port
 from _services.server import process_server
-
-CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
 
 
 @pytest.mark.parametrize(
@@ -33,7 +30,7 @@ CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
     [(signal.SIGTERM, "1"), (signal.SIGINT, "1"), (signal.SIGTERM, "2")],
     ids=["sigterm", "ctrl-c", "sigterm-2-workers"],
 )
-def test_a_stopped_server_finishes_its_requests_and_exits_0(
+def test_a_stopped_server_stops_its_background_work_and_exits_0(
     tmp_path: Path, signum: signal.Signals, workers: str
 ) -> None:
     config = tmp_path / "server.toml"

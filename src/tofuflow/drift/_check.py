@@ -35,12 +35,13 @@ from tofuflow.drift._report import (
     checkout_of,
     findings_from_plans,
     now_iso,
+    outside_output,
 )
 from tofuflow.errors import TofuflowError
 from tofuflow.identity import Credentials
 from tofuflow.project import WorkspaceConfig
 from tofuflow.runs import ControlPlane, Runner, issued_record, staged
-from tofuflow.tofu import Action, Tofu
+from tofuflow.tofu import Tofu
 
 __all__ = ["check_drift", "check_workspace", "drifted_resources", "locked_message"]
 
@@ -132,9 +133,7 @@ def drifted_resources(
         if not result.has_changes:
             return []
         plan = tf.show_plan(plan_file)
-    # An output the plan creates or deletes comes from the configuration, not from outside
-    # (``_report._outside``); an updated one may be either, and counts.
-    outputs = any(oc.action is Action.UPDATE for oc in plan.output_changes.values())
+    outputs = any(outside_output(oc.action) for oc in plan.output_changes.values())
     return sorted({rc.address for rc in plan.resource_drift} or ({"(outputs)"} if outputs else ()))
 
 

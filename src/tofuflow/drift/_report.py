@@ -127,35 +127,30 @@ def findings_from_plans(refresh: Plan | None, configuration: Plan | None) -> Fin
         (refresh, "resource"),
         (configuration, "configuration"),
     )
-    configured = _changed_outputs(configuration)
+    configured = {
+        name for name, oc in (configuration.output_changes if configuration else {}).items()
+        if oc.action is not Action.NO_OP
+    }  # fmt: skip
     for plan, kind in checks:
         if plan is None:
             continue
         changes = plan.resource_drift if kind == "resource" else plan.resource_changes
         resources += [_resource(rc, kind, masker) for rc in changes if rc.action not in _QUIET]
-        changed = _changed_outputs(plan)
-        if kind == "resource":
-            changed = {n: a for n, a in changed.items() if _outside(a) and n not in configured}
-        sensitive = {name: oc.sensitive for name, oc in plan.output_changes.items()}
         outputs += [
-            DriftedOutput(masker.scrub(name), kind, action.value, sensitive[name])
-            for name, action in changed.items()
+            DriftedOutput(masker.scrub(oc.name), kind, oc.action.value, oc.sensitive)
+            for name, oc in plan.output_changes.items()
+            if oc.action is not Action.NO_OP
+            and (kind == "configuration" or (outside_output(oc.action) and name not in configured))
         ]
     return Findings(tuple(resources), tuple(outputs))
 
 
-def _changed_outputs(plan: Plan | None) -> dict[str, Action]:
-    if plan is None:
-        return {}
-    return {n: oc.action for n, oc in plan.output_changes.items() if oc.action is not Action.NO_OP}
-
-
-def _outside(action: Action) -> bool:
+def outside_output(action: Action) -> bool:
     """Whether an output change in a refresh-only plan can come from outside tofuflow. That
     plan evaluates the configuration's outputs: one added (or removed) since the last
     apply, every output of a workspace never applied, is created (deleted) there although
     nothing changed outside; the ``-refresh=false`` plan reports it as configuration drift.
-    An updated output counts unless that plan reports it too (its expression changed)."""
+    An updated output counts (unless that plan reports it too: its expression changed)."""
     return action is Action.UPDATE
 
 

@@ -158,25 +158,24 @@ class GroupWriter:
 
     async def _commit_group(self, loop: asyncio.AbstractEventLoop, group: list[_Job]) -> None:
         if self.inline and self._lock.acquire(blocking=False):
-            started = self._begin_here(loop, group)
-            if isinstance(started, asyncio.Future):
-                await started
-                return
-            if started:  # the transaction failed: each job carries the error
+            committing = self._begin_here(loop, group)
+            if committing is not None:
+                await committing
                 return
         await loop.run_in_executor(None, self._commit_waiting, group)
 
     def _begin_here(
         self, loop: asyncio.AbstractEventLoop, group: list[_Job]
-    ) -> asyncio.Future[None] | bool:
+    ) -> asyncio.Future[None] | None:
         """With the write lock held: run ``group`` on this loop and hand its COMMIT, and the
-        lock, to a thread (the future of that). False when another process holds SQLite's
-        lock, True when the transaction failed; the lock is released in both cases."""
+        lock, to a thread (the future of that; one already done when the transaction
+        failed, each job then carrying the error). None when another process holds
+        SQLite's lock. The lock is released in every case but the hand-over."""
         try:
             connection = self._open()
             if not _begin_now(connection):
                 self._lock.release()
-                return False
+                return None
             self._run_jobs(connection, group)
             # The thread commits and releases the lock, even if this task is cancelled.
             return loop.run_in_executor(None, self._finish, connection, group)
@@ -185,7 +184,9 @@ class GroupWriter:
                 self._fail(group, exc)
             finally:
                 self._lock.release()
-            return True
+            failed: asyncio.Future[None] = loop.create_future()
+            failed.set_result(None)
+            return failed
 
     def _open(self) -> sqlite3.Connection:
         """The connection (the caller holds the write lock)."""
