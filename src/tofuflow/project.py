@@ -102,6 +102,9 @@ class WorkspaceConfig:
     directory: Path
     variables: Mapping[str, Any] = field(default_factory=dict)
     var_files: tuple[Path, ...] = ()
+    # Those of var_files given as absolute paths: files the pipeline writes at run time
+    # (e.g. secrets it fetched), read afresh by every stage, never recorded with a plan.
+    run_time_var_files: frozenset[Path] = frozenset()
     tags: tuple[str, ...] = ()
     backend: Backend = "tofuflow"
     settings: Mapping[str, Any] = field(default_factory=dict)
@@ -257,11 +260,13 @@ class _Parser:
         self.unknown_keys(keys, table, _WORKSPACE_KEYS, nested_hint=True)
         directory = self.directory((*keys, "directory"), table.get("directory"))
         variables = self.variables((*keys, "variables"), table.get("variables"))
+        var_files = self.var_files((*keys, "var_files"), table.get("var_files"))
         config = WorkspaceConfig(
             name=name,
             directory=directory,
             variables=variables,
-            var_files=self.var_files((*keys, "var_files"), table.get("var_files")),
+            var_files=var_files,
+            run_time_var_files=_absolute_paths(table.get("var_files")),
             tags=self.tags((*keys, "tags"), table.get("tags")),
             backend=self.backend((*keys, "backend"), table.get("backend")),
             settings=self.table_or_empty((*keys, "settings"), table.get("settings")),
@@ -333,6 +338,8 @@ class _Parser:
         return table
 
     def var_files(self, keys: Keys, value: object) -> tuple[Path, ...]:
+        """Paths relative to the file, resolved, and absolute ones as they are (see
+        ``_absolute_paths``)."""
         if value is None:
             return ()
         if not isinstance(value, list):
@@ -512,3 +519,10 @@ def _has_datetime(value: object) -> bool:
     if isinstance(value, dict):
         return any(_has_datetime(item) for item in value.values())
     return False
+
+
+def _absolute_paths(value: object) -> frozenset[Path]:
+    """The paths of a ``var_files`` array given as absolute paths (run-time files)."""
+    if not isinstance(value, list):
+        return frozenset()
+    return frozenset(Path(v) for v in value if isinstance(v, str) and Path(v).is_absolute())

@@ -103,3 +103,86 @@ def test_rollback_brings_back_the_previous_configuration_through_policy_and_appr
     refused = _cli(repo, env, "rollback", "app/dev", "--to", pending)
     assert refused.returncode == 1
     assert "roll back to a run that was applied" in refused.stderr
+
+
+def _state_items(server: RunningServer, token: str, workspace: str) -> tuple[set[str], int]:
+    response = httpx.get(server.state_url(workspace), headers={"Authorization": f"Bearer {token}"})
+    state = json.loads(response.content)
+    items = {
+        instance["index_key"]
+        for resource in state["resources"] if resource["name"] == "item"
+        for instance in resource["instances"]
+    }  # fmt: skip
+    databases = sum(len(r["instances"]) for r in state["resources"] if r["name"] == "database")
+    return items, databases
+
+
+def test_rollback_plans_with_the_var_files_and_variables_the_earlier_run_used(
+    tmp_path: Path, server: RunningServer, binary: Binary
+) -> None:
+    """The layout of most repositories: two workspaces share one configuration directory
+    and differ by a var file (one beside the configuration, one in ``envs/``) and by
+    ``variables`` in tofuflow.toml. A change made in a var file or in tofuflow.toml is
+    rolled back like a change to the ``.tf`` files: the earlier run's values come back."""
+    del binary
+    repo = tmp_path / "repo"
+    shutil.copytree(FIXTURES / "configs" / "app", repo / "infra")
+    (repo / "envs").mkdir()
+    dev_vars, prod_vars = repo / "infra" / "dev.tfvars", repo / "envs" / "prod.tfvars"
+    project = repo / "tofuflow.toml"
+
+    def configure(with_database: str) -> None:
+        project.write_text(
+            '[workspaces."app/dev"]\ndirectory = "infra"\nvar_files = ["infra/dev.tfvars"]\n'
+            f"variables = {{ with_database = {with_database} }}\n\n"
+            '[workspaces."app/prod"]\ndirectory = "infra"\nvar_files = ["envs/prod.tfvars"]\n'
+        )
+
+    admin = make_token(server, "admin")
+    env = {**os.environ, "TOFUFLOW_SERVER_URL": server.url,
+           "TOFUFLOW_PLAN_TOKEN": make_token(server, "planner"),
+           "TOFUFLOW_APPLY_TOKEN": make_token(server, "applier"),
+           "TOFUFLOW_APPROVE_TOKEN": make_token(server, "approver"),
+           "TOFUFLOW_TOKEN": admin}  # fmt: skip
+
+    def applied(workspace: str) -> str:
+        planned = _cli(repo, env, "plan", workspace)
+        assert planned.returncode == 2, planned.stdout + planned.stderr
+        run = _run_id(planned.stdout)
+        if "needs_approval" in planned.stdout:
+            assert _cli(repo, env, "approve", run).returncode == 0
+        done = _cli(repo, env, "apply", run)
+        assert done.returncode == 0, done.stderr
+        return run
+
+    # v1: dev has a and b and its database, prod has p.
+    configure("true")
+    dev_vars.write_text('items = ["a", "b"]\n')
+    prod_vars.write_text('items = ["p"]\n')
+    dev_v1, prod_v1 = applied("app/dev"), applied("app/prod")
+    # v2: only the var files and tofuflow.toml change, not a line of .tf.
+    configure("false")
+    dev_vars.write_text('items = ["a"]\n')
+    prod_vars.write_text('items = ["p", "q"]\n')
+    applied("app/dev")
+    applied("app/prod")
+    assert _state_items(server, admin, "app/dev") == ({"a"}, 0)
+    assert _state_items(server, admin, "app/prod") == ({"p", "q"}, 1)
+
+    rolled = _cli(repo, env, "rollback", "app/dev", "--to", dev_v1)
+    assert rolled.returncode == 2, rolled.stdout + rolled.stderr
+    assert "2 to add, 0 to change, 0 to destroy" in rolled.stdout  # b and the database
+    back = _run_id(rolled.stdout)
+    assert _cli(repo, env, "apply", back).returncode == 0
+    assert _state_items(server, admin, "app/dev") == ({"a", "b"}, 1)
+
+    rolled = _cli(repo, env, "rollback", "app/prod", "--to", prod_v1, "--apply")
+    assert "0 to add, 0 to change, 1 to destroy" in rolled.stdout, rolled.stdout + rolled.stderr
+    assert "needs_approval" in rolled.stdout  # destroying q needs a person, as always
+    back = _run_id(rolled.stdout)
+    assert _cli(repo, env, "approve", back).returncode == 0
+    assert _cli(repo, env, "apply", back).returncode == 0
+    assert _state_items(server, admin, "app/prod") == ({"p"}, 1)
+    # The checkout is untouched: today's var files and tofuflow.toml stay as they are.
+    assert dev_vars.read_text() == 'items = ["a"]\n'
+    assert "with_database = false" in project.read_text()

@@ -111,7 +111,11 @@ def test_the_workspace_comes_from_the_project_relative_to_the_dag_folder(
     assert renamed.name == "preview/pr-7" and renamed.directory == repo / "infra"
     assert dict(renamed.variables) == {"a": 1, "b": "y"}
     assert renamed.var_files == (repo / "vars" / "x.tfvars",)
+    assert renamed.run_time_var_files == frozenset()  # a file of the repository
     assert renamed.tags == ("team-a",)
+    # A file the DAG writes at run time (a secret it fetched) is never recorded with a plan.
+    fetched = hook.workspace("app/dev", var_files=["/run/airflow/secret.tfvars"])
+    assert fetched.run_time_var_files == frozenset({Path("/run/airflow/secret.tfvars")})
     with pytest.raises(ConfigError, match="defined"):
         hook.workspace("app/nope")
 

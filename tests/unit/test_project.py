@@ -64,6 +64,7 @@ def test_a_full_file_is_read_with_absolute_paths(repo: Path) -> None:
         directory=repo / "infra" / "app",
         variables={"region": "eu-west-1", "sizes": [1, 2], "tags": {"team": "platform"}},
         var_files=(repo / "prod.tfvars", Path("/run/secrets/extra.tfvars")),
+        run_time_var_files=frozenset({Path("/run/secrets/extra.tfvars")}),
         tags=("production", "eu"),
         backend="own",
         settings={"protected": ["module.db.*"], "max_deletions": 5},

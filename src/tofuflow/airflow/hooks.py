@@ -278,14 +278,14 @@ class TofuflowHook(BaseHook):
             )
         project = self.project()
         ws = project.workspace(chosen)
-        extra_files = tuple(
-            f if f.is_absolute() else project.root / f for f in (Path(v) for v in var_files)
-        )
+        given = [Path(v) for v in var_files]
+        extra_files = tuple(f if f.is_absolute() else project.root / f for f in given)
         return dataclasses.replace(
             ws,
             name=environment or ws.name,
             variables={**ws.variables, **dict(variables or {})},
             var_files=(*ws.var_files, *extra_files),
+            run_time_var_files=ws.run_time_var_files | {f for f in given if f.is_absolute()},
         )
 
     def project(self) -> Project:

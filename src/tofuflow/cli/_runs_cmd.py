@@ -215,7 +215,9 @@ def rollback(workspace: str, to_run: str, apply_now: bool, project_path: Path | 
     current state and goes through the normal policy check and approval: what it would
     re-create or remove is shown, and deletions need a person as usual. Apply the new
     run with `tofuflow apply RUN` (from any checkout: its configuration travels in the
-    artifact), or pass --apply. Variables come from today's tofuflow.toml.
+    artifact), or pass --apply. It plans with the variables and var files that run
+    was planned with, so a change made only in a var file is rolled back too (a var
+    file given by an absolute path is read where the pipeline writes it today).
     Restoring a raw state version is the admin-only break-glass path
     (POST /v1/workspaces/WS/rollback), not this.
 

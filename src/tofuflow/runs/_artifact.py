@@ -7,7 +7,9 @@ also carries a snapshot of the configuration (under ``config/``, laid out as
 ``configuration()`` finds it: the directory and the local modules it uses, under their
 common ancestor; ``tofuflow-artifact.json`` says which directory is the configuration's
 own): a rollback re-plans it, and an environment's reaper destroys from it when no
-checkout is at hand.
+checkout is at hand. The manifest also records the inputs the plan was made with — the
+workspace's ``variables`` and the text of its var files, wherever they live — so that a
+rollback plans with them too (``restore_inputs``).
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ import hashlib
 import io
 import json
 import zipfile
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from tofuflow.errors import ConflictError
+from tofuflow.errors import ConfigError, ConflictError
 from tofuflow.runs._workcopy import BACKEND_OVERRIDE, LOCK_FILE, Configuration, configuration
 
 __all__ = [
@@ -28,6 +33,7 @@ __all__ = [
     "config_digest",
     "pack",
     "restore_config",
+    "restore_inputs",
     "snapshot_config",
     "unpack",
 ]
@@ -53,16 +59,48 @@ def config_digest(directory: Path | Configuration) -> str:
     return digest.hexdigest()
 
 
-def pack(tree: Configuration) -> bytes:
-    """Zip the saved plan and lock file of ``tree.directory`` and the configuration."""
+@dataclass(frozen=True)
+class PlannedInputs:
+    """The inputs a plan was made with, as ``restore_inputs`` writes them back."""
+
+    variables: Mapping[str, Any]
+    var_files: tuple[Path, ...]
+    run_time_var_files: frozenset[Path]  # those read where the pipeline writes them
+
+
+def pack(
+    tree: Configuration,
+    *,
+    variables: Mapping[str, Any] | None = None,
+    var_files: Sequence[Path] = (),
+    run_time_var_files: Collection[Path] = frozenset(),
+) -> bytes:
+    """Zip the saved plan and lock file of ``tree.directory``, the configuration and the
+    inputs the plan was made with: ``variables`` and the var files' text, but only the
+    path of a ``run_time_var_files`` one (the pipeline writes it afresh for every stage)."""
     directory = tree.directory
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.write(directory / PLAN_FILE, PLAN_FILE)
         if (directory / LOCK_FILE).exists():
             archive.write(directory / LOCK_FILE, LOCK_FILE)
-        _add_config(archive, tree)
+        inputs = {
+            "variables": dict(variables or {}),
+            "var_files": [
+                {"path": str(path)} if path in run_time_var_files else _var_file(Path(path))
+                for path in var_files
+            ],
+        }
+        _add_config(archive, tree, inputs)
     return buffer.getvalue()
+
+
+def _var_file(path: Path) -> dict[str, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:  # the binary refuses it too, with less context
+        raise ConfigError(f"the var file {path} is not UTF-8 text: {exc}") from exc
+    return {"name": path.name, "text": text}
 
 
 def snapshot_config(directory: Path) -> bytes:
@@ -76,8 +114,13 @@ def snapshot_config(directory: Path) -> bytes:
     return buffer.getvalue()
 
 
-def _add_config(archive: zipfile.ZipFile, tree: Configuration) -> None:
-    archive.writestr(MANIFEST, json.dumps({"directory": tree.relative.as_posix()}))
+def _add_config(
+    archive: zipfile.ZipFile, tree: Configuration, inputs: Mapping[str, Any] | None = None
+) -> None:
+    manifest: dict[str, Any] = {"directory": tree.relative.as_posix()}
+    if inputs is not None:
+        manifest["inputs"] = inputs
+    archive.writestr(MANIFEST, json.dumps(manifest))
     for relative in tree.files:
         archive.write(tree.root / relative, _CONFIG_DIR + relative.as_posix())
 
@@ -128,6 +171,31 @@ def restore_config(data: bytes, directory: Path) -> Path:
         if LOCK_FILE in archive.namelist():
             (own / LOCK_FILE).write_bytes(archive.read(LOCK_FILE))
     return own
+
+
+def restore_inputs(data: bytes, directory: Path) -> PlannedInputs | None:
+    """The inputs the artifact's plan was made with, its var files written into
+    ``directory`` (in their order, with their names); None for an artifact made before
+    tofuflow recorded them."""
+    with _open(data) as archive:
+        if MANIFEST not in archive.namelist():
+            return None
+        inputs = json.loads(archive.read(MANIFEST)).get("inputs")
+    if not isinstance(inputs, dict):
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    paths, run_time = [], set()
+    for index, item in enumerate(inputs.get("var_files") or []):
+        if "text" not in item:  # a run-time file: the pipeline writes it again
+            paths.append(Path(str(item["path"])))
+            run_time.add(paths[-1])
+            continue
+        # The index keeps files of the same name apart; the name keeps a .json suffix.
+        name = Path(str(item["name"])).name or "vars.tfvars"
+        path = directory / f"{index}-{name}"
+        path.write_text(str(item["text"]), encoding="utf-8")
+        paths.append(path)
+    return PlannedInputs(dict(inputs.get("variables") or {}), tuple(paths), frozenset(run_time))
 
 
 def _open(data: bytes) -> zipfile.ZipFile:

@@ -4,9 +4,11 @@
     apply_from_artifact(outcome.run["id"], ws, client)             # once approved
 
 Not a state overwrite: the configuration snapshot stored in the earlier run's artifact is
-planned against today's state, so the binary works out what to re-create and what to
-remove, and the policy check and approvals apply as for any change. (Restoring a state
-version, `POST /v1/workspaces/{ws}/rollback`, stays the admin-only break-glass path.)
+planned, with the variables and var files that run was planned with (a run-time var file,
+given by an absolute path, is read afresh), against today's state, so the binary works
+out what to re-create and what to remove, and the policy check and approvals apply as for
+any change. (Restoring a state version, `POST /v1/workspaces/{ws}/rollback`, stays the
+admin-only break-glass path.)
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from tofuflow.errors import ConflictError
 from tofuflow.project import WorkspaceConfig
-from tofuflow.runs._artifact import restore_config
+from tofuflow.runs._artifact import restore_config, restore_inputs
 from tofuflow.runs._client import ControlPlane
 from tofuflow.runs._runner import PlanOutcome, apply_run, plan_workspace
 from tofuflow.runs._staged import Runner
@@ -51,7 +53,15 @@ def rollback_workspace(
         )
     data = _artifact(control_plane, target)
     with tempfile.TemporaryDirectory(prefix="tofuflow-rollback-") as tmp:
-        snapshot = dataclasses.replace(workspace, directory=restore_config(data, Path(tmp)))
+        snapshot = dataclasses.replace(
+            workspace, directory=restore_config(data, Path(tmp) / "config")
+        )
+        planned = restore_inputs(data, Path(tmp) / "var-files")
+        if planned is not None:  # else an older artifact: today's inputs
+            snapshot = dataclasses.replace(
+                snapshot, variables=planned.variables, var_files=planned.var_files,
+                run_time_var_files=planned.run_time_var_files,
+            )  # fmt: skip
         ctx = {
             **context,
             "operation": "rollback",

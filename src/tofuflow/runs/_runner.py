@@ -90,7 +90,10 @@ def plan_workspace(
                 targets=list(targets),
             )  # fmt: skip
             plan = st.tofu.show_plan(PLAN_FILE)
-            artifact = pack(st.copy)
+            artifact = pack(
+                st.copy, variables=workspace.variables, var_files=workspace.var_files,
+                run_time_var_files=workspace.run_time_var_files,
+            )  # fmt: skip
         control_plane.upload_artifact(run["id"], artifact)
     except BaseException as exc:
         # A run left in "planning" would never end: record why it stopped — cancelled when
