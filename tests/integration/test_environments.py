@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -238,6 +239,8 @@ def test_env_cli_create_list_extend_destroy_with_the_embedded_control_plane(
                   "--var", f"dir={files}")  # fmt: skip
     assert created.returncode == 0, created.stderr
     assert "environment pr-9: registered from app/dev" in created.stdout
+    # When it ends, as a person reads it: minutes, UTC, and how long that is from now.
+    assert re.search(r"expires 20\d\d-\d\d-\d\d \d\d:\d\d UTC \(in 2h; owner ana\)", created.stdout)
     assert "applied" in created.stdout
     assert _files(files) == ["app.txt", "db.txt"]
 
@@ -246,9 +249,12 @@ def test_env_cli_create_list_extend_destroy_with_the_embedded_control_plane(
     summary = (row["name"], row["owner"], row["status"], row["resources"])
     assert summary == ("pr-9", "ana", "active", 2)
     assert 7000 < row["ttl_left_seconds"] <= 7200
+    # A 2h TTL a few seconds old has 1h59m left, not "1h".
+    assert re.search(r"^pr-9 .* 1h59m +2  app/dev$", cli("list").stdout, re.M)
     extended = cli("extend", "pr-9", "--by", "1h")
     assert extended.returncode == 0, extended.stderr
     assert 10700 < json.loads(cli("list", "--json").stdout)[0]["ttl_left_seconds"] <= 10800
+    assert re.search(r"expires 20\d\d-\d\d-\d\d \d\d:\d\d UTC \(in 2h59m\)", extended.stdout)
 
     again = cli("create", "pr-9", "--from", "app/dev", "--var", f"dir={files}")
     assert again.returncode == 1 and "already exists" in again.stderr
@@ -269,6 +275,30 @@ def test_env_cli_create_list_extend_destroy_with_the_embedded_control_plane(
     assert reaped.returncode == 0, reaped.stdout + reaped.stderr
     assert "destroyed  pr-10" in reaped.stdout
     assert cli("list").stdout.strip() == "no environments"
+
+    # From a production workspace the deploy waits for a person; the error says how to go
+    # on, and what it says works: `tofuflow approve RUN`, then `tofuflow apply RUN`.
+    (repo / "tofuflow.toml").write_text(
+        '[workspaces."app/dev"]\ndirectory = "ephemeral"\n\n'
+        '[workspaces."app/prod"]\ndirectory = "ephemeral"\ntags = ["production"]\n'
+    )
+    gated = cli("create", "pr-11", "--from", "app/prod", "--var", f"dir={files}")
+    assert gated.returncode == 1
+    assert "the deploy of environment pr-11 waits for an approver" in gated.stderr, gated.stderr
+    run = re.findall(r"`tofuflow approve (\w+)`", gated.stderr)[0]
+    assert f"and apply it with `tofuflow apply {run}`" in gated.stderr
+    top = [*CLI]
+    approved = subprocess.run([*top, "approve", run], cwd=repo, env=env, capture_output=True,
+                              text=True, check=False, timeout=300)  # fmt: skip
+    assert approved.returncode == 0, approved.stderr
+    applied = subprocess.run([*top, "apply", run], cwd=repo, env=env, capture_output=True,
+                             text=True, check=False, timeout=300)  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+    assert f"run {run}: applied" in applied.stdout
+    assert _files(files) == ["app.txt", "db.txt"]
+    assert json.loads(cli("list", "--json").stdout)[0]["resources"] == 2
+    assert cli("destroy", "pr-11").returncode == 0
+    assert _files(files) == []
 
     bad = cli("create", "x", "--from", "app/dev", "--ttl", "soon")
     assert bad.returncode == 1 and "invalid duration 'soon'" in bad.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import json
 import sys
@@ -76,7 +77,8 @@ def env_create(
                 variables=extra, context=context,
             )  # fmt: skip
             click.echo(f"environment {name}: registered from {source}, expires "
-                       f"{created['expires_at']} (owner {created['owner']})")  # fmt: skip
+                       f"{_when(created['expires_at'])} (in {_span(seconds)}; owner "
+                       f"{created['owner']})")  # fmt: skip
             if no_apply:
                 return
             run = deploy_environment(name, client, cli_runner(None), context=context, base=ws)
@@ -132,7 +134,9 @@ def env_extend(name: str, ttl: str, project_path: Path | None) -> None:
             row = client.extend_environment(name, seconds)
     except TofuflowError as err:
         raise fail(err) from err
-    click.echo(f"environment {name}: expires {row['expires_at']}")
+    left = row.get("ttl_left_seconds")
+    after = f" (in {_span(left)})" if isinstance(left, int) else ""
+    click.echo(f"environment {name}: expires {_when(row['expires_at'])}{after}")
 
 
 @env.command("destroy")
@@ -219,8 +223,28 @@ def _brief(error: str) -> str:
     return f"{lines[0][:150]} … {lines[-1][-150:]}"
 
 
+_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+
+
 def _span(seconds: int) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+    """A duration in its two largest units, counted down: 7195 -> "1h59m", 90000 -> "1d1h"."""
+    for index, (unit, size) in enumerate(_UNITS):
         if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+            text = f"{seconds // size}{unit}"
+            if index + 1 < len(_UNITS):
+                next_unit, next_size = _UNITS[index + 1]
+                rest = seconds % size // next_size
+                text += f"{rest}{next_unit}" if rest else ""
+            return text
+    return "0s"
+
+
+def _when(moment: str) -> str:
+    """An ISO time from the server, as a person reads it: ``2026-12-05 18:31 UTC``."""
+    try:
+        parsed = dt.datetime.fromisoformat(moment)
+    except (TypeError, ValueError):
+        return str(moment)
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.UTC)
+    return parsed.strftime("%Y-%m-%d %H:%M UTC")

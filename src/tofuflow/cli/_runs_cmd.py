@@ -38,7 +38,7 @@ from tofuflow.cli._common import (
 from tofuflow.errors import TofuCancelledError, TofuflowError
 
 if TYPE_CHECKING:
-    pass
+    from collections.abc import Iterator
 
 __all__ = ["apply", "approve", "audit", "plan", "rollback", "runs", "unlock"]
 
@@ -100,6 +100,9 @@ def plan(workspace: str, project_path: Path | None, destroy: bool) -> None:
 def apply(run_id: str, project_path: Path | None, wait: str) -> None:
     """Apply approved run RUN from this checkout (which must match the planned config).
 
+    A rollback's run, or an ephemeral environment's that waited for an approver, is
+    applied from the configuration stored with it instead.
+
     \b
     Streams one line per resource as the binary works: [done/total elapsed] message.
     Interrupted (Ctrl-C, SIGTERM), it stops the binary gracefully, records the run
@@ -123,24 +126,27 @@ def apply(run_id: str, project_path: Path | None, wait: str) -> None:
                 if run["status"] == "needs_approval" and wait_seconds:
                     link = console_link(project_url(project), run_id)
                     run = await_approval(client, run, wait_seconds, CANCEL, report, link)
-                ws = project.workspace(run["workspace"])
-                announce(report, client.token, ws.directory)
-                if report is not None:  # no console link to an embedded plane's port
-                    report.console_url = (
-                        os.environ.get("TOFUFLOW_CONSOLE_URL") or project_url(project) or ""
+                with _run_workspace(project, client, run) as ws:
+                    announce(report, client.token, ws.directory)
+                    if report is not None:  # no console link to an embedded plane's port
+                        report.console_url = (
+                            os.environ.get("TOFUFLOW_CONSOLE_URL") or project_url(project) or ""
+                        )
+                    from_artifact = (run.get("context") or {}).get("config_source")
+                    # A rollback's configuration is the snapshot in its artifact, not this
+                    # checkout.
+                    apply = (
+                        apply_from_artifact if from_artifact == CONFIG_FROM_ARTIFACT else apply_run
                     )
-                from_artifact = (run.get("context") or {}).get("config_source")
-                # A rollback's configuration is the snapshot in its artifact, not this checkout.
-                apply = apply_from_artifact if from_artifact == CONFIG_FROM_ARTIFACT else apply_run
-                total = planned_changes(run)
-                try:
-                    done = apply(run_id, ws, client, cli_runner(report, progress_of=total))
-                except (TofuCancelledError, KeyboardInterrupt) as err:
-                    # Stopped gracefully: say how far it got and what next, once.
-                    from tofuflow.runs import interrupted_summary
+                    total = planned_changes(run)
+                    try:
+                        done = apply(run_id, ws, client, cli_runner(report, progress_of=total))
+                    except (TofuCancelledError, KeyboardInterrupt) as err:
+                        # Stopped gracefully: say how far it got and what next, once.
+                        from tofuflow.runs import interrupted_summary
 
-                    line = interrupted_summary(client.run(run_id))
-                    raise click.ClickException(clean(report, line)) from err
+                        line = interrupted_summary(client.run(run_id))
+                        raise click.ClickException(clean(report, line)) from err
     except TofuflowError as err:
         raise fail(err, report) from err
     result = done.get("result") or {}
@@ -150,6 +156,23 @@ def apply(run_id: str, project_path: Path | None, wait: str) -> None:
     )))  # fmt: skip
     if report is not None:
         report.applied(ws.name, done)
+
+
+@contextlib.contextmanager
+def _run_workspace(project: Any, client: Any, run: Any) -> Iterator[Any]:
+    """The workspace run ``run`` applies to: the checkout's, or, for an ephemeral
+    environment's run (which waited for an approver), the environment's configuration as
+    its snapshot holds it, with its source workspace's settings (identity) when this
+    tofuflow.toml defines it."""
+    name = run["workspace"]
+    if (run.get("context") or {}).get("environment") != name or name in project.workspaces:
+        yield project.workspace(name)
+        return
+    from tofuflow.envs import environment_workspace
+
+    source = client.environment(name).get("source_workspace")
+    with environment_workspace(name, client, project.workspaces.get(source)) as workspace:
+        yield workspace
 
 
 def _duration(text: str) -> int:

@@ -169,8 +169,9 @@ def _waiting(name: str, run: Mapping[str, Any], what: str) -> str:
     denies = "; ".join((run.get("decision") or {}).get("denies") or [])
     if run["status"] == "denied":
         return f"the {what} of environment {name} was denied by policy (run {run['id']}): {denies}"
+    state = "waits for an approver" if run["status"] == "needs_approval" else f"is {run['status']}"
     return (
-        f"the {what} of environment {name} is {run['status']} (run {run['id']}; {reasons}): "
+        f"the {what} of environment {name} {state} (run {run['id']}; {reasons}): "
         f"approve it with `tofuflow approve {run['id']}` and apply it with "
         f"`tofuflow apply {run['id']}`"
     )
