@@ -195,3 +195,49 @@ def test_the_next_step_init_prints_plans_the_workspace(binary: Binary, tmp_path:
     planned = _tofuflow("plan", "infra/web", cwd=repo, env=env)
     assert planned.returncode == 2, planned.stderr  # changes: one resource to add
     assert "1 to add" in planned.stdout
+
+
+def test_init_proposes_a_workspace_per_var_file_when_one_configuration_serves_several(
+    tmp_path: Path,
+) -> None:
+    """The most common layout: one configuration, a var file per environment beside it
+    (its module in ``../``). Each var file becomes a workspace sharing the directory, and
+    each plans with its own values into its own state."""
+    repo = tmp_path / "repo"
+    _tf(repo / "infra" / "modules" / "svc", 'variable "name" {}\n'
+        'resource "terraform_data" "svc" {\n  input = var.name\n}\n')  # fmt: skip
+    _tf(
+        repo / "infra" / "app",
+        'variable "environment" {\n  type = string\n}\n'
+        'variable "region" {\n  type = string\n}\n'
+        'module "svc" {\n  source = "../modules/svc"\n  name = var.environment\n}\n'
+        'output "where" {\n  value = "${var.environment}@${var.region}"\n}\n',
+    )
+    (repo / "infra" / "app" / "dev.tfvars").write_text('environment = "dev"\nregion = "eu"\n')
+    (repo / "infra" / "app" / "prod.tfvars").write_text('environment = "prod"\n')
+    (repo / "infra" / "app" / "terraform.tfvars").write_text('region = "us"\n')  # loaded anyway
+
+    done = _tofuflow("init", cwd=repo)
+    assert done.returncode == 0, done.stderr
+    project = load_project(repo / "tofuflow.toml")
+    dev, prod = project.workspace("infra/app/dev"), project.workspace("infra/app/prod")
+    assert set(project.workspaces) == {"infra/app/dev", "infra/app/prod"}
+    assert dev.directory == prod.directory == repo / "infra" / "app"
+    assert dev.var_files == (repo / "infra" / "app" / "dev.tfvars",)
+    assert prod.var_files == (repo / "infra" / "app" / "prod.tfvars",)
+    # A workspace named prod waits for a person on every change, unless the file says not.
+    assert (dev.tags, prod.tags) == ((), ("production",))
+    assert "infra/app/prod is tagged production" in done.stdout
+    # Every required variable is set by a var file: nothing to ask for.
+    assert "needs values" not in done.stdout, done.stdout
+    assert "next: tofuflow plan infra/app/dev" in done.stdout
+
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    for name in ("TOFUFLOW_SERVER_URL", "TOFUFLOW_TOKEN", "TOFUFLOW_SERVER_CONFIG"):
+        env.pop(name, None)
+    for workspace, expected in (("infra/app/dev", "dev@eu"), ("infra/app/prod", "prod@us")):
+        planned = _tofuflow("plan", workspace, cwd=repo, env=env)
+        assert planned.returncode == 2, planned.stdout + planned.stderr
+        run = planned.stdout.split("run ")[-1].split(":")[0]
+        shown = _tofuflow("runs", "show", run, "--plan", cwd=repo, env=env)
+        assert f'+ where = "{expected}"' in shown.stdout, shown.stdout

@@ -68,3 +68,18 @@ def test_tfvars_beside_a_root_are_proposed_except_those_loaded_anyway(tmp_path: 
     roots, _ = find_root_modules(tmp_path)
     assert roots[0].var_files == ("app/prod.tfvars",)
     assert '# var_files = ["app/prod.tfvars"]' in render_project(roots)
+
+
+def test_several_var_files_make_a_workspace_each_json_ones_too(tmp_path: Path) -> None:
+    _write(tmp_path / "app" / "main.tf", 'variable "size" {}\nvariable "zone" {}\n')
+    _write(tmp_path / "app" / "staging.tfvars.json", '{"size": 1, "zone": "a"}')
+    _write(tmp_path / "app" / "production.tfvars", "size = 3\n")
+    _write(tmp_path / "app" / "zone.auto.tfvars", 'zone = "b"\n')
+    roots, _ = find_root_modules(tmp_path)
+    assert [(r.name, r.var_files, r.required, r.production) for r in roots] == [
+        ("app/production", ("app/production.tfvars",), (), True),
+        ("app/staging", ("app/staging.tfvars.json",), (), False),
+    ]
+    text = render_project(roots)
+    assert 'var_files = ["app/staging.tfvars.json"]' in text
+    assert text.count('\ntags = ["production"]') == 1

@@ -6,7 +6,10 @@
 A root module is a directory with configuration files (``*.tf``, ``*.tf.json``, ``*.tofu``,
 ``*.tofu.json``) that no other directory uses as a local module (``source = "../x"``),
 unless it declares its own backend. Hidden directories (``.terraform``, ``.git``) are not
-searched.
+searched. A root module with two or more var files beside it (``dev.tfvars``,
+``prod.tfvars``: one configuration serving several environments) becomes a workspace per
+var file, all sharing its directory; one named ``prod`` or ``production`` is tagged
+``production``.
 """
 
 from __future__ import annotations
@@ -31,15 +34,23 @@ _SEGMENT_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _AUTO_LOADED = ("terraform.tfvars", "terraform.tfvars.json")  # the binary reads these itself
 
 
+_PRODUCTION = frozenset({"prod", "production"})  # var file names that mean production
+
+
 @dataclass(frozen=True)
 class RootModule:
     """A directory to plan on its own: one proposed workspace."""
 
     name: str
     directory: str  # relative to the repository, with '/'
-    required: tuple[str, ...] = ()  # variables without a default
+    required: tuple[str, ...] = ()  # variables without a default that no var file sets
     backend: str | None = None  # the backend the configuration declares, if any
     var_files: tuple[str, ...] = ()  # *.tfvars beside it (not loaded automatically)
+    per_var_file: bool = False  # one of several workspaces of the directory, one per file
+
+    @property
+    def production(self) -> bool:
+        return self.per_var_file and _stem(self.var_files[0]).lower() in _PRODUCTION
 
 
 @dataclass(frozen=True)
@@ -63,12 +74,41 @@ def find_root_modules(repository: Path) -> tuple[list[RootModule], list[str]]:
         if item.directory in used and item.backend is None:
             modules.append(relative)
             continue
-        name = _unique(_workspace_name(relative, repository.name), names)
-        names.add(name)
-        roots.append(
-            RootModule(name, relative, item.required, item.backend, _var_files(item, repository))
-        )
+        var_files = _var_files(item, repository)
+        loaded = _auto_loaded(item.directory)  # the binary reads these whatever the workspace
+        required = tuple(v for v in item.required if not _assigns(loaded, v))
+        if len(var_files) < 2:
+            name = _unique(_workspace_name(relative, repository.name), names)
+            names.add(name)
+            roots.append(RootModule(name, relative, required, item.backend, var_files))
+            continue
+        for var_file in var_files:  # one configuration, an environment per var file
+            stem = _stem(var_file)
+            name = _unique(_workspace_name(f"{relative}/{stem}", repository.name), names)
+            names.add(name)
+            text = (repository / var_file).read_text(errors="replace")
+            unset = tuple(v for v in required if not _assigns(text, v))
+            roots.append(
+                RootModule(name, relative, unset, item.backend, (var_file,), per_var_file=True)
+            )
     return roots, modules
+
+
+def _auto_loaded(directory: Path) -> str:
+    files = [directory / name for name in _AUTO_LOADED]
+    files += sorted(directory.glob("*.auto.tfvars")) + sorted(directory.glob("*.auto.tfvars.json"))
+    return "\n".join(f.read_text(errors="replace") for f in files if f.is_file())
+
+
+def _stem(var_file: str) -> str:
+    name = var_file.rsplit("/", 1)[-1]
+    return name.removesuffix(".json").removesuffix(".tfvars") or name
+
+
+def _assigns(text: str, variable: str) -> bool:
+    """Whether a var file (HCL or JSON) sets ``variable`` at its top level, roughly."""
+    name = re.escape(variable)
+    return re.search(rf'(?:^|[{{,])\s*(?:{name}|"{name}")\s*[=:]', text, re.M) is not None
 
 
 def _configurations(repository: Path) -> list[tuple[Path, list[Path]]]:
@@ -210,11 +250,14 @@ def _workspace(root: RootModule) -> str:
     else:
         lines.append('# variables = { region = "eu-west-1", replicas = 2 }')
     lines.append("# -var-file arguments, relative to this file (relative ones must exist).")
-    lines.append(f"# var_files = {json.dumps(list(root.var_files) or ['prod.tfvars'])}")
+    if root.per_var_file:
+        lines.append(f"var_files = {json.dumps(list(root.var_files))}")
+    else:
+        lines.append(f"# var_files = {json.dumps(list(root.var_files) or ['prod.tfvars'])}")
     lines += [
         "# Tags sent with each run, for the policies: the built-in ones make every change to a",
         '# "production" workspace wait for an approver.',
-        '# tags = ["production"]',
+        'tags = ["production"]' if root.production else '# tags = ["production"]',
         "# Workspaces `tofuflow run-all` plans and applies before this one; inputs passes their",
         '# outputs as variables: variable = "<workspace>.<output>".',
         '# depends_on = ["network"]',
@@ -262,7 +305,9 @@ def init(repository: Path, force: bool) -> None:
     REPOSITORY defaults to the current directory; the file is written at its top.
     Root modules are the directories with *.tf files that other directories do not use
     as local modules (hidden directories such as .terraform are skipped). Each becomes a
-    workspace named by its path. Then: tofuflow plan WORKSPACE.
+    workspace named by its path; one with several var files beside it (dev.tfvars,
+    prod.tfvars) becomes a workspace per var file, sharing the directory, and the one
+    named prod or production is tagged production. Then: tofuflow plan WORKSPACE.
     """
     from tofuflow.errors import TofuflowError
     from tofuflow.project import PROJECT_FILE, load_project
@@ -297,6 +342,8 @@ def _report(target: Path, roots: list[RootModule], modules: list[str]) -> None:
     width = max(len(root.name) for root in roots)
     for root in roots:
         note = f'  (keeps its backend "{root.backend}": backend = "own")' if root.backend else ""
+        if root.per_var_file:
+            note = f"  with {root.var_files[0]}{note}"
         click.echo(f"  {root.name:<{width}}  {root.directory}{note}")
     if modules:
         click.echo(f"skipped, used as modules by others: {', '.join(modules)}")
@@ -305,6 +352,12 @@ def _report(target: Path, roots: list[RootModule], modules: list[str]) -> None:
             click.echo(
                 f"{root.name} needs values for: {', '.join(root.required)} "
                 f"(set variables in [workspaces.{_key(root.name)}])"
+            )
+    for root in roots:
+        if root.production:
+            click.echo(
+                f"{root.name} is tagged production: every change waits for an approver "
+                "(remove the tag in the file to let the policy decide)"
             )
     ready = next((root for root in roots if not root.required), roots[0])
     click.echo(f"next: tofuflow plan {ready.name}")
