@@ -146,3 +146,30 @@ def test_a_remote_control_plane_without_a_token_is_a_clear_error(
     done = _run("plan", "app/dev", cwd=repo, env=env)
     assert done.returncode == 1
     assert "TOFUFLOW_PLAN_TOKEN" in done.stderr
+
+
+def test_a_two_stage_pipeline_hands_the_run_id_over_in_a_file(
+    project: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """Any CI: the plan stage writes the run id to a file it publishes, the apply stage
+    (another machine, another checkout) reads it. Scripts read runs as JSON."""
+    repo, env = project
+    handed = tmp_path / "artifacts" / "run-id"
+    planned = _run("plan", "app/dev", "--run-id-file", str(handed), cwd=repo, env=env)
+    assert planned.returncode == 2, planned.stderr
+    run_id = handed.read_text().strip()
+    assert f"run {run_id}: approved" in planned.stdout
+
+    applied = _run("apply", handed.read_text().strip(), cwd=repo, env=env)
+    assert applied.returncode == 0, applied.stderr
+
+    listed = _run("runs", "list", "--json", cwd=repo, env=env)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [(r["id"], r["workspace"], r["status"]) for r in rows] == [
+        (run_id, "app/dev", "applied")
+    ]
+    # A plan that fails before a run exists leaves no stale id behind for the next stage.
+    handed.write_text("0123456789abcdef\n")
+    failed = _run("plan", "app/typo", "--run-id-file", str(handed), cwd=repo, env=env)
+    assert failed.returncode == 1 and not handed.exists()

@@ -47,13 +47,23 @@ __all__ = ["apply", "approve", "audit", "plan", "rollback", "runs", "unlock"]
 @click.argument("workspace")
 @PROJECT_OPTION
 @click.option("--destroy", is_flag=True, help="Plan to destroy everything in the workspace.")
-def plan(workspace: str, project_path: Path | None, destroy: bool) -> None:
+@click.option(
+    "--run-id-file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+    help="Also write the run id to FILE (one line), for the stage that applies it; "
+    "removed first, so a plan that fails leaves none behind.",
+)  # fmt: skip
+def plan(
+    workspace: str, project_path: Path | None, destroy: bool, run_id_file: Path | None
+) -> None:
     """Plan WORKSPACE read-only and submit it for the policy check.
 
     \b
     Exit codes: 0 no changes, 2 changes (approved, or waiting for an approver),
                 3 denied by policy, 1 error.
     Prints the run id; apply it with `tofuflow apply RUN`, here or on another machine.
+    In a pipeline: `tofuflow plan app/prod --run-id-file run-id`, publish run-id, and in
+    the apply stage `tofuflow apply "$(cat run-id)"` (Azure DevOps also gets the runId
+    output variable).
     """
     from tofuflow.ci import detect_run_context
     from tofuflow.cli import CANCELLABLE
@@ -61,6 +71,8 @@ def plan(workspace: str, project_path: Path | None, destroy: bool) -> None:
     from tofuflow.tofu import render_plan_text
 
     CANCELLABLE.set()
+    if run_id_file is not None:
+        run_id_file.unlink(missing_ok=True)
     report = agent_report()
     try:
         with reporting(report, f"tofuflow plan {workspace}"):
@@ -80,6 +92,9 @@ def plan(workspace: str, project_path: Path | None, destroy: bool) -> None:
         raise fail(err, report) from err
     click.echo(clean(report, render_plan_text(outcome.plan)))
     print_decision(outcome.run, report)
+    if run_id_file is not None:
+        run_id_file.parent.mkdir(parents=True, exist_ok=True)
+        run_id_file.write_text(f"{outcome.run['id']}\n")
     link = console_link(project_url(project), outcome.run["id"])
     if link:
         click.echo(f"console: {link}")
@@ -296,10 +311,12 @@ def runs() -> None:
 @click.option("--workspace", help="Only this workspace.")
 @click.option("--commit", help="Only runs of this commit (a prefix is enough).")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="The runs as a JSON array, for scripts.")
 @PROJECT_OPTION
 def runs_list(
-    workspace: str | None, commit: str | None, limit: int, project_path: Path | None
-) -> None:
+    workspace: str | None, commit: str | None, limit: int, as_json: bool,
+    project_path: Path | None,
+) -> None:  # fmt: skip
     """The newest runs first: when, status, workspace, who asked, commit, changes."""
     try:
         with control_plane("read", configured_url(project_path)) as client:
@@ -313,6 +330,9 @@ def runs_list(
                     )
     except TofuflowError as err:
         raise fail(err) from err
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, sort_keys=True))
+        return
     if not rows:
         click.echo("no runs yet: `tofuflow plan WORKSPACE` starts one")
         return
