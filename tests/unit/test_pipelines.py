@@ -368,12 +368,68 @@ def test_invalid_options(kwargs: dict[str, Any]) -> None:
 # -- the CLI ----------------------------------------------------------------------------
 
 
+def _project(repo: Path) -> None:
+    """The repository's tofuflow.toml: the pipeline's steps run `tofuflow plan WS` there."""
+    (repo / "infra").mkdir(parents=True, exist_ok=True)
+    (repo / "tofuflow.toml").write_text(
+        '[workspaces."app/dev"]\ndirectory = "infra"\n\n'
+        '[workspaces."app/prod"]\ndirectory = "infra"\n'
+    )
+
+
 def _init(runner: CliRunner, out: Path, *extra: str) -> Any:
+    if not (out / "tofuflow.toml").exists():
+        _project(out)
     return runner.invoke(
         pipeline,
         ["init", "azure-devops", "--workspace", "app/dev", "--workspace", "app/prod",
          "--server-url", SERVER, "--output-dir", str(out), *extra],
     )  # fmt: skip
+
+
+def _generated(out: Path) -> set[str]:
+    return {p.name for p in out.rglob("*.yml")}
+
+
+def test_cli_refuses_a_workspace_tofuflow_toml_does_not_define(tmp_path: Path) -> None:
+    """A typo would otherwise surface only on the agent, after the commit and the
+    pipeline's creation."""
+    _project(tmp_path)
+    result = CliRunner().invoke(
+        pipeline,
+        ["init", "azure-devops", "--workspace", "app/deb", "--server-url", SERVER,
+         "--output-dir", str(tmp_path)],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "app/deb" in result.output and 'did you mean "app/dev"' in result.output
+    assert _generated(tmp_path) == set()
+
+
+def test_cli_needs_the_repositorys_tofuflow_toml(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        pipeline,
+        ["init", "azure-devops", "--workspace", "app/dev", "--server-url", SERVER,
+         "--output-dir", str(tmp_path)],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert f"no tofuflow.toml in {tmp_path}" in result.output
+    assert "tofuflow init" in result.output
+    assert _generated(tmp_path) == set()
+
+
+@pytest.mark.parametrize("branch", ["master", "trunk"])
+def test_the_trigger_branch_is_the_repositorys_own(tmp_path: Path, branch: str) -> None:
+    subprocess.run(["git", "init", "-q", f"--initial-branch={branch}", str(tmp_path)], check=True)
+    result = _init(CliRunner(), tmp_path)
+    assert result.exit_code == 0, result.output
+    main = yaml.safe_load((tmp_path / MAIN_FILE).read_text(encoding="utf-8"))
+    assert main["trigger"]["branches"]["include"] == [branch]
+    applying = {stage["parameters"]["applyBranch"] for stage in main["stages"]}
+    assert applying == {f"refs/heads/{branch}"}
+    chosen = _init(CliRunner(), tmp_path, "--branch", "release", "--force")
+    assert chosen.exit_code == 0, chosen.output
+    main = yaml.safe_load((tmp_path / MAIN_FILE).read_text(encoding="utf-8"))
+    assert main["trigger"]["branches"]["include"] == ["release"]
 
 
 def test_cli_writes_valid_files_and_next_steps(tmp_path: Path) -> None:
@@ -452,7 +508,7 @@ def test_cli_rejects_bad_options(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "cron" in result.output
     missing = runner.invoke(pipeline, ["init", "azure-devops", "--output-dir", str(tmp_path)])
     assert missing.exit_code == 2 and "--workspace" in missing.output
-    assert not any(tmp_path.iterdir())
+    assert _generated(tmp_path) == set()
 
 
 def test_the_schema_check_catches_mistakes() -> None:

@@ -95,7 +95,9 @@ def pipeline_init() -> None:
     help="Schedule (UTC cron) of the drift pipeline; an empty value writes none.",
 )
 @click.option(
-    "--branch", default="main", show_default=True, help="Branch that triggers and applies."
+    "--branch",
+    help="Branch that triggers and applies. Default: the repository's default branch "
+    "(origin's HEAD, else the one checked out), else main.",
 )
 @click.option(
     "--output-dir",
@@ -118,7 +120,7 @@ def azure_devops(
     python_version: str,
     auto_apply_routine: bool,
     drift_cron: str,
-    branch: str,
+    branch: str | None,
     output_dir: Path,
     force: bool,
 ) -> None:
@@ -148,10 +150,11 @@ def azure_devops(
             python_version=python_version,
             auto_apply_routine=auto_apply_routine,
             drift_cron=drift_cron.strip() or None,
-            branch=branch,
+            branch=branch or _default_branch(output_dir),
         )
     except ValueError as err:
         raise click.UsageError(str(err)) from err
+    _check_workspaces(output_dir, workspaces)
     files = azure_devops_pipeline(options)
     targets = {output_dir / name: text for name, text in files.items()}
     existing = sorted(str(path) for path in targets if path.exists())
@@ -164,6 +167,38 @@ def azure_devops(
         path.write_text(text, encoding="utf-8")
         click.echo(f"wrote {path}")
     click.echo(_next_steps(options))
+
+
+def _check_workspaces(repository: Path, workspaces: tuple[str, ...]) -> None:
+    """Every --workspace is one of the repository's tofuflow.toml, where the pipeline's
+    steps run `tofuflow plan WORKSPACE` (a typo would show only on the agent)."""
+    from tofuflow.errors import TofuflowError
+    from tofuflow.project import PROJECT_FILE, load_project
+
+    path = repository / PROJECT_FILE
+    if not path.is_file():
+        raise click.UsageError(
+            f"no {PROJECT_FILE} in {repository}: the pipeline runs `tofuflow plan WORKSPACE` "
+            f"at the repository's root, which needs one. Run `tofuflow init` there first, or "
+            "pass the repository's root as --output-dir"
+        )
+    try:
+        project = load_project(path)
+        for name in workspaces:
+            project.workspace(name)
+    except TofuflowError as err:
+        raise click.UsageError(f"--workspace: {err}") from err
+
+
+def _default_branch(repository: Path) -> str:
+    """origin's default branch, else the branch checked out, else main."""
+    from tofuflow.ci._git import _git
+
+    remote = _git(repository, "symbolic-ref", "--quiet", "--short", "refs/remotes/origin/HEAD")
+    if remote and remote.strip().startswith("origin/"):
+        return remote.strip().removeprefix("origin/")
+    current = _git(repository, "symbolic-ref", "--quiet", "--short", "HEAD")
+    return current.strip() if current and current.strip() else "main"
 
 
 def _next_steps(options: PipelineOptions) -> str:
