@@ -37,14 +37,32 @@ def _run_id(output: str) -> str:
     return output.split("run ")[-1].split(":")[0]
 
 
-def _items(server: RunningServer, token: str) -> set[str]:
-    response = httpx.get(server.state_url("app/dev"), headers={"Authorization": f"Bearer {token}"})
+def _state_items(server: RunningServer, token: str, workspace: str) -> tuple[set[str], int]:
+    """The ``item`` keys and the count of ``database`` instances in the workspace's state."""
+    response = httpx.get(server.state_url(workspace), headers={"Authorization": f"Bearer {token}"})
     state = json.loads(response.content)
-    return {
+    items = {
         instance["index_key"]
         for resource in state["resources"] if resource["name"] == "item"
         for instance in resource["instances"]
     }  # fmt: skip
+    databases = sum(len(r["instances"]) for r in state["resources"] if r["name"] == "database")
+    return items, databases
+
+
+def _items(server: RunningServer, token: str) -> set[str]:
+    return _state_items(server, token, "app/dev")[0]
+
+
+def _stage_env(server: RunningServer) -> tuple[dict[str, str], str]:
+    """The environment of a pipeline with a token per stage, and the admin token."""
+    admin = make_token(server, "admin")
+    env = {**os.environ, "TOFUFLOW_SERVER_URL": server.url,
+           "TOFUFLOW_PLAN_TOKEN": make_token(server, "planner"),
+           "TOFUFLOW_APPLY_TOKEN": make_token(server, "applier"),
+           "TOFUFLOW_APPROVE_TOKEN": make_token(server, "approver"),
+           "TOFUFLOW_TOKEN": admin}  # fmt: skip
+    return env, admin
 
 
 def test_rollback_brings_back_the_previous_configuration_through_policy_and_approval(
@@ -55,12 +73,7 @@ def test_rollback_brings_back_the_previous_configuration_through_policy_and_appr
     shutil.copytree(FIXTURES / "configs" / "app", repo / "infra")
     (repo / "tofuflow.toml").write_text('[workspaces."app/dev"]\ndirectory = "infra"\n')
     tfvars = repo / "infra" / "terraform.tfvars"
-    admin = make_token(server, "admin")
-    env = {**os.environ, "TOFUFLOW_SERVER_URL": server.url,
-           "TOFUFLOW_PLAN_TOKEN": make_token(server, "planner"),
-           "TOFUFLOW_APPLY_TOKEN": make_token(server, "applier"),
-           "TOFUFLOW_APPROVE_TOKEN": make_token(server, "approver"),
-           "TOFUFLOW_TOKEN": admin}  # fmt: skip
+    env, admin = _stage_env(server)
 
     # v1: items a and b (creations only: auto-approved).
     tfvars.write_text('items = ["a", "b"]\n')
@@ -105,18 +118,6 @@ def test_rollback_brings_back_the_previous_configuration_through_policy_and_appr
     assert "roll back to a run that was applied" in refused.stderr
 
 
-def _state_items(server: RunningServer, token: str, workspace: str) -> tuple[set[str], int]:
-    response = httpx.get(server.state_url(workspace), headers={"Authorization": f"Bearer {token}"})
-    state = json.loads(response.content)
-    items = {
-        instance["index_key"]
-        for resource in state["resources"] if resource["name"] == "item"
-        for instance in resource["instances"]
-    }  # fmt: skip
-    databases = sum(len(r["instances"]) for r in state["resources"] if r["name"] == "database")
-    return items, databases
-
-
 def test_rollback_plans_with_the_var_files_and_variables_the_earlier_run_used(
     tmp_path: Path, server: RunningServer, binary: Binary
 ) -> None:
@@ -138,12 +139,7 @@ def test_rollback_plans_with_the_var_files_and_variables_the_earlier_run_used(
             '[workspaces."app/prod"]\ndirectory = "infra"\nvar_files = ["envs/prod.tfvars"]\n'
         )
 
-    admin = make_token(server, "admin")
-    env = {**os.environ, "TOFUFLOW_SERVER_URL": server.url,
-           "TOFUFLOW_PLAN_TOKEN": make_token(server, "planner"),
-           "TOFUFLOW_APPLY_TOKEN": make_token(server, "applier"),
-           "TOFUFLOW_APPROVE_TOKEN": make_token(server, "approver"),
-           "TOFUFLOW_TOKEN": admin}  # fmt: skip
+    env, admin = _stage_env(server)
 
     def applied(workspace: str) -> str:
         planned = _cli(repo, env, "plan", workspace)

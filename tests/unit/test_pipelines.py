@@ -387,6 +387,15 @@ def _init(runner: CliRunner, out: Path, *extra: str) -> Any:
     )  # fmt: skip
 
 
+def _init_one(out: Path, workspace: str) -> Any:
+    """``_init`` for one workspace, with whatever tofuflow.toml ``out`` has (or none)."""
+    return CliRunner().invoke(
+        pipeline,
+        ["init", "azure-devops", "--workspace", workspace, "--server-url", SERVER,
+         "--output-dir", str(out)],
+    )  # fmt: skip
+
+
 def _generated(out: Path) -> set[str]:
     return {p.name for p in out.rglob("*.yml")}
 
@@ -395,22 +404,14 @@ def test_cli_refuses_a_workspace_tofuflow_toml_does_not_define(tmp_path: Path) -
     """A typo would otherwise surface only on the agent, after the commit and the
     pipeline's creation."""
     _project(tmp_path)
-    result = CliRunner().invoke(
-        pipeline,
-        ["init", "azure-devops", "--workspace", "app/deb", "--server-url", SERVER,
-         "--output-dir", str(tmp_path)],
-    )  # fmt: skip
+    result = _init_one(tmp_path, "app/deb")
     assert result.exit_code == 2, result.output
     assert "app/deb" in result.output and 'did you mean "app/dev"' in result.output
     assert _generated(tmp_path) == set()
 
 
 def test_cli_needs_the_repositorys_tofuflow_toml(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        pipeline,
-        ["init", "azure-devops", "--workspace", "app/dev", "--server-url", SERVER,
-         "--output-dir", str(tmp_path)],
-    )  # fmt: skip
+    result = _init_one(tmp_path, "app/dev")
     assert result.exit_code == 2, result.output
     assert f"no tofuflow.toml in {tmp_path}" in result.output
     assert "tofuflow init" in result.output

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     )
     from tofuflow.ci._context import CISystem, RunContext
     from tofuflow.ci._detect import detect_run_context
+    from tofuflow.ci._git import default_branch
     from tofuflow.ci._normalize import strip_url_credentials
     from tofuflow.ci._pipelines import AgentPool, PipelineOptions, azure_devops_pipeline
     from tofuflow.ci._pull_request import PullRequest, console_link
@@ -36,6 +37,7 @@ _EXPORTS = {
     "airflow_run_context": "tofuflow.ci._airflow",
     "azure_devops_pipeline": "tofuflow.ci._pipelines",
     "console_link": "tofuflow.ci._pull_request",
+    "default_branch": "tofuflow.ci._git",
     "PullRequest": "tofuflow.ci._pull_request",
     "detect_run_context": "tofuflow.ci._detect",
     "escape_message": "tofuflow.ci._azure_devops",
@@ -56,6 +58,7 @@ __all__ = [
     "airflow_run_context",
     "azure_devops_pipeline",
     "console_link",
+    "default_branch",
     "detect_run_context",
     "escape_message",
     "escape_property",

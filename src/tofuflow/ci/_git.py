@@ -9,7 +9,7 @@ from pathlib import Path
 from tofuflow.ci._context import Fields
 from tofuflow.ci._normalize import strip_url_credentials
 
-__all__ = ["GIT_FIELDS", "GitInfo", "fill_from_git", "read_git"]
+__all__ = ["GIT_FIELDS", "GitInfo", "default_branch", "fill_from_git", "read_git"]
 
 GIT_FIELDS = ("commit_sha", "branch", "repository", "dirty")
 
@@ -55,6 +55,16 @@ def fill_from_git(fields: Fields, cwd: Path) -> Fields:
         return fields
     info = read_git(cwd, remote="repository" in missing)
     return {**fields, **{name: getattr(info, name) for name in missing}}
+
+
+def default_branch(cwd: Path) -> str | None:
+    """The repository's default branch: origin's ``HEAD``, else the branch checked out;
+    None outside a repository or on a detached ``HEAD``."""
+    remote = _git(cwd, "symbolic-ref", "--quiet", "--short", "refs/remotes/origin/HEAD")
+    if remote and remote.strip().startswith("origin/"):
+        return remote.strip().removeprefix("origin/")
+    current = _git(cwd, "symbolic-ref", "--quiet", "--short", "HEAD")
+    return current.strip() if current and current.strip() else None
 
 
 def _parse_status(output: str) -> tuple[str | None, str | None, bool]:

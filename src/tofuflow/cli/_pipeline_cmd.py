@@ -134,7 +134,7 @@ def azure_devops(
     it applies the run id the plan stage printed, fetching the saved plan from the
     control plane. Existing files are kept unless --force is given.
     """
-    from tofuflow.ci import AgentPool, PipelineOptions, azure_devops_pipeline
+    from tofuflow.ci import AgentPool, PipelineOptions, azure_devops_pipeline, default_branch
 
     try:
         options = PipelineOptions(
@@ -150,7 +150,7 @@ def azure_devops(
             python_version=python_version,
             auto_apply_routine=auto_apply_routine,
             drift_cron=drift_cron.strip() or None,
-            branch=branch or _default_branch(output_dir),
+            branch=branch or default_branch(output_dir) or "main",
         )
     except ValueError as err:
         raise click.UsageError(str(err)) from err
@@ -188,17 +188,6 @@ def _check_workspaces(repository: Path, workspaces: tuple[str, ...]) -> None:
             project.workspace(name)
     except TofuflowError as err:
         raise click.UsageError(f"--workspace: {err}") from err
-
-
-def _default_branch(repository: Path) -> str:
-    """origin's default branch, else the branch checked out, else main."""
-    from tofuflow.ci._git import _git
-
-    remote = _git(repository, "symbolic-ref", "--quiet", "--short", "refs/remotes/origin/HEAD")
-    if remote and remote.strip().startswith("origin/"):
-        return remote.strip().removeprefix("origin/")
-    current = _git(repository, "symbolic-ref", "--quiet", "--short", "HEAD")
-    return current.strip() if current and current.strip() else "main"
 
 
 def _next_steps(options: PipelineOptions) -> str:
