@@ -8,6 +8,7 @@ in tests/integration/test_ci_git.py.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -365,6 +366,7 @@ def test_public_api_of_tofuflow_ci_is_pinned() -> None:
         "CISystem",
         "RunContext",
         "airflow_context",
+        "default_branch",
         "detect_run_context",
         "escape_message",
         "escape_property",
@@ -374,3 +376,17 @@ def test_public_api_of_tofuflow_ci_is_pinned() -> None:
     }
     for name in tofuflow.ci.__all__:
         assert getattr(tofuflow.ci, name) is not None
+
+
+def test_default_branch_is_origins_else_the_checked_out_one(tmp_path: Path) -> None:
+    from tofuflow.ci import default_branch
+
+    assert default_branch(tmp_path) is None  # not a repository
+    origin, clone = tmp_path / "origin", tmp_path / "clone"
+    subprocess.run(["git", "init", "-q", "--initial-branch=trunk", str(origin)], check=True)
+    subprocess.run(["git", "-C", str(origin), "-c", "user.name=t", "-c", "user.email=t@t",
+                    "commit", "-q", "--allow-empty", "-m", "first"], check=True)  # fmt: skip
+    subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
+    subprocess.run(["git", "-C", str(clone), "checkout", "-q", "-b", "feature"], check=True)
+    assert default_branch(clone) == "trunk"  # origin's, not the feature branch checked out
+    assert default_branch(origin) == "trunk"  # no origin: the branch checked out
