@@ -53,7 +53,20 @@ def test_the_project_examples_sequence_runs_as_written(tmp_path: Path, binary: o
     }
     env.pop("TOFUFLOW_SERVER_URL", None)
     (block,) = _sh_blocks(ROOT / "examples" / "project" / "README.md")
-    cwd, run_id, ran = repo, "", 0
+    ran, _ = _run_block(block, repo, env)
+    assert ran >= 10
+    assert sorted(p.name for p in (repo / "examples" / "project" / "infra").iterdir()) == [
+        "main.tf"
+    ]
+
+
+def _run_block(
+    block: list[str], repo: Path, env: dict[str, str], run_id: str = ""
+) -> tuple[int, str]:
+    """Run a block's lines one by one, in ``repo`` (``cd X`` moves to ``repo/X``), as the
+    module docstring says; a comment's quoted text must be in the output. Returns (lines
+    run, the last run id printed)."""
+    cwd, ran = repo, 0
     for raw in block:
         command, _, comment = raw.partition("#")
         command = command.strip()
@@ -79,10 +92,32 @@ def test_the_project_examples_sequence_runs_as_written(tmp_path: Path, binary: o
         ids = re.findall(r"\brun ([0-9a-f]{16})\b", done.stdout)
         run_id = ids[-1] if ids else run_id
         ran += 1
-    assert ran >= 10
-    assert sorted(p.name for p in (repo / "examples" / "project" / "infra").iterdir()) == [
-        "main.tf"
-    ]
+    return ran, run_id
+
+
+def test_the_readmes_next_steps_run_as_written_in_the_project_example(
+    tmp_path: Path, binary: object
+) -> None:
+    """README.md's command blocks after "Two commands" (those are `make demo`, tested by
+    test_cli, and `make test`, the suite itself), one after the other in a copy of
+    examples/project, which has the workspaces they name, with the embedded plane."""
+    repo = tmp_path / "project"
+    shutil.copytree(ROOT / "examples" / "project", repo)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "TOFUFLOW_DATA_DIR": str(tmp_path / "data"),
+    }
+    env.pop("TOFUFLOW_SERVER_URL", None)
+    first, *blocks = _sh_blocks(ROOT / "README.md")
+    assert [line.split("#")[0].strip() for line in first] == ["make demo", "make test"]
+    assert len(blocks) >= 2
+    run_id, ran = "", 0
+    for block in blocks:
+        lines, run_id = _run_block(block, repo, env, run_id)
+        ran += lines
+    assert ran >= 8
+    assert sorted(p.name for p in (repo / "infra").iterdir()) == ["main.tf"]
 
 
 def test_the_server_examples_sequence_runs_as_written(tmp_path: Path, binary: object) -> None:
