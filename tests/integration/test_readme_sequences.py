@@ -120,6 +120,29 @@ def test_the_readmes_next_steps_run_as_written_in_the_project_example(
     assert sorted(p.name for p in (repo / "infra").iterdir()) == ["main.tf"]
 
 
+def test_the_drift_guides_commands_run_as_written(tmp_path: Path, binary: object) -> None:
+    """docs/drift.md's block, in a copy of examples/project with both workspaces applied
+    (so each command finds no drift and exits 0; the exit codes on drift are tested in
+    test_drift)."""
+    repo = tmp_path / "project"
+    shutil.copytree(ROOT / "examples" / "project", repo)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "TOFUFLOW_DATA_DIR": str(tmp_path / "data"),
+    }
+    env.pop("TOFUFLOW_SERVER_URL", None)
+    applied = [
+        "tofuflow plan app/dev  # exit 2", "tofuflow apply RUN",
+        "tofuflow plan app/prod  # exit 2", "tofuflow approve RUN", "tofuflow apply RUN",
+    ]  # fmt: skip
+    _run_block(applied, repo, env)
+    (block,) = _sh_blocks(ROOT / "docs" / "drift.md")
+    ran, _ = _run_block(block, repo, env)
+    assert ran == 4
+    assert "0 drifted, 2 without drift" in (repo / "drift.md").read_text()
+
+
 def test_the_server_examples_sequence_runs_as_written(tmp_path: Path, binary: object) -> None:
     """examples/server/README.md "Trying it locally": its TOML, then its shell block.
 
