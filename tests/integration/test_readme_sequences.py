@@ -140,7 +140,10 @@ def test_the_drift_guides_commands_run_as_written(tmp_path: Path, binary: object
     (block,) = _sh_blocks(ROOT / "docs" / "drift.md")
     ran, _ = _run_block(block, repo, env)
     assert ran == 4
-    assert "0 drifted, 2 without drift" in (repo / "drift.md").read_text()
+    report = (repo / "drift.md").read_text()
+    assert "0 drifted, 2 without drift" in report
+    # Who applied, as a person reads it (the embedded plane's token says which command).
+    assert "requested by tofuflow plan app/prod" in report, report
 
 
 def test_the_server_examples_sequence_runs_as_written(tmp_path: Path, binary: object) -> None:

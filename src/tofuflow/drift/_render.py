@@ -231,8 +231,9 @@ def _applied_line(applied: Mapping[str, Any] | None) -> str:
     where = [f"commit {_short(applied.get('commit')) or 'unknown'}"]
     if applied.get("applied_at"):
         where.append(f"at {_when(applied['applied_at'])}")
-    if applied.get("requester"):
-        where.append(f"requested by {applied['requester']}")
+    who = applied.get("requester_name") or applied.get("requester")
+    if who:
+        where.append(f"requested by {who}")
     pipeline = [str(applied[k]) for k in ("pipeline", "build") if applied.get(k)]
     if pipeline:
         where.append("pipeline " + " #".join(pipeline))
