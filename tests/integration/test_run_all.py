@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -386,3 +387,48 @@ def test_init_waits_for_the_plugin_cache_lock_and_other_commands_do_not(
         # The lock is free again once the binary exited: a non-blocking lock succeeds.
         with (cache / LOCK_NAME).open("w") as handle:
             fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stopped_run_all_says_what_each_stack_got_done(
+    tmp_path: Path, environment: dict[str, str], signum: int
+) -> None:
+    """Ctrl-C (or a CI agent's SIGTERM) while a stack applies: the running apply stops
+    gracefully, nothing else starts, and the table says per stack how far it got and what
+    to run next; never a bare `Aborted.`."""
+    started = tmp_path / "slow.started"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "main.tf").write_text(
+        'resource "terraform_data" "fast" {}\n'
+        'resource "terraform_data" "slow" {\n'
+        "  depends_on = [terraform_data.fast]\n"
+        f'  provisioner "local-exec" {{ command = "touch {started} && sleep 60" }}\n'
+        "}\n"
+    )
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "main.tf").write_text('resource "terraform_data" "b" {}\n')
+    (tmp_path / "tofuflow.toml").write_text(
+        '[workspaces.a]\ndirectory = "a"\n\n[workspaces.b]\ndirectory = "b"\ndepends_on = ["a"]\n'
+    )
+    proc = subprocess.Popen(
+        [*CLI, "run-all", "apply"], cwd=tmp_path, env=environment, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,  # SIGINT not ignored: tests/conftest.py
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not started.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out + err
+    assert "Aborted." not in out + err
+    rows = {line.split()[0]: line for line in out.splitlines() if line[:2] in ("a ", "b ")}
+    assert "stopped (cancelled)" in rows["a"], out
+    assert "interrupted: 1 of 2 resources applied, saved as state version" in rows["a"], out
+    assert "not started (cancelled)" in rows["b"], out
+    assert "run `tofuflow run-all apply` again to continue" in out, out
+    listed = subprocess.run([*CLI, "runs", "list", "--json"], cwd=tmp_path, env=environment,
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    assert [(r["workspace"], r["status"]) for r in json.loads(listed.stdout)] == [
+        ("a", "cancelled")
+    ]

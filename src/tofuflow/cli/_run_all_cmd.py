@@ -107,6 +107,13 @@ def run_all(
     except TofuflowError as err:
         raise click.ClickException(printer.clean(str(err))) from err
     _print_table(printer, report, action)
+    if report.with_status("cancelled"):
+        why = "interrupted (Ctrl-C)" if report.interrupted else "cancelled"
+        printer.line(
+            f"run-all {action} was {why}: the rows above say what each stack got done; "
+            f"run `tofuflow run-all {action}` again to continue",
+            fg="yellow",
+        )
     sys.exit(_exit_code(report, action))
 
 

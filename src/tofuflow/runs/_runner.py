@@ -283,17 +283,18 @@ def _first_line(exc: BaseException) -> str:
     return text[:2000]
 
 
-def interrupted_summary(run: Mapping[str, Any]) -> str:
+def interrupted_summary(run: Mapping[str, Any], then: str | None = None) -> str:
     """One line for a person after an interrupted apply: how far it got, where the state
-    is, what to do next."""
+    is, what to do next (``then``, a command; default: plan the workspace again)."""
     result = run.get("result") or {}
     detail = result.get("detail") or result
     applied, planned = detail.get("applied"), detail.get("planned")
     done = f"{applied} of {planned} resources applied" if planned else "stopped"
     version = run.get("state_version")
     saved = f"saved as state version {version}" if version else "no state version written"
+    then = then or f"tofuflow plan {run['workspace']}"
     return (
-        f"interrupted: {done}, {saved}; run `tofuflow plan {run['workspace']}` to continue "
+        f"interrupted: {done}, {saved}; run `{then}` to continue "
         f"(run {run['id']} is {run['status']})"
     )
 

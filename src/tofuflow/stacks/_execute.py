@@ -15,9 +15,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tofuflow.errors import TofuflowError
+from tofuflow.errors import TofuCancelledError, TofuflowError
 from tofuflow.project import Project, WorkspaceConfig
-from tofuflow.runs import Clients, Runner, apply_run, plan_workspace, resolve_inputs, with_inputs
+from tofuflow.runs import (
+    Clients,
+    Runner,
+    apply_run,
+    interrupted_summary,
+    plan_workspace,
+    resolve_inputs,
+    with_inputs,
+)
 from tofuflow.stacks._cache import locking_binary
 from tofuflow.stacks._graph import Closure, stack_graph
 from tofuflow.stacks._scheduler import Outcome, Report, Status, run_graph
@@ -88,8 +96,22 @@ class StackTask:
             return self.outcome(
                 "succeeded", f"{applied}: {changes}; state serial {serial}", run_id, notes, changed
             )
+        except TofuCancelledError:
+            return self.outcome("cancelled", self._stopped(name, run_id), run_id, notes)
         except TofuflowError as err:
             return self.outcome("failed", str(err), run_id, notes)
+
+    def _stopped(self, name: str, run_id: str | None) -> str:
+        """What a stack stopped by the run's cancellation got done, from its run."""
+        if run_id is None:
+            return "stopped while planning"
+        try:
+            run = self.clients("plan", self.project.workspace(name)).run(run_id)
+        except TofuflowError:
+            return f"stopped (run {run_id})"
+        if run.get("state_version") is None and not (run.get("result") or {}):
+            return f"stopped before applying (run {run_id} is {run.get('status')})"
+        return interrupted_summary(run, then=f"tofuflow run-all {self.mode}")
 
     def outcome(
         self,

@@ -25,8 +25,9 @@ from tofuflow.stacks._graph import Graph, dependants
 __all__ = ["Outcome", "Report", "Status", "run_graph"]
 
 Status = Literal["succeeded", "failed", "awaiting_approval", "skipped", "cancelled"]
-# What a task may return; the scheduler decides the other two.
-_TASK_STATUSES = ("succeeded", "failed", "awaiting_approval")
+# What a task may return ("cancelled": stopped while it ran); the scheduler decides the
+# rest ("skipped", and "cancelled" for a stack it never started).
+_TASK_STATUSES = ("succeeded", "failed", "awaiting_approval", "cancelled")
 _LABELS: Mapping[Status, str] = {
     "succeeded": "succeeded",
     "failed": "failed",
@@ -43,7 +44,8 @@ class Outcome:
     A task returns ``Outcome(status, detail, run_id, notes, changed)``; the scheduler
     fills in ``name`` and the times (``time.monotonic()``), or builds a ``skipped``
     outcome (``blocked_by``: the failed or waiting stacks that caused it) or a
-    ``cancelled`` one (not started because the run was cancelled).
+    ``cancelled`` one (not started because the run was cancelled; a task returns
+    ``cancelled`` when it was stopped while running).
     """
 
     status: Status
@@ -64,6 +66,8 @@ class Outcome:
 
     @property
     def label(self) -> str:
+        if self.status == "cancelled" and self.started is not None:
+            return "stopped (cancelled)"  # it was running when the run was cancelled
         return _LABELS[self.status]
 
 
@@ -75,6 +79,7 @@ class Report:
     started: float = 0.0
     finished: float = 0.0
     max_running: int = 0  # the most stacks that ran at the same time
+    interrupted: bool = False  # Ctrl-C stopped the run (the stacks it reached say how far)
 
     def with_status(self, *statuses: Status) -> list[str]:
         return [name for name, o in self.outcomes.items() if o.status in statuses]
@@ -145,34 +150,50 @@ def run_graph(
                 else:
                     heapq.heappush(ready, (-priority[name], name))
 
+    def drive(pool: ThreadPoolExecutor) -> None:
+        collect_ready()
+        while ready or running:
+            while ready and len(running) < parallelism:
+                _, name = heapq.heappop(ready)
+                if cancel is not None and cancel.is_set():
+                    settle(Outcome("cancelled", "the run was cancelled", name=name))
+                    continue
+                if on_start is not None:
+                    on_start(name)
+                running[pool.submit(_timed, task, name)] = name
+            report.max_running = max(report.max_running, len(running))
+            if not running:
+                collect_ready()
+                continue
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in sorted(finished, key=lambda f: running[f]):
+                if running[future] not in report.outcomes:  # else settled before an interrupt
+                    settle(future.result())
+                running.pop(future)
+            collect_ready()
+
     with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="stack") as pool:
         try:
-            collect_ready()
-            while ready or running:
-                while ready and len(running) < parallelism:
-                    _, name = heapq.heappop(ready)
-                    if cancel is not None and cancel.is_set():
-                        settle(Outcome("cancelled", "the run was cancelled", name=name))
-                        continue
-                    if on_start is not None:
-                        on_start(name)
-                    running[pool.submit(_timed, task, name)] = name
-                report.max_running = max(report.max_running, len(running))
-                if not running:
-                    collect_ready()
-                    continue
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in sorted(finished, key=lambda f: running[f]):
-                    running.pop(future)
-                    settle(future.result())
-                collect_ready()
+            try:
+                drive(pool)
+            except KeyboardInterrupt:
+                # Ctrl-C in the calling thread: start nothing more and let the running
+                # tasks stop (they watch ``cancel``), then report what each stack did. A
+                # second Ctrl-C while they stop goes through.
+                if cancel is None or cancel.is_set():
+                    raise
+                cancel.set()
+                report.interrupted = True
+                drive(pool)
         except BaseException:
-            # Ctrl-C in the calling thread: start nothing more, let running tasks stop.
             if cancel is not None:
                 cancel.set()
             for future in running:
                 future.cancel()
             raise
+    for name in waits_for:  # an interrupt can leave a stack unsettled in the sorter
+        if name not in report.outcomes:
+            report.outcomes[name] = Outcome("cancelled", "the run was cancelled", name=name)
     report.finished = time.monotonic()
     return report
 
