@@ -223,3 +223,49 @@ def test_the_init_lock_excludes_other_processes_until_released(tmp_path: Path) -
     with init_lock(tmp_path / "cache"):
         assert not other_process_gets_it()
     assert other_process_gets_it()
+
+
+def test_a_first_ctrl_c_stops_starting_stacks_and_still_reports_each_one() -> None:
+    """Ctrl-C lands in the calling thread (here: in on_finish, after `a` finished): the
+    scheduler sets `cancel`, lets running tasks end, and returns what happened to every
+    stack instead of unwinding with KeyboardInterrupt."""
+    cancel = threading.Event()
+    interrupts = iter([KeyboardInterrupt()])
+
+    def on_finish(outcome: Outcome) -> None:
+        error = next(interrupts, None)
+        if error is not None:
+            raise error
+
+    graph = {"a": [], "b": ["a"], "c": ["b"]}
+    report = run_graph(graph, Recorder(), parallelism=2, cancel=cancel, on_finish=on_finish)
+    assert cancel.is_set() and report.interrupted
+    assert {n: o.status for n, o in report.outcomes.items()} == {
+        "a": "succeeded", "b": "cancelled", "c": "cancelled"
+    }  # fmt: skip
+    assert report.outcomes["b"].label == "not started (cancelled)"
+
+
+def test_a_second_ctrl_c_while_tasks_stop_ends_at_once() -> None:
+    def on_finish(outcome: Outcome) -> None:
+        raise KeyboardInterrupt  # after each stack: the second one is while `b` stops
+
+    with pytest.raises(KeyboardInterrupt):
+        run_graph(
+            {"a": [], "b": []}, Recorder(sleep=0.2), parallelism=2, on_finish=on_finish,
+            cancel=threading.Event(),
+        )  # fmt: skip
+
+    def on_start(name: str) -> None:
+        raise KeyboardInterrupt
+
+    # Without a cancel event to tell the tasks, the first interrupt goes through.
+    with pytest.raises(KeyboardInterrupt):
+        run_graph({"a": []}, Recorder(), parallelism=1, on_start=on_start)
+
+
+def test_a_task_stopped_while_running_is_labelled_so() -> None:
+    stopped = Outcome("cancelled", "interrupted: 1 of 2 resources applied", started=1.0)
+    assert stopped.label == "stopped (cancelled)"
+    report = run_graph({"a": []}, Recorder(results={"a": stopped}), parallelism=1)
+    assert report.outcomes["a"].status == "cancelled"
