@@ -304,3 +304,52 @@ def test_env_cli_create_list_extend_destroy_with_the_embedded_control_plane(
     assert bad.returncode == 1 and "invalid duration 'soon'" in bad.stderr
     unknown = cli("create", "x", "--from", "nope")
     assert unknown.returncode == 1 and "nope" in unknown.stderr
+
+
+def test_ctrl_c_during_env_create_says_what_exists_and_how_to_remove_it(
+    tmp_path: Path, binary: object
+) -> None:
+    """The environment is registered before its apply: stopped half-way, it exists with
+    what was applied, and the user is told so, and how to remove it now."""
+    del binary
+    started = tmp_path / "slow.started"
+    repo = tmp_path / "repo"
+    (repo / "app").mkdir(parents=True)
+    (repo / "app" / "main.tf").write_text(
+        'resource "terraform_data" "fast" {}\n'
+        'resource "terraform_data" "slow" {\n'
+        "  depends_on = [terraform_data.fast]\n"
+        f'  provisioner "local-exec" {{ command = "touch {started} && sleep 60" }}\n'
+        "}\n"
+    )
+    (repo / "tofuflow.toml").write_text('[workspaces."app/dev"]\ndirectory = "app"\n')
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    for name in ("TOFUFLOW_SERVER_URL", "TOFUFLOW_TOKEN", "TOFUFLOW_SERVER_CONFIG"):
+        env.pop(name, None)
+    proc = subprocess.Popen(
+        [*CLI, "env", "create", "pr-5", "--from", "app/dev", "--ttl", "1h"], cwd=repo,
+        env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not started.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # not ignored in it (tests/conftest.py), as in a terminal
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out + err
+    assert "Aborted." not in err
+    assert re.search(
+        r"interrupted: 1 of 2 resources applied, saved as state version \d+; environment "
+        r"pr-5 stays until 20\d\d-\d\d-\d\d \d\d:\d\d UTC, when the reaper destroys it; "
+        r"`tofuflow env destroy pr-5` removes it now \(run \w+ is cancelled\)",
+        err,
+    ), err
+
+    listed = subprocess.run([*CLI, "env", "list", "--json"], cwd=repo, env=env,
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    assert [(e["name"], e["status"]) for e in json.loads(listed.stdout)] == [("pr-5", "active")]
+    destroyed = subprocess.run(
+        [*CLI, "env", "destroy", "pr-5"], cwd=repo, env=env, capture_output=True, text=True,
+        check=False, timeout=300,
+    )  # fmt: skip
+    assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr

@@ -20,7 +20,7 @@ from tofuflow.cli._common import (
     load_project_file,
     project_url,
 )
-from tofuflow.errors import ConfigError, TofuflowError
+from tofuflow.errors import ConfigError, TofuCancelledError, TofuflowError
 
 __all__ = ["env"]
 
@@ -81,7 +81,12 @@ def env_create(
                        f"{created['owner']})")  # fmt: skip
             if no_apply:
                 return
-            run = deploy_environment(name, client, cli_runner(None), context=context, base=ws)
+            try:
+                run = deploy_environment(
+                    name, client, cli_runner(None), context=context, base=ws
+                )  # fmt: skip
+            except (TofuCancelledError, KeyboardInterrupt) as err:
+                raise click.ClickException(_interrupted(client, name, created)) from err
     except TofuflowError as err:
         raise fail(err) from err
     click.echo(f"environment {name}: run {run['id']} {run['status']}")
@@ -221,6 +226,24 @@ def _brief(error: str) -> str:
     if len(lines) <= 1:
         return (lines or [""])[0][:300]
     return f"{lines[0][:150]} … {lines[-1][-150:]}"
+
+
+def _interrupted(client: Any, name: str, created: Any) -> str:
+    """After Ctrl-C during an environment's first apply: it exists, with what was applied,
+    until its TTL ends; how far the apply got and how to remove it now."""
+    from tofuflow.runs import interrupted_summary
+
+    stays = (
+        f"environment {name} stays until {_when(created['expires_at'])}, when the reaper "
+        f"destroys it; `tofuflow env destroy {name}` removes it now"
+    )
+    try:
+        runs = client.runs(workspace=name, limit=1)
+    except TofuflowError:
+        runs = []
+    if not runs:
+        return f"interrupted before a run started; {stays}"
+    return interrupted_summary(runs[0], stays)
 
 
 _UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))

@@ -283,20 +283,17 @@ def _first_line(exc: BaseException) -> str:
     return text[:2000]
 
 
-def interrupted_summary(run: Mapping[str, Any], then: str | None = None) -> str:
+def interrupted_summary(run: Mapping[str, Any], next_step: str | None = None) -> str:
     """One line for a person after an interrupted apply: how far it got, where the state
-    is, what to do next (``then``, a command; default: plan the workspace again)."""
+    is, and ``next_step`` (default: plan the workspace again to continue)."""
     result = run.get("result") or {}
     detail = result.get("detail") or result
     applied, planned = detail.get("applied"), detail.get("planned")
     done = f"{applied} of {planned} resources applied" if planned else "stopped"
     version = run.get("state_version")
     saved = f"saved as state version {version}" if version else "no state version written"
-    then = then or f"tofuflow plan {run['workspace']}"
-    return (
-        f"interrupted: {done}, {saved}; run `{then}` to continue "
-        f"(run {run['id']} is {run['status']})"
-    )
+    next_step = next_step or f"run `tofuflow plan {run['workspace']}` to continue"
+    return f"interrupted: {done}, {saved}; {next_step} (run {run['id']} is {run['status']})"
 
 
 def _locked(exc: StateLockedError, name: str, control_plane: ControlPlane) -> StateLockedError:

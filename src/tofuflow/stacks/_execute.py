@@ -111,7 +111,7 @@ class StackTask:
             return f"stopped (run {run_id})"
         if run.get("state_version") is None and not (run.get("result") or {}):
             return f"stopped before applying (run {run_id} is {run.get('status')})"
-        return interrupted_summary(run, then=f"tofuflow run-all {self.mode}")
+        return interrupted_summary(run, f"run `tofuflow run-all {self.mode}` to continue")
 
     def outcome(
         self,
