@@ -306,6 +306,38 @@ def test_env_cli_create_list_extend_destroy_with_the_embedded_control_plane(
     assert unknown.returncode == 1 and "nope" in unknown.stderr
 
 
+def _slow_repo(tmp_path: Path, slow: str) -> tuple[Path, dict[str, str]]:
+    """A repository whose app/dev has a quick resource and ``slow`` (a ``terraform_data``
+    body), and an environment with an embedded control plane of the test's own."""
+    repo = tmp_path / "repo"
+    (repo / "app").mkdir(parents=True)
+    (repo / "app" / "main.tf").write_text(
+        f'resource "terraform_data" "fast" {{}}\nresource "terraform_data" "slow" {{\n{slow}}}\n'
+    )
+    (repo / "tofuflow.toml").write_text('[workspaces."app/dev"]\ndirectory = "app"\n')
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    for name in ("TOFUFLOW_SERVER_URL", "TOFUFLOW_TOKEN", "TOFUFLOW_SERVER_CONFIG"):
+        env.pop(name, None)
+    return repo, env
+
+
+def _ctrl_c_once(started: Path, args: list[str], repo: Path, env: dict[str, str]) -> str:
+    """Run `tofuflow ARGS`, send SIGINT once ``started`` exists (SIGINT is not ignored in
+    it, tests/conftest.py, as in a terminal); its stderr, after it exited 1 without a
+    bare `Aborted.`."""
+    proc = subprocess.Popen([*CLI, *args], cwd=repo, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not started.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out + err
+    assert "Aborted." not in err
+    return err
+
+
 def test_ctrl_c_during_env_create_says_what_exists_and_how_to_remove_it(
     tmp_path: Path, binary: object
 ) -> None:
@@ -313,31 +345,12 @@ def test_ctrl_c_during_env_create_says_what_exists_and_how_to_remove_it(
     what was applied, and the user is told so, and how to remove it now."""
     del binary
     started = tmp_path / "slow.started"
-    repo = tmp_path / "repo"
-    (repo / "app").mkdir(parents=True)
-    (repo / "app" / "main.tf").write_text(
-        'resource "terraform_data" "fast" {}\n'
-        'resource "terraform_data" "slow" {\n'
+    repo, env = _slow_repo(tmp_path, (
         "  depends_on = [terraform_data.fast]\n"
         f'  provisioner "local-exec" {{ command = "touch {started} && sleep 60" }}\n'
-        "}\n"
-    )
-    (repo / "tofuflow.toml").write_text('[workspaces."app/dev"]\ndirectory = "app"\n')
-    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
-    for name in ("TOFUFLOW_SERVER_URL", "TOFUFLOW_TOKEN", "TOFUFLOW_SERVER_CONFIG"):
-        env.pop(name, None)
-    proc = subprocess.Popen(
-        [*CLI, "env", "create", "pr-5", "--from", "app/dev", "--ttl", "1h"], cwd=repo,
-        env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not started.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)  # not ignored in it (tests/conftest.py), as in a terminal
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1, out + err
-    assert "Aborted." not in err
+    ))  # fmt: skip
+    err = _ctrl_c_once(started, ["env", "create", "pr-5", "--from", "app/dev", "--ttl", "1h"],
+                       repo, env)  # fmt: skip
     assert re.search(
         r"interrupted: 1 of 2 resources applied, saved as state version \d+; environment "
         r"pr-5 stays until 20\d\d-\d\d-\d\d \d\d:\d\d UTC, when the reaper destroys it; "
@@ -353,3 +366,34 @@ def test_ctrl_c_during_env_create_says_what_exists_and_how_to_remove_it(
         check=False, timeout=300,
     )  # fmt: skip
     assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
+
+
+def test_ctrl_c_during_env_destroy_says_what_is_left_and_a_second_destroy_finishes(
+    tmp_path: Path, binary: object
+) -> None:
+    del binary
+    started = tmp_path / "slow.started"
+    repo, env = _slow_repo(tmp_path, (
+        '  provisioner "local-exec" {\n    when    = destroy\n'
+        f'    command = "test -e {started}.done || (touch {started} && sleep 60)"\n  }}\n'
+    ))  # fmt: skip
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, "env", *args], cwd=repo, env=env, capture_output=True,
+                              text=True, check=False, timeout=300)  # fmt: skip
+
+    assert cli("create", "pr-6", "--from", "app/dev").returncode == 0
+    err = _ctrl_c_once(started, ["env", "destroy", "pr-6"], repo, env)
+    assert re.search(
+        r"interrupted: 1 of 2 resources applied, saved as state version \d+; environment "
+        r"pr-6 is left destroying: run `tofuflow env destroy pr-6` again, or the reaper "
+        r"retries it \(run \w+ is cancelled\)",
+        err,
+    ), err
+    listed = cli("list")
+    assert "last error (attempt 1): destroy interrupted" in listed.stdout, listed.stdout
+
+    Path(f"{started}.done").touch()  # the second destroy runs the provisioner quickly
+    again = cli("destroy", "pr-6")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "environment pr-6: destroyed" in again.stdout

@@ -95,12 +95,9 @@ def _run_block(
     return ran, run_id
 
 
-def test_the_readmes_next_steps_run_as_written_in_the_project_example(
-    tmp_path: Path, binary: object
-) -> None:
-    """README.md's command blocks after "Two commands" (those are `make demo`, tested by
-    test_cli, and `make test`, the suite itself), one after the other in a copy of
-    examples/project, which has the workspaces they name, with the embedded plane."""
+def _project_copy(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A copy of examples/project and an environment with `tofuflow` on PATH and an
+    embedded control plane of the test's own."""
     repo = tmp_path / "project"
     shutil.copytree(ROOT / "examples" / "project", repo)
     env = {
@@ -109,6 +106,16 @@ def test_the_readmes_next_steps_run_as_written_in_the_project_example(
         "TOFUFLOW_DATA_DIR": str(tmp_path / "data"),
     }
     env.pop("TOFUFLOW_SERVER_URL", None)
+    return repo, env
+
+
+def test_the_readmes_next_steps_run_as_written_in_the_project_example(
+    tmp_path: Path, binary: object
+) -> None:
+    """README.md's command blocks after "Two commands" (those are `make demo`, tested by
+    test_cli, and `make test`, the suite itself), one after the other in a copy of
+    examples/project, which has the workspaces they name, with the embedded plane."""
+    repo, env = _project_copy(tmp_path)
     first, *blocks = _sh_blocks(ROOT / "README.md")
     assert [line.split("#")[0].strip() for line in first] == ["make demo", "make test"]
     assert len(blocks) >= 2
@@ -124,14 +131,7 @@ def test_the_drift_guides_commands_run_as_written(tmp_path: Path, binary: object
     """docs/drift.md's block, in a copy of examples/project with both workspaces applied
     (so each command finds no drift and exits 0; the exit codes on drift are tested in
     test_drift)."""
-    repo = tmp_path / "project"
-    shutil.copytree(ROOT / "examples" / "project", repo)
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "TOFUFLOW_DATA_DIR": str(tmp_path / "data"),
-    }
-    env.pop("TOFUFLOW_SERVER_URL", None)
+    repo, env = _project_copy(tmp_path)
     applied = [
         "tofuflow plan app/dev  # exit 2", "tofuflow apply RUN",
         "tofuflow plan app/prod  # exit 2", "tofuflow approve RUN", "tofuflow apply RUN",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +83,12 @@ def env_create(
                        f"{created['owner']})")  # fmt: skip
             if no_apply:
                 return
-            try:
-                run = deploy_environment(
-                    name, client, cli_runner(None), context=context, base=ws
-                )  # fmt: skip
-            except (TofuCancelledError, KeyboardInterrupt) as err:
-                raise click.ClickException(_interrupted(client, name, created)) from err
+            stays = (
+                f"environment {name} stays until {_when(created['expires_at'])}, when the "
+                f"reaper destroys it; `tofuflow env destroy {name}` removes it now"
+            )
+            with _saying_how_far(client, name, stays):
+                run = deploy_environment(name, client, cli_runner(None), context=context, base=ws)
     except TofuflowError as err:
         raise fail(err) from err
     click.echo(f"environment {name}: run {run['id']} {run['status']}")
@@ -156,7 +158,12 @@ def env_destroy(name: str, project_path: Path | None) -> None:
     holder = f"{getpass.getuser()}@cli"
     try:
         with control_plane("apply", configured_url(project_path)) as client:
-            row = destroy_environment(name, client, cli_runner(None), holder=holder, force=True)
+            left = (
+                f"environment {name} is left destroying: run `tofuflow env destroy {name}` "
+                "again, or the reaper retries it"
+            )
+            with _saying_how_far(client, name, left):
+                row = destroy_environment(name, client, cli_runner(None), holder=holder, force=True)
     except TofuflowError as err:
         raise fail(err) from err
     click.echo(f"environment {name}: {row['status']} (run {row['last_run_id']})")
@@ -228,22 +235,22 @@ def _brief(error: str) -> str:
     return f"{lines[0][:150]} … {lines[-1][-150:]}"
 
 
-def _interrupted(client: Any, name: str, created: Any) -> str:
-    """After Ctrl-C during an environment's first apply: it exists, with what was applied,
-    until its TTL ends; how far the apply got and how to remove it now."""
+@contextlib.contextmanager
+def _saying_how_far(client: Any, name: str, next_step: str) -> Iterator[None]:
+    """Ctrl-C (or a cancellation) inside: an error saying how far the environment's last
+    run got, and ``next_step``, instead of a bare ``Aborted.``."""
     from tofuflow.runs import interrupted_summary
 
-    stays = (
-        f"environment {name} stays until {_when(created['expires_at'])}, when the reaper "
-        f"destroys it; `tofuflow env destroy {name}` removes it now"
-    )
     try:
-        runs = client.runs(workspace=name, limit=1)
-    except TofuflowError:
-        runs = []
-    if not runs:
-        return f"interrupted before a run started; {stays}"
-    return interrupted_summary(runs[0], stays)
+        yield
+    except (TofuCancelledError, KeyboardInterrupt) as err:
+        try:
+            runs = client.runs(workspace=name, limit=1)
+        except TofuflowError:
+            runs = []
+        if not runs:
+            raise click.ClickException(f"interrupted before a run started; {next_step}") from err
+        raise click.ClickException(interrupted_summary(runs[0], next_step)) from err
 
 
 _UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from tofuflow.errors import ConfigError, ConflictError, TofuflowError
+from tofuflow.errors import ConfigError, ConflictError, TofuCancelledError, TofuflowError
 from tofuflow.project import WorkspaceConfig
 from tofuflow.runs import (
     ControlPlane,
@@ -160,8 +160,17 @@ def destroy_environment(
         return control_plane.environment_destroyed(name, holder)
     except BaseException as exc:
         with contextlib.suppress(TofuflowError):
-            control_plane.environment_failed(name, holder, str(exc) or type(exc).__name__)
+            control_plane.environment_failed(name, holder, _why(exc))
         raise
+
+
+def _why(exc: BaseException) -> str:
+    """A failed destroy's error as ``env list`` shows it."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "destroy interrupted (Ctrl-C)"
+    if isinstance(exc, TofuCancelledError):
+        return f"destroy interrupted: {exc}"
+    return str(exc) or type(exc).__name__
 
 
 def _waiting(name: str, run: Mapping[str, Any], what: str) -> str:
