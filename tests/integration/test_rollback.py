@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -182,3 +185,47 @@ def test_rollback_plans_with_the_var_files_and_variables_the_earlier_run_used(
     # The checkout is untouched: today's var files and tofuflow.toml stay as they are.
     assert dev_vars.read_text() == 'items = ["a"]\n'
     assert "with_database = false" in project.read_text()
+
+
+def test_ctrl_c_during_rollback_apply_says_how_far_it_got(
+    tmp_path: Path, server: RunningServer, binary: Binary
+) -> None:
+    del binary
+    repo = tmp_path / "repo"
+    (repo / "infra").mkdir(parents=True)
+    quick, started = tmp_path / "quick", tmp_path / "slow.started"
+    slow = (
+        'resource "terraform_data" "slow" {\n  provisioner "local-exec" {\n'
+        f'    command = "test -e {quick} || (touch {started} && sleep 60)"\n  }}\n}}\n'
+    )
+    main = repo / "infra" / "main.tf"
+    (repo / "tofuflow.toml").write_text('[workspaces."app/dev"]\ndirectory = "infra"\n')
+    env, _ = _stage_env(server)
+
+    quick.touch()  # v1 applies at once
+    main.write_text('resource "terraform_data" "fast" {}\n' + slow)
+    v1 = _run_id(_cli(repo, env, "plan", "app/dev").stdout)
+    assert _cli(repo, env, "apply", v1).returncode == 0
+    main.write_text('resource "terraform_data" "fast" {}\n')  # v2: slow goes (a person approves)
+    v2 = _run_id(_cli(repo, env, "plan", "app/dev").stdout)
+    assert _cli(repo, env, "approve", v2).returncode == 0
+    assert _cli(repo, env, "apply", v2).returncode == 0
+
+    quick.unlink()  # re-creating slow now takes a minute: Ctrl-C in the middle
+    proc = subprocess.Popen(
+        [*CLI, "rollback", "app/dev", "--to", v1, "--apply"], cwd=repo, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not started.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # not ignored in it (tests/conftest.py), as in a terminal
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out + err
+    assert "Aborted." not in err
+    assert re.search(
+        r"interrupted: 0 of 1 resources applied, saved as state version \d+; run `tofuflow "
+        rf"rollback app/dev --to {v1}` to continue \(run \w+ is cancelled\)",
+        err,
+    ), err

@@ -280,7 +280,15 @@ def rollback(workspace: str, to_run: str, apply_now: bool, project_path: Path | 
             click.echo(render_plan_text(outcome.plan))
             print_decision(outcome.run)
             if apply_now and outcome.run["status"] == "approved":
-                done = apply_from_artifact(outcome.run["id"], ws, client, cli_runner(None))
+                run_id = outcome.run["id"]
+                try:
+                    done = apply_from_artifact(run_id, ws, client, cli_runner(None))
+                except (TofuCancelledError, KeyboardInterrupt) as err:
+                    from tofuflow.runs import interrupted_summary
+
+                    again = f"run `tofuflow rollback {ws.name} --to {to_run}` to continue"
+                    line = interrupted_summary(client.run(run_id), again)
+                    raise click.ClickException(line) from err
                 click.echo(f"run {done['id']}: {done['status']}; rolled back to run {to_run}")
                 sys.exit(0)
     except TofuflowError as err:
