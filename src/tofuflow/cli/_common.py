@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -148,6 +148,30 @@ class ApplyProgress:
         prefix = f"[{self.done:>{self._width}}/{self.total} {elapsed:>3}s]"
         click.echo(f"{prefix} {event.message}")
         sys.stdout.flush()  # live in a CI log too, not when the buffer fills
+
+
+@contextmanager
+def saying_how_far(
+    last_run: Callable[[], Mapping[str, Any] | None],
+    next_step: str | None = None,
+    report: AgentReport | None = None,
+) -> Iterator[None]:
+    """Ctrl-C or a cancellation inside (the binary stopped gracefully): an error that says
+    how far ``last_run()`` got, where the state is and ``next_step``, never a bare
+    ``Aborted.``."""
+    from tofuflow.errors import TofuCancelledError
+    from tofuflow.runs import interrupted_summary
+
+    try:
+        yield
+    except (TofuCancelledError, KeyboardInterrupt) as err:
+        run = last_run()
+        line = (
+            interrupted_summary(run, next_step)
+            if run is not None
+            else f"interrupted before a run started; {next_step}"
+        )
+        raise click.ClickException(clean(report, line)) from err
 
 
 def clean(report: AgentReport | None, text: str) -> str:

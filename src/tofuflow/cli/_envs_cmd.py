@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import getpass
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +19,9 @@ from tofuflow.cli._common import (
     fail,
     load_project_file,
     project_url,
+    saying_how_far,
 )
-from tofuflow.errors import ConfigError, TofuCancelledError, TofuflowError
+from tofuflow.errors import ConfigError, TofuflowError
 
 __all__ = ["env"]
 
@@ -87,7 +86,7 @@ def env_create(
                 f"environment {name} stays until {_when(created['expires_at'])}, when the "
                 f"reaper destroys it; `tofuflow env destroy {name}` removes it now"
             )
-            with _saying_how_far(client, name, stays):
+            with saying_how_far(lambda: _last_run(client, name), stays):
                 run = deploy_environment(name, client, cli_runner(None), context=context, base=ws)
     except TofuflowError as err:
         raise fail(err) from err
@@ -162,7 +161,7 @@ def env_destroy(name: str, project_path: Path | None) -> None:
                 f"environment {name} is left destroying: run `tofuflow env destroy {name}` "
                 "again, or the reaper retries it"
             )
-            with _saying_how_far(client, name, left):
+            with saying_how_far(lambda: _last_run(client, name), left):
                 row = destroy_environment(name, client, cli_runner(None), holder=holder, force=True)
     except TofuflowError as err:
         raise fail(err) from err
@@ -235,22 +234,13 @@ def _brief(error: str) -> str:
     return f"{lines[0][:150]} … {lines[-1][-150:]}"
 
 
-@contextlib.contextmanager
-def _saying_how_far(client: Any, name: str, next_step: str) -> Iterator[None]:
-    """Ctrl-C (or a cancellation) inside: an error saying how far the environment's last
-    run got, and ``next_step``, instead of a bare ``Aborted.``."""
-    from tofuflow.runs import interrupted_summary
-
+def _last_run(client: Any, name: str) -> Any:
+    """The environment's newest run (None when none started or it cannot be read)."""
     try:
-        yield
-    except (TofuCancelledError, KeyboardInterrupt) as err:
-        try:
-            runs = client.runs(workspace=name, limit=1)
-        except TofuflowError:
-            runs = []
-        if not runs:
-            raise click.ClickException(f"interrupted before a run started; {next_step}") from err
-        raise click.ClickException(interrupted_summary(runs[0], next_step)) from err
+        runs = client.runs(workspace=name, limit=1)
+    except TofuflowError:
+        return None
+    return runs[0] if runs else None
 
 
 _UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))

@@ -33,9 +33,10 @@ from tofuflow.cli._common import (
     print_verify,
     project_url,
     reporting,
+    saying_how_far,
     wired,
 )
-from tofuflow.errors import TofuCancelledError, TofuflowError
+from tofuflow.errors import TofuflowError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -154,14 +155,8 @@ def apply(run_id: str, project_path: Path | None, wait: str) -> None:
                         apply_from_artifact if from_artifact == CONFIG_FROM_ARTIFACT else apply_run
                     )
                     total = planned_changes(run)
-                    try:
+                    with saying_how_far(lambda: client.run(run_id), report=report):
                         done = apply(run_id, ws, client, cli_runner(report, progress_of=total))
-                    except (TofuCancelledError, KeyboardInterrupt) as err:
-                        # Stopped gracefully: say how far it got and what next, once.
-                        from tofuflow.runs import interrupted_summary
-
-                        line = interrupted_summary(client.run(run_id))
-                        raise click.ClickException(clean(report, line)) from err
     except TofuflowError as err:
         raise fail(err, report) from err
     result = done.get("result") or {}
@@ -281,14 +276,9 @@ def rollback(workspace: str, to_run: str, apply_now: bool, project_path: Path | 
             print_decision(outcome.run)
             if apply_now and outcome.run["status"] == "approved":
                 run_id = outcome.run["id"]
-                try:
+                again = f"run `tofuflow rollback {ws.name} --to {to_run}` to continue"
+                with saying_how_far(lambda: client.run(run_id), again):
                     done = apply_from_artifact(run_id, ws, client, cli_runner(None))
-                except (TofuCancelledError, KeyboardInterrupt) as err:
-                    from tofuflow.runs import interrupted_summary
-
-                    again = f"run `tofuflow rollback {ws.name} --to {to_run}` to continue"
-                    line = interrupted_summary(client.run(run_id), again)
-                    raise click.ClickException(line) from err
                 click.echo(f"run {done['id']}: {done['status']}; rolled back to run {to_run}")
                 sys.exit(0)
     except TofuflowError as err:
