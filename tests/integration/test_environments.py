@@ -26,7 +26,7 @@ from _services.fixtures import make_token
 from _services.postgres import free_port
 from _services.server import RunningServer, process_server, threaded_server
 from tofuflow.envs import create_environment, deploy_environment, reap_once
-from tofuflow.errors import ConflictError
+from tofuflow.errors import ConfigError, ConflictError
 from tofuflow.project import WorkspaceConfig
 from tofuflow.runs import ControlPlane
 from tofuflow.tofu import Binary
@@ -397,3 +397,37 @@ def test_ctrl_c_during_env_destroy_says_what_is_left_and_a_second_destroy_finish
     again = cli("destroy", "pr-6")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "environment pr-6: destroyed" in again.stdout
+
+
+def test_a_run_time_var_file_stays_out_of_the_environments_snapshot(
+    tmp_path: Path, source: WorkspaceConfig, plane: tuple[RunningServer, ControlPlane]
+) -> None:
+    """A var file the pipeline writes at run time (an absolute path in tofuflow.toml, e.g.
+    a fetched secret) is recorded by its path and read afresh, as plan artifacts do: its
+    text never reaches the control plane's snapshot."""
+    import io
+    import zipfile
+
+    _server, client = plane
+    files = tmp_path / "files"
+    files.mkdir()
+    secret = tmp_path / "agent-temp" / "secrets.tfvars"
+    secret.parent.mkdir()
+    secret.write_text(f'# token s3cret-fetched-at-run-time\ndir = "{files}"\n')
+    beside = source.directory / "dev.tfvars"
+    beside.write_text('files = ["app"]\n')
+    workspace = replace(source, var_files=(beside, secret), run_time_var_files=frozenset({secret}))
+    create_environment(workspace, "pr-secret", client, ttl_seconds=3600, owner="ci")
+
+    with zipfile.ZipFile(io.BytesIO(client.environment_snapshot("pr-secret"))) as archive:
+        stored = b"".join(archive.read(member) for member in archive.namelist())
+    assert b"s3cret-fetched-at-run-time" not in stored
+    assert b'files = ["app"]' in stored  # a var file of the checkout is kept, as before
+
+    deploy_environment("pr-secret", client)
+    assert _files(files) == ["app.txt"]
+
+    # Read where the pipeline writes it, when it is there; a clear error when it is not.
+    secret.unlink()
+    with pytest.raises(ConfigError, match=r"secrets\.tfvars.*written at run time"):
+        deploy_environment("pr-secret", client)

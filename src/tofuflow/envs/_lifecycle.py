@@ -84,12 +84,36 @@ def environment_workspace(
         directory = restore_config(data, root)
         settings = json.loads((root / _SETTINGS).read_text())
         (root / _SETTINGS).unlink()
+        var_files, run_time = _var_files(name, settings["var_files"], root)
         template = base or WorkspaceConfig(name=name, directory=directory)
         yield dataclasses.replace(
             template, name=name, directory=directory, variables=settings["variables"],
-            var_files=tuple(root / f for f in settings["var_files"]),
+            var_files=var_files, run_time_var_files=run_time,
             tags=(*template.tags, "environment"), backend="tofuflow",
         )  # fmt: skip
+
+
+def _var_files(
+    name: str, recorded: list[Any], root: Path
+) -> tuple[tuple[Path, ...], frozenset[Path]]:
+    """The snapshot's var files (names under the restored ``root``) and the run-time
+    ones (``{"path": ...}``: read where the pipeline writes them, never stored)."""
+    paths, run_time = [], set()
+    for item in recorded:
+        if isinstance(item, dict):
+            path = Path(str(item["path"]))
+            if not path.is_file():
+                raise ConfigError(
+                    f"environment {name} reads the var file {path}, written at run time (an "
+                    "absolute path in tofuflow.toml, kept out of the snapshot): it does not "
+                    "exist here. Write it first, as the pipeline that created the environment "
+                    "did, then run this again"
+                )
+            paths.append(path)
+            run_time.add(path)
+        else:
+            paths.append(root / str(item))
+    return tuple(paths), frozenset(run_time)
 
 
 def deploy_environment(
@@ -187,11 +211,16 @@ def _waiting(name: str, run: Mapping[str, Any], what: str) -> str:
 
 
 def _snapshot(source: WorkspaceConfig, variables: Mapping[str, Any]) -> bytes:
-    """The source's configuration, plus its variables and var files, as one zip."""
+    """The source's configuration, plus its variables and var files, as one zip; a run-time
+    var file (an absolute path in tofuflow.toml: a file the pipeline writes, perhaps a
+    fetched secret) by its path only."""
     buffer = io.BytesIO(snapshot_config(source.directory))
-    var_files = []
+    var_files: list[str | dict[str, str]] = []
     with zipfile.ZipFile(buffer, "a", zipfile.ZIP_DEFLATED) as archive:
         for index, path in enumerate(source.var_files):
+            if path in source.run_time_var_files:
+                var_files.append({"path": str(path)})
+                continue
             relative = f"tofuflow-vars-{index}.tfvars" + (".json" if path.suffix == ".json" else "")
             archive.writestr(f"config/{relative}", path.read_bytes())
             var_files.append(relative)
