@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -553,6 +554,49 @@ def test_plan_and_apply_each_run_on_their_own_role_from_the_pipeline_identity_an
         sources.update({f"s3://{bucket}/{k}": v for k, v in aws.objects(bucket).items()})
     sources["audit export"] = json.dumps(events).encode()
     assert leaks(secrets, sources) == []
+
+
+def test_env_destroy_runs_on_the_source_workspaces_apply_role_not_the_agents_keys(
+    pipeline: Pipeline,
+) -> None:
+    """An ephemeral environment made from aws/app is torn down with aws/app's apply
+    identity, as it was created: not with whatever AWS keys the agent happens to hold."""
+    (pipeline.repo / "infra" / "teardown.tf").write_text(
+        'resource "terraform_data" "teardown" {\n'
+        '  input = "${var.report_file}.teardown"\n'
+        '  provisioner "local-exec" {\n'
+        "    when    = destroy\n"
+        '    command = "env | grep ^AWS_ > ${self.input}; true"\n'
+        "  }\n"
+        "}\n"
+    )
+    created = pipeline.run("env", "create", "pr-7", "--from", WORKSPACE, "--owner", "ci")
+    assert created.returncode == 0, created.stdout + created.stderr
+    assert json.loads(pipeline.report.read_text())["arn"].startswith(
+        f"arn:aws:sts::{ACCOUNT}:assumed-role/tofuflow-apply/"
+    )
+
+    destroyed = pipeline.run("env", "destroy", "pr-7")
+    assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
+    assert "environment pr-7: destroyed" in destroyed.stdout
+    seen = dict(
+        line.split("=", 1) for line in Path(f"{pipeline.report}.teardown").read_text().splitlines()
+    )
+    assert seen.get("AWS_ROLE_ARN") == APPLY_ROLE, seen
+    assert "AWS_ACCESS_KEY_ID" not in seen, "the agent's own keys reached the destroy"
+
+    # The same when a scheduled `tofuflow env reap` in the checkout destroys it at expiry.
+    Path(f"{pipeline.report}.teardown").unlink()
+    short = pipeline.run("env", "create", "pr-8", "--from", WORKSPACE, "--ttl", "1s")
+    assert short.returncode == 0, short.stdout + short.stderr
+    time.sleep(1.2)
+    reaped = pipeline.run("env", "reap")
+    assert reaped.returncode == 0, reaped.stdout + reaped.stderr
+    assert "destroyed  pr-8" in reaped.stdout
+    seen = dict(
+        line.split("=", 1) for line in Path(f"{pipeline.report}.teardown").read_text().splitlines()
+    )
+    assert seen.get("AWS_ROLE_ARN") == APPLY_ROLE, seen
 
 
 # -- bad input ----------------------------------------------------------------------------

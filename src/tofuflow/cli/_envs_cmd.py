@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,13 +158,15 @@ def env_destroy(name: str, project_path: Path | None) -> None:
     CANCELLABLE.set()
     holder = f"{getpass.getuser()}@cli"
     try:
-        with control_plane("apply", configured_url(project_path)) as client:
+        with _teardown_plane(project_path, name) as (client, base):
             left = (
                 f"environment {name} is left destroying: run `tofuflow env destroy {name}` "
                 "again, or the reaper retries it"
             )
             with saying_how_far(lambda: _last_run(client, name), left):
-                row = destroy_environment(name, client, cli_runner(None), holder=holder, force=True)
+                row = destroy_environment(
+                    name, client, cli_runner(None), holder=holder, force=True, base=base
+                )
     except TofuflowError as err:
         raise fail(err) from err
     click.echo(f"environment {name}: {row['status']} (run {row['last_run_id']})")
@@ -188,8 +192,12 @@ def env_reap(as_json: bool, lease: str, project_path: Path | None) -> None:
     CANCELLABLE.set()
     try:
         lease_seconds = parse_duration(lease)
+        project = _project_or_none(project_path)
         with control_plane("apply", configured_url(project_path)) as client:
-            report = reap_once(client, runner=cli_runner(None), lease_seconds=lease_seconds)
+            report = reap_once(
+                client, runner=cli_runner(None), lease_seconds=lease_seconds,
+                sources=project.workspaces if project is not None else None,
+            )  # fmt: skip
     except TofuflowError as err:
         raise fail(err) from err
     if as_json:
@@ -197,6 +205,40 @@ def env_reap(as_json: bool, lease: str, project_path: Path | None) -> None:
     else:
         _print_report(report)
     sys.exit(0 if report.ok else 1)
+
+
+def _project_or_none(project_path: Path | None) -> Any:
+    """The project when there is a tofuflow.toml (``--project``, or one found upward from
+    here), else None: environments can be destroyed without a checkout. A broken file is
+    an error, not a reason to go on without its identities."""
+    from tofuflow.project import PROJECT_FILE
+
+    here = Path.cwd()
+    found = any((d / PROJECT_FILE).is_file() for d in (here, *here.parents))
+    if project_path is None and not found:
+        return None
+    return load_project_file(project_path)
+
+
+@contextlib.contextmanager
+def _teardown_plane(project_path: Path | None, name: str) -> Iterator[tuple[Any, Any]]:
+    """The control plane for destroying environment ``name``, and its source workspace
+    when tofuflow.toml defines it: both as that workspace's apply identity, as the
+    environment was created. Which workspace that is only the control plane knows, so it
+    is asked first as the file's first apply identity (or the token in the environment)."""
+    project = _project_or_none(project_path)
+    url = project_url(project) if project is not None else configured_url(project_path)
+    workspaces = project.workspaces if project is not None else {}
+    tables = [ws.identity.get("apply") for ws in workspaces.values()]
+    first = next((table for table in tables if table and table.get("source")), None)
+    with control_plane("apply", url, first) as probe:
+        source = workspaces.get(probe.environment(name).get("source_workspace") or "")
+        table = source.identity.get("apply") if source is not None else None
+        if (table or None) == first:
+            yield probe, source
+            return
+    with control_plane("apply", url, table) as client:
+        yield client, source
 
 
 def _print_report(report: Any) -> None:

@@ -17,12 +17,13 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from tofuflow.envs._lifecycle import destroy_environment
 from tofuflow.errors import ConflictError, TofuflowError
+from tofuflow.project import WorkspaceConfig
 from tofuflow.runs import ControlPlane, Runner
 
 __all__ = ["ReapReport", "Reaper", "default_holder", "reap_once"]
@@ -57,12 +58,17 @@ def reap_once(
     holder: str | None = None,
     runner: Runner | None = None,
     lease_seconds: int = 300,
+    sources: Mapping[str, WorkspaceConfig] | None = None,
 ) -> ReapReport:
-    """One pass: destroy every environment that is due; report what happened."""
+    """One pass: destroy every environment that is due; report what happened.
+
+    ``sources``: the workspaces of the caller's tofuflow.toml; an environment made from
+    one of them is destroyed with its identity (``destroy_environment``'s ``base``)."""
     holder = holder or default_holder()
     report = ReapReport()
     for env in control_plane.environments(due=True):
-        _reap(control_plane, env, report, holder, runner, lease_seconds)
+        base = (sources or {}).get(env.get("source_workspace") or "")
+        _reap(control_plane, env, report, holder, runner, lease_seconds, base)
     report.orphans = [e for e in control_plane.environments() if e["status"] == "orphaned"]
     _log_orphans(report)
     return report
@@ -70,7 +76,7 @@ def reap_once(
 
 def _reap(
     control_plane: ControlPlane, env: dict[str, Any], report: ReapReport, holder: str,
-    runner: Runner | None, lease_seconds: int,
+    runner: Runner | None, lease_seconds: int, base: WorkspaceConfig | None = None,
 ) -> None:  # fmt: skip
     """Destroy one due environment; the outcome goes into ``report``."""
     name = env["name"]
@@ -78,7 +84,7 @@ def _reap(
     try:
         destroy_environment(
             name, control_plane, runner, holder=holder, lease_seconds=lease_seconds,
-            context={"trigger": "reaper"},
+            context={"trigger": "reaper"}, base=base,
         )  # fmt: skip
     except ConflictError as exc:
         if "is being destroyed by" in str(exc) or "not due" in str(exc):
