@@ -1,4 +1,4 @@
-"""The command sequences of the examples' READMEs, run as written.
+"""The command sequences of README.md, the examples' READMEs and docs/, run as written.
 
 Each line of a ``sh`` block runs in bash in a copy of the repository, one after the
 other, with ``tofuflow`` on PATH and a fresh embedded control plane. ``<run id>`` and
@@ -8,12 +8,14 @@ the exit code expected; ``refused`` means any failure; otherwise 0.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,16 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _sh_blocks(readme: Path) -> list[list[str]]:
-    blocks, current = [], None
-    for line in readme.read_text().splitlines():
-        if line.strip() == "```sh":
-            current = []
-        elif line.strip() == "```" and current is not None:
-            blocks.append(current)
-            current = None
-        elif current is not None:
-            current.append(line)
-    return blocks
+    return _sh_blocks_in(readme.read_text())
 
 
 def _expected(comment: str) -> int | None:
@@ -75,7 +68,8 @@ def _run_block(
         if command.startswith("cd "):
             cwd = repo / command[3:].strip()
             continue
-        command = command.replace("<run id>", run_id).replace("RUN", run_id)
+        command = command.replace("<run id>", run_id).replace("<id>", run_id)
+        command = command.replace("RUN", run_id)
         done = subprocess.run(
             ["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True,
             timeout=300, check=False,
@@ -234,3 +228,203 @@ def test_the_server_examples_sequence_runs_as_written(tmp_path: Path, binary: ob
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
+
+
+def _commands(block: list[str]) -> list[str]:
+    """A block's commands: continuation lines (``\\`` at the end) joined, comments and
+    blank lines dropped."""
+    commands, pending = [], ""
+    for raw in block:
+        line = raw.split("  #")[0].rstrip()
+        if line.endswith("\\"):
+            pending += line[:-1].strip() + " "
+            continue
+        command = (pending + line.strip()).strip()
+        pending = ""
+        if command:
+            commands.append(command)
+    return commands
+
+
+def _policy_example(directory: Path, env: dict[str, str]) -> None:
+    """What docs/policies.md's block starts from: a saved plan that adds 4, changes 2 and
+    destroys 7 (its sample output's plan), a policies/ directory and prod-settings.json."""
+
+    def resources(names: list[str], value: str) -> str:
+        return "".join(
+            f'resource "terraform_data" "{n}" {{\n  input = "{value}"\n}}\n' for n in names
+        )
+
+    kept = ["c1", "c2"]
+    gone = [f"d{i}" for i in range(1, 8)]
+    (directory / "main.tf").write_text(resources(kept, "a") + resources(gone, "a"))
+    for command in (["init", "-input=false"], ["apply", "-auto-approve", "-input=false"]):
+        done = subprocess.run(["tofu", *command], cwd=directory, env=env, capture_output=True,
+                              text=True, timeout=300, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+    (directory / "main.tf").write_text(
+        resources(kept, "b") + resources([f"a{i}" for i in range(1, 5)], "a")
+    )
+    planned = subprocess.run(
+        ["tofu", "plan", "-input=false", "-no-color", "-out", "plan.tfplan"], cwd=directory,
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert "Plan: 4 to add, 2 to change, 7 to destroy." in planned.stdout, planned.stdout
+    (directory / "policies").mkdir()
+    (directory / "policies" / "users.rego").write_text(
+        "package acme.rules\n\nimport rego.v1\n\n"
+        "deny contains msg if {\n  some rc in input.plan.resource_changes\n"
+        '  rc.type == "aws_iam_user"\n  msg := sprintf("no IAM users: %s", [rc.address])\n}\n'
+    )
+    (directory / "prod-settings.json").write_text('{"max_deletions": 3}\n')
+
+
+def test_the_policy_guides_commands_run_as_written(tmp_path: Path, binary: Any) -> None:
+    """docs/policies.md's `tofuflow policy test` block, each command as written (the doc's
+    `tofu` is the binary found here), on its sample output's plan: the exit codes are the
+    ones the guide lists, and the production test prints what its sample shows."""
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "tofu").symlink_to(binary.path)
+    env = {
+        **os.environ,
+        "PATH": f"{shims}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "TF_DATA_DIR": str(tmp_path / "tf-data"),
+    }
+    work = tmp_path / "infra"
+    work.mkdir()
+    _policy_example(work, env)
+    text = (ROOT / "docs" / "policies.md").read_text()
+    section = text.split("## `tofuflow policy test`", 1)[1]
+    (block,) = _sh_blocks_in(section)
+    commands = _commands(block)
+    assert len(commands) == 4, commands
+    outputs = []
+    for command in commands:
+        done = subprocess.run(["bash", "-c", command], cwd=work, env=env, capture_output=True,
+                              text=True, timeout=300, check=False)  # fmt: skip
+        outputs.append((done.returncode, done.stdout, done.stderr))
+    codes = [code for code, _, _ in outputs]
+    # show; built-ins only (deletions need a person); production + max_deletions (denied);
+    # the policies/ directory alone: it denies nothing and says nothing is routine, so a
+    # person decides (no rule approves by default), as JSON.
+    assert codes == [0, 2, 3, 2], outputs
+    sample = section.split("Output:\n\n```\n", 1)[1].split("```", 1)[0]
+    shown = outputs[2][1]
+    assert (
+        re.sub(r"sha256:\S+", "sha256:…", shown).strip()
+        == re.sub(r"sha256:\S+", "sha256:…", sample).strip()
+    ), shown
+    assert json.loads(outputs[3][1])["outcome"] == "needs_approval", outputs[3][1]
+
+    # docs/cli.md's `policy test` block: the same production check, denied.
+    (reference,) = [b for b in _sh_blocks(ROOT / "docs" / "cli.md") if "plan.json" in b[0]]
+    codes = []
+    for command in _commands(reference):
+        done = subprocess.run(["bash", "-c", command], cwd=work, env=env, capture_output=True,
+                              text=True, timeout=300, check=False)  # fmt: skip
+        codes.append(done.returncode)
+    assert codes == [0, 3], done.stdout + done.stderr
+    assert "outcome: denied" in done.stdout
+
+
+def _sh_blocks_in(text: str) -> list[list[str]]:
+    """``_sh_blocks`` of a part of a file."""
+    blocks, current = [], None
+    for line in text.splitlines():
+        if line.strip() == "```sh":
+            current = []
+        elif line.strip() == "```" and current is not None:
+            blocks.append(current)
+            current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def _section(block: list[str], heading: str) -> list[str]:
+    """The lines of a block from the comment line ``# heading`` to the next comment line
+    that starts a section (a ``#`` line after a blank one)."""
+    start = block.index(f"# {heading}")
+    lines = []
+    for index, line in enumerate(block[start + 1 :], start + 1):
+        if line.startswith("# ") and not block[index - 1].strip():
+            break
+        lines.append(line)
+    return lines
+
+
+def test_the_cli_references_examples_run_as_written(tmp_path: Path, binary: object) -> None:
+    """docs/cli.md's "Examples" block: the main job, the project's plan → approve → apply,
+    and `tofuflow version`, as written, on the embedded plane (a fresh data directory).
+
+    Not run here: the lines that name a shared server at example.com, /etc paths and a
+    download mirror (`tofuflow server` and its tokens run as written in
+    test_the_server_examples_sequence_runs_as_written; `install` against a mirror in
+    test_install), and `policy test plan.json` (needs a saved plan: the policy guide's
+    block, which makes one, runs in test_the_policy_guides_commands_run_as_written)."""
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "examples" / "project", repo / "examples" / "project")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TOFUFLOW_")},
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "XDG_DATA_HOME": str(tmp_path / "data"),  # the demo's directory and the plane's
+    }
+    blocks = _sh_blocks(ROOT / "docs" / "cli.md")
+    (block,) = [b for b in blocks if "# The main job, on the embedded control plane." in b]
+    main_job = _section(block, "The main job, on the embedded control plane.")
+    project = _section(block, "A project: plan here, apply (possibly elsewhere) once approved.")
+    binaries = [line for line in _section(block, "Binaries.") if line == "tofuflow version"]
+    ran, _ = _run_block([*main_job, *project, *binaries], repo, env)
+    assert ran == 11
+    applied = repo / "examples" / "project" / "infra"
+    assert sorted(p.name for p in applied.iterdir()) == ["main.tf"]  # state is remote
+    quickstart = tmp_path / "data" / "tofuflow" / "demo" / "quickstart"
+    assert quickstart.is_dir() and not list(quickstart.glob("*.txt"))  # --destroy ran
+
+
+def test_the_init_lines_of_the_configuration_guide_run_as_written(
+    tmp_path: Path, binary: object
+) -> None:
+    """docs/configuration.md's `tofuflow init` block, in a repository with a configuration
+    at its root and one under path/to/repo (the names the block uses)."""
+    repo = tmp_path / "repo"
+    for where in (repo / "infra", repo / "path" / "to" / "repo" / "app"):
+        where.mkdir(parents=True)
+        (where / "main.tf").write_text('output "ok" {\n  value = true\n}\n')
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TOFUFLOW_")},
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    (block,) = _sh_blocks(ROOT / "docs" / "configuration.md")
+    (repo / "path" / "to" / "repo" / "tofuflow.toml").unlink(missing_ok=True)
+    ran, _ = _run_block(block, repo, env)
+    assert ran == 3
+    assert "[workspaces." in (repo / "tofuflow.toml").read_text()
+    assert '"app"' in (repo / "path" / "to" / "repo" / "tofuflow.toml").read_text()
+
+
+def test_the_azure_devops_guides_pipeline_init_runs_as_written(tmp_path: Path) -> None:
+    """docs/azure-devops.md's `tofuflow pipeline init azure-devops` block, in a copy of
+    examples/project (which defines the app/dev and app/prod it names)."""
+    import yaml
+
+    repo = tmp_path / "project"
+    shutil.copytree(ROOT / "examples" / "project", repo)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TOFUFLOW_")},
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    (block,) = _sh_blocks(ROOT / "docs" / "azure-devops.md")
+    commands = _commands(block)
+    assert len(commands) == 1 and commands[0].startswith("tofuflow pipeline init azure-devops")
+    done = subprocess.run(["bash", "-c", commands[0]], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    main = repo / "azure-pipelines.yml"
+    assert main.is_file(), done.stdout
+    pipeline = yaml.safe_load(main.read_text())
+    text = main.read_text()
+    for name in ("app/dev", "app/prod", "tofu-plan", "tofu-apply", "ubuntu-latest"):
+        assert name in text, name
+    assert pipeline.get("stages") or pipeline.get("jobs"), pipeline
