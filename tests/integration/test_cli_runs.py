@@ -90,6 +90,15 @@ def test_plan_then_apply_from_another_checkout_with_the_embedded_control_plane(
     assert verified.returncode == 0 and "audit log intact" in verified.stdout
     story = _run("audit", "show", "--run", run_id, cwd=repo, env=env).stdout
     assert "run.created" in story and "run.applied" in story
+    unknown_run = _run("audit", "show", "--run", "0123456789abcdef", cwd=repo, env=env)
+    assert unknown_run.returncode == 1, unknown_run.stdout
+    assert "no run '0123456789abcdef'" in unknown_run.stderr
+    nobody = _run("audit", "show", "--actor", "sc://nobody", cwd=repo, env=env)
+    assert (nobody.returncode, nobody.stdout) == (0, "no events match\n")
+    # A missing WORKSPACE says which ones tofuflow.toml defines.
+    bare = _run("plan", cwd=repo, env=env)
+    assert bare.returncode == 1
+    assert "Missing argument 'WORKSPACE'. tofuflow.toml defines: app/dev" in bare.stderr
     export = tmp_path / "audit.json"
     assert _run("audit", "export", "--output", str(export), cwd=repo, env=env).returncode == 0
     events = json.loads(export.read_text())["events"]

@@ -26,6 +26,24 @@ PROJECT_OPTION = click.option(
 )
 
 
+class WorkspaceArgument(click.Argument):
+    """A WORKSPACE argument of tofuflow.toml: when it is missing, the error names the
+    workspaces the file defines (``@click.argument("workspace", cls=WorkspaceArgument)``)."""
+
+    def process_value(self, ctx: click.Context, value: Any) -> Any:
+        try:
+            return super().process_value(ctx, value)
+        except click.MissingParameter as err:
+            try:
+                project = load_project_file(ctx.params.get("project_path"))
+            except ConfigError:
+                raise err from None  # no usable file: click's message is all there is
+            names = ", ".join(project.workspaces) or "none"
+            raise click.MissingParameter(
+                f"{project.path.name} defines: {names}", ctx=ctx, param=self
+            ) from None
+
+
 @contextmanager
 def control_plane(
     stage: Stage,

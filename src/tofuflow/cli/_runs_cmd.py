@@ -19,6 +19,7 @@ import click
 
 from tofuflow.cli._common import (
     PROJECT_OPTION,
+    WorkspaceArgument,
     agent_report,
     announce,
     apply_control_plane,
@@ -45,7 +46,7 @@ __all__ = ["apply", "approve", "audit", "plan", "rollback", "runs", "unlock"]
 
 
 @click.command("plan")
-@click.argument("workspace")
+@click.argument("workspace", cls=WorkspaceArgument)
 @PROJECT_OPTION
 @click.option("--destroy", is_flag=True, help="Plan to destroy everything in the workspace.")
 @click.option(
@@ -234,7 +235,7 @@ def await_approval(
 
 
 @click.command("rollback")
-@click.argument("workspace")
+@click.argument("workspace", cls=WorkspaceArgument)
 @click.option("--to", "to_run", required=True, metavar="RUN",
               help="The applied run whose configuration to go back to.")  # fmt: skip
 @click.option("--apply", "apply_now", is_flag=True,
@@ -460,7 +461,7 @@ def audit() -> None:
 @audit.command("show")
 @click.option("--run", "run_id", help="Events of one run.")
 @click.option("--commit", help="Events of one commit (prefix).")
-@click.option("--workspace")
+@click.option("--workspace", help="Events of one workspace.")
 @click.option("--actor", help="Events of one identity (e.g. token:tfw_..., sc://...).")
 @PROJECT_OPTION
 def audit_show(
@@ -470,11 +471,21 @@ def audit_show(
     actor: str | None,
     project_path: Path | None,
 ) -> None:
+    """The audit log's events, oldest first, one per line; the filters combine.
+
+    \b
+    Exit codes: 0 (also when no event matches: it says so), 1 an unknown --run or an error.
+    """
     try:
         with control_plane("read", configured_url(project_path)) as client:
             events = client.audit(run=run_id, commit=commit, workspace=workspace, actor=actor)
+            if not events and run_id:
+                client.run(run_id)  # an unknown run is an error, as for `runs show`
     except TofuflowError as err:
         raise fail(err) from err
+    if not events:
+        click.echo("no events match")
+        return
     for e in events:
         where = e.get("workspace") or "-"
         # State changes say how they were allowed: apply_session, simple_applier, break_glass.
