@@ -94,9 +94,11 @@ def _own_data_dir(tmp_path: Path) -> dict[str, str]:
 
 
 # The quickstart's three resources were applied, the slow one was not: the state holds
-# them (the version depends on how often the binary saved it on the way).
+# them (the version depends on how often the binary saved it on the way), and the slow
+# one tainted (its create was cut short).
 _HOW_FAR = re.compile(
     r"error: interrupted: 3 of 4 resources applied, saved as state version \d+; "
+    r"1 stopped while being created, so tainted: the next plan replaces it; "
     r"run `tofuflow plan demo/quickstart` to continue \(run [0-9a-f]+ is cancelled\)"
 )
 

@@ -71,13 +71,17 @@ def test_an_interrupted_apply_is_cancelled_with_one_line_saying_how_far_it_got(
     assert apply.returncode == 1, err
     assert "Aborted" not in err
     assert len(lines) == 1, err  # one summary, not a line per halted resource
+    # Those stopped mid-create are tainted: the line says so, and what the next plan does.
     found = re.fullmatch(
         r"Error: interrupted: (\d) of 6 resources applied, saved as state version (\d+); "
+        r"(\d) stopped while being created, so tainted: the next plan replaces them; "
         r"run `tofuflow plan app/dev` to continue \(run [0-9a-f]{16} is cancelled\)",
         lines[0],
     )
     assert found, lines[0]
     assert 2 <= int(found.group(1)) < 6
+    tainted = int(found.group(3))
+    assert 1 <= tainted <= 6 - int(found.group(1))
     with connect("read") as client:
         run = client.run(run_id)
         (workspace,) = [w for w in client.workspaces() if w["name"] == "app/dev"]
@@ -91,5 +95,8 @@ def test_an_interrupted_apply_is_cancelled_with_one_line_saying_how_far_it_got(
         timeout=300,
     )  # fmt: skip
     assert again.returncode == 2 and time.monotonic() - started < 120, again.stderr
-    assert re.search(rf"Plan: {6 - int(found.group(1))} to add", again.stdout), again.stdout
+    applied = int(found.group(1))
+    replan = rf"Plan: {6 - applied} to add, 0 to change, {tainted} to destroy"
+    assert re.search(replan, again.stdout), again.stdout
+    assert again.stdout.count("(tainted)") == tainted, again.stdout
     assert "".join(seen).count("Creation complete") >= 2

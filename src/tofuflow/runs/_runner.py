@@ -43,6 +43,8 @@ EXIT_NO_CHANGES, EXIT_CHANGES, EXIT_DENIED = 0, 2, 3  # errors exit 1
 # The reason recorded when an apply is cancelled while the binary runs (SIGINT, SIGTERM).
 INTERRUPTED = "apply interrupted"
 # Runs that are over: applying them is refused before anything is downloaded.
+# The tainted addresses an interrupted run records (the count is what people read).
+_MAX_LISTED = 50
 _OVER = frozenset({"applied", "failed", "cancelled", "denied", "no_changes", "superseded"})
 
 
@@ -121,7 +123,7 @@ def apply_run(
     """
     run, data, tree = _applicable(run_id, workspace, control_plane)
     context = dict(run.get("context") or {})
-    counting, applied = _counting(runner)
+    counting, progress = _counting(runner)
     opened = threading.Event()  # the log ships once the run is applying
     try:
         with (
@@ -167,7 +169,9 @@ def apply_run(
         # binary gracefully, so it saved what it applied and released the lock.
         if isinstance(exc, (TofuCancelledError, KeyboardInterrupt)):
             outcome, detail["reason"] = "cancelled", INTERRUPTED
-            detail["applied"], detail["planned"] = applied[0], planned_changes(run)
+            detail["applied"], detail["planned"] = progress.applied, planned_changes(run)
+            if progress.tainted:
+                detail["tainted"] = progress.tainted[:_MAX_LISTED]
         _quietly(control_plane.finish, run_id, outcome, detail)
         raise
     summary = dict(result.change_summary or {})
@@ -212,20 +216,33 @@ def _applicable(
     return run, data, tree
 
 
-def _counting(runner: Runner | None) -> tuple[Runner, list[int]]:
-    """The caller's runner, also counting the resources the binary finished applying
-    (the count is the list's one item)."""
+@dataclasses.dataclass
+class _Progress:
+    """What the binary got done: resources it finished, and those whose create errored
+    (stopped mid-create by an interruption: the binary saves them tainted)."""
+
+    applied: int = 0
+    tainted: list[str] = dataclasses.field(default_factory=list)
+
+
+def _counting(runner: Runner | None) -> tuple[Runner, _Progress]:
+    """The caller's runner, also keeping the apply's ``_Progress``."""
     base = runner or Runner()
-    applied = [0]
+    progress = _Progress()
     relay = base.on_event
 
     def on_event(event: Event) -> None:
         if event.type == "apply_complete":
-            applied[0] += 1
+            progress.applied += 1
+        elif (
+            event.type == "apply_errored"
+            and (event.data.get("hook") or {}).get("action") == "create"
+        ):
+            progress.tainted.append(event.resource_address or "?")
         if relay is not None:
             relay(event)
 
-    return dataclasses.replace(base, on_event=on_event), applied
+    return dataclasses.replace(base, on_event=on_event), progress
 
 
 @contextlib.contextmanager
@@ -292,6 +309,12 @@ def interrupted_summary(run: Mapping[str, Any], next_step: str | None = None) ->
     done = f"{applied} of {planned} resources applied" if planned else "stopped"
     version = run.get("state_version")
     saved = f"saved as state version {version}" if version else "no state version written"
+    tainted = detail.get("tainted") or []
+    if tainted:  # a replacement is not routine: under the built-in policies, a person decides
+        saved += (
+            f"; {len(tainted)} stopped while being created, so tainted: the next plan "
+            f"replaces {'it' if len(tainted) == 1 else 'them'}"
+        )
     next_step = next_step or f"run `tofuflow plan {run['workspace']}` to continue"
     return f"interrupted: {done}, {saved}; {next_step} (run {run['id']} is {run['status']})"
 
