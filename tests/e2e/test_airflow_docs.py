@@ -29,6 +29,18 @@ def _block(heading: str) -> str:
     return section.split("```sh\n", 1)[1].split("```", 1)[0]
 
 
+def _commands(block: str) -> list[str]:
+    return [line.split("  #")[0].rstrip() for line in block.splitlines() if line.strip()]
+
+
+def test_the_airflow_examples_readme_has_the_guides_block() -> None:
+    """examples/airflow/README.md repeats the guide's block: the same commands, so the run
+    below covers both."""
+    readme = (ROOT / "examples" / "airflow" / "README.md").read_text()
+    block = readme.split("```sh\n", 1)[1].split("```", 1)[0]
+    assert _commands(block) == _commands(_block("Trying the examples"))
+
+
 def test_the_airflow_guides_example_block_runs_as_written(tmp_path: Path, binary: object) -> None:
     repo = tmp_path / "repo"
     shutil.copytree(ROOT / "examples", repo / "examples")

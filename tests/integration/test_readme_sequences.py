@@ -428,3 +428,15 @@ def test_the_azure_devops_guides_pipeline_init_runs_as_written(tmp_path: Path) -
     for name in ("app/dev", "app/prod", "tofu-plan", "tofu-apply", "ubuntu-latest"):
         assert name in text, name
     assert pipeline.get("stages") or pipeline.get("jobs"), pipeline
+
+
+def test_the_server_examples_configuration_loads_as_its_readme_says() -> None:
+    """examples/server/README.md's first block, as written, from the repository's root
+    (where `make` puts .venv): the production example's server.toml loads."""
+    first = _sh_blocks(ROOT / "examples" / "server" / "README.md")[0]
+    (command,) = _commands(first)
+    assert command.startswith(".venv/bin/python ")
+    assert (ROOT / ".venv" / "bin" / "python").exists(), "run `make test`: it creates .venv"
+    done = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
