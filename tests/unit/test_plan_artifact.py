@@ -7,6 +7,8 @@ import json
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from tofuflow.runs._artifact import PLAN_FILE, pack, restore_inputs
 from tofuflow.runs._workcopy import configuration
 
@@ -82,3 +84,28 @@ def test_a_recorded_name_cannot_write_outside_the_directory(tmp_path: Path) -> N
     assert planned is not None
     assert [p.parent for p in planned.var_files] == [tmp_path / "restored"]
     assert not (tmp_path / "evil.tfvars").exists()
+
+
+def test_an_archive_from_a_newer_tofuflow_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    """Plan and apply may run different tofuflow versions: an artifact in a format this
+    one does not know is refused before anything runs, not misread."""
+    from tofuflow.errors import ConflictError
+    from tofuflow.runs._artifact import FORMAT, MANIFEST, check_artifact, restore_config
+
+    directory = _planned(tmp_path)
+    data = pack(configuration(directory))
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert json.loads(archive.read(MANIFEST))["format"] == FORMAT
+        members = {name: archive.read(name) for name in archive.namelist()}
+    manifest = json.loads(members[MANIFEST])
+    manifest["format"] = FORMAT + 1
+    members[MANIFEST] = json.dumps(manifest).encode()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    newer = buffer.getvalue()
+    for read in (check_artifact, lambda d: restore_config(d, tmp_path / "out")):
+        with pytest.raises(ConflictError, match=r"written by a newer tofuflow .*format 2"):
+            read(newer)
+    check_artifact(data)  # its own format reads

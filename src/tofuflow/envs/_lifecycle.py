@@ -25,6 +25,7 @@ from typing import Any
 from tofuflow.errors import ConfigError, ConflictError, TofuCancelledError, TofuflowError
 from tofuflow.project import WorkspaceConfig
 from tofuflow.runs import (
+    ARCHIVE_FORMAT,
     ControlPlane,
     Runner,
     apply_run,
@@ -230,6 +231,6 @@ def _snapshot(source: WorkspaceConfig, variables: Mapping[str, Any]) -> bytes:
             relative = f"tofuflow-vars-{index}.tfvars" + (".json" if path.suffix == ".json" else "")
             archive.writestr(f"config/{relative}", path.read_bytes())
             var_files.append(relative)
-        settings = {"variables": dict(variables), "var_files": var_files}
+        settings = {"format": ARCHIVE_FORMAT, "variables": dict(variables), "var_files": var_files}
         archive.writestr(f"config/{_SETTINGS}", json.dumps(settings, sort_keys=True))
     return buffer.getvalue()

@@ -10,6 +10,7 @@
 copy, the stage's credentials, the state backend, the redactor).
 """
 
+from tofuflow.runs._artifact import FORMAT as ARCHIVE_FORMAT
 from tofuflow.runs._artifact import config_digest, restore_config, snapshot_config
 from tofuflow.runs._client import ControlPlane
 from tofuflow.runs._connect import STAGE_ROLES, STAGE_TOKEN_VARIABLES, Stage, connect, server_url
@@ -46,6 +47,7 @@ from tofuflow.runs._staged import (
 from tofuflow.runs._workcopy import Configuration, configuration, working_copy
 
 __all__ = [
+    "ARCHIVE_FORMAT",
     "CONFIG_FROM_ARTIFACT",
     "INTERRUPTED",
     "STAGE_ROLES",

@@ -40,6 +40,11 @@ __all__ = [
 
 PLAN_FILE = "tofuflow.tfplan"
 MANIFEST = "tofuflow-artifact.json"
+# The layout of the archives this tofuflow writes (a plan artifact, an environment's
+# snapshot and its settings file) and the newest it reads: plan and apply may run
+# different tofuflow versions, so a newer archive is refused with what to do instead of
+# being misread. Archives written before the field existed are format 1.
+FORMAT = 1
 _CONFIG_DIR = "config/"
 
 
@@ -117,7 +122,7 @@ def snapshot_config(directory: Path) -> bytes:
 def _add_config(
     archive: zipfile.ZipFile, tree: Configuration, inputs: Mapping[str, Any] | None = None
 ) -> None:
-    manifest: dict[str, Any] = {"directory": tree.relative.as_posix()}
+    manifest: dict[str, Any] = {"format": FORMAT, "directory": tree.relative.as_posix()}
     if inputs is not None:
         manifest["inputs"] = inputs
     archive.writestr(MANIFEST, json.dumps(manifest))
@@ -126,11 +131,27 @@ def _add_config(
 
 
 def check_artifact(data: bytes) -> None:
-    """ConflictError unless ``data`` is a plan artifact (before anything is started)."""
+    """ConflictError unless ``data`` is a plan artifact this tofuflow reads (before
+    anything is started)."""
     with _open(data) as archive:
         top = {name for name in archive.namelist() if not name.startswith(_CONFIG_DIR)}
         if not top <= {PLAN_FILE, LOCK_FILE, MANIFEST} or PLAN_FILE not in top:
             raise ConflictError(f"the artifact holds unexpected files: {sorted(top)}")
+        if MANIFEST in top:
+            _manifest(archive)
+
+
+def _manifest(archive: zipfile.ZipFile) -> dict[str, Any]:
+    """The archive's manifest, refused when a newer tofuflow wrote it."""
+    manifest = json.loads(archive.read(MANIFEST))
+    found = manifest.get("format", 1) if isinstance(manifest, dict) else None
+    if not isinstance(manifest, dict) or type(found) is not int or found > FORMAT:
+        raise ConflictError(
+            f"this archive was written by a newer tofuflow (format {found!r}; this one reads "
+            f"formats up to {FORMAT}): run this step with the tofuflow version that wrote it, "
+            "or a newer one (`pip install -U tofuflow`)"
+        )
+    return manifest
 
 
 def unpack(data: bytes, directory: Path) -> None:
@@ -163,7 +184,7 @@ def restore_config(data: bytes, directory: Path) -> Path:
             target.write_bytes(archive.read(name))
         own = root
         if MANIFEST in archive.namelist():
-            relative = str(json.loads(archive.read(MANIFEST)).get("directory") or ".")
+            relative = str(_manifest(archive).get("directory") or ".")
             own = (root / relative).resolve()
             if not own.is_relative_to(root):
                 raise ConflictError(f"the artifact names a directory outside it: {relative}")
@@ -180,7 +201,7 @@ def restore_inputs(data: bytes, directory: Path) -> PlannedInputs | None:
     with _open(data) as archive:
         if MANIFEST not in archive.namelist():
             return None
-        inputs = json.loads(archive.read(MANIFEST)).get("inputs")
+        inputs = _manifest(archive).get("inputs")
     if not isinstance(inputs, dict):
         return None
     directory.mkdir(parents=True, exist_ok=True)
