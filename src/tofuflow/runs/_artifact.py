@@ -144,8 +144,10 @@ def check_artifact(data: bytes) -> None:
 def _manifest(archive: zipfile.ZipFile) -> dict[str, Any]:
     """The archive's manifest, refused when a newer tofuflow wrote it."""
     manifest = json.loads(archive.read(MANIFEST))
-    found = manifest.get("format", 1) if isinstance(manifest, dict) else None
-    if not isinstance(manifest, dict) or type(found) is not int or found > FORMAT:
+    if not isinstance(manifest, dict):
+        raise ConflictError(f"the archive's {MANIFEST} is not a JSON object: it is damaged")
+    found = manifest.get("format", 1)
+    if type(found) is not int or found > FORMAT:
         raise ConflictError(
             f"this archive was written by a newer tofuflow (format {found!r}; this one reads "
             f"formats up to {FORMAT}): run this step with the tofuflow version that wrote it, "
