@@ -153,9 +153,10 @@ def destroy_environment(
     ``force`` destroys before the TTL ends (an owner's ``env destroy``); without it only an
     expired environment (or one whose earlier destroy failed) may be claimed. ``base``: the
     source workspace, when the caller's tofuflow.toml defines it; its identity (the cloud
-    credentials each stage gets) is used, not its tags or settings: the teardown at the
-    end of the TTL was agreed when the environment was created, so a production source's
-    approval rule does not stop it (a protected resource still asks for a person).
+    credentials each stage gets) is used, not its tags: the teardown at the end of the TTL
+    was agreed when the environment was created, so a production source's approval rule
+    does not stop it (the server's ``[[workspace_settings]]`` matching the environment,
+    ``protected`` say, still apply).
     """
     if base is not None:
         base = WorkspaceConfig(name=base.name, directory=base.directory, identity=base.identity)
