@@ -99,7 +99,9 @@ def _own_data_dir(tmp_path: Path) -> dict[str, str]:
 _HOW_FAR = re.compile(
     r"error: interrupted: 3 of 4 resources applied, saved as state version \d+; "
     r"1 stopped while being created, so tainted: the next plan replaces it; "
-    r"run `tofuflow plan demo/quickstart` to continue \(run [0-9a-f]+ is cancelled\)"
+    # What to run next is the demo again, as it was run: there is no tofuflow.toml in
+    # which `tofuflow plan demo/quickstart` would work.
+    r"run `tofuflow demo --dir \S+/demo` again to finish \(run [0-9a-f]+ is cancelled\)"
 )
 
 

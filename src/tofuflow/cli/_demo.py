@@ -64,7 +64,10 @@ def run_demo(
                         # state is and what next, as `tofuflow apply` says it.
                         if str(err):
                             click.secho(f"error: {err}", fg="red", err=True)
-                        line = interrupted_summary(applier.run(run_id))
+                        line = interrupted_summary(
+                            applier.run(run_id),
+                            f"run `{_again(workdir, environment, destroy)}` again to finish",
+                        )
                         click.secho(f"error: {line}", fg="red", err=True)
                         return 1
                 result = done.get("result") or {}
@@ -100,3 +103,18 @@ def _refresh_config(target: Path) -> None:
 def _show_event(event: Event) -> None:
     if event.type in SHOWN_EVENTS and event.message:
         click.echo(f"  {event.message}")
+
+
+def _again(workdir: Path | None, environment: str, destroy: bool) -> str:
+    """The demo command as it was run (no tofuflow.toml holds its workspace, so the way
+    to go on is the demo itself)."""
+    import shlex
+
+    words = ["tofuflow", "demo"]
+    if workdir is not None:
+        words += ["--dir", str(workdir)]
+    if environment != "dev":
+        words += ["--environment", environment]
+    if destroy:
+        words.append("--destroy")
+    return shlex.join(words)
