@@ -54,6 +54,7 @@ __all__ = [
     "Backend",
     "Project",
     "WorkspaceConfig",
+    "find_project_file",
     "load_project",
 ]
 
@@ -161,16 +162,26 @@ def load_project(path: Path | str | None = None) -> Project:
     return _Parser(file, text).project(data)
 
 
+def find_project_file(start: Path | None = None) -> Path | None:
+    """The ``tofuflow.toml`` ``load_project`` would use searching upward from ``start``
+    (default: the cwd), or None when there is none."""
+    start = (Path.cwd() if start is None else start).resolve()
+    for directory in (start, *start.parents):
+        candidate = directory / PROJECT_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def _locate(start: Path) -> Path:
     start = start.resolve()
     if start.is_file():
         return start
     if not start.is_dir():
         raise ConfigError(f"{start}: no such file or directory; pass the path of a {PROJECT_FILE}")
-    for directory in (start, *start.parents):
-        candidate = directory / PROJECT_FILE
-        if candidate.is_file():
-            return candidate
+    found = find_project_file(start)
+    if found is not None:
+        return found
     raise ConfigError(
         f"no {PROJECT_FILE} in {start} or any parent directory; run `tofuflow init` at the "
         f"root of your repository to write one with a workspace per configuration it finds"

@@ -211,11 +211,9 @@ def _project_or_none(project_path: Path | None) -> Any:
     """The project when there is a tofuflow.toml (``--project``, or one found upward from
     here), else None: environments can be destroyed without a checkout. A broken file is
     an error, not a reason to go on without its identities."""
-    from tofuflow.project import PROJECT_FILE
+    from tofuflow.project import find_project_file
 
-    here = Path.cwd()
-    found = any((d / PROJECT_FILE).is_file() for d in (here, *here.parents))
-    if project_path is None and not found:
+    if project_path is None and find_project_file() is None:
         return None
     return load_project_file(project_path)
 
@@ -234,7 +232,7 @@ def _teardown_plane(project_path: Path | None, name: str) -> Iterator[tuple[Any,
     with control_plane("apply", url, first) as probe:
         source = workspaces.get(probe.environment(name).get("source_workspace") or "")
         table = source.identity.get("apply") if source is not None else None
-        if (table or None) == first:
+        if url is None or (table or None) == first:  # the embedded plane ignores identities
             yield probe, source
             return
     with control_plane("apply", url, table) as client:
