@@ -266,13 +266,23 @@ def process_cpu_seconds(pid: int) -> float:
 # One wrk thread per client, each with one connection and its own Lua state, so each
 # client runs its cycles in order on its own workspace: LOCK, POST (serial + 1), UNLOCK.
 # Cycle latency is timed in Lua (LuaJIT's ffi reaches clock_gettime); wrk's own latency
-# figures are per request. No Content-MD5: Lua has no MD5, and the header is optional.
+# figures are per request. Each POST carries Content-MD5, as the binary's http backend
+# sends it (the server checks it); LuaJIT's ffi calls libcrypto's MD5 for it.
 WRK_SCRIPT = r"""
 local ffi = require("ffi")
 ffi.cdef[[
 typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
 int clock_gettime(int clk_id, bench_timespec *tp);
+unsigned char *MD5(const unsigned char *d, size_t n, unsigned char *md);
+int EVP_EncodeBlock(unsigned char *t, const unsigned char *f, int n);
 ]]
+local with_md5 = @MD5@
+local crypto = with_md5 and ffi.load("@LIBCRYPTO@") or nil
+local digest, encoded = ffi.new("unsigned char[16]"), ffi.new("unsigned char[32]")
+local function content_md5(body)
+  crypto.MD5(body, #body, digest)
+  return ffi.string(encoded, crypto.EVP_EncodeBlock(encoded, digest, 16))
+end
 local ts = ffi.new("bench_timespec")
 local function now()
   ffi.C.clock_gettime(1, ts)
@@ -311,6 +321,7 @@ function request()
   elseif step == 1 then
     serial = serial + 1
     local body = head .. serial .. middle .. lineage .. tail
+    if with_md5 then post_headers["Content-MD5"] = content_md5(body) end
     return wrk.format("POST", state_path .. "?ID=" .. lock_id, post_headers, body)
   end
   return wrk.format("UNLOCK", lock_path, auth, info)
@@ -367,10 +378,11 @@ class WrkRun:
 
 def run_wrk(
     url: str, pid: int | list[int], token: str, bodies: StateBodies, clients: int,
-    seconds: float, root: Path, label: str,
+    seconds: float, root: Path, label: str, *, content_md5: bool = True,
 ) -> WrkRun:  # fmt: skip
     """``clients`` wrk connections doing cycles for ``seconds``; the server's CPU from /proc
-    (summed over ``pid`` when it lists several processes, e.g. replicas)."""
+    (summed over ``pid`` when it lists several processes, e.g. replicas). Each POST carries
+    ``Content-MD5`` unless ``content_md5`` is false."""
     pids = pid if isinstance(pid, list) else [pid]
     root.mkdir(parents=True, exist_ok=True)
     head, middle, tail = bodies.parts
@@ -383,6 +395,8 @@ def run_wrk(
     script.write_text(
         WRK_SCRIPT.replace("@PREFIX@", prefix).replace("@DIR@", str(root))
         .replace("@AUTH@", auth).replace("@OUT@", str(out))
+        .replace("@MD5@", "true" if content_md5 else "false")
+        .replace("@LIBCRYPTO@", _libcrypto() if content_md5 else "")
     )  # fmt: skip
     argv = [WRK, f"-t{clients}", f"-c{clients}", f"-d{seconds:.0f}s", "--timeout", "30s",
             "-s", str(script), url]  # fmt: skip
@@ -407,6 +421,16 @@ def run_wrk(
         elif key == "lat":
             run.latencies.append(float(value))
     return run
+
+
+def _libcrypto() -> str:
+    """OpenSSL's libcrypto for the wrk script's MD5 (Python's hashlib links it too)."""
+    import ctypes.util
+
+    name = ctypes.util.find_library("crypto")
+    if name is None:
+        raise RuntimeError("libcrypto (OpenSSL) was not found: apt-get install libssl3")
+    return name
 
 
 def _children_cpu() -> float:
@@ -826,6 +850,9 @@ def main() -> int:
                         help="concurrent clients (wrk threads, one connection each)")  # fmt: skip
     parser.add_argument("--workspaces", type=int, default=32, help="(diagnosis load only)")
     parser.add_argument("--state-kib", type=int, default=256)
+    parser.add_argument("--content-md5", action=argparse.BooleanOptionalAction, default=True,
+                        help="send Content-MD5 with each POST, as the binary does (the "
+                        "server checks it; --no-content-md5 leaves out that cost)")  # fmt: skip
     parser.add_argument("--single-seconds", type=float, default=4.0,
                         help="seconds of one client alone (unloaded POST latency)")  # fmt: skip
     parser.add_argument("--seal-repeat", type=int, default=300)
@@ -845,7 +872,9 @@ def main() -> int:
     sample = bodies.body(1, str(uuid.uuid4()))
     print(f"state body {len(sample) / 1024:.0f} KiB ({bodies.instances} instances); "
           f"{args.clients} wrk clients; {args.rounds} rounds of {args.duration:.0f} s per side "
-          f"after {args.warmup:.0f} s of warm-up; server: `tofuflow server` process, SQLite; "
+          f"after {args.warmup:.0f} s of warm-up; POSTs "
+          f"{'with' if args.content_md5 else 'WITHOUT'} Content-MD5; "
+          f"server: `tofuflow server` process, SQLite; "
           f"{os.cpu_count()} CPUs, load average {_load()} before the run")  # fmt: skip
 
     with tempfile.TemporaryDirectory(prefix="tofuflow-bench-") as tmp:
@@ -860,11 +889,13 @@ def main() -> int:
             assert server.process is not None
             targets = {"baseline": (base_url, base_pid), "server": (server.url, server.process.pid)}
             for label, (url, pid) in targets.items():  # warm-up, not counted
-                run_wrk(url, pid, token, bodies, args.clients, args.warmup, root / "wrk", label)
+                run_wrk(url, pid, token, bodies, args.clients, args.warmup, root / "wrk", label,
+                        content_md5=args.content_md5)  # fmt: skip
             for _ in range(args.rounds):
                 for label, (url, pid) in targets.items():
                     runs[label].append(run_wrk(url, pid, token, bodies, args.clients,
-                                               args.duration, root / "wrk", label))  # fmt: skip
+                                               args.duration, root / "wrk", label,
+                                               content_md5=args.content_md5))  # fmt: skip
                     print(f"  {label:<8} {runs[label][-1].rate:7.1f} cycles/s, "
                           f"{runs[label][-1].cpu_per_cycle * 1000:6.2f} ms server CPU per cycle, "
                           f"load average {_load()}")  # fmt: skip

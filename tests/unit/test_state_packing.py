@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import zstandard
@@ -18,6 +19,17 @@ def test_a_packed_body_unpacks_to_itself_and_is_smaller() -> None:
     packed = pack_state(body)
     assert packed.startswith(MARKER) and len(packed) < 1000
     assert unpack_state(packed, limit=len(body)) == body
+
+
+def test_bodies_packed_one_after_another_and_in_parallel_threads_each_unpack_alone() -> None:
+    # Each thread reuses its compressor: no frame may depend on the one packed before it,
+    # or on another thread's (the group writer packs on the loop and in its threads).
+    bodies = [_BODY.replace(b'"serial": 1', f'"serial": {i}'.encode()) * (i + 1) for i in range(40)]
+    with ThreadPoolExecutor(4) as pool:
+        packed = list(pool.map(pack_state, bodies))
+    packed += [pack_state(body) for body in bodies]
+    for frame, body in zip(packed, bodies + bodies, strict=True):
+        assert unpack_state(frame, limit=len(body)) == body
 
 
 @pytest.mark.parametrize("body", [_BODY, b"  \n" + _BODY, b"", b"\x00not ours"])
