@@ -440,3 +440,42 @@ def test_the_server_examples_configuration_loads_as_its_readme_says() -> None:
     done = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, check=False)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_readmes_demo_output_is_what_a_first_run_prints(tmp_path: Path, binary: object) -> None:
+    """README.md's sample of `make demo`'s output, line by line (a `...` line stands for
+    any lines), against a first `tofuflow demo` in a fresh data directory: the same words
+    and counts; only the run id, the port, the resource ids and the home directory
+    differ."""
+    readme = (ROOT / "README.md").read_text()
+    sample = readme.split("prints the run,", 1)[1].split("```\n", 2)[1].splitlines()
+    data = tmp_path / "data"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TOFUFLOW_")},
+        "XDG_DATA_HOME": str(data),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", "from tofuflow.cli import main; main()", "demo"],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout.splitlines()
+    at = 0
+    for line in sample:
+        if line.strip() == "...":
+            continue
+        pattern = re.escape(line.replace("/home/me/.local/share", str(data)))
+        for literal, wildcard in (
+            (r"2fd74a8bd14e4f6d", r"[0-9a-f]{16}"),
+            (r"38663", r"\d+"),
+        ):
+            pattern = pattern.replace(literal, wildcard)
+        for index in range(at, len(printed)):
+            if re.fullmatch(pattern, printed[index]):
+                at = index + 1
+                break
+        else:
+            raise AssertionError(
+                f"README.md's demo sample says {line!r}; the demo printed, from there on:\n"
+                + "\n".join(printed[at:])
+            )
