@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -446,3 +447,100 @@ def test_a_workspace_can_take_state_writes_only_from_apply_sessions(
         assert "only from an approved run's apply session" in direct.json()["error"]
         done = apply_run(plan_workspace(ws, planner, {}).run["id"], ws, applier)
         assert done["status"] == "applied" and done["state_version"] == 1
+
+
+def _statements_during(action: Any) -> list[str]:
+    """The SQL every engine in this process ran while ``action()`` ran (the server is a
+    thread of this process)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        action()
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    return seen
+
+
+_SEALED_COLUMNS = re.compile(r"\bruns\.(artifact|plan_document)\b(?!_)")
+
+
+def test_lists_and_run_details_do_not_read_the_sealed_plan_and_artifact(env: Env) -> None:
+    # Each run holds its sealed artifact and plan document (MBs for a large plan). Listing
+    # runs, or reading one run's status, must not load them: 50 runs with 1 MB plans made
+    # GET /v1/runs parse 50 MB of JSON (≈ 120 ms) only to leave them out of the answer.
+    outcome = _plan(env, env.workspace())
+    run_id = outcome.run["id"]
+
+    def metadata() -> None:
+        assert [r["id"] for r in env.admin.runs()] == [run_id]
+        assert env.admin.run(run_id)["status"] == "approved"
+        assert env.applier.cancel(run_id, "not today")["status"] == "cancelled"
+
+    touched = [s for s in _statements_during(metadata) if _SEALED_COLUMNS.search(s)]
+    assert touched == []
+    # ...while the plan's own page does read it (so the check above can see a read).
+    plan = _statements_during(lambda: env.admin.plan_text(run_id))
+    assert any(_SEALED_COLUMNS.search(s) for s in plan)
+
+
+def test_a_plan_document_is_stored_compressed(env: Env, server_config: Any) -> None:
+    # Plan documents are JSON and repeat themselves: sealed as they are, a run's row grew
+    # by 1.33x the plan (base64), for every run kept.
+    from tofuflow.server._packing import MARKER, unpack_state
+    from tofuflow.server._runs import run_aad
+    from tofuflow.server._sealed import open_record
+    from tofuflow.server.crypto import keyring_from_config
+    from tofuflow.server.storage import make_engine
+
+    outcome = _plan(env, env.workspace())
+    engine = make_engine(server_config.effective_database_url)
+    try:
+        with Session(engine) as session:
+            run = session.get(Run, outcome.run["id"])
+            assert run is not None and run.plan_document is not None
+            record, aad = dict(run.plan_document), run_aad(run, "plan")
+    finally:
+        engine.dispose()
+    sealed = open_record(
+        keyring_from_config(server_config.keys, server_config.data_dir), None, record, aad, "plan"
+    )
+    assert sealed.startswith(MARKER)
+    document = json.loads(unpack_state(sealed, limit=10**8))
+    assert document["resource_changes"]  # the plan document itself, whole
+    stored = len(record["ciphertext"]) * 3 // 4
+    assert stored * 3 < len(json.dumps(document))
+
+
+def test_a_plan_document_sealed_before_compression_still_opens(
+    env: Env, server_config: Any
+) -> None:
+    # Runs planned by an older server hold their plan document sealed as it was.
+    from tofuflow.server._packing import unpack_state
+    from tofuflow.server._runs import run_aad
+    from tofuflow.server._sealed import open_record, seal_record
+    from tofuflow.server.crypto import keyring_from_config
+    from tofuflow.server.storage import make_engine
+
+    outcome = _plan(env, env.workspace())
+    before = env.admin.plan_text(outcome.run["id"])
+    keyring = keyring_from_config(server_config.keys, server_config.data_dir)
+    engine = make_engine(server_config.effective_database_url)
+    try:
+        with Session(engine) as session:
+            run = session.get(Run, outcome.run["id"])
+            assert run is not None and run.plan_document is not None
+            aad = run_aad(run, "plan")
+            packed = open_record(keyring, None, dict(run.plan_document), aad, "plan")
+            document = unpack_state(packed, limit=10**8)
+            run.plan_document = seal_record(keyring, None, document, aad, "runs")
+            session.commit()
+    finally:
+        engine.dispose()
+    assert env.admin.plan_text(outcome.run["id"]) == before

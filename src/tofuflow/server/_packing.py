@@ -1,4 +1,4 @@
-"""State bodies are compressed before they are sealed (issue 18).
+"""State bodies, and runs' plan documents, are compressed before they are sealed (issue 18).
 
     sealed = keyring.seal(pack_state(body), aad)
     body = unpack_state(keyring.open(sealed, aad), limit=max_state_bytes)
@@ -9,6 +9,9 @@ the whole ciphertext twice, which capped the write path at the disk's synchronou
 bandwidth. A packed plaintext starts with ``MARKER``, which no state document can start
 with (a state body is JSON: ``{`` or whitespace first), so versions sealed before this
 change, or by a server that does not compress, are opened as they are: no migration.
+
+A plan document (``show -json``) is JSON that repeats itself as state does; it is packed
+the same way (``RunService.upload_plan``), and one sealed before that opens as it is.
 
 The ``size`` and ``sha256`` a version shows are those of the body, not of what is sealed.
 Compression happens before encryption, so a ciphertext's length tells how well its state

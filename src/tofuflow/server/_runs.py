@@ -28,6 +28,7 @@ from tofuflow.errors import (
     TofuflowError,
 )
 from tofuflow.server import _audit
+from tofuflow.server._packing import pack_state, unpack_state
 from tofuflow.server._paging import Page, cursor_time, decode_cursor, fill_page, grant_filter
 from tofuflow.server._run_context import verified_context
 from tofuflow.server._run_rules import (
@@ -82,6 +83,7 @@ class RunService:
         approval_ttl: dt.timedelta = dt.timedelta(hours=24),
         session_ttl: dt.timedelta = dt.timedelta(hours=1),
         session_lease: dt.timedelta = dt.timedelta(seconds=60),
+        max_document_bytes: int = 50 * 1024 * 1024,
     ) -> None:
         from tofuflow.policy import check_settings
 
@@ -97,6 +99,9 @@ class RunService:
         # The applying runner renews its session's lease; when it lapses, the runner is
         # lost: the run fails and the lock it holds is released (see ``release_lost``).
         self.session_lease = session_lease
+        # The largest plan document this server accepts (server.max_state_bytes): a stored
+        # one is never decompressed past it.
+        self.max_document_bytes = max_document_bytes
         # [audit] sts_endpoint: where, besides AWS's own STS, credential proofs may go.
         self.sts_endpoint = ""
         # Set by the app: whether a workspace is an ephemeral environment (policy input).
@@ -158,7 +163,8 @@ class RunService:
                 plan = Plan.from_json(document)
             except DocumentError as exc:
                 raise BadRequestError(f"the plan document is not valid: {exc}") from exc
-            run.plan_document = self._seal(document, run_aad(run, "plan"))
+            # Compressed first, as state is: a plan document is JSON that repeats itself.
+            run.plan_document = self._seal(pack_state(document), run_aad(run, "plan"))
             run.plan_digest = plan.digest  # what the apply must present (open_session)
             run.has_changes = plan.has_changes
             run.summary = _summary(plan)
@@ -506,7 +512,12 @@ class RunService:
             if run.plan_document is None:
                 raise NotFoundError(f"run {run_id} has no plan yet ({run.status})")
             record, aad = dict(run.plan_document), run_aad(run, "plan")
-        return Plan.from_json(self._open(record, aad, run_id))
+        # A plan sealed before compression is opened as it is.
+        document = unpack_state(
+            self._open(record, aad, run_id), limit=self.max_document_bytes,
+            what=f"plan document of run {run_id}",
+        )  # fmt: skip
+        return Plan.from_json(document)
 
     def list(
         self, ctx: RequestContext, *, workspace: str | None, commit: str | None, limit: int,

@@ -168,7 +168,7 @@ def _run_service(config: ServerConfig, service: StateService) -> RunService:
         service.engine, service.keyring, service.blobs, PolicySet.load(config.policies_dir),
         [WorkspacePolicy.from_config(e, i) for i, e in enumerate(config.workspace_settings)],
         approval_ttl=parse_ttl(config.approval_ttl), session_ttl=parse_ttl(config.session_ttl),
-        session_lease=parse_ttl(config.session_lease),
+        session_lease=parse_ttl(config.session_lease), max_document_bytes=config.max_state_bytes,
     )  # fmt: skip
     service.state_writes = run_service.state_writes
     run_service.sts_endpoint = config.sts_endpoint

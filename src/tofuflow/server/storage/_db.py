@@ -153,8 +153,9 @@ class Run(Base):
     summary: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     decision: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     artifact_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
-    artifact: Mapped[dict[str, Any] | None] = mapped_column(default=None)
-    plan_document: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    # Sealed, and MBs for a large plan: loaded only when read (a list of runs never does).
+    artifact: Mapped[dict[str, Any] | None] = mapped_column(default=None, deferred=True)
+    plan_document: Mapped[dict[str, Any] | None] = mapped_column(default=None, deferred=True)
     # The canonical digest of the plan document the policies judged (0005).
     plan_digest: Mapped[str | None] = mapped_column(String(64), default=None)
     session_hash: Mapped[str | None] = mapped_column(String(128), default=None)
