@@ -65,6 +65,7 @@ def bench_plan(resources: int, repeat: int) -> bool:
         t_driven,
         target,
         f"bare {t_bare:.3f}s  tofuflow {t_driven:.3f}s  ratio {t_driven / t_bare:.3f}x",
+        f"{target:.3f}s (1.05 x bare + 0.15 s)",
     )
 
 
@@ -85,6 +86,7 @@ def bench_startup(repeat: int) -> bool:
         0.3,
         f"python -c pass {t_bare:.3f}s  tofuflow --help {t_help:.3f}s  "
         f"overhead {t_help - t_bare:.3f}s",
+        "0.3 s of overhead",
     )
 
 

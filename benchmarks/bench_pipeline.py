@@ -91,6 +91,7 @@ def main() -> int:
         1.25,
         f"bare init+plan+apply {t_bare:.3f}s  tofuflow plan→check→apply {t_flow:.3f}s  "
         f"ratio {t_flow / t_bare:.3f}x",
+        "1.25x",
     )
     return 0 if ok else 1
 

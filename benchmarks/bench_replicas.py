@@ -178,9 +178,9 @@ def summarise(
     ratio = two.cpu_per_cycle / one.cpu_per_cycle
     ok = report("CPU/cycle, 2 replicas / 1", ratio, TARGET_REPLICA_RATIO,
                 f"{two.cpu_per_cycle * 1000:.2f} ms / {one.cpu_per_cycle * 1000:.2f} ms = "
-                f"{ratio:.2f}x (load average {_load()})")  # fmt: skip
+                f"{ratio:.2f}x (load average {_load()})", f"{TARGET_REPLICA_RATIO:g}x")  # fmt: skip
     ok &= report("failed requests", float(one.errors + two.errors), 0.0,
-                 f"{one.errors + two.errors}")  # fmt: skip
+                 f"{one.errors + two.errors}", "0")  # fmt: skip
     return bool(ok)
 
 

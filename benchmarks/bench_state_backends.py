@@ -285,7 +285,7 @@ def summarise(backends: list[Backend]) -> bool:
         ok &= report(
             f"{what}: tofuflow vs 1.15 x local", t, 1.15 * t_local,
             f"tofuflow {t:.3f}s  local {t_local:.3f}s  ratio {t / t_local:.3f}x"
-            f"{_paired(flow, local, what)}",
+            f"{_paired(flow, local, what)}", f"{1.15 * t_local:.3f}s (1.15x local)",
         )  # fmt: skip
     for other in ("pg", "s3"):
         if other not in by_name:
@@ -295,7 +295,7 @@ def summarise(backends: list[Backend]) -> bool:
             ok &= report(
                 f"{what}: tofuflow faster than {other}", t, t_other,
                 f"tofuflow {t:.3f}s  {other} {t_other:.3f}s  ratio {t / t_other:.3f}x"
-                f"{_paired(flow, by_name[other], what)}",
+                f"{_paired(flow, by_name[other], what)}", f"{t_other:.3f}s ({other})",
             )  # fmt: skip
     return ok
 

@@ -7,14 +7,20 @@ Workspaces ``team-NN/ws-NNNNN`` (100 teams) with a serial and a lock on every 50
 spread over them (newest first by ``created_at``), audit events whose hash chain verifies
 (``event_hash`` of the server itself, so `tofuflow audit verify` walks it), a drift report
 per 10th workspace and an environment per 20th (every workspace of team-07 has both). No
-state bodies: the lists and details measured read rows, not sealed versions.
+state bodies: the lists and details measured read rows, not sealed versions. The newest
+``DOCUMENTED_RUNS`` runs carry a sealed artifact and plan document as the server stores
+them (random ciphertext of ``DOCUMENT_KIB`` KiB each, base64 in the row): what a list
+must not read, since a real run holds them (a packed plan of a few hundred resources, a
+zipped plan file and configuration).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime as dt
 import json
+import os
 import sys
 import time
 import uuid
@@ -26,6 +32,10 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "src"))
 
 TEAMS = 100
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+DOCUMENTED_RUNS = 10_000
+DOCUMENT_KIB = 16
 
 
 def workspace_name(index: int) -> str:
@@ -114,13 +124,23 @@ def _workspaces(count: int) -> Any:
 def _runs(count: int, workspaces: int) -> Any:
     for i in range(count):
         at = START + dt.timedelta(seconds=i * 7)
+        documented = i >= count - DOCUMENTED_RUNS
         yield {
             "id": f"r{i:09d}", "workspace": workspace_name(i % workspaces),
             "status": ("applied", "failed", "planned", "cancelled")[i % 4],
             "created_at": at, "updated_at": at, "requester": "token:tfw_bench",
             "context": {"commit": f"{i:040x}"}, "commit": f"{i:040x}",
             "config_digest": "a" * 64, "summary": {"add": i % 3, "change": 0, "destroy": 0},
+            "artifact": _sealed() if documented else None,
+            "plan_document": _sealed() if documented else None,
         }  # fmt: skip
+
+
+def _sealed() -> dict[str, str]:
+    """A sealed record's shape (``server/_sealed.py``), its ciphertext random bytes."""
+    return {"key_id": "local:bench", "wrapped_key": base64.b64encode(os.urandom(60)).decode(),
+            "nonce": base64.b64encode(os.urandom(12)).decode(),
+            "ciphertext": base64.b64encode(os.urandom(DOCUMENT_KIB * 1024)).decode()}  # fmt: skip
 
 
 def _drift(workspaces: int) -> Any:
