@@ -139,7 +139,11 @@ def test_require_names_subject_permission_workspace_and_the_roles() -> None:
     assert str(caught.value).startswith(
         "token:tfw_ab12 may not write_state on app/prod: needs applier, has planner"
     )
-    assert "Ask an admin" in str(caught.value)
+    assert str(caught.value).endswith("Ask an admin for an applier grant or binding on app/prod.")
+    with pytest.raises(ForbiddenError, match="Ask an admin for a planner grant"):
+        Principal("token:tfw_cd34", "token", (Grant(Role.READER, "*"),)).require(
+            P.CREATE_RUN, "app/prod"
+        )
 
 
 def test_require_says_when_there_is_no_role_at_all() -> None:

@@ -186,5 +186,6 @@ class Principal:
         raise ForbiddenError(
             f"{self.subject} may not {permission} on {workspace}: needs {needed}, "
             f"has {has or 'no role there'}. "
-            f"Ask an admin for a {needed} grant or binding on {workspace}."
+            f"Ask an admin for {'an' if needed[0] in 'aeiou' else 'a'} {needed} grant or "
+            f"binding on {workspace}."
         )
