@@ -819,7 +819,7 @@ def test_reader_and_planner_cannot_change_state_and_are_told_the_role_needed(
         response = _write_request(api, kind, stored)
     refused(
         response, 403, f"{subject_of(token)} may not {permission} on {stored}",
-        f"needs {needed}, has {role}", f"Ask an admin for a {needed} grant",
+        f"needs {needed}, has {role}", f"Ask an admin for an {needed} grant",  # applier or admin
     )  # fmt: skip
     assert snapshot(state_server, admin, stored) == before
 
