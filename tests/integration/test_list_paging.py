@@ -220,3 +220,43 @@ def test_the_environment_list_counts_resources_without_opening_each_state(
         for name, count in listed.items():
             assert admin.get(f"/v1/environments/{name}").json()["resources"] == count
         event.remove(server.app.state.engine, "before_cursor_execute", record)
+
+
+def test_lists_and_the_background_scans_read_no_sealed_body(
+    server_config: Any, database_url: str
+) -> None:
+    # A state version's ciphertext and an environment's snapshot (a zip of its
+    # configuration) are MBs at worst; a list of versions, the environments page, the
+    # reaper's and the notifier's scans of every environment need none of them.
+    import re
+
+    from sqlalchemy import event
+
+    from tofuflow.server.reaping import due_environments
+
+    sealed = re.compile(r"\b(state_versions\.ciphertext|environments\.snapshot)\b(?!_)")
+    config = replace(server_config, database_url=database_url)
+    with threaded_server(config) as server, _api(server, make_token(server, "admin")) as admin:
+        _populate(server, ["web/a", "web/b"])
+        for version in range(2, 4):
+            assert admin.post("/v1/state/web/a", content=_state(version)).status_code == 200
+        admin.get("/v1/environments")  # counts each environment's resources once
+        engine = server.app.state.engine
+        statements: list[str] = []
+
+        def record(*args: Any) -> None:
+            statements.append(args[2])
+
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            versions = admin.get("/v1/workspaces/web/a/versions").json()
+            assert [v["version"] for v in versions] == [1, 2, 3]
+            assert len(admin.get("/v1/environments").json()) == 2
+            assert due_environments(engine) == []
+            listed = [s for s in statements if sealed.search(s)]
+            assert listed == [], listed
+            # ...while reading a snapshot does read it (so the check above can see one).
+            assert admin.get("/v1/environments/web/a-env/snapshot").status_code == 200
+            assert any(sealed.search(s) for s in statements)
+        finally:
+            event.remove(engine, "before_cursor_execute", record)

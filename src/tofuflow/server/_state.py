@@ -20,7 +20,7 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 from starlette.concurrency import run_in_threadpool
 
 from tofuflow.errors import (
@@ -618,9 +618,9 @@ def _version_row(session: Session, ws: Workspace, version: int) -> StateVersion:
     if not 1 <= version <= _MAX_VERSION:
         raise NotFoundError(f"workspace {ws.name} has no version {version}")
     row = session.scalars(
-        select(StateVersion).where(
-            StateVersion.workspace_id == ws.id, StateVersion.version == version
-        )
+        select(StateVersion)
+        .where(StateVersion.workspace_id == ws.id, StateVersion.version == version)
+        .options(undefer(StateVersion.ciphertext))  # read after the session closes
     ).first()
     if row is None:
         raise NotFoundError(f"workspace {ws.name} has no version {version}")

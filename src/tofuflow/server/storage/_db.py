@@ -108,7 +108,8 @@ class StateVersion(Base):
     key_id: Mapped[str] = mapped_column(String(512))
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
     nonce: Mapped[bytes] = mapped_column(LargeBinary)
-    ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    # Loaded only when read (``_version_row`` asks for it): a list of versions never does.
+    ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary, default=None, deferred=True)
     blob_key: Mapped[str | None] = mapped_column(String(512), default=None)
 
 
@@ -249,7 +250,9 @@ class Environment(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(index=True)
     status: Mapped[str] = mapped_column(String(16), index=True, default="active")
     context: Mapped[dict[str, Any] | None] = mapped_column(default=None)
-    snapshot: Mapped[dict[str, Any]] = mapped_column()  # sealed zip: configuration + variables
+    # Sealed zip of the configuration and variables; loaded only when read (lists, the
+    # reaper's and the notifier's scans never do).
+    snapshot: Mapped[dict[str, Any]] = mapped_column(deferred=True)
     snapshot_sha256: Mapped[str] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(default=None)
