@@ -443,12 +443,10 @@ def test_the_server_examples_configuration_loads_as_its_readme_says() -> None:
 
 
 def test_the_readmes_demo_output_is_what_a_first_run_prints(tmp_path: Path, binary: object) -> None:
-    """README.md's sample of `make demo`'s output, line by line (a `...` line stands for
-    any lines), against a first `tofuflow demo` in a fresh data directory: the same words
-    and counts; only the run id, the port, the resource ids and the home directory
-    differ."""
+    """README.md's sample of `make demo`'s output against a first `tofuflow demo` in a
+    fresh data directory (see _assert_printed)."""
     readme = (ROOT / "README.md").read_text()
-    sample = readme.split("prints the run,", 1)[1].split("```\n", 2)[1].splitlines()
+    sample = readme.split("prints the run,", 1)[1].split("```\n", 2)[1]
     data = tmp_path / "data"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("TOFUFLOW_")},
@@ -459,23 +457,75 @@ def test_the_readmes_demo_output_is_what_a_first_run_prints(tmp_path: Path, bina
         capture_output=True, text=True, env=env, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    printed = done.stdout.splitlines()
-    at = 0
-    for line in sample:
-        if line.strip() == "...":
-            continue
-        pattern = re.escape(line.replace("/home/me/.local/share", str(data)))
-        for literal, wildcard in (
-            (r"2fd74a8bd14e4f6d", r"[0-9a-f]{16}"),
-            (r"38663", r"\d+"),
-        ):
-            pattern = pattern.replace(literal, wildcard)
-        for index in range(at, len(printed)):
-            if re.fullmatch(pattern, printed[index]):
-                at = index + 1
-                break
+    _assert_printed(sample, done.stdout, "README.md's demo sample", {"/home/me/.local/share": data})
+
+
+# What may differ between a doc's sample output and a real run, and nothing else: resource
+# ids (UUIDs), times, ports, run ids and other hex digests (commits, fingerprints), token
+# ids, durations. Each is matched by its shape (the wildcard; None: the shape itself, a
+# hex digest with as many digits); every other character must be printed as it is.
+_UUID = r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}"
+_TIME = r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d)?"
+_VARYING: tuple[tuple[str, str | None], ...] = (
+    (_UUID, _UUID),
+    (_TIME, _TIME),
+    (r"(?<=127\.0\.0\.1:)\d+", r"\d+"),
+    (r"\b(?=[0-9a-f]*\d)[0-9a-f]{8,64}\b", None),
+    (r"\btfw_[A-Za-z0-9]{12}\b", r"tfw_[A-Za-z0-9_-]{12}"),
+    (r"\b\d+(?:\.\d+)?s\b", r"\d+(?:\.\d+)?s"),
+)
+
+
+def _line_pattern(line: str, paths: dict[str, str]) -> str:
+    """A regular expression for a sample line: the paths in ``paths`` (the doc's → the
+    real ones) and the _VARYING parts by their shape, the rest literally. A line ending
+    in " ..." stands for any line that starts with what is before it."""
+    rest = ""
+    if line.endswith(" ...") and line.strip() != "...":
+        line, rest = line[: -len(" ...")], ".*"
+    kinds = [re.escape(doc) for doc in sorted(paths, key=len, reverse=True)]
+    kinds += [shape for shape, _ in _VARYING]
+    pattern, at = "", 0
+    for found in re.finditer("|".join(f"({kind})" for kind in kinds), line):
+        pattern += re.escape(line[at : found.start()])
+        index = found.lastindex - 1  # type: ignore[operator]
+        if index < len(paths):
+            pattern += re.escape(paths[found.group()])
         else:
-            raise AssertionError(
-                f"README.md's demo sample says {line!r}; the demo printed, from there on:\n"
-                + "\n".join(printed[at:])
-            )
+            wildcard = _VARYING[index - len(paths)][1]
+            pattern += wildcard or rf"[0-9a-f]{{{len(found.group())}}}"
+        at = found.end()
+    return pattern + re.escape(line[at:]) + rest
+
+
+def _assert_printed(
+    sample: str, printed: str, what: str, paths: dict[str, Path | str] | None = None
+) -> None:
+    """Assert that ``printed`` is what ``sample`` (a doc's sample output, ``what``) shows:
+    line by line, in order, every word and number the same; only _VARYING parts and
+    ``paths`` (the doc's → the real ones) may differ. A line ``...`` stands for any lines
+    (none too), a line ending in `` ...`` for the rest of that line; otherwise no printed
+    line may be left out, and nothing may follow the sample's last line."""
+    real = {doc: str(path) for doc, path in (paths or {}).items()}
+    lines = [line.rstrip() for line in sample.strip("\n").splitlines()]
+    patterns = [None if line.strip() == "..." else _line_pattern(line, real) for line in lines]
+    out = [line.rstrip() for line in printed.rstrip().splitlines()]
+    deepest = [0, 0]  # the furthest sample line reached, and where in ``out``
+
+    def matches(i: int, j: int) -> bool:
+        if i > deepest[0]:
+            deepest[:] = [i, j]
+        if i == len(patterns):
+            return j == len(out)
+        if patterns[i] is None:
+            return any(matches(i + 1, k) for k in range(j, len(out) + 1))
+        return (
+            j < len(out) and re.fullmatch(patterns[i], out[j]) is not None and matches(i + 1, j + 1)
+        )
+
+    if not matches(0, 0):
+        i, j = deepest
+        said = repr(lines[i]) if i < len(lines) else "nothing more"
+        raise AssertionError(
+            f"{what} says {said} here; the command printed, from there on:\n" + "\n".join(out[j:])
+        )
