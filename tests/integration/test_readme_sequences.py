@@ -529,3 +529,149 @@ def _assert_printed(
         raise AssertionError(
             f"{what} says {said} here; the command printed, from there on:\n" + "\n".join(out[j:])
         )
+
+
+def _sample(doc: str, after: str) -> tuple[str, str]:
+    """The first sample output block (a bare or ``text`` fence) after the text ``after``
+    in ``doc`` (a path from the repository's root): the command of its ``$ `` line ("" if
+    it has none) and the output it shows."""
+    text = (ROOT / doc).read_text().split(after, 1)[1]
+    block = re.search(r"^ *```(?:text)?\n(.*?)^ *```$", text, re.MULTILINE | re.DOTALL)
+    assert block, f"{doc}: no sample output after {after!r}"
+    indent = len(block.group(0)) - len(block.group(0).lstrip(" "))
+    lines = [line[indent:] for line in block.group(1).splitlines()]
+    if lines and lines[0].startswith("$ "):
+        return lines[0][2:], "\n".join(lines[1:])
+    return "", "\n".join(lines)
+
+
+def _terminal_env(tmp_path: Path) -> dict[str, str]:
+    """`tofuflow` on PATH, no TOFUFLOW_ settings but the test's cache, an embedded control
+    plane of the test's own (under XDG_DATA_HOME), output unbuffered (so that stdout and
+    stderr interleave as a terminal shows them)."""
+    return {
+        **{k: v for k, v in os.environ.items()
+           if not k.startswith("TOFUFLOW_") or k == "TOFUFLOW_CACHE_DIR"},
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "PYTHONUNBUFFERED": "1",
+    }  # fmt: skip
+
+
+def _terminal(command: str, cwd: Path, env: dict[str, str]) -> tuple[int, str]:
+    """Run ``command`` in bash; its exit code and what a terminal shows (stdout and stderr
+    in one stream)."""
+    done = subprocess.run(
+        ["bash", "-c", command], cwd=cwd, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    return done.returncode, done.stdout
+
+
+def test_the_cli_references_version_sample_is_what_version_prints(
+    tmp_path: Path, binary: Any
+) -> None:
+    """docs/cli.md's `tofuflow version` sample; its binary is the one found here."""
+    command, sample = _sample("docs/cli.md", "Prints two lines:")
+    code, printed = _terminal(command, tmp_path, _terminal_env(tmp_path))
+    assert code == 0, printed
+    here = {"terraform 1.11.4 (/usr/local/bin/terraform)": str(binary)}
+    _assert_printed(sample, printed, "docs/cli.md's `tofuflow version` sample", here)
+
+
+def test_the_cli_references_run_all_sample_is_what_run_all_prints(
+    tmp_path: Path, binary: object
+) -> None:
+    """docs/cli.md's `tofuflow run-all apply` sample, with the stacks it describes: `db`
+    reads `net`'s output `id` and its provisioner fails; `app` depends on `db` and `logs`.
+    `net` takes a second longer than `logs` (a sleeping provisioner), so that `logs` ends
+    first, as in the sample."""
+    repo = tmp_path / "repo"
+    stacks = {
+        "net": 'resource "terraform_data" "net" {\n  provisioner "local-exec" {\n'
+               '    command = "sleep 1"\n  }\n}\n\n'
+               'output "id" {\n  value = terraform_data.net.id\n}\n',
+        "logs": 'resource "terraform_data" "logs" {}\n\n'
+                'output "id" {\n  value = terraform_data.logs.id\n}\n',
+        "db": 'variable "net_id" { type = string }\nresource "terraform_data" "db" {\n'
+              '  input = var.net_id\n  provisioner "local-exec" { command = "exit 1" }\n}\n',
+        "app": 'resource "terraform_data" "app" {}\n',
+    }  # fmt: skip
+    for name, config in stacks.items():
+        (repo / name).mkdir(parents=True)
+        (repo / name / "main.tf").write_text(config)
+    (repo / "tofuflow.toml").write_text(
+        '[workspaces.net]\ndirectory = "net"\n\n[workspaces.logs]\ndirectory = "logs"\n\n'
+        '[workspaces.db]\ndirectory = "db"\ndepends_on = ["net"]\n'
+        'inputs = { net_id = "net.id" }\n\n'
+        '[workspaces.app]\ndirectory = "app"\ndepends_on = ["db", "logs"]\n'
+    )
+    command, sample = _sample("docs/cli.md", "and its provisioner fails;")
+    code, printed = _terminal(command, repo, _terminal_env(tmp_path))
+    assert code == 1, printed  # a stack failed
+    here = {"/home/me/.local/share": tmp_path / "data"}
+    _assert_printed(sample, printed, "docs/cli.md's `run-all apply` sample", here)
+
+
+def test_the_configuration_guides_tofuflow_toml_errors_are_what_plan_prints(
+    tmp_path: Path,
+) -> None:
+    """docs/configuration.md's sample of a tofuflow.toml with typos (at the lines it
+    names), as `tofuflow plan` prints it."""
+    (tmp_path / "infra").mkdir()
+    (tmp_path / "tofuflow.toml").write_text(
+        '[workspaces.app]\ndirectory = "infra"\nvarables = { region = "eu-west-1" }\n\n'
+        "[workspaces.app.identity.plan]\n"
+        'source = "azure-devops"\nservice_connection_id = "6f1c2a4e"\n'
+        'role_arn = "arn:aws:iam::123456789012:role/tofu-plan"\nclod = "aws"\n'
+    )
+    _, sample = _sample("docs/configuration.md", "so a typo never silently drops a setting:")
+    code, printed = _terminal("tofuflow plan app", tmp_path, _terminal_env(tmp_path))
+    assert code == 1, printed
+    _assert_printed(sample, printed, "docs/configuration.md's tofuflow.toml errors")
+
+
+def test_the_configuration_guides_server_toml_errors_are_what_the_server_prints(
+    tmp_path: Path,
+) -> None:
+    """docs/configuration.md's sample of a server TOML with typos (at the lines it names),
+    as `tofuflow server --config FILE` prints it, before it creates or binds anything."""
+    config = tmp_path / "etc" / "server.toml"
+    config.parent.mkdir()
+    work = tmp_path / "work"  # not a directory above the file: its path is printed whole
+    work.mkdir()
+    config.write_text(
+        f'[server]\ndata_dir = "{tmp_path / "server"}"\nprot = 8471\n\n'
+        '[polices]\ndirectory = "policies"\n\n[runs]\naproval_ttl = "24h"\n'
+    )
+    _, sample = _sample("docs/configuration.md", "an unknown key with the nearest valid one:")
+    command = "tofuflow server --config /etc/tofuflow/server.toml"
+    code, printed = _terminal(command.replace("/etc/tofuflow/server.toml", str(config)),
+                              work, _terminal_env(tmp_path))  # fmt: skip
+    assert code == 1, printed
+    here = {"/etc/tofuflow/server.toml": config}
+    _assert_printed(sample, printed, "docs/configuration.md's server TOML errors", here)
+    assert not (tmp_path / "server").exists()
+
+
+def test_the_configuration_guides_init_sample_is_what_init_prints(tmp_path: Path) -> None:
+    """docs/configuration.md's `tofuflow init` sample, in a repository with what it lists:
+    three root modules (infra/app with its own s3 backend and a variable without a
+    default), and modules/vpc (used by infra/network) with modules/vpc/subnets (used by
+    modules/vpc)."""
+    repo = tmp_path / "src" / "acme"
+    configs = {
+        "infra/app": 'terraform {\n  backend "s3" {}\n}\n\n'
+                     'variable "region" {\n  type = string\n}\n',
+        "infra/legacy": 'resource "terraform_data" "legacy" {}\n',
+        "infra/network": 'module "vpc" {\n  source = "../../modules/vpc"\n}\n',
+        "modules/vpc": 'module "subnets" {\n  source = "./subnets"\n}\n',
+        "modules/vpc/subnets": 'resource "terraform_data" "subnet" {}\n',
+    }  # fmt: skip
+    for directory, config in configs.items():
+        (repo / directory).mkdir(parents=True)
+        (repo / directory / "main.tf").write_text(config)
+    _, sample = _sample("docs/configuration.md", "the variables still to set, and the")
+    code, printed = _terminal("tofuflow init", repo, _terminal_env(tmp_path))
+    assert code == 0, printed
+    _assert_printed(sample, printed, "docs/configuration.md's init sample", {"/src/acme": repo})
