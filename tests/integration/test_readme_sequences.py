@@ -675,3 +675,43 @@ def test_the_configuration_guides_init_sample_is_what_init_prints(tmp_path: Path
     code, printed = _terminal("tofuflow init", repo, _terminal_env(tmp_path))
     assert code == 0, printed
     _assert_printed(sample, printed, "docs/configuration.md's init sample", {"/src/acme": repo})
+
+
+def test_the_cli_references_interrupted_apply_line_is_what_apply_prints(
+    tmp_path: Path, binary: object
+) -> None:
+    """docs/cli.md's line of an interrupted `apply` (2 of 6 resources applied, 4 stopped
+    while being created): the same apply, Ctrl-C'd once two resources are created and four
+    provisioners are sleeping. How many state versions the binary saves on its way out (a
+    version per resource it marks tainted, some of them together) depends on timing: that
+    number may differ, from 1 to the 4 stopped."""
+    import signal
+
+    repo = tmp_path / "repo"
+    (repo / "infra").mkdir(parents=True)
+    (repo / "infra" / "main.tf").write_text(
+        'resource "terraform_data" "quick" {\n  count = 2\n}\n\n'
+        'resource "terraform_data" "slow" {\n  count = 4\n'
+        '  provisioner "local-exec" {\n    command = "sleep 60"\n  }\n}\n'
+    )
+    (repo / "tofuflow.toml").write_text('[workspaces."app/dev"]\ndirectory = "infra"\n')
+    env = _terminal_env(tmp_path)
+    code, planned = _terminal("tofuflow plan app/dev", repo, env)
+    assert code == 2, planned
+    run_id = re.findall(r"\brun ([0-9a-f]{16})\b", planned)[-1]
+    apply = subprocess.Popen(
+        ["tofuflow", "apply", run_id], cwd=repo, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert apply.stdout is not None
+    for line in apply.stdout:  # per-resource progress, as it happens
+        if re.match(r"\[\s*2/6\s+\d+s\] ", line):
+            break
+    apply.send_signal(signal.SIGINT)
+    _, printed = apply.communicate(timeout=120)
+    assert apply.returncode == 1, printed
+    _, sample = _sample("docs/cli.md", "with how many resources it applied) and prints one line:")
+    saved = re.search(r"saved as state version (\d+);", printed)
+    assert saved and 1 <= int(saved.group(1)) <= 4, printed
+    here = {"saved as state version 4;": saved.group()}
+    _assert_printed(sample, printed, "docs/cli.md's interrupted apply line", here)
