@@ -14,10 +14,14 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+
+from _services.pyvider import pyvider  # noqa: F401 - the session fixture
 
 pytestmark = pytest.mark.binary
 
@@ -462,18 +466,21 @@ def test_the_readmes_demo_output_is_what_a_first_run_prints(tmp_path: Path, bina
 
 # What may differ between a doc's sample output and a real run, and nothing else: resource
 # ids (UUIDs), times, ports, run ids and other hex digests (commits, fingerprints), token
-# ids, durations. Each is matched by its shape (the wildcard; None: the shape itself, a
-# hex digest with as many digits); every other character must be printed as it is.
+# ids, durations. Each is matched by its shape; a time by its own (the separator, a
+# fraction of a second, an offset or "UTC" as the sample shows them), a hex digest by its
+# number of digits; every other character must be printed as it is.
 _UUID = r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}"
-_TIME = r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d)?"
-_VARYING: tuple[tuple[str, str | None], ...] = (
-    (_UUID, _UUID),
-    (_TIME, _TIME),
-    (r"(?<=127\.0\.0\.1:)\d+", r"\d+"),
-    (r"\b(?=[0-9a-f]*\d)[0-9a-f]{8,64}\b", None),
-    (r"\btfw_[A-Za-z0-9]{12}\b", r"tfw_[A-Za-z0-9_-]{12}"),
-    (r"\b\d+(?:\.\d+)?s\b", r"\d+(?:\.\d+)?s"),
-)
+_VARYING = (
+    (_UUID, lambda _: _UUID),
+    (r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d)?",
+     lambda time: "".join(
+         r"\.\d+" if part.startswith(".") else r"\d" if part.isdigit() else re.escape(part)
+         for part in re.findall(r"\.\d+|.", time))),
+    (r"(?<=127\.0\.0\.1:)\d+", lambda _: r"\d+"),
+    (r"\b(?=[0-9a-f]*\d)[0-9a-f]{8,64}\b", lambda digest: f"[0-9a-f]{{{len(digest)}}}"),
+    (r"\btfw_[A-Za-z0-9]{12}\b", lambda _: r"tfw_[A-Za-z0-9_-]{12}"),
+    (r"\b\d+(?:\.\d+)?s\b", lambda _: r"\d+(?:\.\d+)?s"),
+)  # fmt: skip
 
 
 def _line_pattern(line: str, paths: dict[str, str]) -> str:
@@ -492,8 +499,7 @@ def _line_pattern(line: str, paths: dict[str, str]) -> str:
         if index < len(paths):
             pattern += re.escape(paths[found.group()])
         else:
-            wildcard = _VARYING[index - len(paths)][1]
-            pattern += wildcard or rf"[0-9a-f]{{{len(found.group())}}}"
+            pattern += _VARYING[index - len(paths)][1](found.group())
         at = found.end()
     return pattern + re.escape(line[at:]) + rest
 
@@ -715,3 +721,126 @@ def test_the_cli_references_interrupted_apply_line_is_what_apply_prints(
     assert saved and 1 <= int(saved.group(1)) <= 4, printed
     here = {"saved as state version 4;": saved.group()}
     _assert_printed(sample, printed, "docs/cli.md's interrupted apply line", here)
+
+
+def _json_differences(
+    sample: Any, real: Any, here: dict[str, str], ids: frozenset[str], where: str = "$"
+) -> list[str]:
+    """How ``real`` differs from a doc's JSON sample. In a sample, "…" stands for any
+    value, a string ending in "…" for any string that starts so, a list ending in "…" for
+    more items, and a key "…" for more keys; otherwise an object has exactly the sample's
+    keys, and a string is compared as a sample line is (_line_pattern, with ``here``).
+    The keys in ``ids`` hold database ids: any integer."""
+    if sample == "…" or (where.rpartition(".")[2] in ids and isinstance(real, int)):
+        return []
+    if isinstance(sample, dict):
+        if not isinstance(real, dict):
+            return [f"{where}: {real!r} where the sample has an object"]
+        problems = [f"{where}: no {key!r}" for key in sample if key != "…" and key not in real]
+        if "…" not in sample:
+            problems += [f"{where}: {key!r} is not in the sample" for key in real
+                         if key not in sample]  # fmt: skip
+        for key in sample.keys() & real.keys():
+            problems += _json_differences(sample[key], real[key], here, ids, f"{where}.{key}")
+        return problems
+    if isinstance(sample, list):
+        more = bool(sample) and sample[-1] == "…"
+        items = sample[:-1] if more else sample
+        if not isinstance(real, list):
+            return [f"{where}: {real!r} where the sample has a list"]
+        problems = []
+        if len(real) < len(items) or (not more and len(real) > len(items)):
+            problems.append(f"{where}: {len(real)} items where the sample has {len(items)}")
+        for index, (item, value) in enumerate(zip(items, real, strict=False)):
+            problems += _json_differences(item, value, here, ids, f"{where}[{index}]")
+        return problems
+    if isinstance(sample, str) and isinstance(real, str):
+        pattern = _line_pattern(sample.removesuffix("…"), here)
+        pattern += ".*" if sample.endswith("…") else ""
+        return [] if re.fullmatch(pattern, real) else [f"{where}: {real!r}, not {sample!r}"]
+    if type(sample) is not type(real) or sample != real:
+        return [f"{where}: {real!r}, not {sample!r}"]
+    return []
+
+
+@pytest.fixture(scope="module")
+def drifted(
+    tmp_path_factory: pytest.TempPathFactory,
+    binary: object,
+    pyvider: Any,  # noqa: F811
+) -> Iterator[SimpleNamespace]:
+    """The situation of docs/drift.md's samples: a checkout (a git repository, branch
+    main) with app/files (pyvider_file_content objects, which refresh for real), app/plain
+    and app/prod (terraform_data), each applied by pipeline infra-ci #4711 through a
+    control plane with a token per role; then app/files' note.txt deleted and its
+    secret.txt edited outside tofuflow. ``env``: `tofuflow drift`'s, with a planner token."""
+    from _services.fixtures import make_token
+    from _services.server import threaded_server
+    from tofuflow.project import load_project
+    from tofuflow.runs import ControlPlane, apply_run, plan_workspace
+    from tofuflow.server.config import ServerConfig
+
+    base = tmp_path_factory.mktemp("drift")
+    repo = base / "repo"
+    configs = {"app/files": "drift", "app/plain": "drift_plain", "app/prod": "drift_plain"}
+    toml = []
+    for name, config in configs.items():
+        directory = repo / "infra" / name.replace("/", "-")
+        shutil.copytree(ROOT / "tests" / "fixtures" / "configs" / config, directory)
+        toml.append(f'[workspaces."{name}"]\ndirectory = "{directory.relative_to(repo)}"\n'
+                    f'variables = {{ out_dir = "{directory / "out"}" }}\n')  # fmt: skip
+    (repo / "tofuflow.toml").write_text("\n".join(toml))
+    (repo / ".gitignore").write_text(".terraform/\n.terraform.lock.hcl\n*_override.tf\nout/\n")
+    git = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@e", "PATH": os.environ["PATH"]}  # fmt: skip
+    for command in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-q", "-m", "infra"]):
+        subprocess.run(["git", *command], cwd=repo, env=git, check=True, capture_output=True)
+    config = ServerConfig.from_mapping({
+        "server": {"data_dir": str(base / "server")},
+        # app/prod's lock is taken by hand in a test, as an applier's binary would.
+        "workspace_settings": [{"match": "app/prod", "require_apply_session": False}],
+    })  # fmt: skip
+    context = {"commit_sha": "d1f7e2a0" * 5, "branch": "main", "pipeline_name": "infra-ci",
+               "run_id": "4711"}  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch, threaded_server(config) as server:
+        patch.setenv(*pyvider.cli_config_env)
+        planner, applier = (ControlPlane(server.url, make_token(server, role))
+                            for role in ("planner", "applier"))  # fmt: skip
+        project = load_project(repo / "tofuflow.toml")
+        for name in configs:
+            planned = plan_workspace(project.workspace(name), planner, context)
+            apply_run(planned.run["id"], project.workspace(name), applier)
+        out = repo / "infra" / "app-files" / "out"
+        (out / "note.txt").unlink()
+        (out / "secret.txt").write_text("changed outside tofuflow")
+        env = {**_terminal_env(base), "TOFUFLOW_SERVER_URL": server.url,
+               "TOFUFLOW_PLAN_TOKEN": planner.token}  # fmt: skip
+        yield SimpleNamespace(repo=repo, env=env, server=server, applier=applier)
+        planner.close()
+        applier.close()
+
+
+def test_the_drift_guides_text_sample_is_what_drift_prints(drifted: SimpleNamespace) -> None:
+    """docs/drift.md's text report: app/files drifted (a file deleted, one edited),
+    app/plain without drift."""
+    _, sample = _sample("docs/drift.md", "### Text (default)")
+    code, printed = _terminal("tofuflow drift app/files app/plain", drifted.repo, drifted.env)
+    assert code == 2, printed
+    _assert_printed(sample, printed, "docs/drift.md's text report")
+
+
+def test_the_drift_guides_json_sample_is_what_drift_prints(
+    drifted: SimpleNamespace, binary: Any
+) -> None:
+    """docs/drift.md's JSON report of the same check (see _json_differences)."""
+    text = (ROOT / "docs" / "drift.md").read_text().split("### JSON", 1)[1]
+    sample = json.loads(text.split("```json\n", 1)[1].split("```", 1)[0])
+    command = "tofuflow drift app/files app/plain --format json"
+    done = subprocess.run(["bash", "-c", command], cwd=drifted.repo, env=drifted.env,
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    here = {"terraform 1.11.4 (/usr/local/bin/terraform)": str(binary)}
+    differences = _json_differences(sample, json.loads(done.stdout), here, frozenset({"report_id"}))
+    assert not differences, "docs/drift.md's JSON sample differs from what drift printed:\n" + (
+        "\n".join(differences)
+    )
