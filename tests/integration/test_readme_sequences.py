@@ -844,3 +844,58 @@ def test_the_drift_guides_json_sample_is_what_drift_prints(
     assert not differences, "docs/drift.md's JSON sample differs from what drift printed:\n" + (
         "\n".join(differences)
     )
+
+
+def _drift_of_locked_prod(drifted: SimpleNamespace) -> str:
+    """What `tofuflow drift app/prod` prints about app/prod (its section of the report)
+    while its state is locked as an applier's binary locks it (`Who` ci@agent-7, a UUID
+    lock ID)."""
+    import datetime as dt
+    import uuid
+
+    import httpx
+
+    lock = {"ID": str(uuid.uuid4()), "Operation": "OperationTypeApply", "Info": "",
+            "Who": "ci@agent-7", "Version": "1.11.4", "Path": "",
+            "Created": dt.datetime.now(dt.UTC).isoformat()}  # fmt: skip
+    url = drifted.server.state_url("app/prod") + "/lock"
+    taken = httpx.request("LOCK", url, json=lock, auth=("terraform", drifted.applier.token))
+    assert taken.status_code == 200, taken.text
+    try:
+        done = subprocess.run(["bash", "-c", "tofuflow drift app/prod"], cwd=drifted.repo,
+                              env=drifted.env, capture_output=True, text=True, timeout=300,
+                              check=False)  # fmt: skip
+    finally:
+        httpx.request("UNLOCK", url, json={"ID": lock["ID"]},
+                      auth=("terraform", drifted.applier.token))  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    return "app/prod: " + done.stdout.split("\napp/prod: ", 1)[1].split("\n\n", 1)[0]
+
+
+def test_the_drift_guides_locked_workspace_sample_is_what_drift_prints(
+    drifted: SimpleNamespace,
+) -> None:
+    """docs/drift.md's report of a locked workspace. The lock's time is left out of the
+    comparison: drift prints it in another format than the sample's (the next test)."""
+    section = _drift_of_locked_prod(drifted)
+    since = re.search(r" since (\S+) \(lock ID", section)
+    assert since, section
+    _, sample = _sample("docs/drift.md", "since when, and the lock ID:")
+    here = {" since 2025-05-01 02:59:00 (lock ID": f" since {since.group(1)} (lock ID"}
+    _assert_printed(sample, section, "docs/drift.md's locked workspace sample", here)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="drift prints the lock's time raw ('since 2026-12-05T23:39:45.084265': no time "
+    "zone, microseconds), unlike every other time of its report ('2026-12-05 23:39:45 UTC'); "
+    "the sample shows it as the others are shown. Remove this mark when drift formats it so",
+)
+def test_the_lock_time_of_a_drift_report_is_shown_as_its_other_times(
+    drifted: SimpleNamespace,
+) -> None:
+    """docs/drift.md's locked workspace sample, its lock's time too."""
+    _, sample = _sample("docs/drift.md", "since when, and the lock ID:")
+    section = _drift_of_locked_prod(drifted)
+    _assert_printed(sample, section, "docs/drift.md's locked workspace sample")
