@@ -899,3 +899,33 @@ def test_the_lock_time_of_a_drift_report_is_shown_as_its_other_times(
     _, sample = _sample("docs/drift.md", "since when, and the lock ID:")
     section = _drift_of_locked_prod(drifted)
     _assert_printed(sample, section, "docs/drift.md's locked workspace sample")
+
+
+def test_the_configuration_guides_connections_warning_is_what_the_server_prints(
+    tmp_path: Path, pg_cluster: tuple[str, Path]
+) -> None:
+    """docs/configuration.md's warning of a server whose workers could open more
+    connections than PostgreSQL has room for: `tofuflow server --workers 4` with the
+    default pool on a new database of a cluster with PostgreSQL's default max_connections
+    (100, 3 reserved for superusers). The cluster is the test session's: other tests may
+    hold connections to it, so the sample's "0 in use by others" (a cluster the server
+    has to itself) may be another number n, with room for 97 - n."""
+    from _services.fixtures import fresh_pg_database
+    from _services.postgres import free_port
+    from _services.server import process_server
+
+    config = tmp_path / "server.toml"
+    config.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\n'
+                      f'[database]\nurl = "{fresh_pg_database(pg_cluster[0])}"\n')  # fmt: skip
+    log = tmp_path / "server.log"
+    with process_server(config, free_port(), log, "--workers", "4"):
+        pass
+    warnings = [line for line in log.read_text().splitlines() if line.startswith("warning:")]
+    others = re.search(r"room for (\d+) \(max_connections 100, 3 reserved for superusers, "
+                       r"(\d+) in use by others\)", "\n".join(warnings))  # fmt: skip
+    assert others and int(others.group(1)) == 97 - int(others.group(2)), warnings
+    here = {"room for 97 (max_connections 100, 3 reserved for superusers, 0 in use by others)":
+            others.group()}  # fmt: skip
+    _, sample = _sample("docs/configuration.md", "warns on stderr when it could run out:")
+    _assert_printed(sample, "\n".join(warnings), "docs/configuration.md's connections warning",
+                    here)  # fmt: skip
