@@ -313,12 +313,8 @@ def test_the_policy_guides_commands_run_as_written(tmp_path: Path, binary: Any) 
     # the policies/ directory alone: it denies nothing and says nothing is routine, so a
     # person decides (no rule approves by default), as JSON.
     assert codes == [0, 2, 3, 2], outputs
-    sample = section.split("Output:\n\n```\n", 1)[1].split("```", 1)[0]
-    shown = outputs[2][1]
-    assert (
-        re.sub(r"sha256:\S+", "sha256:…", shown).strip()
-        == re.sub(r"sha256:\S+", "sha256:…", sample).strip()
-    ), shown
+    _, sample = _sample("docs/policies.md", "## `tofuflow policy test`")
+    _assert_printed(sample, outputs[2][1], "docs/policies.md's `policy test` sample")
     assert json.loads(outputs[3][1])["outcome"] == "needs_approval", outputs[3][1]
 
     # docs/cli.md's `policy test` block: the same production check, denied.
@@ -541,14 +537,16 @@ def _sample(doc: str, after: str) -> tuple[str, str]:
     """The first sample output block (a bare or ``text`` fence) after the text ``after``
     in ``doc`` (a path from the repository's root): the command of its ``$ `` line ("" if
     it has none) and the output it shows."""
-    text = (ROOT / doc).read_text().split(after, 1)[1]
-    block = re.search(r"^ *```(?:text)?\n(.*?)^ *```$", text, re.MULTILINE | re.DOTALL)
-    assert block, f"{doc}: no sample output after {after!r}"
-    indent = len(block.group(0)) - len(block.group(0).lstrip(" "))
-    lines = [line[indent:] for line in block.group(1).splitlines()]
-    if lines and lines[0].startswith("$ "):
-        return lines[0][2:], "\n".join(lines[1:])
-    return "", "\n".join(lines)
+    lines = (ROOT / doc).read_text().split(after, 1)[1].splitlines()
+    fences = [i for i, line in enumerate(lines) if line.lstrip().startswith("```")]
+    for start, end in zip(fences[::2], fences[1::2], strict=False):  # opening, closing
+        if lines[start].strip() in ("```", "```text"):
+            indent = len(lines[start]) - len(lines[start].lstrip())
+            shown = [line[indent:] for line in lines[start + 1 : end]]
+            if shown and shown[0].startswith("$ "):
+                return shown[0][2:], "\n".join(shown[1:])
+            return "", "\n".join(shown)
+    raise AssertionError(f"{doc}: no sample output after {after!r}")
 
 
 def _terminal_env(tmp_path: Path) -> dict[str, str]:
