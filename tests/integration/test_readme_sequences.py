@@ -4,6 +4,12 @@ Each line of a ``sh`` block runs in bash in a copy of the repository, one after 
 other, with ``tofuflow`` on PATH and a fresh embedded control plane. ``<run id>`` and
 ``RUN`` stand for the run id the last command printed. A comment saying ``exit N`` is
 the exit code expected; ``refused`` means any failure; otherwise 0.
+
+Their sample outputs (the blocks showing what a command prints) are compared with what
+the command prints, made to print it as the doc says: ``_assert_printed`` (line by line,
+``...`` for lines a sample leaves out; only ids, times, ports and paths may differ) and
+``_json_differences`` for JSON samples. Other test files use them too (test_install,
+test_identity_e2e, test_notifications).
 """
 
 from __future__ import annotations
