@@ -521,6 +521,14 @@ def test_plan_and_apply_each_run_on_their_own_role_from_the_pipeline_identity_an
     assert issued["plan"][0] == PLAN_ROLE and issued["apply"][0] == APPLY_ROLE
     assert issued["plan"][1] != issued["apply"][1]
     assert "2 issuances, all fresh" in audited.stdout
+    # docs/identity.md's sample of this command, this test's workspace and role names for
+    # its app/prod and tofu-plan, tofu-apply (4 characters shorter: the column's padding).
+    from test_readme_sequences import _assert_printed, _sample
+
+    command, sample = _sample("docs/identity.md", "### `tofuflow audit credentials`")
+    assert command == "tofuflow audit credentials --workspace app/prod", command
+    here = {f"role/tofu-{stage}    ": f"role/tofuflow-{stage}" for stage in ("plan", "apply")}
+    _assert_printed(sample, audited.stdout, "docs/identity.md's audit credentials sample", here)
     # Each fingerprint is of a session moto issued for that stage's role.
     by_fingerprint = {fingerprint(key): s for key, s in aws.sessions().items()}
     assert by_fingerprint[issued["plan"][1]].role_arn == PLAN_ROLE

@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from tofuflow.cli._install_cmd import install as install_command
 from tofuflow.errors import ChecksumMismatchError, ConfigError, InstallError, SignatureError
 from tofuflow.tofu._install import (
+    CACHE_DIR_ENV,
     DEFAULT_VERSION,
     OPENTOFU_SIGNING_KEY_FINGERPRINT,
     SIGNING_KEY_ENV,
@@ -430,3 +431,33 @@ def test_cli_install_refuses_a_wrongly_signed_release_with_the_reason(
 
     assert result.exit_code == 1
     assert f"is not signed by {keys['release'].fingerprint}" in result.output
+
+
+def test_the_cli_references_install_sample_is_what_install_prints(
+    release: Release, tmp_path: Path
+) -> None:
+    """docs/cli.md's `tofuflow install` sample, the command as written (so the default
+    version and the user cache dir) against the mirror TOFUFLOW_INSTALL_BASE_URL names; the
+    sample's platform is this machine's, its `<64 hex digits>` the zip's digest."""
+    import os
+    import sys
+
+    from test_readme_sequences import _assert_printed, _sample, _terminal
+
+    archive = genuine_zip(DEFAULT_VERSION)
+    release.publish(DEFAULT_VERSION, archive)
+    env = {
+        **{k: v for k, v in os.environ.items() if k != CACHE_DIR_ENV},
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "TOFUFLOW_INSTALL_BASE_URL": release.base_url,
+    }
+    command, sample = _sample("docs/cli.md", "On success it prints the binary's path")
+    code, printed = _terminal(command, tmp_path, env)
+    assert code == 0, printed
+    here = {
+        "/home/me/.cache": tmp_path / "cache",
+        "linux_amd64": f"{OS_NAME}_{ARCH}",
+        "<64 hex digits>": hashlib.sha256(archive).hexdigest(),
+    }
+    _assert_printed(sample, printed, "docs/cli.md's `tofuflow install` sample", here)

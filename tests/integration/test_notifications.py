@@ -5,6 +5,7 @@ server), the sender in the server process."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import time
@@ -167,6 +168,9 @@ def test_each_run_event_arrives_once_signed_with_names_counts_and_a_link_everywh
     assert first["run"]["pipeline"]["run"] == "20261205.3"
     assert first["run"]["pipeline"]["url"] == CONTEXT["run_url"]
     assert first["link"] == f"{CONSOLE}/console/runs/{first['run']['id']}"
+    _assert_like_the_docs_payload(
+        next(r.json for r in hook.received if r.json["event"] == "run.needs_approval")
+    )
     denied = next(r.json for r in hook.received if r.json["event"] == "run.denied")
     assert denied["run"]["policy"]["outcome"] == "denied" and denied["run"]["policy"]["denies"]
 
@@ -465,3 +469,24 @@ def test_old_delivered_events_are_pruned_and_dead_or_pending_ones_kept(tmp_path:
     finally:
         sender.stop()
         engine.dispose()
+
+
+def _assert_like_the_docs_payload(payload: dict[str, Any]) -> None:
+    """docs/notifications.md's webhook payload sample (a run.needs_approval): the same keys
+    at every level (its values are another run's, from a pipeline's service connection)
+    and a link of the same form, its console_url this test's."""
+    from test_readme_sequences import _json_differences, _line_pattern
+
+    doc = (Path(__file__).parents[2] / "docs" / "notifications.md").read_text()
+    sample = json.loads(doc.split("## The webhook payload", 1)[1].split("```json\n", 1)[1]
+                        .split("```", 1)[0])  # fmt: skip
+
+    def keys_only(value: Any) -> Any:
+        return {k: keys_only(v) for k, v in value.items()} if isinstance(value, dict) else "…"
+
+    assert _json_differences(keys_only(sample), payload, {}, frozenset()) == [], payload
+    link = _line_pattern(sample["link"], {"https://tofuflow.example": CONSOLE})
+    assert re.fullmatch(link, payload["link"]), (
+        f"docs/notifications.md's payload links to {sample['link']!r}; "
+        f"the server sent {payload['link']!r}"
+    )
