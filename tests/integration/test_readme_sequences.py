@@ -879,27 +879,8 @@ def _drift_of_locked_prod(drifted: SimpleNamespace) -> str:
 def test_the_drift_guides_locked_workspace_sample_is_what_drift_prints(
     drifted: SimpleNamespace,
 ) -> None:
-    """docs/drift.md's report of a locked workspace. The lock's time is left out of the
-    comparison: drift prints it in another format than the sample's (the next test)."""
-    section = _drift_of_locked_prod(drifted)
-    since = re.search(r" since (\S+) \(lock ID", section)
-    assert since, section
-    _, sample = _sample("docs/drift.md", "since when, and the lock ID:")
-    here = {" since 2025-05-01 02:59:00 (lock ID": f" since {since.group(1)} (lock ID"}
-    _assert_printed(sample, section, "docs/drift.md's locked workspace sample", here)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="drift prints the lock's time raw ('since 2026-12-05T23:39:45.084265': no time "
-    "zone, microseconds), unlike every other time of its report ('2026-12-05 23:39:45 UTC'); "
-    "the sample shows it as the others are shown. Remove this mark when drift formats it so",
-)
-def test_the_lock_time_of_a_drift_report_is_shown_as_its_other_times(
-    drifted: SimpleNamespace,
-) -> None:
-    """docs/drift.md's locked workspace sample, its lock's time too."""
+    """docs/drift.md's report of a locked workspace, the lock's time shown as the report's
+    other times are (it was printed raw: ISO, no zone, microseconds)."""
     _, sample = _sample("docs/drift.md", "since when, and the lock ID:")
     section = _drift_of_locked_prod(drifted)
     _assert_printed(sample, section, "docs/drift.md's locked workspace sample")

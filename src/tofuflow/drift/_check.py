@@ -36,6 +36,7 @@ from tofuflow.drift._report import (
     findings_from_plans,
     now_iso,
     outside_output,
+    shown_time,
 )
 from tofuflow.errors import TofuflowError
 from tofuflow.identity import Credentials
@@ -174,8 +175,9 @@ def locked_message(workspace: str, check: WorkspaceDrift) -> str:
         )
     who = ", ".join(str(lock[k]) for k in ("who", "operation") if lock.get(k))
     held = f"{lock.get('held_by') or 'an unknown holder'}" + (f" ({who})" if who else "")
+    since = shown_time(lock["since"]) if lock.get("since") else "an unknown time"
     return (
-        f"workspace {workspace} is locked by {held} since {lock.get('since') or 'an unknown time'}"
+        f"workspace {workspace} is locked by {held} since {since}"
         f" (lock ID {lock.get('id')}): not checked. A drift check never waits for or breaks a "
         "lock; the lock was left as it was. Wait for the run holding it to finish "
         f"(`tofuflow runs list --workspace {workspace}`) and run `tofuflow drift` again; if "

@@ -12,7 +12,6 @@ must neutralise it like any other relayed line.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from tofuflow.drift._report import (
     DriftReport,
     WorkspaceDrift,
 )
+from tofuflow.drift._report import shown_time as _when
 from tofuflow.tofu import markdown_code as _code
 from tofuflow.tofu import markdown_text as _md_text
 
@@ -269,17 +269,6 @@ def _advice(ws: WorkspaceDrift) -> tuple[str, str, str]:
         command,
         "), or change the configuration to match them",
     )
-
-
-def _when(timestamp: Any) -> str:
-    """``2025-05-01 03:00:04 UTC`` from an ISO timestamp (the server's are UTC, some naive)."""
-    try:
-        when = dt.datetime.fromisoformat(str(timestamp))
-    except ValueError:
-        return str(timestamp)
-    if when.tzinfo is not None:
-        when = when.astimezone(dt.UTC)
-    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _short(commit: Any) -> str:
