@@ -26,6 +26,8 @@ from _deployment import (
     wait_for,
 )
 
+from tofuflow._time import shown_time
+
 DAG_IDS = [
     "tofuflow_lifecycle",
     "tofuflow_approval",
@@ -264,7 +266,8 @@ def test_the_lock_error_names_the_holder(deployment: Deployment) -> None:
             httpx.request("UNLOCK", lock_url, json=info, headers=headers)
     assert states == {"__run__": "failed", "plan": "success", "apply": "failed"}, states
     log = deployment.log(dag_id, run_id, "apply")
-    assert f"the state is locked by {holder['held_by']} since {holder['since']}" in log, log
+    since = shown_time(holder["since"])
+    assert f"the state is locked by {holder['held_by']} since {since}" in log, log
     assert "someone@elsewhere" in log, log
     # Wherever the log says who holds it (the chained driver error too), it is the holder:
     # never the binary's own refused attempt, whose ID nobody could force-unlock.

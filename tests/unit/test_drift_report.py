@@ -243,7 +243,7 @@ def test_locked_message_names_holder_and_what_to_do() -> None:
     message = locked_message("app/prod", check)
     assert message.startswith(
         "workspace app/prod is locked by token:tfw_applier01 (ci@agent-7, OperationTypeApply) "
-        "since 2025-05-01T02:59:00 (lock ID 6c1e-lock): not checked."
+        "since 2025-05-01 02:59:00 UTC (lock ID 6c1e-lock): not checked."
     )
     assert "tofuflow runs list --workspace app/prod" in message
     assert "force-unlock" in message

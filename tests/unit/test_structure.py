@@ -20,7 +20,7 @@ PACKAGE = SRC / "tofuflow"
 
 # Level of each top-level package or module of tofuflow; lower may not import higher.
 LAYERS: dict[str, float] = {
-    "errors": 0, "_version": 0, "_lazy": 0, "tomlfile": 0,
+    "errors": 0, "_version": 0, "_lazy": 0, "_time": 0, "tomlfile": 0,
     "tofu": 1, "": 1.5,  # "" is tofuflow/__init__.py: errors and the driver
     "ci": 2, "identity": 2, "policy": 2, "project": 2,
     "runs": 3, "embedded": 3, "server": 3,
@@ -35,7 +35,7 @@ SAME_LEVEL = {
     ("embedded", "server"): "the embedded control plane is the server, in-process",
 }
 SERVER_CLIENTS = {"embedded", "cli", "server"}
-SHARED_PRIVATE = {"tofuflow._version", "tofuflow._lazy"}
+SHARED_PRIVATE = {"tofuflow._version", "tofuflow._lazy", "tofuflow._time"}
 
 
 def _package_of(module: str) -> str:

@@ -28,6 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from tofuflow._time import shown_time
 from tofuflow.drift._report import (
     DriftReport,
     Findings,
@@ -36,7 +37,6 @@ from tofuflow.drift._report import (
     findings_from_plans,
     now_iso,
     outside_output,
-    shown_time,
 )
 from tofuflow.errors import TofuflowError
 from tofuflow.identity import Credentials

@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from tofuflow._time import shown_time as _when
 from tofuflow.drift._report import (
     DriftedOutput,
     DriftedResource,
@@ -24,7 +25,6 @@ from tofuflow.drift._report import (
     DriftReport,
     WorkspaceDrift,
 )
-from tofuflow.drift._report import shown_time as _when
 from tofuflow.tofu import markdown_code as _code
 from tofuflow.tofu import markdown_text as _md_text
 

@@ -39,7 +39,6 @@ __all__ = [
     "checkout_of",
     "findings_from_plans",
     "now_iso",
-    "shown_time",
 ]
 
 EXIT_NONE, EXIT_ERROR, EXIT_DRIFT = 0, 1, 2
@@ -51,18 +50,6 @@ _CHECKOUT_KEYS = ("commit_sha", "branch", "dirty", "repository", "ci_system", "r
 
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def shown_time(timestamp: Any) -> str:
-    """``2025-05-01 03:00:04 UTC`` from an ISO timestamp (the server's are UTC, some naive):
-    every time a report or message shows."""
-    try:
-        when = dt.datetime.fromisoformat(str(timestamp))
-    except ValueError:
-        return str(timestamp)
-    if when.tzinfo is not None:
-        when = when.astimezone(dt.UTC)
-    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tofuflow._time import shown_time
 from tofuflow.errors import (
     ConflictError,
     PlanStaleError,
@@ -327,7 +328,7 @@ def _locked(exc: StateLockedError, name: str, control_plane: ControlPlane) -> St
         for row in control_plane.workspaces():
             lock = row.get("lock") or {}
             if row.get("name") == name and lock:
-                holder = f"{lock.get('held_by')} since {lock.get('since')}"
+                holder = f"{lock.get('held_by')} since {shown_time(lock.get('since'))}"
                 if lock.get("who"):
                     holder += f" ({lock['who']}, {lock.get('operation')})"
     return StateLockedError(
