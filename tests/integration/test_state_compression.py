@@ -18,7 +18,7 @@ import httpx
 import pytest
 import zstandard
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 
 from _services.fixtures import simple_applier
 from _services.server import RunningServer, threaded_server
@@ -85,6 +85,7 @@ def _row(server: RunningServer, name: str, version: int) -> StateVersion:
             select(StateVersion)
             .join(Workspace, Workspace.id == StateVersion.workspace_id)
             .where(Workspace.name == name, StateVersion.version == version)
+            .options(undefer(StateVersion.ciphertext))  # deferred: lists never load it
         ).one()
         session.expunge(row)
         return row
