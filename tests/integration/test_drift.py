@@ -283,6 +283,9 @@ def test_a_locked_workspace_is_not_checked_and_its_lock_is_left_as_it_was(plain:
     assert "tofuflow runs list --workspace app/plain" in result.stderr
     assert "\napp/other: no drift\n" in result.stdout  # the others are still checked
     assert "app/plain: ERROR" in result.stdout
+    # Its section must not say it was checked: the check stopped at the lock.
+    section = result.stdout.split("app/plain: ERROR", 1)[1].split("\n\n", 1)[0]
+    assert "\n  tried " in section and "\n  checked " not in section, section
 
     assert plain.lock_row("app/plain") == before  # same ID, holder, time and info
     (stored,) = plain.admin.drift("app/plain")

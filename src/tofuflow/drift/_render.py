@@ -214,7 +214,7 @@ def _context_lines(ws: WorkspaceDrift) -> list[str]:
             "tofuflow run since)"
         )
     lines.append(serial)
-    lines.append(_checked_line(ws.checked_at, ws.checkout))
+    lines.append(_checked_line(ws.checked_at, ws.checkout, tried=ws.status == "error"))
     if ws.lock and ws.status != "error":  # an error on a locked workspace names it already
         lines.append(
             f"locked by {ws.lock.get('held_by')} since {_when(ws.lock.get('since'))} when the "
@@ -242,11 +242,13 @@ def _applied_line(applied: Mapping[str, Any] | None) -> str:
     return f"last applied by run {applied.get('run')}: " + ", ".join(where)
 
 
-def _checked_line(checked_at: str | None, checkout: Mapping[str, Any]) -> str:
-    text = f"checked {_when(checked_at) if checked_at else 'now'}"
+def _checked_line(checked_at: str | None, checkout: Mapping[str, Any], *, tried: bool) -> str:
+    """When and against which checkout; ``tried``: the check did not finish (an error,
+    e.g. a locked workspace), so the line must not say the workspace was checked."""
+    text = f"{'tried' if tried else 'checked'} {_when(checked_at) if checked_at else 'now'}"
     commit = checkout.get("commit_sha")
     if commit:
-        text += f" against the configuration at commit {_short(commit)}"
+        text += f" {'with' if tried else 'against'} the configuration at commit {_short(commit)}"
         if checkout.get("branch"):
             text += f" on {checkout['branch']}"
         if checkout.get("dirty"):
