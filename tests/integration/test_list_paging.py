@@ -260,3 +260,45 @@ def test_lists_and_the_background_scans_read_no_sealed_body(
             assert any(sealed.search(s) for s in statements)
         finally:
             event.remove(engine, "before_cursor_execute", record)
+
+
+def _times(value: Any, where: str = "") -> list[tuple[str, str]]:
+    """Every ``…_at`` (or ``since``) string in a JSON document, with its path."""
+    found: list[tuple[str, str]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{where}.{key}"
+            if isinstance(item, str) and (key.endswith("_at") or key == "since"):
+                found.append((here, item))
+            else:
+                found += _times(item, here)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _times(item, f"{where}[{index}]")
+    return found
+
+
+def test_every_time_the_api_returns_says_it_is_utc(server_config: Any, database_url: str) -> None:
+    # On SQLite the times came back without a zone ("2026-12-05T23:42:16.344252"), on
+    # PostgreSQL with one: a script reading `runs list --json` could not tell which.
+    import datetime as dt
+
+    config = replace(server_config, database_url=database_url)
+    with threaded_server(config) as server, _api(server, make_token(server, "admin")) as admin:
+        _populate(server, ["web/a"])
+        assert admin.request("LOCK", "/v1/state/web/a/lock", json={"ID": "x"}).status_code == 200
+        run_id = admin.get("/v1/runs").json()[0]["id"]
+        times: list[tuple[str, str]] = []
+        for path in ("/v1/runs", f"/v1/runs/{run_id}", "/v1/workspaces",
+                     "/v1/workspaces/web/a/versions", "/v1/audit", "/v1/environments",
+                     "/v1/environments/web/a-env", "/v1/drift"):  # fmt: skip
+            response = admin.get(path)
+            assert response.status_code == 200, (path, response.text)
+            times += [(path + where, value) for where, value in _times(response.json())]
+    assert len(times) > 15, times
+    naive = [
+        (where, value)
+        for where, value in times
+        if dt.datetime.fromisoformat(value.replace("Z", "+00:00")).utcoffset() is None
+    ]
+    assert naive == []
