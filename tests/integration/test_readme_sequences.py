@@ -914,3 +914,19 @@ def test_the_configuration_guides_connections_warning_is_what_the_server_prints(
     _, sample = _sample("docs/configuration.md", "warns on stderr when it could run out:")
     _assert_printed(sample, "\n".join(warnings), "docs/configuration.md's connections warning",
                     here)  # fmt: skip
+
+
+def test_the_environments_guides_lifecycle_runs_as_written(tmp_path: Path, binary: object) -> None:
+    """docs/environments.md's first block (create from app/dev, list, extend, destroy, a
+    reaper pass), as written, in a copy of examples/project on the embedded plane."""
+    repo, env = _project_copy(tmp_path)
+    (block, *_) = _sh_blocks(ROOT / "docs" / "environments.md")
+    assert block[0].startswith("tofuflow env create pr-42 --from app/dev")
+    ran, _ = _run_block(block, repo, env)
+    assert ran == 5
+    listed = subprocess.run(
+        [sys.executable, "-c", "from tofuflow.cli import main; main()", "env", "list", "--all"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert re.search(r"pr-42\s.*destroyed", listed.stdout), listed.stdout
