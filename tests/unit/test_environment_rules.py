@@ -104,3 +104,18 @@ def test_an_old_artifact_without_a_snapshot_says_what_to_do(tmp_path: Path) -> N
         archive.writestr("tofuflow.tfplan", b"plan")
     with pytest.raises(ConflictError, match="check out the run's commit"):
         restore_config(buffer.getvalue(), tmp_path)
+
+
+def test_the_reapers_identity_tables_are_read_and_their_keys_checked() -> None:
+    stage = {"source": "file", "path": "/var/run/secrets/tokens/aws", "cloud": "aws",
+             "role_arn": "arn:aws:iam::123456789012:role/reaper"}  # fmt: skip
+    config = ServerConfig.from_mapping({"environments": {"identity": {"apply": stage}}})
+    assert config.reaper_identity == {"apply": stage}
+    assert ServerConfig.from_mapping({}).reaper_identity == {}
+    typo = {**stage, "role_ar": "x"}
+    with pytest.raises(
+        ConfigError, match=r'identity\.apply\.role_ar: unknown key; did you mean "role_arn"'
+    ):
+        ServerConfig.from_mapping({"environments": {"identity": {"apply": typo}}})
+    with pytest.raises(ConfigError, match=r"identity\.destroy: unknown key"):
+        ServerConfig.from_mapping({"environments": {"identity": {"destroy": stage}}})

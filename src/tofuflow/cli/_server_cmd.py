@@ -267,7 +267,7 @@ def start_reaper(engine: Engine, config: Any, url: str) -> InServerReaper | None
     leader = leases.leader(engine, "reaper", holder, dt.timedelta(seconds=max(interval * 3, 30)))
     reaper = Reaper(
         url, ReaperToken(engine), interval=interval, is_leader=leader,
-        due=lambda: due_environments(engine), holder=holder,
+        due=lambda: due_environments(engine), holder=holder, identity=config.reaper_identity,
     )  # fmt: skip
     return InServerReaper(reaper.start(), leader)
 

@@ -19,6 +19,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tofuflow.envs._lifecycle import destroy_environment
@@ -131,8 +132,12 @@ class Reaper:
         holder: str | None = None,
         runner: Runner | None = None,
         lease_seconds: int = 300,
+        identity: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.url = url
+        # The cloud identity of its destroys (raw plan/apply tables, as in tofuflow.toml):
+        # without one the binary gets what the host has.
+        self.identity = dict(identity or {})
         self.token_factory = token_factory
         self.interval = interval
         self.is_leader: Callable[[], bool] = is_leader or (lambda: True)
@@ -192,7 +197,11 @@ class Reaper:
                 except TofuflowError as exc:
                     report.failed[name] = str(exc)
                     continue
-                _reap(client, env, report, self.holder, self.runner, self.lease_seconds)
+                base = None
+                if self.identity:
+                    source = env.get("source_workspace") or name
+                    base = WorkspaceConfig(name=source, directory=Path(), identity=self.identity)
+                _reap(client, env, report, self.holder, self.runner, self.lease_seconds, base)
                 with contextlib.suppress(TofuflowError):
                     env = client.environment(name)
                     if env["status"] == "orphaned":

@@ -62,6 +62,7 @@ File (every key optional)::
     max_backoff = "1h"
     orphan_after = 3            # failed destroys before an environment is reported orphaned
     max_ttl = "7d"
+    # [environments.identity.apply]  the reaper's cloud identity, as in tofuflow.toml
 
     [notifications]             # who hears about runs, environments, drift (notifications.md)
     console_url = "https://tofuflow.example"
@@ -132,6 +133,9 @@ class ServerConfig:
     max_backoff: str = "1h"
     orphan_after: int = 3
     max_env_ttl: str = "7d"
+    # [environments.identity.plan] / [environments.identity.apply]: the in-server reaper's
+    # cloud identity for destroys, raw tables read by tofuflow.identity (docs/identity.md).
+    reaper_identity: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     notifications: Mapping[str, Any] = field(default_factory=dict)
     console: Mapping[str, Any] = field(default_factory=dict)
     audit_signing_key: Mapping[str, Any] = field(default_factory=dict)
@@ -195,6 +199,12 @@ class ServerConfig:
         environments = check.table(doc, ("environments",))
         for key, (field_name, kind) in _ENVIRONMENT_KEYS.items():
             values[field_name] = check.get(environments, ("environments", key), kind)
+        identity = check.table(environments, ("environments", "identity"))
+        values["reaper_identity"] = {
+            stage: check.table(identity, ("environments", "identity", stage))
+            for stage in ("plan", "apply")
+            if stage in identity
+        }
         values["notifications"] = check.table(doc, ("notifications",))
         check.tables(values["notifications"], ("notifications", "destinations"))
         check.done()
@@ -330,7 +340,19 @@ class _ByKind:
     default: str | None = None  # the kind when the table names none
 
 
-Schema = Mapping[str, "Schema | _Each | _ByKind | None"] | _Each | _ByKind | None
+@dataclass(frozen=True)
+class _IdentityStage:
+    """An identity stage table: its keys depend on its source and cloud (the identity
+    layer's own lists, ``tofuflow.identity.stage_table_keys``)."""
+
+
+Schema = (
+    Mapping[str, "Schema | _Each | _ByKind | _IdentityStage | None"]
+    | _Each
+    | _ByKind
+    | _IdentityStage
+    | None
+)
 
 
 def _schema() -> Schema:
@@ -355,7 +377,10 @@ def _schema() -> Schema:
         "policies": {"directory": None},
         "workspace_settings": _Each(dict.fromkeys(sorted(WORKSPACE_SETTINGS_KEYS))),
         "runs": {"approval_ttl": None, "session_ttl": None, "session_lease": None},
-        "environments": dict.fromkeys(_ENVIRONMENT_KEYS),
+        "environments": {
+            **dict.fromkeys(_ENVIRONMENT_KEYS),
+            "identity": {"plan": _IdentityStage(), "apply": _IdentityStage()},
+        },
         "notifications": {
             **dict.fromkeys(sorted(SETTINGS_KEYS - {"destinations"})),
             "destinations": _Each(_ByKind(DESTINATION_KEYS)),
@@ -395,6 +420,15 @@ class _Checker:
         elif isinstance(schema, _ByKind):
             if isinstance(value, Mapping):
                 self.kind_keys(keys, value, schema)
+        elif isinstance(schema, _IdentityStage):
+            if isinstance(value, Mapping):
+                from tofuflow.identity import stage_table_keys
+
+                known = sorted(stage_table_keys(value))
+                for name in value:
+                    if name not in known:
+                        fix = suggest(name, known) or f"; known keys: {', '.join(known)}"
+                        self.problem((*keys, name), f"unknown key{fix}{_secret(name)}")
         elif schema is not None and isinstance(value, Mapping):
             for name, item in value.items():
                 if name in schema:
