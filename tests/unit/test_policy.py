@@ -637,6 +637,18 @@ def test_cli_exits_2_and_says_why_when_a_person_must_approve() -> None:
     assert 'workspace "local" is tagged production' in result.output
 
 
+def test_cli_judges_a_plan_as_an_ephemeral_environments_with_environment() -> None:
+    # mixed.json destroys: not routine for a workspace, routine for an environment
+    # (routine.rego), unless it is production. Policy authors test that rule here.
+    assert run_cli(str(PLANS / "mixed.json")).exit_code == 2
+    routine = run_cli(str(PLANS / "mixed.json"), "--environment")
+    assert routine.exit_code == 0, routine.output
+    production = run_cli(
+        str(PLANS / "mixed.json"), "--environment", "--workspace-tags", "production"
+    )
+    assert production.exit_code == 2, production.output
+
+
 def test_cli_exits_3_when_denied_with_settings_requester_and_user_policies(tmp_path: Path) -> None:
     settings = tmp_path / "settings.json"
     settings.write_text(json.dumps({"allowed": [{"subject": "repo:acme/*", "types": ["aws_*"]}]}))
@@ -680,3 +692,42 @@ def test_cli_exits_1_on_errors_never_2(args: list[str], message: str) -> None:
     result = CliRunner().invoke(policy_cli, ["test", *args])
     assert result.exit_code == 1, result.output
     assert message in result.output
+
+
+def _shape(value: Any) -> Any:
+    """The keys of a JSON value, nested (a list by its first item), without the values."""
+    if isinstance(value, dict):
+        return {key: _shape(item) for key, item in value.items() if key != "…"}
+    if isinstance(value, list):
+        return [_shape(value[0])] if value else []
+    return None
+
+
+def test_the_policy_guides_input_document_has_the_keys_policies_see() -> None:
+    # docs/policies.md shows the input document a policy reads; its plan, workspace and
+    # derived sections must have exactly the keys build_input and derive make.
+    from tofuflow.policy._facts import derive
+    from tofuflow.tofu import Plan
+
+    guide = (Path(__file__).parents[2] / "docs" / "policies.md").read_text()
+    shown = json.loads(
+        guide.split("## The input document", 1)[1].split("```json\n")[1].split("```")[0]
+    )
+    change = {"address": "module.db.aws_db_instance.main", "module_address": "module.db",
+              "mode": "managed", "type": "aws_db_instance", "name": "main",
+              "provider_name": "registry.opentofu.org/hashicorp/aws",
+              "change": {"actions": ["delete", "create"], "before": {}, "after": {}}}  # fmt: skip
+    plan = Plan.from_json({
+        "format_version": "1.2", "resource_changes": [change],
+        "output_changes": {"endpoint": {"actions": ["update"], "before": "a", "after": "b"}},
+    })  # fmt: skip
+    grant = {"subject": "*", "types": ["aws_db_instance"], "modules": ["module.db"]}
+    settings = {"max_deletions": 3, "protected": ["module.db.*"], "allowed": [grant]}
+    doc = tofuflow.policy.build_input(
+        plan, shown["run"], {"name": "app/prod", "tags": ["production"], "settings": settings}
+    )
+    doc["derived"] = derive(doc)
+    for section in ("plan", "workspace", "derived"):
+        assert _shape(shown[section]) == _shape(doc[section]) | (
+            {"settings": _shape(shown[section]["settings"])} if section == "workspace" else {}
+        ), section

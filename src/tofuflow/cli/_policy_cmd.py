@@ -65,6 +65,12 @@ def policy() -> None:
 @click.option(
     "--requester", help="The run's requester subject, e.g. repo:acme/infra:ref:refs/heads/main."
 )
+@click.option(
+    "--environment",
+    is_flag=True,
+    help="Judge the plan as one of an ephemeral environment (`tofuflow env`): "
+    "input.workspace.environment is true.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
 def test_cmd(
     plan_json: Path,
@@ -74,6 +80,7 @@ def test_cmd(
     workspace_tags: str,
     settings_file: Path | None,
     requester: str | None,
+    environment: bool,
     as_json: bool,
 ) -> None:
     """Evaluate the policies on PLAN_JSON (the output of `tofu show -json PLANFILE`).
@@ -91,6 +98,7 @@ def test_cmd(
             workspace_tags,
             settings_file,
             requester,
+            environment,
         )
     except TofuflowError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -106,6 +114,7 @@ def _decide(
     workspace_tags: str,
     settings_file: Path | None,
     requester: str | None,
+    environment: bool = False,
 ) -> Decision:
     from tofuflow.policy import PolicySet, build_input, evaluate
     from tofuflow.tofu import Plan
@@ -116,6 +125,7 @@ def _decide(
         "name": workspace_name,
         "tags": [t.strip() for t in workspace_tags.split(",") if t.strip()],
         "settings": _settings(settings_file) if settings_file else {},
+        "environment": environment,
     }
     run = {"requester": {"subject": requester}} if requester else {}
     return evaluate(policies, build_input(plan, run, workspace))
