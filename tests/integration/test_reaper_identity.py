@@ -86,3 +86,19 @@ def test_the_servers_reaper_destroys_with_its_configured_role_not_the_hosts_keys
     seen = dict(line.split("=", 1) for line in dump.read_text().splitlines())
     assert seen.get("AWS_ROLE_ARN") == ROLE, seen
     assert seen.get("AWS_WEB_IDENTITY_TOKEN_FILE") and "AWS_ACCESS_KEY_ID" not in seen, seen
+
+
+def test_a_server_whose_reaper_identity_is_wrong_does_not_start(tmp_path: Path) -> None:
+    # Found at start, not at the first expiry hours later (a log line nobody reads).
+    config = tmp_path / "server.toml"
+    config.write_text(
+        f'[server]\ndata_dir = "{tmp_path / "data"}"\n\n[environments.identity.apply]\n'
+        'source = "file"\npath = "/var/run/secrets/tokens/aws"\ncloud = "aws"\n'
+        'region = "eu-west-1"\n'
+    )
+    with (
+        pytest.raises(RuntimeError, match="exited with 1") as failed,
+        process_server(config, free_port(), tmp_path / "server.log"),
+    ):
+        pass
+    assert "environments.identity.apply.role_arn: missing; add role_arn = " in str(failed.value)

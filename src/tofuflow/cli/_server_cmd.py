@@ -258,10 +258,17 @@ def start_reaper(engine: Engine, config: Any, url: str) -> InServerReaper | None
     if not config.reaper:
         return None
     from tofuflow.envs import Reaper, default_holder
+    from tofuflow.identity import StageIdentity
     from tofuflow.server import leases
     from tofuflow.server.auth import parse_ttl
     from tofuflow.server.reaping import ReaperToken, due_environments
 
+    for stage, table in config.reaper_identity.items():  # wrong now, not at the first expiry
+        where = f"{config.source or 'server configuration'}: environments.identity.{stage}"
+        try:
+            StageIdentity.from_config(table, stage=stage, where=where)
+        except TofuflowError as err:
+            raise click.ClickException(str(err)) from err
     interval = parse_ttl(config.reap_interval).total_seconds()
     holder = default_holder()
     leader = leases.leader(engine, "reaper", holder, dt.timedelta(seconds=max(interval * 3, 30)))
