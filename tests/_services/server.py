@@ -48,6 +48,18 @@ def threaded_server(config: Any) -> Iterator[RunningServer]:
         yield RunningServer(plane.url, app=plane.app)
 
 
+def cli_token(config_file: Path, role: str = "admin") -> str:
+    """A token created as an operator does, `tofuflow server tokens create --role ROLE`
+    against the server configuration ``config_file`` (its database)."""
+    done = subprocess.run(
+        [sys.executable, "-c", "from tofuflow.cli import main; main()", "server", "tokens",
+         "create", "--role", role],
+        capture_output=True, text=True, check=True,
+        env={**os.environ, "TOFUFLOW_SERVER_CONFIG": str(config_file)},
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
 @contextmanager
 def process_server(
     config_file: Path, port: int, log: Path, *options: str

@@ -24,7 +24,7 @@ import pytest
 
 from _services.fixtures import make_token
 from _services.postgres import free_port
-from _services.server import RunningServer, process_server, threaded_server
+from _services.server import RunningServer, cli_token, process_server, threaded_server
 from tofuflow.envs import create_environment, deploy_environment, reap_once
 from tofuflow.errors import ConfigError, ConflictError
 from tofuflow.project import WorkspaceConfig
@@ -76,10 +76,7 @@ def test_an_environment_with_a_2s_ttl_is_destroyed_by_the_servers_reaper(
     files = tmp_path / "pr-7-files"
     files.mkdir()
     with process_server(config, free_port(), tmp_path / "server.log") as server:
-        token = subprocess.run(
-            [*CLI, "server", "tokens", "create", "--role", "admin"], capture_output=True,
-            text=True, check=True, env={**os.environ, "TOFUFLOW_SERVER_CONFIG": str(config)},
-        ).stdout.strip()  # fmt: skip
+        token = cli_token(config)
         with ControlPlane(server.url, token) as client:
             created = create_environment(
                 source, "pr-7", client, ttl_seconds=2, owner="ana@example.com",

@@ -5,9 +5,6 @@ STS and a projected-token file signed by a local issuer."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,14 +13,13 @@ import pytest
 from _services.moto import moto_server
 from _services.oidc import LocalIssuer
 from _services.postgres import free_port
-from _services.server import process_server
+from _services.server import cli_token, process_server
 from tofuflow.envs import create_environment, deploy_environment
 from tofuflow.project import WorkspaceConfig
 from tofuflow.runs import ControlPlane
 
 pytestmark = pytest.mark.binary
 
-CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
 ROLE = "arn:aws:iam::123456789012:role/tofuflow-reaper"
 HOST_KEY = "AKIAHOSTKEYCANARY"  # the server host's own keys: never for a destroy
 
@@ -62,10 +58,7 @@ def test_the_servers_reaper_destroys_with_its_configured_role_not_the_hosts_keys
             f"[environments.identity.apply]\n{stage}"
         )
         with process_server(config, free_port(), tmp_path / "server.log") as server:
-            token = subprocess.run(
-                [*CLI, "server", "tokens", "create", "--role", "admin"], capture_output=True,
-                text=True, check=True, env={**os.environ, "TOFUFLOW_SERVER_CONFIG": str(config)},
-            ).stdout.strip()  # fmt: skip
+            token = cli_token(config)
             with ControlPlane(server.url, token) as client:
                 source = WorkspaceConfig(name="app/dev", directory=infra)
                 create_environment(source, "pr-9", client, ttl_seconds=2, owner="ci")

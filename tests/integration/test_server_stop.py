@@ -8,21 +8,18 @@ as failed, and a terminal user should not read `Aborted.` after a clean stop.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from _services.cli import CLI
 from _services.postgres import free_port
-from _services.server import process_server
+from _services.server import cli_token, process_server
 
 
 @pytest.mark.parametrize(
@@ -61,10 +58,7 @@ def test_a_response_that_never_ends_holds_the_stop_for_the_grace_period_only(
 
     config = tmp_path / "server.toml"
     config.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\n')
-    token = subprocess.run(
-        [*CLI, "server", "tokens", "create", "--role", "admin"], capture_output=True,
-        text=True, check=True, env={**os.environ, "TOFUFLOW_SERVER_CONFIG": str(config)},
-    ).stdout.strip()  # fmt: skip
+    token = cli_token(config)
     log = tmp_path / "server.log"
     with process_server(config, free_port(), log) as server:
         assert server.process is not None
