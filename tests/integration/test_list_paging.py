@@ -15,6 +15,7 @@ import pytest
 
 from _services.fixtures import make_token
 from _services.server import RunningServer, threaded_server
+from _services.sql import sql_sent
 from tofuflow.runs import ControlPlane
 
 DIGEST = "a" * 64
@@ -230,8 +231,6 @@ def test_lists_and_the_background_scans_read_no_sealed_body(
     # reaper's and the notifier's scans of every environment need none of them.
     import re
 
-    from sqlalchemy import event
-
     from tofuflow.server.reaping import due_environments
 
     sealed = re.compile(r"\b(state_versions\.ciphertext|environments\.snapshot)\b(?!_)")
@@ -242,13 +241,7 @@ def test_lists_and_the_background_scans_read_no_sealed_body(
             assert admin.post("/v1/state/web/a", content=_state(version)).status_code == 200
         admin.get("/v1/environments")  # counts each environment's resources once
         engine = server.app.state.engine
-        statements: list[str] = []
-
-        def record(*args: Any) -> None:
-            statements.append(args[2])
-
-        event.listen(engine, "before_cursor_execute", record)
-        try:
+        with sql_sent(engine) as statements:
             versions = admin.get("/v1/workspaces/web/a/versions").json()
             assert [v["version"] for v in versions] == [1, 2, 3]
             assert len(admin.get("/v1/environments").json()) == 2
@@ -258,8 +251,6 @@ def test_lists_and_the_background_scans_read_no_sealed_body(
             # ...while reading a snapshot does read it (so the check above can see one).
             assert admin.get("/v1/environments/web/a-env/snapshot").status_code == 200
             assert any(sealed.search(s) for s in statements)
-        finally:
-            event.remove(engine, "before_cursor_execute", record)
 
 
 def _times(value: Any, where: str = "") -> list[tuple[str, str]]:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from _services.fixtures import make_token
 from _services.server import RunningServer, threaded_server
+from _services.sql import sql_sent
 from tofuflow.errors import (
     ConflictError,
     ForbiddenError,
@@ -449,25 +450,6 @@ def test_a_workspace_can_take_state_writes_only_from_apply_sessions(
         assert done["status"] == "applied" and done["state_version"] == 1
 
 
-def _statements_during(action: Any) -> list[str]:
-    """The SQL every engine in this process ran while ``action()`` ran (the server is a
-    thread of this process)."""
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    seen: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(Engine, "before_cursor_execute", record)
-    try:
-        action()
-    finally:
-        event.remove(Engine, "before_cursor_execute", record)
-    return seen
-
-
 _SEALED_COLUMNS = re.compile(r"\bruns\.(artifact|plan_document)\b(?!_)")
 
 
@@ -478,15 +460,15 @@ def test_lists_and_run_details_do_not_read_the_sealed_plan_and_artifact(env: Env
     outcome = _plan(env, env.workspace())
     run_id = outcome.run["id"]
 
-    def metadata() -> None:
+    with sql_sent() as metadata:
         assert [r["id"] for r in env.admin.runs()] == [run_id]
         assert env.admin.run(run_id)["status"] == "approved"
         assert env.applier.cancel(run_id, "not today")["status"] == "cancelled"
-
-    touched = [s for s in _statements_during(metadata) if _SEALED_COLUMNS.search(s)]
+    touched = [s for s in metadata if _SEALED_COLUMNS.search(s)]
     assert touched == []
     # ...while the plan's own page does read it (so the check above can see a read).
-    plan = _statements_during(lambda: env.admin.plan_text(run_id))
+    with sql_sent() as plan:
+        env.admin.plan_text(run_id)
     assert any(_SEALED_COLUMNS.search(s) for s in plan)
 
 

@@ -114,7 +114,7 @@ def _decide(
     workspace_tags: str,
     settings_file: Path | None,
     requester: str | None,
-    environment: bool = False,
+    environment: bool,
 ) -> Decision:
     from tofuflow.policy import PolicySet, build_input, evaluate
     from tofuflow.tofu import Plan

@@ -424,11 +424,7 @@ class _Checker:
             if isinstance(value, Mapping):
                 from tofuflow.identity import stage_table_keys
 
-                known = sorted(stage_table_keys(value))
-                for name in value:
-                    if name not in known:
-                        fix = suggest(name, known) or f"; known keys: {', '.join(known)}"
-                        self.problem((*keys, name), f"unknown key{fix}{_secret(name)}")
+                self.only_keys(keys, value, sorted(stage_table_keys(value)), "unknown key")
         elif schema is not None and isinstance(value, Mapping):
             for name, item in value.items():
                 if name in schema:
@@ -441,11 +437,14 @@ class _Checker:
         kind = table.get("kind", schema.default)
         if not isinstance(kind, str) or kind not in schema.kinds:
             return  # the kind itself is refused, with its choices, by the table's reader
-        known = sorted(schema.kinds[kind])
+        self.only_keys(keys, table, sorted(schema.kinds[kind]), f'unknown key for kind "{kind}"')
+
+    def only_keys(self, keys: Keys, table: Mapping[str, Any], known: list[str], what: str) -> None:
+        """A problem for each key of ``table`` not in ``known``, with the nearest one."""
         for name in table:
             if name not in known:
                 fix = suggest(name, known) or f"; known keys: {', '.join(known)}"
-                self.problem((*keys, name), f'unknown key for kind "{kind}"{fix}{_secret(name)}')
+                self.problem((*keys, name), f"{what}{fix}{_secret(name)}")
 
     def table(self, doc: Mapping[str, Any], keys: Keys) -> Mapping[str, Any]:
         value = doc.get(str(keys[-1]), {})
