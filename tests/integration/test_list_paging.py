@@ -293,3 +293,32 @@ def test_every_time_the_api_returns_says_it_is_utc(server_config: Any, database_
         if dt.datetime.fromisoformat(value.replace("Z", "+00:00")).utcoffset() is None
     ]
     assert naive == []
+
+
+def test_the_drift_list_reads_the_last_applied_runs_in_one_query(
+    server_config: Any, database_url: str
+) -> None:
+    # Each drift row names the run that last applied its workspace; the list read those
+    # runs one query per row (100 rows, 100 round trips to PostgreSQL).
+    from sqlalchemy import update
+
+    from tofuflow.server.storage._db import Run
+
+    names = [f"app/d{i}" for i in range(6)]
+    config = replace(server_config, database_url=database_url)
+    with threaded_server(config) as server, _api(server, make_token(server, "admin")) as admin:
+        engine = server.app.state.engine
+        for name in names:
+            run = {"workspace": name, "config_digest": DIGEST, "context": {"commit": "c0ffee"}}
+            assert admin.post("/v1/runs", json=run).status_code == 200
+        with engine.begin() as connection:  # as if each had been approved and applied
+            connection.execute(update(Run).values(status="applied"))
+        for name in names:
+            check = {"status": "none", "report": {}}
+            assert admin.post(f"/v1/workspaces/{name}/drift", json=check).status_code == 200
+        with sql_sent(engine) as statements:
+            listed = admin.get("/v1/drift", params={"limit": 100}).json()
+        assert [row["workspace"] for row in listed] == names
+        assert all(row["last_applied"]["commit"] == "c0ffee" for row in listed), listed
+        runs_read = [s for s in statements if "FROM runs" in s]
+        assert len(runs_read) == 1, runs_read

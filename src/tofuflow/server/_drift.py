@@ -86,10 +86,11 @@ class DriftService:
             rows = session.scalars(
                 select(DriftReport).where(DriftReport.id.in_(ids)).order_by(DriftReport.workspace)
             ).all()
-            views = [
-                _view(row, session.get(Run, row.last_applied_run) if row.last_applied_run else None)
-                for row in rows
-            ]
+            run_ids = {row.last_applied_run for row in rows if row.last_applied_run}
+            applied = {
+                run.id: run for run in session.scalars(select(Run).where(Run.id.in_(run_ids)))
+            } if run_ids else {}  # fmt: skip
+            views = [_view(row, applied.get(row.last_applied_run or "")) for row in rows]
         if workspace and not views:
             ctx.principal.require(Permission.READ_RUNS, workspace)
             raise NotFoundError(f"workspace {workspace} has no drift report yet: run "
