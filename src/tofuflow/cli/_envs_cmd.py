@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import getpass
 import json
 import sys
@@ -13,6 +12,7 @@ from typing import Any
 
 import click
 
+from tofuflow._time import shown_time
 from tofuflow.cli._common import (
     PROJECT_OPTION,
     cli_runner,
@@ -300,11 +300,5 @@ def _span(seconds: int) -> str:
 
 
 def _when(moment: str) -> str:
-    """An ISO time from the server, as a person reads it: ``2026-12-05 18:31 UTC``."""
-    try:
-        parsed = dt.datetime.fromisoformat(moment)
-    except (TypeError, ValueError):
-        return str(moment)
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.UTC)
-    return parsed.strftime("%Y-%m-%d %H:%M UTC")
+    """An ISO time from the server, as a person reads a deadline: ``2026-12-05 18:31 UTC``."""
+    return shown_time(moment, seconds=False)
