@@ -81,3 +81,58 @@ def test_replicas_sharing_a_database_elect_one_reaper(
         assert not acquire(engine, "test", "b", dt.timedelta(seconds=60))
         assert acquire(engine, "test", "a", dt.timedelta(seconds=0))  # renew, expiring now
         assert acquire(engine, "test", "b", dt.timedelta(seconds=60))
+
+
+class _Counting:
+    """A replica's real checkpoint keeper, counting the checkpoints it is asked for."""
+
+    def __init__(self, keeper: Any) -> None:
+        self.keeper, self.calls = keeper, 0
+
+    def checkpoint(self) -> dict[str, Any]:
+        self.calls += 1
+        return dict(self.keeper.checkpoint())
+
+
+def test_replicas_sharing_a_database_elect_one_checkpoint_signer(
+    server_config: Any, database_url: str
+) -> None:
+    # Every replica walked the chains since the last checkpoint and signed on its own
+    # interval: N replicas, N walks and N signatures (N KMS calls) per interval.
+    from tofuflow.cli._server_cmd import start_checkpoints
+
+    config = replace(server_config, database_url=database_url, checkpoint_interval="1s")
+    with threaded_server(config) as one, threaded_server(config) as two:
+        keepers = [_Counting(one.app.state.checkpoints), _Counting(two.app.state.checkpoints)]
+        signers = [start_checkpoints(keepers[0], config, one.app.state.engine),
+                   start_checkpoints(keepers[1], config, two.app.state.engine)]  # fmt: skip
+        try:
+            for _ in range(4):
+                make_token(one, "reader")  # an audited event on each tick
+                time.sleep(1)
+            working = [keeper for keeper in keepers if keeper.calls]
+            assert len(working) == 1, [keeper.calls for keeper in keepers]
+            leader = keepers.index(working[0])
+            latest = one.app.state.checkpoints.store.latest()
+            assert latest is not None and latest["event_id"] >= _newest_event(one)
+            # The leader stops (a rolling upgrade): the other signs from its next tick on.
+            signers[leader].stop()
+            follower = keepers[1 - leader]
+            make_token(one, "reader")
+            deadline = time.monotonic() + 10
+            while follower.calls == 0 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert follower.calls > 0
+        finally:
+            for signer in signers:
+                signer.stop()
+
+
+def _newest_event(server: Any) -> int:
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from tofuflow.server.storage._db import AuditEvent
+
+    with Session(server.app.state.engine) as session:
+        return int(session.scalar(select(func.max(AuditEvent.id))) or 0)

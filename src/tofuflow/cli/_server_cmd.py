@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import signal
+import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +25,7 @@ if TYPE_CHECKING:
     from tofuflow.envs import Reaper
     from tofuflow.server.leases import Leader
 
-__all__ = ["InServerReaper", "server", "start_checkpoints", "start_reaper"]
+__all__ = ["CheckpointSigner", "InServerReaper", "server", "start_checkpoints", "start_reaper"]
 
 _CONFIG = click.option(
     "--config",
@@ -120,7 +123,7 @@ def server(
     if reaper is not None:  # the console's Destroy wakes it (one process; workers wait)
         app.state.wake_reaper = reaper.reaper.wake
     sender = start_sender(app)  # notifications, when [notifications] names destinations
-    checkpoints = start_checkpoints(app.state.checkpoints, config)
+    checkpoints = start_checkpoints(app.state.checkpoints, config, app.state.engine)
     try:
         if workers > 1:
             _serve_workers(config_path, workers, config, log_level)
@@ -130,7 +133,7 @@ def server(
     finally:
         if sender is not None:
             sender.stop()
-        checkpoints.set()
+        checkpoints.stop()
         if reaper is not None:
             reaper.stop()
     # SIGTERM (systemd, Kubernetes, Docker) or Ctrl-C: a stop asked for, not a failure.
@@ -193,7 +196,6 @@ def _warn_past_max_connections(engine: Engine, config: Any, workers: int) -> Non
 def _serve_workers(config_path: Path | None, workers: int, config: Any, log_level: str) -> None:
     """Worker processes read the same configuration; this process has migrated the database
     and made the key file already, so they do not race to."""
-    import os
 
     from tofuflow.server.serving import serve_workers
 
@@ -202,25 +204,71 @@ def _serve_workers(config_path: Path | None, workers: int, config: Any, log_leve
     serve_workers(workers, host=config.host, port=config.port, log_level=log_level)
 
 
-def start_checkpoints(keeper: Any, config: Any) -> threading.Event:
-    """Sign the audit chain's head at start and every ``[audit] checkpoint_interval``
-    (a signature only when events were added); set the returned event to stop."""
+@dataclass
+class CheckpointSigner:
+    """The thread that signs the audit chains' heads, and the lease that makes it the one
+    replica that does."""
+
+    thread: threading.Thread
+    leader: Leader
+    stopping: threading.Event
+
+    @property
+    def holder(self) -> str:
+        return self.leader.holder
+
+    def stop(self) -> None:
+        """Stop the thread, then hand the lease back so another replica signs from its next
+        tick on."""
+        self.stopping.set()
+        self.thread.join(timeout=30)
+        try:
+            self.leader.release()
+        except Exception as err:  # shutting down anyway: the lease expires on its own
+            click.echo(f"audit checkpoints: could not release the lease: {err}", err=True)
+
+
+def start_checkpoints(keeper: Any, config: Any, engine: Engine) -> CheckpointSigner:
+    """Sign the audit chains' heads at start and every ``[audit] checkpoint_interval`` (a
+    signature only when events were added). Replicas on one database elect one signer
+    through the ``audit-checkpoints`` lease; the others look every minute (or interval)
+    and take over when it lapses or is handed back."""
+    import uuid
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from tofuflow.server import leases
     from tofuflow.server.auth import parse_ttl
 
     interval = parse_ttl(config.checkpoint_interval).total_seconds()
-    stop = threading.Event()
+    tick = min(interval, 60.0)
+    holder = f"checkpoints@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    leader = leases.leader(
+        engine, "audit-checkpoints", holder, dt.timedelta(seconds=max(tick * 3, 30))
+    )
+    stopping = threading.Event()
+    log = logging.getLogger("tofuflow.audit.checkpoint")
 
     def loop() -> None:
+        signed_at: float | None = None  # when this replica last signed, as leader
         while True:
             try:
-                keeper.checkpoint()
+                if not leader():
+                    signed_at = None  # another signs; sign at once if this one takes over
+                elif signed_at is None or time.monotonic() - signed_at >= interval:
+                    keeper.checkpoint()
+                    signed_at = time.monotonic()
             except TofuflowError as err:  # a tampered chain is logged by the keeper itself
-                logging.getLogger("tofuflow.audit.checkpoint").error("not signed: %s", err)
-            if stop.wait(interval):
+                log.error("not signed: %s", err)
+                signed_at = time.monotonic()
+            except SQLAlchemyError as err:  # the database is away: try at the next tick
+                log.error("cannot take the checkpoint lease: %s", err)
+            if stopping.wait(tick):
                 return
 
-    threading.Thread(target=loop, name="audit-checkpoints", daemon=True).start()
-    return stop
+    thread = threading.Thread(target=loop, name="audit-checkpoints", daemon=True)
+    thread.start()
+    return CheckpointSigner(thread, leader, stopping)
 
 
 def _log_to_stderr(level: str) -> None:
