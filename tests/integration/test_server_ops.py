@@ -105,6 +105,58 @@ def test_keys_rotate_rewraps_every_version_and_the_old_key_can_then_go(tmp_path:
     assert "re-wrapped 0" in _cli("server", "keys", "rotate", config=only_new).stdout
 
 
+def test_keys_rotate_rewraps_snapshots_and_apply_logs_too(tmp_path: Path) -> None:
+    # Rotation re-wrapped state versions, artifacts and plans only: an operator who removed
+    # the old key after "re-wrapped 0" (as the docs say) could no longer read an
+    # environment's snapshot (nor destroy it) or any apply's log.
+    import base64
+    import io
+    import zipfile
+
+    from sqlalchemy import create_engine, update
+
+    from tofuflow.server.storage._db import Run
+
+    config = _config(tmp_path)
+    snapshot = io.BytesIO()
+    with zipfile.ZipFile(snapshot, "w") as archive:
+        archive.writestr("main.tf", 'resource "terraform_data" "x" {}\n')
+    with process_server(config, free_port(), tmp_path / "log") as server:
+        token = _cli("server", "tokens", "create", "--role", "admin", config=config).stdout.strip()
+        api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"})
+        env = {"name": "pr-7", "source_workspace": "app/dev", "ttl_seconds": 3600,
+               "owner": "ci@example.com",
+               "snapshot": base64.b64encode(snapshot.getvalue()).decode()}  # fmt: skip
+        assert api.post("/v1/environments", json=env).status_code == 200
+        run = api.post("/v1/runs", json={"workspace": "app/dev", "config_digest": "a" * 64})
+        run_id = run.json()["id"]
+        database = create_engine(f"sqlite:///{tmp_path / 'data' / 'tofuflow.db'}")
+        with database.begin() as connection:  # as if approved and applying
+            connection.execute(update(Run).where(Run.id == run_id).values(status="applying"))
+        database.dispose()
+        logged = api.post(f"/v1/runs/{run_id}/log", content="Apply complete!\n")
+        assert logged.status_code == 200, logged.text
+    old_key = tmp_path / "data" / "keys" / "local.key"
+    new_key = tmp_path / "new.key"
+    rotated = _config(
+        tmp_path,
+        f'[keys.current]\nkind = "local"\npath = "{new_key}"\n'
+        f'[[keys.previous]]\nkind = "local"\npath = "{old_key}"\n',
+    )
+    done = _cli("server", "keys", "rotate", config=rotated)
+    assert done.returncode == 0, done.stderr
+    assert "re-wrapped 2 data keys" in done.stdout, done.stdout
+    only_new = _config(tmp_path, f'[keys.current]\nkind = "local"\npath = "{new_key}"\n')
+    with process_server(only_new, free_port(), tmp_path / "log") as server:
+        headers = {"Authorization": f"Bearer {token}"}
+        got = httpx.get(f"{server.url}/v1/environments/pr-7/snapshot", headers=headers)
+        assert got.status_code == 200, got.text
+        log = httpx.get(f"{server.url}/v1/runs/{run_id}/log", headers=headers)
+        assert log.status_code == 200, log.text
+        assert "Apply complete!" in log.text
+    assert "re-wrapped 0" in _cli("server", "keys", "rotate", config=only_new).stdout
+
+
 def test_opentofu_encrypted_state_is_accepted_by_its_envelope(state_server: RunningServer) -> None:
     token = make_token(state_server, "applier")
     envelope = {"serial": 4, "lineage": str(uuid.uuid4()), "meta": {"key_provider.pbkdf2.k": "x"},

@@ -10,11 +10,13 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 
 from tofuflow.errors import NotFoundError
 from tofuflow.server import _audit
@@ -25,7 +27,9 @@ from tofuflow.server.crypto import Keyring
 from tofuflow.server.notify._events import audit_verify_failed
 from tofuflow.server.storage._db import (
     ApiToken,
+    Environment,
     Run,
+    RunLog,
     StateVersion,
     Workspace,
     utcnow,
@@ -122,39 +126,62 @@ def rotate_keys(engine: Engine, keyring: Keyring, batch: int = 200) -> int:
                 _audit.append(session, _OPERATOR, "keys.rotate", detail={"rewrapped": len(rows)})
             rotated += len(rows)
         if len(rows) < batch:
-            return rotated + _rotate_runs(engine, keyring, batch)
+            return rotated + _rotate_records(engine, keyring, batch)
 
 
-def _rotate_runs(engine: Engine, keyring: Keyring, batch: int) -> int:
-    """Re-wrap the data keys of run artifacts and plan documents (sealed like state)."""
-    from tofuflow.server._runs import run_aad
+def _rotate_records(engine: Engine, keyring: Keyring, batch: int) -> int:
+    """Re-wrap the data keys of the sealed records (``_sealed``): run artifacts and plan
+    documents, apply-log chunks and environment snapshots, each under its own AAD."""
+    from tofuflow.server._envs import environment_aad
+    from tofuflow.server._run_rules import run_aad
 
-    rotated, last = 0, ""
-    while True:
-        with write_session(engine) as session:
-            runs = session.scalars(
-                select(Run).where(Run.id > last).order_by(Run.id).limit(batch).with_for_update()
-            ).all()
-            for run in runs:
-                for column, what in (("artifact", "artifact"), ("plan_document", "plan")):
-                    record = getattr(run, column)
-                    if record is None or record["key_id"] == keyring.current.key_id:
-                        continue
-                    key_id, wrapped = keyring.rewrap(
-                        record["key_id"], base64.b64decode(record["wrapped_key"]),
-                        run_aad(run, what),
-                    )  # fmt: skip
-                    setattr(
-                        run,
-                        column,
-                        {
-                            **record,
-                            "key_id": key_id,
-                            "wrapped_key": base64.b64encode(wrapped).decode(),
-                        },
-                    )
-                    rotated += 1
-            if runs:
-                last = runs[-1].id
-        if len(runs) < batch:
-            return rotated
+    def runs(run: Run) -> list[tuple[Any, str, bytes]]:
+        return [(run, "artifact", run_aad(run, "artifact")),
+                (run, "plan_document", run_aad(run, "plan"))]  # fmt: skip
+
+    def logs(row: Any) -> list[tuple[Any, str, bytes]]:
+        log, run = row
+        return [(log, "sealed", run_aad(run, f"log:{log.seq}"))]
+
+    def environments(env: Environment) -> list[tuple[Any, str, bytes]]:
+        return [(env, "snapshot", environment_aad(env.name))]
+
+    kinds: list[tuple[str, Any, Any, Callable[[Any], list[tuple[Any, str, bytes]]]]] = [
+        ("runs", select(Run).options(undefer(Run.artifact), undefer(Run.plan_document)),
+         Run.id, runs),
+        ("run logs", select(RunLog, Run).join(Run, Run.id == RunLog.run_id), RunLog.id, logs),
+        ("environments", select(Environment).options(undefer(Environment.snapshot)),
+         Environment.name, environments),
+    ]  # fmt: skip
+    rotated = 0
+    for kind, query, key, sealed_in in kinds:
+        last: Any = None
+        while True:
+            with write_session(engine) as session:
+                page = query if last is None else query.where(key > last)
+                found = session.execute(page.order_by(key).limit(batch).with_for_update()).all()
+                rows = [row[0] if len(row) == 1 else tuple(row) for row in found]
+                done = 0
+                for row in rows:
+                    for owner, column, aad in sealed_in(row):
+                        done += _rewrap_record(keyring, owner, column, aad)
+                if done:
+                    _audit.append(session, _OPERATOR, "keys.rotate",
+                                  detail={"rewrapped": done, "records": kind})  # fmt: skip
+                rotated += done
+                if rows:
+                    last = getattr(found[-1][0], key.key)
+            if len(rows) < batch:
+                break
+    return rotated
+
+
+def _rewrap_record(keyring: Keyring, owner: Any, column: str, aad: bytes) -> int:
+    """1 when ``owner.column`` (a sealed record) was re-wrapped under the current key."""
+    record = getattr(owner, column)
+    if record is None or record["key_id"] == keyring.current.key_id:
+        return 0
+    key_id, wrapped = keyring.rewrap(record["key_id"], base64.b64decode(record["wrapped_key"]), aad)
+    rewrapped = {**record, "key_id": key_id, "wrapped_key": base64.b64encode(wrapped).decode()}
+    setattr(owner, column, rewrapped)
+    return 1
