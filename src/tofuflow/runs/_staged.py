@@ -49,7 +49,9 @@ class Runner:
     on_event: EventCallback | None = None
     cancel_event: threading.Event | None = None
     binary: Any = None
-    work_dir: str | None = None  # parent of the private working copies (default: temp)
+    # parent of the private working copies (default: $TOFUFLOW_WORK_DIR, else work/ in the
+    # cache directory; runs/_workcopy.py)
+    work_dir: str | None = None
 
 
 @dataclass(frozen=True)
