@@ -57,7 +57,7 @@ def generate(url: str, workspaces: int, runs: int, events: int) -> dict[str, flo
         for table, rows in (
             ("workspaces", _workspaces(workspaces)),
             ("runs", _runs(runs, workspaces)),
-            ("drift_reports", _drift(workspaces)),
+            ("drift_reports", _drift(workspaces, runs)),
             ("environments", _environments(workspaces)),
         ):
             started = time.perf_counter()
@@ -143,11 +143,16 @@ def _sealed() -> dict[str, str]:
             "ciphertext": base64.b64encode(os.urandom(DOCUMENT_KIB * 1024)).decode()}  # fmt: skip
 
 
-def _drift(workspaces: int) -> Any:
+def _drift(workspaces: int, runs: int) -> Any:
+    """A report per tenth workspace, naming its newest run as the one that last applied it
+    (the list shows that run's commit and pipeline)."""
     for n, i in enumerate(range(7, workspaces, 10)):  # team-07 (the reader's) has some
+        newest = i + (runs - 1 - i) // workspaces * workspaces if i < runs else None
         yield {
             "id": n + 1, "workspace": workspace_name(i), "checked_at": START,
             "checked_by": "token:tfw_bench", "status": "none", "serial": 1, "report": {},
+            "last_applied_run": None if newest is None else f"r{newest:09d}",
+            "last_applied_commit": None if newest is None else f"{newest:040x}",
         }  # fmt: skip
 
 
