@@ -126,3 +126,19 @@ def test_ctrl_c_stops_the_running_apply_and_says_how_far_it_got(
     (workdir / "slow.tf").unlink()
     again = _tofuflow("demo", "--dir", str(workdir), env=_own_data_dir(tmp_path))
     assert "Plan: 0 to add, 0 to change, 1 to destroy." in again.stdout, again.stdout
+
+
+def test_python_dash_m_tofuflow_runs_the_cli(binary: Binary) -> None:
+    # Where the console script is not on PATH (a venv not activated, `pipx run`), people
+    # reach for `python -m tofuflow`; it must be the same command, exit codes included.
+    done = subprocess.run(
+        [sys.executable, "-m", "tofuflow", "version"], capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"binary   {binary.flavor} {binary.version_string}" in done.stdout
+    usage = subprocess.run(
+        [sys.executable, "-m", "tofuflow", "plan"], capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert usage.returncode == 1 and "Usage: tofuflow plan" in usage.stderr, usage.stderr

@@ -8,6 +8,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -241,3 +243,47 @@ def test_init_proposes_a_workspace_per_var_file_when_one_configuration_serves_se
         run = planned.stdout.split("run ")[-1].split(":")[0]
         shown = _tofuflow("runs", "show", run, "--plan", cwd=repo, env=env)
         assert f'+ where = "{expected}"' in shown.stdout, shown.stdout
+
+
+# -- a server URL that answers, but not as a tofuflow control plane --------------------
+
+
+@pytest.fixture
+def other_web_server(tmp_path: Path) -> Iterator[str]:
+    """Another web server where the control plane should be (a wrong port, a proxy's
+    path that is not routed): it answers with its own HTML error pages."""
+    root = tmp_path / "www"
+    root.mkdir()
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_a_server_url_that_is_not_a_control_plane_is_named_not_dumped(
+    other_web_server: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "repo"
+    (root / "infra").mkdir(parents=True)
+    (root / "infra" / "main.tf").write_text("")
+    (root / "tofuflow.toml").write_text('[workspaces.dev]\ndirectory = "infra"\n')
+    env = {**os.environ, "TOFUFLOW_SERVER_URL": other_web_server, "TOFUFLOW_TOKEN": "tfw_x_y"}
+    for args in (["plan", "dev"], ["runs", "list"]):  # a POST (501 there) and a GET (404)
+        done = _tofuflow(*args, cwd=root, env=env)
+        assert done.returncode == 1, done.stdout
+        assert "<html" not in done.stderr.lower(), done.stderr  # not the page's source
+        (line,) = done.stderr.splitlines()
+        assert line.startswith(f"Error: {other_web_server} answered ")
+        assert "not as a tofuflow control plane" in line
+        assert "TOFUFLOW_SERVER_URL" in line, line

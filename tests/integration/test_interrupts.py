@@ -8,12 +8,16 @@ halted resource.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -100,3 +104,62 @@ def test_an_interrupted_apply_is_cancelled_with_one_line_saying_how_far_it_got(
     assert re.search(replan, again.stdout), again.stdout
     assert again.stdout.count("(tainted)") == tainted, again.stdout
     assert "".join(seen).count("Creation complete") >= 2
+
+
+@contextlib.contextmanager
+def _hanging_state_server() -> Iterator[tuple[int, threading.Event, threading.Event]]:
+    """A TCP port that accepts and never answers (a remote state behind a slow network):
+    a plan reading it waits there. ``reached`` is set at the first connection; after
+    ``release`` every connection is closed and the port stops listening."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    reached, release, held = threading.Event(), threading.Event(), []
+
+    def serve() -> None:
+        while not release.is_set():
+            with contextlib.suppress(TimeoutError):
+                held.append(listener.accept()[0])
+                reached.set()
+        for conn in held:
+            conn.close()
+        listener.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], reached, release
+    finally:
+        release.set()
+        thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_plan_says_nothing_was_applied_and_what_next(
+    project: Path, signum: int
+) -> None:
+    with _hanging_state_server() as (port, reached, release):
+        (project / "infra" / "main.tf").write_text(
+            'data "terraform_remote_state" "network" {\n  backend = "http"\n'
+            f'  config = {{ address = "http://127.0.0.1:{port}/network" }}\n}}\n'
+        )
+        plan = subprocess.Popen(
+            [*CLI, "plan", "app/dev"], cwd=project, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+        )  # fmt: skip
+        assert reached.wait(timeout=120), "the plan never read the remote state"
+        plan.send_signal(signum)  # while the binary is planning
+        time.sleep(1)
+        release.set()
+        _out, err = plan.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert plan.returncode == 1, err
+    assert "Aborted" not in err
+    # One line, not the binary's complaint that the read-only plan could not save state.
+    assert lines == [
+        "Error: interrupted: the plan of app/dev stopped before it finished, so nothing "
+        "was applied (its run is recorded cancelled); run `tofuflow plan app/dev` again"
+    ], err
+    with connect("read") as client:
+        (run,) = client.runs(workspace="app/dev")
+        locked = [w["name"] for w in client.workspaces() if w["locked"]]
+    assert run["status"] == "cancelled" and not locked

@@ -26,6 +26,7 @@ LAYERS: dict[str, float] = {
     "runs": 3, "embedded": 3, "server": 3,
     "drift": 4, "envs": 4, "stacks": 4,
     "cli": 5, "airflow": 5,
+    "__main__": 6,  # `python -m tofuflow`: calls the cli, imported by nothing
 }  # fmt: skip
 # Imports between packages of one level, each with its reason.
 SAME_LEVEL = {

@@ -192,6 +192,31 @@ def saying_how_far(
         raise click.ClickException(clean(report, line)) from err
 
 
+@contextmanager
+def saying_the_plan_stopped(
+    workspace: str, next_step: str | None = None, report: AgentReport | None = None
+) -> Iterator[None]:
+    """Ctrl-C or a cancellation while planning: one line saying that nothing was applied
+    and what next, not ``Aborted.`` nor the binary's complaint that a read-only plan
+    could not save state on its way out."""
+    from tofuflow.errors import TofuCancelledError
+
+    try:
+        yield
+    except (TofuCancelledError, KeyboardInterrupt) as err:
+        raise click.ClickException(clean(report, plan_stopped(workspace, next_step))) from err
+
+
+def plan_stopped(workspace: str, next_step: str | None = None) -> str:
+    """What an interrupted plan left: nothing applied, its run cancelled (plan_workspace
+    records that), and ``next_step`` (default: plan again)."""
+    next_step = next_step or f"run `tofuflow plan {workspace}` again"
+    return (
+        f"interrupted: the plan of {workspace} stopped before it finished, so nothing was "
+        f"applied (its run is recorded cancelled); {next_step}"
+    )
+
+
 def clean(report: AgentReport | None, text: str) -> str:
     """On an agent, user-controlled text must not carry a logging command."""
     if report is None:

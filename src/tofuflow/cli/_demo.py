@@ -11,6 +11,7 @@ import click
 
 from tofuflow.cli._common import (
     SHOWN_EVENTS,
+    plan_stopped,
     print_decision,
     print_verify,
 )
@@ -43,7 +44,12 @@ def run_demo(
             click.echo(f"directory:     {target}")
             with connect("plan", description="tofuflow demo") as planner:
                 context = detect_run_context(cwd=target).to_json()
-                outcome = plan_workspace(workspace, planner, context, runner, destroy=destroy)
+                try:
+                    outcome = plan_workspace(workspace, planner, context, runner, destroy=destroy)
+                except (TofuCancelledError, KeyboardInterrupt):
+                    again = f"run `{_again(workdir, environment, destroy)}` again"
+                    click.secho(f"error: {plan_stopped(WORKSPACE, again)}", fg="red", err=True)
+                    return 1
             click.echo("")
             click.echo(render_plan_text(outcome.plan))
             print_decision(outcome.run)

@@ -35,6 +35,7 @@ from tofuflow.cli._common import (
     project_url,
     reporting,
     saying_how_far,
+    saying_the_plan_stopped,
     wired,
 )
 from tofuflow.errors import TofuflowError
@@ -89,7 +90,10 @@ def plan(
                 if report is not None:  # no console link to an embedded plane's port
                     report.console_url = os.environ.get("TOFUFLOW_CONSOLE_URL") or url or ""
                 ws = wired(ws, project, client)
-                outcome = plan_workspace(ws, client, context, cli_runner(report), destroy=destroy)
+                with saying_the_plan_stopped(workspace, report=report):
+                    outcome = plan_workspace(
+                        ws, client, context, cli_runner(report), destroy=destroy
+                    )
     except TofuflowError as err:
         raise fail(err, report) from err
     click.echo(clean(report, render_plan_text(outcome.plan)))

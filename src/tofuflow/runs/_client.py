@@ -272,7 +272,7 @@ class ControlPlane:
             time.sleep(min(_retry_after(response), _MAX_RETRY_AFTER))
         if response.is_success:
             return response
-        raise _error(response)
+        raise _error(response, self.url)
 
 
 def _retry_after(response: httpx.Response) -> float:
@@ -282,12 +282,26 @@ def _retry_after(response: httpx.Response) -> float:
         return 1.0
 
 
-def _error(response: httpx.Response) -> errors.TofuflowError:
+def _error(response: httpx.Response, url: str) -> errors.TofuflowError:
     try:
         body = response.json()
     except ValueError:
         body = {}
+    if not isinstance(body, dict):
+        body = {}
     message = str(body.get("error") or response.text[:300] or response.reason_phrase)
+    if not body and ("html" in response.headers.get("content-type", "") or not response.text):
+        # Every refusal of the control plane is a JSON body: an HTML page or an empty body
+        # comes from another web server at that address, or a proxy in front of it.
+        message = (
+            f"{url} answered {response.request.method} {response.request.url.path} with "
+            f"{response.status_code} {response.reason_phrase}, not as a tofuflow control "
+            "plane does. Check the URL (tofuflow.toml [server] url or TOFUFLOW_SERVER_URL: "
+            "the control plane's address, also its path prefix behind a proxy) and that "
+            "the control plane behind it is running"
+        )
+        if response.status_code >= 500:
+            return errors.ServerError(message)
     if response.status_code == 401:
         return errors.AuthError(message)
     if response.status_code == 403:
