@@ -46,6 +46,7 @@ from tofuflow.tomlfile import (
     in_file_order,
     located,
     suggest,
+    syntax_fix,
     toml_key,
 )
 
@@ -190,11 +191,12 @@ def _locate(start: Path) -> Path:
 
 def _read(file: Path) -> tuple[str, dict[str, Any]]:
     label = file_label(file)
+    text = ""
     try:
         text = file.read_bytes().decode()
         return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{label}: not valid TOML: {exc}; fix the syntax there") from exc
+        raise ConfigError(f"{label}: not valid TOML: {exc}; {syntax_fix(text, exc)}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{label}: not UTF-8 text; save the file as UTF-8") from exc
     except OSError as exc:

@@ -27,11 +27,35 @@ __all__ = [
     "key_line",
     "located",
     "suggest",
+    "syntax_fix",
     "toml_key",
 ]
 
 Keys = tuple[str | int, ...]
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def syntax_fix(text: str, error: tomllib.TOMLDecodeError) -> str:
+    """What to do about a syntax error: quote a table header's name that is not a bare key
+    (``[workspaces.app/dev]``: TOML itself says only "Expected ']'"), else fix the syntax."""
+    found = re.search(r"at line (\d+)", str(error))
+    lines = text.splitlines()
+    if found and 0 < int(found.group(1)) <= len(lines):
+        header = re.fullmatch(
+            r"\s*(\[\[?)([^\[\]]+)(\]\]?)\s*(#.*)?", lines[int(found.group(1)) - 1]
+        )
+        if header:
+            opening, inner, closing = header.group(1), header.group(2), header.group(3)
+            parts = [p.strip() for p in re.findall(r'"[^"]*"|\'[^\']*\'|[^.]+', inner)]
+            bad = [p for p in parts if p[:1] not in "\"'" and not _BARE_KEY.match(p)]
+            if bad:
+                fixed = ".".join(json.dumps(p) if p in bad else p for p in parts)
+                odd = " ".join(f"'{c}'" for c in sorted({c for p in bad for c in p}) if
+                               not _BARE_KEY.match(c))  # fmt: skip
+                return (
+                    f"a name with {odd} must be quoted in a table header: {opening}{fixed}{closing}"
+                )
+    return "fix the syntax there"
 
 
 def suggest(name: str, choices: Iterable[str]) -> str:

@@ -281,6 +281,16 @@ def test_invalid_toml_is_reported_with_its_position(repo: Path) -> None:
     assert "line 1" in message and message.endswith("fix the syntax there")
 
 
+def test_an_unquoted_workspace_name_with_a_slash_is_told_to_quote_it(repo: Path) -> None:
+    # A stranger's first tofuflow.toml: TOML's own message says only "Expected ']' at the
+    # end of a table declaration", which does not say what is wrong with app/dev.
+    message = _error(repo, '[server]\nurl = "http://x"\n[workspaces.app/dev]\ndirectory = "."\n')
+    assert "line 3" in message
+    assert message.endswith(
+        "a name with '/' must be quoted in a table header: [workspaces.\"app/dev\"]"
+    ), message
+
+
 def test_all_problems_are_reported_at_once(repo: Path) -> None:
     message = _error(
         repo,

@@ -58,7 +58,12 @@ def test_defaults_keep_everything_in_the_data_dir(
             "bindings = 3\n",
             r"server.toml:1: bindings: expected an array of tables \(\[\[bindings\]\]\)",
         ),
-        ("[server\n", "not valid TOML"),
+        ("[server\n", "not valid TOML.*; fix the syntax there"),
+        (
+            "[notifications.destinations.team hook]\n",
+            r"a name with ' ' must be quoted in a table header: "
+            r'\[notifications.destinations."team hook"\]',
+        ),
     ],
 )
 def test_bad_files_name_the_key_and_the_fix(tmp_path: Path, text: str, message: str) -> None:

@@ -95,7 +95,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tofuflow.errors import ConfigError
-from tofuflow.tomlfile import Keys, as_written, dotted_key, in_file_order, located, suggest
+from tofuflow.tomlfile import (
+    Keys,
+    as_written,
+    dotted_key,
+    in_file_order,
+    located,
+    suggest,
+    syntax_fix,
+)
 
 if TYPE_CHECKING:
     from tofuflow.server.console import ConsoleSettings
@@ -479,12 +487,13 @@ _SECRET_WORDS = ("secret", "password", "passphrase", "token", "connection_string
 
 
 def _read_toml(path: Path) -> tuple[str, dict[str, Any]]:
+    text = ""
     try:
         text = path.read_bytes().decode()
         return text, tomllib.loads(text)
     except FileNotFoundError as exc:
         raise ConfigError(f"server configuration {path} does not exist") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+        raise ConfigError(f"{path} is not valid TOML: {exc}; {syntax_fix(text, exc)}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text; save the file as UTF-8") from exc
