@@ -362,7 +362,7 @@ def runs_table(rows: list[dict[str, Any]]) -> str:
         created = str(run.get("created_at") or "")[:19].replace("T", " ")
         who = str(run.get("requester_name") or run.get("requester") or "-")
         table.append((
-            str(run["id"]), created, str(run["status"]), str(run["workspace"]), who[:32],
+            str(run["id"]), created, str(run["status"]), str(run["workspace"]), _shortened(who),
             (run.get("commit") or "-")[:10], changes,
             _WRITES.get(str(run.get("state_writes")), "-"),
         ))  # fmt: skip
@@ -371,6 +371,16 @@ def runs_table(rows: list[dict[str, Any]]) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in table
     )
+
+
+def _shortened(text: str, width: int = 32) -> str:
+    """``text`` in at most ``width`` characters, cut at a word when one ends past the middle,
+    and marked ``…`` when cut."""
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    space = cut.rfind(" ")
+    return f"{cut[:space]} …" if space > width // 2 else f"{cut}…"
 
 
 @runs.command("show")
