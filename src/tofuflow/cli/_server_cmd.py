@@ -347,7 +347,16 @@ def tokens() -> None:
 @click.option("--description", default="", help="What it is for (shown in lists and the audit).")
 @click.pass_obj
 def tokens_create(config: Any, role: str, workspaces: str, ttl: str, description: str) -> None:
-    """Print a new token once; give it to the binary as TF_HTTP_PASSWORD."""
+    """Print a new token once (only its hash is kept: it cannot be shown again).
+
+    \b
+    Hand it to what uses it, in the pipeline's secret store:
+      tofuflow plan / apply      TOFUFLOW_PLAN_TOKEN, TOFUFLOW_APPLY_TOKEN
+                                 (or TOFUFLOW_TOKEN for every stage)
+      the binary's http backend  TF_HTTP_PASSWORD
+    Where the pipeline has an OIDC identity, [[bindings]] can grant it instead
+    (no token to store; docs/identity.md).
+    """
     from tofuflow.server.admin import create_token
 
     try:
