@@ -28,7 +28,7 @@ from tofuflow.airflow._runs import WAITING, plan_run, read_outputs, run_summary
 from tofuflow.airflow.hooks import sensitive_reference
 from tofuflow.airflow.links import TofuflowRunLink
 from tofuflow.errors import PlanStaleError
-from tofuflow.runs import INTERRUPTED, apply_run
+from tofuflow.runs import INTERRUPTED, apply_run, lock_warning
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -528,3 +528,5 @@ def _log_decision(log: Any, run: Mapping[str, Any]) -> None:
     for key in ("denies", "approval_reasons", "warnings"):
         for line in decision.get(key) or []:
             log.info("  %s: %s", key.rstrip("s").replace("_", " "), line)
+    if warning := lock_warning(run):
+        log.warning("%s", warning)

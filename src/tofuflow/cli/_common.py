@@ -304,6 +304,10 @@ def print_decision(run: Mapping[str, Any], report: AgentReport | None = None) ->
         click.secho(clean(report, f"warning: {message}"), fg="yellow")
     for message in decision.get("approval_reasons", []):
         click.echo(clean(report, f"needs approval: {message}"))
+    from tofuflow.runs import lock_warning
+
+    if warning := lock_warning(run):
+        click.secho(clean(report, f"warning: {warning}"), fg="yellow")
     click.echo(f"run {run['id']}: {run['status']} (policy: {decision.get('outcome', '-')})")
 
 

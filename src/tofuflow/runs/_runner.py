@@ -320,6 +320,33 @@ def interrupted_summary(run: Mapping[str, Any], next_step: str | None = None) ->
     return f"interrupted: {done}, {saved}; {next_step} (run {run['id']} is {run['status']})"
 
 
+def lock_warning(run: Mapping[str, Any]) -> str | None:
+    """What a plan of a locked workspace tells the planner (the control plane returns the
+    lock with its decision): who holds it, that the apply waits for it, and how a dead
+    holder's lock is released. None when the workspace was not locked."""
+    lock = run.get("workspace_lock")
+    if not lock:
+        return None
+    name = run["workspace"]
+    pending = run.get("status") in ("approved", "needs_approval")
+    applies = "this run's apply" if pending else "an apply"
+    return (
+        f"{name}: the state is locked by {_holder(lock)}; {applies} cannot start until it is "
+        f"released. If that run is still going, wait for it (`tofuflow runs list --workspace "
+        f"{name}`); if its process is gone, an admin releases the lock with `tofuflow unlock "
+        f"{name}`."
+    )
+
+
+def _holder(lock: Mapping[str, Any]) -> str:
+    """``token:… since 2026-12-06 01:00:00 UTC (ci@agent-7, OperationTypeApply)``."""
+    holder = str(lock.get("held_by") or "an unknown holder")
+    if lock.get("since"):
+        holder += f" since {shown_time(lock['since'])}"
+    details = [str(lock[key]) for key in ("who", "operation") if lock.get(key)]
+    return holder + (f" ({', '.join(details)})" if details else "")
+
+
 def _locked(exc: StateLockedError, name: str, control_plane: ControlPlane) -> StateLockedError:
     """The lock error with the holder as the control plane knows it (the binary's http
     backend describes its own lock attempt) and the CLI commands that clear a dead one."""
@@ -328,9 +355,7 @@ def _locked(exc: StateLockedError, name: str, control_plane: ControlPlane) -> St
         for row in control_plane.workspaces():
             lock = row.get("lock") or {}
             if row.get("name") == name and lock:
-                holder = f"{lock.get('held_by')} since {shown_time(lock.get('since'))}"
-                if lock.get("who"):
-                    holder += f" ({lock['who']}, {lock.get('operation')})"
+                holder = _holder(lock)
     return StateLockedError(
         f"{name}: the state is locked by {holder}. Wait for that run to finish (`tofuflow "
         f"runs list --workspace {name}`); if its process is gone, an admin releases the "

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from tofuflow.errors import BadRequestError, NotFoundError
 from tofuflow.server import _audit
+from tofuflow.server._locks import lock_view
 from tofuflow.server._paging import Page, decode_cursor, fill_page, grant_filter
 from tofuflow.server._run_rules import _requester_name
 from tofuflow.server._state import RequestContext
@@ -39,7 +40,7 @@ class DriftService:
             applied = last_applied(session, workspace)
             # A planner cannot see who holds a lock anywhere else (the listing says only
             # "locked"), and a check on a locked workspace must name the holder.
-            stored = {**report, "lock": _lock(ws)}
+            stored = {**report, "lock": lock_view(ws)}
             row = DriftReport(
                 workspace=workspace, checked_by=ctx.principal.subject, status=status,
                 serial=ws.serial if ws else None, report=stored,
@@ -106,22 +107,6 @@ def last_applied(session: Session, workspace: str) -> Run | None:
         .limit(1)
     )
     return session.scalars(query).first()
-
-
-def _lock(ws: Workspace | None) -> dict[str, Any] | None:
-    if ws is None or ws.lock_id is None:
-        return None
-    info = ws.lock_info or {}
-
-    def text(key: str) -> str | None:  # the binary's LockInfo is the client's JSON
-        value = info.get(key)
-        return str(value)[:200] if value is not None else None
-
-    return {
-        "id": ws.lock_id, "held_by": ws.locked_by,
-        "since": ws.locked_at.isoformat() if ws.locked_at else None,
-        "who": text("Who"), "operation": text("Operation"), "info": text("Info"),
-    }  # fmt: skip
 
 
 def _view(row: DriftReport, applied: Run | None) -> dict[str, Any]:

@@ -22,6 +22,7 @@ __all__ = [
     "check_lock_owner",
     "check_unlock",
     "lock_id_of",
+    "lock_view",
 ]
 
 MAX_LOCK_ID = 128
@@ -111,3 +112,22 @@ def check_unlock(ws: WorkspaceRow, principal: Principal, lock_id: str) -> bool:
             f"lock ID {lock_id} does not match the lock held on {ws.name}", ws.lock_info
         )
     return True
+
+
+def lock_view(ws: Any) -> dict[str, Any] | None:
+    """The lock a ``Workspace`` row holds, as drift reports and plan decisions show it to
+    the planner (who cannot list other locks' holders): id, holder, since, and the
+    binary's Who / Operation / Info, each cut to 200 characters. None when unlocked."""
+    if ws is None or ws.lock_id is None:
+        return None
+    info = ws.lock_info or {}
+
+    def text(key: str) -> str | None:  # the binary's LockInfo is the client's JSON
+        value = info.get(key)
+        return str(value)[:200] if value is not None else None
+
+    return {
+        "id": ws.lock_id, "held_by": ws.locked_by,
+        "since": ws.locked_at.isoformat() if ws.locked_at else None,
+        "who": text("Who"), "operation": text("Operation"), "info": text("Info"),
+    }  # fmt: skip

@@ -28,6 +28,7 @@ from tofuflow.errors import (
     TofuflowError,
 )
 from tofuflow.server import _audit
+from tofuflow.server._locks import lock_view
 from tofuflow.server._packing import pack_state, unpack_state
 from tofuflow.server._paging import Page, cursor_time, decode_cursor, fill_page, grant_filter
 from tofuflow.server._run_context import verified_context
@@ -206,7 +207,10 @@ class RunService:
                 session, ctx, run, "run.policy_decided",
                 {**run.decision, "plan_digest": run.plan_digest},
             )  # fmt: skip
-            return _view(run)
+            # A lock left by a killed apply would surface only when this run's apply
+            # starts: the planner hears of it now, with the holder (as drift shows it).
+            ws = session.scalars(select(Workspace).where(Workspace.name == run.workspace)).first()
+            return {**_view(run), "workspace_lock": lock_view(ws)}
 
     def approve(self, ctx: RequestContext, run_id: str, comment: str) -> dict[str, Any]:
         with self._tx() as session:

@@ -1,0 +1,64 @@
+"""A plan of a locked workspace says so: the lock would otherwise surface only at apply."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from _services.fixtures import make_token
+from _services.server import RunningServer
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
+
+
+@pytest.mark.binary
+def test_a_plan_of_a_workspace_whose_lock_a_killed_apply_left_warns_and_says_what_to_do(
+    tmp_path: Path, state_server: RunningServer
+) -> None:
+    # A killed apply left its lock. The plan (read-only, -lock=false) went through, was
+    # approved, and only its apply found the lock: a pipeline's plan stage is where the
+    # person is looking.
+    repo = tmp_path / "repo"
+    shutil.copytree(FIXTURES / "configs" / "app", repo / "infra")
+    (repo / "tofuflow.toml").write_text(
+        f'[server]\nurl = "{state_server.url}"\n'
+        '[workspaces."app/dev"]\ndirectory = "infra"\nvariables = { items = ["a"] }\n'
+    )
+    info = {"ID": "6c1e-lock", "Operation": "OperationTypeApply", "Who": "ci@agent-7",
+            "Version": "1.11.4", "Created": "2026-12-06T01:00:00Z", "Path": ""}  # fmt: skip
+    applier = make_token(state_server, "applier", "app/*")
+    locked = httpx.request("LOCK", state_server.state_url("app/dev") + "/lock", json=info,
+                           headers={"Authorization": f"Bearer {applier}"})  # fmt: skip
+    assert locked.status_code == 200, locked.text
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"),
+           "TOFUFLOW_PLAN_TOKEN": make_token(state_server, "planner", "app/*")}  # fmt: skip
+    for name in ("TOFUFLOW_SERVER_URL", "TOFUFLOW_TOKEN", "TOFUFLOW_SERVER_CONFIG"):
+        env.pop(name, None)
+    planned = subprocess.run([*CLI, "plan", "app/dev"], cwd=repo, env=env, capture_output=True,
+                             text=True, timeout=300, check=False)  # fmt: skip
+    assert planned.returncode == 2, planned.stderr  # the plan itself still works
+    warning = next(
+        (line for line in planned.stdout.splitlines() if line.startswith("warning: app/dev")),
+        None,
+    )
+    assert warning is not None, planned.stdout
+    assert "the state is locked by token:" in warning
+    assert "(ci@agent-7, OperationTypeApply)" in warning
+    assert "this run's apply cannot start until it is released" in warning
+    assert "`tofuflow unlock app/dev`" in warning
+
+    # Unlocked, the next plan says nothing of a lock.
+    unlocked = httpx.request("UNLOCK", state_server.state_url("app/dev") + "/lock", json=info,
+                             headers={"Authorization": f"Bearer {applier}"})  # fmt: skip
+    assert unlocked.status_code == 200, unlocked.text
+    again = subprocess.run([*CLI, "plan", "app/dev"], cwd=repo, env=env, capture_output=True,
+                           text=True, timeout=300, check=False)  # fmt: skip
+    assert again.returncode == 2, again.stderr
+    assert "locked" not in again.stdout, again.stdout
