@@ -3,6 +3,7 @@ stops it with the file, the line and the fix; `tofuflow init` writes a tofuflow.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -287,3 +288,39 @@ def test_a_server_url_that_is_not_a_control_plane_is_named_not_dumped(
         assert line.startswith(f"Error: {other_web_server} answered ")
         assert "not as a tofuflow control plane" in line
         assert "TOFUFLOW_SERVER_URL" in line, line
+
+
+def test_a_server_address_that_drops_connections_fails_in_seconds_not_minutes(
+    tmp_path: Path,
+) -> None:
+    # A firewall that drops packets, or a host that is down: the connection never
+    # completes. The client waited its whole 120 s request timeout, silently, per request.
+    import socket
+    import time
+
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)  # never accepted: once its queue is full, new connections get no answer
+    port = full.getsockname()[1]
+    queued = []
+    for _ in range(3):
+        client = socket.socket()
+        client.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            client.connect(("127.0.0.1", port))
+        queued.append(client)
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "TOFUFLOW_SERVER_URL": url, "TOFUFLOW_TOKEN": "tfw_x_y"}
+    try:
+        started = time.monotonic()
+        done = _tofuflow("runs", "list", cwd=tmp_path, env=env)
+        elapsed = time.monotonic() - started
+    finally:
+        for client in (*queued, full):
+            client.close()
+    assert done.returncode == 1, done.stdout
+    assert elapsed < 60, elapsed
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"Error: cannot reach the control plane at {url}: "), line
+    assert "no answer to the connection within 15 s" in line, line
+    assert "TOFUFLOW_SERVER_URL" in line, line

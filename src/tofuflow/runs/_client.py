@@ -30,6 +30,10 @@ _BY_CODE: dict[str, type[errors.RequestError]] = {
 }
 _PAGE = 1000  # the server's largest page (MAX_PAGE in tofuflow.server._paging)
 
+# A connection the network drops never completes: fail in seconds, not after the whole
+# request timeout (several TCP SYN retries fit in it).
+_CONNECT_TIMEOUT = 15.0
+
 
 class ControlPlane:
     """One identity's view of a control plane.
@@ -57,8 +61,9 @@ class ControlPlane:
         self._refresh = refresh
         self._refresh_lock = threading.Lock()
         self._http = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
-        )
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(timeout, connect=min(timeout, _CONNECT_TIMEOUT)),
+        )  # fmt: skip
 
     def close(self) -> None:
         self._http.close()
@@ -73,8 +78,9 @@ class ControlPlane:
             return self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise errors.UnreachableError(
-                f"cannot reach the control plane at {self.url}: {exc}. Check the URL "
-                "(tofuflow.toml [server] url or TOFUFLOW_SERVER_URL) and that it is running"
+                f"cannot reach the control plane at {self.url}: {_why(exc, self._http)}. "
+                "Check the URL (tofuflow.toml [server] url or TOFUFLOW_SERVER_URL) and that "
+                "it is running"
             ) from exc
 
     def _renew_token(self, refresh: Callable[[], str], stale: str) -> None:
@@ -273,6 +279,18 @@ class ControlPlane:
         if response.is_success:
             return response
         raise _error(response, self.url)
+
+
+def _why(exc: httpx.HTTPError, http: httpx.Client) -> str:
+    """The transport error as a person reads it (httpx says only "timed out")."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return (
+            f"no answer to the connection within {http.timeout.connect:g} s (a firewall "
+            "dropping it, a host that is down, or a wrong address)"
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return f"connected, but no answer within {http.timeout.read:g} s"
+    return str(exc)
 
 
 def _retry_after(response: httpx.Response) -> float:
