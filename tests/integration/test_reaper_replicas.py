@@ -110,11 +110,14 @@ def test_replicas_sharing_a_database_elect_one_checkpoint_signer(
             for _ in range(4):
                 make_token(one, "reader")  # an audited event on each tick
                 time.sleep(1)
+            # The leader's next tick covers the last event (the other replica's never do).
+            newest, deadline = _newest_event(one), time.monotonic() + 10
+            while (_latest_event(one) or 0) < newest and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert _latest_event(one) == newest
             working = [keeper for keeper in keepers if keeper.calls]
             assert len(working) == 1, [keeper.calls for keeper in keepers]
             leader = keepers.index(working[0])
-            latest = one.app.state.checkpoints.store.latest()
-            assert latest is not None and latest["event_id"] >= _newest_event(one)
             # The leader stops (a rolling upgrade): the other signs from its next tick on.
             signers[leader].stop()
             follower = keepers[1 - leader]
@@ -126,6 +129,12 @@ def test_replicas_sharing_a_database_elect_one_checkpoint_signer(
         finally:
             for signer in signers:
                 signer.stop()
+
+
+def _latest_event(server: Any) -> int | None:
+    """The newest event the newest stored checkpoint covers."""
+    latest = server.app.state.checkpoints.store.latest()
+    return None if latest is None else int(latest["event_id"])
 
 
 def _newest_event(server: Any) -> int:
