@@ -41,6 +41,18 @@ def _config(tmp_path: Path, keys: str = "") -> Path:
     return path
 
 
+def _rotating_config(tmp_path: Path) -> tuple[Path, Path]:
+    """The configuration with a new current key and the server's first key as previous
+    (step 1 of rotation), and the new key's path."""
+    old_key = tmp_path / "data" / "keys" / "local.key"
+    new_key = tmp_path / "new.key"
+    return _config(
+        tmp_path,
+        f'[keys.current]\nkind = "local"\npath = "{new_key}"\n'
+        f'[[keys.previous]]\nkind = "local"\npath = "{old_key}"\n',
+    ), new_key
+
+
 def test_tokens_created_listed_and_revoked_from_the_cli(tmp_path: Path) -> None:
     config = _config(tmp_path)
     created = _cli("server", "tokens", "create", "--role", "applier", "--workspaces", "app/*",
@@ -82,13 +94,7 @@ def test_keys_rotate_rewraps_every_version_and_the_old_key_can_then_go(tmp_path:
                 server.state_url("app/rot"), content=_state(serial, lineage), headers=headers
             )
             assert response.status_code == 200
-    old_key = tmp_path / "data" / "keys" / "local.key"
-    new_key = tmp_path / "new.key"
-    rotated = _config(
-        tmp_path,
-        f'[keys.current]\nkind = "local"\npath = "{new_key}"\n'
-        f'[[keys.previous]]\nkind = "local"\npath = "{old_key}"\n',
-    )
+    rotated, new_key = _rotating_config(tmp_path)
     # New key current, old key still readable: the server keeps serving during rotation.
     with process_server(rotated, free_port(), tmp_path / "log") as server:
         done = _cli("server", "keys", "rotate", config=rotated)
@@ -136,13 +142,7 @@ def test_keys_rotate_rewraps_snapshots_and_apply_logs_too(tmp_path: Path) -> Non
         database.dispose()
         logged = api.post(f"/v1/runs/{run_id}/log", content="Apply complete!\n")
         assert logged.status_code == 200, logged.text
-    old_key = tmp_path / "data" / "keys" / "local.key"
-    new_key = tmp_path / "new.key"
-    rotated = _config(
-        tmp_path,
-        f'[keys.current]\nkind = "local"\npath = "{new_key}"\n'
-        f'[[keys.previous]]\nkind = "local"\npath = "{old_key}"\n',
-    )
+    rotated, new_key = _rotating_config(tmp_path)
     done = _cli("server", "keys", "rotate", config=rotated)
     assert done.returncode == 0, done.stderr
     assert "re-wrapped 2 data keys" in done.stdout, done.stdout
