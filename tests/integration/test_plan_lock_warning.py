@@ -54,6 +54,18 @@ def test_a_plan_of_a_workspace_whose_lock_a_killed_apply_left_warns_and_says_wha
     assert "this run's apply cannot start until it is released" in warning
     assert "`tofuflow unlock app/dev`" in warning
 
+    # On an Azure Pipelines agent it is a warning issue: the stage ends
+    # SucceededWithIssues, so the build summary shows it, not only the log.
+    (tmp_path / "agent").mkdir()  # the agent's temporary directory, as the agent makes it
+    agent = {**env, "TF_BUILD": "True", "AGENT_TEMPDIRECTORY": str(tmp_path / "agent")}
+    on_agent = subprocess.run([*CLI, "plan", "app/dev"], cwd=repo, env=agent,
+                              capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert on_agent.returncode == 2, on_agent.stderr
+    issue = "##vso[task.logissue type=warning]app/dev: the state is locked by token:"
+    issues = [line for line in on_agent.stdout.splitlines() if line.startswith(issue)]
+    assert len(issues) == 1, on_agent.stdout
+    assert "##vso[task.complete result=SucceededWithIssues;]" in on_agent.stdout
+
     # Unlocked, the next plan says nothing of a lock.
     unlocked = httpx.request("UNLOCK", state_server.state_url("app/dev") + "/lock", json=info,
                              headers={"Authorization": f"Bearer {applier}"})  # fmt: skip

@@ -275,6 +275,11 @@ class AgentReport:
         self.log.log_issue("error", text)
         self.log.complete("Failed", _first_line(text))
 
+    def warn(self, message: str) -> None:
+        """A warning issue (the build summary shows it); the stage ends SucceededWithIssues."""
+        self.warnings += 1
+        self.log.log_issue("warning", message)
+
     # --------------------------------------------------------------- outcomes
 
     def planned(self, workspace: str, run: Mapping[str, Any], plan: Plan) -> None:

@@ -307,7 +307,10 @@ def print_decision(run: Mapping[str, Any], report: AgentReport | None = None) ->
     from tofuflow.runs import lock_warning
 
     if warning := lock_warning(run):
-        click.secho(clean(report, f"warning: {warning}"), fg="yellow")
+        if report is not None:
+            report.warn(warning)  # logissue: escaped, shown in the build summary
+        else:
+            click.secho(f"warning: {warning}", fg="yellow")
     click.echo(f"run {run['id']}: {run['status']} (policy: {decision.get('outcome', '-')})")
 
 
