@@ -18,6 +18,11 @@ FIXTURES = Path(__file__).parent.parent / "fixtures"
 CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
 
 
+def _plan(repo: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, "plan", "app/dev"], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)  # fmt: skip
+
+
 @pytest.mark.binary
 def test_a_plan_of_a_workspace_whose_lock_a_killed_apply_left_warns_and_says_what_to_do(
     tmp_path: Path, state_server: RunningServer
@@ -41,8 +46,7 @@ def test_a_plan_of_a_workspace_whose_lock_a_killed_apply_left_warns_and_says_wha
            "TOFUFLOW_PLAN_TOKEN": make_token(state_server, "planner", "app/*")}  # fmt: skip
     for name in ("TOFUFLOW_SERVER_URL", "TOFUFLOW_TOKEN", "TOFUFLOW_SERVER_CONFIG"):
         env.pop(name, None)
-    planned = subprocess.run([*CLI, "plan", "app/dev"], cwd=repo, env=env, capture_output=True,
-                             text=True, timeout=300, check=False)  # fmt: skip
+    planned = _plan(repo, env)
     assert planned.returncode == 2, planned.stderr  # the plan itself still works
     warning = next(
         (line for line in planned.stdout.splitlines() if line.startswith("warning: app/dev")),
@@ -58,8 +62,7 @@ def test_a_plan_of_a_workspace_whose_lock_a_killed_apply_left_warns_and_says_wha
     # SucceededWithIssues, so the build summary shows it, not only the log.
     (tmp_path / "agent").mkdir()  # the agent's temporary directory, as the agent makes it
     agent = {**env, "TF_BUILD": "True", "AGENT_TEMPDIRECTORY": str(tmp_path / "agent")}
-    on_agent = subprocess.run([*CLI, "plan", "app/dev"], cwd=repo, env=agent,
-                              capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    on_agent = _plan(repo, agent)
     assert on_agent.returncode == 2, on_agent.stderr
     issue = "##vso[task.logissue type=warning]app/dev: the state is locked by token:"
     issues = [line for line in on_agent.stdout.splitlines() if line.startswith(issue)]
@@ -70,7 +73,6 @@ def test_a_plan_of_a_workspace_whose_lock_a_killed_apply_left_warns_and_says_wha
     unlocked = httpx.request("UNLOCK", state_server.state_url("app/dev") + "/lock", json=info,
                              headers={"Authorization": f"Bearer {applier}"})  # fmt: skip
     assert unlocked.status_code == 200, unlocked.text
-    again = subprocess.run([*CLI, "plan", "app/dev"], cwd=repo, env=env, capture_output=True,
-                           text=True, timeout=300, check=False)  # fmt: skip
+    again = _plan(repo, env)
     assert again.returncode == 2, again.stderr
     assert "locked" not in again.stdout, again.stdout

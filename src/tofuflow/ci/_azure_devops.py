@@ -308,8 +308,7 @@ class AgentReport:
         self._tags(workspace, run_id)
 
         for message in decision.get("warnings", []) or []:
-            self.warnings += 1
-            self.log.log_issue("warning", f"policy: {message}")
+            self.warn(f"policy: {message}")
         denies = list(decision.get("denies", []) or [])
         for message in denies:
             self.log.log_issue("error", f"policy denied: {message}")
@@ -345,8 +344,7 @@ class AgentReport:
             link = self._link(str(run["id"]))
             problem = pull_request.post_plan(workspace, markdown, run, link)
         if problem:
-            self.warnings += 1
-            self.log.log_issue("warning", f"plan not posted to the pull request: {problem}")
+            self.warn(f"plan not posted to the pull request: {problem}")
 
     def _link(self, run_id: str) -> str | None:
         """The run's console page, when a console URL is known (not an embedded plane's)."""

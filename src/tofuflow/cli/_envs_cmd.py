@@ -79,14 +79,14 @@ def env_create(
                 ws, name, client, ttl_seconds=seconds, owner=owner or getpass.getuser(),
                 variables=extra, context=context,
             )  # fmt: skip
-            click.echo(f"environment {name}: registered from {source}, expires "
-                       f"{_when(created['expires_at'])} (in {_span(seconds)}; owner "
-                       f"{created['owner']})")  # fmt: skip
+            expires = shown_time(created["expires_at"], seconds=False)
+            click.echo(f"environment {name}: registered from {source}, expires {expires} "
+                       f"(in {_span(seconds)}; owner {created['owner']})")  # fmt: skip
             if no_apply:
                 return
             stays = (
-                f"environment {name} stays until {_when(created['expires_at'])}, when the "
-                f"reaper destroys it; `tofuflow env destroy {name}` removes it now"
+                f"environment {name} stays until {expires}, when the reaper destroys it; "
+                f"`tofuflow env destroy {name}` removes it now"
             )
             with saying_how_far(lambda: _last_run(client, name), stays):
                 run = deploy_environment(name, client, cli_runner(None), context=context, base=ws)
@@ -144,7 +144,7 @@ def env_extend(name: str, ttl: str, project_path: Path | None) -> None:
         raise fail(err) from err
     left = row.get("ttl_left_seconds")
     after = f" (in {_span(left)})" if isinstance(left, int) else ""
-    click.echo(f"environment {name}: expires {_when(row['expires_at'])}{after}")
+    click.echo(f"environment {name}: expires {shown_time(row['expires_at'], seconds=False)}{after}")
 
 
 @env.command("destroy")
@@ -297,8 +297,3 @@ def _span(seconds: int) -> str:
                 text += f"{rest}{next_unit}" if rest else ""
             return text
     return "0s"
-
-
-def _when(moment: str) -> str:
-    """An ISO time from the server, as a person reads a deadline: ``2026-12-05 18:31 UTC``."""
-    return shown_time(moment, seconds=False)

@@ -213,10 +213,6 @@ class CheckpointSigner:
     leader: Leader
     stopping: threading.Event
 
-    @property
-    def holder(self) -> str:
-        return self.leader.holder
-
     def stop(self) -> None:
         """Stop the thread, then hand the lease back so another replica signs from its next
         tick on."""

@@ -70,10 +70,7 @@ class WorkspacePolicy:
 
 
 def _lapsed(moment: dt.datetime | None) -> bool:
-    if moment is None:
-        return False
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-    return moment <= utcnow()
+    return moment is not None and moment <= utcnow()
 
 
 # Only what a session needs, in one plain statement: every state request of an apply comes
@@ -95,7 +92,6 @@ def session_principal(engine: Engine, token: str) -> Principal:
     if not hmac.compare_digest(digest, run.session_hash):
         raise AuthError("invalid apply-session token")
     expires = run.session_expires_at
-    expires = expires if expires.tzinfo else expires.replace(tzinfo=dt.UTC)
     if run.status != "applying" or expires <= utcnow() or _lapsed(run.lease_expires_at):
         raise AuthError(f"the apply session of run {run_id} has ended")
     return Principal(

@@ -595,9 +595,7 @@ class RunService:
     def _require_valid_approval(self, session: Session, run: Run) -> None:
         now = utcnow()
         for approval in session.scalars(select(Approval).where(Approval.run_id == run.id)):
-            expires = approval.expires_at
-            expires = expires if expires.tzinfo else expires.replace(tzinfo=dt.UTC)
-            if expires > now:
+            if approval.expires_at > now:
                 return
         raise ConflictError(
             f"the approval of run {run.id} expired: plan again (`tofuflow plan`) and have "

@@ -135,7 +135,8 @@ def _rotate_records(engine: Engine, keyring: Keyring, batch: int) -> int:
     from tofuflow.server._envs import environment_aad
     from tofuflow.server._run_rules import run_aad
 
-    def runs(run: Run) -> list[tuple[Any, str, bytes]]:
+    def runs(row: Any) -> list[tuple[Any, str, bytes]]:
+        (run,) = row
         return [(run, "artifact", run_aad(run, "artifact")),
                 (run, "plan_document", run_aad(run, "plan"))]  # fmt: skip
 
@@ -143,7 +144,8 @@ def _rotate_records(engine: Engine, keyring: Keyring, batch: int) -> int:
         log, run = row
         return [(log, "sealed", run_aad(run, f"log:{log.seq}"))]
 
-    def environments(env: Environment) -> list[tuple[Any, str, bytes]]:
+    def environments(row: Any) -> list[tuple[Any, str, bytes]]:
+        (env,) = row
         return [(env, "snapshot", environment_aad(env.name))]
 
     kinds: list[tuple[str, Any, Any, Callable[[Any], list[tuple[Any, str, bytes]]]]] = [
@@ -159,18 +161,17 @@ def _rotate_records(engine: Engine, keyring: Keyring, batch: int) -> int:
         while True:
             with write_session(engine) as session:
                 page = query if last is None else query.where(key > last)
-                found = session.execute(page.order_by(key).limit(batch).with_for_update()).all()
-                rows = [row[0] if len(row) == 1 else tuple(row) for row in found]
-                done = 0
-                for row in rows:
-                    for owner, column, aad in sealed_in(row):
-                        done += _rewrap_record(keyring, owner, column, aad)
+                rows = session.execute(page.order_by(key).limit(batch).with_for_update()).all()
+                done = sum(
+                    _rewrap_record(keyring, owner, column, aad)
+                    for row in rows for owner, column, aad in sealed_in(row)
+                )  # fmt: skip
                 if done:
                     _audit.append(session, _OPERATOR, "keys.rotate",
                                   detail={"rewrapped": done, "records": kind})  # fmt: skip
                 rotated += done
                 if rows:
-                    last = getattr(found[-1][0], key.key)
+                    last = getattr(rows[-1][0], key.key)
             if len(rows) < batch:
                 break
     return rotated

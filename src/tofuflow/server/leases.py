@@ -26,9 +26,7 @@ def acquire(engine: Engine, name: str, holder: str, ttl: dt.timedelta) -> bool:
             if lease is None:
                 session.add(Lease(name=name, holder=holder, expires_at=now + ttl))
                 return True
-            expires = lease.expires_at
-            expires = expires if expires.tzinfo else expires.replace(tzinfo=dt.UTC)
-            if lease.holder != holder and expires > now:
+            if lease.holder != holder and lease.expires_at > now:
                 return False
             lease.holder, lease.expires_at = holder, now + ttl
             return True
