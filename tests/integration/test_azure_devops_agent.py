@@ -224,6 +224,32 @@ def test_an_invalid_configuration_is_an_issue_with_file_line_and_column(
     _assert_no_secret(planned)
 
 
+def test_an_agent_temp_directory_that_does_not_exist_is_a_one_line_error_naming_it(
+    tmp_path: Path, ado: AdoOidcEndpoint, binary: Binary
+) -> None:
+    # The variable set by hand (a job container without the agent's mount, a copied
+    # environment): the stage's credentials belong only where the agent cleans them.
+    del binary
+    repo = _project(tmp_path, "ado_app")
+    missing = tmp_path / "agent-temp-gone"
+    env = {**_agent_env(tmp_path, ado, "plan"), "AGENT_TEMPDIRECTORY": str(missing)}
+    planned = _run("plan", WORKSPACE, cwd=repo, env=env)
+    assert planned.returncode == 1, planned.stdout + planned.stderr
+    assert "Traceback" not in planned.stderr, planned.stderr
+    (issue,) = _command(planned.stdout, "##vso[task.logissue type=error]")
+    assert f"AGENT_TEMPDIRECTORY is {missing}, which is not a directory" in issue, issue
+    assert "Create it, or unset AGENT_TEMPDIRECTORY to use the system temporary" in issue
+    _assert_no_injection(planned, "Failed")
+    assert not missing.exists()  # not made behind the agent's back
+    # Off the agent the same one line, on stderr.
+    env.pop("TF_BUILD")
+    local = _run("plan", WORKSPACE, cwd=repo, env=env)
+    assert local.returncode == 1, local.stdout + local.stderr
+    (line,) = local.stderr.strip().splitlines()
+    assert line.startswith(f"Error: AGENT_TEMPDIRECTORY is {missing}, which is not a "), line
+    assert not missing.exists()
+
+
 # -- sensitive values ---------------------------------------------------------------
 
 SENSITIVE_CANARY = "ado-sensitive-canary-5d1f0b7e"

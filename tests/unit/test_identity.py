@@ -413,6 +413,23 @@ def test_the_private_dir_defaults_to_the_agents_temp_directory(tmp_path: Path) -
         assert creds.files[0].is_relative_to(tmp_path)
 
 
+def test_a_ci_temp_directory_that_is_no_directory_is_named_not_replaced(tmp_path: Path) -> None:
+    # The system temp directory would keep the credentials of a killed process: no fallback.
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for name, value in (("RUNNER_TEMP", tmp_path / "gone"), ("AGENT_TEMPDIRECTORY", a_file)):
+        env = {**static_env(jwt_like()), name: str(value)}
+        with pytest.raises(ConfigError) as caught:
+            enter(stage_credentials(None, env=env))
+        assert str(caught.value) == (
+            f"{name} is {value}, which is not a directory: tofuflow creates each stage's "
+            "private credential directory under it, because the CI removes it even if "
+            f"tofuflow is killed. Create it, or unset {name} to use the system temporary "
+            "directory"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
 def test_static_source_hides_its_token() -> None:
     source = StaticTokenSource("eyJhbGciOi.secret.value")
     assert "secret" not in repr(source) and source.kind == "static-dev"

@@ -35,6 +35,7 @@ import httpx
 
 from tofuflow.ci import escape_message as vso_escape
 from tofuflow.ci import on_agent
+from tofuflow.errors import ConfigError
 from tofuflow.identity._claims import check_not_expired
 from tofuflow.identity._config import Table
 from tofuflow.identity._credentials import Credentials
@@ -179,7 +180,7 @@ def stage_credentials(
             redactor.add(secret)
         announce(secret)
 
-    base = base_dir or env.get("AGENT_TEMPDIRECTORY") or env.get("RUNNER_TEMP") or None
+    base = base_dir or _ci_temp_dir(env)
     with private_dir(base) as workdir:
         credentials = identity.issue(workdir, protect=protect)
         refresher = TokenRefresher(
@@ -187,6 +188,30 @@ def stage_credentials(
         )
         with refresher.start(_current_token(credentials)):
             yield credentials
+
+
+# The CI's temporary directory, which it removes even if this process is killed.
+_CI_TEMP_VARIABLES = ("AGENT_TEMPDIRECTORY", "RUNNER_TEMP")
+
+
+def _ci_temp_dir(env: Mapping[str, str]) -> str | None:
+    """The first of ``_CI_TEMP_VARIABLES`` set, or None (the system temp directory).
+
+    One naming no directory is an error, not a fallback: credentials written to the
+    system temp directory would outlive a killed process there."""
+    for name in _CI_TEMP_VARIABLES:
+        value = env.get(name)
+        if not value:
+            continue
+        if not os.path.isdir(value):
+            raise ConfigError(
+                f"{name} is {value}, which is not a directory: tofuflow creates each stage's "
+                "private credential directory under it, because the CI removes it even if "
+                f"tofuflow is killed. Create it, or unset {name} to use the system temporary "
+                "directory"
+            )
+        return value
+    return None
 
 
 def _current_token(credentials: Credentials) -> str:
