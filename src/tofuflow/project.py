@@ -142,11 +142,9 @@ class Project:
                 f"{label}: no workspaces are defined; add a [workspaces.{toml_key(name)}] table "
                 'with directory = "<path to the configuration>"'
             )
-        defined = ", ".join(sorted(self.workspaces))
-        raise ConfigError(
-            f"{label}: workspace {name!r} is not defined{suggest(name, self.workspaces)}; "
-            f"defined: {defined}"
-        )
+        defined = f"defined: {', '.join(sorted(self.workspaces))}"
+        hint = suggest(name, self.workspaces, defined) or f"; {defined}"
+        raise ConfigError(f"{label}: workspace {name!r} is not defined{hint}")
 
 
 def load_project(path: Path | str | None = None) -> Project:
@@ -389,12 +387,12 @@ class _Parser:
     def backend(self, keys: Keys, value: object) -> Backend:
         if value is None or value in _BACKENDS:
             return "own" if value == "own" else "tofuflow"
-        hint = suggest(value, _BACKENDS) if isinstance(value, str) else ""
-        self.problem(
-            keys,
-            f'{as_written(value)} is not a backend choice{hint}; use "tofuflow" (the state '
-            'service, the default) or "own" (keep the configuration\'s own backend block)',
+        use = (
+            'use "tofuflow" (the state service, the default) or "own" (keep the '
+            "configuration's own backend block)"
         )
+        hint = (suggest(value, _BACKENDS, use) if isinstance(value, str) else "") or f"; {use}"
+        self.problem(keys, f"{as_written(value)} is not a backend choice{hint}")
         return "tofuflow"
 
     def identity(self, keys: Keys, value: object) -> dict[str, dict[str, Any]]:
@@ -429,12 +427,9 @@ class _Parser:
                 self.problem(item_keys, f"{as_written(item)} is listed twice; remove one")
             elif item not in self.names:
                 defined = ", ".join(sorted(self.names - {name})) or "none"
-                self.problem(
-                    item_keys,
-                    f"workspace {as_written(item)} is not defined"
-                    f"{suggest(item, sorted(self.names))}; "
-                    f"depend on a [workspaces.NAME] of this file (defined: {defined})",
-                )
+                fix = f"depend on a [workspaces.NAME] of this file (defined: {defined})"
+                hint = suggest(item, sorted(self.names), fix) or f"; {fix}"
+                self.problem(item_keys, f"workspace {as_written(item)} is not defined{hint}")
             else:
                 found.append(item)
         return tuple(found)
@@ -469,11 +464,11 @@ class _Parser:
                     item_keys, "is also set in variables; keep it in one of the two tables"
                 )
             elif workspace not in listed:
-                hint = suggest(workspace, listed)
+                then = f"if not, add {as_written(workspace)} to depends_on so it runs first"
+                hint = suggest(workspace, listed, then) or "; add it to depends_on so it runs first"
                 self.problem(
                     item_keys,
-                    f"reads workspace {as_written(workspace)}, which is not in depends_on{hint}; "
-                    f"add it to depends_on so it runs first",
+                    f"reads workspace {as_written(workspace)}, which is not in depends_on{hint}",
                 )
             else:
                 found[variable] = reference

@@ -58,10 +58,17 @@ def syntax_fix(text: str, error: tomllib.TOMLDecodeError) -> str:
     return "fix the syntax there"
 
 
-def suggest(name: str, choices: Iterable[str]) -> str:
-    """``'; did you mean "tags"?'`` for the nearest choice, or ``""`` when none is close."""
+def suggest(name: str, choices: Iterable[str], then: str = "") -> str:
+    """``'; did you mean "tags"?'`` for the nearest choice, or ``""`` when none is close.
+
+    ``then``: the text that follows in the message, which after the question starts a
+    sentence of its own (``'; did you mean "own"? Use "tofuflow" or "own"'``). Without a
+    suggestion the caller goes on as it would have (``suggest(...) or f"; {then}"``)."""
     close = difflib.get_close_matches(name, list(choices), n=1)
-    return f'; did you mean "{close[0]}"?' if close else ""
+    if not close:
+        return ""
+    question = f'; did you mean "{close[0]}"?'
+    return f"{question} {then[:1].upper()}{then[1:]}" if then else question
 
 
 def key_line(text: str, keys: Keys) -> int | None:

@@ -78,6 +78,26 @@ def test_a_typo_in_tofuflow_toml_stops_plan_with_its_line(tmp_path: Path) -> Non
     )
 
 
+def test_a_misspelt_workspace_is_refused_in_sentences_with_the_nearest_and_the_defined_ones(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "infra").mkdir()
+    (tmp_path / "tofuflow.toml").write_text(
+        '[workspaces.dev]\ndirectory = "infra"\n[workspaces.prod]\ndirectory = "infra"\n'
+    )
+    done = _tofuflow("plan", "prdo", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "Error: tofuflow.toml: workspace 'prdo' is not defined; did you mean \"prod\"? "
+        "Defined: dev, prod"
+    ]
+    # Nothing close: no question, the list follows the statement.
+    far = _tofuflow("plan", "staging", cwd=tmp_path)
+    assert far.stderr.splitlines() == [
+        "Error: tofuflow.toml: workspace 'staging' is not defined; defined: dev, prod"
+    ]
+
+
 # -- tofuflow init ----------------------------------------------------------------------
 
 

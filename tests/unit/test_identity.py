@@ -93,6 +93,17 @@ def test_unknown_source_lists_the_valid_ones() -> None:
         assert valid in message
 
 
+def test_a_misspelt_choice_gets_the_nearest_then_the_valid_ones_as_a_sentence() -> None:
+    message = config_error({"source": "azure-devop", **AZURE})
+    assert message.endswith(
+        '"azure-devop" is not valid; did you mean "azure-devops"? Use one of '
+        '"azure-devops", "github-actions", "file", "static"'
+    ), message
+    far = config_error({"source": "jenkins", **AZURE})
+    assert far.endswith('"jenkins" is not valid; use one of "azure-devops", "github-actions", '
+                        '"file", "static"'), far  # fmt: skip
+
+
 def test_a_typo_in_a_key_is_named_with_a_suggestion() -> None:
     message = config_error({"source": "static", "token_env": "X", "clod": "aws"})
     assert "identity.plan.clod: unknown key" in message and 'did you mean "cloud"' in message

@@ -54,8 +54,12 @@ def test_a_webhook_without_a_secret_is_refused_and_told_where_secrets_go() -> No
 
 def test_an_event_filter_that_matches_nothing_is_refused() -> None:
     entry = {**WEBHOOK, "events": ["run.aproved"]}
-    with pytest.raises(ConfigError, match=r'matches no event; did you mean "run.approved"'):
+    with pytest.raises(ConfigError) as caught:
         NotifyConfig.from_config({"destinations": [entry]}, env={"OPS_SECRET": "s"})
+    assert str(caught.value).startswith(
+        "notifications.destinations[0] (ops).events: 'run.aproved' matches no event; did you "
+        'mean "run.approved"? Events: run.needs_approval, run.approved, '
+    ), str(caught.value)
 
 
 def test_secrets_come_from_files_and_never_show_in_repr(tmp_path: Path) -> None:

@@ -125,7 +125,7 @@ def test_an_unknown_workspace_lists_the_defined_ones(repo: Path) -> None:
     with pytest.raises(ConfigError) as info:
         project.workspace("ap")
     assert str(info.value) == (
-        "tofuflow.toml: workspace 'ap' is not defined; did you mean \"app\"?; defined: app, db"
+        "tofuflow.toml: workspace 'ap' is not defined; did you mean \"app\"? Defined: app, db"
     )
 
 
@@ -176,7 +176,7 @@ def test_a_file_without_workspaces_says_how_to_add_one(repo: Path) -> None:
         ),
         (
             '[workspaces.app]\ndirectory = "infra/app"\nbackend = "owm"\n',
-            'workspaces.app.backend: "owm" is not a backend choice; did you mean "own"?; use '
+            'workspaces.app.backend: "owm" is not a backend choice; did you mean "own"? Use '
             '"tofuflow" (the state service, the default) or "own" (keep the configuration\'s '
             "own backend block)",
         ),

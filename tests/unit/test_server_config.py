@@ -159,8 +159,14 @@ def _problems(tmp_path: Path, text: str) -> list[str]:
         (
             '[blobs]\nkind = "azure"\ncontainer = "c"\nconnection_string = "x"\n',
             'server.toml:4: blobs.connection_string: unknown key for kind "azure"; did you mean '
-            '"connection_string_env"?; secrets never go in this file: they come from the '
+            '"connection_string_env"? Secrets never go in this file: they come from the '
             "environment",
+        ),
+        (
+            '[blobs]\nkind = "azure"\ncontainer = "c"\nsecret = "x"\n',
+            'server.toml:4: blobs.secret: unknown key for kind "azure"; known keys: '
+            "account_url, connection_string_env, container, kind, prefix; secrets never go in "
+            "this file: they come from the environment",
         ),
         (
             '[keys.current]\nkind = "aws-kms"\nkey_id = "arn:x"\nregon = "eu-west-1"\n',

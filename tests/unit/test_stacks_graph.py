@@ -86,7 +86,7 @@ def test_depends_on_and_inputs_are_read_into_the_workspace(repo: Path) -> None:
         (
             _ws("network") + _ws("app", "netwrk"),
             'workspaces.app.depends_on[0]: workspace "netwrk" is not defined; did you mean '
-            '"network"?; depend on a [workspaces.NAME] of this file (defined: network)',
+            '"network"? Depend on a [workspaces.NAME] of this file (defined: network)',
         ),
         (
             _ws("net") + _ws("app", "net") + 'inputs = { vpc = "net" }\n',
@@ -110,7 +110,7 @@ def test_depends_on_and_inputs_are_read_into_the_workspace(repo: Path) -> None:
         (
             _ws("network") + _ws("app", "network") + 'inputs = { vpc = "netwrk.vpc" }\n',
             'workspaces.app.inputs.vpc: reads workspace "netwrk", which is not in depends_on; '
-            'did you mean "network"?',
+            'did you mean "network"? If not, add "netwrk" to depends_on so it runs first',
         ),
         (
             _ws("net")

@@ -8,12 +8,12 @@ the key and the fix.
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tofuflow.errors import ConfigError
+from tofuflow.tomlfile import suggest
 
 __all__ = ["Table"]
 
@@ -63,9 +63,9 @@ class Table:
             listed = ", ".join(f'"{c}"' for c in options)
             raise self.error(key, f"missing; add {key} = one of {listed}")
         if value not in options:
-            listed = ", ".join(f'"{c}"' for c in options)
-            hint = suggest(value, options) if isinstance(value, str) else ""
-            raise self.error(key, f"{_describe(value)} is not valid{hint}; use one of {listed}")
+            use = "use one of " + ", ".join(f'"{c}"' for c in options)
+            hint = (suggest(value, options, use) if isinstance(value, str) else "") or f"; {use}"
+            raise self.error(key, f"{_describe(value)} is not valid{hint}")
         return str(value)
 
     def check_keys(self, known: Iterable[str]) -> None:
@@ -75,11 +75,6 @@ class Table:
             if key not in allowed:
                 hint = suggest(key, allowed) or f"; known keys here: {', '.join(allowed)}"
                 raise self.error(key, f"unknown key{hint}")
-
-
-def suggest(name: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f'; did you mean "{close[0]}"?' if close else ""
 
 
 def _describe(value: object) -> str:

@@ -438,8 +438,7 @@ class _Checker:
                 if name in schema:
                     self.unknown_keys((*keys, name), item, schema[name])
                 else:
-                    fix = suggest(name, schema) or f"; known keys: {', '.join(schema)}"
-                    self.problem((*keys, name), f"unknown key{fix}{_secret(name)}")
+                    self.problem((*keys, name), "unknown key" + _unknown(name, list(schema)))
 
     def kind_keys(self, keys: Keys, table: Mapping[str, Any], schema: _ByKind) -> None:
         kind = table.get("kind", schema.default)
@@ -451,8 +450,7 @@ class _Checker:
         """A problem for each key of ``table`` not in ``known``, with the nearest one."""
         for name in table:
             if name not in known:
-                fix = suggest(name, known) or f"; known keys: {', '.join(known)}"
-                self.problem((*keys, name), f"{what}{fix}{_secret(name)}")
+                self.problem((*keys, name), what + _unknown(name, known))
 
     def table(self, doc: Mapping[str, Any], keys: Keys) -> Mapping[str, Any]:
         value = doc.get(str(keys[-1]), {})
@@ -477,10 +475,14 @@ class _Checker:
         return None
 
 
-def _secret(name: str) -> str:
-    if any(word in name.lower() for word in _SECRET_WORDS):
-        return "; secrets never go in this file: they come from the environment"
-    return ""
+def _unknown(name: str, known: list[str]) -> str:
+    """What follows "unknown key" for ``name``: the nearest known key, else all of them,
+    and a warning when the name looks like a secret's."""
+    listed = f"; known keys: {', '.join(known)}"
+    if not any(word in name.lower() for word in _SECRET_WORDS):
+        return suggest(name, known) or listed
+    warning = "secrets never go in this file: they come from the environment"
+    return suggest(name, known, warning) or f"{listed}; {warning}"
 
 
 _SECRET_WORDS = ("secret", "password", "passphrase", "token", "connection_string", "access_key")

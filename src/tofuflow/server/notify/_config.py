@@ -165,10 +165,9 @@ def _destination(entry: Mapping[str, Any], index: int, env: Mapping[str, str]) -
     events = _globs(entry.get("events", ["*"]), f"{where}.events")
     for pattern in events:
         if not any(fnmatchcase(event, pattern) for event in EVENTS):
-            raise ConfigError(
-                f"{where}.events: {pattern!r} matches no event{suggest(pattern, EVENTS)}; "
-                f"events: {', '.join(EVENTS)}"
-            )
+            listed = f"events: {', '.join(EVENTS)}"
+            hint = suggest(pattern, EVENTS, listed) or f"; {listed}"
+            raise ConfigError(f"{where}.events: {pattern!r} matches no event{hint}")
     workspaces = _globs(entry.get("workspaces", ["*"]), f"{where}.workspaces")
     common = {"name": name, "kind": kind, "events": events, "workspaces": workspaces}
     if kind == "webhook":
