@@ -441,6 +441,18 @@ def test_a_ci_temp_directory_that_is_no_directory_is_named_not_replaced(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
+def test_a_ci_temp_directory_that_refuses_a_new_directory_says_so_in_one_line() -> None:
+    # /sys is a directory nobody, root included, may create one in.
+    env = {**static_env(jwt_like()), "AGENT_TEMPDIRECTORY": "/sys"}
+    with pytest.raises(ConfigError) as caught:
+        enter(stage_credentials(None, env=env))
+    assert str(caught.value) == (
+        "tofuflow cannot create its private credential directory under /sys "
+        "(AGENT_TEMPDIRECTORY): Operation not permitted. Give this user write access to it, "
+        "or unset AGENT_TEMPDIRECTORY to use the system temporary directory"
+    )
+
+
 def test_static_source_hides_its_token() -> None:
     source = StaticTokenSource("eyJhbGciOi.secret.value")
     assert "secret" not in repr(source) and source.kind == "static-dev"

@@ -180,8 +180,8 @@ def stage_credentials(
             redactor.add(secret)
         announce(secret)
 
-    base = base_dir or _ci_temp_dir(env)
-    with private_dir(base) as workdir:
+    chosen = (None, base_dir) if base_dir else _ci_temp_dir(env)
+    with _credential_dir(*chosen) as workdir:
         credentials = identity.issue(workdir, protect=protect)
         refresher = TokenRefresher(
             identity.source, identity.audience, credentials.token_files, on_token=protect
@@ -194,8 +194,9 @@ def stage_credentials(
 _CI_TEMP_VARIABLES = ("AGENT_TEMPDIRECTORY", "RUNNER_TEMP")
 
 
-def _ci_temp_dir(env: Mapping[str, str]) -> str | None:
-    """The first of ``_CI_TEMP_VARIABLES`` set, or None (the system temp directory).
+def _ci_temp_dir(env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The first of ``_CI_TEMP_VARIABLES`` set and its value, or ``(None, None)`` (the
+    system temp directory).
 
     One naming no directory is an error, not a fallback: credentials written to the
     system temp directory would outlive a killed process there."""
@@ -210,8 +211,28 @@ def _ci_temp_dir(env: Mapping[str, str]) -> str | None:
                 f"tofuflow is killed. Create it, or unset {name} to use the system temporary "
                 "directory"
             )
-        return value
-    return None
+        return name, value
+    return None, None
+
+
+@contextlib.contextmanager
+def _credential_dir(variable: str | None, base: Path | str | None) -> Iterator[Path]:
+    """``private_dir(base)``; one that cannot be made is a one-line error naming where."""
+    stack = contextlib.ExitStack()
+    try:
+        workdir = stack.enter_context(private_dir(base))
+    except OSError as exc:
+        where = f"{base} ({variable})" if variable else str(base or "the system temp directory")
+        fix = (
+            f"or unset {variable} to use the system temporary directory"
+            if variable else "or choose another directory (TMPDIR)"
+        )  # fmt: skip
+        raise ConfigError(
+            f"tofuflow cannot create its private credential directory under {where}: "
+            f"{exc.strerror or exc}. Give this user write access to it, {fix}"
+        ) from exc
+    with stack:
+        yield workdir
 
 
 def _current_token(credentials: Credentials) -> str:
