@@ -18,7 +18,7 @@ from tofuflow.airflow import (
     TofuflowOutputsOperator,
     TofuflowPlanOperator,
 )
-from tofuflow.airflow.operators import _leaves
+from tofuflow.airflow.hooks import _leaves
 
 BASE = ("workspace", "environment", "variables", "var_files", "project")
 

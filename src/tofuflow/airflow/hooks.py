@@ -226,7 +226,6 @@ class TofuflowHook(BaseHook):
         ``include_sensitive=True``) points at, read now from the workspace's state and
         registered with this task's secret masker before it is returned. Keep it out of
         return values and templates: it would land in XCom or rendered fields."""
-        from tofuflow.airflow.operators import _leaves
         from tofuflow.tofu import State
 
         where = reference.get(SENSITIVE_REFERENCE) if isinstance(reference, Mapping) else None
@@ -321,6 +320,18 @@ class TofuflowHook(BaseHook):
         if candidate.is_absolute() or self.base_dir is None:
             return candidate
         return self.base_dir / candidate
+
+
+def _leaves(value: Any) -> Iterator[str]:
+    """Every scalar in an output value, as text (what the masker needs to find)."""
+    if isinstance(value, Mapping):
+        for item in value.values():
+            yield from _leaves(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _leaves(item)
+    elif value is not None and not isinstance(value, bool):
+        yield str(value)
 
 
 def _extras(conn: Any) -> dict[str, str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,7 @@ from airflow.sdk.log import mask_secret
 from tofuflow.airflow._base import BASE_FIELDS, TofuflowBaseOperator
 from tofuflow.airflow._lineage import changes_from_events, changes_from_plan
 from tofuflow.airflow._runs import WAITING, plan_run, read_outputs, run_summary
-from tofuflow.airflow.hooks import sensitive_reference
+from tofuflow.airflow.hooks import _leaves, sensitive_reference
 from tofuflow.airflow.links import TofuflowRunLink
 from tofuflow.errors import PlanStaleError
 from tofuflow.runs import INTERRUPTED, apply_run, lock_warning
@@ -507,18 +507,6 @@ class TofuflowOutputsOperator(TofuflowBaseOperator):
             )
         self.log.info("outputs of %s: %s", ws.name, sorted(chosen))
         return chosen
-
-
-def _leaves(value: Any) -> Iterable[str]:
-    """Every scalar in an output value, as text (what the masker needs to find)."""
-    if isinstance(value, Mapping):
-        for item in value.values():
-            yield from _leaves(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _leaves(item)
-    elif value is not None and not isinstance(value, bool):
-        yield str(value)
 
 
 def _log_decision(log: Any, run: Mapping[str, Any]) -> None:
