@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tofuflow.server.serving import PLAIN_FORMAT, PlainLogHandler, plain_handler
+from tofuflow.server.logs import PLAIN_FORMAT, PlainLogHandler, plain_handler
 
 LINE = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO plainlogtest\.server\.access: "

@@ -269,7 +269,7 @@ def start_checkpoints(keeper: Any, config: Any, engine: Engine) -> CheckpointSig
 
 def _log_to_stderr(level: str) -> None:
     """The server's and the reaper's ``logging`` records (``tofuflow.*``) go to stderr."""
-    from tofuflow.server.serving import PlainLogHandler
+    from tofuflow.server.logs import PlainLogHandler
 
     logger = logging.getLogger("tofuflow")
     logger.addHandler(PlainLogHandler())

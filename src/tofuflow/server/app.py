@@ -68,8 +68,8 @@ from tofuflow.server.checkpoints import CheckpointKeeper, CheckpointStore, signe
 from tofuflow.server.config import ServerConfig
 from tofuflow.server.console import install_console, install_offline_docs
 from tofuflow.server.crypto import keyring_from_config
+from tofuflow.server.logs import plain_handler
 from tofuflow.server.notify import NotifyConfig, NotifyMetrics, Sender, enable
-from tofuflow.server.serving import plain_handler
 from tofuflow.server.storage import blob_store_from_config, make_engine, migrate
 
 __all__ = ["create_app", "start_sender"]
