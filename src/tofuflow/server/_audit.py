@@ -19,9 +19,17 @@ from typing import Any
 from sqlalchemy import Text, cast, or_, select
 from sqlalchemy.orm import Session
 
-from tofuflow.server._chains import GENESIS, ORIGIN, ChainTips, chain_label, chain_of
+from tofuflow.server._chains import (
+    GENESIS,
+    ORIGIN,
+    SORTED_HASHED_FIELDS,
+    ChainTips,
+    chain_hash,
+    chain_label,
+    chain_of,
+    record_hash,
+)
 from tofuflow.server._paging import Page, decode_cursor, fill_page, grant_filter, one_workspace
-from tofuflow.server.checkpoints import SORTED_HASHED_FIELDS, chain_hash, record_hash
 from tofuflow.server.notify._events import from_audit
 from tofuflow.server.storage._db import AuditChain, AuditEvent, utcnow
 

@@ -13,7 +13,6 @@ from tofuflow.errors import BadRequestError, NotFoundError
 from tofuflow.server import _audit
 from tofuflow.server._locks import lock_view
 from tofuflow.server._paging import Page, decode_cursor, fill_page, grant_filter
-from tofuflow.server._run_rules import _requester_name
 from tofuflow.server._state import RequestContext
 from tofuflow.server.auth import Permission
 from tofuflow.server.storage._db import DriftReport, Run, Workspace, write_session
@@ -122,7 +121,7 @@ def _view(row: DriftReport, applied: Run | None) -> dict[str, Any]:
         "last_applied": None if applied is None else {
             "run": applied.id, "commit": applied.commit,
             "applied_at": applied.updated_at.isoformat(), "requester": applied.requester,
-            "requester_name": _requester_name(applied),
+            "requester_name": applied.requester_name,
             "pipeline": context.get("pipeline_name") or context.get("pipeline_id")
             or context.get("dag_id"),
             "build": context.get("run_id") or context.get("run_number"),

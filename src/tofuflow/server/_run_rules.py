@@ -1,32 +1,18 @@
 """The rules of a run that need no service: what a run looks like to callers, which
-status allows what and what to do next, the apply-session token, and the workspace
+status allows what and what to do next, and the workspace
 settings that shape a run's policy input (``[[workspace_settings]]``)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, select
-from sqlalchemy.engine import Engine
-
-from tofuflow.errors import AuthError, ConfigError, ConflictError
-from tofuflow.server.auth import Grant, Principal, Role
+from tofuflow.errors import ConfigError, ConflictError
 from tofuflow.server.storage._db import Run, utcnow
 
-__all__ = [
-    "SESSION_PREFIX",
-    "WorkspacePolicy",
-    "run_aad",
-    "session_principal",
-]
-
-
-SESSION_PREFIX = "tfs_"
+__all__ = ["WorkspacePolicy", "run_aad"]
 
 
 @dataclass(frozen=True)
@@ -71,35 +57,6 @@ class WorkspacePolicy:
 
 def _lapsed(moment: dt.datetime | None) -> bool:
     return moment is not None and moment <= utcnow()
-
-
-# Only what a session needs, in one plain statement: every state request of an apply comes
-# here, and a whole Run row carries its plan document, megabytes of JSON for a large plan.
-_SESSION_OF_RUN = select(
-    Run.workspace, Run.status, Run.requester, Run.session_hash, Run.session_expires_at,
-    Run.lease_expires_at,
-).where(Run.id == bindparam("run_id"))  # fmt: skip
-
-
-def session_principal(engine: Engine, token: str) -> Principal:
-    """The principal of an apply-session token: applier on one workspace, while applying."""
-    run_id, _, secret = token[len(SESSION_PREFIX) :].partition("_")
-    with engine.connect() as connection:
-        run = connection.execute(_SESSION_OF_RUN, {"run_id": run_id}).first()
-    if run is None or run.session_hash is None or run.session_expires_at is None:
-        raise AuthError("apply session is not open (the run ended or never started applying)")
-    digest = hashlib.sha256(secret.encode()).hexdigest()
-    if not hmac.compare_digest(digest, run.session_hash):
-        raise AuthError("invalid apply-session token")
-    expires = run.session_expires_at
-    if run.status != "applying" or expires <= utcnow() or _lapsed(run.lease_expires_at):
-        raise AuthError(f"the apply session of run {run_id} has ended")
-    return Principal(
-        subject=f"run:{run_id}",
-        kind="token",
-        grants=(Grant(Role.APPLIER, run.workspace),),
-        claims={"sub": f"run:{run_id}", "run_id": run_id, "requester": run.requester},
-    )
 
 
 def _status_after_plan(has_changes: bool, outcome: str) -> str:
@@ -165,16 +122,6 @@ def _commit(context: Mapping[str, Any]) -> str | None:
     return str(commit)[:64] if commit else None
 
 
-def _requester_name(run: Run) -> str:
-    """A name a person recognises: the OIDC name or e-mail, or the token's description."""
-    claims = run.requester_claims or {}
-    for key in ("name", "preferred_username", "email", "description"):
-        value = claims.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()[:200]
-    return run.requester
-
-
 def run_aad(run: Run, what: str) -> bytes:
     return f"tofuflow-run:v1;run={run.id};workspace={run.workspace};{what}".encode()
 
@@ -182,7 +129,7 @@ def run_aad(run: Run, what: str) -> bytes:
 def _view(run: Run) -> dict[str, Any]:
     return {
         "id": run.id, "workspace": run.workspace, "status": run.status,
-        "requester": run.requester, "requester_name": _requester_name(run),
+        "requester": run.requester, "requester_name": run.requester_name,
         "commit": run.commit, "context": run.context,
         "base_serial": run.base_serial, "config_digest": run.config_digest,
         "has_changes": run.has_changes, "summary": run.summary, "decision": run.decision,

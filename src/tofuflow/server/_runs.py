@@ -33,7 +33,6 @@ from tofuflow.server._packing import pack_state, unpack_state
 from tofuflow.server._paging import Page, cursor_time, decode_cursor, fill_page, grant_filter
 from tofuflow.server._run_context import verified_context
 from tofuflow.server._run_rules import (
-    SESSION_PREFIX,
     WorkspacePolicy,
     _commit,
     _decision_json,
@@ -44,12 +43,11 @@ from tofuflow.server._run_rules import (
     _summary,
     _view,
     run_aad,
-    session_principal,
 )
 from tofuflow.server._run_staleness import lose_runner, release_lost_runners, supersede_stale
 from tofuflow.server._sealed import open_record, seal_record
 from tofuflow.server._state import RequestContext, workspace_for_update
-from tofuflow.server.auth import Permission
+from tofuflow.server.auth import SESSION_PREFIX, Permission
 from tofuflow.server.crypto import Keyring
 from tofuflow.server.storage._blobs import BlobStore
 from tofuflow.server.storage._db import (
@@ -64,13 +62,7 @@ from tofuflow.server.storage._db import (
 if TYPE_CHECKING:
     from tofuflow.tofu import Plan
 
-__all__ = [
-    "SESSION_PREFIX",
-    "RunService",
-    "WorkspacePolicy",
-    "run_aad",
-    "session_principal",
-]
+__all__ = ["RunService", "WorkspacePolicy", "run_aad"]
 
 
 class RunService:

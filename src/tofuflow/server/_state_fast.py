@@ -41,10 +41,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tofuflow.errors import AuthError, LockedError
 from tofuflow.server import _audit
-from tofuflow.server._chains import GENESIS, chain_of
+from tofuflow.server._chains import GENESIS, chain_of, record_hash
 from tofuflow.server._locks import check_lock, check_lock_owner, check_unlock, lock_id_of
 from tofuflow.server._packing import pack_state
-from tofuflow.server.checkpoints import record_hash
 from tofuflow.server.storage._db import utcnow, write_lock
 
 if TYPE_CHECKING:

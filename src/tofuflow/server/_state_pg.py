@@ -46,11 +46,10 @@ from starlette.concurrency import run_in_threadpool
 
 from tofuflow.errors import AuthError, ConflictError, LockedError
 from tofuflow.server import _audit
-from tofuflow.server._chains import GENESIS, ORIGIN, chain_of
+from tofuflow.server._chains import GENESIS, ORIGIN, chain_of, record_hash
 from tofuflow.server._locks import check_lock, check_lock_owner, check_unlock, lock_id_of
 from tofuflow.server._packing import pack_state
 from tofuflow.server._state_fast import WriteChecks, _Event, _revoked_message, _Workspace
-from tofuflow.server.checkpoints import record_hash
 from tofuflow.server.storage._db import utcnow
 
 if TYPE_CHECKING:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -33,7 +32,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tofuflow.errors import ConfigError, ConflictError, CryptoError, StorageError
-from tofuflow.server._chains import GENESIS, ORIGIN, ChainTips, chain_label, heads_sha256
+from tofuflow.server._chains import (
+    GENESIS,
+    HASHED_FIELDS,
+    ORIGIN,
+    ChainTips,
+    chain_hash,
+    chain_label,
+    heads_sha256,
+    record_hash,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -46,6 +54,7 @@ __all__ = [
     "CHECKPOINT_FORMAT_V1",
     "EXPORT_FORMAT",
     "GENESIS",
+    "HASHED_FIELDS",
     "CheckpointKeeper",
     "CheckpointStore",
     "Signer",
@@ -60,45 +69,8 @@ __all__ = [
 CHECKPOINT_FORMAT = "tofuflow-audit-checkpoint/2"
 CHECKPOINT_FORMAT_V1 = "tofuflow-audit-checkpoint/1"
 EXPORT_FORMAT = "tofuflow-audit-export/1"  # format 2 checkpoints inside; the rest is unchanged
-# The fields an event's hash covers, besides the previous hash (see _audit.event_hash).
-HASHED_FIELDS = (
-    "id", "ts", "actor", "actor_claims", "action", "workspace", "serial", "outcome",
-    "status", "client", "detail", "run_id", "commit",
-)  # fmt: skip
 _log = logging.getLogger("tofuflow.audit.checkpoint")
 _T = TypeVar("_T")
-
-
-def record_hash(prev_hash: str, body: Mapping[str, Any]) -> str:
-    """An event's hash: SHA-256 of the previous hash and the canonical JSON of its fields."""
-    return chain_hash(prev_hash, [body.get(name) for name in SORTED_HASHED_FIELDS])
-
-
-# The canonical JSON is ``json.dumps(fields, sort_keys=True, separators=(",", ":"),
-# default=str)`` of the hashed fields. ``chain_hash`` writes exactly those bytes a field
-# at a time (verifying a million events is mostly this): strings, ints and None directly,
-# as json.dumps spells them, anything else through json.dumps itself.
-SORTED_HASHED_FIELDS = tuple(sorted(HASHED_FIELDS))
-_KEYS = tuple(f'"{name}":' for name in SORTED_HASHED_FIELDS)
-_encode_str: Callable[[str], str] = json.encoder.encode_basestring_ascii
-_encode_other = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
-
-
-def _canonical_value(value: Any) -> str:
-    kind = type(value)
-    if kind is str:
-        return _encode_str(value)
-    if kind is int:
-        return int.__repr__(value)
-    if value is None:
-        return "null"
-    return _encode_other(value)
-
-
-def chain_hash(prev_hash: str, values: Sequence[Any]) -> str:
-    """``record_hash`` of the field values given in ``SORTED_HASHED_FIELDS`` order."""
-    canonical = ",".join([k + _canonical_value(v) for k, v in zip(_KEYS, values, strict=True)])
-    return hashlib.sha256(f"{prev_hash}{{{canonical}}}".encode()).hexdigest()
 
 
 def checkpoint_payload(checkpoint: Mapping[str, Any]) -> bytes:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         Role,
         workspace_matches,
     )
+    from tofuflow.server.auth._sessions import SESSION_PREFIX, session_principal
     from tofuflow.server.auth._tokens import (
         MAX_TTL,
         TOKEN_PREFIX,
@@ -66,6 +67,7 @@ _EXPORTS = {
     "PrincipalKind": "tofuflow.server.auth._roles",
     "Role": "tofuflow.server.auth._roles",
     "SAFE_CLAIMS": "tofuflow.server.auth._bindings",
+    "SESSION_PREFIX": "tofuflow.server.auth._sessions",
     "TOKEN_PREFIX": "tofuflow.server.auth._tokens",
     "TokenRecord": "tofuflow.server.auth._tokens",
     "TokenRow": "tofuflow.server.auth._tokens",
@@ -78,6 +80,7 @@ _EXPORTS = {
     "parse_ttl": "tofuflow.server.auth._tokens",
     "principal_from_claims": "tofuflow.server.auth._bindings",
     "safe_claims": "tofuflow.server.auth._bindings",
+    "session_principal": "tofuflow.server.auth._sessions",
     "split_token": "tofuflow.server.auth._tokens",
     "verify_secret": "tofuflow.server.auth._tokens",
     "workspace_matches": "tofuflow.server.auth._roles",
@@ -87,6 +90,7 @@ __all__ = [
     "DEFAULT_ALGORITHMS",
     "MAX_TTL",
     "SAFE_CLAIMS",
+    "SESSION_PREFIX",
     "TOKEN_PREFIX",
     "Authenticator",
     "Binding",
@@ -108,6 +112,7 @@ __all__ = [
     "parse_ttl",
     "principal_from_claims",
     "safe_claims",
+    "session_principal",
     "split_token",
     "verify_secret",
     "workspace_matches",

@@ -16,7 +16,6 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Engine
 
 from tofuflow.errors import AuthError
-from tofuflow.server._runs import SESSION_PREFIX, session_principal
 from tofuflow.server.auth import (
     Binding,
     OidcVerifier,
@@ -27,6 +26,7 @@ from tofuflow.server.auth import (
     split_token,
     verify_secret,
 )
+from tofuflow.server.auth._sessions import SESSION_PREFIX, session_principal
 from tofuflow.server.auth._tokens import TOKEN_PREFIX
 from tofuflow.server.storage._db import ApiToken, utcnow
 

@@ -154,15 +154,13 @@ def _run_event(session: Session, audit: AuditEvent) -> Found:
 
 
 def _run(run: Run, detail: Mapping[str, Any]) -> dict[str, Any]:
-    from tofuflow.server._run_rules import _requester_name
-
     summary, decision = run.summary or {}, run.decision or {}
     context = run.context or {}
     changes = {k: int(summary.get(k) or 0) for k in ("add", "change", "destroy", "replace")}
     reason = detail.get("reason")
     return {
         "id": run.id, "status": run.status, "requester": run.requester,
-        "requester_name": _requester_name(run), "commit": run.commit,
+        "requester_name": run.requester_name, "commit": run.commit,
         "changes": changes if run.summary is not None else None,
         "policy": None if not decision else {
             "outcome": decision.get("outcome"),

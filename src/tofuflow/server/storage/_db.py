@@ -181,6 +181,16 @@ class Run(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     state_version: Mapped[int | None] = mapped_column(Integer, default=None)
 
+    @property
+    def requester_name(self) -> str:
+        """A name a person recognises: the OIDC name or e-mail, or the token's description."""
+        claims = self.requester_claims or {}
+        for key in ("name", "preferred_username", "email", "description"):
+            value = claims.get(key)
+            if isinstance(value, str) and value.strip():
+                return value.strip()[:200]
+        return self.requester
+
 
 class RunLog(Base):
     """One chunk of an apply's output, scrubbed by the runner and sealed like state (0008)."""
