@@ -444,53 +444,56 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-# The do-nothing endpoint: the same uvicorn set-up and the same three requests, no work.
-_BASELINE = """
-import sys
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
-import uvicorn
-from tofuflow.server.serving import uvicorn_config
-
-async def nothing(request: Request) -> Response:
-    await request.body()
-    return Response(status_code=200)
-
-async def healthz(request: Request) -> Response:
-    return Response(b'{"status":"ok"}', media_type="application/json")
-
-app = Starlette(routes=[
-    Route("/healthz", healthz),
-    Route("/v1/state/{path:path}", nothing, methods=["LOCK", "UNLOCK", "POST"]),
-])
-uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=int(sys.argv[1]))).run()
-"""
-
-
-# The floor: the do-nothing endpoint plus the work on each body that the protocol and the
-# issue's own guarantees require of any server, with no database: LockInfo parsed; the POST's
-# Content-MD5 checked, the state read as JSON for its serial and lineage, its SHA-256 for
-# the audit event, compressed and sealed with a local key, as the server does it.
-_FLOOR = """
-import hashlib, sys, tempfile
+# A Starlette app answering the three requests with ``endpoint`` (defined between the two),
+# on the same uvicorn set-up as the server: argv[1] is its port, argv[2] a scratch directory.
+_APP_HEAD = """
+import hashlib, sys
 from pathlib import Path
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 import uvicorn
+from tofuflow.server.serving import uvicorn_config
+"""
+_APP_TAIL = """
+async def healthz(request: Request) -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+app = Starlette(routes=[
+    Route("/healthz", healthz),
+    Route("/v1/state/{path:path}", endpoint, methods=["LOCK", "UNLOCK", "POST"]),
+])
+uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=int(sys.argv[1]))).run()
+"""
+
+# The do-nothing endpoint: the same uvicorn set-up and the same three requests, no work.
+_BASELINE = (
+    _APP_HEAD
+    + """
+async def endpoint(request: Request) -> Response:
+    await request.body()
+    return Response(status_code=200)
+"""
+    + _APP_TAIL
+)
+
+# The floor: the do-nothing endpoint plus the work on each body that the protocol and the
+# issue's own guarantees require of any server, with no database: LockInfo parsed; the POST's
+# Content-MD5 checked, the state read as JSON for its serial and lineage, its SHA-256 for
+# the audit event, compressed and sealed with a local key, as the server does it.
+_FLOOR = (
+    _APP_HEAD
+    + """
 from tofuflow.server import state_aad
 from tofuflow.server._packing import pack_state
 from tofuflow.server._state import state_identity
 from tofuflow.server.api._common import check_md5, json_object
 from tofuflow.server.crypto import keyring_from_config
-from tofuflow.server.serving import uvicorn_config
 
-keyring = keyring_from_config({}, Path(tempfile.mkdtemp(prefix="tofuflow-floor-")))
+keyring = keyring_from_config({}, Path(sys.argv[2]))
 
-async def body_work(request: Request) -> Response:
+async def endpoint(request: Request) -> Response:
     body = await request.body()
     if request.method == "POST":
         check_md5(body, request.headers.get("content-md5"))
@@ -500,16 +503,9 @@ async def body_work(request: Request) -> Response:
     elif body:
         json_object(body, "LockInfo")
     return Response(status_code=200)
-
-async def healthz(request: Request) -> Response:
-    return Response(b'{"status":"ok"}', media_type="application/json")
-
-app = Starlette(routes=[
-    Route("/healthz", healthz),
-    Route("/v1/state/{path:path}", body_work, methods=["LOCK", "UNLOCK", "POST"]),
-])
-uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=int(sys.argv[1]))).run()
 """
+    + _APP_TAIL
+)
 
 
 @contextmanager
@@ -518,7 +514,7 @@ def baseline_server(port: int, log: Path, script: str = _BASELINE) -> Iterator[t
     from _services.server import _wait_healthy
 
     with log.open("ab") as sink:
-        proc = subprocess.Popen([sys.executable, "-c", script, str(port)],
+        proc = subprocess.Popen([sys.executable, "-c", script, str(port), str(log.parent)],
                                 stdout=sink, stderr=sink)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
