@@ -56,6 +56,7 @@ class ControlPlane:
         refresh: Callable[[], str] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        token = _sendable(token)
         self.token = token
         self.on_token: list[Callable[[str], None]] = []
         self._refresh = refresh
@@ -87,7 +88,7 @@ class ControlPlane:
         with self._refresh_lock:
             if self.token != stale:  # another thread renewed it meanwhile
                 return
-            token = refresh()
+            token = _sendable(refresh())
             for announce in self.on_token:  # masked before it is ever used
                 announce(token)
             self.token = token
@@ -279,6 +280,21 @@ class ControlPlane:
         if response.is_success:
             return response
         raise _error(response, self.url)
+
+
+def _sendable(token: str) -> str:
+    """``token`` as it goes into the Authorization header. A secret store's file or a copy
+    from a terminal often brings a line break or spaces around it: dropped. One inside it
+    cannot be guessed away; httpx would refuse the header and print it, token and all, as
+    if the server were unreachable: say what is wrong without showing the token."""
+    cleaned = token.strip()
+    if any(not " " < character < "\x7f" for character in cleaned):
+        raise errors.ConfigError(
+            "the control-plane token contains a line break, a space or another character no "
+            "token has (tofuflow's tfw_… tokens and OIDC tokens are printable ASCII): copy it "
+            "again, the token alone"
+        )
+    return cleaned
 
 
 def _why(exc: httpx.HTTPError, http: httpx.Client) -> str:

@@ -1,0 +1,57 @@
+"""What an operator meets setting up `tofuflow server` the first time: the slips a person
+makes (a pasted token, a token id copied from the log, a wrong database URL, a typo'd
+duration, a port in use) must each end in one line saying what to do, never a traceback
+and never a secret."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from _services.postgres import free_port
+from _services.server import process_server
+
+CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
+
+
+def _cli(
+    *args: str, config: Path, cwd: Path | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "TOFUFLOW_SERVER_CONFIG": str(config), **env}
+    for name in ("TOFUFLOW_SERVER_URL", "TOFUFLOW_TOKEN", "TOFUFLOW_DATABASE_URL"):
+        if name not in env:
+            environment.pop(name, None)
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, env=environment, check=False, cwd=cwd,
+        timeout=120,
+    )  # fmt: skip
+
+
+def _config(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "server.toml"
+    path.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\n{extra}')
+    return path
+
+
+def test_a_token_pasted_with_a_trailing_newline_is_used_and_never_printed(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    token = _cli("server", "tokens", "create", "--role", "reader", config=config).stdout.strip()
+    secret = token.split("_", 2)[2]
+    with process_server(config, free_port(), tmp_path / "log") as server:
+        # A secret store's file, or a copy from the terminal, often ends in a line break.
+        for pasted in (f"{token}\n", f" {token} \r\n"):
+            done = _cli("runs", "list", config=config, cwd=tmp_path,
+                        TOFUFLOW_SERVER_URL=server.url, TOFUFLOW_TOKEN=pasted)  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            assert "no runs yet" in done.stdout
+        # A break inside it cannot be guessed away: say so, without showing the token.
+        broken = f"{token[:20]}\n{token[20:]}"
+        done = _cli("runs", "list", config=config, cwd=tmp_path,
+                    TOFUFLOW_SERVER_URL=server.url, TOFUFLOW_TOKEN=broken)  # fmt: skip
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "cannot reach" not in done.stderr  # the server was there all along
+    assert "copy it again" in done.stderr
+    assert secret[:8] not in done.stderr + done.stdout
