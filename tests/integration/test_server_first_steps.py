@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
 from _services.postgres import free_port
 from _services.server import process_server
 
@@ -55,3 +57,39 @@ def test_a_token_pasted_with_a_trailing_newline_is_used_and_never_printed(tmp_pa
     assert "cannot reach" not in done.stderr  # the server was there all along
     assert "copy it again" in done.stderr
     assert secret[:8] not in done.stderr + done.stdout
+
+
+def test_a_token_is_revoked_by_the_id_as_the_log_shows_it_or_by_the_whole_token(
+    tmp_path: Path,
+) -> None:
+    config = _config(tmp_path)
+
+    def create() -> tuple[str, str]:
+        done = _cli("server", "tokens", "create", "--role", "reader", config=config)
+        token = done.stdout.strip()
+        return token, token.split("_")[1]
+
+    with process_server(config, free_port(), tmp_path / "log") as server:
+        as_logged, _ = create()
+        # The access log, the audit log and every refusal name a token as tfw_<id>.
+        httpx.get(f"{server.url}/v1/workspaces", headers={"Authorization": f"Bearer {as_logged}"})
+        logged = next(word for word in (tmp_path / "log").read_text().split()
+                      if word.startswith("token:tfw_")).removeprefix("token:")  # fmt: skip
+        for given in (logged, f"token:{logged}"):
+            done = _cli("server", "tokens", "revoke", given, config=config)
+            assert done.returncode == 0, done.stderr
+        leaked, leaked_id = create()
+        done = _cli("server", "tokens", "revoke", leaked, config=config)
+        assert done.returncode == 0, done.stderr
+        assert leaked.split("_", 2)[2][:8] not in done.stdout + done.stderr
+        assert leaked_id in done.stdout
+        listed = _cli("server", "tokens", "list", config=config).stdout
+        assert listed.count("revoked") == 2
+        refused = httpx.get(f"{server.url}/v1/workspaces",
+                            headers={"Authorization": f"Bearer {leaked}"})  # fmt: skip
+        assert refused.status_code == 401
+    # An unknown one still names no secret.
+    done = _cli("server", "tokens", "revoke", leaked.replace(leaked_id, "x" * 12), config=config)
+    assert done.returncode == 1
+    assert "no token tfw_xxxxxxxxxxxx" in done.stderr
+    assert leaked.split("_", 2)[2][:8] not in done.stderr

@@ -384,14 +384,18 @@ def tokens_list(config: Any) -> None:
 @click.argument("token_id")
 @click.pass_obj
 def tokens_revoke(config: Any, token_id: str) -> None:
-    """Revoke a token at once."""
+    """Revoke a token at once.
+
+    TOKEN_ID is the id `tokens list` shows, or the token as the server log and the
+    audit log name it (tfw_<id>); a whole token that leaked works too.
+    """
     from tofuflow.server.admin import revoke_token
 
     try:
-        revoke_token(_engine(config), token_id)
+        revoked = revoke_token(_engine(config), token_id)
     except TofuflowError as err:
         raise click.ClickException(str(err)) from err
-    click.echo(f"revoked {token_id}")
+    click.echo(f"revoked {revoked}")
 
 
 @server.group("keys")
