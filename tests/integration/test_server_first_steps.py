@@ -93,3 +93,36 @@ def test_a_token_is_revoked_by_the_id_as_the_log_shows_it_or_by_the_whole_token(
     assert done.returncode == 1
     assert "no token tfw_xxxxxxxxxxxx" in done.stderr
     assert leaked.split("_", 2)[2][:8] not in done.stderr
+
+
+def test_a_wrong_database_url_is_one_line_naming_the_setting_never_the_password(
+    tmp_path: Path,
+) -> None:
+    config = _config(tmp_path)
+    nothing_there = f"postgresql+psycopg://tofu:pw-s3cret@127.0.0.1:{free_port()}/tofuflow"
+    for command in (["server", "--port", str(free_port())], ["server", "tokens", "list"],
+                    ["server", "audit", "verify"]):  # fmt: skip
+        done = _cli(*command, config=config, TOFUFLOW_DATABASE_URL=nothing_there)
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr
+        assert "pw-s3cret" not in done.stderr
+        # Not the upgrade advice for a database a newer tofuflow wrote: it is not reachable.
+        assert "newer" not in done.stderr
+        assert "cannot connect to the database postgresql+psycopg://tofu:***@" in done.stderr
+        assert "Connection refused" in done.stderr
+        assert "TOFUFLOW_DATABASE_URL" in done.stderr
+    # The scheme other tools write is PostgreSQL too; a database tofuflow has no driver
+    # for, and a value that is no URL at all, say which forms work.
+    elsewhere = f"tofu:pw-s3cret@127.0.0.1:{free_port()}/tofuflow"
+    for url, said in (
+        (f"postgres://{elsewhere}", "cannot connect to the database postgresql+psycopg://"),
+        ("mysql://tofu:pw-s3cret@db.example/tofuflow", "use postgresql+psycopg://"),
+        ("tofu:pw-s3cret at db.example", "is not a database URL"),
+    ):
+        for command in (["server", "--port", str(free_port())], ["server", "tokens", "list"]):
+            done = _cli(*command, config=config, TOFUFLOW_DATABASE_URL=url)
+            assert done.returncode == 1, done.stderr
+            assert "Traceback" not in done.stderr
+            assert "pw-s3cret" not in done.stderr
+            assert said in done.stderr
+            assert done.stderr.count("\n") == 1, done.stderr

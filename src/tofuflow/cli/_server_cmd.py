@@ -48,8 +48,11 @@ def _load(config_path: Path | None, **overrides: Any) -> Any:
 def _engine(config: Any) -> Any:
     from tofuflow.server.storage import make_engine, migrate
 
-    engine = make_engine(config.effective_database_url)
-    migrate(engine)
+    try:
+        engine = make_engine(config.effective_database_url)
+        migrate(engine)
+    except TofuflowError as err:  # a wrong URL, a database that is away: one line
+        raise click.ClickException(str(err)) from err
     if config.notifications.get("destinations"):
         from tofuflow.server.notify import enable
 

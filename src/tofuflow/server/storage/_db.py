@@ -32,7 +32,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import QueuePool
 
-from tofuflow.errors import StorageError
+from tofuflow.errors import ConfigError, StorageError
 
 __all__ = [
     "ApiToken",
@@ -396,6 +396,21 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Eng
     """An engine with the settings each database needs for safe concurrent writes; on
     PostgreSQL it keeps up to ``pool_size`` connections and opens ``max_overflow`` more
     under load ([database] in the server configuration)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:  # its words would show the URL, password and all
+        raise ConfigError(
+            f"the database URL ([database] url, or TOFUFLOW_DATABASE_URL) is not a database URL: "
+            f"{_DATABASE_URL_FORMS}"
+        ) from None
+    if parsed.drivername in {"postgres", "postgresql"}:
+        # Other tools' postgres:// (SQLAlchemy knows no such dialect), and the bare
+        # postgresql:// that would look for psycopg2: psycopg (3) is the driver tofuflow has.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+        url = parsed.render_as_string(hide_password=False)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -404,7 +419,22 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Eng
         _sqlite_pragmas(engine)
         _WRITE_LOCKS[id(engine)] = threading.Lock()
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
+    try:
+        return create_engine(
+            url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow
+        )
+    except (NoSuchModuleError, ImportError) as exc:
+        shown = parsed.render_as_string(hide_password=True)
+        raise ConfigError(
+            f"the database URL {shown} ([database] url, or TOFUFLOW_DATABASE_URL) names "
+            f"{parsed.drivername!r}, which tofuflow cannot use ({exc}): {_DATABASE_URL_FORMS}"
+        ) from None
+
+
+_DATABASE_URL_FORMS = (
+    "use postgresql+psycopg://USER@HOST:5432/DB for PostgreSQL (the postgres extra; the "
+    "password in TOFUFLOW_DATABASE_URL, not the file), or sqlite:///PATH"
+)
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -468,7 +498,11 @@ def migrate(engine: Engine) -> None:
         # Replicas (or embedded planes) starting together all migrate: one at a time, the
         # others then find the schema current. SQLite: the write lock up front (BEGIN
         # IMMEDIATE); PostgreSQL: a lock held until this transaction ends.
-        with engine.connect() as connection, connection.execution_options(**{_WRITE: True}).begin():
+        try:
+            connection = engine.connect()
+        except SQLAlchemyError as exc:
+            raise _unreachable(engine, exc) from exc
+        with connection, connection.execution_options(**{_WRITE: True}).begin():
             if engine.dialect.name == "postgresql":
                 lock = text("SELECT pg_advisory_xact_lock(:key)")
                 connection.execute(lock, {"key": _MIGRATION_LOCK})
@@ -478,6 +512,23 @@ def migrate(engine: Engine) -> None:
         raise _upgrade_failed(engine, exc) from exc
     finally:
         quiet.setLevel(level)
+
+
+def _reason(exc: Exception) -> str:
+    """The database's own words (the first line), not SQLAlchemy's wrapping."""
+    cause = getattr(exc, "orig", None) or exc
+    return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+
+
+def _unreachable(engine: Engine, exc: Exception) -> StorageError:
+    """No connection at all: a wrong host, port, database, user or password, or a
+    database that is down; nothing to do with the schema."""
+    where = engine.url.render_as_string(hide_password=True)
+    return StorageError(
+        f"cannot connect to the database {where}: {_reason(exc)}. Check [database] url (or "
+        "TOFUFLOW_DATABASE_URL, which wins over the file) and that the database is running "
+        "and lets this user in"
+    )
 
 
 def _upgrade_failed(engine: Engine, exc: Exception) -> StorageError:
@@ -491,8 +542,7 @@ def _upgrade_failed(engine: Engine, exc: Exception) -> StorageError:
             revision = MigrationContext.configure(connection).get_current_revision()
     except SQLAlchemyError:
         revision = None
-    cause = getattr(exc, "orig", None) or exc
-    reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    reason = _reason(exc)
     where = engine.url.render_as_string(hide_password=True)
     return StorageError(
         f"cannot upgrade the database {where} (at revision {revision or 'none'}) to this "
