@@ -6,14 +6,17 @@ and never a secret."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 
+from _services.fixtures import SIMPLE_APPLIER_TOML
 from _services.postgres import free_port
 from _services.server import process_server
+from tofuflow.tofu import Binary
 
 CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
 
@@ -126,3 +129,38 @@ def test_a_wrong_database_url_is_one_line_naming_the_setting_never_the_password(
             assert "pw-s3cret" not in done.stderr
             assert said in done.stderr
             assert done.stderr.count("\n") == 1, done.stderr
+
+
+def test_the_http_backend_set_up_as_server_help_says_writes_state(
+    tmp_path: Path, binary: Binary
+) -> None:
+    config = _config(tmp_path, SIMPLE_APPLIER_TOML)
+    port = free_port()
+    shown = _cli("server", "--help", config=config).stdout
+    block = _first_block(shown, "terraform {").replace("8470", str(port))
+    block = block.replace("WORKSPACE", "sandbox/one")
+    (tmp_path / "main.tf").write_text(f'{block}\nresource "terraform_data" "x" {{}}\n')
+    named = set(re.findall(r"TF_HTTP_[A-Z_]+", shown))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_HTTP_")}
+    with process_server(config, port, tmp_path / "log") as server:
+        token = _cli("server", "tokens", "create", "--role", "applier", config=config)
+        given = {"TF_HTTP_PASSWORD": token.stdout.strip(), "TF_HTTP_USERNAME": "anything"}
+        env |= {name: given[name] for name in named}
+        for command in (["init", "-input=false"], ["apply", "-auto-approve", "-input=false"]):
+            done = subprocess.run([str(binary.path), *command], cwd=tmp_path, env=env,
+                                  capture_output=True, text=True, check=False)  # fmt: skip
+            assert done.returncode == 0, done.stdout + done.stderr
+        versions = httpx.get(f"{server.url}/v1/workspaces/sandbox/one/versions",
+                             auth=("", given["TF_HTTP_PASSWORD"]))  # fmt: skip
+    assert versions.status_code == 200 and versions.json(), versions.text
+
+
+def _first_block(text: str, opening: str) -> str:
+    """The text from ``opening`` to the brace that closes it."""
+    start = text.index(opening)
+    depth = 0
+    for end in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[end], 0)
+        if text[end] == "}" and depth == 0:
+            return text[start : end + 1]
+    raise AssertionError(f"no end to {opening!r} in:\n{text}")

@@ -95,12 +95,15 @@ def server(
     Without a configuration file it keeps everything under your data directory
     (SQLite database, a generated 0600 key file) and listens on 127.0.0.1:8470.
     Point a configuration at the state service with:
-      terraform { backend "http" {
-        address        = "http://127.0.0.1:8470/v1/state/WORKSPACE"
-        lock_address   = "http://127.0.0.1:8470/v1/state/WORKSPACE/lock"
-        unlock_address = "http://127.0.0.1:8470/v1/state/WORKSPACE/lock"
-      } }
-    and a token from `tofuflow server tokens create` in TF_HTTP_PASSWORD. By
+      terraform {
+        backend "http" {
+          address        = "http://127.0.0.1:8470/v1/state/WORKSPACE"
+          lock_address   = "http://127.0.0.1:8470/v1/state/WORKSPACE/lock"
+          unlock_address = "http://127.0.0.1:8470/v1/state/WORKSPACE/lock"
+        }
+      }
+    a token from `tofuflow server tokens create` in TF_HTTP_PASSWORD, and any
+    TF_HTTP_USERNAME (the binary sends no credentials without a username). By
     default only an approved run's apply session writes state; for a token's
     own writes, opt the workspaces into the simple applier mode
     ([[workspace_settings]] require_apply_session = false).
@@ -352,7 +355,7 @@ def tokens_create(config: Any, role: str, workspaces: str, ttl: str, description
     Hand it to what uses it, in the pipeline's secret store:
       tofuflow plan / apply      TOFUFLOW_PLAN_TOKEN, TOFUFLOW_APPLY_TOKEN
                                  (or TOFUFLOW_TOKEN for every stage)
-      the binary's http backend  TF_HTTP_PASSWORD
+      the binary's http backend  TF_HTTP_PASSWORD (with any TF_HTTP_USERNAME)
     Where the pipeline has an OIDC identity, [[bindings]] can grant it instead
     (no token to store; docs/identity.md).
     """

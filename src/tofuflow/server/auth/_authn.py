@@ -123,8 +123,9 @@ _TOKEN_BY_ID = select(ApiToken.__table__).where(
 def _credential(authorization: str | None) -> str:
     if not authorization:
         raise AuthError(
-            "no credentials: set TF_HTTP_PASSWORD to a tofuflow token (http backend) or "
-            "send Authorization: Bearer <token>"
+            "no credentials: set TF_HTTP_PASSWORD to a tofuflow token and TF_HTTP_USERNAME "
+            "to any name (the http backend sends no credentials without one), or send "
+            "Authorization: Bearer <token>"
         )
     scheme, _, value = authorization.partition(" ")
     value = value.strip()
