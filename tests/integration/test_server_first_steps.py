@@ -164,3 +164,23 @@ def _first_block(text: str, opening: str) -> str:
         if text[end] == "}" and depth == 0:
             return text[start : end + 1]
     raise AssertionError(f"no end to {opening!r} in:\n{text}")
+
+
+def test_a_mistyped_duration_names_its_key_and_is_not_called_a_token_lifetime(
+    tmp_path: Path,
+) -> None:
+    for table, key, value, said in (
+        ("runs", "approval_ttl", "24hours", "is not a duration"),
+        ("runs", "session_lease", "0s", "must be positive"),
+        ("environments", "reap_interval", "0s", "must be positive"),
+        ("audit", "checkpoint_interval", "2y", "is not a duration"),
+        ("environments", "max_ttl", "400d", "longer than the maximum of 365d"),
+    ):
+        config = _config(tmp_path, f'[{table}]\n{key} = "{value}"\n')
+        done = _cli("server", "--port", str(free_port()), config=config)
+        assert done.returncode == 1, done.stderr
+        line = done.stderr.strip()
+        assert "\n" not in line and "Traceback" not in line
+        assert line.startswith(f"Error: {config}: {table}.{key}: "), line
+        assert f"'{value}'" in line and said in line
+        assert "token" not in line  # these are not tokens' lifetimes

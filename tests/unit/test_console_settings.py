@@ -57,7 +57,7 @@ def test_a_client_secret_in_the_file_is_refused_and_says_where_it_goes(tmp_path:
     ("extra", "message"),
     [
         ('session_idle = "13h"\n', "session_idle is longer than session_absolute"),
-        ('session_absolute = "soon"\n', "console.session_absolute: invalid"),
+        ('session_absolute = "soon"\n', "console.session_absolute: 'soon' is not a duration"),
         ('scopes = ["profile"]\n', 'console.scopes must include "openid"'),
         ("insecure_cookie = true\n", "insecure_cookie is only for http on 127.0.0.1"),
     ],

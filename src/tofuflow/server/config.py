@@ -252,16 +252,23 @@ class ServerConfig:
             raise ConfigError(f"{where}: environments.orphan_after must be at least 1")
         from tofuflow.server.auth import parse_ttl
 
-        for key in ("reap_interval", "retry_backoff", "max_backoff", "max_env_ttl"):
+        # Checked here, before anything is created, each naming its key (the services
+        # that use them would only say what is wrong with the value).
+        durations = {
+            "runs.approval_ttl": self.approval_ttl,
+            "runs.session_ttl": self.session_ttl,
+            "runs.session_lease": self.session_lease,
+            "environments.reap_interval": self.reap_interval,
+            "environments.retry_backoff": self.retry_backoff,
+            "environments.max_backoff": self.max_backoff,
+            "environments.max_ttl": self.max_env_ttl,
+            "audit.checkpoint_interval": self.checkpoint_interval,
+        }
+        for name, value in durations.items():
             try:
-                parse_ttl(getattr(self, key))
+                parse_ttl(value, "duration")
             except ConfigError as exc:
-                name = "max_ttl" if key == "max_env_ttl" else key
-                raise ConfigError(f"{where}: environments.{name}: {exc}") from exc
-        try:
-            parse_ttl(self.checkpoint_interval)
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: audit.checkpoint_interval: {exc}") from exc
+                raise ConfigError(f"{where}: {name}: {exc}") from exc
         self.console_settings(where)
 
     def console_settings(self, where: str = "configuration") -> ConsoleSettings | None:

@@ -84,18 +84,20 @@ def verify_secret(secret: str, stored_hash: str) -> bool:
     return hmac.compare_digest(computed, stored_hash.encode())
 
 
-def parse_ttl(text: str) -> timedelta:
-    """``parse_ttl("30d")``; units s, m, h, d; positive and at most 365 days."""
+def parse_ttl(text: str, what: str = "token lifetime") -> timedelta:
+    """``parse_ttl("30d")``; units s, m, h, d; positive and at most 365 days. ``what`` the
+    value is names it in the error (a setting's duration is no token's lifetime)."""
     match = _TTL_RE.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise ConfigError(
-            f"invalid token lifetime {text!r}: use a number and a unit, e.g. 90m, 12h, 30d"
+            f"{text!r} is not a {what}: use a number and a unit (s, m, h, d), e.g. 90m, 12h, 30d"
         )
     ttl = timedelta(**{_TTL_UNITS[match.group(2)]: int(match.group(1))})
     if ttl <= timedelta(0):
-        raise ConfigError(f"token lifetime {text!r} must be positive: tokens always expire")
+        why = ": tokens always expire" if what == "token lifetime" else ""
+        raise ConfigError(f"{what} {text!r} must be positive{why}")
     if ttl > MAX_TTL:
-        raise ConfigError(f"token lifetime {text!r} is longer than the maximum of 365d")
+        raise ConfigError(f"{what} {text!r} is longer than the maximum of 365d")
     return ttl
 
 

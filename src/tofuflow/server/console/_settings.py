@@ -83,7 +83,7 @@ class ConsoleSettings:
         durations = {}
         for key in ("session_idle", "session_absolute"):
             try:
-                durations[key] = parse_ttl(text(key, _DEFAULTS[key]))
+                durations[key] = parse_ttl(text(key, _DEFAULTS[key]), "duration")
             except ConfigError as exc:
                 raise ConfigError(f"{where}: console.{key}: {exc}") from None
         if durations["session_idle"] > durations["session_absolute"]:
