@@ -184,3 +184,26 @@ def test_a_mistyped_duration_names_its_key_and_is_not_called_a_token_lifetime(
         assert line.startswith(f"Error: {config}: {table}.{key}: "), line
         assert f"'{value}'" in line and said in line
         assert "token" not in line  # these are not tokens' lifetimes
+
+
+def test_state_sealed_under_a_key_the_server_lacks_is_explained_in_the_server_log(
+    tmp_path: Path,
+) -> None:
+    config = _config(tmp_path, SIMPLE_APPLIER_TOML)
+    log = tmp_path / "log"
+    with process_server(config, free_port(), log) as server:
+        token = _cli("server", "tokens", "create", "--role", "admin", config=config)
+        auth = ("", token.stdout.strip())
+        state = b'{"version": 4, "serial": 1, "lineage": "l", "outputs": {}, "resources": []}'
+        assert httpx.post(server.state_url("app/k"), content=state, auth=auth).is_success
+    # The operator's slip: [keys.current] points at a new file, the old key not kept.
+    typo = '[keys.current]\nkind = "local"\npath = "keys/typo.key"\n'
+    moved = _config(tmp_path, SIMPLE_APPLIER_TOML + typo)
+    log.write_text("")
+    with process_server(moved, free_port(), log) as server:
+        # The binary shows only "giving up after 3 attempts": the log must say why.
+        assert httpx.get(server.state_url("app/k"), auth=auth).status_code == 500
+    said = log.read_text()
+    assert "ERROR" in said
+    assert "which is not configured: add it to previous keys" in said
+    assert "GET /v1/state/app/k" in said

@@ -476,11 +476,15 @@ def _install_rate_limit_handler(app: FastAPI) -> None:
 def _install_server_error_handlers(app: FastAPI) -> None:
     """The server's own failures: not refusals, so not audited."""
 
+    # Logged too: the binary shows none of the answer ("giving up after 3 attempt(s)"), so
+    # the server log is where its operator learns which key is missing or what is away.
     @app.exception_handler(CryptoError)
     async def crypto(request: Request, exc: CryptoError) -> Response:
+        _log.error("%s %s: server key problem: %s", request.method, request.url.path, exc)
         return JSONResponse({"error": f"server key problem: {exc}"}, status_code=500)
 
     @app.exception_handler(StorageError)
     async def storage(request: Request, exc: StorageError) -> Response:
+        _log.error("%s %s: storage unavailable: %s", request.method, request.url.path, exc)
         # 503: the store may come back, and the binary retries 5xx.
         return JSONResponse({"error": f"storage unavailable: {exc}"}, status_code=503)
