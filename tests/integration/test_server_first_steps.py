@@ -186,24 +186,67 @@ def test_a_mistyped_duration_names_its_key_and_is_not_called_a_token_lifetime(
         assert "token" not in line  # these are not tokens' lifetimes
 
 
+_STATE = b'{"version": 4, "serial": SERIAL, "lineage": "l", "outputs": {}, "resources": []}'
+
+
+def _write_state(config: Path, serial: int) -> tuple[str, str]:
+    """Serve ``config`` and write version ``serial`` of app/k; the admin token's auth."""
+    with process_server(config, free_port(), config.parent / "log") as server:
+        token = _cli("server", "tokens", "create", "--role", "admin", config=config)
+        auth = ("", token.stdout.strip())
+        body = _STATE.replace(b"SERIAL", str(serial).encode())
+        assert httpx.post(server.state_url("app/k"), content=body, auth=auth).is_success
+    return auth
+
+
+def test_a_mistyped_current_key_path_stops_the_server_before_it_serves(tmp_path: Path) -> None:
+    _write_state(_config(tmp_path, SIMPLE_APPLIER_TOML), 1)
+    # The operator's slip: [keys.current] points at a new file, the old key not kept. A
+    # server that started would answer every read of the state with 500, and seal new
+    # versions under a key nobody meant to use.
+    typo = '[keys.current]\nkind = "local"\npath = "keys/typo.key"\n'
+    moved = _config(tmp_path, SIMPLE_APPLIER_TOML + typo)
+    env = {**os.environ, "TOFUFLOW_SERVER_CONFIG": str(moved)}
+    argv = [*CLI, "server", "--port", str(free_port())]
+    started = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    try:
+        out, err = started.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        started.terminate()
+        out, err = started.communicate(timeout=20)
+        raise AssertionError(f"the server started over state it cannot open:\n{out}{err}") from None
+    assert started.returncode == 1, err
+    assert "Traceback" not in err
+    line = err.strip()
+    assert line.startswith("Error: the newest state version (app/k, version 1) is sealed "
+                           "with key local:"), line  # fmt: skip
+    assert (
+        "keys.current is key local:" in line
+        and str(tmp_path / "data" / "keys" / "typo.key") in line
+    )
+    assert "[[keys.previous]]" in line
+
+
 def test_state_sealed_under_a_key_the_server_lacks_is_explained_in_the_server_log(
     tmp_path: Path,
 ) -> None:
-    config = _config(tmp_path, SIMPLE_APPLIER_TOML)
+    first = _config(tmp_path, SIMPLE_APPLIER_TOML)
+    auth = _write_state(first, 1)
+    # Rotated to a new key with the old one kept as previous, the next version is sealed
+    # under the new key; then the old key is dropped before every version was re-wrapped.
+    rotated = '[keys.current]\nkind = "local"\npath = "keys/new.key"\n'
+    previous = '[[keys.previous]]\nkind = "local"\npath = "keys/local.key"\n'
+    _write_state(_config(tmp_path, SIMPLE_APPLIER_TOML + rotated + previous), 2)
+    dropped = _config(tmp_path, SIMPLE_APPLIER_TOML + rotated)
     log = tmp_path / "log"
-    with process_server(config, free_port(), log) as server:
-        token = _cli("server", "tokens", "create", "--role", "admin", config=config)
-        auth = ("", token.stdout.strip())
-        state = b'{"version": 4, "serial": 1, "lineage": "l", "outputs": {}, "resources": []}'
-        assert httpx.post(server.state_url("app/k"), content=state, auth=auth).is_success
-    # The operator's slip: [keys.current] points at a new file, the old key not kept.
-    typo = '[keys.current]\nkind = "local"\npath = "keys/typo.key"\n'
-    moved = _config(tmp_path, SIMPLE_APPLIER_TOML + typo)
     log.write_text("")
-    with process_server(moved, free_port(), log) as server:
+    with process_server(dropped, free_port(), log) as server:
+        assert httpx.get(server.state_url("app/k"), auth=auth).is_success  # version 2
         # The binary shows only "giving up after 3 attempts": the log must say why.
-        assert httpx.get(server.state_url("app/k"), auth=auth).status_code == 500
+        old = f"{server.url}/v1/workspaces/app/k/versions/1"
+        assert httpx.get(old, auth=auth).status_code == 500
     said = log.read_text()
     assert "ERROR" in said
     assert "which is not configured: add it to previous keys" in said
-    assert "GET /v1/state/app/k" in said
+    assert "GET /v1/workspaces/app/k/versions/1" in said

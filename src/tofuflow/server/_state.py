@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tofuflow.errors import (
     BadRequestError,
+    ConfigError,
     ConflictError,
     DocumentError,
     ForbiddenError,
@@ -127,6 +128,33 @@ class StateService:
         self.fast: SqliteStatePath | PostgresStatePath | None = SqliteStatePath.for_service(
             self
         ) or PostgresStatePath.for_service(self)
+
+    def check_keys(self) -> None:
+        """Refuse to serve (ConfigError) when the newest state version is sealed with a key
+        this server is not configured with: a mistyped ``[keys.current]`` path makes a new
+        key, and the server would answer every read with 500 and seal new versions under
+        a key nobody meant to use. Older versions under a dropped key are found when read.
+        """
+        newest = (
+            select(StateVersion.key_id, StateVersion.version, Workspace.name)
+            .join(Workspace, Workspace.id == StateVersion.workspace_id)
+            .order_by(StateVersion.id.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as connection:
+            row = connection.execute(newest).first()
+        if row is None or row.key_id in self.keyring.key_ids:
+            return
+        current = self.keyring.current
+        path = getattr(current, "path", None)
+        raise ConfigError(
+            f"the newest state version ({row.name}, version {row.version}) is sealed with key "
+            f"{row.key_id}, which this server is not configured with: keys.current is key "
+            f"{current.key_id}{f' ({path})' if path else ''}. If its path or id is mistyped, "
+            "fix it; if the key was rotated, list the old one under [[keys.previous]] (and "
+            "re-wrap with `tofuflow server keys rotate`). Not starting, so that nothing is "
+            "sealed or served with the wrong key"
+        )
 
     def _require_session(self, ctx: RequestContext, name: str) -> str:
         """Only an approved run's apply session changes state, unless the workspace opted

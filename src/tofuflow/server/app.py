@@ -93,6 +93,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         engine, keyring_from_config(config.keys, config.data_dir), blobs,
         max_state_bytes=config.max_state_bytes,
     )  # fmt: skip
+    service.check_keys()
     issuers = issuers_from_config(list(config.oidc_issuers))
     verifier = OidcVerifier(issuers) if issuers else None
     authn = Authenticator(engine, verifier, bindings_from_config(list(config.bindings)))
