@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from _services.fixtures import SIMPLE_APPLIER_TOML
 from _services.postgres import free_port
@@ -250,3 +252,22 @@ def test_state_sealed_under_a_key_the_server_lacks_is_explained_in_the_server_lo
     assert "ERROR" in said
     assert "which is not configured: add it to previous keys" in said
     assert "GET /v1/workspaces/app/k/versions/1" in said
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path, workers: str) -> None:
+    config = _config(tmp_path)
+    with socket.socket() as taken:  # another server (a tofuflow one, or anything) has it
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _cli("server", "--port", str(port), "--workers", workers, config=config)
+    assert done.returncode == 1, done.stderr
+    line = done.stderr.strip()
+    assert line == (
+        f"Error: port {port} on 127.0.0.1 is in use (another tofuflow server?): "
+        "stop it or pick another with --port"
+    ), done.stderr
+    # Nothing started: no "control plane on" line, no reaper, no audit checkpoint signed,
+    # not even the database made.
+    assert not (tmp_path / "data" / "tofuflow.db").exists()

@@ -113,6 +113,23 @@ def server(
         return
     config = _load(config_path, host=host, port=port)
     _log_to_stderr(log_level)
+    from tofuflow.server.serving import listen
+
+    try:  # the port first: when it is taken, nothing else starts (no database, no reaper)
+        sock = listen(config.host, config.port)
+    except TofuflowError as err:
+        raise click.ClickException(str(err)) from err
+    with sock:
+        _run(config, config_path, sock, workers, log_level)
+    # SIGTERM (systemd, Kubernetes, Docker) or Ctrl-C: a stop asked for, not a failure.
+    click.echo("tofuflow control plane stopped", err=True)
+
+
+def _run(
+    config: Any, config_path: Path | None, sock: socket.socket, workers: int, log_level: str
+) -> None:
+    """Serve on ``sock`` with the reaper, the notification sender and the checkpoint signer
+    beside the app, until a stop; then stop them."""
     import uvicorn
 
     from tofuflow.server.app import create_app, start_sender
@@ -132,21 +149,20 @@ def server(
     checkpoints = start_checkpoints(app.state.checkpoints, config, app.state.engine)
     try:
         if workers > 1:
-            _serve_workers(config_path, workers, config, log_level)
+            _serve_workers(config_path, workers, config, sock, log_level)
         else:
             freeze_start_up()
-            _serve(uvicorn.Server(uvicorn_config(app, host=config.host, port=config.port)))
+            served = uvicorn_config(app, host=config.host, port=config.port)
+            _serve(uvicorn.Server(served), sock)
     finally:
         if sender is not None:
             sender.stop()
         checkpoints.stop()
         if reaper is not None:
             reaper.stop()
-    # SIGTERM (systemd, Kubernetes, Docker) or Ctrl-C: a stop asked for, not a failure.
-    click.echo("tofuflow control plane stopped", err=True)
 
 
-def _serve(server: Any) -> None:
+def _serve(server: Any, sock: socket.socket) -> None:
     """Run ``server`` (a ``uvicorn.Server``) until SIGTERM or SIGINT, which it answers by
     finishing the requests in progress. uvicorn then raises the signal again for the
     handler it found; this one takes it, so the stop is a clean exit (status 0) instead of
@@ -158,7 +174,7 @@ def _serve(server: Any) -> None:
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -199,7 +215,9 @@ def _warn_past_max_connections(engine: Engine, config: Any, workers: int) -> Non
     )
 
 
-def _serve_workers(config_path: Path | None, workers: int, config: Any, log_level: str) -> None:
+def _serve_workers(
+    config_path: Path | None, workers: int, config: Any, sock: socket.socket, log_level: str
+) -> None:
     """Worker processes read the same configuration; this process has migrated the database
     and made the key file already, so they do not race to."""
 
@@ -207,7 +225,7 @@ def _serve_workers(config_path: Path | None, workers: int, config: Any, log_leve
 
     if config_path is not None:
         os.environ["TOFUFLOW_SERVER_CONFIG"] = str(config_path.resolve())
-    serve_workers(workers, host=config.host, port=config.port, log_level=log_level)
+    serve_workers(workers, sock, host=config.host, port=config.port, log_level=log_level)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Serving the app with uvicorn, so that even requests refused before the app runs get JSON.
 
-    uvicorn.Server(uvicorn_config(create_app(config), host="127.0.0.1", port=8470)).run()
+    sock = listen("127.0.0.1", 8470)  # first: a port in use is one line, before anything starts
+    uvicorn.Server(uvicorn_config(create_app(config), host="127.0.0.1", port=8470)).run([sock])
 
 uvicorn's HTTP protocol refuses a request it cannot parse with a plain-text 400 before
 the ASGI app sees it, so no route, middleware or error handler can answer it: with
@@ -14,18 +15,23 @@ itself (``tofuflow.server.access``).
 
 from __future__ import annotations
 
+import errno
 import gc
 import importlib.util
 import json
+import socket
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from tofuflow.errors import ConfigError
+
 __all__ = [
     "INVALID_REQUEST",
     "app_from_environment",
     "freeze_start_up",
+    "listen",
     "serve_workers",
     "uvicorn_config",
 ]
@@ -85,8 +91,38 @@ def uvicorn_config(app: Any, *, host: str, port: int, **options: Any) -> uvicorn
     return uvicorn.Config(app, host=host, port=port, http=_protocol(), **options)
 
 
-def serve_workers(workers: int, *, host: str, port: int, log_level: str) -> None:
-    """Serve ``workers`` processes of the app on one socket (uvicorn's supervisor).
+def listen(host: str, port: int, *, backlog: int = 2048) -> socket.socket:
+    """A socket bound to ``host``:``port`` and listening, for uvicorn (``Server.run([sock])``,
+    ``serve_workers``). Taken before the app, the reaper or anything else starts, and
+    listening at once: with ``SO_REUSEADDR`` a second process could otherwise bind the same
+    port until one of them listens. A port in use (another tofuflow server, most often) or
+    an address this host lacks is a ``ConfigError`` saying what to do."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn chooses
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restarts: TIME_WAIT
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} on {host} is in use (another tofuflow server?): stop it or "
+                "pick another with --port"
+            ) from err
+        reason = err.strerror or str(err)
+        raise ConfigError(
+            f"cannot listen on {host} port {port}: {reason}: check --host and --port"
+        ) from err
+    sock.set_inheritable(True)  # worker processes serve it too
+    return sock
+
+
+def serve_workers(
+    workers: int, sock: socket.socket, *, host: str, port: int, log_level: str
+) -> None:
+    """Serve ``workers`` processes of the app on ``sock`` (from ``listen``), through
+    uvicorn's supervisor.
 
     Each worker builds its own app with ``app_from_environment`` (the configuration file
     in ``$TOFUFLOW_SERVER_CONFIG`` and the ``TOFUFLOW_*`` variables), so everything a
@@ -98,7 +134,7 @@ def serve_workers(workers: int, *, host: str, port: int, log_level: str) -> None
         "tofuflow.server.serving:app_from_environment", host=host, port=port, factory=True,
         workers=workers, log_config=_log_config(log_level),
     )  # fmt: skip
-    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    Multiprocess(config, sockets=[sock]).run()
 
 
 def app_from_environment() -> Any:
