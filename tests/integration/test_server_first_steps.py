@@ -271,3 +271,31 @@ def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path, worker
     # Nothing started: no "control plane on" line, no reaper, no audit checkpoint signed,
     # not even the database made.
     assert not (tmp_path / "data" / "tofuflow.db").exists()
+
+
+def test_key_tables_without_a_kind_are_local_keys_as_without_the_tables(tmp_path: Path) -> None:
+    config = _config(tmp_path, SIMPLE_APPLIER_TOML)
+    state = b'{"version": 4, "serial": 1, "lineage": "l", "outputs": {}, "resources": []}'
+    with process_server(config, free_port(), tmp_path / "log") as server:
+        token = _cli("server", "tokens", "create", "--role", "admin", config=config)
+        auth = ("", token.stdout.strip())
+        assert httpx.post(server.state_url("app/k"), content=state, auth=auth).is_success
+    # A rotation to a new key file, written as the defaults read: no kind anywhere.
+    tables = '[keys.current]\npath = "keys/new.key"\n[[keys.previous]]\npath = "keys/local.key"\n'
+    rotated = _config(tmp_path, SIMPLE_APPLIER_TOML + tables)
+    with process_server(rotated, free_port(), tmp_path / "log") as server:
+        read = httpx.get(server.state_url("app/k"), auth=auth)
+        assert read.status_code == 200 and read.content == state, read.text
+        done = _cli("server", "keys", "rotate", config=rotated)
+        assert done.returncode == 0, done.stderr
+        assert "re-wrapped 1 data keys under local:" in done.stdout
+    # Another kind's option, its kind left out: the start says which kind to set.
+    kms = '[keys.current]\nkey_id = "arn:aws:kms:eu-west-1:111122223333:key/k"\n'
+    done = _cli("server", "--port", str(free_port()), config=_config(tmp_path, kms))
+    assert done.returncode == 1, done.stderr
+    line = done.stderr.strip()
+    assert "\n" not in line and "is None" not in line, line
+    assert line.endswith(
+        'keys.current.key_id: unknown key for kind "local", the default when kind is not set; '
+        'kind "aws-kms" takes it: set kind = "aws-kms"'
+    ), line

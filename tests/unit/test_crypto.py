@@ -361,6 +361,15 @@ def test_keyring_config_rotates_from_local_to_passphrase(
     assert keyring.seal(STATE, AAD).key_id.startswith("passphrase:")
 
 
+def test_key_tables_without_a_kind_are_local_as_without_the_tables(tmp_path: Path) -> None:
+    default = keyring_from_config({}, tmp_path).current.key_id
+    assert keyring_from_config({"current": {}}, tmp_path).current.key_id == default
+    written = {"current": {"path": "keys/new.key"}, "previous": [{"path": "keys/local.key"}]}
+    keyring = keyring_from_config(written, tmp_path)
+    assert keyring.key_ids == (keyring.current.key_id, default)
+    assert keyring.current.key_id != default
+
+
 @pytest.mark.parametrize(
     ("cfg", "message"),
     [

@@ -154,7 +154,23 @@ def _problems(tmp_path: Path, text: str) -> list[str]:
         ),
         (
             '[blobs]\nbucket = "b"\n',
-            'server.toml:2: blobs.bucket: unknown key for kind "database"; known keys: kind',
+            'server.toml:2: blobs.bucket: unknown key for kind "database", the default when '
+            'kind is not set; kind "s3" takes it: set kind = "s3"',
+        ),
+        (
+            '[blobs]\nprefix = "p"\n',
+            'server.toml:2: blobs.prefix: unknown key for kind "database", the default when '
+            "kind is not set; kinds azure, s3 take it: set kind to one of them",
+        ),
+        (
+            '[keys.current]\npaht = "k"\n',
+            'server.toml:2: keys.current.paht: unknown key for kind "local", the default when '
+            'kind is not set; did you mean "path"?',
+        ),
+        (
+            '[[keys.previous]]\npassphrase_env = "OLD"\n',
+            'server.toml:2: keys.previous[0].passphrase_env: unknown key for kind "local", the '
+            'default when kind is not set; kind "passphrase" takes it: set kind = "passphrase"',
         ),
         (
             '[blobs]\nkind = "azure"\ncontainer = "c"\nconnection_string = "x"\n',

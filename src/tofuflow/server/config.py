@@ -377,11 +377,11 @@ def _schema() -> Schema:
     from tofuflow.server.auth._oidc import _ISSUER_KEYS
     from tofuflow.server.checkpoints import SIGNING_KEY_OPTIONS
     from tofuflow.server.console import CONSOLE_KEYS
-    from tofuflow.server.crypto._keys import _BUILDERS
+    from tofuflow.server.crypto._keys import _BUILDERS, DEFAULT_KIND
     from tofuflow.server.notify import DESTINATION_KEYS, SETTINGS_KEYS
     from tofuflow.server.storage._blobs import _KEYS as _BLOB_KEYS
 
-    key = _ByKind({kind: options for kind, (options, _) in _BUILDERS.items()})
+    key = _ByKind({kind: options for kind, (options, _) in _BUILDERS.items()}, DEFAULT_KIND)
     return {
         "server": dict.fromkeys(_SERVER_KEYS),
         "database": {"url": None, "pool_size": None, "max_overflow": None},
@@ -451,7 +451,23 @@ class _Checker:
         kind = table.get("kind", schema.default)
         if not isinstance(kind, str) or kind not in schema.kinds:
             return  # the kind itself is refused, with its choices, by the table's reader
-        self.only_keys(keys, table, sorted(schema.kinds[kind]), f'unknown key for kind "{kind}"')
+        known = sorted(schema.kinds[kind])
+        if "kind" in table:
+            self.only_keys(keys, table, known, f'unknown key for kind "{kind}"')
+            return
+        # The kind left out: the key may be another kind's, whose name was forgotten.
+        what = f'unknown key for kind "{kind}", the default when kind is not set'
+        for name in table:
+            if name in known:
+                continue
+            others = sorted(other for other, options in schema.kinds.items() if name in options)
+            if len(others) == 1:
+                hint = f'; kind "{others[0]}" takes it: set kind = "{others[0]}"'
+            elif others:
+                hint = f"; kinds {', '.join(others)} take it: set kind to one of them"
+            else:
+                hint = _unknown(name, known)
+            self.problem((*keys, name), what + hint)
 
     def only_keys(self, keys: Keys, table: Mapping[str, Any], known: list[str], what: str) -> None:
         """A problem for each key of ``table`` not in ``known``, with the nearest one."""

@@ -432,12 +432,14 @@ def key_provider_from_config(
 
     Relative paths are under ``data_dir``. ``create=False`` (for previous keys) never
     creates a key file or salt: an old key that is missing must be restored, not replaced.
+    Without ``kind``, the kind is ``local``, as without the table (``{"path": ...}`` is a
+    key file).
     """
-    kind = cfg.get("kind")
+    kind = cfg.get("kind", DEFAULT_KIND)
     if not isinstance(kind, str) or kind not in _BUILDERS:
         raise ConfigError(f"{where}.kind is {kind!r}: use one of {', '.join(sorted(_BUILDERS))}")
     options, build = _BUILDERS[kind]
-    _check_options(cfg, options, where)
+    _check_options({"kind": kind, **cfg}, options, where)
     return build(cfg, Path(data_dir), create, where)
 
 
@@ -476,6 +478,7 @@ def _kms_from_config(
     )
 
 
+DEFAULT_KIND = "local"
 _Builder = Callable[[Mapping[str, Any], Path, bool, str], KeyProvider]
 _BUILDERS: dict[str, tuple[frozenset[str], _Builder]] = {
     "local": (frozenset({"kind", "path"}), _local_from_config),
