@@ -10,6 +10,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -299,3 +300,33 @@ def test_key_tables_without_a_kind_are_local_keys_as_without_the_tables(tmp_path
         'keys.current.key_id: unknown key for kind "local", the default when kind is not set; '
         'kind "aws-kms" takes it: set kind = "aws-kms"'
     ), line
+
+
+def test_tokens_list_has_a_header_and_marks_expired_and_revoked_tokens(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    assert "no tokens yet" in _cli("server", "tokens", "list", config=config).stdout
+
+    def create(*options: str) -> str:
+        done = _cli("server", "tokens", "create", "--role", "reader", *options, config=config)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().split("_")[1]
+
+    short = create("--ttl", "1s", "--workspaces", "app/long-workspace-glob/*",
+                   "--description", "ci for app")  # fmt: skip
+    live = create("--description", "nightly drift")
+    gone = create()
+    assert _cli("server", "tokens", "revoke", gone, config=config).returncode == 0
+    time.sleep(1.5)  # the 1s token has expired
+    listed = _cli("server", "tokens", "list", config=config)
+    assert listed.returncode == 0, listed.stderr
+    header, *lines = listed.stdout.splitlines()
+    assert header.split() == ["ID", "ROLE", "WORKSPACES", "STATUS", "(UTC)", "DESCRIPTION"]
+    rows = {line.split()[0]: line for line in lines}
+    assert set(rows) == {short, live, gone}
+    assert re.search(r"  expired \d{4}-\d\d-\d\d \d\d:\d\d  +ci for app$", rows[short])
+    assert re.search(r"  expires \d{4}-\d\d-\d\d \d\d:\d\d  +nightly drift$", rows[live])
+    assert re.search(r"  revoked \d{4}-\d\d-\d\d \d\d:\d\d\s*$", rows[gone])
+    # Columns line up under the header, however long a workspace glob is.
+    for column in ("ROLE", "WORKSPACES", "STATUS"):
+        start = header.index(column)
+        assert all(line[start - 2 : start] == "  " and line[start] != " " for line in lines)

@@ -61,7 +61,7 @@ def test_tokens_created_listed_and_revoked_from_the_cli(tmp_path: Path) -> None:
     token = created.stdout.strip()
     assert token.startswith("tfw_")
     listed = _cli("server", "tokens", "list", config=config)
-    token_id = listed.stdout.split()[0]
+    token_id = listed.stdout.splitlines()[1].split()[0]  # under the header row
     assert "applier" in listed.stdout and "ci pipeline" in listed.stdout
     assert token not in listed.stdout and token.split("_", 2)[2][:10] not in listed.stdout
 

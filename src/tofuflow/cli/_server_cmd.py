@@ -396,12 +396,31 @@ def tokens_create(config: Any, role: str, workspaces: str, ttl: str, description
 @tokens.command("list")
 @click.pass_obj
 def tokens_list(config: Any) -> None:
-    """List tokens (ids, roles, expiry; never secrets)."""
+    """List tokens (ids, roles, status; never secrets).
+
+    Under a header row: id, role, workspace glob, status (expires, expired or
+    revoked, with its time in UTC) and description.
+    """
     from tofuflow.server.admin import list_tokens
 
-    for row in list_tokens(_engine(config)):
-        state = "revoked" if row.revoked_at else f"expires {row.expires_at:%Y-%m-%d %H:%M}"
-        click.echo(f"{row.token_id}  {row.role:<8} {row.workspaces:<20} {state}  {row.description}")
+    tokens = list_tokens(_engine(config))
+    if not tokens:
+        click.echo("no tokens yet: create one with `tofuflow server tokens create --role ROLE`")
+        return
+    now = dt.datetime.now(dt.UTC)
+    table = [("ID", "ROLE", "WORKSPACES", "STATUS (UTC)", "DESCRIPTION")]
+    for row in tokens:  # revoked wins over expired: it was stopped before it ran out
+        if row.revoked_at is not None:
+            status = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}"
+        elif row.expires_at <= now:  # as the server refuses it (401)
+            status = f"expired {row.expires_at:%Y-%m-%d %H:%M}"
+        else:
+            status = f"expires {row.expires_at:%Y-%m-%d %H:%M}"
+        table.append((row.token_id, row.role, row.workspaces, status, row.description))
+    widths = [max(len(line[column]) for line in table) for column in range(4)]
+    for line in table:
+        cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)]
+        click.echo("  ".join([*cells, line[4]]).rstrip())
 
 
 @tokens.command("revoke")
