@@ -279,7 +279,7 @@ def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path, worker
     line = done.stderr.strip()
     assert line == (
         f"Error: port {port} on 127.0.0.1 is in use (another tofuflow server?): "
-        "stop it or pick another with --port"
+        "stop it, or pick another port (--port, [server] port or TOFUFLOW_SERVER_PORT)"
     ), done.stderr
     # Nothing started: no "control plane on" line, no reaper, no audit checkpoint signed,
     # not even the database made.

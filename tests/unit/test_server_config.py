@@ -195,6 +195,15 @@ def _problems(tmp_path: Path, text: str) -> list[str]:
             '"path"?',
         ),
         (
+            '[keys.current]\nkind = "lcal"\npath = "k"\n',
+            'server.toml:2: keys.current.kind: "lcal" is not a kind here; did you mean '
+            '"local"? Use one of aws-kms, local, passphrase',
+        ),
+        (
+            '[blobs]\nkind = "gcs"\nbucket = "b"\n',
+            'server.toml:2: blobs.kind: "gcs" is not a kind here; use one of azure, database, s3',
+        ),
+        (
             '[keys]\ncurent = { kind = "local" }\n',
             'server.toml:2: keys.curent: unknown key; did you mean "current"?',
         ),

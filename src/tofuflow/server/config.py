@@ -87,6 +87,7 @@ the file is reported at once, in file order::
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -449,8 +450,14 @@ class _Checker:
 
     def kind_keys(self, keys: Keys, table: Mapping[str, Any], schema: _ByKind) -> None:
         kind = table.get("kind", schema.default)
-        if not isinstance(kind, str) or kind not in schema.kinds:
-            return  # the kind itself is refused, with its choices, by the table's reader
+        if isinstance(kind, str) and kind not in schema.kinds:
+            kinds = sorted(schema.kinds)
+            use = f"use one of {', '.join(kinds)}"
+            fix = suggest(kind, kinds, use) or f"; {use}"
+            self.problem((*keys, "kind"), f"{json.dumps(kind)} is not a kind here{fix}")
+            return
+        if not isinstance(kind, str):
+            return  # refused, with its choices, by the table's reader
         known = sorted(schema.kinds[kind])
         if "kind" in table:
             self.only_keys(keys, table, known, f'unknown key for kind "{kind}"')

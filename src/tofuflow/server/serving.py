@@ -107,8 +107,8 @@ def listen(host: str, port: int, *, backlog: int = 2048) -> socket.socket:
         sock.close()
         if err.errno == errno.EADDRINUSE:
             raise ConfigError(
-                f"port {port} on {host} is in use (another tofuflow server?): stop it or "
-                "pick another with --port"
+                f"port {port} on {host} is in use (another tofuflow server?): stop it, or "
+                "pick another port (--port, [server] port or TOFUFLOW_SERVER_PORT)"
             ) from err
         reason = err.strerror or str(err)
         raise ConfigError(
