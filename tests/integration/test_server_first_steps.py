@@ -342,3 +342,19 @@ def test_tokens_list_has_a_header_and_marks_expired_and_revoked_tokens(tmp_path:
     for column in ("ROLE", "WORKSPACES", "STATUS"):
         start = header.index(column)
         assert all(line[start - 2 : start] == "  " and line[start] != " " for line in lines)
+
+
+def test_the_start_up_line_names_the_address_it_listens_on_beside_the_public_url(
+    tmp_path: Path,
+) -> None:
+    # Behind a proxy the public URL is not where the process listens: both are needed to
+    # check a deployment (is the proxy pointing at the right port?).
+    config = _config(tmp_path, 'public_url = "https://tofuflow.example"\n')
+    port = free_port()
+    with process_server(config, port, tmp_path / "log"):
+        pass
+    first = (tmp_path / "log").read_text().splitlines()[0]
+    assert first == (
+        f"tofuflow control plane on http://127.0.0.1:{port}, public URL "
+        f"https://tofuflow.example (data: {tmp_path / 'data'})"
+    ), first
