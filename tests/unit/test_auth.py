@@ -48,7 +48,7 @@ def test_auth_public_api_is_pinned() -> None:
         "SESSION_PREFIX", "TOKEN_PREFIX", "TokenRecord", "TokenRow", "authenticate_token",
         "bindings_from_config", "grants_for", "hash_secret", "issuers_from_config", "new_token",
         "parse_ttl", "principal_from_claims", "safe_claims", "session_principal", "split_token",
-        "verify_secret",
+        "token_id_of", "verify_secret",
         "workspace_matches",
     }  # fmt: skip
     for name in auth.__all__:

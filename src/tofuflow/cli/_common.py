@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -214,6 +214,15 @@ def plan_stopped(workspace: str, next_step: str | None = None) -> str:
     return (
         f"interrupted: the plan of {workspace} stopped before it finished, so nothing was "
         f"applied (its run is recorded cancelled); {next_step}"
+    )
+
+
+def aligned(table: Sequence[Sequence[str]]) -> str:
+    """Rows (a header first) as columns two spaces apart, each as wide as its widest cell."""
+    widths = [max(len(row[column]) for row in table) for column in range(len(table[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in table
     )
 
 

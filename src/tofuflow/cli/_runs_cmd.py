@@ -21,6 +21,7 @@ from tofuflow.cli._common import (
     PROJECT_OPTION,
     WorkspaceArgument,
     agent_report,
+    aligned,
     announce,
     apply_control_plane,
     clean,
@@ -366,11 +367,7 @@ def runs_table(rows: list[dict[str, Any]]) -> str:
             (run.get("commit") or "-")[:10], changes,
             _WRITES.get(str(run.get("state_writes")), "-"),
         ))  # fmt: skip
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in table
-    )
+    return aligned(table)
 
 
 def _shortened(text: str, width: int = 32) -> str:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from tofuflow.cli._common import aligned
 from tofuflow.errors import TofuflowError
 
 if TYPE_CHECKING:
@@ -420,10 +421,7 @@ def tokens_list(config: Any) -> None:
         else:
             status = f"expires {row.expires_at:%Y-%m-%d %H:%M}"
         table.append((row.token_id, row.role, row.workspaces, status, row.description))
-    widths = [max(len(line[column]) for line in table) for column in range(4)]
-    for line in table:
-        cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)]
-        click.echo("  ".join([*cells, line[4]]).rstrip())
+    click.echo(aligned(table))
 
 
 @tokens.command("revoke")

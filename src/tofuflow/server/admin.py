@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,7 @@ from tofuflow.errors import NotFoundError
 from tofuflow.server import _audit
 from tofuflow.server._audit import VerifyResult
 from tofuflow.server._state import state_aad
-from tofuflow.server.auth import TOKEN_PREFIX, Role, new_token, parse_ttl
+from tofuflow.server.auth import TOKEN_PREFIX, Role, new_token, parse_ttl, token_id_of
 from tofuflow.server.crypto import Keyring
 from tofuflow.server.notify._events import audit_verify_failed
 from tofuflow.server.storage._db import (
@@ -44,7 +43,6 @@ __all__ = [
     "list_tokens",
     "revoke_token",
     "rotate_keys",
-    "token_id_of",
     "verify_audit",
 ]
 
@@ -99,18 +97,6 @@ def revoke_token(engine: Engine, token_id: str) -> str:
         row.revoked_at = utcnow()
         _audit.append(session, _OPERATOR, "token.revoke", detail={"token_id": token_id})
     return token_id
-
-
-_NAMED_TOKEN = re.compile(r"(?:token:)?tfw_([A-Za-z0-9]{12})(?:_.*)?", re.DOTALL)
-
-
-def token_id_of(given: str) -> str:
-    """The token id in what an operator copied: the id ``tokens list`` shows, ``tfw_<id>``
-    as the server log, the audit log and every refusal name it, ``token:tfw_<id>`` (the
-    audit subject), or the whole token (one that leaked: its secret is dropped here and
-    never shown)."""
-    match = _NAMED_TOKEN.fullmatch(given.strip())
-    return match.group(1) if match else given.strip()
 
 
 def verify_audit(engine: Engine) -> VerifyResult:

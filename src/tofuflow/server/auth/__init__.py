@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         new_token,
         parse_ttl,
         split_token,
+        token_id_of,
         verify_secret,
     )
 
@@ -82,6 +83,7 @@ _EXPORTS = {
     "safe_claims": "tofuflow.server.auth._bindings",
     "session_principal": "tofuflow.server.auth._sessions",
     "split_token": "tofuflow.server.auth._tokens",
+    "token_id_of": "tofuflow.server.auth._tokens",
     "verify_secret": "tofuflow.server.auth._tokens",
     "workspace_matches": "tofuflow.server.auth._roles",
 }
@@ -114,6 +116,7 @@ __all__ = [
     "safe_claims",
     "session_principal",
     "split_token",
+    "token_id_of",
     "verify_secret",
     "workspace_matches",
 ]

@@ -46,7 +46,11 @@ _ID_ALPHABET = string.ascii_letters + string.digits  # no '_' or '-': the id rea
 _SECRET_BYTES = 32
 # 32 bytes in unpadded base64url are 43 characters; the secret may contain '_' and '-',
 # so the token is split by position, never by '_'.
-_TOKEN_RE = re.compile(r"tfw_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43})")
+_ID = rf"{TOKEN_PREFIX}([A-Za-z0-9]{{{_ID_LENGTH}}})"  # the id: _ID_ALPHABET, _ID_LENGTH
+_TOKEN_RE = re.compile(rf"{_ID}_([A-Za-z0-9_-]{{43}})")
+# How a token is named where it shows: the log's tfw_<id>, the audit subject's
+# token:tfw_<id>, or the whole token.
+_NAMED_TOKEN = re.compile(rf"(?:token:)?{_ID}(?:_.*)?", re.DOTALL)
 _TTL_RE = re.compile(r"\s*(\d+)\s*([smhd])\s*")
 _TTL_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 # One message for an unknown id and a wrong secret, so ids cannot be probed.
@@ -70,6 +74,15 @@ def split_token(token: str) -> tuple[str, str]:
             "copy the whole token shown when it was created"
         )
     return match.group(1), match.group(2)
+
+
+def token_id_of(given: str) -> str:
+    """The token id in what an operator copied: the id ``tokens list`` shows, ``tfw_<id>``
+    as the server log, the audit log and every refusal name it, ``token:tfw_<id>`` (the
+    audit subject), or the whole token (one that leaked: its secret is dropped here and
+    never shown)."""
+    match = _NAMED_TOKEN.fullmatch(given.strip())
+    return match.group(1) if match else given.strip()
 
 
 def hash_secret(secret: str) -> str:
