@@ -344,3 +344,40 @@ def test_a_server_address_that_drops_connections_fails_in_seconds_not_minutes(
     assert line.startswith(f"Error: cannot reach the control plane at {url}: "), line
     assert "no answer to the connection within 15 s" in line, line
     assert "TOFUFLOW_SERVER_URL" in line, line
+
+
+# -- a token without a server URL ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "args"),
+    [
+        ("TOFUFLOW_TOKEN", ["plan", "dev"]),
+        ("TOFUFLOW_PLAN_TOKEN", ["run-all", "plan"]),
+        ("TOFUFLOW_APPLY_TOKEN", ["runs", "list"]),
+    ],
+)
+def test_a_token_without_a_server_url_is_refused_not_ignored(
+    tmp_path: Path, variable: str, args: list[str]
+) -> None:
+    # A pipeline that sets its token but forgot TOFUFLOW_SERVER_URL ran against the
+    # embedded plane on the agent's disk: the state and the run vanished with the agent.
+    root = tmp_path / "repo"
+    (root / "infra").mkdir(parents=True)
+    (root / "infra" / "main.tf").write_text('output "x" { value = 1 }\n')
+    (root / "tofuflow.toml").write_text('[workspaces.dev]\ndirectory = "infra"\n')
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    for name in ("TOFUFLOW_SERVER_URL", "TOFUFLOW_TOKEN", "TOFUFLOW_SERVER_CONFIG"):
+        env.pop(name, None)
+    secret = "tfw_abcdefghijkl_" + "s3cr3t" * 6
+    done = _tofuflow(*args, cwd=root, env={**env, variable: secret})
+    assert done.returncode == 1, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"Error: {variable} is set but no control plane URL is"), line
+    assert "TOFUFLOW_SERVER_URL" in line and "[server] url" in line, line
+    assert f"unset {variable}" in line, line
+    assert secret not in done.stdout + done.stderr
+    # Nothing ran on the embedded plane: no run was recorded there.
+    listed = _tofuflow("runs", "list", cwd=root, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "dev" not in listed.stdout, listed.stdout

@@ -57,8 +57,9 @@ def control_plane(
     (None: the embedded plane, whose token says which command minted it, covers only
     ``workspace`` and is revoked when the command ends)."""
     from tofuflow.ci import AzureDevOpsLog, on_agent
-    from tofuflow.runs import connect
+    from tofuflow.runs import check_no_stray_token, connect
 
+    check_no_stray_token(url)
     with connect(
         stage, url=url, identity=identity, description=description or _command_line(),
         workspace=workspace,

@@ -224,13 +224,14 @@ class _Clients:
         workspaces: Iterable[str],
         printer: _Printer,
     ) -> None:
-        from tofuflow.runs import server_url
+        from tofuflow.runs import check_no_stray_token, server_url
 
         self._stack = stack
         self._printer = printer
         self._lock = threading.Lock()
         self._by_key: dict[tuple[str, str], ControlPlane] = {}
         self._url = server_url(project.server_url)
+        check_no_stray_token(self._url)
         if not self._url:
             # One in-process control plane for the whole run: the threads share it.
             for stage in stages:

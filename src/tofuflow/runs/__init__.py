@@ -13,7 +13,14 @@ copy, the stage's credentials, the state backend, the redactor).
 from tofuflow.runs._artifact import FORMAT as ARCHIVE_FORMAT
 from tofuflow.runs._artifact import config_digest, restore_config, snapshot_config
 from tofuflow.runs._client import ControlPlane
-from tofuflow.runs._connect import STAGE_ROLES, STAGE_TOKEN_VARIABLES, Stage, connect, server_url
+from tofuflow.runs._connect import (
+    STAGE_ROLES,
+    STAGE_TOKEN_VARIABLES,
+    Stage,
+    check_no_stray_token,
+    connect,
+    server_url,
+)
 from tofuflow.runs._inputs import (
     Clients,
     Inputs,
@@ -64,6 +71,7 @@ __all__ = [
     "Staged",
     "apply_from_artifact",
     "apply_run",
+    "check_no_stray_token",
     "config_digest",
     "configuration",
     "connect",

@@ -21,7 +21,14 @@ from typing import Any, Literal
 from tofuflow.errors import ConfigError
 from tofuflow.runs._client import ControlPlane
 
-__all__ = ["STAGE_ROLES", "STAGE_TOKEN_VARIABLES", "Stage", "connect", "server_url"]
+__all__ = [
+    "STAGE_ROLES",
+    "STAGE_TOKEN_VARIABLES",
+    "Stage",
+    "check_no_stray_token",
+    "connect",
+    "server_url",
+]
 
 Stage = Literal["plan", "apply", "approve", "read", "admin"]
 # The least role each stage needs. Reading runs, state and the audit log is a reader's;
@@ -48,6 +55,22 @@ def server_url(configured: str | None = None, env: Mapping[str, str] | None = No
     None means the embedded control plane."""
     env = os.environ if env is None else env
     return env.get("TOFUFLOW_SERVER_URL") or configured or None
+
+
+def check_no_stray_token(url: str | None, env: Mapping[str, str] | None = None) -> None:
+    """Refuse a token variable set for the embedded plane (``url`` None), which never reads
+    one: a pipeline that set its token but not ``TOFUFLOW_SERVER_URL`` would otherwise
+    plan and apply against a plane on the agent's own disk, gone with the agent."""
+    if url:
+        return
+    env = os.environ if env is None else env
+    stray = [name for name in dict.fromkeys(STAGE_TOKEN_VARIABLES.values()) if env.get(name)]
+    if stray:
+        raise ConfigError(
+            f"{stray[0]} is set but no control plane URL is: set TOFUFLOW_SERVER_URL (or "
+            "[server] url in tofuflow.toml) to the server that token is for, or unset "
+            f"{' and '.join(stray)} to use the embedded control plane on this machine"
+        )
 
 
 @contextmanager
