@@ -111,6 +111,15 @@ def test_a_token_is_revoked_by_the_id_as_the_log_shows_it_or_by_the_whole_token(
     assert done.returncode == 1
     assert "no token tfw_xxxxxxxxxxxx" in done.stderr
     assert leaked.split("_", 2)[2][:8] not in done.stderr
+    # A token mangled in copying (a character short) is not an id: refused without
+    # echoing it, as it may hold the secret.
+    for mangled in (leaked[:7] + leaked[8:], "token:" + leaked[:-50], "tfw_abc"):
+        done = _cli("server", "tokens", "revoke", mangled, config=config)
+        assert done.returncode == 1, done.stdout
+        (line,) = done.stderr.splitlines()
+        assert "is not a token id" in line and "tokens list" in line, line
+        assert leaked.split("_", 2)[2][:8] not in line, line
+        assert mangled not in line, line
 
 
 def test_a_wrong_database_url_is_one_line_naming_the_setting_never_the_password(

@@ -51,6 +51,7 @@ _TOKEN_RE = re.compile(rf"{_ID}_([A-Za-z0-9_-]{{43}})")
 # How a token is named where it shows: the log's tfw_<id>, the audit subject's
 # token:tfw_<id>, or the whole token.
 _NAMED_TOKEN = re.compile(rf"(?:token:)?{_ID}(?:_.*)?", re.DOTALL)
+_BARE_ID = re.compile(rf"[A-Za-z0-9]{{{_ID_LENGTH}}}")  # the ID column of `tokens list`
 _TTL_RE = re.compile(r"\s*(\d+)\s*([smhd])\s*")
 _TTL_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 # One message for an unknown id and a wrong secret, so ids cannot be probed.
@@ -80,9 +81,19 @@ def token_id_of(given: str) -> str:
     """The token id in what an operator copied: the id ``tokens list`` shows, ``tfw_<id>``
     as the server log, the audit log and every refusal name it, ``token:tfw_<id>`` (the
     audit subject), or the whole token (one that leaked: its secret is dropped here and
-    never shown)."""
-    match = _NAMED_TOKEN.fullmatch(given.strip())
-    return match.group(1) if match else given.strip()
+    never shown). Anything else is refused without being repeated (ConfigError)."""
+    given = given.strip()
+    match = _NAMED_TOKEN.fullmatch(given)
+    if match:
+        return match.group(1)
+    if _BARE_ID.fullmatch(given):
+        return given
+    # Not shown: a token mangled in copying still holds most of its secret.
+    raise ConfigError(
+        f"what was given ({len(given)} characters, not shown) is not a token id: give the "
+        f"{_ID_LENGTH}-character ID that `tofuflow server tokens list` shows, "
+        f"{TOKEN_PREFIX}<id> as the server log names it, or the whole token"
+    )
 
 
 def hash_secret(secret: str) -> str:
