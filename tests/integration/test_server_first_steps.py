@@ -353,6 +353,48 @@ def test_tokens_list_has_a_header_and_marks_expired_and_revoked_tokens(tmp_path:
         assert all(line[start - 2 : start] == "  " and line[start] != " " for line in lines)
 
 
+def test_tokens_prune_deletes_long_dead_tokens_and_keeps_the_audit_story(tmp_path: Path) -> None:
+    # Every embedded command and every reaper destroy mints a token: without a way to
+    # delete the dead ones, `tokens list` only grew.
+    config = _config(tmp_path)
+
+    def create(*options: str) -> str:
+        done = _cli("server", "tokens", "create", "--role", "reader", *options, config=config)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().split("_")[1]
+
+    expired, live, revoked = create("--ttl", "1s"), create(), create()
+    assert _cli("server", "tokens", "revoke", revoked, config=config).returncode == 0
+    time.sleep(2.2)
+    listed = _cli("server", "tokens", "list", config=config)
+    assert "2 of these are revoked or expired: `tofuflow server tokens prune`" in listed.stderr
+    # Dead for 2 s, not yet 1 h: the default keeps them.
+    kept = _cli("server", "tokens", "prune", "--older-than", "1h", config=config)
+    assert kept.returncode == 0, kept.stderr
+    assert kept.stdout.strip() == "no tokens revoked or expired more than 1h ago"
+    done = _cli("server", "tokens", "prune", "--older-than", "1s", config=config)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"deleted 2 tokens revoked or expired more than 1s ago: " \
+        f"{', '.join(sorted([expired, revoked]))}"  # fmt: skip
+    listed = _cli("server", "tokens", "list", config=config)
+    assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == [live]
+    assert "revoked or expired" not in listed.stderr
+    # The deletion is in the audit log, whose chain still verifies.
+    verified = _cli("server", "audit", "verify", config=config)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    with process_server(config, free_port(), tmp_path / "log") as server:
+        admin = _cli("server", "tokens", "create", "--role", "admin", config=config)
+        events = httpx.get(
+            f"{server.url}/v1/audit", params={"limit": 50},
+            headers={"Authorization": f"Bearer {admin.stdout.strip()}"},
+        ).json()  # fmt: skip
+    (pruned,) = [e for e in events if e["action"] == "token.prune"]
+    assert pruned["detail"]["token_ids"] == sorted([expired, revoked])
+    # A malformed duration is refused before anything is deleted.
+    done = _cli("server", "tokens", "prune", "--older-than", "30 days", config=config)
+    assert done.returncode == 1 and "--older-than" in done.stderr, done.stderr
+
+
 def test_the_start_up_line_names_the_address_it_listens_on_beside_the_public_url(
     tmp_path: Path,
 ) -> None:

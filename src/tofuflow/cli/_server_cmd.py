@@ -353,7 +353,7 @@ def start_reaper(engine: Engine, config: Any, url: str) -> InServerReaper | None
 
 @server.group("tokens")
 def tokens() -> None:
-    """Create, list and revoke API tokens (always expiring, stored hashed)."""
+    """Create, list, revoke and prune API tokens (always expiring, stored hashed)."""
 
 
 @tokens.command("create")
@@ -422,6 +422,13 @@ def tokens_list(config: Any) -> None:
             status = f"expires {row.expires_at:%Y-%m-%d %H:%M}"
         table.append((row.token_id, row.role, row.workspaces, status, row.description))
     click.echo(aligned(table))
+    dead = sum(1 for row in tokens if row.revoked_at is not None or row.expires_at <= now)
+    if dead:
+        click.echo(
+            f"{dead} of these are revoked or expired: `tofuflow server tokens prune` deletes "
+            f"those dead for more than {_PRUNE_DEFAULT}",
+            err=True,
+        )
 
 
 @tokens.command("revoke")
@@ -440,6 +447,41 @@ def tokens_revoke(config: Any, token_id: str) -> None:
     except TofuflowError as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"revoked {revoked}")
+
+
+_PRUNE_DEFAULT = "30d"
+
+
+@tokens.command("prune")
+@click.option(
+    "--older-than",
+    default=_PRUNE_DEFAULT,
+    show_default=True,
+    help="Delete tokens revoked or expired longer ago than this: 90m, 12h, 30d.",
+)
+@click.pass_obj
+def tokens_prune(config: Any, older_than: str) -> None:
+    """Delete tokens that were revoked or expired long ago.
+
+    A token is never deleted while it can still be used. The audit log keeps each
+    deleted token's creation and revocation, and one token.prune event names them; runs
+    keep the name of whoever requested them.
+    """
+    from tofuflow.server.admin import prune_tokens
+    from tofuflow.server.auth import parse_ttl
+
+    try:
+        age = parse_ttl(older_than, "duration")
+    except TofuflowError as err:
+        raise click.BadParameter(str(err), param_hint="--older-than") from err
+    pruned = prune_tokens(_engine(config), age)
+    if not pruned:
+        click.echo(f"no tokens revoked or expired more than {older_than} ago")
+        return
+    click.echo(
+        f"deleted {len(pruned)} tokens revoked or expired more than {older_than} ago: "
+        f"{', '.join(pruned)}"
+    )
 
 
 @server.group("keys")

@@ -10,11 +10,12 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, undefer
 
@@ -41,6 +42,7 @@ __all__ = [
     "VerifyResult",
     "create_token",
     "list_tokens",
+    "prune_tokens",
     "revoke_token",
     "rotate_keys",
     "verify_audit",
@@ -83,6 +85,23 @@ def create_token(
 def list_tokens(engine: Engine) -> list[ApiToken]:
     with Session(engine, expire_on_commit=False) as session:
         return list(session.scalars(select(ApiToken).order_by(ApiToken.created_at)).all())
+
+
+def prune_tokens(engine: Engine, older_than: dt.timedelta) -> list[str]:
+    """Delete the tokens revoked, or expired, more than ``older_than`` ago; returns their
+    ids, sorted. One ``token.prune`` event names them: the audit log keeps each one's
+    ``token.create`` and ``token.revoke``, and runs keep their requester's name."""
+    before = utcnow() - older_than
+    dead = or_(ApiToken.revoked_at < before, ApiToken.expires_at < before)
+    with write_session(engine) as session:
+        ids = sorted(session.scalars(select(ApiToken.token_id).where(dead)))
+        if ids:
+            session.execute(delete(ApiToken).where(ApiToken.token_id.in_(ids)))
+            _audit.append(
+                session, _OPERATOR, "token.prune",
+                detail={"token_ids": ids, "dead_before": before.isoformat()},
+            )  # fmt: skip
+    return ids
 
 
 def revoke_token(engine: Engine, token_id: str) -> str:
