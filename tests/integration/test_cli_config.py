@@ -266,6 +266,36 @@ def test_init_proposes_a_workspace_per_var_file_when_one_configuration_serves_se
         assert f'+ where = "{expected}"' in shown.stdout, shown.stdout
 
 
+def test_init_finds_var_files_in_an_envs_directory_beside_the_configuration(
+    tmp_path: Path,
+) -> None:
+    """The other common layout: the var files one directory down (``envs/``,
+    ``environments/``), beside nothing but each other. init proposed one workspace with
+    no var file, which planned neither environment."""
+    repo = tmp_path / "repo"
+    _tf(repo / "app", 'variable "environment" {\n  type = string\n}\n'
+        'output "where" {\n  value = var.environment\n}\n')  # fmt: skip
+    (repo / "app" / "envs").mkdir()
+    (repo / "app" / "envs" / "dev.tfvars").write_text('environment = "dev"\n')
+    (repo / "app" / "envs" / "prod.tfvars").write_text('environment = "prod"\n')
+
+    done = _tofuflow("init", cwd=repo)
+    assert done.returncode == 0, done.stderr
+    project = load_project(repo / "tofuflow.toml")
+    assert set(project.workspaces) == {"app/dev", "app/prod"}, done.stdout
+    assert project.workspace("app/prod").var_files == (repo / "app" / "envs" / "prod.tfvars",)
+    assert project.workspace("app/prod").tags == ("production",)
+    assert "needs values" not in done.stdout, done.stdout
+
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    for name in ("TOFUFLOW_SERVER_URL", "TOFUFLOW_TOKEN", "TOFUFLOW_SERVER_CONFIG"):
+        env.pop(name, None)
+    for workspace, expected in (("app/dev", "dev"), ("app/prod", "prod")):
+        planned = _tofuflow("plan", workspace, cwd=repo, env=env)
+        assert planned.returncode == 2, planned.stdout + planned.stderr
+        assert f'+ where = "{expected}"' in planned.stdout, planned.stdout
+
+
 # -- a server URL that answers, but not as a tofuflow control plane --------------------
 
 

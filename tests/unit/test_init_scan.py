@@ -83,3 +83,19 @@ def test_several_var_files_make_a_workspace_each_json_ones_too(tmp_path: Path) -
     text = render_project(roots)
     assert 'var_files = ["app/staging.tfvars.json"]' in text
     assert text.count('\ntags = ["production"]') == 1
+
+
+def test_var_files_below_count_only_from_a_directory_of_var_files(tmp_path: Path) -> None:
+    _write(tmp_path / "app" / "main.tf", "")
+    _write(tmp_path / "app" / "envs" / "dev.tfvars", "")
+    _write(tmp_path / "app" / "envs" / "prod.tfvars.json", "{}")
+    _write(tmp_path / "app" / ".terraform" / "x.tfvars", "")  # hidden: never searched
+    # A directory below with its own configuration is its own root, not var files.
+    _write(tmp_path / "app" / "child" / "main.tf", "")
+    _write(tmp_path / "app" / "child" / "stage.tfvars", "")
+    roots, _ = find_root_modules(tmp_path)
+    assert [(r.name, r.var_files) for r in roots] == [
+        ("app/dev", ("app/envs/dev.tfvars",)),
+        ("app/prod", ("app/envs/prod.tfvars.json",)),
+        ("app/child", ("app/child/stage.tfvars",)),
+    ]

@@ -7,9 +7,9 @@ A root module is a directory with configuration files (``*.tf``, ``*.tf.json``, 
 ``*.tofu.json``) that no other directory uses as a local module (``source = "../x"``),
 unless it declares its own backend. Hidden directories (``.terraform``, ``.git``) are not
 searched. A root module with two or more var files beside it (``dev.tfvars``,
-``prod.tfvars``: one configuration serving several environments) becomes a workspace per
-var file, all sharing its directory; one named ``prod`` or ``production`` is tagged
-``production``.
+``prod.tfvars``: one configuration serving several environments), or in a directory below
+it that holds only var files (``envs/dev.tfvars``), becomes a workspace per var file, all
+sharing its directory; one named ``prod`` or ``production`` is tagged ``production``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class RootModule:
     directory: str  # relative to the repository, with '/'
     required: tuple[str, ...] = ()  # variables without a default that no var file sets
     backend: str | None = None  # the backend the configuration declares, if any
-    var_files: tuple[str, ...] = ()  # *.tfvars beside it (not loaded automatically)
+    var_files: tuple[str, ...] = ()  # *.tfvars beside it or in envs/ (not loaded by itself)
     per_var_file: bool = False  # one of several workspaces of the directory, one per file
 
     @property
@@ -177,12 +177,29 @@ def _required_variables(text: str) -> list[str]:
 
 
 def _var_files(item: _Scanned, repository: Path) -> tuple[str, ...]:
-    files = sorted(item.directory.glob("*.tfvars")) + sorted(item.directory.glob("*.tfvars.json"))
-    return tuple(
-        _relative(f, repository)
-        for f in files
+    """The var files beside the configuration (but those the binary loads anyway), then
+    those in a directory below it that holds only var files (``envs/``,
+    ``environments/``), where the binary loads none by itself."""
+    beside = [
+        f
+        for f in _tfvars(item.directory)
         if f.name not in _AUTO_LOADED and ".auto.tfvars" not in f.name
-    )
+    ]
+    below = [
+        f
+        for d in sorted(item.directory.iterdir())
+        if d.is_dir() and not d.name.startswith(".") and not _has_configuration(d)
+        for f in _tfvars(d)
+    ]
+    return tuple(_relative(f, repository) for f in beside + below)
+
+
+def _tfvars(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.tfvars")) + sorted(directory.glob("*.tfvars.json"))
+
+
+def _has_configuration(directory: Path) -> bool:
+    return any(f.name.endswith(_SUFFIXES) for f in directory.iterdir() if f.is_file())
 
 
 def _relative(path: Path, repository: Path) -> str:
@@ -306,8 +323,9 @@ def init(repository: Path, force: bool) -> None:
     Root modules are the directories with *.tf files that other directories do not use
     as local modules (hidden directories such as .terraform are skipped). Each becomes a
     workspace named by its path; one with several var files beside it (dev.tfvars,
-    prod.tfvars) becomes a workspace per var file, sharing the directory, and the one
-    named prod or production is tagged production. Then: tofuflow plan WORKSPACE.
+    prod.tfvars) or in a directory of var files below it (envs/dev.tfvars) becomes a
+    workspace per var file, sharing the directory, and the one named prod or
+    production is tagged production. Then: tofuflow plan WORKSPACE.
     """
     from tofuflow.errors import TofuflowError
     from tofuflow.project import PROJECT_FILE, load_project
