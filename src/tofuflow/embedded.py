@@ -107,11 +107,12 @@ class EmbeddedControlPlane:
 
     def revoke(self, token: str) -> None:
         """Revoke a token this plane minted (audited as ``token.revoke``): a command's
-        token stops working when the command ends, not when it expires."""
+        token stops working when the command ends, not when it expires. Its row is
+        deleted with it, or ``tokens list`` would gain two dead tokens per command."""
         from tofuflow.server.admin import revoke_token
 
         token_id = token.removeprefix("tfw_").partition("_")[0]
-        revoke_token(self._app.state.engine, token_id)
+        revoke_token(self._app.state.engine, token_id, delete=True)
 
 
 def _free_port() -> int:

@@ -354,8 +354,8 @@ def test_tokens_list_has_a_header_and_marks_expired_and_revoked_tokens(tmp_path:
 
 
 def test_tokens_prune_deletes_long_dead_tokens_and_keeps_the_audit_story(tmp_path: Path) -> None:
-    # Every embedded command and every reaper destroy mints a token: without a way to
-    # delete the dead ones, `tokens list` only grew.
+    # Every reaper destroy mints a token, and a killed command leaves its token to
+    # expire: without a way to delete the dead ones, `tokens list` only grew.
     config = _config(tmp_path)
 
     def create(*options: str) -> str:

@@ -164,3 +164,12 @@ def test_the_embedded_planes_tokens_cover_one_workspace_and_are_revoked_when_the
                       ("reader", "*")]  # fmt: skip
     exporting = {i for i, d in created.items() if i not in revoked}
     assert len(exporting) <= 1 and set(created) - exporting <= revoked
+    # Each one is deleted as it is revoked: a developer's `tokens list` is not a pile of
+    # two dead tokens per command, and the audit log above still tells their story.
+    listed = _run("server", "tokens", "list", cwd=repo, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip() == (
+        "no tokens yet: create one with `tofuflow server tokens create --role ROLE`"
+    ), listed.stdout
+    assert all(e["detail"].get("deleted") is True for e in events
+               if e["action"] == "token.revoke")  # fmt: skip

@@ -104,8 +104,10 @@ def prune_tokens(engine: Engine, older_than: dt.timedelta) -> list[str]:
     return ids
 
 
-def revoke_token(engine: Engine, token_id: str) -> str:
-    """Revoke the token ``token_id`` names (see ``token_id_of``); returns its id."""
+def revoke_token(engine: Engine, token_id: str, *, delete: bool = False) -> str:
+    """Revoke the token ``token_id`` names (see ``token_id_of``); returns its id. With
+    ``delete`` its row goes too (a token minted for one command, whose story the audit
+    log holds), and the ``token.revoke`` event says so."""
     token_id = token_id_of(token_id)
     with write_session(engine) as session:
         row = session.get(ApiToken, token_id)
@@ -113,8 +115,13 @@ def revoke_token(engine: Engine, token_id: str) -> str:
             raise NotFoundError(
                 f"no token {TOKEN_PREFIX}{token_id}; `tofuflow server tokens list` shows them"
             )
-        row.revoked_at = utcnow()
-        _audit.append(session, _OPERATOR, "token.revoke", detail={"token_id": token_id})
+        detail: dict[str, Any] = {"token_id": token_id}
+        if delete:
+            session.delete(row)
+            detail["deleted"] = True
+        else:
+            row.revoked_at = utcnow()
+        _audit.append(session, _OPERATOR, "token.revoke", detail=detail)
     return token_id
 
 
