@@ -31,6 +31,13 @@ def _tofuflow(
     )  # fmt: skip
 
 
+def _local_env(tmp_path: Path) -> dict[str, str]:
+    """This environment with no TOFUFLOW_ variable (no server, no token): commands use an
+    embedded control plane under ``tmp_path``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOFUFLOW_")}
+    return {**env, "XDG_DATA_HOME": str(tmp_path / "data")}
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -208,10 +215,7 @@ def test_the_next_step_init_prints_plans_the_workspace(binary: Binary, tmp_path:
     del binary  # the fixture fails clearly when no binary is installed
     repo = tmp_path / "repo"
     _tf(repo / "infra" / "web", 'resource "terraform_data" "web" {\n  input = "hello"\n}\n')
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("TOFUFLOW_")},
-        "XDG_DATA_HOME": str(tmp_path / "data"),  # the embedded control plane's home
-    }
+    env = _local_env(tmp_path)
     done = _tofuflow("init", cwd=repo, env=env)
     assert done.returncode == 0, done.stderr
     assert "next: tofuflow plan infra/web" in done.stdout
@@ -255,9 +259,7 @@ def test_init_proposes_a_workspace_per_var_file_when_one_configuration_serves_se
     assert "needs values" not in done.stdout, done.stdout
     assert "next: tofuflow plan infra/app/dev" in done.stdout
 
-    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
-    for name in ("TOFUFLOW_SERVER_URL", "TOFUFLOW_TOKEN", "TOFUFLOW_SERVER_CONFIG"):
-        env.pop(name, None)
+    env = _local_env(tmp_path)
     for workspace, expected in (("infra/app/dev", "dev@eu"), ("infra/app/prod", "prod@us")):
         planned = _tofuflow("plan", workspace, cwd=repo, env=env)
         assert planned.returncode == 2, planned.stdout + planned.stderr
@@ -287,9 +289,7 @@ def test_init_finds_var_files_in_an_envs_directory_beside_the_configuration(
     assert project.workspace("app/prod").tags == ("production",)
     assert "needs values" not in done.stdout, done.stdout
 
-    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
-    for name in ("TOFUFLOW_SERVER_URL", "TOFUFLOW_TOKEN", "TOFUFLOW_SERVER_CONFIG"):
-        env.pop(name, None)
+    env = _local_env(tmp_path)
     for workspace, expected in (("app/dev", "dev"), ("app/prod", "prod")):
         planned = _tofuflow("plan", workspace, cwd=repo, env=env)
         assert planned.returncode == 2, planned.stdout + planned.stderr
@@ -396,9 +396,7 @@ def test_a_token_without_a_server_url_is_refused_not_ignored(
     (root / "infra").mkdir(parents=True)
     (root / "infra" / "main.tf").write_text('output "x" { value = 1 }\n')
     (root / "tofuflow.toml").write_text('[workspaces.dev]\ndirectory = "infra"\n')
-    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
-    for name in ("TOFUFLOW_SERVER_URL", "TOFUFLOW_TOKEN", "TOFUFLOW_SERVER_CONFIG"):
-        env.pop(name, None)
+    env = _local_env(tmp_path)
     secret = "tfw_abcdefghijkl_" + "s3cr3t" * 6
     done = _tofuflow(*args, cwd=root, env={**env, variable: secret})
     assert done.returncode == 1, done.stdout + done.stderr
