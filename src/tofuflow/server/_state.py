@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import msgspec
 from sqlalchemy import select
@@ -43,14 +43,19 @@ from tofuflow.server._locks import (
 from tofuflow.server._packing import pack_state, unpack_state
 from tofuflow.server._paging import Page, decode_cursor, fill_page, grant_filter
 from tofuflow.server._sealed import open_record, seal_record
-from tofuflow.server._state_fast import SqliteStatePath, WriteChecks
-from tofuflow.server._state_pg import PostgresStatePath
 from tofuflow.server.auth import Permission, Principal
 from tofuflow.server.crypto import Keyring, Sealed
 from tofuflow.server.storage._blobs import BlobStore
 from tofuflow.server.storage._db import StateVersion, Workspace, utcnow, write_session
 
-__all__ = ["StateService", "VersionInfo", "state_aad", "validate_workspace_name"]
+__all__ = [
+    "FastPath",
+    "StateService",
+    "VersionInfo",
+    "WriteChecks",
+    "state_aad",
+    "validate_workspace_name",
+]
 
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 _NAME = re.compile(rf"^{_SEGMENT}(/{_SEGMENT}){{0,7}}$")
@@ -103,6 +108,49 @@ class RequestContext:
         return _audit.Actor(self.principal.subject, self.principal.claims, self.client)
 
 
+@dataclass(frozen=True)
+class WriteChecks:
+    """What ``StateService`` worked out about a POST before its transaction."""
+
+    via: str
+    serial: int
+    lineage: str
+    digest: str
+
+    def audit_detail(
+        self, version: int, size: int, override: bool, held_by: str | None
+    ) -> dict[str, Any]:
+        """The ``state.write`` event's detail, alike on every path."""
+        return {"version": version, "sha256": self.digest, "size": size, "override": override,
+                "via": self.via, **({"lock_held_by": held_by} if held_by else {})}  # fmt: skip
+
+    def written(
+        self, ctx: RequestContext, name: str, version: int, size: int, created: dt.datetime
+    ) -> VersionInfo:
+        """What a fast path answers for the version it stored."""
+        return VersionInfo(
+            workspace=name, version=version, serial=self.serial, lineage=self.lineage,
+            size=size, sha256=self.digest, created_at=created,
+            created_by=ctx.principal.subject, run_id=ctx.run_id, source="write",
+        )  # fmt: skip
+
+
+class FastPath(Protocol):
+    """A database's own LOCK, POST and UNLOCK, applying ``StateService``'s rules."""
+
+    async def lock(
+        self, ctx: RequestContext, name: str, info: Mapping[str, Any], via: str
+    ) -> None: ...
+
+    async def unlock(
+        self, ctx: RequestContext, name: str, info: Mapping[str, Any] | None
+    ) -> None: ...
+
+    async def write(
+        self, ctx: RequestContext, name: str, body: bytes, lock_id: str | None, checks: WriteChecks
+    ) -> VersionInfo | None: ...
+
+
 class StateService:
     """State operations; each method checks the caller's permission first."""
 
@@ -122,12 +170,11 @@ class StateService:
         # Set by the app from [[workspace_settings]] require_apply_session: how a workspace
         # takes state writes, "apply_session" (the default) or "simple_applier".
         self.state_writes: Callable[[str], str] = lambda workspace: "apply_session"
-        # LOCK, POST and UNLOCK (issue 18): on SQLite without a blob store plain statements
-        # committed in groups by one writer thread, on PostgreSQL two round trips on the
-        # event loop's own connections; None keeps them on the ORM path.
-        self.fast: SqliteStatePath | PostgresStatePath | None = SqliteStatePath.for_service(
-            self
-        ) or PostgresStatePath.for_service(self)
+        # LOCK, POST and UNLOCK (issue 18), plugged in by ``create_app``: on SQLite without
+        # a blob store plain statements committed in groups by one writer thread
+        # (``_state_fast``), on PostgreSQL two round trips on the event loop's own
+        # connections (``_state_pg``); None keeps them on the ORM path.
+        self.fast: FastPath | None = None
 
     def check_keys(self) -> None:
         """Refuse to serve (ConfigError) when the newest state version is sealed with a key

@@ -44,15 +44,22 @@ from tofuflow.server import _audit
 from tofuflow.server._chains import GENESIS, chain_of, record_hash
 from tofuflow.server._locks import check_lock, check_lock_owner, check_unlock, lock_id_of
 from tofuflow.server._packing import pack_state
+from tofuflow.server._state import (
+    RequestContext,
+    StateService,
+    VersionInfo,
+    WriteChecks,
+    _check_rules,
+    state_aad,
+)
 from tofuflow.server.storage._db import utcnow, write_lock
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from tofuflow.server._state import RequestContext, StateService, VersionInfo
     from tofuflow.server.auth import Authenticator
 
-__all__ = ["GroupWriter", "SqliteStatePath", "WriteChecks"]
+__all__ = ["GroupWriter", "SqliteStatePath"]
 
 _T = TypeVar("_T")
 # A group larger than this waits for the next commit: one fsync covers plenty.
@@ -61,35 +68,6 @@ _MAX_GROUP = 64
 _IDLE_SECONDS = 30.0
 # How long the writer's thread waits for another process's write lock (``storage._db``'s).
 _BUSY_MS = 30000
-
-
-@dataclasses.dataclass(frozen=True)
-class WriteChecks:
-    """What ``StateService`` worked out about a POST before its transaction."""
-
-    via: str
-    serial: int
-    lineage: str
-    digest: str
-
-    def audit_detail(
-        self, version: int, size: int, override: bool, held_by: str | None
-    ) -> dict[str, Any]:
-        """The ``state.write`` event's detail, alike on every path."""
-        return {"version": version, "sha256": self.digest, "size": size, "override": override,
-                "via": self.via, **({"lock_held_by": held_by} if held_by else {})}  # fmt: skip
-
-    def written(
-        self, ctx: RequestContext, name: str, version: int, size: int, created: dt.datetime
-    ) -> VersionInfo:
-        """What a fast path answers for the version it stored."""
-        from tofuflow.server._state import VersionInfo
-
-        return VersionInfo(
-            workspace=name, version=version, serial=self.serial, lineage=self.lineage,
-            size=size, sha256=self.digest, created_at=created,
-            created_by=ctx.principal.subject, run_id=ctx.run_id, source="write",
-        )  # fmt: skip
 
 
 class GroupWriter:
@@ -387,8 +365,6 @@ class SqliteStatePath:
         self, cursor: sqlite3.Cursor, ctx: RequestContext, name: str, body: bytes,
         lock_id: str | None, checks: WriteChecks,
     ) -> VersionInfo | None:  # fmt: skip
-        from tofuflow.server._state import _check_rules, state_aad
-
         self._check_token(cursor, ctx)
         ws = _workspace_for_update(cursor, name)
         check_lock(ws, lock_id)

@@ -49,13 +49,20 @@ from tofuflow.server import _audit
 from tofuflow.server._chains import GENESIS, ORIGIN, chain_of, record_hash
 from tofuflow.server._locks import check_lock, check_lock_owner, check_unlock, lock_id_of
 from tofuflow.server._packing import pack_state
-from tofuflow.server._state_fast import WriteChecks, _Event, _revoked_message, _Workspace
+from tofuflow.server._state import (
+    RequestContext,
+    StateService,
+    VersionInfo,
+    WriteChecks,
+    _check_rules,
+    state_aad,
+)
+from tofuflow.server._state_fast import _Event, _revoked_message, _Workspace
 from tofuflow.server.storage._db import utcnow
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
-    from tofuflow.server._state import RequestContext, StateService, VersionInfo
     from tofuflow.server.auth import Authenticator
 
 __all__ = ["PostgresStatePath"]
@@ -257,8 +264,6 @@ class PostgresStatePath:
         self, tx: _Tx, ctx: RequestContext, name: str, body: bytes, lock_id: str | None,
         checks: WriteChecks,
     ) -> VersionInfo | None:  # fmt: skip
-        from tofuflow.server._state import _check_rules, state_aad
-
         locked = _made(await self._lock_rows(tx, ctx, name, create=True, versions=True), name)
         ws = locked.ws
         check_lock(ws, lock_id)

@@ -45,6 +45,8 @@ from tofuflow.server._envs import EnvironmentService, ReapPolicy
 from tofuflow.server._limits import RateLimiter, limited_path, rate_limited
 from tofuflow.server._runs import RunService, WorkspacePolicy
 from tofuflow.server._state import RequestContext, StateService
+from tofuflow.server._state_fast import SqliteStatePath
+from tofuflow.server._state_pg import PostgresStatePath
 from tofuflow.server.api import (
     audit,
     drift,
@@ -97,6 +99,11 @@ def create_app(config: ServerConfig) -> FastAPI:
     issuers = issuers_from_config(list(config.oidc_issuers))
     verifier = OidcVerifier(issuers) if issuers else None
     authn = Authenticator(engine, verifier, bindings_from_config(list(config.bindings)))
+    # LOCK, POST and UNLOCK on the database's own path, where it has one (issue 18).
+    fast = SqliteStatePath.for_service(service) or PostgresStatePath.for_service(service)
+    if fast is not None:
+        fast.authn = authn  # a revoked token's message, and forgetting it at once
+    service.fast = fast
     notify = NotifyConfig.from_config(config.notifications, config.base_url)
     if notify.destinations:
         enable(engine)  # outbox rows from now on, in the transactions that cause them
@@ -118,8 +125,6 @@ def create_app(config: ServerConfig) -> FastAPI:
     _install_rate_limit_handler(app)
     app.state.notify_metrics = NotifyMetrics(metrics.registry, engine)
     context = _context_dependency(authn, limiter)
-    if service.fast is not None:
-        service.fast.authn = authn
 
     run_service = _run_service(config, service)
     environment_service = _environment_service(config, service)
