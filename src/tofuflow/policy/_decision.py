@@ -13,17 +13,29 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from tofuflow.errors import ConfigError
 from tofuflow.policy._facts import derive
 from tofuflow.policy._input import build_input
-from tofuflow.policy._rego import query_rules
+from tofuflow.policy._rego import RegoModule, query_rules
 
-if TYPE_CHECKING:  # _policies checks a set by evaluating it: the import runs that way only
-    from tofuflow.policy._policies import PolicySet
+__all__ = ["Decision", "Finding", "Outcome", "Policies", "empty_input", "evaluate"]
 
-__all__ = ["Decision", "Finding", "Outcome", "empty_input", "evaluate"]
+
+class Policies(Protocol):
+    """What a decision reads of a policy set (``_policies.PolicySet``, which checks itself
+    by evaluating: this module does not import it)."""
+
+    @property
+    def modules(self) -> tuple[RegoModule, ...]: ...
+
+    @property
+    def packages(self) -> tuple[str, ...]: ...
+
+    @property
+    def digest(self) -> str: ...
+
 
 Outcome = Literal["denied", "needs_approval", "auto_approved"]
 
@@ -69,7 +81,7 @@ class Decision:
         }
 
 
-def evaluate(policies: PolicySet, input: Mapping[str, Any]) -> Decision:
+def evaluate(policies: Policies, input: Mapping[str, Any]) -> Decision:
     """Run every package's decision rules on ``input`` (from ``build_input``).
 
     tofuflow adds ``input.derived`` itself (glob matches, change groups), replacing any
@@ -150,7 +162,7 @@ def _flag(package: str, values: Sequence[Any]) -> bool:
     return values[0]
 
 
-def _not_routine(policies: PolicySet, doc: Mapping[str, Any]) -> str:
+def _not_routine(policies: Policies, doc: Mapping[str, Any]) -> str:
     """Why a person is needed when nothing else said so: no auto_approve was true."""
     plan = doc.get("plan")
     summary = plan.get("summary") if isinstance(plan, Mapping) else None

@@ -107,7 +107,7 @@ from tofuflow.tomlfile import (
 )
 
 if TYPE_CHECKING:
-    from tofuflow.server.console import ConsoleSettings
+    from tofuflow.server.console._settings import ConsoleSettings
 
 __all__ = ["DEFAULT_PORT", "WORKSPACE_SETTINGS_KEYS", "ServerConfig"]
 
@@ -276,7 +276,7 @@ class ServerConfig:
         """The ``[console]`` table, checked; None when the console has no sign-in set up."""
         if not self.console:
             return None
-        from tofuflow.server.console import ConsoleSettings
+        from tofuflow.server.console._settings import ConsoleSettings
 
         return ConsoleSettings.from_config(
             self.console, where=where, public_url=self.public_url, host=self.host
@@ -377,7 +377,7 @@ def _schema() -> Schema:
     from tofuflow.server.auth._bindings import _BINDING_KEYS
     from tofuflow.server.auth._oidc import _ISSUER_KEYS
     from tofuflow.server.checkpoints import SIGNING_KEY_OPTIONS
-    from tofuflow.server.console import CONSOLE_KEYS
+    from tofuflow.server.console._settings import CONSOLE_KEYS
     from tofuflow.server.crypto._keys import _BUILDERS, DEFAULT_KIND
     from tofuflow.server.notify import DESTINATION_KEYS, SETTINGS_KEYS
     from tofuflow.server.storage._blobs import _KEYS as _BLOB_KEYS

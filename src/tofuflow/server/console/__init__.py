@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     )
     from tofuflow.server.console._settings import CONSOLE_KEYS, ConsoleSettings
 
-# Lazy: config.py reads CONSOLE_KEYS without importing Jinja2 and Authlib.
+# Lazy: importing the package does not import Jinja2 and Authlib (config.py takes the
+# settings from _settings itself: _app imports config).
 _EXPORTS = {
     "CONSOLE_KEYS": "tofuflow.server.console._settings",
     "ConsoleSettings": "tofuflow.server.console._settings",
