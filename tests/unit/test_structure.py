@@ -6,7 +6,8 @@
 
 And underscore means private: no module imports another package's ``_module`` or
 ``_name`` (the distribution's own ``tofuflow._version`` and ``tofuflow._lazy`` aside).
-Lazy (function-level) imports count as much as top-level ones.
+No modules import each other in a circle. Lazy (function-level) imports count as much as
+top-level ones.
 """
 
 from __future__ import annotations
@@ -121,3 +122,87 @@ def test_the_structure_check_sees_lazy_imports(tmp_path: Path) -> None:
         for a in n.names
     ]
     assert found == [("tofuflow.server._admin", "create_token")]
+
+
+def test_no_modules_import_each_other_in_a_circle() -> None:
+    """Within a layer too, imports run one way: a circle (even one held together by a
+    lazy or a type-checking import) means two modules that cannot be read, tested or
+    moved apart. A package's name resolves to the module that defines it."""
+    modules = {
+        ".".join(p.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in PACKAGE.rglob("*.py")
+    }
+    packages = {m for m, p in modules.items() if p.name == "__init__.py"}
+    defined_in = {package: _reexports(modules[package]) for package in packages}
+
+    def resolve(target: str, name: str | None) -> str | None:
+        if name is not None and f"{target}.{name}" in modules:
+            return f"{target}.{name}"
+        if target in packages and name is not None:
+            return resolve(defined_in[target][name], name) if name in defined_in[target] else None
+        return target if target in modules and target not in packages else None
+
+    edges: dict[str, set[str]] = {m: set() for m in modules if m not in packages}
+    for module, _, target, name in _imports():
+        resolved = resolve(target, name)
+        if module in edges and resolved is not None and resolved != module:
+            edges[module].add(resolved)
+
+    circles = _circles(edges)
+    assert not circles, "modules that import each other (break the circle):\n" + "\n".join(
+        " -> ".join([*circle, circle[0]]) for circle in circles
+    )
+
+
+def _reexports(init: Path) -> dict[str, str]:
+    """Where a package's ``__init__`` takes each name from: its imports (type-checking
+    ones included) and the lazy ``_EXPORTS`` table."""
+    found: dict[str, str] = {}
+    for node in ast.walk(ast.parse(init.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tofuflow"):
+            found.update({alias.name: str(node.module) for alias in node.names})
+        exports = (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Dict)
+            and any(isinstance(t, ast.Name) and t.id == "_EXPORTS" for t in node.targets)
+        )
+        if exports:
+            table = node.value
+            for key, value in zip(table.keys, table.values, strict=True):
+                if isinstance(key, ast.Constant) and isinstance(value, ast.Constant):
+                    found[str(key.value)] = str(value.value)
+    return found
+
+
+def _circles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected parts of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            part = []
+            while (member := stack.pop()) != node:
+                part.append(member)
+            if part:
+                found.append(sorted([*part, node]))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_circle_check_finds_a_circle() -> None:
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _circles({"a": {"b"}, "b": set()}) == []
