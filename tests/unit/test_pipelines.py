@@ -468,18 +468,42 @@ def test_cli_names_the_variable_group_in_the_next_steps(tmp_path: Path) -> None:
 
 def test_cli_needs_the_control_plane_url(tmp_path: Path) -> None:
     runner = CliRunner()
+    _project(tmp_path)
     missing = runner.invoke(
-        pipeline, ["init", "azure-devops", "--workspace", "a", "--output-dir", str(tmp_path)]
+        pipeline, ["init", "azure-devops", "--workspace", "app/dev", "--output-dir", str(tmp_path)]
     )
     assert missing.exit_code == 2 and "--server-url" in missing.output
     leaky = runner.invoke(
         pipeline,
-        ["init", "azure-devops", "--workspace", "a", "--output-dir", str(tmp_path),
+        ["init", "azure-devops", "--workspace", "app/dev", "--output-dir", str(tmp_path),
          "--server-url", "https://admin:hunter2@tofuflow.example.com"],
     )  # fmt: skip
     assert leaky.exit_code == 2 and "credentials" in leaky.output
     assert "hunter2" not in leaky.output
-    assert not any(tmp_path.iterdir())
+    assert _generated(tmp_path) == set()
+
+
+def test_cli_defaults_to_every_workspace_and_the_projects_server_url(tmp_path: Path) -> None:
+    """What tofuflow.toml already says need not be typed again: with no --workspace every
+    workspace is planned and applied, and [server] url is the control plane."""
+    _project(tmp_path)
+    toml = tmp_path / "tofuflow.toml"
+    toml.write_text(f'[server]\nurl = "{SERVER}"\n\n' + toml.read_text())
+    result = CliRunner().invoke(pipeline, ["init", "azure-devops", "--output-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    main = yaml.safe_load((tmp_path / MAIN_FILE).read_text(encoding="utf-8"))
+    assert [s["parameters"]["workspace"] for s in main["stages"]] == ["app/dev", "app/prod"]
+    assert SERVER in (tmp_path / MAIN_FILE).read_text(encoding="utf-8")
+    assert "workspaces: app/dev, app/prod (every workspace of tofuflow.toml" in result.output
+    assert f"control plane: {SERVER} (tofuflow.toml's [server] url)" in result.output
+
+
+def test_cli_without_a_url_anywhere_says_where_to_give_one(tmp_path: Path) -> None:
+    _project(tmp_path)
+    result = CliRunner().invoke(pipeline, ["init", "azure-devops", "--output-dir", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "--server-url" in result.output and "[server] url" in result.output
+    assert _generated(tmp_path) == set()
 
 
 def test_cli_without_drift(tmp_path: Path) -> None:
@@ -507,8 +531,6 @@ def test_cli_rejects_bad_options(tmp_path: Path) -> None:
     runner = CliRunner()
     result = _init(runner, tmp_path, "--drift-cron", "daily")
     assert result.exit_code == 2 and "cron" in result.output
-    missing = runner.invoke(pipeline, ["init", "azure-devops", "--output-dir", str(tmp_path)])
-    assert missing.exit_code == 2 and "--workspace" in missing.output
     assert _generated(tmp_path) == set()
 
 

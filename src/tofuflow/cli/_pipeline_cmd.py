@@ -11,6 +11,7 @@ from tofuflow.tofu import DEFAULT_VERSION
 
 if TYPE_CHECKING:
     from tofuflow.ci import PipelineOptions
+    from tofuflow.project import Project
 
 __all__ = ["pipeline"]
 
@@ -30,14 +31,13 @@ def pipeline_init() -> None:
     "--workspace",
     "workspaces",
     multiple=True,
-    required=True,
-    help="A workspace of tofuflow.toml to plan and apply (repeat for several).",
+    help="A workspace of tofuflow.toml to plan and apply (repeat for several). Default: "
+    "every workspace of tofuflow.toml.",
 )
 @click.option(
     "--server-url",
-    required=True,
     help="The control plane's URL (e.g. https://tofuflow.example.com): every plan, apply "
-    "and drift step gets it as TOFUFLOW_SERVER_URL.",
+    "and drift step gets it as TOFUFLOW_SERVER_URL. Default: tofuflow.toml's [server] url.",
 )
 @click.option(
     "--variable-group",
@@ -109,7 +109,7 @@ def pipeline_init() -> None:
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def azure_devops(
     workspaces: tuple[str, ...],
-    server_url: str,
+    server_url: str | None,
     variable_group: str | None,
     plan_service_connection: str,
     apply_service_connection: str,
@@ -136,10 +136,13 @@ def azure_devops(
     """
     from tofuflow.ci import AgentPool, PipelineOptions, azure_devops_pipeline, default_branch
 
+    project = _project(output_dir)
+    chosen = _workspaces(project, workspaces)
+    url = _server_url(project, server_url)
     try:
         options = PipelineOptions(
-            workspaces=list(workspaces),
-            server_url=server_url,
+            workspaces=chosen,
+            server_url=url,
             variable_group=variable_group,
             plan_service_connection=plan_service_connection,
             apply_service_connection=apply_service_connection,
@@ -154,7 +157,6 @@ def azure_devops(
         )
     except ValueError as err:
         raise click.UsageError(str(err)) from err
-    _check_workspaces(output_dir, workspaces)
     files = azure_devops_pipeline(options)
     targets = {output_dir / name: text for name, text in files.items()}
     existing = sorted(str(path) for path in targets if path.exists())
@@ -166,12 +168,19 @@ def azure_devops(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         click.echo(f"wrote {path}")
+    if not workspaces:
+        click.echo(
+            f"workspaces: {', '.join(chosen)} (every workspace of tofuflow.toml; "
+            "--workspace picks some)"
+        )
+    if not server_url:
+        click.echo(f"control plane: {url} (tofuflow.toml's [server] url)")
     click.echo(_next_steps(options))
 
 
-def _check_workspaces(repository: Path, workspaces: tuple[str, ...]) -> None:
-    """Every --workspace is one of the repository's tofuflow.toml, where the pipeline's
-    steps run `tofuflow plan WORKSPACE` (a typo would show only on the agent)."""
+def _project(repository: Path) -> Project:
+    """The repository's tofuflow.toml, where the pipeline's steps run `tofuflow plan
+    WORKSPACE`."""
     from tofuflow.errors import TofuflowError
     from tofuflow.project import PROJECT_FILE, load_project
 
@@ -183,11 +192,32 @@ def _check_workspaces(repository: Path, workspaces: tuple[str, ...]) -> None:
             "pass the repository's root as --output-dir"
         )
     try:
-        project = load_project(path)
-        for name in workspaces:
-            project.workspace(name)
+        return load_project(path)
+    except TofuflowError as err:
+        raise click.UsageError(str(err)) from err
+
+
+def _workspaces(project: Project, given: tuple[str, ...]) -> list[str]:
+    """Those given, each one of tofuflow.toml (a typo would show only on the agent), or
+    every workspace of it."""
+    from tofuflow.errors import TofuflowError
+
+    try:
+        return [project.workspace(name).name for name in given] or list(project.workspaces)
     except TofuflowError as err:
         raise click.UsageError(f"--workspace: {err}") from err
+
+
+def _server_url(project: Project, given: str | None) -> str:
+    """--server-url, else tofuflow.toml's [server] url: the agents must reach a control
+    plane (an embedded one would be gone with each agent)."""
+    url = given or project.server_url
+    if not url:
+        raise click.UsageError(
+            "no control plane URL: pass --server-url https://tofuflow.example.com, or set "
+            "[server] url in tofuflow.toml, to the tofuflow server the agents can reach"
+        )
+    return url
 
 
 def _next_steps(options: PipelineOptions) -> str:
