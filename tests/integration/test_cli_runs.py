@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -90,6 +91,9 @@ def test_plan_then_apply_from_another_checkout_with_the_embedded_control_plane(
     assert verified.returncode == 0 and "audit log intact" in verified.stdout
     story = _run("audit", "show", "--run", run_id, cwd=repo, env=env).stdout
     assert "run.created" in story and "run.applied" in story
+    # Who did each step, as a person reads it: the token's subject and what it was for.
+    (created,) = [line for line in story.splitlines() if " run.created " in line]
+    assert re.search(r"token:tfw_\w{12} \(tofuflow plan app/dev \(.+\)\)$", created), created
     unknown_run = _run("audit", "show", "--run", "0123456789abcdef", cwd=repo, env=env)
     assert unknown_run.returncode == 1, unknown_run.stdout
     assert "no run '0123456789abcdef'" in unknown_run.stderr

@@ -502,7 +502,24 @@ def audit_show(
         # State changes say how they were allowed: apply_session, simple_applier, break_glass.
         via = (e.get("detail") or {}).get("via")
         click.echo(f"{e['id']:>6} {e['ts']} {e['action']:<22} {e['outcome']:<8} {where:<20} "
-                   f"{e['actor']}{f'  via {via}' if via else ''}")  # fmt: skip
+                   f"{_who(e)}{f'  via {via}' if via else ''}")  # fmt: skip
+
+
+# The claims that name an actor for a person, in order: an OIDC identity's name or e-mail,
+# else what an API token is for (the runs list's REQUESTER reads them alike).
+_NAMING_CLAIMS = ("name", "preferred_username", "email", "description")
+
+
+def _who(event: dict[str, Any]) -> str:
+    """The event's actor, and the name a person knows it by when its claims give one:
+    ``token:tfw_… (tofuflow plan app/dev (alice))``."""
+    claims = event.get("actor_claims") or {}
+    for key in _NAMING_CLAIMS:
+        value = claims.get(key) if isinstance(claims, dict) else None
+        if isinstance(value, str) and value.strip():
+            shown = "".join(c if c.isprintable() else "?" for c in value.strip()[:120])
+            return f"{event['actor']} ({shown})"
+    return str(event["actor"])
 
 
 @audit.command("verify")
