@@ -103,6 +103,12 @@ def test_plan_then_apply_from_another_checkout_with_the_embedded_control_plane(
     bare = _run("plan", cwd=repo, env=env)
     assert bare.returncode == 1
     assert "Missing argument 'WORKSPACE'. tofuflow.toml defines: app/dev" in bare.stderr
+    # A missing RUN says where run ids come from.
+    for command in ("apply", "approve"):
+        no_run = _run(command, cwd=repo, env=env)
+        assert no_run.returncode == 1, no_run.stdout
+        assert "Missing argument 'RUN'. The id `tofuflow plan` printed" in no_run.stderr
+        assert "`tofuflow runs list` shows the recent ones" in no_run.stderr
     export = tmp_path / "audit.json"
     assert _run("audit", "export", "--output", str(export), cwd=repo, env=env).returncode == 0
     events = json.loads(export.read_text())["events"]

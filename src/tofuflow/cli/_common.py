@@ -44,6 +44,22 @@ class WorkspaceArgument(click.Argument):
             ) from None
 
 
+class RunArgument(click.Argument):
+    """A RUN argument: when it is missing, the error says where run ids come from
+    (``@click.argument("run_id", metavar="RUN", cls=RunArgument)``)."""
+
+    def process_value(self, ctx: click.Context, value: Any) -> Any:
+        try:
+            return super().process_value(ctx, value)
+        except click.MissingParameter:
+            raise click.MissingParameter(
+                "The id `tofuflow plan` printed (run <id>: …); `tofuflow runs list` shows "
+                "the recent ones",
+                ctx=ctx,
+                param=self,
+            ) from None
+
+
 @contextmanager
 def control_plane(
     stage: Stage,

@@ -19,6 +19,7 @@ import click
 
 from tofuflow.cli._common import (
     PROJECT_OPTION,
+    RunArgument,
     WorkspaceArgument,
     agent_report,
     aligned,
@@ -111,7 +112,7 @@ def plan(
 
 
 @click.command("apply")
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN", cls=RunArgument)
 @PROJECT_OPTION
 @click.option(
     "--wait-for-approval", "wait", metavar="DURATION", default="0",
@@ -293,7 +294,7 @@ def rollback(workspace: str, to_run: str, apply_now: bool, project_path: Path | 
 
 
 @click.command("approve")
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN", cls=RunArgument)
 @click.option("--comment", default="", help="Why (goes to the audit log).")
 @PROJECT_OPTION
 def approve(run_id: str, comment: str, project_path: Path | None) -> None:
@@ -381,7 +382,7 @@ def _shortened(text: str, width: int = 32) -> str:
 
 
 @runs.command("show")
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN", cls=RunArgument)
 @click.option(
     "--plan", "show_plan", is_flag=True,
     help="Print the whole plan instead: every resource with its attribute changes, "
@@ -403,7 +404,7 @@ def runs_show(run_id: str, show_plan: bool, markdown: bool, project_path: Path |
 
 
 @runs.command("cancel")
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN", cls=RunArgument)
 @click.option("--reason", default="cancelled from the CLI", show_default=True)
 @PROJECT_OPTION
 def runs_cancel(run_id: str, reason: str, project_path: Path | None) -> None:
