@@ -397,6 +397,46 @@ def test_ctrl_c_during_env_destroy_says_what_is_left_and_a_second_destroy_finish
     assert "environment pr-6: destroyed" in again.stdout
 
 
+
+def test_a_second_env_destroy_while_one_runs_is_refused_and_the_first_finishes(
+    tmp_path: Path, binary: object
+) -> None:
+    """Two jobs destroying the same environment (a PR closed, and someone by hand): the
+    claim was keyed on the user, so the second took it over, failed as stale and released
+    it, and the first, which destroyed everything, exited 1 and left it `destroying`."""
+    del binary
+    started = tmp_path / "slow.started"
+    release = tmp_path / "slow.release"
+    repo, env = _slow_repo(tmp_path, (
+        '  provisioner "local-exec" {\n    when    = destroy\n'
+        f'    command = "touch {started} && while [ ! -e {release} ]; do sleep 0.1; done"\n'
+        "  }\n"
+    ))  # fmt: skip
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, "env", *args], cwd=repo, env=env, capture_output=True,
+                              text=True, check=False, timeout=300)  # fmt: skip
+
+    assert cli("create", "pr-7", "--from", "app/dev").returncode == 0
+    first = subprocess.Popen([*CLI, "env", "destroy", "pr-7"], cwd=repo, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists():
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.1)
+        second = cli("destroy", "pr-7")
+        assert second.returncode == 1, second.stdout
+        assert "environment pr-7 is being destroyed by " in second.stderr, second.stderr
+        assert "try again after that" in second.stderr
+    finally:
+        release.touch()
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, out + err
+    assert "environment pr-7: destroyed" in out
+    assert "no environments" in cli("list").stdout
+
+
 def test_a_run_time_var_file_stays_out_of_the_environments_snapshot(
     tmp_path: Path, source: WorkspaceConfig, plane: tuple[RunningServer, ControlPlane]
 ) -> None:

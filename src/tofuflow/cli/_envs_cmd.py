@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
+import os
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,7 +158,10 @@ def env_destroy(name: str, project_path: Path | None) -> None:
     from tofuflow.envs import destroy_environment
 
     CANCELLABLE.set()
-    holder = f"{getpass.getuser()}@cli"
+    # This process, not the user: a second `env destroy` of the same environment (another
+    # job, another terminal) must wait for the first, not take its claim over. A Ctrl-C'd
+    # destroy releases its claim; a killed one holds it until its lease runs out.
+    holder = f"{getpass.getuser()}@cli:{socket.gethostname()}:{os.getpid()}"
     try:
         with _teardown_plane(project_path, name) as (client, base):
             left = (
