@@ -97,6 +97,17 @@ def test_plan_then_apply_from_another_checkout_with_the_embedded_control_plane(
     unknown_run = _run("audit", "show", "--run", "0123456789abcdef", cwd=repo, env=env)
     assert unknown_run.returncode == 1, unknown_run.stdout
     assert "no run '0123456789abcdef'" in unknown_run.stderr
+    # What is not a run id at all is named as such, not sent as a path (an empty id got
+    # a redirect blamed on the server URL; `<id>/../x` asked for run x).
+    for given in ("", f"{run_id}/../x", "RUN"):
+        shown = _run("runs", "show", given, cwd=repo, env=env)
+        assert shown.returncode == 1, shown.stdout
+        assert "is not a run id: a run id is 16 hexadecimal characters" in shown.stderr, (
+            shown.stderr
+        )
+        assert "TOFUFLOW_SERVER_URL" not in shown.stderr
+    pasted = _run("runs", "show", f" {run_id}\n", cwd=repo, env=env)
+    assert pasted.returncode == 0, pasted.stderr
     nobody = _run("audit", "show", "--actor", "sc://nobody", cwd=repo, env=env)
     assert (nobody.returncode, nobody.stdout) == (0, "no events match\n")
     # A missing WORKSPACE says which ones tofuflow.toml defines.

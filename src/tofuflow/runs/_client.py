@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -110,43 +111,43 @@ class ControlPlane:
         return self._json("POST", "/v1/runs", json=body)
 
     def upload_artifact(self, run_id: str, data: bytes) -> dict[str, Any]:
-        return self._json("PUT", f"/v1/runs/{run_id}/artifact", content=data)
+        return self._json("PUT", f"{_run_path(run_id)}/artifact", content=data)
 
     def upload_plan(self, run_id: str, document: bytes) -> dict[str, Any]:
-        return self._json("PUT", f"/v1/runs/{run_id}/plan", content=document)
+        return self._json("PUT", f"{_run_path(run_id)}/plan", content=document)
 
     def run(self, run_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/runs/{run_id}")
+        return self._json("GET", f"{_run_path(run_id)}")
 
     def runs(self, *, limit: int | None = 50, **filters: Any) -> list[dict[str, Any]]:
         """The newest runs first, up to ``limit`` (None: all), following the server's pages."""
         return self._list("/v1/runs", filters, limit)
 
     def artifact(self, run_id: str) -> tuple[bytes, str]:
-        response = self._send("GET", f"/v1/runs/{run_id}/artifact")
+        response = self._send("GET", f"{_run_path(run_id)}/artifact")
         return response.content, response.headers.get("x-sha256", "")
 
     def approve(self, run_id: str, comment: str = "") -> dict[str, Any]:
-        return self._json("POST", f"/v1/runs/{run_id}/approve", json={"comment": comment})
+        return self._json("POST", f"{_run_path(run_id)}/approve", json={"comment": comment})
 
     def open_session(self, run_id: str, plan_digest: str, config_digest: str) -> dict[str, Any]:
         """Start applying: ``plan_digest`` is ``Plan.digest`` of the artifact's plan file as
         this runner renders it, ``config_digest`` its checkout's (the server compares both)."""
         body = {"plan_digest": plan_digest, "config_digest": config_digest}
-        return self._json("POST", f"/v1/runs/{run_id}/apply-session", json=body)
+        return self._json("POST", f"{_run_path(run_id)}/apply-session", json=body)
 
     def finish(self, run_id: str, outcome: str, detail: Mapping[str, Any]) -> dict[str, Any]:
         body = {"outcome": outcome, "detail": dict(detail)}
-        return self._json("POST", f"/v1/runs/{run_id}/result", json=body)
+        return self._json("POST", f"{_run_path(run_id)}/result", json=body)
 
     def record_credentials(self, run_id: str, record: Mapping[str, Any]) -> dict[str, Any]:
-        return self._json("POST", f"/v1/runs/{run_id}/credentials", json=dict(record))
+        return self._json("POST", f"{_run_path(run_id)}/credentials", json=dict(record))
 
     def cancel(self, run_id: str, reason: str, outcome: str = "cancelled") -> dict[str, Any]:
         """Cancel a run; ``outcome="failed"``: the requester's own plan failed. An admin
         ends an ``applying`` run whose runner is gone (recorded failed)."""
         body = {"reason": reason, "outcome": outcome}
-        return self._json("POST", f"/v1/runs/{run_id}/cancel", json=body)
+        return self._json("POST", f"{_run_path(run_id)}/cancel", json=body)
 
     def state(self, workspace: str) -> bytes | None:
         """The workspace's current state document (None when it has none)."""
@@ -155,16 +156,18 @@ class ControlPlane:
 
     def renew_session(self, run_id: str) -> dict[str, Any]:
         """Renew the apply session's lease (the runner is alive)."""
-        return self._json("POST", f"/v1/runs/{run_id}/apply-session/renew")
+        return self._json("POST", f"{_run_path(run_id)}/apply-session/renew")
 
     def append_log(self, run_id: str, text: str) -> dict[str, Any]:
         """Send a chunk of the applying binary's (scrubbed) output."""
         headers = {"Content-Type": "text/plain; charset=utf-8"}
-        return self._json("POST", f"/v1/runs/{run_id}/log", content=text.encode(), headers=headers)
+        return self._json(
+            "POST", f"{_run_path(run_id)}/log", content=text.encode(), headers=headers
+        )
 
     def plan_text(self, run_id: str, fmt: str = "text") -> str:
         """The run's whole plan, every resource, sensitive values masked."""
-        return self._send("GET", f"/v1/runs/{run_id}/plan", params={"format": fmt}).text
+        return self._send("GET", f"{_run_path(run_id)}/plan", params={"format": fmt}).text
 
     def force_unlock(self, workspace: str) -> None:
         """Release the state lock whoever holds it (admin; audited as a force-unlock)."""
@@ -280,6 +283,22 @@ class ControlPlane:
         if response.is_success:
             return response
         raise _error(response, self.url)
+
+
+_RUN_ID = re.compile(r"[0-9a-f]{16}")  # as the server makes them (uuid4's hex, 16 of it)
+
+
+def _run_path(run_id: str) -> str:
+    """``/v1/runs/<id>`` for a run id as `tofuflow plan` printed it (surrounding white
+    space from a copy dropped); anything else is refused here, not sent as a path."""
+    given = run_id.strip()
+    if not _RUN_ID.fullmatch(given):
+        shown = given if len(given) <= 40 else given[:40] + "…"
+        raise errors.NotFoundError(
+            f"{shown!r} is not a run id: a run id is 16 hexadecimal characters, as "
+            "`tofuflow plan` prints it (run <id>: …); `tofuflow runs list` shows them"
+        )
+    return f"/v1/runs/{given}"
 
 
 def _sendable(token: str) -> str:
