@@ -437,6 +437,43 @@ def test_a_second_env_destroy_while_one_runs_is_refused_and_the_first_finishes(
     assert "no environments" in cli("list").stdout
 
 
+
+def test_a_failed_env_create_says_the_environment_exists_and_how_to_remove_it(
+    tmp_path: Path, binary: object
+) -> None:
+    """A deploy that fails leaves the environment registered: it was not said, and the
+    retry's advice (`env extend` it) kept the broken one."""
+    del binary
+    repo, env = _slow_repo(tmp_path, '  input = var.replicas\n')
+    (repo / "app" / "variables.tf").write_text('variable "replicas" {\n  type = number\n}\n')
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, "env", *args], cwd=repo, env=env, capture_output=True,
+                              text=True, check=False, timeout=300)  # fmt: skip
+
+    failed = cli("create", "pr-8", "--from", "app/dev", "--var", "replicas=abc")
+    assert failed.returncode == 1, failed.stdout
+    assert "environment pr-8: registered from app/dev" in failed.stdout
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last == (
+        "environment pr-8 is registered but not deployed: `tofuflow env destroy pr-8` "
+        "removes it (then create it again)"
+    ), failed.stderr
+    again = cli("create", "pr-8", "--from", "app/dev", "--var", "replicas=2")
+    assert again.returncode == 1
+    assert "`tofuflow env destroy pr-8` removes it" in again.stderr, again.stderr
+    assert cli("destroy", "pr-8").returncode == 0
+    # --no-apply registers it; `env deploy` deploys it later, from the stored snapshot.
+    registered = cli("create", "pr-8", "--from", "app/dev", "--var", "replicas=2", "--no-apply")
+    assert registered.returncode == 0, registered.stderr
+    assert "`tofuflow env deploy pr-8` deploys it" in registered.stdout
+    deployed = cli("deploy", "pr-8")
+    assert deployed.returncode == 0, deployed.stderr
+    assert re.search(r"environment pr-8: run \w{16} applied", deployed.stdout), deployed.stdout
+    (row,) = [line for line in cli("list").stdout.splitlines() if line.startswith("pr-8 ")]
+    assert row.split()[-2] == "2", row  # RES: both resources
+
+
 def test_a_run_time_var_file_stays_out_of_the_environments_snapshot(
     tmp_path: Path, source: WorkspaceConfig, plane: tuple[RunningServer, ControlPlane]
 ) -> None:

@@ -39,7 +39,9 @@ def env() -> None:
       tofuflow env list
       tofuflow env extend pr-42 --by 1h
       tofuflow env destroy pr-42
-      tofuflow env reap          one reaper pass (the server runs one every 30 s)
+      tofuflow env deploy pr-42  one created with --no-apply, from its snapshot
+      tofuflow env reap          one reaper pass (`tofuflow server` runs one every
+                                 30 s; the embedded plane only when you run this)
 
     Every create and destroy is a normal run: planned, checked by policy (an environment's
     changes are routine unless it is production or touches protected resources), applied
@@ -58,7 +60,11 @@ def env() -> None:
     "--var", "variables", multiple=True, metavar="KEY=VALUE",
     help="A variable of this environment (repeatable); wins over the workspace's.",
 )  # fmt: skip
-@click.option("--no-apply", is_flag=True, help="Only register it; deploy later (or never).")
+@click.option(
+    "--no-apply",
+    is_flag=True,
+    help="Only register it; `tofuflow env deploy NAME` deploys it later (or never).",
+)
 @PROJECT_OPTION
 def env_create(
     name: str, source: str, ttl: str, owner: str | None, variables: tuple[str, ...],
@@ -85,13 +91,47 @@ def env_create(
             click.echo(f"environment {name}: registered from {source}, expires {expires} "
                        f"(in {_span(seconds)}; owner {created['owner']})")  # fmt: skip
             if no_apply:
+                click.echo(f"`tofuflow env deploy {name}` deploys it")
                 return
             stays = (
                 f"environment {name} stays until {expires}, when the reaper destroys it; "
                 f"`tofuflow env destroy {name}` removes it now"
             )
+            try:
+                with saying_how_far(lambda: _last_run(client, name), stays):
+                    run = deploy_environment(
+                        name, client, cli_runner(None), context=context, base=ws
+                    )
+            except TofuflowError as err:  # it exists, undeployed: say so, and the way out
+                raise click.ClickException(
+                    f"{err}\nenvironment {name} is registered but not deployed: "
+                    f"`tofuflow env destroy {name}` removes it (then create it again)"
+                ) from err
+    except TofuflowError as err:
+        raise fail(err) from err
+    click.echo(f"environment {name}: run {run['id']} {run['status']}")
+
+
+@env.command("deploy")
+@click.argument("name")
+@PROJECT_OPTION
+def env_deploy(name: str, project_path: Path | None) -> None:
+    """Plan and apply NAME from the configuration stored when it was created.
+
+    For an environment registered with `env create --no-apply`, or one to bring back in
+    line with its snapshot. Routine changes apply at once; others wait for an approver.
+    """
+    from tofuflow.ci import detect_run_context
+    from tofuflow.cli import CANCELLABLE
+    from tofuflow.envs import deploy_environment
+
+    CANCELLABLE.set()
+    try:
+        with _teardown_plane(project_path, name) as (client, base):
+            context = detect_run_context().to_json()
+            stays = f"`tofuflow env deploy {name}` again finishes it"
             with saying_how_far(lambda: _last_run(client, name), stays):
-                run = deploy_environment(name, client, cli_runner(None), context=context, base=ws)
+                run = deploy_environment(name, client, cli_runner(None), context=context, base=base)
     except TofuflowError as err:
         raise fail(err) from err
     click.echo(f"environment {name}: run {run['id']} {run['status']}")
@@ -225,7 +265,7 @@ def _project_or_none(project_path: Path | None) -> Any:
 
 @contextlib.contextmanager
 def _teardown_plane(project_path: Path | None, name: str) -> Iterator[tuple[Any, Any]]:
-    """The control plane for destroying environment ``name``, and its source workspace
+    """The control plane for deploying or destroying environment ``name``, and its source workspace
     when tofuflow.toml defines it: both as that workspace's apply identity, as the
     environment was created. Which workspace that is only the control plane knows, so it
     is asked first as the file's first apply identity (or the token in the environment)."""

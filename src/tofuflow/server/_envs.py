@@ -100,7 +100,8 @@ class EnvironmentService:
             if env is not None and env.status != "destroyed":
                 raise ConflictError(
                     f"environment {name} already exists ({env.status}, owner {env.owner}): "
-                    "pick another name, or `tofuflow env extend` it"
+                    f"pick another name; `tofuflow env destroy {name}` removes it, "
+                    f"`tofuflow env extend {name}` keeps it longer"
                 )
             ws = session.scalars(select(Workspace).where(Workspace.name == name)).first()
             if env is None and ws is not None and ws.current_version is not None:
