@@ -397,7 +397,6 @@ def test_ctrl_c_during_env_destroy_says_what_is_left_and_a_second_destroy_finish
     assert "environment pr-6: destroyed" in again.stdout
 
 
-
 def test_a_second_env_destroy_while_one_runs_is_refused_and_the_first_finishes(
     tmp_path: Path, binary: object
 ) -> None:
@@ -437,14 +436,13 @@ def test_a_second_env_destroy_while_one_runs_is_refused_and_the_first_finishes(
     assert "no environments" in cli("list").stdout
 
 
-
 def test_a_failed_env_create_says_the_environment_exists_and_how_to_remove_it(
     tmp_path: Path, binary: object
 ) -> None:
     """A deploy that fails leaves the environment registered: it was not said, and the
     retry's advice (`env extend` it) kept the broken one."""
     del binary
-    repo, env = _slow_repo(tmp_path, '  input = var.replicas\n')
+    repo, env = _slow_repo(tmp_path, "  input = var.replicas\n")
     (repo / "app" / "variables.tf").write_text('variable "replicas" {\n  type = number\n}\n')
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,3 +164,32 @@ def test_an_interrupted_plan_says_nothing_was_applied_and_what_next(
         (run,) = client.runs(workspace="app/dev")
         locked = [w["name"] for w in client.workspaces() if w["locked"]]
     assert run["status"] == "cancelled" and not locked
+
+
+@pytest.mark.parametrize("answered", [True, False], ids=["after-the-answer", "before-sending"])
+def test_ctrl_c_while_the_plan_is_submitted_leaves_its_run_cancelled(
+    project: Path, answered: bool
+) -> None:
+    """Ctrl-C as the finished plan goes to the control plane (the upload of its JSON):
+    the person is told the run is recorded cancelled. It was left approved (applyable)
+    when the answer had come, and in `planning` for ever when the request never left."""
+    from tofuflow.project import load_project
+    from tofuflow.runs import plan_workspace
+
+    (project / "infra" / "main.tf").write_text('resource "terraform_data" "x" {}\n')
+    ws = load_project(project / "tofuflow.toml").workspace("app/dev")
+    with connect("plan") as client:
+        submit = client.upload_plan
+
+        def interrupted(run_id: str, document: bytes) -> Any:
+            if answered:
+                submit(run_id, document)
+            raise KeyboardInterrupt  # the SIGINT Python delivers between two statements
+
+        client.upload_plan = interrupted  # type: ignore[method-assign]
+        with pytest.raises(KeyboardInterrupt):
+            plan_workspace(ws, client, {})
+    with connect("read") as client:
+        (run,) = client.runs(workspace="app/dev")
+    assert run["status"] == "cancelled", run
+    assert "interrupted" in str(run.get("result")), run

@@ -354,6 +354,8 @@ def test_the_audit_log_tells_the_run_story_by_run_and_by_commit(env: Env) -> Non
 
 def test_bad_run_requests_are_clear_errors_that_change_nothing(env: Env) -> None:
     with pytest.raises(NotFoundError, match="no run"):
+        env.applier.run("0123456789abcdef")
+    with pytest.raises(NotFoundError, match="is not a run id"):  # refused before it is sent
         env.applier.run("does-not-exist")
     outcome = _plan(env, env.workspace())
     apply_run(outcome.run["id"], env.workspace(), env.applier)

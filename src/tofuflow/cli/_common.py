@@ -224,6 +224,32 @@ def saying_the_plan_stopped(
         raise click.ClickException(clean(report, plan_stopped(workspace, next_step))) from err
 
 
+@contextmanager
+def saying_the_run_stands(
+    run: Mapping[str, Any], report: AgentReport | None = None
+) -> Iterator[None]:
+    """Ctrl-C after the plan was submitted and decided (printing it, say): the run stands;
+    one line names it, its status and what to do, where click would say ``Aborted.``
+    before the run id was printed."""
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        run_id, status = run["id"], run["status"]
+        drop = f"`tofuflow runs cancel {run_id}` drops it"
+        if status == "approved":
+            then = f"`tofuflow apply {run_id}` applies it, {drop}"
+        elif status == "needs_approval":
+            approve = f"`tofuflow approve {run_id}` (an approver)"
+            then = f"{approve}, then `tofuflow apply {run_id}`; {drop}"
+        else:
+            then = "nothing to apply"
+        line = (
+            f"interrupted: the plan of {run['workspace']} had finished: run {run_id} is "
+            f"{status}; {then}"
+        )
+        raise click.ClickException(clean(report, line)) from err
+
+
 def plan_stopped(workspace: str, next_step: str | None = None) -> str:
     """What an interrupted plan left: nothing applied, its run cancelled (plan_workspace
     records that), and ``next_step`` (default: plan again)."""

@@ -38,6 +38,7 @@ from tofuflow.cli._common import (
     reporting,
     saying_how_far,
     saying_the_plan_stopped,
+    saying_the_run_stands,
     wired,
 )
 from tofuflow.errors import TofuflowError
@@ -98,16 +99,17 @@ def plan(
                     )
     except TofuflowError as err:
         raise fail(err, report) from err
-    click.echo(clean(report, render_plan_text(outcome.plan)))
-    print_decision(outcome.run, report)
-    if run_id_file is not None:
-        run_id_file.parent.mkdir(parents=True, exist_ok=True)
-        run_id_file.write_text(f"{outcome.run['id']}\n")
-    link = console_link(project_url(project), outcome.run["id"])
-    if link:
-        click.echo(f"console: {link}")
-    if report is not None:
-        report.planned(ws.name, outcome.run, outcome.plan)
+    with saying_the_run_stands(outcome.run, report):
+        click.echo(clean(report, render_plan_text(outcome.plan)))
+        print_decision(outcome.run, report)
+        if run_id_file is not None:
+            run_id_file.parent.mkdir(parents=True, exist_ok=True)
+            run_id_file.write_text(f"{outcome.run['id']}\n")
+        link = console_link(project_url(project), outcome.run["id"])
+        if link:
+            click.echo(f"console: {link}")
+        if report is not None:
+            report.planned(ws.name, outcome.run, outcome.plan)
     sys.exit(outcome.exit_code)
 
 

@@ -98,6 +98,10 @@ def plan_workspace(
                 run_time_var_files=workspace.run_time_var_files,
             )  # fmt: skip
         control_plane.upload_artifact(run["id"], artifact)
+        # Submitted inside the guard: an interrupt as the answer comes would otherwise
+        # leave the run decided (approved: applyable) while the person is told it was
+        # cancelled, and one before the request left would leave it in "planning".
+        decided = control_plane.upload_plan(run["id"], json.dumps(plan.raw).encode())
     except BaseException as exc:
         # A run left in "planning" would never end: record why it stopped — cancelled when
         # interrupted, failed when something went wrong (HCL error, no binary, refused upload).
@@ -106,7 +110,6 @@ def plan_workspace(
         reason = f"plan {'interrupted' if interrupted else 'failed'}: {_first_line(exc)}"
         _quietly(control_plane.cancel, run["id"], reason[:500], outcome)
         raise
-    decided = control_plane.upload_plan(run["id"], json.dumps(plan.raw).encode())
     return PlanOutcome(decided, plan)
 
 

@@ -444,7 +444,14 @@ class RunService:
             raise BadRequestError("outcome must be 'cancelled' or 'failed'")
         with self._tx() as session:
             run = self._run(session, run_id, for_update=True)
-            own_plan = run.status == "planning" and run.requester == ctx.principal.subject
+            own = run.requester == ctx.principal.subject
+            # A planner abandons its own unfinished plan (the plan failed, Ctrl-C), or
+            # withdraws its own decided run before anything applied it (Ctrl-C as the
+            # plan was submitted: the person was told it is cancelled).
+            own_plan = own and (
+                run.status == "planning"
+                or (outcome == "cancelled" and run.status in {"needs_approval", "approved"})
+            )
             if run.status == "applying":
                 ctx.principal.require(Permission.FORCE_UNLOCK, run.workspace)
                 run.status = "failed"
@@ -455,7 +462,6 @@ class RunService:
                 self._audit(session, ctx, run, "run.ended", run.result)
                 return _view(run)
             if own_plan:
-                # A planner abandons its own unfinished plan (the plan failed, Ctrl-C).
                 ctx.principal.require(Permission.CREATE_RUN, run.workspace)
             else:
                 ctx.principal.require(Permission.APPLY_RUN, run.workspace)
