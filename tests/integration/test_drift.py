@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import runpy
 import shutil
 import signal
@@ -34,6 +35,7 @@ from _services.pyvider import Pyvider, pyvider  # noqa: F401 - the session fixtu
 from _services.server import RunningServer, threaded_server
 from tofuflow.ci._pipelines import DRIFT_FILE, PipelineOptions, azure_devops_pipeline
 from tofuflow.drift import drifted_resources
+from tofuflow.errors import TofuflowError
 from tofuflow.project import load_project
 from tofuflow.runs import ControlPlane, Runner, apply_run, plan_workspace
 from tofuflow.server.storage._db import Workspace
@@ -233,6 +235,33 @@ def test_configuration_drift_without_any_out_of_band_change(plain: Env) -> None:
     assert "Configuration drift: the configuration in this checkout differs" in section
     assert "Changed outside tofuflow" not in section
     assert "(with uncommitted changes)" in section  # main.tf is modified in the checkout
+
+
+
+def test_a_state_written_by_a_run_that_did_not_finish_names_that_run(plain: Env) -> None:
+    """An apply that failed (or was interrupted) half-way still saved what it applied: a
+    newer serial than the last applied run left. Drift called that a write "outside a
+    tofuflow run", sending people after an out-of-band change that never happened."""
+    plain.apply("app/plain")
+    main_tf = plain.workspace("app/plain").directory / "main.tf"
+    main_tf.write_text(main_tf.read_text() + (
+        'resource "terraform_data" "made" {\n  input = "made"\n}\n'
+        'resource "terraform_data" "broken" {\n  depends_on = [terraform_data.made]\n'
+        '  provisioner "local-exec" {\n    command = "exit 1"\n  }\n}\n'
+    ))  # fmt: skip
+    _git(plain.repo, "commit", "-qam", "broken")
+    ws = plain.workspace("app/plain")
+    outcome = plan_workspace(ws, plain.planner, CONTEXT)
+    with pytest.raises(TofuflowError):
+        apply_run(outcome.run["id"], ws, plain.applier)
+    failed = outcome.run["id"]
+    assert plain.admin.run(failed)["status"] == "failed"
+    section = _section(plain.drift("app/plain").stdout, "app/plain")
+    assert "outside a tofuflow run" not in section, section
+    assert re.search(
+        rf"state serial \d+ \(newer than serial \d+ that run left: written since by run "
+        rf"{failed}, which failed\)", section
+    ), section
 
 
 def test_outputs_added_to_the_configuration_are_not_changes_made_outside(plain: Env) -> None:

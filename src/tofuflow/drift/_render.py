@@ -209,10 +209,13 @@ def _context_lines(ws: WorkspaceDrift) -> list[str]:
     serial = f"state serial {ws.serial}" if ws.serial is not None else "no state in tofuflow"
     left = (ws.last_applied or {}).get("serial")
     if ws.serial is not None and isinstance(left, int) and ws.serial > left:
-        serial += (
-            f" (newer than serial {left} that run left: the state was written outside a "
-            "tofuflow run since)"
+        writer = ws.written_by or {}
+        since = (
+            f"written since by run {writer['run']}, which {_ended(writer.get('status'))}"
+            if writer.get("run")
+            else "the state was written outside a tofuflow run since"
         )
+        serial += f" (newer than serial {left} that run left: {since})"
     lines.append(serial)
     lines.append(_checked_line(ws.checked_at, ws.checkout, tried=ws.status == "error"))
     if ws.lock and ws.status != "error":  # an error on a locked workspace names it already
@@ -223,6 +226,13 @@ def _context_lines(ws: WorkspaceDrift) -> list[str]:
     if ws.not_recorded:
         lines.append(f"not recorded: {ws.not_recorded}")
     return lines
+
+
+def _ended(status: Any) -> str:
+    """How a run that wrote state without being applied stands, as a clause."""
+    return {
+        "failed": "failed", "cancelled": "was cancelled", "applying": "is applying now",
+    }.get(str(status), f"is {status}")  # fmt: skip
 
 
 def _applied_line(applied: Mapping[str, Any] | None) -> str:

@@ -206,6 +206,9 @@ class WorkspaceDrift:
     report_id: int | None = None
     serial: int | None = None
     last_applied: Mapping[str, Any] | None = None
+    # The run that wrote the current state, when not the last applied one (it failed or
+    # was cancelled half-way): {"run": id, "status": ...}.
+    written_by: Mapping[str, Any] | None = None
     lock: Mapping[str, Any] | None = None
     not_recorded: str | None = None
 
@@ -248,6 +251,7 @@ class WorkspaceDrift:
             report_id=_opt_int(view.get("id")),
             serial=_opt_int(view.get("serial")),
             last_applied=_opt_map(view.get("last_applied")),
+            written_by=_opt_map(view.get("written_by")),
             lock=_opt_map(view.get("lock")),
             checked_at=_opt_str(view.get("checked_at")) or self.checked_at,
         )
@@ -275,6 +279,7 @@ class WorkspaceDrift:
             "report_id": self.report_id,
             "serial": self.serial,
             "last_applied": dict(self.last_applied) if self.last_applied else None,
+            "written_by": dict(self.written_by) if self.written_by else None,
             "lock": dict(self.lock) if self.lock else None,
             "not_recorded": self.not_recorded,
             **self.body(),

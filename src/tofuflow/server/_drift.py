@@ -15,7 +15,7 @@ from tofuflow.server._locks import lock_view
 from tofuflow.server._paging import Page, decode_cursor, fill_page, grant_filter
 from tofuflow.server._state import RequestContext
 from tofuflow.server.auth import Permission
-from tofuflow.server.storage._db import DriftReport, Run, Workspace, write_session
+from tofuflow.server.storage._db import DriftReport, Run, StateVersion, Workspace, write_session
 
 __all__ = ["DriftService"]
 
@@ -40,6 +40,9 @@ class DriftService:
             # A planner cannot see who holds a lock anywhere else (the listing says only
             # "locked"), and a check on a locked workspace must name the holder.
             stored = {**report, "lock": lock_view(ws)}
+            writer = _state_writer(session, ws, applied)
+            if writer is not None:
+                stored["written_by"] = writer
             row = DriftReport(
                 workspace=workspace, checked_by=ctx.principal.subject, status=status,
                 serial=ws.serial if ws else None, report=stored,
@@ -108,6 +111,23 @@ def last_applied(session: Session, workspace: str) -> Run | None:
     return session.scalars(query).first()
 
 
+def _state_writer(
+    session: Session, ws: Workspace | None, applied: Run | None
+) -> dict[str, Any] | None:
+    """The run that wrote the current state version, when that is not the last applied
+    run: an apply that failed or was cancelled half-way saved what it had applied."""
+    if ws is None or ws.current_version is None:
+        return None
+    query = select(StateVersion.run_id).where(
+        StateVersion.workspace_id == ws.id, StateVersion.version == ws.current_version
+    )
+    run_id = session.scalars(query).first()
+    if run_id is None or (applied is not None and run_id == applied.id):
+        return None
+    run = session.get(Run, run_id)
+    return {"run": run_id, "status": run.status if run is not None else None}
+
+
 def _view(row: DriftReport, applied: Run | None) -> dict[str, Any]:
     # The run context is a RunContext (ci/_context.py): pipeline_name, run_id, run_url...
     context = (applied.context or {}) if applied else {}
@@ -118,6 +138,7 @@ def _view(row: DriftReport, applied: Run | None) -> dict[str, Any]:
         "checked_at": row.checked_at.isoformat(), "checked_by": row.checked_by,
         "serial": row.serial,
         "lock": report.get("lock"),
+        "written_by": report.get("written_by"),
         "last_applied": None if applied is None else {
             "run": applied.id, "commit": applied.commit,
             "applied_at": applied.updated_at.isoformat(), "requester": applied.requester,
