@@ -237,7 +237,6 @@ def test_configuration_drift_without_any_out_of_band_change(plain: Env) -> None:
     assert "(with uncommitted changes)" in section  # main.tf is modified in the checkout
 
 
-
 def test_a_state_written_by_a_run_that_did_not_finish_names_that_run(plain: Env) -> None:
     """An apply that failed (or was interrupted) half-way still saved what it applied: a
     newer serial than the last applied run left. Drift called that a write "outside a
@@ -260,7 +259,8 @@ def test_a_state_written_by_a_run_that_did_not_finish_names_that_run(plain: Env)
     assert "outside a tofuflow run" not in section, section
     assert re.search(
         rf"state serial \d+ \(newer than serial \d+ that run left: written since by run "
-        rf"{failed}, which failed\)", section
+        rf"{failed}, which failed\)",
+        section,
     ), section
 
 
@@ -383,6 +383,14 @@ def test_usage_errors_exit_1(plain: Env) -> None:
         env={**plain.cli_env(), "TOFUFLOW_TOKEN": ""}, capture_output=True, text=True,
     )  # fmt: skip
     assert no_token.returncode == 1 and "TOFUFLOW_PLAN_TOKEN" in no_token.stderr
+    # An --output nobody can write is refused before the checks run, not after them.
+    nowhere = plain.repo / "missing" / "drift.md"
+    refused = plain.drift("--format", "markdown", "--output", str(nowhere))
+    assert refused.returncode == 1, refused.stdout
+    assert f"--output {nowhere}: the directory {nowhere.parent} does not exist" in (
+        refused.stderr
+    ), refused.stderr
+    assert refused.stdout == ""  # nothing was checked
 
 
 def test_the_generated_azure_devops_drift_step(plain: Env, tmp_path: Path) -> None:

@@ -61,6 +61,11 @@ def drift(
     from tofuflow.runs import Runner
 
     CANCELLABLE.set()
+    if output is not None and not output.resolve().parent.is_dir():
+        raise click.UsageError(  # before minutes of checks, not after them
+            f"--output {output}: the directory {output.resolve().parent} does not exist; "
+            "create it, or give another path"
+        )
     try:
         project = load_project_file(project_path)
         names = list(dict.fromkeys(workspaces)) or sorted(project.workspaces)
@@ -77,11 +82,11 @@ def drift(
         raise fail(err) from err
     text = render_drift_text(report)
     if output is not None:
+        click.echo(clean(text), nl=False)  # the results first, whatever happens to the file
         try:
             output.write_text(render_drift(report, fmt), encoding="utf-8")
         except OSError as err:
             raise click.ClickException(f"cannot write the report to {output}: {err}") from err
-        click.echo(clean(text), nl=False)
         click.echo(f"report written to {output}", err=True)
     else:
         click.echo(clean(text if fmt == "text" else render_drift(report, fmt)), nl=False)
