@@ -310,6 +310,7 @@ def test_a_locked_workspace_is_not_checked_and_its_lock_is_left_as_it_was(plain:
            "OperationTypeApply) since " in result.stderr  # fmt: skip
     assert "lock ID 0b7e3c9a-lock-held-by-an-apply" in result.stderr
     assert "tofuflow runs list --workspace app/plain" in result.stderr
+    assert "an admin releases it: `tofuflow unlock app/plain`" in result.stderr
     assert "\napp/other: no drift\n" in result.stdout  # the others are still checked
     assert "app/plain: ERROR" in result.stdout
     # Its section must not say it was checked: the check stopped at the lock.

@@ -181,8 +181,7 @@ def locked_message(workspace: str, check: WorkspaceDrift) -> str:
         f" (lock ID {lock.get('id')}): not checked. A drift check never waits for or breaks a "
         "lock; the lock was left as it was. Wait for the run holding it to finish "
         f"(`tofuflow runs list --workspace {workspace}`) and run `tofuflow drift` again; if "
-        "nothing holds it any more, an admin can release it (`tofu force-unlock` or "
-        "`terraform force-unlock` with that lock ID and an admin token as TF_HTTP_PASSWORD)."
+        f"nothing holds it any more, an admin releases it: `tofuflow unlock {workspace}`."
     )
 
 
