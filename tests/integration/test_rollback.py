@@ -19,6 +19,7 @@ import pytest
 
 from _services.fixtures import make_token
 from _services.server import RunningServer, threaded_server
+from tofuflow.runs import ControlPlane
 from tofuflow.tofu import Binary
 
 CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
@@ -114,6 +115,17 @@ def test_rollback_brings_back_the_previous_configuration_through_policy_and_appr
 
     unknown = _cli(repo, env, "rollback", "app/dev", "--to", "0" * 16)
     assert unknown.returncode == 1 and "no run" in unknown.stderr
+    # Another workspace's run, with a token for app/dev only: a wrong id, not a missing
+    # grant (it sent people to ask an admin for a reader role on app/prod).
+    with ControlPlane(server.url, admin) as client:
+        other = client.create_run("app/prod", "0" * 64, {})["id"]
+    scoped = {**env, "TOFUFLOW_APPLY_TOKEN": make_token(server, "applier", "app/dev")}
+    elsewhere = _cli(repo, scoped, "rollback", "app/dev", "--to", other)
+    assert elsewhere.returncode == 1, elsewhere.stdout
+    assert f"run {other} is not a run of app/dev that this identity may read" in (
+        elsewhere.stderr
+    ), elsewhere.stderr
+    assert "tofuflow runs list --workspace app/dev" in elsewhere.stderr
     nothing = _cli(repo, env, "plan", "app/dev")  # v2 config on v1 state: a change, needs a person
     pending = _run_id(nothing.stdout)
     refused = _cli(repo, env, "rollback", "app/dev", "--to", pending)

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tofuflow.errors import ConflictError
+from tofuflow.errors import ConflictError, ForbiddenError
 from tofuflow.project import WorkspaceConfig
 from tofuflow.runs._artifact import restore_config, restore_inputs
 from tofuflow.runs._client import ControlPlane
@@ -41,7 +41,14 @@ def rollback_workspace(
     runner: Runner | None = None,
 ) -> PlanOutcome:
     """Plan ``workspace`` back to the configuration run ``to_run`` applied."""
-    target = control_plane.run(to_run)
+    try:
+        target = control_plane.run(to_run)
+    except ForbiddenError as err:  # most often another workspace's run: a wrong id
+        raise ConflictError(
+            f"run {to_run} is not a run of {workspace.name} that this identity may read "
+            f"({err}): roll back to a run of {workspace.name} (`tofuflow runs list "
+            f"--workspace {workspace.name}` shows them)"
+        ) from err
     if target["workspace"] != workspace.name:
         raise ConflictError(
             f"run {to_run} is for workspace {target['workspace']}, not {workspace.name}"
