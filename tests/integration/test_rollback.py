@@ -184,7 +184,11 @@ def test_rollback_plans_with_the_var_files_and_variables_the_earlier_run_used(
     assert rolled.returncode == 2, rolled.stdout + rolled.stderr
     assert "2 to add, 0 to change, 0 to destroy" in rolled.stdout  # b and the database
     back = _run_id(rolled.stdout)
-    assert _cli(repo, env, "apply", back).returncode == 0
+    rolled_back = _cli(repo, env, "apply", back)
+    assert rolled_back.returncode == 0, rolled_back.stderr
+    # Applied with the values it was planned with, not today's: no warning that the
+    # binary ignored variables (people read it as "the rolled-back values were dropped").
+    assert "Ignoring variable" not in rolled_back.stdout + rolled_back.stderr
     assert _state_items(server, admin, "app/dev") == ({"a", "b"}, 1)
 
     rolled = _cli(repo, env, "rollback", "app/prod", "--to", prod_v1, "--apply")

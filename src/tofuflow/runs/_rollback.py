@@ -60,15 +60,7 @@ def rollback_workspace(
         )
     data = _artifact(control_plane, target)
     with tempfile.TemporaryDirectory(prefix="tofuflow-rollback-") as tmp:
-        snapshot = dataclasses.replace(
-            workspace, directory=restore_config(data, Path(tmp) / "config")
-        )
-        planned = restore_inputs(data, Path(tmp) / "var-files")
-        if planned is not None:  # else an older artifact: today's inputs
-            snapshot = dataclasses.replace(
-                snapshot, variables=planned.variables, var_files=planned.var_files,
-                run_time_var_files=planned.run_time_var_files,
-            )  # fmt: skip
+        snapshot = _as_planned(workspace, data, Path(tmp))
         ctx = {
             **context,
             "operation": "rollback",
@@ -90,8 +82,22 @@ def apply_from_artifact(
     run = control_plane.run(run_id)
     data = _artifact(control_plane, run)
     with tempfile.TemporaryDirectory(prefix="tofuflow-apply-") as tmp:
-        snapshot = dataclasses.replace(workspace, directory=restore_config(data, Path(tmp)))
-        return apply_run(run_id, snapshot, control_plane, runner)
+        # The inputs too: today's variables would make the binary warn that it ignores
+        # them (a saved plan keeps its own), which reads as if the rollback's were dropped.
+        return apply_run(run_id, _as_planned(workspace, data, Path(tmp)), control_plane, runner)
+
+
+def _as_planned(workspace: WorkspaceConfig, data: bytes, tmp: Path) -> WorkspaceConfig:
+    """``workspace`` with the configuration, variables and var files an artifact holds,
+    restored under ``tmp`` (an older artifact without inputs keeps today's)."""
+    snapshot = dataclasses.replace(workspace, directory=restore_config(data, tmp / "config"))
+    planned = restore_inputs(data, tmp / "var-files")
+    if planned is None:
+        return snapshot
+    return dataclasses.replace(
+        snapshot, variables=planned.variables, var_files=planned.var_files,
+        run_time_var_files=planned.run_time_var_files,
+    )  # fmt: skip
 
 
 def _artifact(control_plane: ControlPlane, run: Mapping[str, Any]) -> bytes:
