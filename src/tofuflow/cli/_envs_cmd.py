@@ -265,10 +265,11 @@ def _project_or_none(project_path: Path | None) -> Any:
 
 @contextlib.contextmanager
 def _teardown_plane(project_path: Path | None, name: str) -> Iterator[tuple[Any, Any]]:
-    """The control plane for deploying or destroying environment ``name``, and its source workspace
-    when tofuflow.toml defines it: both as that workspace's apply identity, as the
-    environment was created. Which workspace that is only the control plane knows, so it
-    is asked first as the file's first apply identity (or the token in the environment)."""
+    """The control plane for deploying or destroying environment ``name``, and its source
+    workspace when tofuflow.toml defines it: both as that workspace's apply identity, as
+    the environment was created. Which workspace that is only the control plane knows, so
+    it is asked first as the file's first apply identity (or the token in the
+    environment)."""
     project = _project_or_none(project_path)
     url = project_url(project) if project is not None else configured_url(project_path)
     workspaces = project.workspaces if project is not None else {}

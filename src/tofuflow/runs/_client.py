@@ -117,7 +117,7 @@ class ControlPlane:
         return self._json("PUT", f"{_run_path(run_id)}/plan", content=document)
 
     def run(self, run_id: str) -> dict[str, Any]:
-        return self._json("GET", f"{_run_path(run_id)}")
+        return self._json("GET", _run_path(run_id))
 
     def runs(self, *, limit: int | None = 50, **filters: Any) -> list[dict[str, Any]]:
         """The newest runs first, up to ``limit`` (None: all), following the server's pages."""
