@@ -296,6 +296,28 @@ def test_init_finds_var_files_in_an_envs_directory_beside_the_configuration(
         assert f'+ where = "{expected}"' in planned.stdout, planned.stdout
 
 
+def test_a_variable_the_configuration_does_not_declare_is_named_not_silently_dropped(
+    tmp_path: Path,
+) -> None:
+    """tofuflow passes `variables` as TF_VAR_* (never on argv), and the binary ignores an
+    undeclared TF_VAR_ without a word (as `-var` it would have refused it): a typo such as
+    `replica = 3` planned with the default, unnoticed."""
+    repo = tmp_path / "repo"
+    _tf(repo / "infra", 'variable "replicas" {\n  type = number\n  default = 1\n}\n'
+        'output "n" {\n  value = var.replicas\n}\n')  # fmt: skip
+    (repo / "tofuflow.toml").write_text(
+        '[workspaces.dev]\ndirectory = "infra"\nvariables = { replica = 3, replicas = 2 }\n'
+    )
+    planned = _tofuflow("plan", "dev", cwd=repo, env=_local_env(tmp_path))
+    assert planned.returncode == 2, planned.stdout + planned.stderr
+    assert "+ n = 2" in planned.stdout, planned.stdout
+    assert (
+        "Warning: variables.replica in tofuflow.toml: the configuration declares no variable "
+        '"replica", so the binary ignored it; did you mean "replicas"?'
+    ) in planned.stderr, planned.stderr
+    assert "replicas in tofuflow.toml" not in planned.stderr
+
+
 # -- a server URL that answers, but not as a tofuflow control plane --------------------
 
 

@@ -53,6 +53,9 @@ _OVER = frozenset({"applied", "failed", "cancelled", "denied", "no_changes", "su
 class PlanOutcome:
     run: Mapping[str, Any]
     plan: Plan
+    # Names in the workspace's ``variables`` that the configuration does not declare: the
+    # binary ignores such a TF_VAR_ without a word (a typo planned with the default).
+    undeclared: tuple[str, ...] = ()
 
     @property
     def exit_code(self) -> int:
@@ -110,7 +113,9 @@ def plan_workspace(
         reason = f"plan {'interrupted' if interrupted else 'failed'}: {_first_line(exc)}"
         _quietly(control_plane.cancel, run["id"], reason[:500], outcome)
         raise
-    return PlanOutcome(decided, plan)
+    declared = plan.raw.get("variables") or {}
+    undeclared = tuple(sorted(name for name in workspace.variables if name not in declared))
+    return PlanOutcome(decided, plan, undeclared)
 
 
 def apply_run(
