@@ -205,6 +205,20 @@ def test_plan_stage(generated: tuple[PipelineOptions, dict[str, Any]]) -> None:
     assert steps.index(copy) < steps.index(publish)
 
 
+
+def test_each_workspaces_plan_stage_depends_on_nothing(
+    generated: tuple[PipelineOptions, dict[str, Any]],
+) -> None:
+    """Azure Pipelines makes a stage without `dependsOn` depend on the stage before it,
+    and skips a stage whose dependency was skipped: the second workspace's plan waited
+    for the first one's apply, and was skipped with it (on every pull request, and on
+    main when the first workspace had no changes)."""
+    _, documents = generated
+    plan = documents[TEMPLATE_FILE]["stages"][0]
+    assert plan["stage"].startswith("plan_")
+    assert plan["dependsOn"] == []
+
+
 def test_apply_stages_are_deployment_jobs_on_environments(
     generated: tuple[PipelineOptions, dict[str, Any]],
 ) -> None:

@@ -426,6 +426,9 @@ def _plan_stage(group: str | None) -> dict[str, Any]:
     return {
         "stage": _PLAN_STAGE,
         "displayName": "Plan ${{ parameters.workspace }}",
+        # Without it Azure makes this stage depend on the stage before it (the previous
+        # workspace's apply) and skips it whenever that one was skipped.
+        "dependsOn": [],
         "variables": _stage_variables(group),
         "jobs": [
             {
