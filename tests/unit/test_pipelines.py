@@ -205,7 +205,6 @@ def test_plan_stage(generated: tuple[PipelineOptions, dict[str, Any]]) -> None:
     assert steps.index(copy) < steps.index(publish)
 
 
-
 def test_each_workspaces_plan_stage_depends_on_nothing(
     generated: tuple[PipelineOptions, dict[str, Any]],
 ) -> None:
@@ -354,10 +353,18 @@ def test_awkward_workspace_names_stay_out_of_scripts() -> None:
         ("ubuntu-latest", {"vmImage": "ubuntu-latest"}),
         ("vmImage:windows-2022", {"vmImage": "windows-2022"}),
         ("name:My Pool", {"name": "My Pool"}),
+        # The kind as people type it: it became the image `vmimage:ubuntu-latest`.
+        ("vmimage:ubuntu-latest", {"vmImage": "ubuntu-latest"}),
+        ("Name:selfhosted", {"name": "selfhosted"}),
     ],
 )
 def test_agent_pool_parse(text: str, expected: dict[str, str]) -> None:
     assert AgentPool.parse(text).to_yaml() == expected
+
+
+def test_an_agent_pool_of_an_unknown_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"unknown kind 'pool' in --pool 'pool:x'"):
+        AgentPool.parse("pool:x")
 
 
 @pytest.mark.parametrize(

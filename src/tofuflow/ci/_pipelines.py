@@ -86,10 +86,17 @@ class AgentPool:
 
     @classmethod
     def parse(cls, text: str) -> AgentPool:
-        """``vmImage:ubuntu-latest`` / ``name:My Pool``; a bare value is a vmImage."""
+        """``vmImage:ubuntu-latest`` / ``name:My Pool`` (the kind in any case); a bare
+        value is a vmImage. Another kind is refused: it would become an image's name."""
         kind, sep, value = text.partition(":")
-        if sep and kind in ("vmImage", "name"):
-            pool = cls(value=value.strip(), kind=kind)  # type: ignore[arg-type]
+        kinds = {"vmimage": "vmImage", "name": "name"}
+        if sep and kind.strip().lower() in kinds:
+            pool = cls(value=value.strip(), kind=kinds[kind.strip().lower()])  # type: ignore[arg-type]
+        elif sep:
+            raise ValueError(
+                f"unknown kind {kind!r} in --pool {text!r}: use vmImage:IMAGE "
+                "(Microsoft-hosted) or name:POOL (self-hosted)"
+            )
         else:
             pool = cls(value=text.strip())
         if not pool.value:
