@@ -318,6 +318,24 @@ def test_a_variable_the_configuration_does_not_declare_is_named_not_silently_dro
     assert "replicas in tofuflow.toml" not in planned.stderr
 
 
+
+def test_init_below_another_tofuflow_toml_is_refused_unless_forced(tmp_path: Path) -> None:
+    """`cd infra && tofuflow init` wrote a second file that shadows the repository's for
+    everyone working there: the same configurations under new names, with empty state, so
+    the next plan created everything again."""
+    repo = tmp_path / "repo"
+    _tf(repo / "infra" / "app", 'resource "terraform_data" "x" {}\n')
+    assert _tofuflow("init", cwd=repo).returncode == 0
+    below = _tofuflow("init", cwd=repo / "infra")
+    assert below.returncode == 1, below.stdout
+    assert f"{repo / 'tofuflow.toml'} already covers {repo / 'infra'}" in below.stderr
+    assert "--force" in below.stderr
+    assert not (repo / "infra" / "tofuflow.toml").exists()
+    forced = _tofuflow("init", "--force", cwd=repo / "infra")
+    assert forced.returncode == 0, forced.stderr
+    assert (repo / "infra" / "tofuflow.toml").exists()
+
+
 # -- a server URL that answers, but not as a tofuflow control plane --------------------
 
 

@@ -314,7 +314,11 @@ def _key(name: str) -> str:
     default=".",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
 )
-@click.option("--force", is_flag=True, help="Replace an existing tofuflow.toml.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace an existing tofuflow.toml, or write one below another.",
+)
 def init(repository: Path, force: bool) -> None:
     """Write a commented tofuflow.toml with a workspace per root module in REPOSITORY.
 
@@ -334,6 +338,18 @@ def init(repository: Path, force: bool) -> None:
     if target.exists() and not force:
         raise click.ClickException(
             f"{target} already exists; edit it, or run `tofuflow init --force` to replace it"
+        )
+    above = next(
+        (d / PROJECT_FILE for d in target.parent.parents if (d / PROJECT_FILE).is_file()), None
+    )
+    if above is not None and not force:
+        # The nearest file wins: a new one here would give everyone working below it the
+        # same configurations under other names, with empty state.
+        raise click.ClickException(
+            f"{above} already covers {target.parent}: commands run here use the nearest "
+            f"tofuflow.toml, so a new one would shadow it (its workspaces under new names, "
+            f"with empty state). Edit {above}, or run `tofuflow init --force` to write a "
+            "separate project here anyway"
         )
     roots, modules = find_root_modules(repository)
     if not roots:
