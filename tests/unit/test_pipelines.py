@@ -476,6 +476,14 @@ def test_cli_writes_valid_files_and_next_steps(tmp_path: Path) -> None:
     assert "TOFUFLOW_PLAN_TOKEN" in result.output and "TOFUFLOW_APPLY_TOKEN" in result.output
     assert "Keep this value secret" in result.output
     assert "Permit" in result.output and "Azure CLI" in result.output
+    # What the docs ask and a stranger missed in the printed steps: tofuflow's own
+    # approval after the environment's, the drift pipeline's own tokens, PR builds on
+    # Azure Repos (YAML `pr:` is ignored there) and the permission the PR comment needs.
+    assert "tofuflow approve RUN" in result.output
+    assert "each pipeline's own variables (the main and the drift one" in result.output
+    assert "Build validation" in result.output
+    assert "Contribute to pull requests" in result.output
+    assert "azure-pipelines-drift.yml" in result.output
     assert SERVER in result.output
 
 

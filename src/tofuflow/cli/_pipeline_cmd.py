@@ -224,7 +224,8 @@ def _next_steps(options: PipelineOptions) -> str:
     where = (
         f"in the variable group {options.variable_group!r} (Pipelines > Library)"
         if options.variable_group
-        else "as pipeline variables (the pipeline's Edit > Variables)"
+        else "as each pipeline's own variables (the main and the drift one: Edit > "
+        "Variables; a variable group, --variable-group, shares them)"
     )
     lines = [
         "",
@@ -236,7 +237,9 @@ def _next_steps(options: PipelineOptions) -> str:
         "tasks (self-hosted agents need the Azure CLI): on the first run, Permit the "
         "pipeline to use them.",
         f"  2. Create the environment {options.environment!r} and add an Approvals check "
-        "to it: the apply stage waits there.",
+        "to it: the apply stage waits there. A run tofuflow's policy left waiting for an "
+        "approver also needs `tofuflow approve RUN` on the control plane: the apply step "
+        "waits up to TOFUFLOW_APPROVAL_WAIT (1h) for it.",
     ]
     if options.auto_apply_routine:
         lines.append(
@@ -252,8 +255,16 @@ def _next_steps(options: PipelineOptions) -> str:
         "connection's OIDC token, given [[bindings]] for it (docs/identity.md).",
         "  4. The generated steps map the job token with env: SYSTEM_ACCESSTOKEN: "
         "$(System.AccessToken); keep that mapping in any step you add that runs tofuflow.",
-        "  5. Commit the files and create the pipeline(s) from them (Pipelines > New "
-        "pipeline > Existing Azure Pipelines YAML file).",
+        "  5. Commit the files and create one pipeline from each (Pipelines > New pipeline "
+        "> Existing Azure Pipelines YAML file): azure-pipelines.yml"
+        + (
+            ", and azure-pipelines-drift.yml for the scheduled drift check."
+            if options.drift_cron
+            else "."
+        )
+        + " In Azure Repos Git, YAML pr: triggers are ignored: add a Build validation "
+        f"branch policy on {options.branch} for plans on pull requests, and give the "
+        "project's build service Contribute to pull requests for the plan comment.",
         "  Details: docs/azure-devops.md",
     ]
     return "\n".join(lines)
