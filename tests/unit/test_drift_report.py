@@ -246,6 +246,6 @@ def test_locked_message_names_holder_and_what_to_do() -> None:
         "since 2025-05-01 02:59:00 UTC (lock ID 6c1e-lock): not checked."
     )
     assert "tofuflow runs list --workspace app/prod" in message
-    assert "force-unlock" in message
+    assert message.endswith("an admin releases it: `tofuflow unlock app/prod`.")
     released = WorkspaceDrift.failed("app/prod", "locked").recorded(_view("app/prod", "error"))
     assert "released since" in locked_message("app/prod", released)
