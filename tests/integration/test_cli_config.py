@@ -318,7 +318,6 @@ def test_a_variable_the_configuration_does_not_declare_is_named_not_silently_dro
     assert "replicas in tofuflow.toml" not in planned.stderr
 
 
-
 def test_init_below_another_tofuflow_toml_is_refused_unless_forced(tmp_path: Path) -> None:
     """`cd infra && tofuflow init` wrote a second file that shadows the repository's for
     everyone working there: the same configurations under new names, with empty state, so

@@ -404,6 +404,9 @@ def test_the_init_lines_of_the_configuration_guide_run_as_written(
     }
     (block,) = _sh_blocks(ROOT / "docs" / "configuration.md")
     (repo / "path" / "to" / "repo" / "tofuflow.toml").unlink(missing_ok=True)
+    # path/to/repo is another repository (init refuses a file below another one within
+    # a repository: it would shadow it).
+    subprocess.run(["git", "init", "-q", str(repo / "path" / "to" / "repo")], check=True)
     ran, _ = _run_block(block, repo, env)
     assert ran == 3
     assert "[workspaces." in (repo / "tofuflow.toml").read_text()

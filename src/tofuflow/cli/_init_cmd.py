@@ -339,9 +339,7 @@ def init(repository: Path, force: bool) -> None:
         raise click.ClickException(
             f"{target} already exists; edit it, or run `tofuflow init --force` to replace it"
         )
-    above = next(
-        (d / PROJECT_FILE for d in target.parent.parents if (d / PROJECT_FILE).is_file()), None
-    )
+    above = _covering(target.parent, PROJECT_FILE)
     if above is not None and not force:
         # The nearest file wins: a new one here would give everyone working below it the
         # same configurations under other names, with empty state.
@@ -368,6 +366,19 @@ def init(repository: Path, force: bool) -> None:
         raise click.ClickException(f"the proposed file does not load: {err}") from err
     draft.replace(target)
     _report(target, roots, modules)
+
+
+def _covering(directory: Path, name: str) -> Path | None:
+    """The project file ``name`` above ``directory`` in the same repository (searched up
+    to the directory holding ``.git``), which commands run in ``directory`` use now."""
+    if (directory / ".git").exists():
+        return None  # a repository of its own: a file above belongs to another
+    for parent in directory.parents:
+        if (parent / name).is_file():
+            return parent / name
+        if (parent / ".git").exists():
+            return None
+    return None
 
 
 def _report(target: Path, roots: list[RootModule], modules: list[str]) -> None:
