@@ -413,16 +413,16 @@ def tokens_list(config: Any) -> None:
         return
     now = dt.datetime.now(dt.UTC)
     table = [("ID", "ROLE", "WORKSPACES", "STATUS (UTC)", "DESCRIPTION")]
+    dead = 0  # revoked or expired: what `tokens prune` may delete once old enough
     for row in tokens:  # revoked wins over expired: it was stopped before it ran out
         if row.revoked_at is not None:
-            status = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}"
+            status, dead = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}", dead + 1
         elif row.expires_at <= now:  # as the server refuses it (401)
-            status = f"expired {row.expires_at:%Y-%m-%d %H:%M}"
+            status, dead = f"expired {row.expires_at:%Y-%m-%d %H:%M}", dead + 1
         else:
             status = f"expires {row.expires_at:%Y-%m-%d %H:%M}"
         table.append((row.token_id, row.role, row.workspaces, status, row.description))
     click.echo(aligned(table))
-    dead = sum(1 for row in tokens if row.revoked_at is not None or row.expires_at <= now)
     if dead:
         click.echo(
             f"{dead} of these are revoked or expired: `tofuflow server tokens prune` deletes "
