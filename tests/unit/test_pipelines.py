@@ -704,3 +704,26 @@ def test_an_undefined_token_variable_counts_as_unset(
     )
     assert done.returncode == 0, done.stderr  # exit 2 (changes) is a success
     assert done.stdout.strip() == ("token set" if seen == "set" else "token")
+
+
+def _working_copy_base(variables: dict[str, str]) -> str:
+    """Where a stage's private working copies go, as ``runs/_workcopy`` resolves it."""
+    return variables.get("TOFUFLOW_WORK_DIR") or variables["TOFUFLOW_CACHE_DIR"] + "/work"
+
+
+def test_the_pipeline_cache_never_holds_a_working_copy(
+    generated: tuple[PipelineOptions, dict[str, Any]],
+) -> None:
+    """A working copy can hold errored.tfstate (the state apply could not save) and the
+    backend's settings; Cache@2 uploads its path to the pipeline cache. The copies go to
+    the agent's temp directory, which the agent empties after every job."""
+    _, documents = generated
+    for _, stage, _ in _stages(documents):
+        variables = _variables(stage)
+        base = _working_copy_base(variables)
+        assert base.startswith("$(Agent.TempDirectory)/"), (stage["stage"], base)
+        for cache in (s for s in _steps(stage) if s.get("task") == "Cache@2"):
+            path = cache["inputs"]["path"]
+            for name, value in variables.items():
+                path = path.replace(f"$({name})", value)
+            assert not base.startswith(path.rstrip("/") + "/"), (stage["stage"], path)

@@ -278,10 +278,13 @@ _PIP_INSTALL = 'python -m pip install --disable-pip-version-check "tofuflow==$TO
 
 def _stage_variables(group: str | None) -> list[dict[str, str]]:
     """Where pip and `tofuflow install` cache (non-secret variables reach every step's
-    environment, so `tofuflow plan` finds the binary there too), and the variable group."""
+    environment, so `tofuflow plan` finds the binary there too), where the stages' working
+    copies go (the agent's temp directory, emptied after every job: never the cached
+    directory, since a copy can hold errored.tfstate), and the variable group."""
     return [
         {"name": "PIP_CACHE_DIR", "value": "$(Pipeline.Workspace)/.pip"},
         {"name": "TOFUFLOW_CACHE_DIR", "value": "$(Pipeline.Workspace)/.tofuflow-cache"},
+        {"name": "TOFUFLOW_WORK_DIR", "value": "$(Agent.TempDirectory)/tofuflow-work"},
         *([{"group": group}] if group else []),
     ]
 
