@@ -282,9 +282,14 @@ class StateLockedError(TofuError):
 
 @dataclass(eq=False)
 class StateWriteError(TofuError):
-    """Apply could not write its state; the binary left ``errored.tfstate`` behind."""
+    """Apply could not write its state; the binary left ``errored.tfstate`` behind.
+
+    ``pushed_serial`` is set when the runner pushed that state to the control plane
+    itself afterwards (``errored_state`` is then None: nothing is left to recover).
+    """
 
     errored_state: Path | None = None
+    pushed_serial: int | None = None
 
 
 @dataclass(eq=False)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import hashlib
 import json
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -153,6 +156,33 @@ class ControlPlane:
         """The workspace's current state document (None when it has none)."""
         response = self._send("GET", f"/v1/state/{workspace}")
         return None if response.status_code == 204 else response.content
+
+    def push_state(self, workspace: str, body: bytes, who: str) -> None:
+        """Write ``body`` as the workspace's next state version as the binary's http
+        backend does: LOCK, POST with the lock's ID and Content-MD5, UNLOCK. A lock this
+        identity already holds (the binary's own, left when its unlock failed as well) is
+        used and released; anyone else's is refused by the control plane (LockedError)."""
+        path = f"/v1/state/{workspace}"
+        info: dict[str, Any] = {
+            "ID": str(uuid.uuid4()), "Operation": "OperationTypeApply",
+            "Info": "tofuflow: the state the binary could not save", "Who": who,
+            "Version": "", "Created": _now(), "Path": "",
+        }  # fmt: skip
+        locked = self._request("LOCK", f"{path}/lock", json=info)
+        if locked.status_code in (409, 423):
+            try:
+                held = locked.json()
+            except ValueError:
+                held = None
+            if not isinstance(held, dict) or not isinstance(held.get("ID"), str):
+                raise _error(locked, self.url)
+            info = held
+        elif not locked.is_success:
+            raise _error(locked, self.url)
+        md5 = base64.b64encode(hashlib.md5(body).digest()).decode()  # noqa: S324 (protocol)
+        headers = {"Content-Type": "application/json", "Content-MD5": md5}
+        self._send("POST", path, params={"ID": info["ID"]}, content=body, headers=headers)
+        self._send("UNLOCK", f"{path}/lock", json=info)
 
     def renew_session(self, run_id: str) -> dict[str, Any]:
         """Renew the apply session's lease (the runner is alive)."""
@@ -383,3 +413,7 @@ def _expiring(token: str) -> bool:
     except (ValueError, KeyError, TypeError):
         return False
     return time.time() >= exp - max(10.0, lifetime / 4)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")

@@ -21,12 +21,14 @@ from tofuflow.errors import (
     PlanStaleError,
     RequestError,
     StateLockedError,
+    StateWriteError,
     TofuCancelledError,
     TofuflowError,
 )
 from tofuflow.project import WorkspaceConfig
 from tofuflow.runs._artifact import PLAN_FILE, check_artifact, config_digest, pack
 from tofuflow.runs._client import ControlPlane
+from tofuflow.runs._errored import push_errored
 from tofuflow.runs._staged import Runner, staged
 from tofuflow.runs._workcopy import Configuration, configuration
 from tofuflow.tofu import Event, Plan, parse_event
@@ -162,6 +164,10 @@ def apply_run(
                     result = st.tofu.apply(PLAN_FILE)
                 except StateLockedError as exc:
                     raise _locked(exc, workspace.name, control_plane) from exc
+                except StateWriteError as exc:
+                    if workspace.backend != "tofuflow":
+                        raise
+                    raise push_errored(exc, applying, workspace.name) from exc.__cause__
     except BaseException as exc:
         if not opened.is_set():
             # Nothing was applied, the run is still approved. A refusal is the control

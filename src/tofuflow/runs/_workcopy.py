@@ -33,7 +33,14 @@ from pathlib import Path
 
 from tofuflow.errors import ConfigError
 
-__all__ = ["BACKEND_OVERRIDE", "LOCK_FILE", "Configuration", "configuration", "working_copy"]
+__all__ = [
+    "BACKEND_OVERRIDE",
+    "LOCK_FILE",
+    "Configuration",
+    "configuration",
+    "keep_errored",
+    "working_copy",
+]
 
 LOCK_FILE = ".terraform.lock.hcl"
 BACKEND_OVERRIDE = "tofuflow_backend_override.tf"
@@ -130,7 +137,7 @@ def working_copy(
         os.chmod(holder, 0o700)
         root = holder / (tree.root.name or "config")
         own = root / tree.relative
-        _keep_errored(own)
+        keep_errored(own)
         _clear(root, keep=own / ".terraform")
         for relative in tree.files:
             target = root / relative
@@ -148,7 +155,7 @@ def working_copy(
         finally:
             for plan in own.glob("*.tfplan"):
                 plan.unlink(missing_ok=True)
-            _keep_errored(own)
+            keep_errored(own)
 
 
 def _default_base() -> str:
@@ -170,11 +177,16 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _keep_errored(directory: Path) -> None:
+def keep_errored(directory: Path) -> Path | None:
+    """``directory``'s ``errored.tfstate`` renamed ``errored-<time>-<n>.tfstate`` (the
+    next stage replaces everything else, and a later apply's must not overwrite it)."""
     errored = directory / "errored.tfstate"
-    if errored.is_file():
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        errored.rename(directory / f"errored-{stamp}-{time.monotonic_ns()}.tfstate")
+    if not errored.is_file():
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    kept = directory / f"errored-{stamp}-{time.monotonic_ns()}.tfstate"
+    errored.rename(kept)
+    return kept
 
 
 def _clear(root: Path, *, keep: Path) -> None:
