@@ -472,6 +472,27 @@ def test_a_failed_env_create_says_the_environment_exists_and_how_to_remove_it(
     assert row.split()[-2] == "2", row  # RES: both resources
 
 
+def test_an_env_var_the_configuration_does_not_declare_is_warned_about(
+    tmp_path: Path, binary: object
+) -> None:
+    """`--var replica=3` for `variable "replicas"`: the binary ignores a TF_VAR_ nothing
+    declares, so the environment came up with the default and nobody was told."""
+    del binary
+    repo, env = _slow_repo(tmp_path, "  input = var.replicas\n")
+    (repo / "app" / "variables.tf").write_text(
+        'variable "replicas" {\n  type    = number\n  default = 1\n}\n'
+    )
+    created = subprocess.run(
+        [*CLI, "env", "create", "pr-9", "--from", "app/dev", "--var", "replica=3"],
+        cwd=repo, env=env, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert (
+        "Warning: --var replica of environment pr-9: the configuration declares no variable "
+        '"replica", so the binary ignored it; did you mean "replicas"?'
+    ) in created.stderr, created.stderr
+
+
 def test_a_run_time_var_file_stays_out_of_the_environments_snapshot(
     tmp_path: Path, source: WorkspaceConfig, plane: tuple[RunningServer, ControlPlane]
 ) -> None:

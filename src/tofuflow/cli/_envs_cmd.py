@@ -8,7 +8,7 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from tofuflow.cli._common import (
     saying_how_far,
 )
 from tofuflow.errors import ConfigError, TofuflowError
+from tofuflow.tomlfile import suggest
 
 __all__ = ["env"]
 
@@ -100,8 +101,9 @@ def env_create(
             try:
                 with saying_how_far(lambda: _last_run(client, name), stays):
                     run = deploy_environment(
-                        name, client, cli_runner(None), context=context, base=ws
-                    )
+                        name, client, cli_runner(None), context=context, base=ws,
+                        on_undeclared=_warn_undeclared(name, set(extra)),
+                    )  # fmt: skip
             except TofuflowError as err:  # it exists, undeployed: say so, and the way out
                 raise click.ClickException(
                     f"{err}\nenvironment {name} is registered but not deployed: "
@@ -110,6 +112,21 @@ def env_create(
     except TofuflowError as err:
         raise fail(err) from err
     click.echo(f"environment {name}: run {run['id']} {run['status']}")
+
+
+def _warn_undeclared(name: str, given: set[str]) -> Callable[[str, Collection[str]], None]:
+    """Tells of a variable the environment's configuration does not declare: the binary
+    ignores it, so a typo silently deploys the default."""
+
+    def warn(variable: str, declared: Collection[str]) -> None:
+        where = "--var" if variable in given else "variable"
+        click.echo(
+            f"Warning: {where} {variable} of environment {name}: the configuration declares "
+            f'no variable "{variable}", so the binary ignored it{suggest(variable, declared)}',
+            err=True,
+        )
+
+    return warn
 
 
 @env.command("deploy")
@@ -131,7 +148,10 @@ def env_deploy(name: str, project_path: Path | None) -> None:
             context = detect_run_context().to_json()
             stays = f"`tofuflow env deploy {name}` again finishes it"
             with saying_how_far(lambda: _last_run(client, name), stays):
-                run = deploy_environment(name, client, cli_runner(None), context=context, base=base)
+                run = deploy_environment(
+                    name, client, cli_runner(None), context=context, base=base,
+                    on_undeclared=_warn_undeclared(name, set()),
+                )  # fmt: skip
     except TofuflowError as err:
         raise fail(err) from err
     click.echo(f"environment {name}: run {run['id']} {run['status']}")

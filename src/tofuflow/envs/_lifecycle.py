@@ -18,7 +18,7 @@ import json
 import re
 import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -124,11 +124,19 @@ def deploy_environment(
     *,
     context: Mapping[str, Any] | None = None,
     base: WorkspaceConfig | None = None,
+    on_undeclared: Callable[[str, Collection[str]], None] | None = None,
 ) -> dict[str, Any]:
-    """Plan and (when policy approves) apply the environment; returns the run."""
+    """Plan and (when policy approves) apply the environment; returns the run.
+
+    ``on_undeclared(variable, declared)`` hears of each variable of the environment that
+    its configuration does not declare (the binary ignores it: a typo gets the default)."""
     with environment_workspace(name, control_plane, base) as workspace:
         ctx = {**(context or {}), "environment": name, "operation": "deploy"}
         outcome = plan_workspace(workspace, control_plane, ctx, runner)
+        if on_undeclared is not None:
+            declared = (outcome.plan.raw.get("variables") or {}).keys()
+            for variable in outcome.undeclared:
+                on_undeclared(variable, declared)
         run = dict(outcome.run)
         if run["status"] == "approved":
             return dict(apply_run(run["id"], workspace, control_plane, runner))
