@@ -465,6 +465,20 @@ def test_without_a_limit_any_number_of_deletions_is_not_denied(builtin: PolicySe
             r'settings.allowed\[0\] must be an object with a "subject"',
         ),
         ({"require_approval": "yes"}, "require_approval must be true or false"),
+        # A misspelt built-in key would switch its rule off: an auto-approval.
+        (
+            {"require_aproval": True},
+            'settings.require_aproval is no built-in setting; did you mean "require_approval"',
+        ),
+        (
+            {"max_deletion": 0},
+            'settings.max_deletion is no built-in setting; did you mean "max_deletions"',
+        ),
+        (
+            {"Protected": ["a.*"]},
+            'settings.Protected is no built-in setting; did you mean "protected"',
+        ),
+        ({"alowed": GRANTS}, 'settings.alowed is no built-in setting; did you mean "allowed"'),
     ],
 )
 def test_bad_builtin_settings_are_refused_not_ignored(
@@ -478,6 +492,8 @@ def test_bad_builtin_settings_are_refused_not_ignored(
 
 def test_good_settings_and_unknown_keys_pass_the_check() -> None:
     check_settings({"protected": ["a.*"], "max_deletions": 0, "allowed": GRANTS, "team": "x"})
+    # Your own keys may start like a built-in one.
+    check_settings({"allowed_regions": ["eu"], "protected_paths": ["x"], "max_cost": 3})
 
 
 # ------------------------------------------------------------------ user policies

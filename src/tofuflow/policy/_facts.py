@@ -14,6 +14,7 @@ instead of silently switching a rule off.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ def settings_of(settings: Mapping[str, Any]) -> Settings:
     """Validate the built-in keys of ``workspace.settings``; other keys are the user's own."""
     if not isinstance(settings, Mapping):
         raise ConfigError("workspace settings must be a JSON object (a mapping of name to value)")
+    _check_misspelt(settings)
     _check_max_deletions(settings.get("max_deletions"))
     if not isinstance(settings.get("require_approval", False), bool):
         raise ConfigError("settings.require_approval must be true or false")
@@ -86,6 +88,24 @@ def settings_of(settings: Mapping[str, Any]) -> Settings:
         protected=_globs(settings.get("protected", []), "settings.protected"),
         allowed=_grants(settings["allowed"]) if "allowed" in settings else None,
     )
+
+
+BUILTIN_SETTINGS = ("max_deletions", "protected", "allowed", "require_approval")
+
+
+def _check_misspelt(settings: Mapping[str, Any]) -> None:
+    """Other keys are the user's own, but one this close to a built-in key is a typo that
+    would switch the built-in rule off (``require_aproval``: an auto-approval)."""
+    for key in settings:
+        if not isinstance(key, str) or key in BUILTIN_SETTINGS:
+            continue
+        close = difflib.get_close_matches(key.lower(), BUILTIN_SETTINGS, n=1, cutoff=0.8)
+        if close:
+            raise ConfigError(
+                f'settings.{key} is no built-in setting; did you mean "{close[0]}"? A '
+                "misspelt built-in setting would switch its rule off. (A setting of your "
+                "own policies needs a name less like a built-in one.)"
+            )
 
 
 def _check_max_deletions(value: Any) -> None:
