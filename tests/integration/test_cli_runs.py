@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -203,3 +204,25 @@ def test_a_two_stage_pipeline_hands_the_run_id_over_in_a_file(
     handed.write_text("0123456789abcdef\n")
     failed = _run("plan", "app/typo", "--run-id-file", str(handed), cwd=repo, env=env)
     assert failed.returncode == 1 and not handed.exists()
+
+
+def test_runs_cancel_takes_the_applier_token_from_tofuflow_apply_token(
+    project: tuple[Path, dict[str, str]], state_server: Any
+) -> None:
+    """docs/cli.md: `runs cancel` takes TOFUFLOW_APPLY_TOKEN, as apply does; it first read
+    the run with TOFUFLOW_TOKEN only, so a pipeline rejecting a run failed, and the run
+    it meant to reject was approved later."""
+    from _services.fixtures import make_token
+
+    repo, env = project
+    config = repo / "tofuflow.toml"
+    config.write_text(f'[server]\nurl = "{state_server.url}"\n' + config.read_text())
+    planner = make_token(state_server, "planner", "app/*")
+    planned = _run("plan", "app/dev", cwd=repo, env={**env, "TOFUFLOW_PLAN_TOKEN": planner})
+    assert planned.returncode == 2, planned.stdout + planned.stderr
+    run_id = re.findall(r"run ([0-9a-f]{16})", planned.stdout)[-1]
+    applier = make_token(state_server, "applier", "app/*")
+    cancelled = _run("runs", "cancel", run_id, "--reason", "not this one", cwd=repo,
+                     env={**env, "TOFUFLOW_APPLY_TOKEN": applier})  # fmt: skip
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert f"run {run_id}: cancelled" in cancelled.stdout

@@ -427,12 +427,14 @@ def runs_cancel(run_id: str, reason: str, project_path: Path | None) -> None:
     stops working. Free the state lock it left with `tofuflow unlock WORKSPACE`.
     """
     try:
-        with control_plane("read", configured_url(project_path)) as client:
-            current = client.run(run_id)
-        # A stuck apply is ended by an admin; anything else needs an applier.
-        ending = current["status"] == "applying"
-        with control_plane("admin" if ending else "apply", configured_url(project_path)) as client:
-            run = client.cancel(run_id, reason)
+        url = configured_url(project_path)
+        with control_plane("apply", url) as client:  # the applier's token reads it too
+            # A stuck apply is ended by an admin; anything else by an applier.
+            if client.run(run_id)["status"] != "applying":
+                run = client.cancel(run_id, reason)
+            else:
+                with control_plane("admin", url) as admin:
+                    run = admin.cancel(run_id, reason)
     except TofuflowError as err:
         raise fail(err) from err
     click.echo(f"run {run_id}: {run['status']}")
