@@ -17,3 +17,19 @@ def shown_time(timestamp: Any, *, seconds: bool = True) -> str:
     if when.tzinfo is not None:
         when = when.astimezone(dt.UTC)
     return when.strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
+
+
+_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+
+
+def shown_span(seconds: int) -> str:
+    """A duration in its two largest units, counted down: 7195 -> "1h59m", 90000 -> "1d1h"."""
+    for index, (unit, size) in enumerate(_UNITS):
+        if seconds >= size:
+            text = f"{seconds // size}{unit}"
+            if index + 1 < len(_UNITS):
+                next_unit, next_size = _UNITS[index + 1]
+                rest = seconds % size // next_size
+                text += f"{rest}{next_unit}" if rest else ""
+            return text
+    return "0s"

@@ -49,7 +49,7 @@ def test_apply_waits_for_the_approval_and_then_applies(project: Path) -> None:
     assert apply.stdout is not None
     first = apply.stdout.readline()
     assert f"run {run_id} needs approval" in first
-    assert f"tofuflow approve {run_id}" in first and "Waiting up to 5 min" in first
+    assert f"tofuflow approve {run_id}" in first and "Waiting up to 5m..." in first
     approved = subprocess.run(
         [*CLI, "approve", run_id, "--comment", "go"], cwd=project, capture_output=True,
         text=True, check=False, timeout=120,
@@ -67,7 +67,8 @@ def test_apply_stops_waiting_when_the_time_is_up_and_says_what_next(project: Pat
         capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
     assert done.returncode == 1
-    assert f"run {run_id} still needs approval after waiting" in done.stderr
+    assert "Waiting up to 2s..." in done.stdout, done.stdout  # not "1 min"
+    assert f"run {run_id} still needs approval after waiting 2s:" in done.stderr
     assert f"`tofuflow apply {run_id}` again" in done.stderr
 
 

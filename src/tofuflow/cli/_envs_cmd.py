@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from tofuflow._time import shown_time
+from tofuflow._time import shown_span, shown_time
 from tofuflow.cli._common import (
     PROJECT_OPTION,
     cli_runner,
@@ -90,7 +90,7 @@ def env_create(
             )  # fmt: skip
             expires = shown_time(created["expires_at"], seconds=False)
             click.echo(f"environment {name}: registered from {source}, expires {expires} "
-                       f"(in {_span(seconds)}; owner {created['owner']})")  # fmt: skip
+                       f"(in {shown_span(seconds)}; owner {created['owner']})")  # fmt: skip
             if no_apply:
                 click.echo(f"`tofuflow env deploy {name}` deploys it")
                 return
@@ -182,7 +182,7 @@ def env_list(include_destroyed: bool, as_json: bool, project_path: Path | None) 
             status = "expired"  # waiting for a reaper pass (`tofuflow env reap`)
         click.echo(
             f"{row['name']:<28} {status:<11} {row['owner'][:20]:<20} "
-            f"{_span(row['age_seconds']):>6} {_span(row['ttl_left_seconds']):>8} "
+            f"{shown_span(row['age_seconds']):>6} {shown_span(row['ttl_left_seconds']):>8} "
             f"{row['resources'] if row['resources'] is not None else '-':>4}  "
             f"{row['source_workspace']}"
         )
@@ -205,7 +205,7 @@ def env_extend(name: str, ttl: str, project_path: Path | None) -> None:
     except TofuflowError as err:
         raise fail(err) from err
     left = row.get("ttl_left_seconds")
-    after = f" (in {_span(left)})" if isinstance(left, int) else ""
+    after = f" (in {shown_span(left)})" if isinstance(left, int) else ""
     click.echo(f"environment {name}: expires {shown_time(row['expires_at'], seconds=False)}{after}")
 
 
@@ -347,19 +347,3 @@ def _last_run(client: Any, name: str) -> Any:
     except TofuflowError:
         return None
     return runs[0] if runs else None
-
-
-_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
-
-
-def _span(seconds: int) -> str:
-    """A duration in its two largest units, counted down: 7195 -> "1h59m", 90000 -> "1d1h"."""
-    for index, (unit, size) in enumerate(_UNITS):
-        if seconds >= size:
-            text = f"{seconds // size}{unit}"
-            if index + 1 < len(_UNITS):
-                next_unit, next_size = _UNITS[index + 1]
-                rest = seconds % size // next_size
-                text += f"{rest}{next_unit}" if rest else ""
-            return text
-    return "0s"

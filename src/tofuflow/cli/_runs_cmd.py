@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from tofuflow._time import shown_span
 from tofuflow.cli._common import (
     PROJECT_OPTION,
     RunArgument,
@@ -234,17 +235,17 @@ def await_approval(
         f"run {run['id']} needs approval ({reasons}). An approver runs "
         f"`tofuflow approve {run['id']} --comment \"...\"` (approver role on "
         f"{run['workspace']}){f' or approves it in the console: {link}' if link else ''}. "
-        f"Waiting up to {seconds // 60 or 1} min..."
+        f"Waiting up to {shown_span(seconds)}..."
     )))  # fmt: skip
     deadline = time.monotonic() + seconds
     while run["status"] == "needs_approval":
         if time.monotonic() >= deadline:
             raise click.ClickException(clean(report, (
-                f"run {run['id']} still needs approval after waiting {seconds // 60 or 1} min: "
+                f"run {run['id']} still needs approval after waiting {shown_span(seconds)}: "
                 f"approve it (`tofuflow approve {run['id']}`) and run `tofuflow apply "
                 f"{run['id']}` again"
             )))  # fmt: skip
-        if cancel.wait(poll):
+        if cancel.wait(min(poll, max(deadline - time.monotonic(), 0.1))):
             raise click.ClickException(f"stopped while waiting for the approval of {run['id']}")
         run = client.run(run["id"])
     click.echo(clean(report, f"run {run['id']}: {run['status']}"))
