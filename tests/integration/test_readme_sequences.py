@@ -175,9 +175,9 @@ def test_the_server_examples_sequence_runs_as_written(tmp_path: Path, binary: ob
     (tmp_path / "tofuflow-server.toml").write_text(
         toml.replace("[server]\n", f"[server]\nport = {port}\n", 1)
     )
-    (tmp_path / "tofuflow-policies").mkdir()  # "must exist; your *.rego files"
     repo = tmp_path / "repo"
     shutil.copytree(ROOT / "examples" / "project", repo / "examples" / "project")
+    shutil.copytree(ROOT / "examples" / "server", repo / "examples" / "server")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("TOFUFLOW_")},
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -601,6 +602,46 @@ def test_malformed_policies_are_refused_at_load(source: str, match: str) -> None
 def test_a_missing_policy_directory_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         PolicySet.load(POLICIES / "nope")
+
+
+@pytest.mark.parametrize("files", [{}, {"deny_test.rego": "package acme.x_test\n"}])
+def test_a_policy_directory_without_policies_is_a_config_error(
+    tmp_path: Path, files: dict[str, str]
+) -> None:
+    """A failed mount or a wrong path left only the built-ins in force, without a word."""
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=f"policy directory {tmp_path} holds no policies"):
+        PolicySet.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("head", "rule", "meant"),
+    [
+        ('denny contains msg if {\n  msg := "x"\n}', "denny", "deny"),
+        ('warns contains "x" if true', "warns", "warn"),
+        ("default requires_approval := false", "requires_approval", "require_approval"),
+        ("auto_approved if true", "auto_approved", "auto_approve"),
+    ],
+)
+def test_a_misspelt_decision_rule_is_refused_with_its_line(
+    head: str, rule: str, meant: str
+) -> None:
+    """tofuflow reads only deny, warn, require_approval and auto_approve: `denny` was
+    never evaluated, and the run it should have denied was auto-approved."""
+    source = f"package acme.x\n\nimport rego.v1\n\n{head}\n"
+    with pytest.raises(ConfigError, match=re.escape(
+        f'x.rego:5: rule {rule} is no decision rule; did you mean "{meant}"?'
+    )):  # fmt: skip
+        PolicySet.from_sources({"x.rego": source})
+
+
+def test_helper_rules_named_like_nothing_tofuflow_reads_are_fine() -> None:
+    PolicySet.from_sources({"x.rego": (
+        "package acme.x\n\nimport rego.v1\n\nis_prod if input.workspace.name == \"p\"\n"
+        "deny_reasons contains \"x\" if is_prod\nwarning_limit := 3\n"
+        "deny contains r if {\n  some r in deny_reasons\n  denny := r\n}\n"
+    )})  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ not at the first plan.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 from collections.abc import Mapping
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from tofuflow.errors import ConfigError
 from tofuflow.policy._decision import empty_input, evaluate
-from tofuflow.policy._rego import RegoModule
+from tofuflow.policy._rego import DECISION_RULES, RegoModule
 
 __all__ = ["BUILTIN_PREFIX", "PolicySet"]
 
@@ -100,12 +101,20 @@ def _read_directory(directory: Path) -> list[RegoModule]:
             f"policy directory {directory} does not exist or is not a directory: "
             "point the configuration at a directory of .rego files"
         )
-    paths = sorted(p for p in directory.rglob("*.rego") if p.is_file())
+    paths = sorted(
+        p for p in directory.rglob("*.rego") if p.is_file() and not p.name.endswith("_test.rego")
+    )
+    if not paths:
+        # A failed mount or a wrong path would leave only the built-ins in force.
+        raise ConfigError(
+            f"policy directory {directory} holds no policies (no .rego file but *_test.rego "
+            "ones, which are opa test files): point the configuration at the directory of "
+            "your .rego policies, or leave it unset to use the built-ins alone"
+        )
     # Names are relative, so the digest does not change when the directory moves.
     return [
         _user_module(path.relative_to(directory).as_posix(), _read(path), origin=str(path))
         for path in paths
-        if not path.name.endswith("_test.rego")
     ]
 
 
@@ -118,6 +127,7 @@ def _read(path: Path) -> str:
 
 def _user_module(name: str, source: str, origin: str = "") -> RegoModule:
     module = _module(name, source, origin=origin)
+    _check_rule_names(module)
     if module.package == BUILTIN_PREFIX or module.package.startswith(BUILTIN_PREFIX + "."):
         raise ConfigError(
             f"{module.where}: package {module.package} is reserved for tofuflow's built-in "
@@ -144,3 +154,28 @@ def _module(name: str, source: str, *, origin: str = "", builtin: bool = False) 
 def _without_comments(source: str) -> str:
     # Good enough to find `package`: it precedes every string literal that could hold a '#'.
     return "\n".join(line.split("#", 1)[0] for line in source.splitlines())
+
+
+# A rule head at the start of a line (as `opa fmt` writes them): `name contains`, `name if`,
+# `name :=`, `name[`, `default name`.
+_RULE_HEAD = re.compile(
+    r"^(?:default[ \t]+)?(?P<name>[A-Za-z_]\w*)(?=[ \t]*(?:contains\b|if\b|:=|=|\[|\{))",
+    re.MULTILINE,
+)
+
+
+def _check_rule_names(module: RegoModule) -> None:
+    """A rule named almost like a decision rule (``denny``) is never read: the run it
+    should deny is approved. Refused, with its line."""
+    for match in _RULE_HEAD.finditer(_without_comments(module.source)):
+        name = match.group("name")
+        if name in DECISION_RULES or name in ("package", "import"):
+            continue
+        close = difflib.get_close_matches(name, DECISION_RULES, n=1, cutoff=0.8)
+        if close:
+            line = module.source.count("\n", 0, match.start()) + 1
+            raise ConfigError(
+                f"{module.where}:{line}: rule {name} is no decision rule; did you mean "
+                f'"{close[0]}"? tofuflow reads only {", ".join(DECISION_RULES)} from a '
+                "package, so this rule would never decide anything"
+            )
