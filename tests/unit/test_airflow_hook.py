@@ -174,3 +174,21 @@ def test_a_console_url_that_is_no_usable_link_is_a_clear_error(
     with pytest.raises(ConfigError, match=re.escape(says)) as caught:
         hook.get_conn()
     assert "tf_bad_console" in str(caught.value) and "hunter2" not in str(caught.value)
+
+
+def test_a_sensitive_output_is_read_through_the_connection_its_reference_names(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The docs' `TofuflowHook().sensitive_output(ref)`: the default connection's plane was
+    asked, not the one the outputs task read, so another plane's workspace of the same
+    name could answer with its secret."""
+    from tofuflow.airflow.hooks import sensitive_reference
+    from tofuflow.errors import UnreachableError
+
+    _hook(monkeypatch, "tofuflow_default", conn_type="tofuflow",
+          extra={"server_config": str(tmp_path / "nothing.toml")})  # fmt: skip
+    _hook(monkeypatch, "tf_far", conn_type="tofuflow", host="http://127.0.0.1:9",
+          password="tfw_reader_0123456789abcdef")  # fmt: skip
+    reference = sensitive_reference("app/dev", "secret", "tf_far")
+    with pytest.raises(UnreachableError, match=re.escape("http://127.0.0.1:9")):
+        TofuflowHook().sensitive_output(reference)

@@ -235,6 +235,12 @@ class TofuflowHook(BaseHook):
                 f"pushed for it ({{'{SENSITIVE_REFERENCE}': {{'workspace': ..., "
                 "'output': ...}})"
             )
+        conn_id = where.get("conn_id")
+        if isinstance(conn_id, str) and conn_id and conn_id != self.tofuflow_conn_id:
+            # The plane the outputs task read, not this hook's: another plane's workspace
+            # of the same name must never answer.
+            other = type(self)(conn_id, project=self._project_override, base_dir=self.base_dir)
+            return other.sensitive_output(reference)
         workspace, output = str(where["workspace"]), str(where["output"])
         with self.control_plane("read", workspace=workspace, description="sensitive output") as cp:
             body = cp.state(workspace)
