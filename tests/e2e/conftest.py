@@ -49,10 +49,9 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
         directory.mkdir()
     connection = {
         "conn_type": "tofuflow",
-        "extra": {
-            "project": str(EXAMPLES / "tofuflow.toml"),
-            "server_config": str(EXAMPLES / "server.toml"),
-        },
+        # As docs/airflow.md sets it: paths relative to the DAG file's folder, whatever
+        # directory the worker runs in (here the repository's root).
+        "extra": {"project": "../tofuflow.toml", "server_config": "../server.toml"},
     }
     env = {
         **os.environ,

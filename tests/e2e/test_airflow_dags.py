@@ -131,6 +131,10 @@ def test_an_environment_is_destroyed_although_the_work_in_it_failed(airflow: Air
         "smoke_test": "failed",
         "preview.destroy": "success",
     }
+    # It failed on purpose, after it read the sensitive output through TofuflowHook():
+    # not on the way (a relative server_config read from the worker's directory).
+    assert "smoke test failed (on purpose)" in run.log, run.log[-5000:]
+    assert "(api key of " in run.log
     name = environment_name("tofuflow_ephemeral", run.run_id)
     assert run.xcom("preview.create")["workspace"] == name
     env = airflow.admin.environment(name)

@@ -138,7 +138,9 @@ class TofuflowHook(BaseHook):
         super().__init__()
         self.tofuflow_conn_id = tofuflow_conn_id
         self._project_override = str(project) if project else None
-        self.base_dir = base_dir  # relative project paths resolve from here (the DAG's folder)
+        # Relative project and server_config paths resolve from the DAG file's folder:
+        # the operators pass it; a hook made in a task's own code finds it in the context.
+        self.base_dir = base_dir if base_dir is not None else _running_dag_folder()
         self._settings = settings  # already resolved (the trigger reads it asynchronously)
         self._project: Project | None = None
 
@@ -326,6 +328,18 @@ class TofuflowHook(BaseHook):
         if candidate.is_absolute() or self.base_dir is None:
             return candidate
         return self.base_dir / candidate
+
+
+def _running_dag_folder() -> Path | None:
+    """The folder of the DAG file whose task runs in this process; None outside a task."""
+    try:
+        from airflow.sdk import get_current_context
+
+        context = get_current_context()
+    except Exception:  # no task is running here: parsing, a test, a script
+        return None
+    fileloc = getattr(context.get("dag"), "fileloc", None)
+    return Path(fileloc).parent if fileloc else None
 
 
 def _leaves(value: Any) -> Iterator[str]:
