@@ -28,7 +28,7 @@ from tofuflow.airflow._runs import WAITING, plan_run, read_outputs, run_summary
 from tofuflow.airflow.hooks import _leaves, sensitive_reference
 from tofuflow.airflow.links import TofuflowRunLink
 from tofuflow.errors import PlanStaleError
-from tofuflow.runs import INTERRUPTED, apply_run, lock_warning
+from tofuflow.runs import INTERRUPTED, apply_run, lock_warning, planned_inputs
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -255,7 +255,7 @@ class TofuflowApplyOperator(TofuflowPlanOperator):
                     raise
                 self.log.warning("%s", exc)
                 self._await_other_apply(context, hook, ws, run["id"])
-                return self._replan(context, hook, ws)
+                return self._replan(context, hook, ws, run["id"])
         if status in ("no_changes", "applied"):
             self.log.info("run %s is %s: nothing to apply", run["id"], status)
             return run_summary(run)
@@ -264,12 +264,12 @@ class TofuflowApplyOperator(TofuflowPlanOperator):
         if status == "superseded" and self.replan and not replanned:
             newer = (run.get("result") or {}).get("by")
             self.log.warning("run %s was superseded by run %s: planning again", run["id"], newer)
-            return self._replan(context, hook, ws)
+            return self._replan(context, hook, ws, run["id"])
         if status in ("cancelled", "failed") and self.replan and not replanned:
             reason = str((run.get("result") or {}).get("reason") or "")
             if status == "failed" or reason.startswith(_OUR_REASONS):
                 self.log.warning("run %s is %s (%s): planning again", run["id"], status, reason)
-                return self._replan(context, hook, ws)
+                return self._replan(context, hook, ws, run["id"])
         if status in ("applying", "planning"):
             raise AirflowException(
                 f"run {run['id']} is {status} in another task: wait for it to end "
@@ -304,8 +304,20 @@ class TofuflowApplyOperator(TofuflowPlanOperator):
                     )
                 time.sleep(min(self.poll_interval, 2.0))
 
-    def _replan(self, context: Context, hook: TofuflowHook, ws: WorkspaceConfig) -> dict[str, Any]:
-        run = self.plan(context, hook, ws, destroy=self.destroy)
+    def _replan(
+        self, context: Context, hook: TofuflowHook, ws: WorkspaceConfig, stale_id: str
+    ) -> dict[str, Any]:
+        """Plan again with this task's own inputs, or, when it was given none (only the
+        run), with those the stale run was planned with."""
+        if self.variables or self.var_files:
+            run = self.plan(context, hook, ws, destroy=self.destroy)
+        else:
+            description = self.describe(context, "plan again")
+            with (
+                hook.control_plane("apply", workspace=ws.name, description=description) as cp,
+                planned_inputs(ws, cp, stale_id) as as_planned,
+            ):
+                run = self.plan(context, hook, as_planned, destroy=self.destroy)
         return self._proceed(context, hook, ws, run, replanned=True)
 
     def _await_decision(

@@ -32,6 +32,7 @@ from tofuflow.runs._inputs import (
 from tofuflow.runs._rollback import (
     CONFIG_FROM_ARTIFACT,
     apply_from_artifact,
+    planned_inputs,
     rollback_workspace,
 )
 from tofuflow.runs._runner import (
@@ -81,6 +82,7 @@ __all__ = [
     "lock_warning",
     "plan_workspace",
     "planned_changes",
+    "planned_inputs",
     "read_outputs",
     "renewing",
     "resolve_inputs",

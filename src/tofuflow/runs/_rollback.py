@@ -16,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from tofuflow.runs._client import ControlPlane
 from tofuflow.runs._runner import PlanOutcome, apply_run, plan_workspace
 from tofuflow.runs._staged import Runner
 
-__all__ = ["CONFIG_FROM_ARTIFACT", "apply_from_artifact", "rollback_workspace"]
+__all__ = ["CONFIG_FROM_ARTIFACT", "apply_from_artifact", "planned_inputs", "rollback_workspace"]
 
 # A run whose configuration came from an artifact (not a checkout) says so in its context.
 CONFIG_FROM_ARTIFACT = "artifact"
@@ -85,6 +86,26 @@ def apply_from_artifact(
         # The inputs too: today's variables would make the binary warn that it ignores
         # them (a saved plan keeps its own), which reads as if the rollback's were dropped.
         return apply_run(run_id, _as_planned(workspace, data, Path(tmp)), control_plane, runner)
+
+
+@contextmanager
+def planned_inputs(
+    workspace: WorkspaceConfig, control_plane: ControlPlane, run_id: str
+) -> Iterator[WorkspaceConfig]:
+    """``workspace`` (today's configuration) with the variables and var files run
+    ``run_id`` was planned with, restored for the block: to plan a stale run again from
+    a task that was given the run, not its inputs (an older artifact without inputs
+    keeps ``workspace``'s)."""
+    data = _artifact(control_plane, control_plane.run(run_id))
+    with tempfile.TemporaryDirectory(prefix="tofuflow-replan-") as tmp:
+        planned = restore_inputs(data, Path(tmp))
+        if planned is None:
+            yield workspace
+        else:
+            yield dataclasses.replace(
+                workspace, variables=planned.variables, var_files=planned.var_files,
+                run_time_var_files=planned.run_time_var_files,
+            )  # fmt: skip
 
 
 def _as_planned(workspace: WorkspaceConfig, data: bytes, tmp: Path) -> WorkspaceConfig:

@@ -3,8 +3,8 @@
 Two plans start from the same (empty) state; the second (targeted at one resource) is
 applied first, so the first one's base serial is gone. Its apply task must not apply it:
 the control plane refuses the stale plan (and records it cancelled), the task plans again
-with its own inputs and applies the fresh run. Runs against a remote control plane
-(connection tofuflow_remote).
+with the inputs the stale run was planned with and applies the fresh run. Runs against a
+remote control plane (connection tofuflow_remote).
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ def tofuflow_e2e_stale() -> None:
     apply_two = TofuflowApplyOperator(
         task_id="apply_two", run_id=plan_two.output["run_id"], **COMMON
     )
+    # No inputs of its own, as in the examples: it plans again with plan_one's.
     apply_one = TofuflowApplyOperator(
-        task_id="apply_one", run_id=plan_one.output["run_id"], variables=inputs(1), **COMMON
+        task_id="apply_one", run_id=plan_one.output["run_id"], **COMMON
     )
     destroy = TofuflowDestroyOperator(task_id="destroy", variables=inputs(1), **COMMON)
     plan_one >> plan_two >> apply_two >> apply_one >> destroy
