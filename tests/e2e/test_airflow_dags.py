@@ -93,6 +93,9 @@ def test_plan_auto_approved_apply_outputs_use_and_destroy(airflow: Airflow) -> N
     run = airflow.run(DAGS / "tofuflow_lifecycle.py", "tofuflow_lifecycle")
     assert run.state == "success", run.log[-5000:]
     assert set(run.tasks.values()) == {"success"}, run.tasks
+    # No console (the embedded plane): the "tofuflow run" button has no link, and a
+    # successful task's log has no error line saying so.
+    assert "XCom not found" not in run.log and "[error" not in run.log, run.log[-5000:]
     plan = run.xcom("plan")
     assert plan["status"] == "approved" and plan["decision"] == "auto_approved"
     assert (plan["add"], plan["change"], plan["destroy"]) == (2, 0, 0)

@@ -22,6 +22,7 @@ __all__ = ["CONSOLE_LINK_KEY", "TofuflowRunLink"]
 
 # The XCom key of the run's console page (also readable as ``plan.output["console_link"]``).
 CONSOLE_LINK_KEY = "console_link"
+_UNKNOWN = object()
 
 
 class TofuflowRunLink(BaseOperatorLink):
@@ -34,6 +35,12 @@ class TofuflowRunLink(BaseOperatorLink):
         return CONSOLE_LINK_KEY
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        # At the task's end the worker asks its own operator, which knows the link it
+        # pushed (none without a console): read from XCom, a link never pushed is logged
+        # as an error in every successful task's log.
+        known = operator.__dict__.get("_console", _UNKNOWN)
+        if known is not _UNKNOWN:
+            return str(known or "")
         from airflow.sdk.execution_time.xcom import XCom  # the configured XCom backend
 
         value: Any = XCom.get_value(ti_key=ti_key, key=CONSOLE_LINK_KEY)

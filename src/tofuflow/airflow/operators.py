@@ -22,6 +22,7 @@ from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow.sdk.log import mask_secret
 
+from tofuflow._time import shown_span
 from tofuflow.airflow._base import BASE_FIELDS, TofuflowBaseOperator
 from tofuflow.airflow._lineage import changes_from_events, changes_from_plan
 from tofuflow.airflow._runs import WAITING, plan_run, read_outputs, run_summary
@@ -299,10 +300,15 @@ class TofuflowApplyOperator(TofuflowPlanOperator):
                 if time.monotonic() >= deadline:
                     raise AirflowException(
                         f"run {other} was still applying to {ws.name} after "
-                        f"{self.approval_timeout}: retry this task once it has ended "
+                        f"{self._waited}: retry this task once it has ended "
                         f"(`tofuflow runs show {other}`)"
                     )
                 time.sleep(min(self.poll_interval, 2.0))
+
+    @property
+    def _waited(self) -> str:
+        """``approval_timeout`` as people read it: ``1d``, ``30m``, ``1h30m``."""
+        return shown_span(int(self.approval_timeout.total_seconds()))
 
     def _replan(
         self, context: Context, hook: TofuflowHook, ws: WorkspaceConfig, stale_id: str
@@ -336,7 +342,7 @@ class TofuflowApplyOperator(TofuflowPlanOperator):
             )
         self.log.info(
             "run %s needs approval: an approver runs `tofuflow approve %s` (waiting up to %s)",
-            run_id, run_id, self.approval_timeout,
+            run_id, run_id, self._waited,
         )  # fmt: skip
         if self.deferrable:
             from tofuflow.airflow.triggers import TofuflowRunTrigger
@@ -361,9 +367,9 @@ class TofuflowApplyOperator(TofuflowPlanOperator):
             while run["status"] in WAITING:
                 if time.monotonic() >= deadline:
                     # Not left waiting: a later apply of it would be a surprise.
-                    cp.cancel(run_id, f"airflow: not approved within {self.approval_timeout}")
+                    cp.cancel(run_id, f"airflow: not approved within {self._waited}")
                     raise AirflowException(
-                        f"run {run_id} was not approved within {self.approval_timeout}; it "
+                        f"run {run_id} was not approved within {self._waited}; it "
                         "is cancelled. A retry of this task plans again"
                     )
                 time.sleep(self.poll_interval)
