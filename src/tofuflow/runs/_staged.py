@@ -100,7 +100,8 @@ def staged(
     identity = workspace.identity.get(stage) if stage != "read" else None
     # One copy per workspace (not per stage): path.root is the same at plan and apply.
     source = tree or workspace.directory
-    with working_copy(source, workspace.name, base=runner.work_dir) as copy:
+    purpose = f"the {stage} of run {run_id}" if run_id else f"a {stage}"
+    with working_copy(source, workspace.name, base=runner.work_dir, purpose=purpose) as copy:
         if artifact is not None:
             unpack(artifact, copy.directory)
         local = dataclasses.replace(workspace, directory=copy.directory)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -41,6 +42,8 @@ __all__ = [
     "keep_errored",
     "working_copy",
 ]
+
+_log = logging.getLogger("tofuflow.runs")
 
 LOCK_FILE = ".terraform.lock.hcl"
 BACKEND_OVERRIDE = "tofuflow_backend_override.tf"
@@ -110,10 +113,15 @@ def configuration(directory: Path) -> Configuration:
 
 @contextmanager
 def working_copy(
-    directory: Path | Configuration, label: str, *, base: str | os.PathLike[str] | None = None
+    directory: Path | Configuration,
+    label: str,
+    *,
+    base: str | os.PathLike[str] | None = None,
+    purpose: str = "",
 ) -> Iterator[Configuration]:
     """The private working copy (``0700``) of the configuration for ``label`` (one per
-    workspace), held under a file lock for the block.
+    workspace), held under a file lock for the block. ``purpose`` ("the apply of run …") is
+    what a stage that has to wait for the copy is told (a warning of ``tofuflow.runs``).
 
     The copy lives at a stable path — ``<base>/<label>-<hash of the source>``, ``base``
     defaulting to ``$TOFUFLOW_WORK_DIR``, else ``work/`` under ``$TOFUFLOW_CACHE_DIR`` or the
@@ -132,7 +140,7 @@ def working_copy(
     parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = hashlib.sha256(f"{tree.directory}\0{label}".encode()).hexdigest()[:12]
     holder = parent / f"{_safe(label)}-{key}"
-    with _locked(parent / f".{holder.name}.lock"):
+    with _locked(parent / f".{holder.name}.lock", label, purpose):
         holder.mkdir(mode=0o700, exist_ok=True)
         os.chmod(holder, 0o700)
         root = holder / (tree.root.name or "config")
@@ -168,9 +176,24 @@ def _default_base() -> str:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path, label: str, purpose: str) -> Iterator[None]:
+    """The copy's file lock; a stage that has to wait for it says whom for (the holder
+    writes ``purpose`` and its pid into the lock file)."""
     with open(path, "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another stage"
+            _log.warning(
+                "%s: waiting for the working copy on this machine: %s is using it; stages "
+                "of one workspace take turns", label, holder,
+            )  # fmt: skip
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{purpose or 'a stage'} (pid {os.getpid()})\n")
+        handle.flush()
         try:
             yield
         finally:
