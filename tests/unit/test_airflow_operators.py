@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -144,3 +145,35 @@ def test_the_trigger_serializes_ids_never_a_token() -> None:
     assert kwargs == {"run_id": "r1", "tofuflow_conn_id": "tf", "poll_interval": 7,
                       "workspace": "app/dev", "base_dir": "/dags/x.py"}  # fmt: skip
     assert TofuflowRunTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+def test_an_apply_given_another_workspaces_run_names_the_mix_up_not_a_missing_grant(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The embedded plane scopes the task's token to its workspace: reading the other
+    workspace's run was refused as "may not read_runs … ask an admin for a reader grant",
+    where there is no admin and no grant is missing."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from tofuflow.embedded import EmbeddedControlPlane
+    from tofuflow.runs import ControlPlane
+    from tofuflow.server.config import ServerConfig
+
+    data = tmp_path / "plane"
+    monkeypatch.setenv("AIRFLOW_CONN_TOFUFLOW_DEFAULT", json.dumps({"conn_type": "tofuflow"}))
+    monkeypatch.setenv("TOFUFLOW_DATA_DIR", str(data))
+    monkeypatch.delenv("TOFUFLOW_SERVER_CONFIG", raising=False)
+    config = ServerConfig.from_mapping({"server": {"data_dir": str(data)}})
+    with (
+        EmbeddedControlPlane(config) as plane,
+        ControlPlane(plane.url, plane.token("admin")) as admin,
+    ):
+        other = admin.create_run("examples/lifecycle", "0" * 64, {})["id"]
+    apply = TofuflowApplyOperator(task_id="apply", workspace="examples/preview", run_id=other)
+    ti = SimpleNamespace(dag_id="d", run_id="manual", task_id="apply", try_number=1)
+    with pytest.raises(AirflowFailException) as refused:
+        apply._read({"ti": ti}, apply.hook({}), other)  # type: ignore[arg-type]
+    assert str(refused.value).startswith(f"run {other} is not a run of examples/preview")
+    assert "give this task the run_id of examples/preview's plan task" in str(refused.value)

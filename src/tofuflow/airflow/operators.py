@@ -28,7 +28,7 @@ from tofuflow.airflow._lineage import changes_from_events, changes_from_plan
 from tofuflow.airflow._runs import WAITING, plan_run, read_outputs, run_summary
 from tofuflow.airflow.hooks import _leaves, sensitive_reference
 from tofuflow.airflow.links import TofuflowRunLink
-from tofuflow.errors import PlanStaleError
+from tofuflow.errors import ForbiddenError, PlanStaleError
 from tofuflow.runs import INTERRUPTED, apply_run, lock_warning, planned_inputs
 
 if TYPE_CHECKING:
@@ -226,7 +226,22 @@ class TofuflowApplyOperator(TofuflowPlanOperator):
         scope = self.environment or self.workspace or "*"
         description = self.describe(context, "read")
         with hook.control_plane("read", workspace=scope, description=description) as cp:
-            return cp.run(run_id)
+            try:
+                run = cp.run(run_id)
+            except ForbiddenError as err:
+                if scope == "*":
+                    raise
+                # Most often another workspace's run: a plan task of another workspace.
+                raise AirflowFailException(
+                    f"run {run_id} is not a run of {scope} that this connection may read "
+                    f"({err}): give this task the run_id of {scope}'s plan task"
+                ) from err
+        if scope != "*" and run.get("workspace") != scope:
+            raise AirflowFailException(
+                f"run {run_id} is a run of {run.get('workspace')}, not of {scope}: give this "
+                f"task the run_id of {scope}'s plan task"
+            )
+        return run
 
     # -- the lifecycle ----------------------------------------------------------------------
 
