@@ -15,6 +15,7 @@ seen by the next; within a process one plane per server configuration runs at a 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import socket
 import threading
 import time
@@ -34,6 +35,8 @@ _LOCK = threading.Lock()
 # server configuration key -> [plane, number of holders]
 _PLANES: dict[str, list[Any]] = {}
 _ATEXIT = False
+# Seconds an ending embedded plane spends sending the notifications it owes.
+_NOTIFY_DRAIN = 10.0
 
 
 class EmbeddedControlPlane:
@@ -66,6 +69,10 @@ class EmbeddedControlPlane:
         self._thread.start()
         self.url = f"http://127.0.0.1:{port}"
         _wait_healthy(self.url)
+        if not self.config.public_url and not (self.config.notifications or {}).get("console_url"):
+            # No link in messages to an address that ends with this command.
+            notify = self._app.state.notify
+            self._app.state.notify = dataclasses.replace(notify, console_url="")
         self._sender = start_sender(self._app)  # only with [notifications] destinations
         return self
 
@@ -76,7 +83,8 @@ class EmbeddedControlPlane:
         tb: TracebackType | None,
     ) -> None:
         if self._sender is not None:
-            self._sender.stop()
+            # The plane ends with its command: what its events owe people is sent now.
+            self._sender.stop(drain=_NOTIFY_DRAIN)
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:

@@ -490,3 +490,47 @@ def _assert_like_the_docs_payload(payload: dict[str, Any]) -> None:
         f"docs/notifications.md's payload links to {sample['link']!r}; "
         f"the server sent {payload['link']!r}"
     )
+
+
+@pytest.mark.binary
+def test_an_embedded_planes_events_are_sent_before_its_command_exits(
+    tmp_path: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/notifications.md: the embedded plane starts a sender. It was stopped with the
+    command, so a plan's run.needs_approval reached the approvers only when some later
+    command started an embedded plane again."""
+    import os
+    import subprocess
+    import sys
+
+    receiver = WebhookReceiver(secret="s3cret-embedded").start()
+    try:
+        repo = tmp_path / "repo"
+        shutil.copytree(workdir, repo / "infra")
+        (repo / "tofuflow.toml").write_text(
+            '[workspaces."app/prod"]\ndirectory = "infra"\n'
+            'variables = { items = ["a"], api_key = "k" }\n'
+        )
+        server = tmp_path / "server.toml"
+        server.write_text(
+            f'[server]\ndata_dir = "{tmp_path / "plane"}"\n'
+            '[[workspace_settings]]\nmatch = "app/*"\ntags = ["production"]\n'
+            "[[notifications.destinations]]\n"
+            f'name = "ops"\nkind = "webhook"\nurl = "{receiver.url}"\n'
+            'secret_env = "OPS_SECRET"\n'
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TOFUFLOW_", "TF_"))}
+        env.update(TOFUFLOW_SERVER_CONFIG=str(server), OPS_SECRET="s3cret-embedded")
+        planned = subprocess.run(
+            [sys.executable, "-c", "from tofuflow.cli import main; main()", "plan", "app/prod"],
+            cwd=repo, env=env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert planned.returncode == 2, planned.stdout + planned.stderr
+        assert "needs_approval" in planned.stdout
+        # Already there when the command has exited: nothing else runs afterwards.
+        assert receiver.events() == ["run.needs_approval"], receiver.events()
+        assert all(r.signature_ok for r in receiver.received)
+        # No link to http://127.0.0.1:8470: the plane's address died with the command.
+        assert receiver.received[0].json["link"] is None
+    finally:
+        receiver.stop()

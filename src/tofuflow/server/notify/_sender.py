@@ -75,11 +75,16 @@ class Sender:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, drain: float = 0.0) -> None:
+        """Stop sending. ``drain``: first deliver, for up to that many seconds, what is
+        due now (the embedded plane ends with its command: no later pass would send it);
+        a destination that fails keeps its back-off and gets it next time."""
         self._stop.set()
         wakeup.set()
         if self._thread is not None:
             self._thread.join(timeout=self.config.timeout + 5)
+        if drain > 0:
+            self._drain(time.monotonic() + drain)
         try:
             self.book()  # what was sent is written down before the lease goes
         except Exception:  # the database is away: those are sent again (at least once)
@@ -90,6 +95,18 @@ class Sender:
             _log.warning("notifications: could not release the sender's lease")
         self._pool.shutdown(wait=True)
         self._client.close()
+
+    def _drain(self, deadline: float) -> None:
+        try:
+            if not self._is_leader():  # another process sends them
+                return
+            self.scan()
+            while time.monotonic() < deadline:
+                fanned, sent = self.book(), self.deliver_due()
+                if not fanned and not sent:
+                    return
+        except Exception:  # the database is away: the next sender sends them
+            _log.exception("notifications: could not send what was due before stopping")
 
     def _loop(self) -> None:
         while not self._stop.is_set():
