@@ -788,3 +788,25 @@ def test_the_policy_guides_input_document_has_the_keys_policies_see() -> None:
         assert _shape(shown[section]) == _shape(doc[section]) | (
             {"settings": _shape(shown[section]["settings"])} if section == "workspace" else {}
         ), section
+
+
+def test_context_the_runner_did_not_know_is_undefined_to_policies_not_null(
+    builtin: PolicySet,
+) -> None:
+    """docs/policies.md's example `warn` on `input.run.context.branch != "main"` fired on
+    every local plan ("planned from branch null, not main"): the runner reports what it
+    does not know as null, and null != "main"."""
+    rule = (
+        "package acme.rules\n\nimport rego.v1\n\nwarn contains msg if {\n"
+        '\tinput.run.context.branch != "main"\n'
+        '\tmsg := sprintf("planned from branch %v, not main", [input.run.context.branch])\n}\n'
+    )
+    policies = PolicySet.from_sources({"rules.rego": rule})
+
+    def warned(branch: str | None) -> list[str]:
+        run = {"requester": {"subject": REQUESTER}, "context": {"branch": branch, "commit": None}}
+        return messages(decide(policies, deletes(1), run=run).warnings)
+
+    assert warned(None) == []
+    assert warned("main") == []
+    assert warned("feature/x") == ["planned from branch feature/x, not main"]

@@ -27,9 +27,14 @@ def build_input(plan: Plan, run: Mapping[str, Any], workspace: Mapping[str, Any]
     """The ``input`` every policy sees: ``{"plan": ..., "run": ..., "workspace": ...}``.
 
     ``run`` is kept as given (requester subject and claims, commit, branch, CI system,
-    pipeline id...); ``workspace`` gives ``name``, ``tags``, ``settings`` and
-    ``environment``. Raises ConfigError when either holds something that is not JSON.
+    pipeline id...), except that ``context`` keys the runner did not know (null) are left
+    out, so a rule reading one is undefined, as for a key never reported;
+    ``workspace`` gives ``name``, ``tags``, ``settings`` and ``environment``. Raises
+    ConfigError when either holds something that is not JSON.
     """
+    context = run.get("context")
+    if isinstance(context, Mapping):
+        run = {**run, "context": {k: v for k, v in context.items() if v is not None}}
     return {
         "plan": _plan_section(plan),
         "run": _json_value(run, "run"),
