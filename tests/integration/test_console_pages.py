@@ -109,3 +109,23 @@ def test_the_story_vouches_for_its_workspaces_chain_read_from_that_workspace_alo
         prod = browser.get(f"/console/runs/{runs['app/prod']}/story.json").json()
         assert prod["chain"] == {"workspace": "app/prod", "ok": True, "checked": prod_events,
                                  "first_bad_id": None, "reason": ""}  # fmt: skip
+
+
+def test_without_a_session_tofuflow_uis_console_says_to_get_a_new_link_not_to_set_it_up(
+    state_server: RunningServer,
+) -> None:
+    """After signing out (or in a browser without the cookie), `tofuflow ui`'s console
+    answered "Console not set up … add a [console] table", while it was up and running."""
+    from tofuflow.server.console import issue_sign_in_link
+
+    with httpx.Client(base_url=state_server.url) as browser:
+        assert browser.get(issue_sign_in_link(state_server.app),
+                           follow_redirects=True).status_code == 200  # fmt: skip
+    with httpx.Client(base_url=state_server.url) as other_browser:
+        for path in ("/console/runs", "/console/login"):
+            page = other_browser.get(path, follow_redirects=True)
+            assert page.status_code == 401, (path, page.text)
+            assert "Not signed in" in page.text and "Console not set up" not in page.text
+            assert "run <code>tofuflow ui</code> again" in page.text or (
+                "run `tofuflow ui` again" in page.text
+            ), page.text

@@ -135,6 +135,7 @@ def issue_sign_in_link(app: FastAPI, lifetime: float = _LINK_SECONDS) -> str:
     """A one-time sign-in path for the local user of an embedded plane (``tofuflow ui``,
     as Jupyter's token link): good once, for ``lifetime`` seconds, kept in this process."""
     token = secrets.token_urlsafe(32)
+    app.state.console_ui = True  # people sign in here only through these links
     links: dict[str, float] = app.state.console_links
     now = time.monotonic()
     for digest in [d for d, expires in links.items() if expires < now]:
@@ -232,8 +233,7 @@ class _Console:
                 raise AuthError(SESSION_ENDED)
         except AuthError as signal:
             if self.settings is None:
-                return self.render(request, "message.html", 503, title="Console not set up",
-                                   message=_NOT_CONFIGURED, person=None)  # fmt: skip
+                return self.unconfigured(request)
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             login = f"/console/login?next={quote(target, safe='')}&why={quote(str(signal))}"
             return RedirectResponse(login, status_code=303)
@@ -248,6 +248,15 @@ class _Console:
                 await self.refused(request, person, exc.status, str(exc))
             return self.render(request, "message.html", exc.status, title="Cannot do that",
                                message=str(exc), person=person)  # fmt: skip
+
+    def unconfigured(self, request: Request) -> Response:
+        """No OpenID sign-in here: under `tofuflow ui` (it issued links) people sign in
+        only through its one-time links; otherwise the console is not set up."""
+        if getattr(request.app.state, "console_ui", False):
+            return self.render(request, "message.html", 401, title="Not signed in",
+                               message=_UI_ONLY, person=None)  # fmt: skip
+        return self.render(request, "message.html", 503, title="Console not set up",
+                           message=_NOT_CONFIGURED, person=None)  # fmt: skip
 
     async def refused(self, request: Request, person: Viewer, status: int, reason: str) -> None:
         workspace = request.path_params.get("workspace")
@@ -444,8 +453,7 @@ class _Console:
         @api.get("/console/login")
         async def login(request: Request, next: str = "/console/runs", why: str = "") -> Response:
             if self.oauth is None:
-                return self.render(request, "message.html", 503, title="Console not set up",
-                                   message=_NOT_CONFIGURED, person=None)  # fmt: skip
+                return self.unconfigured(request)
             # An open page's own request that met an ended session follows its redirect
             # here by itself (a fetch does); the person's next click must still learn
             # why, so the mark survives until someone signs in.
@@ -841,6 +849,11 @@ def _duration(seconds: object) -> str:
     return " ".join(p for p in parts if p) if total >= 60 else f"{total} s"
 
 
+_UI_ONLY = (
+    "You are not signed in (signed out, or this browser never was). This console signs "
+    "you in only through the one-time links `tofuflow ui` prints: run `tofuflow ui` again "
+    "for a new one."
+)
 _NOT_CONFIGURED = (
     "Sign-in is not configured: add a [console] table with your OpenID provider's issuer "
     "and client id to the server's TOML (docs/console.md). For the embedded control plane "
