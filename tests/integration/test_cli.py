@@ -97,7 +97,7 @@ def _own_data_dir(tmp_path: Path) -> dict[str, str]:
 # them (the version depends on how often the binary saved it on the way), and the slow
 # one tainted (its create was cut short).
 _HOW_FAR = re.compile(
-    r"error: interrupted: 3 of 4 resources applied, saved as state version \d+; "
+    r"error: interrupted: 3 of 4 changes applied, saved as state version \d+; "
     r"1 stopped while being created, so tainted: the next plan replaces it; "
     # What to run next is the demo again, as it was run: there is no tofuflow.toml in
     # which `tofuflow plan demo/quickstart` would work.

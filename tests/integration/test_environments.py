@@ -349,7 +349,7 @@ def test_ctrl_c_during_env_create_says_what_exists_and_how_to_remove_it(
     err = _ctrl_c_once(started, ["env", "create", "pr-5", "--from", "app/dev", "--ttl", "1h"],
                        repo, env)  # fmt: skip
     assert re.search(
-        r"interrupted: 1 of 2 resources applied, saved as state version \d+; 1 stopped while "
+        r"interrupted: 1 of 2 changes applied, saved as state version \d+; 1 stopped while "
         r"being created, so tainted: the next plan replaces it; environment "
         r"pr-5 stays until 20\d\d-\d\d-\d\d \d\d:\d\d UTC, when the reaper destroys it; "
         r"`tofuflow env destroy pr-5` removes it now \(run \w+ is cancelled\)",
@@ -383,7 +383,7 @@ def test_ctrl_c_during_env_destroy_says_what_is_left_and_a_second_destroy_finish
     assert cli("create", "pr-6", "--from", "app/dev").returncode == 0
     err = _ctrl_c_once(started, ["env", "destroy", "pr-6"], repo, env)
     assert re.search(
-        r"interrupted: 1 of 2 resources applied, saved as state version \d+; environment "
+        r"interrupted: 1 of 2 changes applied, saved as state version \d+; environment "
         r"pr-6 is left destroying: run `tofuflow env destroy pr-6` again, or the reaper "
         r"retries it \(run \w+ is cancelled\)",
         err,

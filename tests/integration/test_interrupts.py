@@ -78,7 +78,7 @@ def test_an_interrupted_apply_is_cancelled_with_one_line_saying_how_far_it_got(
     assert len(lines) == 1, err  # one summary, not a line per halted resource
     # Those stopped mid-create are tainted: the line says so, and what the next plan does.
     found = re.fullmatch(
-        r"Error: interrupted: (\d) of 6 resources applied, saved as state version (\d+); "
+        r"Error: interrupted: (\d) of 6 changes applied, saved as state version (\d+); "
         r"(\d) stopped while being created, so tainted: the next plan replaces them; "
         r"run `tofuflow plan app/dev` to continue \(run [0-9a-f]{16} is cancelled\)",
         lines[0],

@@ -693,7 +693,7 @@ def test_the_configuration_guides_init_sample_is_what_init_prints(tmp_path: Path
 def test_the_cli_references_interrupted_apply_line_is_what_apply_prints(
     tmp_path: Path, binary: object
 ) -> None:
-    """docs/cli.md's line of an interrupted `apply` (2 of 6 resources applied, 4 stopped
+    """docs/cli.md's line of an interrupted `apply` (2 of 6 changes applied, 4 stopped
     while being created): the same apply, Ctrl-C'd once two resources are created and four
     provisioners are sleeping. How many state versions the binary saves on its way out (a
     version per resource it marks tainted, some of them together) depends on timing: that

@@ -241,7 +241,7 @@ def test_ctrl_c_during_rollback_apply_says_how_far_it_got(
     assert proc.returncode == 1, out + err
     assert "Aborted." not in err
     assert re.search(
-        r"interrupted: 0 of 1 resources applied, saved as state version \d+; 1 stopped while "
+        r"interrupted: 0 of 1 changes applied, saved as state version \d+; 1 stopped while "
         r"being created, so tainted: the next plan replaces it; run `tofuflow "
         rf"rollback app/dev --to {v1}` to continue \(run \w+ is cancelled\)",
         err,

@@ -424,7 +424,7 @@ def test_a_stopped_run_all_says_what_each_stack_got_done(
     assert "Aborted." not in out + err
     rows = {line.split()[0]: line for line in out.splitlines() if line[:2] in ("a ", "b ")}
     assert "stopped (cancelled)" in rows["a"], out
-    assert "interrupted: 1 of 2 resources applied, saved as state version" in rows["a"], out
+    assert "interrupted: 1 of 2 changes applied, saved as state version" in rows["a"], out
     assert "not started (cancelled)" in rows["b"], out
     assert "run `tofuflow run-all apply` again to continue" in out, out
     listed = subprocess.run([*CLI, "runs", "list", "--json"], cwd=tmp_path, env=environment,

@@ -265,7 +265,7 @@ def test_a_second_ctrl_c_while_tasks_stop_ends_at_once() -> None:
 
 
 def test_a_task_stopped_while_running_is_labelled_so() -> None:
-    stopped = Outcome("cancelled", "interrupted: 1 of 2 resources applied", started=1.0)
+    stopped = Outcome("cancelled", "interrupted: 1 of 2 changes applied", started=1.0)
     assert stopped.label == "stopped (cancelled)"
     report = run_graph({"a": []}, Recorder(results={"a": stopped}), parallelism=1)
     assert report.outcomes["a"].status == "cancelled"
