@@ -77,6 +77,15 @@ class Airflow:
         inside AIRFLOW_HOME (so the secret scan covers it)."""
         env = {**self.env, "AIRFLOW__CORE__DAGS_FOLDER": str(dag_file.parent),
                **(extra_env or {})}  # fmt: skip
+        if dag_file.parent != EXAMPLES / "dags":
+            # The session's connection is the docs' (paths relative to the examples' DAG
+            # folder); the test DAGs live elsewhere and get them spelled out.
+            extra = {"project": str(EXAMPLES / "tofuflow.toml"),
+                     "server_config": str(EXAMPLES / "server.toml")}  # fmt: skip
+            if "AIRFLOW_CONN_TOFUFLOW_DEFAULT" not in (extra_env or {}):
+                env["AIRFLOW_CONN_TOFUFLOW_DEFAULT"] = json.dumps(
+                    {"conn_type": "tofuflow", "extra": extra}
+                )
         log = (self.logs / f"{dag_id}.log").open("wb")
         return subprocess.Popen(
             [sys.executable, "-c", _RUNNER, str(dag_file), dag_id],

@@ -154,6 +154,16 @@ def test_an_export_without_a_valid_signature_of_that_key_does_not_verify(
 
     key = _public_key(server_dir, cli_env)
     doc = json.loads(export.read_text())
+    # The right key, a checkpoint edited: the key is not what is wrong.
+    edited = cli_env / "edited.json"
+    last = {**doc["checkpoints"][-1], "signed_at": "2020-01-01T00:00:00+00:00"}
+    edited.write_text(json.dumps({**doc, "checkpoints": [*doc["checkpoints"][:-1], last]}))
+    altered = run_cli(cli_env, "audit", "verify", "--export", str(edited), "--public-key",
+                      str(key))  # fmt: skip
+    assert altered.returncode == 1
+    assert "or its signed fields (event_id, events, signed_at, algorithm) were changed" in (
+        altered.stdout
+    ), altered.stdout
     unsigned = cli_env / "unsigned.json"
     unsigned.write_text(json.dumps({**doc, "checkpoints": []}))
     bare = run_cli(cli_env, "audit", "verify", "--export", str(unsigned), "--public-key", str(key))

@@ -547,7 +547,11 @@ def _checkpoint_problem(
     event_id, signed_at = int(checkpoint.get("event_id", -1)), checkpoint.get("signed_at")
     label = f"the checkpoint of event {event_id} signed at {signed_at}"
     if not _verify_signature(checkpoint, public_key_pem):
-        return f"{label} is not signed by this public key"
+        return (
+            f"{label} is not signed by this public key, or its signed fields (event_id, "
+            "events, signed_at, algorithm) were changed after it was signed: check that the "
+            "key is this log's (`tofuflow server audit public-key` on its server)"
+        )
     if checkpoint.get("format") == CHECKPOINT_FORMAT:
         heads = checkpoint.get("heads") or {}
         if heads_sha256({n: (int(h[0]), str(h[1])) for n, h in heads.items()}) != checkpoint.get(
