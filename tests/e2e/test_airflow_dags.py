@@ -247,3 +247,41 @@ def test_applies_wait_for_an_approval_deferred_or_polling(airflow: Airflow) -> N
         assert [a["comment"] for a in done["approvals"]] == ["looked at it"]
     assert _files(airflow, "guarded/service") == []
     _assert_audited(airflow, run, expected_runs=2)
+
+
+def test_a_task_killed_while_it_polls_for_an_approval_plans_nothing_new(
+    airflow: Airflow,
+) -> None:
+    """SIGTERM while the destroy task polled for its approval: on_kill cancelled the run,
+    then the task read "cancelled (airflow: …)" as its own stale run and planned again,
+    one more run (and its audit events) per kill."""
+    import os
+    import signal
+
+    proc = airflow.start(DAGS / "tofuflow_approval.py", "tofuflow_approval")
+    log = airflow.logs / "tofuflow_approval.log"
+    with ControlPlane(airflow.plane.url, airflow.plane.token("approver")) as approver:
+        seen: dict[str, str] = {}
+
+        def waiting(task: str) -> str | None:
+            text = log.read_text(errors="replace")
+            for run in approver.runs(workspace="guarded/service", limit=20):
+                if run["id"] in seen.values() or run["status"] != "needs_approval":
+                    continue
+                if f"run {run['id']} needs approval: an approver runs" in text:
+                    seen[task] = run["id"]
+                    return str(run["id"])
+            return None
+
+        wait_for(lambda: waiting("apply") is not None, 180, "the apply to ask for approval")
+        approver.approve(seen["apply"], "fine")
+        wait_for(lambda: waiting("destroy") is not None, 180, "the destroy to ask")
+    os.kill(proc.pid, signal.SIGTERM)  # the worker is told to stop while the destroy polls
+    run = airflow.finish(proc, "tofuflow_approval")
+    assert run.tasks["destroy"] != "success", run.tasks
+    destroy = airflow.admin.run(seen["destroy"])
+    assert destroy["status"] == "cancelled", destroy
+    assert "on_kill" in str(destroy["result"]["reason"])
+    runs = airflow.admin.runs(workspace="guarded/service", limit=20)
+    newer = [r["id"] for r in runs if r["created_at"] > destroy["created_at"]]
+    assert newer == [], f"a run was planned after the kill: {newer}"

@@ -84,6 +84,7 @@ class TofuflowBaseOperator(BaseOperator):
         self._facet: dict[str, Any] | None = None
         self._console: str | None = None
         self._who = ""
+        self._killed = False  # on_kill ran: whatever the task was waiting for, it stops
 
     # -- per task instance ----------------------------------------------------------------
 
@@ -158,6 +159,7 @@ class TofuflowBaseOperator(BaseOperator):
     def on_kill(self) -> None:
         """Stop the binary gracefully (SIGINT, grace period, then SIGKILL) and record the
         run as cancelled on the control plane when it can still be cancelled."""
+        self._killed = True
         stopped = self._work.stop() if self._work is not None else True
         if not stopped:
             self.log.error("the binary did not stop within the wait; see the log above")

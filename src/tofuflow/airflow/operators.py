@@ -330,6 +330,8 @@ class TofuflowApplyOperator(TofuflowPlanOperator):
     ) -> dict[str, Any]:
         """Plan again with this task's own inputs, or, when it was given none (only the
         run), with those the stale run was planned with."""
+        if self._killed:  # the task is being stopped: no new run
+            raise AirflowException(f"stopped: run {stale_id} is not planned again")
         if self.variables or self.var_files:
             run = self.plan(context, hook, ws, destroy=self.destroy)
         else:
@@ -388,6 +390,8 @@ class TofuflowApplyOperator(TofuflowPlanOperator):
                         "is cancelled. A retry of this task plans again"
                     )
                 time.sleep(self.poll_interval)
+                if self._killed:  # on_kill cancelled the run: not a reason to plan again
+                    raise AirflowException(f"stopped while waiting for the approval of {run_id}")
                 run = cp.run(run_id)
         return run
 
