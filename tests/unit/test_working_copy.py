@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import stat
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from tofuflow.runs import config_digest, configuration, working_copy
 
@@ -110,3 +113,23 @@ def test_modules_outside_the_directory_are_part_of_the_configuration(tmp_path: P
     with working_copy(live, "app/dev", base=tmp_path / "work") as copy:
         assert (copy.directory / "../../modules/net/setup.py").read_text() == "print(2)\n"
         assert copy.directory.name == "dev"
+
+
+def test_errored_state_an_orphaned_binary_left_is_warned_about_by_the_next_stage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A binary that outlived its killed task wrote errored.tfstate after the task was
+    gone: the next stage renamed it without a word."""
+    source = _config(tmp_path)
+    with working_copy(source, "app/dev", base=tmp_path / "work") as copy:
+        pass
+    (copy.directory / "errored.tfstate").write_text("{}")  # after the stage had ended
+    with (
+        caplog.at_level(logging.WARNING, logger="tofuflow.runs"),
+        working_copy(source, "app/dev", base=tmp_path / "work"),
+    ):
+        pass
+    (kept,) = copy.root.glob("errored-*.tfstate")
+    (warning,) = [r.getMessage() for r in caplog.records if "errored.tfstate" in r.getMessage()]
+    assert warning.startswith("app/dev: an earlier stage on this machine could not save")
+    assert str(kept) in warning

@@ -145,7 +145,14 @@ def working_copy(
         os.chmod(holder, 0o700)
         root = holder / (tree.root.name or "config")
         own = root / tree.relative
-        keep_errored(own)
+        left = keep_errored(own)  # by a binary that outlived its stage (a killed task)
+        if left is not None:
+            _log.warning(
+                "%s: an earlier stage on this machine could not save the state it applied "
+                "(its binary outlived it and wrote errored.tfstate); kept as %s. What it "
+                "applied may be missing from the workspace's state: compare that file with "
+                "the next plan, and import what is missing", label, left,
+            )  # fmt: skip
         _clear(root, keep=own / ".terraform")
         for relative in tree.files:
             target = root / relative
