@@ -193,3 +193,26 @@ def test_ctrl_c_while_the_plan_is_submitted_leaves_its_run_cancelled(
         (run,) = client.runs(workspace="app/dev")
     assert run["status"] == "cancelled", run
     assert "interrupted" in str(run.get("result")), run
+
+
+@pytest.mark.parametrize("delay", [0.005, 0.02], ids=["5ms", "20ms"])
+def test_ctrl_c_once_the_plan_has_said_its_run_keeps_the_plans_exit_code(
+    project: Path, delay: float
+) -> None:
+    """Ctrl-C just after `run <id>: approved` was printed, while the process wound down
+    (the embedded plane closing, the interpreter finalizing): it died of SIGINT, exit
+    130 without a word, as if the plan had failed."""
+    (project / "infra" / "main.tf").write_text('resource "terraform_data" "x" {}\n')
+    proc = subprocess.Popen([*CLI, "plan", "app/dev"], cwd=project, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if re.match(r"run [0-9a-f]{16}: ", line):
+            time.sleep(delay)
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=120)
+    if proc.returncode == 1:  # still inside the command: it says the run stands
+        assert "interrupted: the plan of app/dev had finished: run " in err, err
+    else:
+        assert proc.returncode == 2, (proc.returncode, out, err)

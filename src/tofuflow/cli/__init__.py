@@ -6,11 +6,15 @@ needs when it runs.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 import click
 
@@ -120,15 +124,34 @@ def main() -> None:
     Usage errors exit 1, not click's 2: for `tofuflow plan`, 2 means "changes".
     """
     signal.signal(signal.SIGTERM, _on_sigterm)
+    atexit.register(signal.signal, signal.SIGINT, signal.SIG_IGN)  # runs last: see _exit
     try:
         code = cli.main(prog_name="tofuflow", standalone_mode=False)
     except click.exceptions.UsageError as err:
         err.show()
-        sys.exit(1)
+        _exit(1)
     except click.ClickException as err:
         err.show()
-        sys.exit(err.exit_code)
+        _exit(err.exit_code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
-        sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
+        _exit(1)
+    _exit(code if isinstance(code, int) else 0)
+
+
+def _exit(code: int) -> NoReturn:
+    """Exit with the command's ``code``. Ctrl-C from here on (closing the embedded plane,
+    its threads, the interpreter's own finalization, where Python restores the default
+    SIGINT handler) would kill the process with SIGINT, exit 130 without a word, after
+    the command had done its work and said so: it ends the process with ``code`` now
+    instead, and during finalization it is ignored."""
+
+    def now(signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+    signal.signal(signal.SIGINT, now)
+    sys.exit(code)
