@@ -129,3 +129,21 @@ def test_without_a_session_tofuflow_uis_console_says_to_get_a_new_link_not_to_se
             assert "run <code>tofuflow ui</code> again" in page.text or (
                 "run `tofuflow ui` again" in page.text
             ), page.text
+
+
+def test_an_ended_run_without_approvals_does_not_promise_one(state_server: RunningServer) -> None:
+    """A rejected (cancelled) run's page said "Approvals: None yet."."""
+    from tofuflow.server.console import issue_sign_in_link
+
+    planner = {"Authorization": f"Bearer {make_token(state_server, 'planner')}"}
+    body = {"workspace": "app/dev", "config_digest": "0" * 64}
+    run = httpx.post(f"{state_server.url}/v1/runs", json=body, headers=planner).json()
+    with httpx.Client(base_url=state_server.url) as browser:
+        browser.get(issue_sign_in_link(state_server.app), follow_redirects=True)
+        waiting = browser.get(f"/console/runs/{run['id']}").text
+        assert "<p>None yet.</p>" in waiting  # planning: one may come
+        cancelled = httpx.post(f"{state_server.url}/v1/runs/{run['id']}/cancel",
+                               json={"reason": "not this one"}, headers=planner)  # fmt: skip
+        assert cancelled.status_code == 200, cancelled.text
+        ended = browser.get(f"/console/runs/{run['id']}").text
+    assert "<p>None yet.</p>" not in ended and "<p>None.</p>" in ended
