@@ -448,3 +448,23 @@ def test_a_token_without_a_server_url_is_refused_not_ignored(
     listed = _tofuflow("runs", "list", cwd=root, env=env)
     assert listed.returncode == 0, listed.stderr
     assert "dev" not in listed.stdout, listed.stdout
+
+
+def test_init_moves_a_local_backend_into_the_control_plane_and_says_to_push_its_state(
+    tmp_path: Path,
+) -> None:
+    """A `backend "local"` block got backend = "own", which keeps the state file in the
+    stage's private copy (lost at the next stage): the control plane keeps it instead,
+    once the existing state is pushed."""
+    root = tmp_path / "repo"
+    _tf(root / "infra" / "legacy",
+        'terraform {\n  backend "local" {\n    path = "legacy.tfstate"\n  }\n}\n'
+        'resource "terraform_data" "x" {}\n')  # fmt: skip
+    done = _tofuflow("init", cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert load_project(root / "tofuflow.toml").workspace("infra/legacy").backend == "tofuflow"
+    state = Path("infra") / "legacy" / "legacy.tfstate"
+    assert (
+        f'infra/legacy  infra/legacy  (backend "local": push its state before the first '
+        f"plan: tofuflow state push infra/legacy {state})"
+    ) in done.stdout, done.stdout

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tofuflow.errors import DocumentError, StateWriteError
-from tofuflow.runs._errored import _next_version, _unpushed
+from tofuflow.runs._errored import _unpushed
+from tofuflow.runs._errored import next_state_version as _next_version
 
 LINEAGE = "6f1c0000-0000-4000-8000-00000000000a"
 
@@ -65,7 +66,10 @@ def test_an_unpushed_state_is_kept_under_a_name_the_next_stage_leaves_alone(
 ) -> None:
     errored = tmp_path / "errored.tfstate"
     errored.write_bytes(_state(0, "", "a"))
-    told = _unpushed(StateWriteError("apply could not save", errored_state=errored), "down")
+    told = _unpushed(
+        StateWriteError("apply could not save", errored_state=errored), "app/dev", "down"
+    )
     assert told.errored_state is not None and told.errored_state.is_file()
     assert told.errored_state.name.startswith("errored-") and not errored.exists()
     assert str(told.errored_state) in told.message and "(down)" in told.message
+    assert f"`tofuflow state push app/dev {told.errored_state}`" in told.message

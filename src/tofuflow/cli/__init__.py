@@ -28,6 +28,7 @@ from tofuflow.cli._policy_cmd import policy
 from tofuflow.cli._run_all_cmd import run_all
 from tofuflow.cli._runs_cmd import apply, approve, audit, plan, rollback, runs, unlock
 from tofuflow.cli._server_cmd import server
+from tofuflow.cli._state_cmd import state
 from tofuflow.cli._ui_cmd import ui
 
 __all__ = ["main"]
@@ -58,6 +59,7 @@ def cli() -> None:
       tofuflow run-all     plan/apply/destroy many workspaces in dependency order
       tofuflow init        write a commented tofuflow.toml for the configurations found here
       tofuflow unlock WS   release a state lock whose holder is gone (admin)
+      tofuflow state push  a state file (local state, errored.tfstate) into a workspace (admin)
       tofuflow ui          the web console of the embedded plane, signed in by a link
 
     tofuflow drives `tofu` when it is on PATH, else a tofu it installed, else
@@ -106,7 +108,7 @@ def demo_cmd(workdir: Path | None, environment: str, destroy: bool) -> None:
 
 for command in (
     init, install, server, plan, apply, approve, rollback, runs, audit, policy, pipeline,
-    env, drift, run_all, unlock, ui,
+    env, drift, run_all, unlock, ui, state,
 ):  # fmt: skip
     cli.add_command(command)
 

@@ -286,6 +286,14 @@ def _workspace(root: RootModule) -> str:
 
 
 def _backend(root: RootModule) -> list[str]:
+    if root.backend == "local":
+        return [
+            '# Where the state lives: the configuration\'s backend "local" kept it in a file;',
+            "# tofuflow keeps it in the control plane instead (encrypted, locked, versioned;",
+            "# the local block is overridden). Push the existing state before the first plan:",
+            f"#   tofuflow state push {root.name} <its state file>",
+            'backend = "tofuflow"',
+        ]
     if root.backend is None:
         return [
             '# Where the state lives: "tofuflow", the control plane\'s state service (encrypted,',
@@ -382,11 +390,19 @@ def _covering(directory: Path, name: str) -> Path | None:
 
 
 def _report(target: Path, roots: list[RootModule], modules: list[str]) -> None:
+    from tofuflow.runs import local_state_file
+
     count = f"{len(roots)} workspace{'s' if len(roots) != 1 else ''}"
     click.echo(f"wrote {target} with {count}:")
     width = max(len(root.name) for root in roots)
     for root in roots:
         note = f'  (keeps its backend "{root.backend}": backend = "own")' if root.backend else ""
+        if root.backend == "local":
+            local = local_state_file(target.parent / root.directory).relative_to(target.parent)
+            note = (
+                f'  (backend "local": push its state before the first plan: tofuflow state '
+                f"push {root.name} {local})"
+            )
         if root.per_var_file:
             note = f"  with {root.var_files[0]}{note}"
         click.echo(f"  {root.name:<{width}}  {root.directory}{note}")

@@ -21,6 +21,7 @@ from tofuflow.runs._connect import (
     connect,
     server_url,
 )
+from tofuflow.runs._errored import next_state_version
 from tofuflow.runs._inputs import (
     Clients,
     Inputs,
@@ -50,6 +51,7 @@ from tofuflow.runs._staged import (
     Staged,
     StageName,
     issued_record,
+    local_state_file,
     staged,
     state_backend_env,
 )
@@ -79,7 +81,9 @@ __all__ = [
     "input_reference",
     "interrupted_summary",
     "issued_record",
+    "local_state_file",
     "lock_warning",
+    "next_state_version",
     "plan_workspace",
     "planned_changes",
     "planned_inputs",

@@ -157,32 +157,40 @@ class ControlPlane:
         response = self._send("GET", f"/v1/state/{workspace}")
         return None if response.status_code == 204 else response.content
 
-    def push_state(self, workspace: str, body: bytes, who: str) -> None:
+    def push_state(
+        self, workspace: str, body: bytes, who: str, info: str = "", *, own_lock: bool = False
+    ) -> None:
         """Write ``body`` as the workspace's next state version as the binary's http
-        backend does: LOCK, POST with the lock's ID and Content-MD5, UNLOCK. A lock this
-        identity already holds (the binary's own, left when its unlock failed as well) is
-        used and released; anyone else's is refused by the control plane (LockedError)."""
+        backend does: LOCK, POST with the lock's ID and Content-MD5, UNLOCK. A held lock
+        refuses it (LockedError naming the holder), unless ``own_lock``: the lock is this
+        identity's own (the binary's, left when its unlock failed as well), used and
+        released; the control plane still refuses anyone else's."""
         path = f"/v1/state/{workspace}"
-        info: dict[str, Any] = {
+        lock: dict[str, Any] = {
             "ID": str(uuid.uuid4()), "Operation": "OperationTypeApply",
-            "Info": "tofuflow: the state the binary could not save", "Who": who,
+            "Info": info or "tofuflow state push", "Who": who,
             "Version": "", "Created": _now(), "Path": "",
         }  # fmt: skip
-        locked = self._request("LOCK", f"{path}/lock", json=info)
+        locked = self._request("LOCK", f"{path}/lock", json=lock)
         if locked.status_code in (409, 423):
             try:
                 held = locked.json()
             except ValueError:
                 held = None
-            if not isinstance(held, dict) or not isinstance(held.get("ID"), str):
-                raise _error(locked, self.url)
-            info = held
+            if not own_lock or not isinstance(held, dict) or not isinstance(held.get("ID"), str):
+                holder = held.get("Who") if isinstance(held, dict) else None
+                raise errors.LockedError(
+                    f"{workspace} is locked by {holder or 'another run'}: wait for it to "
+                    f"finish, or release a lock whose holder is gone (`tofuflow unlock "
+                    f"{workspace}`), then push again"
+                )
+            lock = held
         elif not locked.is_success:
             raise _error(locked, self.url)
         md5 = base64.b64encode(hashlib.md5(body).digest()).decode()  # noqa: S324 (protocol)
         headers = {"Content-Type": "application/json", "Content-MD5": md5}
-        self._send("POST", path, params={"ID": info["ID"]}, content=body, headers=headers)
-        self._send("UNLOCK", f"{path}/lock", json=info)
+        self._send("POST", path, params={"ID": lock["ID"]}, content=body, headers=headers)
+        self._send("UNLOCK", f"{path}/lock", json=lock)
 
     def renew_session(self, run_id: str) -> dict[str, Any]:
         """Renew the apply session's lease (the runner is alive)."""

@@ -30,7 +30,9 @@ from tofuflow.runs._client import ControlPlane
 from tofuflow.runs._workcopy import keep_errored
 from tofuflow.tofu import State
 
-__all__ = ["PATIENCE", "push_errored"]
+__all__ = ["PATIENCE", "next_state_version", "push_errored"]
+
+_INFO = "tofuflow: the state the binary could not save"
 
 PATIENCE = 120.0  # seconds: a control plane's restart, not an outage
 _WAITS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
@@ -52,17 +54,17 @@ def push_errored(
     waits = iter(_WAITS)
     while True:
         try:
-            body, serial = _next_version(left, applier.state(workspace))
+            body, serial = next_state_version(left, applier.state(workspace))
             if body is not None:
-                applier.push_state(workspace, body, who)
+                applier.push_state(workspace, body, who, _INFO, own_lock=True)
             break
         except (UnreachableError, ServerError, RateLimitedError) as failure:
             wait = next(waits, _WAITS[-1])
             if time.monotonic() + wait > deadline:
-                return _unpushed(exc, f"it did not answer for {patience:g} s: {failure}")
+                return _unpushed(exc, workspace, f"it did not answer for {patience:g} s: {failure}")
             time.sleep(wait)
         except (TofuflowError, DocumentError) as failure:
-            return _unpushed(exc, str(failure))
+            return _unpushed(exc, workspace, str(failure))
     path.unlink()
     shown = f"serial {serial}"
     kept = [d for d in exc.diagnostics if d.summary not in _SAVE_FAILURES]
@@ -81,18 +83,19 @@ def push_errored(
     )
 
 
-def _next_version(left: bytes, current: bytes | None) -> tuple[bytes | None, int]:
-    """``left`` as the workspace's next version, as `state push` makes it: the binary
-    writes errored.tfstate before it learns the workspace's lineage when the workspace had
-    no state (lineage ``""``, serial 0), and may keep the serial it read. ``None`` when the
-    control plane already holds exactly that state."""
+def next_state_version(left: bytes, current: bytes | None) -> tuple[bytes | None, int]:
+    """``left`` (a state file) as the workspace's next version after ``current``, as
+    `state push` makes it: refused (DocumentError) when it is of another lineage or older
+    than ``current``; the lineage filled in and the serial set past ``current``'s (the
+    binary writes errored.tfstate before it learns a new workspace's lineage: ``""``,
+    serial 0). ``(None, serial)`` when ``current`` is already exactly that state."""
     try:
         document = json.loads(left)
     except ValueError as exc:
-        raise DocumentError(f"errored.tfstate is not JSON: {exc}") from exc
+        raise DocumentError(f"the state file is not JSON: {exc}") from exc
     lineage, serial = document.get("lineage"), document.get("serial")
     if not isinstance(lineage, str) or not isinstance(serial, int) or serial < 0:
-        raise DocumentError("errored.tfstate has no serial and lineage: not a state file")
+        raise DocumentError("the file has no serial and lineage: not a state file")
     if current is None:
         document["lineage"] = lineage or str(uuid.uuid4())
         document["serial"] = max(serial, 1)
@@ -113,7 +116,7 @@ def _next_version(left: bytes, current: bytes | None) -> tuple[bytes | None, int
     return (json.dumps(document, indent=2) + "\n").encode(), int(document["serial"])
 
 
-def _unpushed(exc: StateWriteError, why: str) -> StateWriteError:
+def _unpushed(exc: StateWriteError, workspace: str, why: str) -> StateWriteError:
     left = exc.errored_state or Path("errored.tfstate")
     kept = keep_errored(left.parent) or left
     return dataclasses.replace(
@@ -122,8 +125,8 @@ def _unpushed(exc: StateWriteError, why: str) -> StateWriteError:
             f"apply could not save its state; the binary wrote it to {kept}, and tofuflow "
             f"could not push it to the control plane either ({why}). Keep that file: it is "
             "the only record of what this apply created. Once the control plane takes "
-            "writes again, an admin pushes it to the workspace (`terraform state push` "
-            "with the workspace's http backend), then plans again"
+            f"writes again, an admin pushes it: `tofuflow state push {workspace} {kept}`, "
+            "then plans again"
         ),
         errored_state=kept,
     )

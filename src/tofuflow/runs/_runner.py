@@ -17,6 +17,7 @@ from typing import Any
 
 from tofuflow._time import shown_time
 from tofuflow.errors import (
+    ConfigError,
     ConflictError,
     PlanStaleError,
     RequestError,
@@ -29,7 +30,7 @@ from tofuflow.project import WorkspaceConfig
 from tofuflow.runs._artifact import PLAN_FILE, check_artifact, config_digest, pack
 from tofuflow.runs._client import ControlPlane
 from tofuflow.runs._errored import push_errored
-from tofuflow.runs._staged import Runner, staged
+from tofuflow.runs._staged import Runner, local_state_file, staged
 from tofuflow.runs._workcopy import Configuration, configuration
 from tofuflow.tofu import Event, Plan, parse_event
 
@@ -81,6 +82,7 @@ def plan_workspace(
     ``targets``: ``-target`` addresses (the binary warns that a targeted plan is partial;
     the policy sees exactly what it changes).
     """
+    _check_local_state(workspace, control_plane)
     tree = configuration(workspace.directory)
     declared: dict[str, Any] = {**context, "tags": list(workspace.tags)}
     if targets:
@@ -118,6 +120,27 @@ def plan_workspace(
     declared = plan.raw.get("variables") or {}
     undeclared = tuple(sorted(name for name in workspace.variables if name not in declared))
     return PlanOutcome(decided, plan, undeclared)
+
+
+def _check_local_state(workspace: WorkspaceConfig, control_plane: ControlPlane) -> None:
+    """A configuration that kept its state in a local file before tofuflow: planned
+    against the control plane's empty state, its resources would all be created again
+    (and creating is routine: auto-approved). Refused until that state is pushed."""
+    local = local_state_file(workspace.directory)
+    if workspace.backend != "tofuflow" or not local.is_file():
+        return
+    try:
+        resources = json.loads(local.read_bytes()).get("resources") or []
+    except (ValueError, AttributeError):
+        return  # not a state file: the binary never reads it under the http backend
+    if not resources or control_plane.state(workspace.name) is not None:
+        return
+    raise ConfigError(
+        f"{local} holds {len(resources)} resource(s), but workspace {workspace.name} has no "
+        "state on the control plane: planned now, they would all be created again. Push "
+        f"that state first (admin): `tofuflow state push {workspace.name} {local}`; or, "
+        "if the file is a leftover, move it away"
+    )
 
 
 def apply_run(

@@ -33,12 +33,22 @@ from tofuflow.runs._client import ControlPlane
 from tofuflow.runs._workcopy import BACKEND_OVERRIDE, Configuration, working_copy
 from tofuflow.tofu import EventCallback, OutputCallback, Redactor, Tofu
 
-__all__ = ["Runner", "StageName", "Staged", "issued_record", "staged", "state_backend_env"]
+__all__ = [
+    "Runner",
+    "StageName",
+    "Staged",
+    "issued_record",
+    "local_state_file",
+    "staged",
+    "state_backend_env",
+]
 
 StageName = Literal["plan", "apply", "read"]
 _OVERRIDE = 'terraform {\n  backend "http" {}\n}\n'
 # `backend "s3" {` in HCL, `"backend": {` in JSON (cloud {} blocks count too).
 _BACKEND_BLOCK = re.compile(r'(^\s*backend\s+"[^"]+"\s*\{|"backend"\s*:|^\s*cloud\s*\{)', re.M)
+_LOCAL_BACKEND = re.compile(r'^\s*backend\s+"local"\s*\{([^}]*)\}', re.M)
+_LOCAL_PATH = re.compile(r'^\s*path\s*=\s*"([^"]+)"', re.M)
 
 
 @dataclass
@@ -126,12 +136,35 @@ def staged(
             yield Staged(tf, local, copy, creds, redactor)
 
 
+def local_state_file(directory: Path) -> Path:
+    """Where the configuration in ``directory`` keeps a local state: its ``backend
+    "local"`` block's ``path``, else ``terraform.tfstate``."""
+    for path in sorted(directory.glob("*.tf")):
+        block = _LOCAL_BACKEND.search(path.read_text(errors="replace"))
+        if block and (named := _LOCAL_PATH.search(block.group(1))):
+            return directory / named.group(1)
+    return directory / "terraform.tfstate"
+
+
 def _require_backend_block(workspace: WorkspaceConfig) -> None:
-    """``backend = "own"`` without a backend block would keep local state in the private
-    working copy, where the next stage replaces it: refuse before anything runs."""
-    for path in [*workspace.directory.glob("*.tf"), *workspace.directory.glob("*.tf.json")]:
-        if _BACKEND_BLOCK.search(path.read_text(errors="replace")):
-            return
+    """``backend = "own"`` without a remote backend block would keep local state in the
+    private working copy, where the next stage replaces it: refuse before anything runs."""
+    texts = [
+        path.read_text(errors="replace")
+        for path in [*workspace.directory.glob("*.tf"), *workspace.directory.glob("*.tf.json")]
+    ]
+    blocks = [m.group(0) for text in texts for m in _BACKEND_BLOCK.finditer(text)]
+    if blocks and not all('"local"' in block for block in blocks):
+        return
+    if blocks:  # backend "local" only
+        local = local_state_file(workspace.directory)
+        raise ConfigError(
+            f'workspaces.{workspace.name}: backend = "own" with the configuration\'s backend '
+            '"local": its state file would be in tofuflow\'s private working copy, replaced '
+            'by the next stage. Remove backend = "own" (the state then lives in the control '
+            "plane; the local block is overridden) and push the existing state first: "
+            f"`tofuflow state push {workspace.name} {local}`"
+        )
     raise ConfigError(
         f'workspaces.{workspace.name}: backend = "own", but {workspace.directory} has no '
         "backend block, so the state would be a local file in tofuflow's private working "

@@ -1,0 +1,56 @@
+"""`tofuflow state push`: a state file into a workspace's state on the control plane."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from pathlib import Path
+
+import click
+
+from tofuflow.cli._common import PROJECT_OPTION, configured_url, control_plane, fail
+from tofuflow.errors import DocumentError, TofuflowError
+
+__all__ = ["state"]
+
+
+@click.group("state")
+def state() -> None:
+    """The workspaces' state on the control plane."""
+
+
+@state.command("push")
+@click.argument("workspace")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@PROJECT_OPTION
+def state_push(workspace: str, file: Path, project_path: Path | None) -> None:
+    """Make FILE, a state file, WORKSPACE's next state version (admin role; audited).
+
+    \b
+    For a configuration whose state was a local file before tofuflow (its
+    terraform.tfstate), and for the errored.tfstate an apply could not save. As
+    `terraform state push` does, it takes the workspace's lock (a held lock refuses
+    it), refuses a file of another lineage than the workspace's or with an older serial,
+    and writes it with the serial after the workspace's.
+
+    \b
+    Example:
+      tofuflow state push infra/network infra/network/terraform.tfstate
+    """
+    from tofuflow.runs import next_state_version
+
+    who = f"{getpass.getuser()}@cli:{socket.gethostname()}"
+    try:
+        url = configured_url(project_path)
+        with control_plane("admin", url, workspace=workspace) as client:
+            body, serial = next_state_version(file.read_bytes(), client.state(workspace))
+            if body is not None:
+                client.push_state(workspace, body, who)
+    except DocumentError as err:
+        raise click.ClickException(f"{file}: {err}") from err
+    except TofuflowError as err:
+        raise fail(err) from err
+    if body is None:
+        click.echo(f"{workspace}: already holds that state (serial {serial}); nothing pushed")
+        return
+    click.echo(f"{workspace}: {file} pushed as state serial {serial}")
