@@ -145,13 +145,20 @@ def test_a_wrong_database_url_is_one_line_naming_the_setting_never_the_password(
         (f"postgres://{elsewhere}", "cannot connect to the database postgresql+psycopg://"),
         ("mysql://tofu:pw-s3cret@db.example/tofuflow", "use postgresql+psycopg://"),
         ("tofu:pw-s3cret at db.example", "is not a database URL"),
+        # The password as a query parameter (libpq's form) is a password too.
+        (f"postgresql://tofu@127.0.0.1:{free_port()}/tofuflow?password=pw-s3cret",
+         "cannot connect to the database postgresql+psycopg://tofu@"),
+        # An @ in a password not percent-encoded: the rest of it would read as the host.
+        (f"postgresql://tofu:pw@s3cret@127.0.0.1:{free_port()}/tofuflow", "percent-encode"),
+        # A port that is not a number: one line, not a traceback.
+        ("postgresql://tofu:pw-s3cret@127.0.0.1:55x4/tofuflow", "port"),
     ):
         for command in (["server", "--port", str(free_port())], ["server", "tokens", "list"]):
             done = _cli(*command, config=config, TOFUFLOW_DATABASE_URL=url)
             assert done.returncode == 1, done.stderr
             assert "Traceback" not in done.stderr
-            assert "pw-s3cret" not in done.stderr
-            assert said in done.stderr
+            assert "pw-s3cret" not in done.stderr and "s3cret" not in done.stderr, done.stderr
+            assert said in done.stderr, done.stderr
             assert done.stderr.count("\n") == 1, done.stderr
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -28,7 +29,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import QueuePool
 
@@ -401,11 +402,23 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Eng
 
     try:
         parsed = make_url(url)
+        parsed.port  # noqa: B018 (parsed lazily: "55x4" fails here, not in a traceback later)
     except ArgumentError:  # its words would show the URL, password and all
         raise ConfigError(
             f"the database URL ([database] url, or TOFUFLOW_DATABASE_URL) is not a database URL: "
             f"{_DATABASE_URL_FORMS}"
         ) from None
+    except ValueError:
+        raise ConfigError(
+            "the database URL ([database] url, or TOFUFLOW_DATABASE_URL) has a port that is "
+            f"not a number: {_DATABASE_URL_FORMS}"
+        ) from None
+    if parsed.host and "@" in parsed.host:
+        raise ConfigError(
+            "the database URL ([database] url, or TOFUFLOW_DATABASE_URL) has an @ after the "
+            "one that ends the user and password: percent-encode @ : / ? # in the password "
+            "(@ is %40)"
+        )
     if parsed.drivername in {"postgres", "postgresql"}:
         # Other tools' postgres:// (SQLAlchemy knows no such dialect), and the bare
         # postgresql:// that would look for psycopg2: psycopg (3) is the driver tofuflow has.
@@ -424,7 +437,7 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Eng
             url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow
         )
     except (NoSuchModuleError, ImportError) as exc:
-        shown = parsed.render_as_string(hide_password=True)
+        shown = shown_url(parsed)
         raise ConfigError(
             f"the database URL {shown} ([database] url, or TOFUFLOW_DATABASE_URL) names "
             f"{parsed.drivername!r}, which tofuflow cannot use ({exc}): {_DATABASE_URL_FORMS}"
@@ -514,6 +527,16 @@ def migrate(engine: Engine) -> None:
         quiet.setLevel(level)
 
 
+_SECRET_PARAMETER = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+
+
+def shown_url(url: URL) -> str:
+    """``url`` as messages show it: the password hidden, also as a query parameter
+    (``?password=``, libpq's form), with any other secret-looking parameter."""
+    query = {k: ("***" if _SECRET_PARAMETER.search(k) else v) for k, v in url.query.items()}
+    return url.set(query=query).render_as_string(hide_password=True)
+
+
 def _reason(exc: Exception) -> str:
     """The database's own words (the first line), not SQLAlchemy's wrapping."""
     cause = getattr(exc, "orig", None) or exc
@@ -523,7 +546,7 @@ def _reason(exc: Exception) -> str:
 def _unreachable(engine: Engine, exc: Exception) -> StorageError:
     """No connection at all: a wrong host, port, database, user or password, or a
     database that is down; nothing to do with the schema."""
-    where = engine.url.render_as_string(hide_password=True)
+    where = shown_url(engine.url)
     return StorageError(
         f"cannot connect to the database {where}: {_reason(exc)}. Check [database] url (or "
         "TOFUFLOW_DATABASE_URL, which wins over the file) and that the database is running "
@@ -543,7 +566,7 @@ def _upgrade_failed(engine: Engine, exc: Exception) -> StorageError:
     except SQLAlchemyError:
         revision = None
     reason = _reason(exc)
-    where = engine.url.render_as_string(hide_password=True)
+    where = shown_url(engine.url)
     return StorageError(
         f"cannot upgrade the database {where} (at revision {revision or 'none'}) to this "
         f"tofuflow's schema: {reason}. Was it written by a newer or a development build of "
