@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -416,3 +417,17 @@ def test_the_start_up_line_names_the_address_it_listens_on_beside_the_public_url
         f"tofuflow control plane on http://127.0.0.1:{port}, public URL "
         f"https://tofuflow.example (data: {tmp_path / 'data'})"
     ), first
+
+
+def test_a_token_made_before_any_server_start_keeps_the_database_private_and_says_where(
+    tmp_path: Path,
+) -> None:
+    """`server tokens create` in a fresh shell made the default data directory 0755 and a
+    0644 database (token hashes, the audit log), without saying which database it was."""
+    config = _config(tmp_path)
+    made = _cli("server", "tokens", "create", "--role", "reader", config=config)
+    assert made.returncode == 0, made.stderr
+    data = tmp_path / "data"
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data / "tofuflow.db").stat().st_mode) == 0o600
+    assert f"; in sqlite:///{data / 'tofuflow.db'}" in made.stderr, made.stderr

@@ -383,16 +383,21 @@ def tokens_create(config: Any, role: str, workspaces: str, ttl: str, description
     """
     from tofuflow.server.admin import create_token
 
+    engine = _engine(config)
     try:
         created = create_token(
-            _engine(config), role=role, workspaces=workspaces, ttl=ttl, description=description
+            engine, role=role, workspaces=workspaces, ttl=ttl, description=description
         )
     except TofuflowError as err:
         raise click.ClickException(str(err)) from err
+    from tofuflow.server.storage import shown_url
+
     click.echo(created.token)
+    # Which control plane's database: a shell without TOFUFLOW_SERVER_CONFIG would make
+    # tokens in the default one, which the real server has never heard of.
     click.echo(
         f"id {created.token_id}, role {created.role} on {created.workspaces!r}, "
-        f"expires {created.expires_at}",
+        f"expires {created.expires_at}; in {shown_url(engine.url)}",
         err=True,
     )
 

@@ -9,7 +9,12 @@ from tofuflow._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from tofuflow.server.storage._blobs import BlobStore, blob_store_from_config
-    from tofuflow.server.storage._db import make_engine, migrate, postgres_connection_room
+    from tofuflow.server.storage._db import (
+        make_engine,
+        migrate,
+        postgres_connection_room,
+        shown_url,
+    )
 
 _EXPORTS = {
     "BlobStore": "tofuflow.server.storage._blobs",
@@ -17,8 +22,10 @@ _EXPORTS = {
     "make_engine": "tofuflow.server.storage._db",
     "migrate": "tofuflow.server.storage._db",
     "postgres_connection_room": "tofuflow.server.storage._db",
+    "shown_url": "tofuflow.server.storage._db",
 }
 __all__ = [
     "BlobStore", "blob_store_from_config", "make_engine", "migrate", "postgres_connection_room",
+    "shown_url",
 ]  # fmt: skip
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
