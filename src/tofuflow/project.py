@@ -116,6 +116,9 @@ class WorkspaceConfig:
     depends_on: tuple[str, ...] = ()
     # Variable name -> "<workspace>.<output>" of a workspace in depends_on.
     inputs: Mapping[str, str] = field(default_factory=dict)
+    # Set by tofuflow.runs.with_inputs, not read from the file: inputs whose dependency
+    # has state but no such output, so the variable was planned with its default.
+    unknown_inputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

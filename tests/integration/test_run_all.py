@@ -432,3 +432,39 @@ def test_a_stopped_run_all_says_what_each_stack_got_done(
     assert [(r["workspace"], r["status"]) for r in json.loads(listed.stdout)] == [
         ("a", "cancelled")
     ]
+
+
+def test_an_input_naming_an_output_its_dependency_lacks_waits_for_a_person(
+    tmp_path: Path, binary: Binary
+) -> None:
+    """A typo in an input's output while the dependency has state: planned with the
+    variable's default, an update, auto-approved; `tofuflow apply` then reset the value."""
+    del binary
+    repo = tmp_path / "repo"
+    (repo / "net").mkdir(parents=True)
+    (repo / "net" / "main.tf").write_text('output "db_password" {\n  value = "p1"\n}\n')
+    (repo / "db").mkdir()
+    (repo / "db" / "main.tf").write_text(
+        'variable "password" {\n  type    = string\n  default = "unset"\n}\n'
+        'resource "terraform_data" "db" {\n  input = var.password\n}\n'
+    )
+    toml = repo / "tofuflow.toml"
+    toml.write_text(
+        '[workspaces.net]\ndirectory = "net"\n'
+        '[workspaces.db]\ndirectory = "db"\ndepends_on = ["net"]\n'
+        'inputs = { password = "net.db_password" }\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOFUFLOW_", "TF_"))}
+    env.update(XDG_DATA_HOME=str(tmp_path / "data"))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, *args], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=300, check=False)  # fmt: skip
+
+    applied = cli("run-all", "apply")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    toml.write_text(toml.read_text().replace("net.db_password", "net.db_pasword"))
+    planned = cli("run-all", "plan")
+    assert "input password unknown: net has no output 'db_pasword'" in planned.stdout
+    (row,) = [line for line in planned.stdout.splitlines() if " db (" in line]
+    assert row.endswith("+0 ~1 -0 (needs approval)"), planned.stdout

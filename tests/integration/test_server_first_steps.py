@@ -147,8 +147,10 @@ def test_a_wrong_database_url_is_one_line_naming_the_setting_never_the_password(
         ("mysql://tofu:pw-s3cret@db.example/tofuflow", "use postgresql+psycopg://"),
         ("tofu:pw-s3cret at db.example", "is not a database URL"),
         # The password as a query parameter (libpq's form) is a password too.
-        (f"postgresql://tofu@127.0.0.1:{free_port()}/tofuflow?password=pw-s3cret",
-         "cannot connect to the database postgresql+psycopg://tofu@"),
+        (
+            f"postgresql://tofu@127.0.0.1:{free_port()}/tofuflow?password=pw-s3cret",
+            "cannot connect to the database postgresql+psycopg://tofu@",
+        ),
         # An @ in a password not percent-encoded: the rest of it would read as the host.
         (f"postgresql://tofu:pw@s3cret@127.0.0.1:{free_port()}/tofuflow", "percent-encode"),
         # A port that is not a number: one line, not a traceback.

@@ -510,6 +510,7 @@ def test_user_policies_load_recursively_beside_the_builtins_skipping_test_files(
 ) -> None:
     assert team.packages == (
         "tofuflow.library.allowed",
+        "tofuflow.library.inputs",
         "tofuflow.library.max_deletions",
         "tofuflow.library.production",
         "tofuflow.library.protected",
@@ -810,3 +811,15 @@ def test_context_the_runner_did_not_know_is_undefined_to_policies_not_null(
     assert warned(None) == []
     assert warned("main") == []
     assert warned("feature/x") == ["planned from branch feature/x, not main"]
+
+
+def test_a_plan_made_with_an_unknown_input_needs_a_person(builtin: PolicySet) -> None:
+    """`inputs = { password = "net.db_pasword" }` while net has state: planned with the
+    variable's default, an update, auto-approved; the apply reset the password."""
+    run = {"requester": {"subject": REQUESTER}, "context": {"unknown_inputs": ["password"]}}
+    update = plan_of(change("terraform_data.db", "update"))
+    decided = decide(builtin, update, run=run)
+    assert decided.outcome == "needs_approval"
+    (reason,) = messages(decided.approval_reasons)
+    assert reason.startswith("input password was unknown when this was planned")
+    assert decide(builtin, update).outcome == "auto_approved"

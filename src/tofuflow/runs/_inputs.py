@@ -56,6 +56,9 @@ class Inputs:
     values: Mapping[str, Any]
     notes: tuple[str, ...] = ()
     sensitive: frozenset[str] = frozenset()
+    # Left out although their dependency has state: it has no such output (a typo, or an
+    # output the dependency's pending change adds). The policies are told (a person checks).
+    unknown: tuple[str, ...] = ()
 
 
 def resolve_inputs(
@@ -77,6 +80,7 @@ def resolve_inputs(
     values: dict[str, Any] = {}
     notes: list[str] = []
     sensitive: set[str] = set()
+    unknown: list[str] = []
     outputs: dict[str, Mapping[str, StateOutput] | None] = {}
     for variable, reference in workspace.inputs.items():
         source, output = input_reference(reference)
@@ -93,13 +97,14 @@ def resolve_inputs(
         else:
             known = ", ".join(sorted(found)) or "none"
             why = f"{source} has no output {output!r} (its outputs: {known})"
+            unknown.append(variable)
         if strict:
             raise ConfigError(
                 f"workspaces.{workspace.name}.inputs.{variable} = {reference!r}: {why}; "
                 f"fix the reference in tofuflow.toml, or add the output to {source}"
             )
         notes.append(f"input {variable} unknown: {why}; planned without it")
-    return Inputs(values, tuple(notes), frozenset(sensitive))
+    return Inputs(values, tuple(notes), frozenset(sensitive), tuple(unknown))
 
 
 def read_outputs(
@@ -132,9 +137,11 @@ def read_outputs(
 
 def with_inputs(workspace: WorkspaceConfig, found: Inputs) -> WorkspaceConfig:
     """``workspace`` with the resolved inputs over its ``tofuflow.toml`` variables."""
-    if not found.values:
+    if not found.values and not found.unknown:
         return workspace
-    return dataclasses.replace(workspace, variables={**workspace.variables, **found.values})
+    return dataclasses.replace(
+        workspace, variables={**workspace.variables, **found.values}, unknown_inputs=found.unknown
+    )
 
 
 def _get_state(client: ControlPlane, name: str) -> bytes | None:

@@ -87,6 +87,8 @@ def plan_workspace(
     declared: dict[str, Any] = {**context, "tags": list(workspace.tags)}
     if targets:
         declared["targets"] = list(targets)  # a partial plan does not supersede older runs
+    if workspace.unknown_inputs:  # planned with their defaults: the policies ask a person
+        declared["unknown_inputs"] = list(workspace.unknown_inputs)
     run = control_plane.create_run(workspace.name, config_digest(tree), declared)
     try:
         with staged(
