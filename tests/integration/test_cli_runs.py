@@ -226,3 +226,19 @@ def test_runs_cancel_takes_the_applier_token_from_tofuflow_apply_token(
                      env={**env, "TOFUFLOW_APPLY_TOKEN": applier})  # fmt: skip
     assert cancelled.returncode == 0, cancelled.stderr
     assert f"run {run_id}: cancelled" in cancelled.stdout
+
+
+def test_a_run_id_file_inside_the_configuration_is_refused_before_planning(
+    project: tuple[Path, dict[str, str]],
+) -> None:
+    """`cd infra; tofuflow plan app/dev --run-id-file rid; tofuflow apply $(cat rid)`:
+    the file changed the configuration after the plan, and the apply refused it, saying
+    to check out the planned commit."""
+    repo, env = project
+    inside = repo / "infra" / "rid"
+    planned = _run("plan", "app/dev", "--run-id-file", "rid", cwd=repo / "infra", env=env)
+    assert planned.returncode == 1, planned.stdout + planned.stderr
+    assert f"--run-id-file rid is inside the configuration of app/dev ({repo / 'infra'})" in (
+        planned.stderr
+    ), planned.stderr
+    assert "run " not in planned.stdout and not inside.exists()

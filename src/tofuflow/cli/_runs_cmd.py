@@ -42,7 +42,7 @@ from tofuflow.cli._common import (
     saying_the_run_stands,
     wired,
 )
-from tofuflow.errors import TofuflowError
+from tofuflow.errors import ConfigError, TofuflowError
 from tofuflow.tomlfile import suggest
 
 if TYPE_CHECKING:
@@ -58,7 +58,8 @@ __all__ = ["apply", "approve", "audit", "plan", "rollback", "runs", "unlock"]
 @click.option(
     "--run-id-file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
     help="Also write the run id to FILE (one line), for the stage that applies it; "
-    "removed first, so a plan that fails leaves none behind.",
+    "removed first, so a plan that fails leaves none behind. Outside the workspace's "
+    "configuration (apply checks that it is unchanged).",
 )  # fmt: skip
 def plan(
     workspace: str, project_path: Path | None, destroy: bool, run_id_file: Path | None
@@ -86,6 +87,8 @@ def plan(
         with reporting(report, f"tofuflow plan {workspace}"):
             project = load_project_file(project_path)
             ws = project.workspace(workspace)
+            if run_id_file is not None:
+                _outside_the_configuration(run_id_file, ws)
             context = detect_run_context(cwd=ws.directory).to_json()
             # Embedded: a token on this workspace only, unless it reads others' outputs.
             scope = "*" if ws.inputs else ws.name
@@ -185,6 +188,21 @@ def apply(run_id: str, project_path: Path | None, wait: str) -> None:
     )))  # fmt: skip
     if report is not None:
         report.applied(ws.name, done)
+
+
+def _outside_the_configuration(run_id_file: Path, ws: Any) -> None:
+    """The run-id file inside the configuration would change it after the plan, and the
+    apply, which checks that the configuration is the one planned, would refuse it."""
+    from tofuflow.runs import configuration
+
+    root = configuration(ws.directory).root.resolve()
+    if run_id_file.resolve().is_relative_to(root):
+        raise ConfigError(
+            f"--run-id-file {run_id_file} is inside the configuration of {ws.name} ({root}): "
+            "writing it would change the configuration after the plan, and `tofuflow apply` "
+            "refuses a configuration that is not the one planned. Write it elsewhere, e.g. "
+            "--run-id-file ../run-id, or in the agent's temp directory"
+        )
 
 
 @contextlib.contextmanager
