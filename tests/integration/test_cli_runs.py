@@ -242,3 +242,30 @@ def test_a_run_id_file_inside_the_configuration_is_refused_before_planning(
         planned.stderr
     ), planned.stderr
     assert "run " not in planned.stdout and not inside.exists()
+
+
+def test_a_variable_a_var_file_also_sets_is_warned_about(tmp_path: Path, binary: Binary) -> None:
+    """`variables = { environment = "staging" }` beside a var file setting "dev": var
+    files win over TF_VAR_, and the plan used "dev" without a word."""
+    del binary
+    repo = tmp_path / "repo"
+    (repo / "infra").mkdir(parents=True)
+    (repo / "infra" / "main.tf").write_text(
+        'variable "environment" {\n  type = string\n}\n'
+        'variable "replicas" {\n  type = number\n}\n'
+        'resource "terraform_data" "x" {\n  input = "${var.environment}-${var.replicas}"\n}\n'
+    )
+    (repo / "infra" / "dev.tfvars").write_text('environment = "dev"\n')
+    (repo / "tofuflow.toml").write_text(
+        '[workspaces."app/dev"]\ndirectory = "infra"\nvar_files = ["infra/dev.tfvars"]\n'
+        'variables = { environment = "staging", replicas = 3 }\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOFUFLOW_", "TF_"))}
+    env.update(XDG_DATA_HOME=str(tmp_path / "data"))
+    planned = _run("plan", "app/dev", cwd=repo, env=env)
+    assert planned.returncode == 2, planned.stdout + planned.stderr
+    warnings = [line for line in planned.stderr.splitlines() if line.startswith("Warning:")]
+    assert warnings == [
+        "Warning: variables.environment in tofuflow.toml: a var file sets it too, and var "
+        "files win over variables, so the plan used the var file's value; set it in one place"
+    ], planned.stderr  # replicas = 3 (a number, TF_VAR_replicas=3) is not one of them

@@ -463,8 +463,15 @@ def test_an_input_naming_an_output_its_dependency_lacks_waits_for_a_person(
 
     applied = cli("run-all", "apply")
     assert applied.returncode == 0, applied.stdout + applied.stderr
-    toml.write_text(toml.read_text().replace("net.db_password", "net.db_pasword"))
+    toml.write_text(
+        toml.read_text().replace("net.db_password", "net.db_pasword")
+        + "variables = { pasword = 3 }\n"  # run-all said nothing of a variable nothing reads
+    )
     planned = cli("run-all", "plan")
     assert "input password unknown: net has no output 'db_pasword'" in planned.stdout
+    assert (
+        "note: variables.pasword in tofuflow.toml: the configuration declares no variable "
+        '"pasword", so the binary ignored it; did you mean "password"?'
+    ) in planned.stdout, planned.stdout
     (row,) = [line for line in planned.stdout.splitlines() if " db (" in line]
     assert row.endswith("+0 ~1 -0 (needs approval)"), planned.stdout

@@ -43,7 +43,6 @@ from tofuflow.cli._common import (
     wired,
 )
 from tofuflow.errors import ConfigError, TofuflowError
-from tofuflow.tomlfile import suggest
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -106,14 +105,8 @@ def plan(
         raise fail(err, report) from err
     with saying_the_run_stands(outcome.run, report):
         click.echo(clean(report, render_plan_text(outcome.plan)))
-        declared = (outcome.plan.raw.get("variables") or {}).keys()
-        for name in outcome.undeclared:
-            click.echo(
-                f"Warning: variables.{name} in {project.path.name}: the configuration "
-                f'declares no variable "{name}", so the binary ignored it'
-                f"{suggest(name, declared)}",
-                err=True,
-            )
+        for warning in outcome.warnings(project.path.name):
+            click.echo(f"Warning: {warning}", err=True)
         print_decision(outcome.run, report)
         if run_id_file is not None:
             run_id_file.parent.mkdir(parents=True, exist_ok=True)

@@ -59,6 +59,26 @@ class PlanOutcome:
     # Names in the workspace's ``variables`` that the configuration does not declare: the
     # binary ignores such a TF_VAR_ without a word (a typo planned with the default).
     undeclared: tuple[str, ...] = ()
+    # Names in the workspace's ``variables`` that a var file also sets: var files win over
+    # TF_VAR_, so the value given in tofuflow.toml was not the one planned.
+    overridden: tuple[str, ...] = ()
+
+    def warnings(self, where: str = "tofuflow.toml") -> list[str]:
+        """What a person should hear about the workspace's ``variables`` (from ``where``):
+        those the configuration ignores, and those a var file overrode."""
+        from tofuflow.tomlfile import suggest
+
+        declared = (self.plan.raw.get("variables") or {}).keys()
+        told = [
+            f'variables.{name} in {where}: the configuration declares no variable "{name}", '
+            f"so the binary ignored it{suggest(name, declared)}"
+            for name in self.undeclared
+        ]
+        return told + [
+            f"variables.{name} in {where}: a var file sets it too, and var files win over "
+            "variables, so the plan used the var file's value; set it in one place"
+            for name in self.overridden
+        ]
 
     @property
     def exit_code(self) -> int:
@@ -121,7 +141,29 @@ def plan_workspace(
         raise
     declared = plan.raw.get("variables") or {}
     undeclared = tuple(sorted(name for name in workspace.variables if name not in declared))
-    return PlanOutcome(decided, plan, undeclared)
+    overridden = tuple(
+        sorted(
+            name for name, given in workspace.variables.items()
+            if "value" in (declared.get(name) or {})
+            and not _same_value(given, declared[name]["value"])
+        )
+    )  # fmt: skip
+    return PlanOutcome(decided, plan, undeclared, overridden)
+
+
+def _same_value(given: Any, planned: Any) -> bool:
+    """Whether ``given`` (a TF_VAR_ value: strings as they are, others JSON) is what the
+    plan used; a string holding JSON counts as that JSON (``"3"`` for a number)."""
+    if given == planned:
+        return True
+    if isinstance(planned, str) and not isinstance(given, str):
+        return json.dumps(given) == planned  # 3 for a string variable: "3"
+    if isinstance(given, str):
+        try:
+            return bool(json.loads(given) == planned)
+        except ValueError:
+            return False
+    return False
 
 
 def _check_local_state(workspace: WorkspaceConfig, control_plane: ControlPlane) -> None:

@@ -65,6 +65,7 @@ class StackTask:
                 workspace, self.clients("plan", workspace), self.context(workspace), runner,
                 destroy=self.mode == "destroy",
             )  # fmt: skip
+            notes = (*notes, *planned.warnings())
             run = planned.run
             run_id = str(run["id"])
             status = str(run["status"])
