@@ -253,12 +253,18 @@ def test_a_mistyped_current_key_path_stops_the_server_before_it_serves(tmp_path:
     assert started.returncode == 1, err
     assert "Traceback" not in err
     line = err.strip()
+    typo_key = tmp_path / "data" / "keys" / "typo.key"
+    # The database holds sealed state: no key is made for the mistyped path.
+    assert line.startswith(f"Error: key file {typo_key} does not exist"), line
+    assert not typo_key.exists()
+    # A key file that exists but is not the one the state was sealed with: refused too.
+    made = _cli("server", "keys", "new", str(typo_key), config=moved)
+    assert made.returncode == 0, made.stderr
+    refused = _cli("server", "--port", str(free_port()), config=moved)
+    line = refused.stderr.strip()
     assert line.startswith("Error: the newest state version (app/k, version 1) is sealed "
                            "with key local:"), line  # fmt: skip
-    assert (
-        "keys.current is key local:" in line
-        and str(tmp_path / "data" / "keys" / "typo.key") in line
-    )
+    assert "keys.current is key local:" in line and str(typo_key) in line
     assert "[[keys.previous]]" in line
 
 
@@ -271,6 +277,8 @@ def test_state_sealed_under_a_key_the_server_lacks_is_explained_in_the_server_lo
     # under the new key; then the old key is dropped before every version was re-wrapped.
     rotated = '[keys.current]\nkind = "local"\npath = "keys/new.key"\n'
     previous = '[[keys.previous]]\nkind = "local"\npath = "keys/local.key"\n'
+    made = _cli("server", "keys", "new", str(tmp_path / "data" / "keys" / "new.key"), config=first)
+    assert made.returncode == 0, made.stderr
     _write_state(_config(tmp_path, SIMPLE_APPLIER_TOML + rotated + previous), 2)
     dropped = _config(tmp_path, SIMPLE_APPLIER_TOML + rotated)
     log = tmp_path / "log"
@@ -312,9 +320,16 @@ def test_key_tables_without_a_kind_are_local_keys_as_without_the_tables(tmp_path
         token = _cli("server", "tokens", "create", "--role", "admin", config=config)
         auth = ("", token.stdout.strip())
         assert httpx.post(server.state_url("app/k"), content=state, auth=auth).is_success
-    # A rotation to a new key file, written as the defaults read: no kind anywhere.
+    # A rotation to a new key file, written as the defaults read: no kind anywhere. The
+    # database holds sealed state: the server does not make the key; the operator does.
     tables = '[keys.current]\npath = "keys/new.key"\n[[keys.previous]]\npath = "keys/local.key"\n'
     rotated = _config(tmp_path, SIMPLE_APPLIER_TOML + tables)
+    missing = _cli("server", "--port", str(free_port()), config=rotated)
+    assert missing.returncode == 1 and "tofuflow server keys new PATH" in missing.stderr
+    assert not (tmp_path / "data" / "keys" / "new.key").exists()  # none made behind its back
+    made = _cli("server", "keys", "new", str(tmp_path / "data" / "keys" / "new.key"),
+                config=rotated)  # fmt: skip
+    assert made.returncode == 0, made.stderr
     with process_server(rotated, free_port(), tmp_path / "log") as server:
         read = httpx.get(server.state_url("app/k"), auth=auth)
         assert read.status_code == 200 and read.content == state, read.text

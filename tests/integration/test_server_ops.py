@@ -42,10 +42,12 @@ def _config(tmp_path: Path, keys: str = "") -> Path:
 
 
 def _rotating_config(tmp_path: Path) -> tuple[Path, Path]:
-    """The configuration with a new current key and the server's first key as previous
-    (step 1 of rotation), and the new key's path."""
+    """The new key made (`tofuflow server keys new`), and the configuration with it as
+    the current key and the server's first key as previous (step 1 of rotation)."""
     old_key = tmp_path / "data" / "keys" / "local.key"
     new_key = tmp_path / "new.key"
+    made = _cli("server", "keys", "new", str(new_key), config=_config(tmp_path))
+    assert made.returncode == 0 and made.stdout.startswith("local:"), made.stderr
     return _config(
         tmp_path,
         f'[keys.current]\nkind = "local"\npath = "{new_key}"\n'

@@ -494,6 +494,31 @@ def keys() -> None:
     """Key-encryption keys: rotate without downtime."""
 
 
+@keys.command("new")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def keys_new(path: Path) -> None:
+    """Make a new local key file at PATH (0600) and print its id.
+
+    
+    For a rotation, or a first start of several replicas: make the key once, copy the
+    file to every replica (the same path in each one's [keys.current]), then restart
+    them. A server makes a key by itself only for a database that holds nothing sealed
+    yet. Refuses to replace an existing file.
+    """
+    from tofuflow.server.crypto import LocalKeyProvider
+
+    if path.exists():
+        raise click.ClickException(
+            f"{path} already exists: a key file is never replaced (what it sealed could no "
+            "longer be opened); give another path"
+        )
+    try:
+        made = LocalKeyProvider.generate(path)
+    except TofuflowError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"{made.key_id} {path}")
+
+
 @keys.command("rotate")
 @click.pass_obj
 def keys_rotate(config: Any) -> None:
@@ -508,10 +533,12 @@ def keys_rotate(config: Any) -> None:
     """
     from tofuflow.server.admin import rotate_keys
     from tofuflow.server.crypto import keyring_from_config
+    from tofuflow.server.storage import holds_sealed
 
     try:
-        keyring = keyring_from_config(config.keys, config.data_dir)
-        count = rotate_keys(_engine(config), keyring)
+        engine = _engine(config)
+        keyring = keyring_from_config(config.keys, config.data_dir, create=not holds_sealed(engine))
+        count = rotate_keys(engine, keyring)
     except TofuflowError as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"re-wrapped {count} data keys under {keyring.current.key_id}")

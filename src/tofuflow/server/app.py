@@ -72,7 +72,7 @@ from tofuflow.server.console import install_console, install_offline_docs
 from tofuflow.server.crypto import keyring_from_config
 from tofuflow.server.logs import plain_handler
 from tofuflow.server.notify import NotifyConfig, NotifyMetrics, Sender, enable
-from tofuflow.server.storage import blob_store_from_config, make_engine, migrate
+from tofuflow.server.storage import blob_store_from_config, holds_sealed, make_engine, migrate
 
 __all__ = ["create_app", "start_sender"]
 
@@ -91,9 +91,11 @@ def create_app(config: ServerConfig) -> FastAPI:
     )  # fmt: skip
     migrate(engine)
     blobs = blob_store_from_config(config.blobs)
+    # A key is made by itself only for a database that holds nothing sealed yet: one made
+    # later would be this process's alone (a replica's, a mistyped path's).
+    keyring = keyring_from_config(config.keys, config.data_dir, create=not holds_sealed(engine))
     service = StateService(
-        engine, keyring_from_config(config.keys, config.data_dir), blobs,
-        max_state_bytes=config.max_state_bytes,
+        engine, keyring, blobs, max_state_bytes=config.max_state_bytes
     )  # fmt: skip
     service.check_keys()
     issuers = issuers_from_config(list(config.oidc_issuers))

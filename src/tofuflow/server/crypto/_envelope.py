@@ -146,14 +146,16 @@ def _tampered(key_id: str) -> CryptoError:
     )
 
 
-def keyring_from_config(cfg: Mapping[str, Any], data_dir: Path) -> Keyring:
+def keyring_from_config(cfg: Mapping[str, Any], data_dir: Path, *, create: bool = True) -> Keyring:
     """Build the keyring from the ``[keys]`` table of the server configuration.
 
         keyring_from_config({}, data_dir)   # a local key file at data_dir/keys/local.key
         keyring_from_config({"current": {"kind": "aws-kms", "key_id": arn},
                              "previous": [{"kind": "local"}]}, data_dir)
 
-    Previous keys must exist already: they are never created.
+    Previous keys must exist already: they are never created. ``create=False`` does not
+    create the current key file or salt either (a database that already holds sealed
+    data: a key made now would be this process's alone, unknown to other replicas).
     """
     unknown = sorted(set(cfg) - {"current", "previous"})
     if unknown:
@@ -166,7 +168,7 @@ def keyring_from_config(cfg: Mapping[str, Any], data_dir: Path) -> Keyring:
         isinstance(c, Mapping) for c in previous_cfgs
     ):
         raise ConfigError("keys.previous must be an array of tables ([[keys.previous]])")
-    current = key_provider_from_config(current_cfg, data_dir)
+    current = key_provider_from_config(current_cfg, data_dir, create=create)
     previous = [
         key_provider_from_config(c, data_dir, create=False, where=f"keys.previous[{i}]")
         for i, c in enumerate(previous_cfgs)

@@ -132,8 +132,11 @@ def _read_private_key(path: Path) -> bytes:
         key = path.read_bytes()
     except FileNotFoundError as exc:
         raise CryptoError(
-            f"key file {path} does not exist: restore it from your backup, "
-            "or remove it from the key configuration"
+            f"key file {path} does not exist (a key is made by itself only for a database "
+            "that holds no sealed data yet): restore it from your backup, copy the one the "
+            "other replicas use, or, for a rotation, make the new key once with `tofuflow "
+            "server keys new PATH` and copy it to every replica; or remove it from the key "
+            "configuration"
         ) from exc
     except OSError as exc:
         raise CryptoError(

@@ -541,6 +541,21 @@ def shown_url(url: URL) -> str:
     return url.set(query=query).render_as_string(hide_password=True)
 
 
+def holds_sealed(engine: Engine) -> bool:
+    """Whether the database holds anything sealed under a key: a state version or a run's
+    artifact (plans, logs and snapshots come with one of those)."""
+    from sqlalchemy import select
+
+    with engine.connect() as connection:
+        for found in (
+            select(StateVersion.id).limit(1),
+            select(Run.id).where(Run.artifact_sha256.is_not(None)).limit(1),
+        ):
+            if connection.execute(found).first() is not None:
+                return True
+    return False
+
+
 def _reason(exc: Exception) -> str:
     """The database's own words (the first line), not SQLAlchemy's wrapping."""
     cause = getattr(exc, "orig", None) or exc
