@@ -94,9 +94,16 @@ def test_a_token_is_revoked_by_the_id_as_the_log_shows_it_or_by_the_whole_token(
         # The access log, the audit log and every refusal name a token as tfw_<id>.
         httpx.get(f"{server.url}/v1/workspaces", headers={"Authorization": f"Bearer {as_logged}"})
         logged = _logged_token(tmp_path / "log")
+        said = []
         for given in (logged, f"token:{logged}"):
             done = _cli("server", "tokens", "revoke", given, config=config)
             assert done.returncode == 0, done.stderr
+            said.append(done.stdout.strip())
+        # Again: nothing changes (the revocation time an incident timeline relies on stays,
+        # no second audit event), and it says when it was revoked.
+        assert said[0] == f"revoked {logged.removeprefix('tfw_')}", said
+        assert said[1].startswith(f"{logged} was revoked already, at "), said
+        assert said[1].endswith(": nothing changed"), said
         leaked, leaked_id = create()
         done = _cli("server", "tokens", "revoke", leaked, config=config)
         assert done.returncode == 0, done.stderr

@@ -445,10 +445,14 @@ def tokens_revoke(config: Any, token_id: str) -> None:
     TOKEN_ID is the id `tokens list` shows, or the token as the server log and the
     audit log name it (tfw_<id>); a whole token that leaked works too.
     """
+    from tofuflow.errors import ConflictError
     from tofuflow.server.admin import revoke_token
 
     try:
         revoked = revoke_token(_engine(config), token_id)
+    except ConflictError as err:  # revoked already: the goal holds, not an error
+        click.echo(str(err))
+        return
     except TofuflowError as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"revoked {revoked}")

@@ -19,7 +19,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, undefer
 
-from tofuflow.errors import NotFoundError
+from tofuflow.errors import ConflictError, NotFoundError
 from tofuflow.server import _audit
 from tofuflow.server._audit import VerifyResult
 from tofuflow.server._state import state_aad
@@ -107,7 +107,8 @@ def prune_tokens(engine: Engine, older_than: dt.timedelta) -> list[str]:
 def revoke_token(engine: Engine, token_id: str, *, delete: bool = False) -> str:
     """Revoke the token ``token_id`` names (see ``token_id_of``); returns its id. With
     ``delete`` its row goes too (a token minted for one command, whose story the audit
-    log holds), and the ``token.revoke`` event says so."""
+    log holds), and the ``token.revoke`` event says so. ConflictError, changing nothing,
+    for a token revoked already."""
     token_id = token_id_of(token_id)
     with write_session(engine) as session:
         row = session.get(ApiToken, token_id)
@@ -119,6 +120,12 @@ def revoke_token(engine: Engine, token_id: str, *, delete: bool = False) -> str:
         if delete:
             session.delete(row)
             detail["deleted"] = True
+        elif row.revoked_at is not None:
+            # Revoked already: its time stays what the incident timeline says.
+            raise ConflictError(
+                f"{TOKEN_PREFIX}{token_id} was revoked already, at "
+                f"{row.revoked_at.isoformat(timespec='seconds')}: nothing changed"
+            )
         else:
             row.revoked_at = utcnow()
         _audit.append(session, _OPERATOR, "token.revoke", detail=detail)
