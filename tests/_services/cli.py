@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["CLI", "descendants", "run_cli"]
+__all__ = ["CLI", "cli_in", "descendants", "fresh_user", "run_cli"]
 
 CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
 
@@ -21,6 +22,24 @@ def run_cli(
         [*CLI, *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=timeout,
         input=stdin, env=dict(os.environ),
     )  # fmt: skip
+
+
+def fresh_user(tmp_path: Path) -> dict[str, str]:
+    """The environment of a user with no tofuflow or TF_ settings and their own data
+    directory (so the embedded control plane is theirs alone)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOFUFLOW_", "TF_"))}
+    env["XDG_DATA_HOME"] = str(tmp_path / "data")
+    return env
+
+
+def cli_in(cwd: Path, env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``cli("plan", "app/dev")``: `tofuflow ARGS` in ``cwd`` with ``env``."""
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, *args], cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=300, check=False)  # fmt: skip
+
+    return cli
 
 
 def descendants(pid: int) -> list[int]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from _services.cli import fresh_user
 from tofuflow.tofu import Binary
 
 CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
@@ -260,9 +261,7 @@ def test_a_variable_a_var_file_also_sets_is_warned_about(tmp_path: Path, binary:
         '[workspaces."app/dev"]\ndirectory = "infra"\nvar_files = ["infra/dev.tfvars"]\n'
         'variables = { environment = "staging", replicas = 3 }\n'
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOFUFLOW_", "TF_"))}
-    env.update(XDG_DATA_HOME=str(tmp_path / "data"))
-    planned = _run("plan", "app/dev", cwd=repo, env=env)
+    planned = _run("plan", "app/dev", cwd=repo, env=fresh_user(tmp_path))
     assert planned.returncode == 2, planned.stdout + planned.stderr
     warnings = [line for line in planned.stderr.splitlines() if line.startswith("Warning:")]
     assert warnings == [

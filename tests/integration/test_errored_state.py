@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from _services.cli import fresh_user
 from _services.postgres import free_port
 from _services.server import cli_token, process_server
 from tofuflow.errors import StateWriteError
@@ -103,9 +103,8 @@ def test_an_apply_whose_state_write_met_a_restarting_server_pushes_it_when_it_is
         f'[server]\nurl = "http://127.0.0.1:{port}"\n'
         '[workspaces."app/dev"]\ndirectory = "infra"\nvariables = { sleep_seconds = 3 }\n'
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOFUFLOW_", "TF_"))}
     work = tmp_path / "work"
-    env.update(XDG_DATA_HOME=str(tmp_path / "xdg"), TOFUFLOW_WORK_DIR=str(work))
+    env = {**fresh_user(tmp_path), "TOFUFLOW_WORK_DIR": str(work)}
     with process_server(config, port, tmp_path / "first.log") as server:
         planned = _cli("plan", "app/dev", cwd=repo, env={**env, "TOFUFLOW_PLAN_TOKEN": planner})
         assert planned.returncode == 2, planned.stdout + planned.stderr

@@ -4,16 +4,13 @@ state into the control plane, after which the plan finds nothing to do."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from _services.cli import cli_in, fresh_user
 from tofuflow.tofu import Tofu
 
-CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
 CONFIG = 'resource "terraform_data" "db" {\n  input = "kept"\n}\n'
 
 
@@ -29,12 +26,7 @@ def test_local_state_is_pushed_before_the_first_plan_not_created_again(
     before.init()
     before.apply()
     (repo / "tofuflow.toml").write_text('[workspaces."app/db"]\ndirectory = "infra"\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOFUFLOW_", "TF_"))}
-    env.update(XDG_DATA_HOME=str(tmp_path / "data"))
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*CLI, *args], cwd=repo, env=env, capture_output=True,
-                              text=True, timeout=300, check=False)  # fmt: skip
+    cli = cli_in(repo, fresh_user(tmp_path))
 
     refused = cli("plan", "app/db")
     assert refused.returncode == 1, refused.stdout + refused.stderr
@@ -69,10 +61,7 @@ def test_backend_own_with_a_local_backend_is_refused_with_the_way_to_move_the_st
     (repo / "tofuflow.toml").write_text(
         '[workspaces."app/legacy"]\ndirectory = "infra"\nbackend = "own"\n'
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOFUFLOW_", "TF_"))}
-    env.update(XDG_DATA_HOME=str(tmp_path / "data"))
-    refused = subprocess.run([*CLI, "plan", "app/legacy"], cwd=repo, env=env, text=True,
-                             capture_output=True, timeout=300, check=False)  # fmt: skip
+    refused = cli_in(repo, fresh_user(tmp_path))("plan", "app/legacy")
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert 'backend = "own" with the configuration\'s backend "local"' in refused.stderr
     legacy = repo / "infra" / "legacy.tfstate"

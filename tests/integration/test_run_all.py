@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from _services.cli import cli_in, fresh_user
 from _services.fixtures import make_token
 from _services.server import threaded_server
 from tofuflow.stacks import locking_binary, plugin_cache_dir
@@ -454,12 +455,7 @@ def test_an_input_naming_an_output_its_dependency_lacks_waits_for_a_person(
         '[workspaces.db]\ndirectory = "db"\ndepends_on = ["net"]\n'
         'inputs = { password = "net.db_password" }\n'
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOFUFLOW_", "TF_"))}
-    env.update(XDG_DATA_HOME=str(tmp_path / "data"))
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*CLI, *args], cwd=repo, env=env, capture_output=True,
-                              text=True, timeout=300, check=False)  # fmt: skip
+    cli = cli_in(repo, fresh_user(tmp_path))
 
     applied = cli("run-all", "apply")
     assert applied.returncode == 0, applied.stdout + applied.stderr

@@ -3,17 +3,16 @@ that waits says so, and whom for, instead of hanging without a word."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
+from _services.cli import CLI, cli_in, fresh_user
+
 SLOW = Path(__file__).parent.parent / "fixtures" / "configs" / "slow"
 
 
@@ -28,12 +27,8 @@ def test_a_plan_waiting_for_a_running_apply_says_whom_it_waits_for(
         '[workspaces."app/dev"]\ndirectory = "infra"\nvariables = { sleep_seconds = 4 }\n'
     )
     work = tmp_path / "work"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOFUFLOW_", "TF_"))}
-    env.update(XDG_DATA_HOME=str(tmp_path / "data"), TOFUFLOW_WORK_DIR=str(work))
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*CLI, *args], cwd=repo, env=env, capture_output=True,
-                              text=True, timeout=300, check=False)  # fmt: skip
+    env = {**fresh_user(tmp_path), "TOFUFLOW_WORK_DIR": str(work)}
+    cli = cli_in(repo, env)
 
     planned = cli("plan", "app/dev")
     assert planned.returncode == 2, planned.stdout + planned.stderr
