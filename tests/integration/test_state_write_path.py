@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -204,7 +205,14 @@ def test_writers_contending_for_one_workspace_through_two_replicas_keep_one_audi
                 lock_id = f"writer-{writer}-{done}"
                 taken = client.request("LOCK", f"{url}/lock", content=_lock_info(lock_id))
                 if taken.status_code == 423:
-                    continue  # held by another writer: ask again
+                    # Held by another writer: ask again soon, as the binary's backend does
+                    # (a loop without a pause is 429'd by the per-identity rate limit,
+                    # more so the faster the holders are).
+                    time.sleep(0.02)
+                    continue
+                if taken.status_code == 429:
+                    time.sleep(float(taken.headers.get("retry-after") or 1))
+                    continue
                 if taken.status_code != 200:
                     failures.append(f"LOCK {taken.status_code}: {taken.text}")
                     return
