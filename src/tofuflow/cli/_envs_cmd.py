@@ -26,7 +26,6 @@ from tofuflow.cli._common import (
     saying_how_far,
 )
 from tofuflow.errors import ConfigError, TofuflowError
-from tofuflow.tomlfile import suggest
 
 __all__ = ["env"]
 
@@ -118,13 +117,12 @@ def _warn_undeclared(name: str, given: set[str]) -> Callable[[str, Collection[st
     """Tells of a variable the environment's configuration does not declare: the binary
     ignores it, so a typo silently deploys the default."""
 
+    from tofuflow.runs import ignored_variable
+
     def warn(variable: str, declared: Collection[str]) -> None:
         where = "--var" if variable in given else "variable"
-        click.echo(
-            f"Warning: {where} {variable} of environment {name}: the configuration declares "
-            f'no variable "{variable}", so the binary ignored it{suggest(variable, declared)}',
-            err=True,
-        )
+        subject = f"{where} {variable} of environment {name}"
+        click.echo(f"Warning: {ignored_variable(subject, variable, declared)}", err=True)
 
     return warn
 

@@ -382,6 +382,7 @@ def tokens_create(config: Any, role: str, workspaces: str, ttl: str, description
     (no token to store; docs/identity.md).
     """
     from tofuflow.server.admin import create_token
+    from tofuflow.server.storage import shown_url
 
     engine = _engine(config)
     try:
@@ -390,8 +391,6 @@ def tokens_create(config: Any, role: str, workspaces: str, ttl: str, description
         )
     except TofuflowError as err:
         raise click.ClickException(str(err)) from err
-    from tofuflow.server.storage import shown_url
-
     click.echo(created.token)
     # Which control plane's database: a shell without TOFUFLOW_SERVER_CONFIG would make
     # tokens in the default one, which the real server has never heard of.

@@ -63,16 +63,15 @@ def push_errored(
             if time.monotonic() + wait > deadline:
                 return _unpushed(exc, workspace, f"it did not answer for {patience:g} s: {failure}")
             time.sleep(wait)
-        except (TofuflowError, DocumentError) as failure:
+        except TofuflowError as failure:  # a refusal, or a file that is no state
             return _unpushed(exc, workspace, str(failure))
     path.unlink()
-    shown = f"serial {serial}"
     kept = [d for d in exc.diagnostics if d.summary not in _SAVE_FAILURES]
     return dataclasses.replace(
         exc,
         message=(
             f"apply could not save its state when it finished (the control plane did not "
-            f"take it); tofuflow pushed the state it left (errored.tfstate, {shown}) once "
+            f"take it); tofuflow pushed the state it left (errored.tfstate, serial {serial}) once "
             "the control plane answered: nothing it applied is lost. The run is recorded "
             "failed: plan again to see where things stand"
         ),
@@ -100,7 +99,8 @@ def next_state_version(left: bytes, current: bytes | None) -> tuple[bytes | None
         document["lineage"] = lineage or str(uuid.uuid4())
         document["serial"] = max(serial, 1)
     else:
-        stored = State.from_json(current)
+        held = json.loads(current)  # the control plane's own state: JSON
+        stored = State.from_json(held)
         if lineage not in ("", stored.lineage):
             raise DocumentError(f"its lineage {lineage} is not the workspace's ({stored.lineage})")
         if serial < stored.serial:
@@ -109,8 +109,7 @@ def next_state_version(left: bytes, current: bytes | None) -> tuple[bytes | None
                 f"is {serial}): someone wrote state after this apply's lock was lost"
             )
         document["lineage"] = stored.lineage
-        same = {**json.loads(current), "serial": 0} == {**document, "serial": 0}
-        if same:
+        if {**held, "serial": 0} == {**document, "serial": 0}:
             return None, stored.serial
         document["serial"] = stored.serial + 1
     return (json.dumps(document, indent=2) + "\n").encode(), int(document["serial"])

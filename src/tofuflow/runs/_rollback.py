@@ -98,25 +98,24 @@ def planned_inputs(
     keeps ``workspace``'s)."""
     data = _artifact(control_plane, control_plane.run(run_id))
     with tempfile.TemporaryDirectory(prefix="tofuflow-replan-") as tmp:
-        planned = restore_inputs(data, Path(tmp))
-        if planned is None:
-            yield workspace
-        else:
-            yield dataclasses.replace(
-                workspace, variables=planned.variables, var_files=planned.var_files,
-                run_time_var_files=planned.run_time_var_files,
-            )  # fmt: skip
+        yield _with_inputs_of(workspace, data, Path(tmp))
 
 
 def _as_planned(workspace: WorkspaceConfig, data: bytes, tmp: Path) -> WorkspaceConfig:
     """``workspace`` with the configuration, variables and var files an artifact holds,
     restored under ``tmp`` (an older artifact without inputs keeps today's)."""
     snapshot = dataclasses.replace(workspace, directory=restore_config(data, tmp / "config"))
-    planned = restore_inputs(data, tmp / "var-files")
+    return _with_inputs_of(snapshot, data, tmp / "var-files")
+
+
+def _with_inputs_of(workspace: WorkspaceConfig, data: bytes, tmp: Path) -> WorkspaceConfig:
+    """``workspace`` with the variables and var files (restored under ``tmp``) the
+    artifact ``data`` was planned with; as it is for an older artifact without them."""
+    planned = restore_inputs(data, tmp)
     if planned is None:
-        return snapshot
+        return workspace
     return dataclasses.replace(
-        snapshot, variables=planned.variables, var_files=planned.var_files,
+        workspace, variables=planned.variables, var_files=planned.var_files,
         run_time_var_files=planned.run_time_var_files,
     )  # fmt: skip
 

@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,7 @@ from tofuflow.tofu import Event, Plan, parse_event
 __all__ = [
     "PlanOutcome",
     "apply_run",
+    "ignored_variable",
     "interrupted_summary",
     "plan_workspace",
     "planned_changes",
@@ -66,12 +67,9 @@ class PlanOutcome:
     def warnings(self, where: str = "tofuflow.toml") -> list[str]:
         """What a person should hear about the workspace's ``variables`` (from ``where``):
         those the configuration ignores, and those a var file overrode."""
-        from tofuflow.tomlfile import suggest
-
         declared = (self.plan.raw.get("variables") or {}).keys()
         told = [
-            f'variables.{name} in {where}: the configuration declares no variable "{name}", '
-            f"so the binary ignored it{suggest(name, declared)}"
+            ignored_variable(f"variables.{name} in {where}", name, declared)
             for name in self.undeclared
         ]
         return told + [
@@ -151,6 +149,17 @@ def plan_workspace(
     return PlanOutcome(decided, plan, undeclared, overridden)
 
 
+def ignored_variable(subject: str, name: str, declared: Iterable[str]) -> str:
+    """``subject`` (where the variable is given) told that the binary ignored variable
+    ``name``, which the configuration (declaring ``declared``) does not declare."""
+    from tofuflow.tomlfile import suggest
+
+    return (
+        f'{subject}: the configuration declares no variable "{name}", so the binary '
+        f"ignored it{suggest(name, declared)}"
+    )
+
+
 def _same_value(given: Any, planned: Any) -> bool:
     """Whether ``given`` (a TF_VAR_ value: strings as they are, others JSON) is what the
     plan used; a string holding JSON counts as that JSON (``"3"`` for a number)."""
@@ -170,8 +179,10 @@ def _check_local_state(workspace: WorkspaceConfig, control_plane: ControlPlane) 
     """A configuration that kept its state in a local file before tofuflow: planned
     against the control plane's empty state, its resources would all be created again
     (and creating is routine: auto-approved). Refused until that state is pushed."""
+    if workspace.backend != "tofuflow":
+        return
     local = local_state_file(workspace.directory)
-    if workspace.backend != "tofuflow" or not local.is_file():
+    if not local.is_file():
         return
     try:
         resources = json.loads(local.read_bytes()).get("resources") or []
