@@ -183,6 +183,9 @@ def test_init_refuses_to_overwrite_unless_forced(repo: Path) -> None:
     forced = _tofuflow("init", "--force", cwd=repo)
     assert forced.returncode == 0, forced.stderr
     assert len(load_project(repo / "tofuflow.toml").workspaces) == 3
+    # What it replaced is kept, and the output says where: hand edits are not lost.
+    assert (repo / "tofuflow.toml.bak").read_text() == "# mine\n"
+    assert f"the file it replaced is kept as {repo / 'tofuflow.toml.bak'}" in forced.stdout
 
 
 def test_init_takes_the_repository_as_an_argument(repo: Path, tmp_path: Path) -> None:

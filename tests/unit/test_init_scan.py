@@ -99,3 +99,38 @@ def test_var_files_below_count_only_from_a_directory_of_var_files(tmp_path: Path
         ("app/prod", ("app/envs/prod.tfvars.json",)),
         ("app/child", ("app/child/stage.tfvars",)),
     ]
+
+
+def test_a_shared_var_file_goes_to_every_environment_not_a_workspace_of_its_own(
+    tmp_path: Path,
+) -> None:
+    """envs/common.tfvars beside envs/dev.tfvars and envs/prod.tfvars is what every
+    environment is planned with (`-var-file=common.tfvars -var-file=dev.tfvars`): a
+    workspace of its own would plan the configuration with no environment at all."""
+    _write(tmp_path / "app" / "main.tf", 'variable "region" {}\nvariable "size" {}\n')
+    _write(tmp_path / "app" / "envs" / "common.tfvars", 'region = "eu-west-1"\n')
+    _write(tmp_path / "app" / "envs" / "dev.tfvars", "size = 1\n")
+    _write(tmp_path / "app" / "envs" / "prod.tfvars", "size = 3\n")
+    roots, _ = find_root_modules(tmp_path)
+    assert [(r.name, r.var_files, r.required, r.production) for r in roots] == [
+        ("app/dev", ("app/envs/common.tfvars", "app/envs/dev.tfvars"), (), False),
+        ("app/prod", ("app/envs/common.tfvars", "app/envs/prod.tfvars"), (), True),
+    ]
+    text = render_project(roots)
+    assert 'var_files = ["app/envs/common.tfvars", "app/envs/prod.tfvars"]' in text
+    (tmp_path / "tofuflow.toml").write_text(text)
+    assert set(load_project(tmp_path / "tofuflow.toml").workspaces) == {"app/dev", "app/prod"}
+
+
+def test_the_commented_depends_on_names_a_workspace_of_the_file(tmp_path: Path) -> None:
+    """Uncommenting the example must give a file that loads: it names another workspace
+    init proposed, not a made-up "network"."""
+    _write(tmp_path / "app" / "main.tf", "")
+    _write(tmp_path / "db" / "main.tf", "")
+    roots, _ = find_root_modules(tmp_path)
+    text = render_project(roots)
+    assert '# depends_on = ["db"]' in text and '# depends_on = ["app"]' in text
+    assert "network" not in text
+    uncommented = text.replace('# depends_on = ["db"]', 'depends_on = ["db"]', 1)
+    (tmp_path / "tofuflow.toml").write_text(uncommented)
+    assert load_project(tmp_path / "tofuflow.toml").workspace("app").depends_on == ("db",)

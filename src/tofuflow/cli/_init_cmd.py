@@ -10,6 +10,8 @@ searched. A root module with two or more var files beside it (``dev.tfvars``,
 ``prod.tfvars``: one configuration serving several environments), or in a directory below
 it that holds only var files (``envs/dev.tfvars``), becomes a workspace per var file, all
 sharing its directory; one named ``prod`` or ``production`` is tagged ``production``.
+A var file every environment shares (``common.tfvars``, ``shared``, ``global``,
+``defaults``, ``base``) is not an environment: each workspace gets it before its own.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
@@ -35,6 +37,8 @@ _AUTO_LOADED = ("terraform.tfvars", "terraform.tfvars.json")  # the binary reads
 
 
 _PRODUCTION = frozenset({"prod", "production"})  # var file names that mean production
+# Var file names that mean "every environment": passed before each environment's own.
+_SHARED = frozenset({"common", "shared", "global", "defaults", "default", "base", "all"})
 
 
 @dataclass(frozen=True)
@@ -47,10 +51,11 @@ class RootModule:
     backend: str | None = None  # the backend the configuration declares, if any
     var_files: tuple[str, ...] = ()  # *.tfvars beside it or in envs/ (not loaded by itself)
     per_var_file: bool = False  # one of several workspaces of the directory, one per file
+    others: tuple[str, ...] = ()  # other directories' workspaces (for the examples)
 
     @property
     def production(self) -> bool:
-        return self.per_var_file and _stem(self.var_files[0]).lower() in _PRODUCTION
+        return self.per_var_file and _stem(self.var_files[-1]).lower() in _PRODUCTION
 
 
 @dataclass(frozen=True)
@@ -77,20 +82,25 @@ def find_root_modules(repository: Path) -> tuple[list[RootModule], list[str]]:
         var_files = _var_files(item, repository)
         loaded = _auto_loaded(item.directory)  # the binary reads these whatever the workspace
         required = tuple(v for v in item.required if not _assigns(loaded, v))
-        if len(var_files) < 2:
+        shared = tuple(f for f in var_files if _stem(f).lower() in _SHARED)
+        environments = [f for f in var_files if f not in shared]
+        if len(environments) < 2:
             name = _unique(_workspace_name(relative, repository.name), names)
             names.add(name)
             roots.append(RootModule(name, relative, required, item.backend, var_files))
             continue
-        for var_file in var_files:  # one configuration, an environment per var file
+        for var_file in environments:  # one configuration, an environment per var file
             stem = _stem(var_file)
             name = _unique(_workspace_name(f"{relative}/{stem}", repository.name), names)
             names.add(name)
-            text = (repository / var_file).read_text(errors="replace")
+            files = (*shared, var_file)
+            text = "\n".join((repository / f).read_text(errors="replace") for f in files)
             unset = tuple(v for v in required if not _assigns(text, v))
-            roots.append(
-                RootModule(name, relative, unset, item.backend, (var_file,), per_var_file=True)
-            )
+            roots.append(RootModule(name, relative, unset, item.backend, files, per_var_file=True))
+    # Another directory's workspaces: what the commented depends_on example names.
+    roots = [
+        replace(r, others=tuple(o.name for o in roots if o.directory != r.directory)) for r in roots
+    ]
     return roots, modules
 
 
@@ -251,6 +261,7 @@ def render_project(roots: list[RootModule]) -> str:
 
 def _workspace(root: RootModule) -> str:
     table = f"workspaces.{_key(root.name)}"
+    before = root.others[0] if root.others else "<another workspace>"
     lines = [
         "",
         "# One workspace = one state, planned, policy-checked, approved and applied as a unit.",
@@ -277,8 +288,8 @@ def _workspace(root: RootModule) -> str:
         'tags = ["production"]' if root.production else '# tags = ["production"]',
         "# Workspaces `tofuflow run-all` plans and applies before this one; inputs passes their",
         '# outputs as variables: variable = "<workspace>.<output>".',
-        '# depends_on = ["network"]',
-        '# inputs = { vpc_id = "network.vpc_id" }',
+        f"# depends_on = [{json.dumps(before)}]",
+        f'# inputs = {{ <variable> = "{before}.<output>" }}',
         "# Cloud credentials per stage, from the pipeline's own OIDC token (docs/identity.md):",
         f"# [{table}.identity.plan] and [{table}.identity.apply]",
     ]
@@ -325,7 +336,8 @@ def _key(name: str) -> str:
 @click.option(
     "--force",
     is_flag=True,
-    help="Replace an existing tofuflow.toml, or write one below another.",
+    help="Replace an existing tofuflow.toml (kept as tofuflow.toml.bak), or write one "
+    "below another.",
 )
 def init(repository: Path, force: bool) -> None:
     """Write a commented tofuflow.toml with a workspace per root module in REPOSITORY.
@@ -336,8 +348,9 @@ def init(repository: Path, force: bool) -> None:
     as local modules (hidden directories such as .terraform are skipped). Each becomes a
     workspace named by its path; one with several var files beside it (dev.tfvars,
     prod.tfvars) or in a directory of var files below it (envs/dev.tfvars) becomes a
-    workspace per var file, sharing the directory, and the one named prod or
-    production is tagged production. Then: tofuflow plan WORKSPACE.
+    workspace per var file, sharing the directory (a common.tfvars goes to each, first),
+    and the one named prod or production is tagged production. Then: tofuflow plan
+    WORKSPACE.
     """
     from tofuflow.errors import TofuflowError
     from tofuflow.project import PROJECT_FILE, load_project
@@ -372,8 +385,21 @@ def init(repository: Path, force: bool) -> None:
     except TofuflowError as err:
         draft.unlink()
         raise click.ClickException(f"the proposed file does not load: {err}") from err
+    kept = _keep(target) if target.exists() else None
     draft.replace(target)
     _report(target, roots, modules)
+    if kept is not None:
+        click.echo(f"the file it replaced is kept as {kept}")
+
+
+def _keep(target: Path) -> Path:
+    """Copy ``target`` to the first free ``<name>.bak``, ``<name>.bak.2``, ...: a second
+    ``--force`` must not overwrite the copy of the hand-edited file with its own output."""
+    kept, number = target.with_name(f"{target.name}.bak"), 2
+    while kept.exists():
+        kept, number = target.with_name(f"{target.name}.bak.{number}"), number + 1
+    kept.write_bytes(target.read_bytes())
+    return kept
 
 
 def _covering(directory: Path, name: str) -> Path | None:
