@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -83,6 +84,27 @@ def test_bad_token_requests_are_refused_by_the_cli_with_the_fix(tmp_path: Path) 
     done = _cli("server", "tokens", "create", "--role", "admin", "--ttl", "400d", config=config)
     assert done.returncode != 0
     assert "365" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "said"),
+    [
+        ("--workspaces", "", "--workspaces is empty"),
+        ("--workspaces", " app/*", "--workspaces has spaces"),
+        ("--description", "ci\nrole admin", "--description has a line break"),
+    ],
+)
+def test_a_token_that_would_match_nothing_or_forge_a_list_line_is_refused(
+    tmp_path: Path, option: str, value: str, said: str
+) -> None:
+    """An empty or space-padded glob makes a token that works on no workspace (every use
+    a 403 nobody understands); a line break in a description forges a second row of
+    `tokens list`. Refused, with nothing created."""
+    config = _config(tmp_path)
+    done = _cli("server", "tokens", "create", "--role", "reader", option, value, config=config)
+    assert done.returncode == 1 and said in done.stderr, done.stderr
+    assert not done.stdout
+    assert len(_cli("server", "tokens", "list", config=config).stdout.splitlines()) <= 1
 
 
 def test_keys_rotate_rewraps_every_version_and_the_old_key_can_then_go(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -97,9 +98,13 @@ def raw_request(
 
 
 def refused(response: httpx.Response, status: int, *mentions: str) -> str:
-    """Assert a refusal: ``status``, a JSON ``{"error": ...}`` body; return the message."""
+    """Assert a refusal: ``status``, the one documented JSON form ``{"error": ...,
+    "code": ...}`` (docs/security.md; clients tell refusals apart by the code); return
+    the message."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
+    assert set(response.json()) == {"error", "code"}, response.text
+    assert re.fullmatch(r"[a-z]+(_[a-z]+)*", response.json()["code"]), response.text
     message = response.json()["error"]
     assert isinstance(message, str) and len(message) > 20, message
     for text in mentions:

@@ -19,7 +19,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, undefer
 
-from tofuflow.errors import ConflictError, NotFoundError
+from tofuflow.errors import ConfigError, ConflictError, NotFoundError
 from tofuflow.server import _audit
 from tofuflow.server._audit import VerifyResult
 from tofuflow.server._state import state_aad
@@ -63,8 +63,11 @@ class CreatedToken:
 def create_token(
     engine: Engine, *, role: str, workspaces: str, ttl: str, description: str = ""
 ) -> CreatedToken:
-    """Create an expiring token; the secret is shown once and only its hash is stored."""
+    """Create an expiring token; the secret is shown once and only its hash is stored.
+    ConfigError for a glob that matches no workspace name (empty, or with spaces) and a
+    description with a line break (it would forge a row of `tokens list`)."""
     parsed_role = Role.parse(role)
+    _check_token_fields(workspaces, description)
     expires_at = utcnow() + parse_ttl(ttl)
     token, token_id, secret_hash = new_token()
     with write_session(engine) as session:
@@ -80,6 +83,24 @@ def create_token(
                     "expires_at": expires_at.isoformat()},
         )  # fmt: skip
     return CreatedToken(token, token_id, parsed_role.value, workspaces, expires_at.isoformat())
+
+
+def _check_token_fields(workspaces: str, description: str) -> None:
+    if not workspaces:
+        raise ConfigError(
+            "--workspaces is empty: the token would match no workspace; give a glob such "
+            "as 'app/*', or '*' for every workspace"
+        )
+    if any(char.isspace() for char in workspaces):
+        raise ConfigError(
+            f"--workspaces has spaces ({workspaces!r}): workspace names never do, so the "
+            "token would match none; give one glob such as 'app/*' (a token has one)"
+        )
+    if any(not char.isprintable() for char in description):
+        raise ConfigError(
+            "--description has a line break or another control character; give it on "
+            "one line (it is shown as one row of `tokens list` and in the audit log)"
+        )
 
 
 def list_tokens(engine: Engine) -> list[ApiToken]:

@@ -459,7 +459,7 @@ def _install_error_handlers(app: FastAPI, audit_refusal: AuditRefusal) -> None:
     async def unauthenticated(request: Request, exc: AuthError) -> Response:
         await audit_refusal(request, 401, str(exc))
         return JSONResponse(
-            {"error": str(exc)},
+            {"error": str(exc), "code": "auth_error"},
             status_code=401,
             headers={"WWW-Authenticate": 'Basic realm="tofuflow", Bearer'},
         )
@@ -467,7 +467,7 @@ def _install_error_handlers(app: FastAPI, audit_refusal: AuditRefusal) -> None:
     @app.exception_handler(ForbiddenError)
     async def forbidden(request: Request, exc: ForbiddenError) -> Response:
         await audit_refusal(request, 403, str(exc))
-        return JSONResponse({"error": str(exc)}, status_code=403)
+        return JSONResponse({"error": str(exc), "code": "forbidden_error"}, status_code=403)
 
 
 def _install_rate_limit_handler(app: FastAPI) -> None:
@@ -489,10 +489,14 @@ def _install_server_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CryptoError)
     async def crypto(request: Request, exc: CryptoError) -> Response:
         _log.error("%s %s: server key problem: %s", request.method, request.url.path, exc)
-        return JSONResponse({"error": f"server key problem: {exc}"}, status_code=500)
+        return JSONResponse(
+            {"error": f"server key problem: {exc}", "code": "crypto_error"}, status_code=500
+        )
 
     @app.exception_handler(StorageError)
     async def storage(request: Request, exc: StorageError) -> Response:
         _log.error("%s %s: storage unavailable: %s", request.method, request.url.path, exc)
         # 503: the store may come back, and the binary retries 5xx.
-        return JSONResponse({"error": f"storage unavailable: {exc}"}, status_code=503)
+        return JSONResponse(
+            {"error": f"storage unavailable: {exc}", "code": "storage_error"}, status_code=503
+        )
