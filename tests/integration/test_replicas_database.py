@@ -40,6 +40,22 @@ def test_workers_that_could_open_more_connections_than_the_database_allows_are_w
     assert "Lower [database] pool_size or max_overflow" in text
 
 
+def test_a_password_in_the_files_database_url_is_warned_about_and_never_shown(
+    tmp_path: Path, pg_cluster: tuple[str, Path]
+) -> None:
+    """docs/configuration.md: a URL with a password belongs in TOFUFLOW_DATABASE_URL, not
+    the file (which is easily committed, copied, read). The server still starts (a file
+    mounted from a secret store is a choice), says so at start, and never prints it."""
+    url = fresh_pg_database(pg_cluster[0]).replace("://postgres@", "://postgres:Hunter2-pw@")
+    assert "Hunter2-pw" in url
+    log = tmp_path / "server.log"
+    with process_server(_config_file(tmp_path, url), free_port(), log) as server:
+        assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    text = log.read_text()
+    assert f"warning: {tmp_path / 'server.toml'}: database.url holds a password" in text
+    assert "TOFUFLOW_DATABASE_URL" in text and "Hunter2-pw" not in text
+
+
 def test_a_server_within_the_databases_room_starts_without_a_warning(
     tmp_path: Path, pg_cluster: tuple[str, Path]
 ) -> None:

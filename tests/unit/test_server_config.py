@@ -30,6 +30,25 @@ def test_file_values_are_used_when_no_environment_variable_is_set(
     assert config.effective_database_url == "sqlite:////srv/x.db"
 
 
+def test_an_empty_variable_counts_as_unset_as_docs_configuration_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`TOFUFLOW_DATABASE_URL=` left empty by a template must not swap the configured
+    PostgreSQL for an empty SQLite database; the file's values stand."""
+    for name in ("TOFUFLOW_DATABASE_URL", "TOFUFLOW_DATA_DIR", "TOFUFLOW_SERVER_PORT"):
+        monkeypatch.setenv(name, "")
+    path = _write(
+        tmp_path,
+        '[server]\nport = 9000\ndata_dir = "/srv/tf"\n'
+        '[database]\nurl = "postgresql+psycopg://tofuflow@db/tofuflow"\n',
+    )
+    config = ServerConfig.load(path)
+    assert (config.port, config.data_dir) == (9000, Path("/srv/tf"))
+    assert config.effective_database_url == "postgresql+psycopg://tofuflow@db/tofuflow"
+    docs = " ".join((Path(__file__).parents[2] / "docs" / "configuration.md").read_text().split())
+    assert "A variable set to the empty string counts as unset" in docs
+
+
 def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOFUFLOW_DATABASE_URL", "postgresql+psycopg://db/tofuflow")
     monkeypatch.setenv("TOFUFLOW_SERVER_PORT", "9100")
@@ -297,3 +316,17 @@ def test_database_pool_settings_are_read_and_checked(tmp_path: Path) -> None:
     config_file.write_text("[database]\npoolsize = 5\n")
     with pytest.raises(ConfigError, match=r'database\.poolsize: unknown key; did you mean "pool'):
         ServerConfig.load(config_file)
+
+
+def test_a_password_in_the_files_database_url_is_warned_about_unless_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _write(tmp_path, '[database]\nurl = "postgresql+psycopg://tf:Hunter2@db/tf"\n')
+    monkeypatch.delenv("TOFUFLOW_DATABASE_URL", raising=False)
+    (warning,) = ServerConfig.load(path).warnings
+    assert "database.url holds a password" in warning and "Hunter2" not in warning
+    monkeypatch.setenv("TOFUFLOW_DATABASE_URL", "postgresql+psycopg://tf@db/tf")
+    assert ServerConfig.load(path).warnings == ()
+    without = _write(tmp_path, '[database]\nurl = "postgresql+psycopg://tf@db/tf"\n')
+    monkeypatch.delenv("TOFUFLOW_DATABASE_URL")
+    assert ServerConfig.load(without).warnings == ()

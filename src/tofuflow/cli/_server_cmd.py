@@ -144,6 +144,8 @@ def _run(
     listening = f"http://{config.host}:{config.port}"
     public = f", public URL {config.public_url}" if config.public_url else ""
     click.echo(f"tofuflow control plane on {listening}{public} (data: {config.data_dir})", err=True)
+    for warning in config.warnings:
+        click.echo(f"warning: {warning}", err=True)
     _warn_past_max_connections(app.state.engine, config, workers)
     local = "127.0.0.1" if config.host in {"0.0.0.0", "::", ""} else config.host  # noqa: S104
     reaper = start_reaper(app.state.engine, config, f"http://{local}:{config.port}")

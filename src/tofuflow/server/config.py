@@ -94,6 +94,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from tofuflow.errors import ConfigError
 from tofuflow.tomlfile import (
@@ -151,6 +152,8 @@ class ServerConfig:
     checkpoint_interval: str = "1h"
     sts_endpoint: str = ""
     source: Path | None = None
+    # What `tofuflow server` says at start about the file (nothing refused, nothing shown).
+    warnings: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> ServerConfig:
@@ -223,14 +226,18 @@ class ServerConfig:
             if source is not None and values[key] is not None:
                 path = Path(values[key]).expanduser()
                 values[key] = path if path.is_absolute() else source.resolve().parent / path
+        warnings = _secrets_in_file(where, values.get("database_url"))
         # Later sources win, but only where they actually set something.
-        for source_values in (_from_env(), overrides):
+        environment = _from_env()
+        if environment["database_url"] or overrides.get("database_url"):
+            warnings = ()  # the file's URL is not used
+        for source_values in (environment, overrides):
             values.update({k: v for k, v in source_values.items() if v is not None})
         values = {k: v for k, v in values.items() if v is not None}
         for key in ("data_dir", "policies_dir"):
             if key in values:
                 values[key] = Path(values[key]).expanduser()
-        config = cls(source=source, **values)
+        config = cls(source=source, warnings=warnings, **values)
         config.validate(where)
         return config
 
@@ -302,6 +309,20 @@ def _default_data_dir() -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("tofuflow")) / "server"
+
+
+def _secrets_in_file(where: str, database_url: str | None) -> tuple[str, ...]:
+    try:
+        password = urlsplit(database_url).password if database_url else None
+    except ValueError:
+        return ()  # a URL that does not parse is reported, password hidden, at start
+    if not password:
+        return ()
+    return (
+        f"{where}: database.url holds a password: anyone who can read this file has it. "
+        "Give the URL in TOFUFLOW_DATABASE_URL from your secret store instead, or drop the "
+        "password from it and keep it in PostgreSQL's password file (PGPASSFILE)",
+    )
 
 
 def _from_env() -> dict[str, Any]:
