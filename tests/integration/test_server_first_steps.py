@@ -275,6 +275,26 @@ def test_a_mistyped_current_key_path_stops_the_server_before_it_serves(tmp_path:
     assert "[[keys.previous]]" in line
 
 
+def test_a_wrong_passphrase_is_told_apart_from_a_missing_key_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same salt file with another passphrase derives another key: the operator must
+    hear "the passphrase does not match", not "a path or id is mistyped", and never see
+    either passphrase."""
+    passphrase = '[keys.current]\nkind = "passphrase"\n'
+    config = _config(tmp_path, SIMPLE_APPLIER_TOML + passphrase)
+    monkeypatch.setenv("TOFUFLOW_KEY_PASSPHRASE", "correct-horse-battery-staple")
+    _write_state(config, 1)
+    refused = _cli("server", "--port", str(free_port()), config=config,
+                   TOFUFLOW_KEY_PASSPHRASE="wrong-horse-battery-staple")  # fmt: skip
+    assert refused.returncode == 1, refused.stderr
+    line = refused.stderr.strip()
+    assert line.startswith("Error: the newest state version (app/k, version 1) is sealed "
+                           "with key passphrase:"), line  # fmt: skip
+    assert "the passphrase this server was given (TOFUFLOW_KEY_PASSPHRASE) is not" in line
+    assert "mistyped" not in line and "horse" not in line
+
+
 def test_state_sealed_under_a_key_the_server_lacks_is_explained_in_the_server_log(
     tmp_path: Path,
 ) -> None:

@@ -194,6 +194,17 @@ class StateService:
             return
         current = self.keyring.current
         path = getattr(current, "path", None)
+        source = getattr(current, "source", None)
+        if source and row.key_id.rpartition(":")[0] == current.key_id.rpartition(":")[0]:
+            raise ConfigError(  # the same salt, another key: only the passphrase differs
+                f"the newest state version ({row.name}, version {row.version}) is sealed "
+                f"with key {row.key_id}: the passphrase this server was given ({source}) is "
+                "not the one the data was written with (the salt file is the same). Set "
+                "that passphrase; if you changed it on purpose, give the old one as a "
+                "[[keys.previous]] passphrase key (its own passphrase_env) and re-wrap with "
+                "`tofuflow server keys rotate`. Not starting, so that nothing is sealed or "
+                "served with the wrong key"
+            )
         raise ConfigError(
             f"the newest state version ({row.name}, version {row.version}) is sealed with key "
             f"{row.key_id}, which this server is not configured with: keys.current is key "

@@ -162,7 +162,8 @@ class PassphraseKeyProvider:
     Back the salt file up with the data: without it the passphrase derives another key.
     """
 
-    def __init__(self, passphrase: str, salt: bytes) -> None:
+    def __init__(self, passphrase: str, salt: bytes, *, source: str = PASSPHRASE_ENV) -> None:
+        self.source = source  # where the passphrase came from, for messages (never it)
         if not passphrase:
             raise ConfigError("the key passphrase is empty: set a long, random passphrase")
         if len(salt) < SALT_BYTES:
@@ -465,7 +466,7 @@ def _passphrase_from_config(
         )
     salt_path = _path_option(cfg, "salt_path", data_dir, "keys/passphrase.salt", where)
     salt = PassphraseKeyProvider.load_or_create_salt(salt_path) if create else _read_salt(salt_path)
-    return PassphraseKeyProvider(passphrase, salt)
+    return PassphraseKeyProvider(passphrase, salt, source=env)
 
 
 def _kms_from_config(
