@@ -277,6 +277,9 @@ def test_a_failing_receiver_is_dead_lettered_visible_in_metrics_and_sent_again_o
             assert 'tofuflow_notifications_failed_attempts_total{destination="ops"} 2.0' in metrics
             refused = httpx.get(url, headers={"Authorization": f"Bearer {plane.planner.token}"})
             assert refused.status_code == 403
+            # In words a planner knows: what was refused and who may, not a permission name.
+            assert "may not read notification deliveries: needs admin" in refused.json()["error"]
+            assert "manage_tokens" not in refused.json()["error"]
             hook.status = 204
             again = httpx.post(f"{url}/{dead[0]['id']}/retry", headers=headers)
             assert again.status_code == 200 and again.json()["status"] == "pending"

@@ -29,14 +29,14 @@ def router(engine: Engine, context: ContextDep) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
         ctx = await context(request)
-        ctx.principal.require(Permission.MANAGE_TOKENS, "*")
+        ctx.principal.require(Permission.MANAGE_TOKENS, "*", "read notification deliveries")
         return await run_in_threadpool(deliveries, engine, status, destination, limit)
 
     @api.post("/v1/notifications/deliveries/{delivery_id}/retry",
               summary="Send a dead-lettered delivery again (admins)")  # fmt: skip
     async def retry(request: Request, delivery_id: DeliveryId) -> dict[str, Any]:
         ctx = await context(request)
-        ctx.principal.require(Permission.MANAGE_TOKENS, "*")
+        ctx.principal.require(Permission.MANAGE_TOKENS, "*", "retry notification deliveries")
         return await run_in_threadpool(retry_delivery, engine, delivery_id)
 
     return api

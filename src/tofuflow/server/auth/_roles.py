@@ -177,14 +177,15 @@ class Principal:
         role = self.role_for(workspace)
         return role is not None and permission in role.permissions
 
-    def require(self, permission: Permission, workspace: str) -> None:
-        """Raise ForbiddenError naming who, what, where and the role needed."""
+    def require(self, permission: Permission, workspace: str, action: str = "") -> None:
+        """Raise ForbiddenError naming who, what (``action``, in words, or the permission
+        on ``workspace``), where and the role needed."""
         if self.can(permission, workspace):
             return
         needed = permission.minimum_role
         has = self.role_for(workspace)
         raise ForbiddenError(
-            f"{self.subject} may not {permission} on {workspace}: needs {needed}, "
+            f"{self.subject} may not {action or f'{permission} on {workspace}'}: needs {needed}, "
             f"has {has or 'no role there'}. "
             f"Ask an admin for {'an' if needed[0] in 'aeiou' else 'a'} {needed} grant or "
             f"binding on {workspace}."

@@ -377,7 +377,9 @@ class _Console:
         @api.get("/console/notifications")
         async def notifications_page(request: Request) -> Response:
             async def build(person: Viewer) -> Response:
-                self.ctx(request, person).principal.require(Permission.MANAGE_TOKENS, "*")
+                self.ctx(request, person).principal.require(
+                    Permission.MANAGE_TOKENS, "*", "read notification deliveries"
+                )
                 dead, pending = await run_in_threadpool(
                     lambda: (deliveries(self.engine, "dead"), deliveries(self.engine, "pending"))
                 )
@@ -391,7 +393,9 @@ class _Console:
             async def build(person: Viewer) -> Response:
                 form = await _form(request)
                 check_csrf(request, form.get("csrf"))
-                self.ctx(request, person).principal.require(Permission.MANAGE_TOKENS, "*")
+                self.ctx(request, person).principal.require(
+                    Permission.MANAGE_TOKENS, "*", "retry notification deliveries"
+                )
                 await run_in_threadpool(retry_delivery, self.engine, delivery_id)
                 return RedirectResponse("/console/notifications", status_code=303)
 
@@ -400,7 +404,9 @@ class _Console:
         @api.get("/console/sessions")
         async def sessions_page(request: Request) -> Response:
             async def build(person: Viewer) -> Response:
-                self.ctx(request, person).principal.require(Permission.MANAGE_TOKENS, "*")
+                self.ctx(request, person).principal.require(
+                    Permission.MANAGE_TOKENS, "*", "list people's console sessions"
+                )
                 sessions = await run_in_threadpool(self.sessions.active)
                 return self.render(request, "sessions.html", person=person, sessions=sessions)
 
@@ -412,7 +418,9 @@ class _Console:
                 form = await _form(request)
                 check_csrf(request, form.get("csrf"))
                 ctx = self.ctx(request, person)
-                ctx.principal.require(Permission.MANAGE_TOKENS, "*")
+                ctx.principal.require(
+                    Permission.MANAGE_TOKENS, "*", "revoke people's console sessions"
+                )
                 subject, issuer = form.get("subject", ""), form.get("issuer", "")
                 if not subject:
                     raise BadRequestError("name the person whose sessions to revoke (subject)")
