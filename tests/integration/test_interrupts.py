@@ -158,12 +158,45 @@ def test_an_interrupted_plan_says_nothing_was_applied_and_what_next(
     # One line, not the binary's complaint that the read-only plan could not save state.
     assert lines == [
         "Error: interrupted: the plan of app/dev stopped before it finished, so nothing "
-        "was applied (its run is recorded cancelled); run `tofuflow plan app/dev` again"
+        "was applied (a run it had made is recorded cancelled); run `tofuflow plan app/dev` again"
     ], err
     with connect("read") as client:
         (run,) = client.runs(workspace="app/dev")
         locked = [w["name"] for w in client.workspaces() if w["locked"]]
     assert run["status"] == "cancelled" and not locked
+
+
+@pytest.mark.parametrize("command", ["plan", "apply"])
+def test_ctrl_c_while_the_control_plane_has_not_answered_yet_says_what_stands(
+    project: Path, command: str
+) -> None:
+    """Ctrl-C before anything was planned or applied (a control plane slow to answer the
+    first request): one line saying so and what next, not a bare `Aborted.`, and no claim
+    that a run was recorded cancelled when none was made."""
+    run_id = "0123456789abcdef"
+    with _hanging_state_server() as (port, reached, release):
+        env = {**os.environ, "TOFUFLOW_SERVER_URL": f"http://127.0.0.1:{port}",
+               "TOFUFLOW_TOKEN": "tfw_AAAAAAAAAAAA_" + "B" * 43}  # fmt: skip
+        argv = [*CLI, "plan", "app/dev"] if command == "plan" else [*CLI, "apply", run_id]
+        started = subprocess.Popen(argv, cwd=project, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+        assert reached.wait(timeout=120), "the command never reached the control plane"
+        started.send_signal(signal.SIGINT)
+        _out, err = started.communicate(timeout=120)
+        release.set()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert started.returncode == 1, err
+    if command == "plan":
+        assert lines == [
+            "Error: interrupted: the plan of app/dev stopped before it finished, so nothing "
+            "was applied (a run it had made is recorded cancelled); run `tofuflow plan "
+            "app/dev` again"
+        ], err
+    else:
+        assert lines == [
+            f"Error: interrupted before the apply of run {run_id} started: nothing was "
+            f"applied and the run is as it was; `tofuflow apply {run_id}` applies it"
+        ], err
 
 
 @pytest.mark.parametrize("answered", [True, False], ids=["after-the-answer", "before-sending"])

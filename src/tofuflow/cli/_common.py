@@ -225,6 +225,22 @@ def saying_the_plan_stopped(
 
 
 @contextmanager
+def saying_what_stands(
+    line: Callable[[], str | None], report: AgentReport | None = None
+) -> Iterator[None]:
+    """Ctrl-C outside the steps that say how far they got (starting the embedded control
+    plane, waiting for its first answer, closing it): ``line()``, what stands then, as
+    the one-line error; None lets click say ``Aborted.``."""
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        said = line()
+        if said is None:
+            raise
+        raise click.ClickException(clean(report, said)) from err
+
+
+@contextmanager
 def saying_the_run_stands(
     run: Mapping[str, Any], report: AgentReport | None = None
 ) -> Iterator[None]:
@@ -234,20 +250,22 @@ def saying_the_run_stands(
     try:
         yield
     except KeyboardInterrupt as err:
-        run_id, status = run["id"], run["status"]
-        drop = f"`tofuflow runs cancel {run_id}` drops it"
-        if status == "approved":
-            then = f"`tofuflow apply {run_id}` applies it, {drop}"
-        elif status == "needs_approval":
-            approve = f"`tofuflow approve {run_id}` (an approver)"
-            then = f"{approve}, then `tofuflow apply {run_id}`; {drop}"
-        else:
-            then = "nothing to apply"
-        line = (
-            f"interrupted: the plan of {run['workspace']} had finished: run {run_id} is "
-            f"{status}; {then}"
-        )
-        raise click.ClickException(clean(report, line)) from err
+        raise click.ClickException(clean(report, run_stands(run))) from err
+
+
+def run_stands(run: Mapping[str, Any]) -> str:
+    """The line for a Ctrl-C once the plan of ``run`` had finished: the run stands."""
+    run_id, status = run["id"], run["status"]
+    drop = f"`tofuflow runs cancel {run_id}` drops it"
+    if status == "approved":
+        then = f"`tofuflow apply {run_id}` applies it, {drop}"
+    elif status == "needs_approval":
+        approve = f"`tofuflow approve {run_id}` (an approver)"
+        then = f"{approve}, then `tofuflow apply {run_id}`; {drop}"
+    else:
+        then = "nothing to apply"
+    workspace = run["workspace"]
+    return f"interrupted: the plan of {workspace} had finished: run {run_id} is {status}; {then}"
 
 
 def plan_stopped(workspace: str, next_step: str | None = None) -> str:
@@ -256,7 +274,7 @@ def plan_stopped(workspace: str, next_step: str | None = None) -> str:
     next_step = next_step or f"run `tofuflow plan {workspace}` again"
     return (
         f"interrupted: the plan of {workspace} stopped before it finished, so nothing was "
-        f"applied (its run is recorded cancelled); {next_step}"
+        f"applied (a run it had made is recorded cancelled); {next_step}"
     )
 
 

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,9 +38,11 @@ from tofuflow.cli._common import (
     print_verify,
     project_url,
     reporting,
+    run_stands,
     saying_how_far,
     saying_the_plan_stopped,
     saying_the_run_stands,
+    saying_what_stands,
     wired,
 )
 from tofuflow.errors import ConfigError, TofuflowError
@@ -82,8 +85,18 @@ def plan(
     if run_id_file is not None:
         run_id_file.unlink(missing_ok=True)
     report = agent_report()
+    planned: list[Any] = []  # the outcome, once the plan was submitted and decided
+
+    def stands() -> str:
+        if planned:  # closing the embedded control plane
+            return run_stands(planned[0].run)
+        return (
+            f"interrupted before the plan of {workspace} started: no run was made and "
+            f"nothing changed; run `tofuflow plan {workspace}` again"
+        )
+
     try:
-        with reporting(report, f"tofuflow plan {workspace}"):
+        with reporting(report, f"tofuflow plan {workspace}"), saying_what_stands(stands, report):
             project = load_project_file(project_path)
             ws = project.workspace(workspace)
             if run_id_file is not None:
@@ -101,6 +114,7 @@ def plan(
                     outcome = plan_workspace(
                         ws, client, context, cli_runner(report), destroy=destroy
                     )
+                    planned.append(outcome)
     except TofuflowError as err:
         raise fail(err, report) from err
     with saying_the_run_stands(outcome.run, report):
@@ -150,8 +164,18 @@ def apply(run_id: str, project_path: Path | None, wait: str) -> None:
     CANCELLABLE.set()
     wait_seconds = _duration(wait)
     report = agent_report()
+    applying = threading.Event()  # from here on saying_how_far tells what happened
+
+    def stands() -> str | None:
+        if applying.is_set():
+            return None
+        return (
+            f"interrupted before the apply of run {run_id} started: nothing was applied and "
+            f"the run is as it was; `tofuflow apply {run_id}` applies it"
+        )
+
     try:
-        with reporting(report, f"tofuflow apply {run_id}"):
+        with reporting(report, f"tofuflow apply {run_id}"), saying_what_stands(stands, report):
             project = load_project_file(project_path)
             with apply_control_plane(project, run_id) as (client, run):
                 if run["status"] == "needs_approval" and wait_seconds:
@@ -170,6 +194,7 @@ def apply(run_id: str, project_path: Path | None, wait: str) -> None:
                         apply_from_artifact if from_artifact == CONFIG_FROM_ARTIFACT else apply_run
                     )
                     total = planned_changes(run)
+                    applying.set()
                     with saying_how_far(lambda: client.run(run_id), report=report):
                         done = apply(run_id, ws, client, cli_runner(report, progress_of=total))
     except TofuflowError as err:
