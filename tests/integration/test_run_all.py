@@ -8,6 +8,7 @@ Every stack is a ``terraform_data`` whose local-exec provisioners append
 from __future__ import annotations
 
 import fcntl
+import getpass
 import json
 import os
 import random
@@ -300,6 +301,11 @@ def test_a_stack_waiting_for_approval_holds_back_its_dependants_until_approved(
     assert lines["db"].endswith("app awaiting approval")
     run_id = lines["app"].split()[4]
     assert len(run_id) == 16
+    # The approver sees who asked, as for `tofuflow plan`: the command and the local user.
+    shown = subprocess.run([*CLI, "runs", "show", run_id], cwd=stacks.root, env=environment,
+                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    requester = json.loads(shown.stdout)["requester_name"]
+    assert requester == f"tofuflow run-all destroy db ({getpass.getuser()})", requester
 
     cli = [*CLI]
     for step in (["approve", run_id], ["apply", run_id]):

@@ -77,7 +77,7 @@ def control_plane(
 
     check_no_stray_token(url)
     with connect(
-        stage, url=url, identity=identity, description=description or _command_line(),
+        stage, url=url, identity=identity, description=description or command_line(),
         workspace=workspace,
     ) as client:  # fmt: skip
         if on_agent() and client.renewable:
@@ -89,7 +89,7 @@ def control_plane(
         yield client
 
 
-def _command_line() -> str:
+def command_line() -> str:
     """What the embedded plane's token is for: the command and the local user, e.g.
     ``tofuflow plan app/dev (alice)`` — the requester the runs list shows."""
     import getpass

@@ -261,11 +261,12 @@ class _Clients:
             return self._by_key[key]
 
     def _connect(self, stage: str, identity: Mapping[str, Any] | None) -> ControlPlane:
+        from tofuflow.cli._common import command_line
         from tofuflow.runs import connect
 
+        # The requester runs show: `tofuflow run-all apply net (alice)`, as for `plan`.
         return self._stack.enter_context(connect(
-            cast("Stage", stage), url=self._url, identity=identity,
-            description=f"tofuflow run-all ({stage})",
+            cast("Stage", stage), url=self._url, identity=identity, description=command_line(),
         ))  # fmt: skip
 
 
