@@ -386,6 +386,28 @@ def test_invalid_options(kwargs: dict[str, Any]) -> None:
         PipelineOptions(**{"server_url": SERVER, **kwargs})
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "said"),
+    [
+        ({"opentofu_version": "1.8"}, "'1.8' is not an OpenTofu release: give MAJOR.MINOR.PATCH"),
+        ({"opentofu_version": "latest"}, "'latest' is not an OpenTofu release"),
+        ({"opentofu_version": "1.5.7"}, "OpenTofu 1.5.7 is older than 1.6.0, the oldest"),
+        ({"python_version": "3.9"}, "Python 3.9 is older than 3.11, the oldest tofuflow runs on"),
+        ({"python_version": "python3"}, "'python3' is not a Python version: give 3.12"),
+    ],
+)
+def test_a_version_the_pipeline_could_never_install_is_refused_when_generating(
+    kwargs: dict[str, Any], said: str
+) -> None:
+    """Caught here, not on the agent after the first push: `tofuflow install 1.8` and
+    UsePythonVersion 3.9 would fail (or run a tofuflow that cannot start) in every run."""
+    with pytest.raises(ValueError, match=re.escape(said)):
+        PipelineOptions(**{"server_url": SERVER, "workspaces": ["a"], **kwargs})
+    for good in ({"opentofu_version": "v1.12.0-beta1"}, {"python_version": "3.13"},
+                 {"python_version": "3.12.x"}, {"python_version": "3.11.9"}):  # fmt: skip
+        PipelineOptions(**{"server_url": SERVER, "workspaces": ["a"], **good})
+
+
 # -- the CLI ----------------------------------------------------------------------------
 
 

@@ -52,7 +52,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from tofuflow._version import __version__
-from tofuflow.tofu import DEFAULT_VERSION
+from tofuflow.errors import ConfigError
+from tofuflow.tofu import DEFAULT_VERSION, MINIMUM_VERSIONS, normalise_version
 
 __all__ = [
     "DRIFT_FILE",
@@ -155,6 +156,8 @@ class PipelineOptions:
         if self.variable_group is not None and not self.variable_group.strip():
             raise ValueError("the variable group must not be empty (leave it out instead)")
         _check_server_url(self.server_url)
+        _check_opentofu_version(self.opentofu_version)
+        _check_python_version(self.python_version)
 
     @property
     def routine_env(self) -> str:
@@ -163,6 +166,44 @@ class PipelineOptions:
     @property
     def branch_ref(self) -> str:
         return self.branch if self.branch.startswith("refs/") else f"refs/heads/{self.branch}"
+
+
+_OLDEST_PYTHON = (3, 11)  # pyproject.toml's requires-python
+
+
+def _check_opentofu_version(version: str) -> None:
+    """A release `tofuflow install` can fetch and tofuflow can drive: checked when the
+    pipeline is written, not on the agent in every run after it is pushed."""
+    try:
+        release = normalise_version(version)
+    except ConfigError:
+        raise ValueError(
+            f"{version!r} is not an OpenTofu release: give MAJOR.MINOR.PATCH, e.g. "
+            f"{DEFAULT_VERSION} (the pipeline installs exactly that release, verified)"
+        ) from None
+    numbers = tuple(int(part) for part in release.split("-")[0].split("."))
+    oldest = MINIMUM_VERSIONS["tofu"]
+    if numbers < oldest:
+        raise ValueError(
+            f"OpenTofu {release} is older than {'.'.join(map(str, oldest))}, the oldest "
+            f"tofuflow drives: give a newer release, e.g. {DEFAULT_VERSION}"
+        )
+
+
+def _check_python_version(version: str) -> None:
+    """What UsePythonVersion takes (3.12, 3.12.x, 3.12.4), at least the oldest Python
+    tofuflow runs on."""
+    match = re.fullmatch(r"3\.(\d+)(?:\.(?:\d+|x))?", version)
+    if match is None:
+        raise ValueError(
+            f"{version!r} is not a Python version: give 3.12 (or 3.12.x, 3.12.4), as "
+            "Azure Pipelines' UsePythonVersion task takes it"
+        )
+    if (3, int(match[1])) < _OLDEST_PYTHON:
+        raise ValueError(
+            f"Python {version} is older than {'.'.join(map(str, _OLDEST_PYTHON))}, the "
+            "oldest tofuflow runs on: give 3.11 or newer, e.g. 3.12"
+        )
 
 
 def _check_server_url(url: str) -> None:

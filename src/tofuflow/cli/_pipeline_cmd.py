@@ -78,9 +78,15 @@ def pipeline_init() -> None:
     "--opentofu-version",
     default=DEFAULT_VERSION,
     show_default=True,
-    help="OpenTofu release to install (pinned, sha256-verified).",
+    help="OpenTofu release the pipeline installs with `tofuflow install` (MAJOR.MINOR.PATCH, "
+    ">= 1.6.0; its checksums' signature and the binary's sha256 are verified).",
 )
-@click.option("--python-version", default="3.12", show_default=True)
+@click.option(
+    "--python-version",
+    default="3.12",
+    show_default=True,
+    help="Python the agents use (UsePythonVersion: 3.12, 3.12.x; >= 3.11).",
+)
 @click.option(
     "--auto-apply-routine/--no-auto-apply-routine",
     default=False,

@@ -5,9 +5,15 @@ from typing import TYPE_CHECKING
 from tofuflow._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from tofuflow.tofu._binary import Binary, find_binary
+    from tofuflow.tofu._binary import MINIMUM_VERSIONS, Binary, find_binary
     from tofuflow.tofu._events import Event, parse_event
-    from tofuflow.tofu._install import DEFAULT_VERSION, install, installed_versions, read_record
+    from tofuflow.tofu._install import (
+        DEFAULT_VERSION,
+        install,
+        installed_versions,
+        normalise_version,
+        read_record,
+    )
     from tofuflow.tofu._options import (
         ApplyOptions,
         DestroyOptions,
@@ -40,6 +46,8 @@ _EXPORTS = {
     "markdown_code": "tofuflow.tofu._render",
     "markdown_text": "tofuflow.tofu._render",
     "DEFAULT_VERSION": "tofuflow.tofu._install",
+    "MINIMUM_VERSIONS": "tofuflow.tofu._binary",
+    "normalise_version": "tofuflow.tofu._install",
     "Action": "tofuflow.tofu._plan",
     "ApplyOptions": "tofuflow.tofu._options",
     "ApplyResult": "tofuflow.tofu._tofu",
@@ -74,6 +82,7 @@ _EXPORTS = {
 __all__ = [
     "CHANGE_REASONS",
     "DEFAULT_VERSION",
+    "MINIMUM_VERSIONS",
     "Action",
     "ApplyOptions",
     "ApplyResult",
@@ -105,6 +114,7 @@ __all__ = [
     "installed_versions",
     "markdown_code",
     "markdown_text",
+    "normalise_version",
     "parse_event",
     "path_text",
     "read_record",

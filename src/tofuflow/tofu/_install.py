@@ -47,6 +47,7 @@ __all__ = [
     "host_platform",
     "install",
     "installed_versions",
+    "normalise_version",
     "read_record",
 ]
 
@@ -148,7 +149,7 @@ def install(
     ``signing_key``/$TOFUFLOW_INSTALL_SIGNING_KEY when given) or ChecksumMismatchError (the
     zip is not what SHA256SUMS promises).
     """
-    ver = _normalise_version(version or DEFAULT_VERSION)
+    ver = normalise_version(version or DEFAULT_VERSION)
     target_os, target_arch = _target_platform(os_name, arch)
     release = f"{_base_url(base_url)}/v{ver}"
     root = _cache_root(cache_dir)
@@ -217,7 +218,7 @@ def read_record(binary: Path) -> InstallRecord | None:
 # --- validation and locations ------------------------------------------------------------
 
 
-def _normalise_version(version: str) -> str:
+def normalise_version(version: str) -> str:
     """``"v1.12.6"`` -> ``"1.12.6"``; anything that is not semver is a ConfigError."""
     candidate = version.strip().removeprefix("v")
     if not _VERSION_RE.fullmatch(candidate):
