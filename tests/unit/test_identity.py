@@ -109,6 +109,14 @@ def test_a_typo_in_a_key_is_named_with_a_suggestion() -> None:
     assert "identity.plan.clod: unknown key" in message and 'did you mean "cloud"' in message
 
 
+def test_an_empty_token_variable_is_called_empty_not_unset() -> None:
+    """`export DEV_OIDC_TOKEN=` (a command substitution that printed nothing) is set:
+    "not set" sends the person looking for a missing export that is there."""
+    cfg = {"source": "static", "token_env": "DEV_OIDC_TOKEN", "cloud": "none"}
+    assert "DEV_OIDC_TOKEN is empty" in config_error(cfg, {"DEV_OIDC_TOKEN": " "})
+    assert "DEV_OIDC_TOKEN is not set" in config_error(cfg, {})
+
+
 def test_a_table_without_cloud_asks_for_one() -> None:
     message = config_error({"source": "static", "token_env": "DEV_OIDC_TOKEN"})
     assert "identity.plan.cloud: missing" in message and '"aws"' in message

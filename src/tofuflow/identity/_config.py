@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from tofuflow.errors import ConfigError
 from tofuflow.tomlfile import suggest
@@ -36,6 +37,17 @@ class Table:
         value = self.optional_string(key, example=example)
         if value is None:
             raise self.error(key, f"missing; add {key} = {example}")
+        return value
+
+    def optional_url(self, key: str, *, example: str) -> str | None:
+        """An optional http(s) URL with a host (an SDK given ``127.0.0.1:5000`` fails deep
+        inside with its own traceback)."""
+        value = self.optional_string(key, example=example)
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise self.error(key, f'"{value}" is not an http(s) URL; e.g. {key} = {example}')
         return value
 
     def optional_string(self, key: str, *, example: str) -> str | None:

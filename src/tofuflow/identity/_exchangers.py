@@ -97,7 +97,7 @@ def _aws(table: Table, *, run_id: str, context: Mapping[str, Any], stage: str) -
     role_arn = table.string("role_arn", example='"arn:aws:iam::123456789012:role/tofu-plan"')
     region = table.string("region", example='"eu-west-1"')
     duration = table.integer("duration", 3600, low=MIN_DURATION, high=MAX_DURATION)
-    endpoint_url = table.optional_string("endpoint_url", example='"http://127.0.0.1:5000"')
+    endpoint_url = table.optional_url("endpoint_url", example='"http://127.0.0.1:5000"')
     mode = cast(AwsMode, table.choice("mode", ("web-identity", "static"), "web-identity"))
     if not ROLE_ARN.match(role_arn):
         raise table.error(

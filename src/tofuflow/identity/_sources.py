@@ -329,9 +329,10 @@ def _static(table: Table, env: Mapping[str, str], http: httpx.Client | None) -> 
     name = table.string("token_env", example='"DEV_OIDC_TOKEN"')
     token = env.get(name, "")
     if not token.strip():
+        state = "is empty" if name in env else "is not set"
         raise table.error(
             "token_env",
-            f"the environment variable {name} is not set; export {name}=<a development "
+            f"the environment variable {name} {state}; export {name}=<a development "
             "JWT> (the token itself never goes into tofuflow.toml)",
         )
     return StaticTokenSource(token)

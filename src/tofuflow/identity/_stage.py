@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,7 +36,7 @@ import httpx
 
 from tofuflow.ci import escape_message as vso_escape
 from tofuflow.ci import on_agent
-from tofuflow.errors import ConfigError
+from tofuflow.errors import ConfigError, TofuCancelledError
 from tofuflow.identity._claims import check_not_expired
 from tofuflow.identity._config import Table
 from tofuflow.identity._credentials import Credentials
@@ -155,6 +156,7 @@ def stage_credentials(
     out: TextIO | None = None,
     where: str | None = None,
     http: httpx.Client | None = None,
+    cancel: threading.Event | None = None,
 ) -> Iterator[Credentials]:
     """Issue the stage's credentials for the duration of the block.
 
@@ -164,6 +166,8 @@ def stage_credentials(
     (``ado``; default: ``TF_BUILD=True``), announces it with ``##vso[task.setsecret]``.
     Token files are kept fresh while the block runs; the directory is removed on exit,
     whatever the exit. An empty or absent table gives ``Credentials(cloud="none")``.
+    ``cancel`` (SIGTERM's event) stops the wait for a token service that does not answer:
+    TofuCancelledError at once, not after its timeouts and retries.
     """
     identity = StageIdentity.from_config(
         stage_cfg, env, stage=stage, run_id=run_id, context=context, where=where, http=http
@@ -182,12 +186,42 @@ def stage_credentials(
 
     chosen = (None, base_dir) if base_dir else _ci_temp_dir(env)
     with _credential_dir(*chosen) as workdir:
-        credentials = identity.issue(workdir, protect=protect)
+        credentials = _until_cancelled(lambda: identity.issue(workdir, protect=protect), cancel)
         refresher = TokenRefresher(
             identity.source, identity.audience, credentials.token_files, on_token=protect
         )
         with refresher.start(_current_token(credentials)):
             yield credentials
+
+
+def _until_cancelled(
+    issue: Callable[[], Credentials], cancel: threading.Event | None
+) -> Credentials:
+    """``issue()``, in a thread of its own when there is a ``cancel`` to watch: SIGTERM
+    only sets that event (an agent kills a few seconds later), and an HTTP read in this
+    thread would not see it for the SDK's whole timeout. Ctrl-C interrupts the wait here.
+    A cancelled issuance left behind writes into a directory removed by then."""
+    if cancel is None:
+        return issue()
+    outcome: list[Credentials] = []
+    failure: list[BaseException] = []
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            outcome.append(issue())
+        except BaseException as exc:  # handed to the waiting thread
+            failure.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="tofuflow-credentials", daemon=True).start()
+    while not done.wait(0.1):
+        if cancel.is_set():
+            raise TofuCancelledError("cancelled while the stage's cloud credentials were issued")
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 # The CI's temporary directory, which it removes even if this process is killed.

@@ -117,7 +117,7 @@ def staged(
         local = dataclasses.replace(workspace, directory=copy.directory)
         with stage_credentials(
             identity, stage, label, context or {}, redactor,
-            where=f"workspaces.{workspace.name}.identity.{stage}",
+            where=f"workspaces.{workspace.name}.identity.{stage}", cancel=runner.cancel_event,
         ) as creds:  # fmt: skip
             if run_id is not None and creds.cloud != "none":
                 control_plane.record_credentials(run_id, issued_record(creds, stage))
