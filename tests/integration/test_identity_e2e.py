@@ -510,7 +510,7 @@ def test_plan_and_apply_each_run_on_their_own_role_from_the_pipeline_identity_an
     for line in audited.stdout.splitlines():
         match = re.match(
             rf"^{re.escape(run_id)}\s+(plan|apply)\s+aws\s+(\S+)\s+until (\S+)\s+fp ([0-9a-f]+)"
-            r"\s+\(azure-devops\)$",
+            r"\s+\(azure-devops, reported\)$",  # the embedded plane trusts only AWS's STS
             line,
         )
         if match:

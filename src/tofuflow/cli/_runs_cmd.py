@@ -636,7 +636,9 @@ def _verify_export_offline(export_file: Path | None, public_key: Path | None) ->
 @click.option("--workspace", help="Only runs of this workspace.")
 @PROJECT_OPTION
 def audit_credentials(workspace: str | None, project_path: Path | None) -> None:
-    """Per run, the cloud credentials each stage was issued (role, expiry, fingerprint).
+    """Per run, the cloud credentials each stage was issued (role, expiry, fingerprint,
+    token source, and whether the control plane verified the issuance with the cloud or
+    recorded it as reported).
 
     Exits 1 if any credential fingerprint appears in more than one run: every run must get
     fresh credentials.
@@ -652,7 +654,8 @@ def audit_credentials(workspace: str | None, project_path: Path | None) -> None:
         runs_by_fingerprint.setdefault(str(d.get("fingerprint")), set()).add(str(e["run_id"]))
         click.echo(f"{e['run_id']}  {d.get('stage', '-'):<6} {d.get('cloud', '-'):<6} "
                    f"{d.get('role', '-'):<48} until {d.get('expires_at') or '-':<26} "
-                   f"fp {d.get('fingerprint')}  ({d.get('source', '-')})")  # fmt: skip
+                   f"fp {d.get('fingerprint')}  ({d.get('source', '-')}, "
+                   f"{d.get('verification') or 'reported'})")  # fmt: skip
     reused = {fp: runs for fp, runs in runs_by_fingerprint.items() if len(runs) > 1}
     for fingerprint, run_ids in reused.items():
         click.secho(f"REUSED: fingerprint {fingerprint} in runs {', '.join(sorted(run_ids))}",
