@@ -111,3 +111,24 @@ def test_an_sts_endpoint_without_a_scheme_is_one_line_naming_the_key(
         "http(s) URL"
     ), line
     assert os.environ.get("DEV_OIDC_TOKEN", "")[:20] not in done.stderr
+
+
+def test_a_remote_plane_reached_with_the_stage_identity_names_the_workspaces_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a remote control plane and no token variable, the stage's identity also
+    signs in to it: a mistake in the table is found there first, and the error must name
+    the table as every other path does (docs/identity.md), not a bare identity.plan."""
+    root = _project(tmp_path, "http://127.0.0.1:5000", monkeypatch)
+    toml = root / "tofuflow.toml"
+    toml.write_text(toml.read_text().replace("role/tofu-plan", "role/tofu plan"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOFUFLOW_TOKEN")}
+    env |= {"TOFUFLOW_SERVER_URL": "http://127.0.0.1:9"}  # never reached: the table is wrong
+    env.pop("TOFUFLOW_PLAN_TOKEN", None)
+    done = subprocess.run([*CLI, "plan", "app/dev"], cwd=root, capture_output=True, text=True,
+                          env=env, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(
+        'Error: workspaces.app/dev.identity.plan.role_arn: "arn:aws:iam::123456789012:role/'
+        'tofu plan" is not an IAM role ARN'
+    ), done.stderr

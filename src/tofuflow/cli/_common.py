@@ -68,17 +68,19 @@ def control_plane(
     *,
     description: str = "",
     workspace: str = "*",
+    where: str | None = None,
 ) -> Iterator[ControlPlane]:
     """``tofuflow.runs.connect`` for a command: ``url`` as ``configured_url`` resolved it
     (None: the embedded plane, whose token says which command minted it, covers only
-    ``workspace`` and is revoked when the command ends)."""
+    ``workspace`` and is revoked when the command ends); ``where`` names the identity
+    table in its errors."""
     from tofuflow.ci import AzureDevOpsLog, on_agent
     from tofuflow.runs import check_no_stray_token, connect
 
     check_no_stray_token(url)
     with connect(
         stage, url=url, identity=identity, description=description or command_line(),
-        workspace=workspace,
+        workspace=workspace, where=where,
     ) as client:  # fmt: skip
         if on_agent() and client.renewable:
             # A pipeline OIDC token, and each renewal, is masked in the job's log before

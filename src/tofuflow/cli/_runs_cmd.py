@@ -105,7 +105,10 @@ def plan(
             # Embedded: a token on this workspace only, unless it reads others' outputs.
             scope = "*" if ws.inputs else ws.name
             url = project_url(project)
-            with control_plane("plan", url, ws.identity.get("plan"), workspace=scope) as client:
+            where = f"workspaces.{ws.name}.identity.plan"
+            with control_plane(
+                "plan", url, ws.identity.get("plan"), workspace=scope, where=where
+            ) as client:
                 announce(report, client.token, ws.directory)
                 if report is not None:  # no console link to an embedded plane's port
                     report.console_url = os.environ.get("TOFUFLOW_CONSOLE_URL") or url or ""

@@ -86,8 +86,10 @@ def connect(
     server_config: str | None = None,
     keep_running: bool = False,
     env: Mapping[str, str] | None = None,
+    where: str | None = None,
 ) -> Iterator[ControlPlane]:
-    """A client with the identity for ``stage`` (see the module docstring).
+    """A client with the identity for ``stage`` (see the module docstring); ``where``
+    names the identity table in errors (``workspaces.app/dev.identity.plan``).
 
     Embedded only: the minted token covers ``workspace`` (a glob) for ``lifetime`` and
     its ``description`` names who asked (recorded with every audit event it causes);
@@ -99,8 +101,10 @@ def connect(
     env = os.environ if env is None else env
     role = STAGE_ROLES[stage]
     if url:
-        refresh = None if token else _refresher(stage, identity, env)
-        chosen = token or (refresh() if refresh else _token_from_environment(stage, identity, env))
+        refresh = None if token else _refresher(stage, identity, env, where)
+        chosen = token or (
+            refresh() if refresh else _token_from_environment(stage, identity, env, where)
+        )
         with ControlPlane(url, chosen, refresh=refresh) as client:
             yield client
         return
@@ -125,7 +129,7 @@ def connect(
 
 
 def _refresher(
-    stage: str, identity: Mapping[str, Any] | None, env: Mapping[str, str]
+    stage: str, identity: Mapping[str, Any] | None, env: Mapping[str, str], where: str | None
 ) -> Callable[[], str] | None:
     """How to get a fresh OIDC token when the stage's token comes from its identity (a
     token in a variable cannot be renewed)."""
@@ -135,7 +139,7 @@ def _refresher(
         return None
     from tofuflow.identity import StageIdentity
 
-    stage_identity = StageIdentity.from_config(identity, env, stage=stage)
+    stage_identity = StageIdentity.from_config(identity, env, stage=stage, where=where)
     source, audience = stage_identity.source, stage_identity.audience
     if source is None:
         return None
@@ -143,14 +147,14 @@ def _refresher(
 
 
 def _token_from_environment(
-    stage: str, identity: Mapping[str, Any] | None, env: Mapping[str, str]
+    stage: str, identity: Mapping[str, Any] | None, env: Mapping[str, str], where: str | None
 ) -> str:
     variable = STAGE_TOKEN_VARIABLES[stage]
     token = env.get(variable) or env.get("TOFUFLOW_TOKEN")
     if not token and identity and identity.get("source"):
         from tofuflow.identity import StageIdentity
 
-        stage_identity = StageIdentity.from_config(identity, env, stage=stage)
+        stage_identity = StageIdentity.from_config(identity, env, stage=stage, where=where)
         if stage_identity.source is not None:
             token = stage_identity.source.token(stage_identity.audience)
     if token:
