@@ -5,51 +5,22 @@ key — never a Python traceback."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from _services.oidc import LocalIssuer
+from _services.silent import silent_port
 from tofuflow.runs import connect
 
 pytestmark = pytest.mark.binary
 
 CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
-
-
-@contextlib.contextmanager
-def _silent_endpoint() -> Iterator[tuple[str, threading.Event]]:
-    """An HTTP endpoint that accepts connections and never answers (a firewall that
-    drops replies, a hung proxy); the event is set once something connected."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    reached, done, held = threading.Event(), threading.Event(), []
-
-    def serve() -> None:
-        while not done.is_set():
-            with contextlib.suppress(TimeoutError):
-                held.append(listener.accept()[0])
-                reached.set()
-        for conn in held:
-            conn.close()
-        listener.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}", reached
-    finally:
-        done.set()
-        thread.join(timeout=10)
 
 
 def _project(tmp_path: Path, endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -73,8 +44,8 @@ def _project(tmp_path: Path, endpoint: str, monkeypatch: pytest.MonkeyPatch) -> 
 def test_a_plan_waiting_for_a_silent_token_service_stops_at_once_and_is_cancelled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int
 ) -> None:
-    with _silent_endpoint() as (url, reached):
-        root = _project(tmp_path, url, monkeypatch)
+    with silent_port() as (port, reached, _):
+        root = _project(tmp_path, f"http://127.0.0.1:{port}", monkeypatch)
         plan = subprocess.Popen([*CLI, "plan", "app/dev"], cwd=root, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
         assert reached.wait(timeout=60), "the plan never asked STS for credentials"

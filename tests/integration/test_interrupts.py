@@ -8,21 +8,18 @@ halted resource.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _services.silent import silent_port
 from tofuflow.runs import connect
 
 pytestmark = pytest.mark.binary
@@ -107,38 +104,11 @@ def test_an_interrupted_apply_is_cancelled_with_one_line_saying_how_far_it_got(
     assert "".join(seen).count("Creation complete") >= 2
 
 
-@contextlib.contextmanager
-def _hanging_state_server() -> Iterator[tuple[int, threading.Event, threading.Event]]:
-    """A TCP port that accepts and never answers (a remote state behind a slow network):
-    a plan reading it waits there. ``reached`` is set at the first connection; after
-    ``release`` every connection is closed and the port stops listening."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    reached, release, held = threading.Event(), threading.Event(), []
-
-    def serve() -> None:
-        while not release.is_set():
-            with contextlib.suppress(TimeoutError):
-                held.append(listener.accept()[0])
-                reached.set()
-        for conn in held:
-            conn.close()
-        listener.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1], reached, release
-    finally:
-        release.set()
-        thread.join(timeout=10)
-
-
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupted_plan_says_nothing_was_applied_and_what_next(
     project: Path, signum: int
 ) -> None:
-    with _hanging_state_server() as (port, reached, release):
+    with silent_port() as (port, reached, release):
         (project / "infra" / "main.tf").write_text(
             'data "terraform_remote_state" "network" {\n  backend = "http"\n'
             f'  config = {{ address = "http://127.0.0.1:{port}/network" }}\n}}\n'
@@ -174,7 +144,7 @@ def test_ctrl_c_while_the_control_plane_has_not_answered_yet_says_what_stands(
     first request): one line saying so and what next, not a bare `Aborted.`, and no claim
     that a run was recorded cancelled when none was made."""
     run_id = "0123456789abcdef"
-    with _hanging_state_server() as (port, reached, release):
+    with silent_port() as (port, reached, release):
         env = {**os.environ, "TOFUFLOW_SERVER_URL": f"http://127.0.0.1:{port}",
                "TOFUFLOW_TOKEN": "tfw_AAAAAAAAAAAA_" + "B" * 43}  # fmt: skip
         argv = [*CLI, "plan", "app/dev"] if command == "plan" else [*CLI, "apply", run_id]
