@@ -87,10 +87,11 @@ the file is reported at once, in file order::
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -278,6 +279,7 @@ class ServerConfig:
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {name}: {exc}") from exc
         self.console_settings(where)
+        _check_binding_issuers(where, self.bindings, self.console, self.oidc_issuers)
 
     def console_settings(self, where: str = "configuration") -> ConsoleSettings | None:
         """The ``[console]`` table, checked; None when the console has no sign-in set up."""
@@ -309,6 +311,31 @@ def _default_data_dir() -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("tofuflow")) / "server"
+
+
+def _check_binding_issuers(
+    where: str,
+    bindings: Sequence[Mapping[str, Any]],
+    console: Mapping[str, Any],
+    issuers: Sequence[Mapping[str, Any]],
+) -> None:
+    """Refuse a binding whose ``issuer`` is neither ``[console] issuer`` nor one of
+    ``[[oidc.issuers]]``: no token could ever match it (the ``iss`` is compared exactly),
+    so its role would silently go to no one."""
+    known = [i for i in [console.get("issuer"), *(e.get("issuer") for e in issuers)]
+             if isinstance(i, str)]  # fmt: skip
+    for index, binding in enumerate(bindings):
+        issuer = binding.get("issuer")
+        if not isinstance(issuer, str) or issuer in known:
+            continue
+        close = difflib.get_close_matches(issuer, known, n=1, cutoff=0.6)
+        hint = f'; did you mean "{close[0]}"?' if close else ""
+        configured = ", ".join(f'"{k}"' for k in known) or "none"
+        raise ConfigError(
+            f'{where}: bindings[{index}] (role {binding.get("role")}): issuer "{issuer}" is '
+            f"neither [console] issuer nor one of [[oidc.issuers]] (configured: "
+            f"{configured}), so it could never match anyone{hint}"
+        )
 
 
 def _secrets_in_file(where: str, database_url: str | None) -> tuple[str, ...]:
