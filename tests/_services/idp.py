@@ -39,13 +39,17 @@ def openid_provider(
     client: tuple[str, str],
     redirect_uris: Sequence[str],
     users: Mapping[str, Mapping[str, Any]],
+    post_logout_redirect_uris: Sequence[str] = (),
 ) -> Iterator[str]:
-    """Yield the issuer URL of a running provider; stops it afterwards."""
+    """Yield the issuer URL of a running provider; stops it afterwards.
+    ``post_logout_redirect_uris``: where its end-session endpoint may send the browser
+    back to (RP-initiated logout)."""
     module = _find_or_install()
     client_id, client_secret = client
     config = {
         "port": port, "module": str(module), "client_id": client_id,
         "client_secret": client_secret, "redirect_uris": list(redirect_uris), "users": users,
+        "post_logout_redirect_uris": list(post_logout_redirect_uris),
     }  # fmt: skip
     node = shutil.which("node")
     if node is None:

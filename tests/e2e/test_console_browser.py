@@ -136,7 +136,8 @@ def _console(
         subprocess.run(["git", *git], cwd=repo, check=True)
     with threaded_server(config) as server:
         callback = f"{server.url}/console/auth/callback"
-        with openid_provider(idp_port, CLIENT, [callback], USERS) as issued:
+        signed_out = [f"{server.url}/console/signed-out"]
+        with openid_provider(idp_port, CLIENT, [callback], USERS, signed_out) as issued:
             assert issued == issuer
             env = {**os.environ, "TOFUFLOW_SERVER_URL": server.url,
                    "TOFUFLOW_PLAN_TOKEN": make_token(server, "planner"),
@@ -686,6 +687,7 @@ def test_a_session_ends_on_the_server_at_sign_out_and_when_an_admin_revokes_it(
     copied.add_cookies(context.cookies())
     assert copied.request.get(f"{url}/console/runs", max_redirects=0).status == 200
     bob.click("button:has-text('Sign out')")
+    bob.click("button:has-text('Yes, sign me out')")  # the provider's session ends too
     expect(bob.locator("main")).to_contain_text("You are signed out")
     replayed = copied.request.get(f"{url}/console/runs", max_redirects=0)
     assert replayed.status == 303
@@ -792,3 +794,89 @@ def test_every_console_page_passes_an_accessibility_audit_reads_without_js_and_a
     run = httpx.get(f"{console.server.url}/v1/runs/{run_id}", headers=planner).json()
     assert run["status"] == "approved"
     assert [a["comment"] for a in run["approvals"]] == ["Read it; keyboard only"]
+
+
+@pytest.fixture
+def idp_console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Console]:
+    yield from _console(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def idle_console(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, binary: object
+) -> Iterator[Console]:
+    del binary
+    yield from _console(tmp_path, monkeypatch, session_idle="4s")
+
+
+@pytest.fixture
+def ending_console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Console]:
+    yield from _console(tmp_path, monkeypatch, session_idle="3s", session_absolute="3s")
+
+
+def _asks_for_a_password(page: Any, console: Console) -> None:
+    """The provider's login page, not a silent sign-in back to the console."""
+    assert page.url.startswith(console.issuer), page.url
+    expect(page.locator("input[name=password]")).to_be_visible()
+
+
+def test_signing_out_ends_the_providers_session_and_the_next_sign_in_asks_for_a_password(
+    idp_console: Console, browser: Any
+) -> None:
+    url = idp_console.server.url
+    _, page = _sign_in(browser, idp_console, "bob", "/console/runs")
+    page.click("button:has-text('Sign out')")
+    assert page.url.startswith(idp_console.issuer), page.url  # its end-session page
+    page.click("button:has-text('Yes, sign me out')")
+    page.wait_for_url(f"{url}/console/signed-out**")
+    expect(page.locator("main")).to_contain_text("You are signed out")
+    reloaded = page.reload()  # a GET page: reloading it is no resubmitted form
+    assert reloaded is not None and reloaded.status == 200
+    expect(page.locator("main")).to_contain_text("You are signed out")
+    page.goto(f"{url}/console/runs")
+    _asks_for_a_password(page, idp_console)
+
+
+def test_a_revoked_person_is_asked_for_a_password_and_their_open_run_page_stops_streaming(
+    idp_console: Console, browser: Any
+) -> None:
+    url = idp_console.server.url
+    planner = {"Authorization": f"Bearer {make_token(idp_console.server, 'planner')}"}
+    body = {"workspace": "app/x", "config_digest": "0" * 64}
+    run = httpx.post(f"{url}/v1/runs", json=body, headers=planner).json()
+    _, bob = _sign_in(browser, idp_console, "bob", f"/console/runs/{run['id']}")
+    carol_context, carol = _sign_in(browser, idp_console, "carol", "/console/sessions")
+    revoked = carol_context.request.post(f"{url}/console/sessions/revoke",
+                                         form={"csrf": _csrf(carol), "subject": "bob",
+                                               "issuer": idp_console.issuer})  # fmt: skip
+    assert revoked.status == 200
+    # No click on bob's page: its live stream notices within seconds and says so.
+    expect(bob.locator("#session-ended")).to_contain_text("signed out: sign in again",
+                                                         timeout=10_000)  # fmt: skip
+    bob.goto(f"{url}/console/runs")
+    _asks_for_a_password(bob, idp_console)
+
+
+def test_past_its_absolute_lifetime_the_next_sign_in_asks_for_a_password(
+    ending_console: Console, browser: Any
+) -> None:
+    _, page = _sign_in(browser, ending_console, "bob", "/console/runs")
+    page.wait_for_timeout(4000)
+    page.goto(f"{ending_console.server.url}/console/runs")
+    _asks_for_a_password(page, ending_console)
+
+
+def test_an_approval_sent_after_the_session_idled_out_returns_to_the_run_saying_so(
+    idle_console: Console, browser: Any
+) -> None:
+    run_id = _plan(idle_console)
+    url = idle_console.server.url
+    _, page = _sign_in(browser, idle_console, "alice", f"/console/runs/{run_id}")
+    page.fill("textarea[name=comment]", "typed before lunch")
+    page.wait_for_timeout(5000)
+    page.click("button:has-text('Approve')")
+    page.wait_for_url(f"{url}/console/runs/{run_id}")  # the provider's session was still on
+    notice = page.locator("main [role=alert]", has_text="session had ended")
+    expect(notice).to_contain_text("sign in again and approve again")
+    expect(page.locator("[data-status]")).to_have_text("needs_approval")
+    expect(page.locator("textarea[name=comment]")).to_have_value("typed before lunch")

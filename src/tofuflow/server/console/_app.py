@@ -20,9 +20,10 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -65,6 +66,7 @@ from tofuflow.server.console._queries import (
 )
 from tofuflow.server.console._session import (
     ENDED_KEY,
+    REAUTH_KEY,
     SESSION_COOKIE,
     SESSION_ENDED,
     SessionPolicy,
@@ -75,7 +77,12 @@ from tofuflow.server.console._session import (
     sign_in_local,
     viewer,
 )
-from tofuflow.server.console._settings import CALLBACK_PATH, ConsoleSettings
+from tofuflow.server.console._settings import (
+    CALLBACK_PATH,
+    SIGNED_OUT_PATH,
+    ConsoleSettings,
+    unreachable,
+)
 from tofuflow.server.console._views import (
     OutputRow,
     ResourceSection,
@@ -98,7 +105,16 @@ _CSP = (
     "connect-src 'self'; form-action 'self' {issuer}; frame-ancestors 'none'; base-uri 'none'"
 )
 _SSE_POLL_SECONDS = 0.5
-_SSE_MAX_SECONDS = 600  # the browser reconnects, and the session is checked again
+_SSE_MAX_SECONDS = 600  # the browser reconnects (the session is checked all along too)
+_SSE_SESSION_SECONDS = 2.0  # a stream re-checks its session this often, and per event
+_SESSION_OVER = (
+    "Your session ended (signed out, revoked or expired), so this page no longer updates. "
+    "You are signed out: sign in again."
+)
+_NOTICE_KEY, _DRAFT_KEY, _AUTH_AFTER_KEY = "notice", "draft", "auth_after"
+# What survives the session being cleared on the way through the provider's sign-in.
+_CARRIED = (ENDED_KEY, REAUTH_KEY, _NOTICE_KEY, _DRAFT_KEY)
+_CLOCK_SKEW = 5  # seconds between this server's clock and the provider's
 _SSE_LIST_SECONDS = 1.0
 _LINK_SECONDS = 120.0
 _EXTENSIONS = {"1h": 1, "1d": 24}  # the environments page's Extend buttons
@@ -175,7 +191,12 @@ class _Console:
         self.runs, self.state, self.bindings = runs, state, bindings
         self.environments = environments
         self.engine = state.engine
-        self.sessions = SessionStore(self.engine)
+        self.policy = (
+            SessionPolicy(settings.session_idle, settings.session_absolute)
+            if settings
+            else SessionPolicy()
+        )
+        self.sessions = SessionStore(self.engine, self.policy)
         self.chain = ChainStatus(self.engine)
         self.drift = DriftService(self.engine)
         self._sections: OrderedDict[str, tuple[list[ResourceSection], list[OutputRow]]] = (
@@ -189,19 +210,19 @@ class _Console:
         self.templates.filters["when"] = _when
         self.templates.filters["duration"] = _duration
         self.oauth = _oauth_client(settings) if settings is not None else None
-        self.policy = (
-            SessionPolicy(settings.session_idle, settings.session_absolute)
-            if settings
-            else SessionPolicy()
-        )
 
     # -- plumbing -----------------------------------------------------------------------
 
     def render(
         self, request: Request, template: str, status: int = 200, **values: Any
     ) -> HTMLResponse:
+        if values.get("person") is not None:  # shown once, after the sign-in it asked for
+            values.setdefault("notice", request.session.pop(_NOTICE_KEY, None))
+            draft = request.session.get(_DRAFT_KEY)
+            if isinstance(draft, dict) and draft.get("path") == request.url.path:
+                values.setdefault("draft", str(request.session.pop(_DRAFT_KEY)["comment"]))
         html = self.templates.get_template(template).render(request=request, **values)
-        issuer = self.settings.issuer if self.settings else ""
+        issuer = _origin(self.settings.issuer) if self.settings else ""
         headers = {
             "Content-Security-Policy": _CSP.format(issuer=issuer),
             "X-Content-Type-Options": "nosniff",
@@ -224,19 +245,19 @@ class _Console:
         """Run ``build`` for the signed-in person; sign-in, refusals and errors as pages."""
         try:
             person = self.who(request)
-            if not await run_in_threadpool(self.sessions.live, person.sid):
+            live = partial(self.sessions.live, person.sid, active=person.active)
+            if not await run_in_threadpool(live):
                 # Keep saying why: the page's own background requests often meet the
                 # ended session first, and the person's next click must not read
                 # "not signed in".
                 request.session.clear()
                 request.session[ENDED_KEY] = True
+                request.session[REAUTH_KEY] = True
                 raise AuthError(SESSION_ENDED)
         except AuthError as signal:
             if self.settings is None:
                 return self.unconfigured(request)
-            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            login = f"/console/login?next={quote(target, safe='')}&why={quote(str(signal))}"
-            return RedirectResponse(login, status_code=303)
+            return await self.to_sign_in(request, str(signal))
         try:
             return await build(person)
         except ForbiddenError as exc:
@@ -248,6 +269,54 @@ class _Console:
                 await self.refused(request, person, exc.status, str(exc))
             return self.render(request, "message.html", exc.status, title="Cannot do that",
                                message=str(exc), person=person)  # fmt: skip
+
+    async def to_sign_in(self, request: Request, why: str) -> Response:
+        """No valid session: the page's own requests learn that the session is over (and
+        stop); a form sent goes back to its page, saying so; anything else to sign-in."""
+        if request.headers.get("accept", "").startswith("text/event-stream"):
+            return StreamingResponse(_one_event("ended", _SESSION_OVER),
+                                     media_type="text/event-stream")  # fmt: skip
+        if request.headers.get("hx-request") == "true":  # swapped in for the stale part
+            return self.render(request, "_ended.html", message=_SESSION_OVER, person=None)
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if request.method == "POST":
+            # Never back to the POST's own URL, which has no GET: to the form's page.
+            target = _form_page(request)
+            verb = request.url.path.rsplit("/", 1)[-1]
+            request.session[_NOTICE_KEY] = (
+                f"Your session had ended, so your {verb} was not done: sign in again and "
+                f"{verb} again."
+            )
+            try:
+                comment = (await _form(request)).get("comment", "").strip()
+            except ForbiddenError:  # too large to keep: the notice says what to do
+                comment = ""
+            if comment:
+                request.session[_DRAFT_KEY] = {"path": target, "comment": comment[:1000]}
+        login = f"/console/login?next={quote(target, safe='')}&why={quote(why)}"
+        return RedirectResponse(login, status_code=303)
+
+    async def discover(self) -> str | None:
+        """None once the provider's discovery document is loaded; else why not, in one
+        line (logged as one line too: a typo in the issuer is not a crash)."""
+        if self.oauth is None or self.settings is None:
+            return "the console has no sign-in configured"
+        try:
+            await self.oauth.load_server_metadata()
+        except Exception as exc:  # httpx's or httpx2's errors: see unreachable
+            reason = unreachable(self.settings.discovery_url, exc)
+            if reason is None:
+                raise
+            _log.warning("console sign-in: %s", reason)
+            return reason
+        return None
+
+    def cannot_sign_in(self, request: Request, reason: str) -> Response:
+        return self.render(request, "message.html", 503, title="Cannot sign in",
+                           message=f"Sign-in is not possible now: {reason}. Try again "
+                                   "later, or ask the console's operator to check [console] "
+                                   "issuer.",
+                           person=None, retry=True)  # fmt: skip
 
     def unconfigured(self, request: Request) -> Response:
         """No OpenID sign-in here: under `tofuflow ui` (it issued links) people sign in
@@ -453,33 +522,59 @@ class _Console:
                                    message="This sign-in link was already used or has expired: "
                                            "run `tofuflow ui` again for a new one.",
                                    person=None)  # fmt: skip
-            await run_in_threadpool(
-                sign_in_local, request, getpass.getuser(), self.sessions, self.policy
-            )
+            await run_in_threadpool(sign_in_local, request, getpass.getuser(), self.sessions)
             return RedirectResponse("/console/runs", status_code=303)
 
         @api.get("/console/login")
         async def login(request: Request, next: str = "/console/runs", why: str = "") -> Response:
-            if self.oauth is None:
+            if self.oauth is None or self.settings is None:
                 return self.unconfigured(request)
+            public = self.public_url(request)
+            if (
+                urlsplit(public).netloc != request.url.netloc
+                and "moved" not in request.query_params
+            ):
+                # The provider returns to public_url: start there, where the state cookie
+                # will be (else "State not equal" after a sign-in on another host name).
+                # Once only: a proxy that rewrites Host must not make a loop.
+                query = urlencode({"next": next, "why": why, "moved": "1"})
+                return RedirectResponse(f"{public}/console/login?{query}", status_code=303)
             # An open page's own request that met an ended session follows its redirect
             # here by itself (a fetch does); the person's next click must still learn
             # why, so the mark survives until someone signs in.
-            ended = request.session.get(ENDED_KEY)
+            carried = {k: request.session[k] for k in _CARRIED if k in request.session}
             request.session.clear()
-            if ended:
-                request.session[ENDED_KEY] = True
+            request.session.update(carried)
             request.session["next"] = _safe_next(next)
-            redirect_uri = self.public_url(request) + CALLBACK_PATH
-            response: Response = await self.oauth.authorize_redirect(request, redirect_uri)
+            problem = await self.discover()
+            if problem is not None:
+                return self.cannot_sign_in(request, problem)
+            # A sign-in older than a session's absolute lifetime is never taken as is.
+            options: dict[str, Any] = {"max_age": int(self.policy.absolute.total_seconds())}
+            if carried.get(REAUTH_KEY):  # signed out, revoked, or past its lifetime
+                options = {"prompt": "login", "max_age": 0}
+                request.session[_AUTH_AFTER_KEY] = int(time.time())
+            redirect_uri = public + CALLBACK_PATH
+            response: Response = await self.oauth.authorize_redirect(
+                request, redirect_uri, **options
+            )
             return response
 
         @api.get(CALLBACK_PATH)
         async def callback(request: Request) -> Response:
             from authlib.integrations.starlette_client import OAuthError
 
-            if self.oauth is None:
+            if self.oauth is None or self.settings is None:
                 return RedirectResponse("/console/login", status_code=303)
+            state = request.query_params.get("state", "")
+            if not state or f"_state_idp_{state}" not in request.session:
+                # Not an answer to a sign-in this browser started: nothing in it (an
+                # error_description anyone could have written) is shown.
+                _log.warning("console sign-in failed: an answer for no sign-in started here")
+                return self.render(request, "message.html", 400, title="Sign-in failed",
+                                   message="Sign-in failed: this answer was not for a sign-in "
+                                           "started here; sign in again.",
+                                   person=None, retry=True)  # fmt: skip
             try:
                 token = await self.oauth.authorize_access_token(request)
                 claims = await self.claims(token)
@@ -489,28 +584,56 @@ class _Console:
                                    message=f"The identity provider's answer was not accepted "
                                            f"({_oauth_reason(exc)}). Sign in again.",
                                    person=None, retry=True)  # fmt: skip
+            except Exception as exc:  # httpx's or httpx2's: see unreachable
+                reason = unreachable(self.settings.issuer, exc)
+                if reason is None:
+                    raise
+                _log.warning("console sign-in: %s", reason)
+                return self.cannot_sign_in(request, reason)
             target = _safe_next(str(request.session.get("next") or ""))
-            await run_in_threadpool(
-                sign_in, request, claims, self.bindings, self.sessions, self.policy
-            )
+            stale = await run_in_threadpool(self.stale_sign_in, request, claims)
+            if stale is not None:
+                return stale
+            carried = {k: request.session[k] for k in (_NOTICE_KEY, _DRAFT_KEY)
+                       if k in request.session}  # fmt: skip
+            await run_in_threadpool(sign_in, request, claims, self.bindings, self.sessions)
+            request.session.update(carried)
             return RedirectResponse(target, status_code=303)
 
         @api.post("/console/logout")
         async def logout(request: Request) -> Response:
             form = await _form(request)
+            sid = request.session.get("sid")
+            if not isinstance(sid, str):  # already signed out (another tab did)
+                return RedirectResponse(SIGNED_OUT_PATH, status_code=303)
             try:
                 check_csrf(request, form.get("csrf"))
             except ForbiddenError as exc:
                 return self.render(request, "message.html", 403, title="Not allowed",
                                    message=str(exc), person=None)  # fmt: skip
-            sid = request.session.get("sid")
-            if isinstance(sid, str):  # ended here: a copy of the cookie is refused too
-                by = str(request.session.get("name") or "")
-                await run_in_threadpool(self.sessions.end, sid, by)
+            by = str(request.session.get("name") or "")
+            await run_in_threadpool(self.sessions.end, sid, by)  # a copy is refused too
             request.session.clear()
-            return self.render(request, "message.html", title="Signed out", person=None,
-                               message="You are signed out of the tofuflow console.",
-                               retry=True)  # fmt: skip
+            request.session[REAUTH_KEY] = True  # this browser's next sign-in: a password
+            back = self.public_url(request) + SIGNED_OUT_PATH
+            end = await self.end_session_url(back)
+            return RedirectResponse(end or SIGNED_OUT_PATH, status_code=303)
+
+        @api.get("/console/logout")
+        async def logout_page() -> Response:
+            return RedirectResponse(SIGNED_OUT_PATH, status_code=303)
+
+        @api.get(SIGNED_OUT_PATH)
+        async def signed_out(request: Request) -> Response:
+            try:
+                person = self.who(request)
+            except AuthError:
+                return self.render(request, "message.html", title="Signed out", person=None,
+                                   message="You are signed out of the tofuflow console.",
+                                   retry=True)  # fmt: skip
+            return self.render(request, "message.html", title="Still signed in", person=person,
+                               message="You are still signed in: sign out with the button at "
+                                       "the top.")  # fmt: skip
 
     def _run_routes(self, api: APIRouter) -> None:
         @api.get("/console/runs")
@@ -542,7 +665,7 @@ class _Console:
         async def runs_events(request: Request) -> Response:
             async def build(person: Viewer) -> Response:
                 return StreamingResponse(
-                    self.list_changes(request), media_type="text/event-stream",
+                    self.list_changes(request, person), media_type="text/event-stream",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
                 )  # fmt: skip
 
@@ -572,7 +695,8 @@ class _Console:
                 ctx = self.ctx(request, person)
                 await run_in_threadpool(self.runs.get, ctx, run_id)
                 return StreamingResponse(
-                    self.changes(request, ctx, run_id, after), media_type="text/event-stream",
+                    self.changes(request, person, ctx, run_id, after),
+                    media_type="text/event-stream",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
                 )  # fmt: skip
 
@@ -746,43 +870,115 @@ class _Console:
         self.runs.cancel(ctx, run_id, reason[:500])
 
     async def changes(
-        self, request: Request, ctx: RequestContext, run_id: str, after: int
+        self, request: Request, person: Viewer, ctx: RequestContext, run_id: str, after: int
     ) -> AsyncIterator[str]:
         """Server-sent events: ``log`` with each new chunk of the apply's output (as
-        escaped text), ``changed`` whenever the run's status or story moves on."""
+        escaped text), ``changed`` whenever the run's status or story moves on, ``ended``
+        (and the stream ends) once the session is over."""
         last: tuple[Any, ...] | None = None
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = checked = loop.time()
         yield "retry: 2000\n\n"
         while loop.time() - started < _SSE_MAX_SECONDS:
             if await request.is_disconnected():
                 return
             chunks = await run_in_threadpool(self.runs.log, ctx, run_id, after)
-            for seq, text in chunks:
-                lines = html.escape(text).split("\n")
-                yield "event: log\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
-                after = seq
             current = await run_in_threadpool(run_fingerprint, self.engine, run_id)
+            news = bool(chunks) or (last is not None and current != last)
+            if news or loop.time() - checked >= _SSE_SESSION_SECONDS:
+                over, checked = await self.session_over(request, person), loop.time()
+                if over is not None:
+                    if over:
+                        yield _sse("ended", over)
+                    return
+            for seq, text in chunks:
+                yield _sse("log", text)
+                after = seq
             if last is not None and current != last:
                 yield f"event: changed\ndata: {current[0]}\n\n"
             last = current
             await asyncio.sleep(_SSE_POLL_SECONDS)
 
-    async def list_changes(self, request: Request) -> AsyncIterator[str]:
+    async def list_changes(self, request: Request, person: Viewer) -> AsyncIterator[str]:
         """Server-sent events: ``changed`` whenever anything was audited (a run created,
-        decided, approved, applied…): the runs list then reloads its table."""
+        decided, approved, applied…): the runs list then reloads its table; ``ended``
+        once the session is over."""
         last: int | None = None
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = checked = loop.time()
         yield "retry: 2000\n\n"
         while loop.time() - started < _SSE_MAX_SECONDS:
             if await request.is_disconnected():
                 return
             current = await run_in_threadpool(newest_event, self.engine)
+            if (last is not None and current != last) or (
+                loop.time() - checked >= _SSE_SESSION_SECONDS
+            ):
+                over, checked = await self.session_over(request, person), loop.time()
+                if over is not None:
+                    if over:
+                        yield _sse("ended", over)
+                    return
             if last is not None and current != last:
                 yield "event: changed\ndata: runs\n\n"
             last = current
             await asyncio.sleep(_SSE_LIST_SECONDS)
+
+    def stale_sign_in(self, request: Request, claims: dict[str, Any]) -> Response | None:
+        """A sign-in the provider did not make fresh enough, or None: it must be newer than
+        the person's last signed-out or revoked session, newer than the absolute lifetime,
+        and, when a password was asked for (prompt=login), made after that request. The
+        first time, the browser goes round again asking for a password; then a page."""
+        auth_time = claims.get("auth_time")
+        asked = request.session.get(_AUTH_AFTER_KEY)
+        ended = self.sessions.last_ended(str(claims.get("sub")), str(claims.get("iss") or ""))
+        if isinstance(auth_time, int | float) and not isinstance(auth_time, bool):
+            floor = max(
+                time.time() - self.policy.absolute.total_seconds(),
+                asked - _CLOCK_SKEW if isinstance(asked, int) else 0,
+                ended.timestamp() if ended else 0,
+            )
+            if auth_time >= floor:
+                return None
+        elif ended is None or asked is not None:
+            return None  # a provider that says nothing of when: it was asked to, at least
+        if asked is None:
+            request.session[REAUTH_KEY] = True
+            target = str(request.session.get("next") or "/console/runs")
+            return RedirectResponse(f"/console/login?next={quote(target, safe='')}",
+                                    status_code=303)  # fmt: skip
+        _log.warning("console sign-in refused: the provider did not ask for the password again")
+        return self.render(request, "message.html", 403, title="Sign-in failed",
+                           message="Your identity provider signed you in without asking for "
+                                   "your password again, after your session here was ended. "
+                                   "Sign out at your provider, then sign in again.",
+                           person=None, retry=True)  # fmt: skip
+
+    async def end_session_url(self, back: str) -> str | None:
+        """The provider's end-session (RP-initiated logout) URL returning to ``back``, when
+        its discovery document advertises one."""
+        if self.oauth is None or self.settings is None or await self.discover() is not None:
+            return None
+        endpoint = (await self.oauth.load_server_metadata()).get("end_session_endpoint")
+        if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
+            return None
+        query = urlencode({"client_id": self.settings.client_id,
+                           "post_logout_redirect_uri": back})  # fmt: skip
+        return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"
+
+    async def session_over(self, request: Request, person: Viewer) -> str | None:
+        """Whether a stream's session still stands: None while it does; "" when its idle
+        time ran out as of the cookie it started with (the browser reconnects with its
+        current cookie, which decides); else why it is over."""
+        started = request.session  # as the stream's request brought it
+        now = time.time()
+        if now - int(started.get("iat") or 0) > self.policy.absolute.total_seconds():
+            return _SESSION_OVER
+        if not await run_in_threadpool(self.sessions.live, person.sid):
+            return _SESSION_OVER
+        if now - int(started.get("seen") or 0) > self.policy.idle.total_seconds():
+            return ""
+        return None
 
     async def claims(self, token: dict[str, Any]) -> dict[str, Any]:
         """The ID token's verified claims, plus what the userinfo endpoint adds (groups
@@ -819,6 +1015,36 @@ def _oauth_client(settings: ConsoleSettings) -> Any:
 def _oauth_reason(exc: Exception) -> str:
     description = getattr(exc, "description", None) or getattr(exc, "error", None)
     return str(description or exc)[:300]
+
+
+def _sse(event: str, text: str) -> str:
+    """One server-sent event carrying ``text`` as escaped HTML."""
+    lines = html.escape(text).split("\n")
+    return f"event: {event}\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
+
+
+async def _one_event(event: str, text: str) -> AsyncIterator[str]:
+    yield _sse(event, text)
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _form_page(request: Request) -> str:
+    """The page a form was sent from: its Referer on this console, else the page the
+    form's action belongs to (a run's, a workspace's, the list it came from)."""
+    referer = urlsplit(request.headers.get("referer", ""))
+    if referer.netloc == request.url.netloc and referer.path.startswith("/console/"):
+        return _safe_next(referer.path + (f"?{referer.query}" if referer.query else ""))
+    parent = request.url.path.rsplit("/", 1)[0]
+    if parent.startswith(("/console/runs/", "/console/workspaces/")):
+        return _safe_next(parent)
+    for listing in ("/console/environments", "/console/notifications", "/console/sessions"):
+        if parent.startswith(listing):
+            return listing
+    return "/console/runs"
 
 
 def _safe_next(target: str) -> str:

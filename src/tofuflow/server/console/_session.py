@@ -8,7 +8,12 @@ current ``[[bindings]]`` on every request, so a changed binding applies at once.
 
 The cookie also names a row of ``console_sessions`` (``SessionStore``): a session is live
 only while its row is, so signing out, or an admin revoking a person's sessions, refuses
-that cookie on every replica from then on, even a copy of it.
+that cookie on every replica from then on, even a copy of it. The row's ``expires_at``
+follows the person's activity (idle expiry, within a minute, capped at the absolute), so
+the server knows which sessions are still valid without the cookie.
+
+A session that ended by sign-out, revocation or its absolute lifetime leaves ``REAUTH_KEY``
+in the cleared cookie: the next sign-in asks the provider for the password again.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from starlette.requests import Request
@@ -41,6 +46,7 @@ from tofuflow.server.storage._db import ConsoleSession, utcnow, write_session
 
 __all__ = [
     "ENDED_KEY",
+    "REAUTH_KEY",
     "SESSION_COOKIE",
     "SESSION_ENDED",
     "SessionPolicy",
@@ -57,6 +63,8 @@ SESSION_COOKIE = "tofuflow_console"
 # the cleared cookie, so every later request says why, not just the first.
 ENDED_KEY = "ended"
 SESSION_ENDED = "your session was ended (signed out or revoked): sign in again"
+# The next sign-in must be a fresh authentication at the provider (prompt=login).
+REAUTH_KEY = "reauth"
 _DISPLAY_CLAIMS = ("name", "preferred_username", "email")
 _GROUP_CLAIMS = ("groups", "roles")  # where bindings look for groups (auth/_bindings.py)
 
@@ -78,6 +86,8 @@ class Viewer:
     name: str
     csrf: str
     sid: str = ""
+    # False for the page's own background requests: they do not keep a session alive.
+    active: bool = True
 
     @property
     def is_admin(self) -> bool:
@@ -88,41 +98,75 @@ class Viewer:
 class SessionStore:
     """The server's record of console sessions: live while not ended and not expired.
 
-        sid = store.open("alice", "https://login.example.com", "Alice", policy.absolute)
-        store.live(sid)                 # True
+        store = SessionStore(engine, policy)
+        sid = store.open("alice", "https://login.example.com", "Alice")
+        store.live(sid, active=True)    # True; her activity keeps it from idling out
         store.end(sid)                  # signed out: this cookie is refused from now on
         store.revoke(actor, "alice", "https://login.example.com")   # every one of hers
 
     Only a hash of the id is kept, so the table gives no one a session.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, policy: SessionPolicy | None = None) -> None:
         self.engine = engine
+        self.policy = policy or SessionPolicy()
+        # How much idle time a request may use up before the row is moved on: one write a
+        # minute at most per person, and the server's idle expiry as late as the cookie's.
+        self._slack = min(self.policy.idle / 10, dt.timedelta(minutes=1))
 
-    def open(self, subject: str, issuer: str, name: str, lifetime: dt.timedelta) -> str:
+    def open(self, subject: str, issuer: str, name: str) -> str:
         sid, now = secrets.token_urlsafe(32), utcnow()
         with write_session(self.engine) as session:
-            # Rows past their absolute expiry are of no use to anyone: forget them.
+            # Rows past their expiry (idle or absolute) are of no use to anyone: forget them.
             session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at < now))
             session.add(ConsoleSession(
                 id_hash=_sid_hash(sid), subject=subject[:512], issuer=issuer[:512],
-                name=name[:255], created_at=now, expires_at=now + lifetime,
+                name=name[:255], created_at=now, expires_at=self._idle_until(now, now),
             ))  # fmt: skip
         return sid
 
-    def live(self, sid: str) -> bool:
+    def _idle_until(self, created: dt.datetime, now: dt.datetime) -> dt.datetime:
+        return min(created + self.policy.absolute, now + self.policy.idle + self._slack)
+
+    def live(self, sid: str, *, active: bool = False) -> bool:
+        """Not ended, not idle, not past its absolute expiry; ``active`` (the person did
+        something) moves its idle expiry on."""
+        now = utcnow()
         with Session(self.engine) as session:
             row = session.get(ConsoleSession, _sid_hash(sid))
-            return row is not None and row.ended_at is None and _aware(row.expires_at) > utcnow()
+            if row is None or row.ended_at is not None or _aware(row.expires_at) <= now:
+                return False
+            if not active or _aware(row.expires_at) >= now + self.policy.idle:
+                return True
+        with write_session(self.engine) as session:
+            session.execute(
+                update(ConsoleSession)
+                .where(ConsoleSession.id_hash == _sid_hash(sid))
+                .values(expires_at=self._idle_until(_aware(row.created_at), now))
+            )
+        return True
 
     def end(self, sid: str, by: str) -> None:
         """Signing out: this session only."""
         with write_session(self.engine) as session:
-            session.execute(
-                update(ConsoleSession)
-                .where(ConsoleSession.id_hash == _sid_hash(sid), ConsoleSession.ended_at.is_(None))
-                .values(ended_at=utcnow(), ended_by=by[:512])
-            )
+            row = session.get(ConsoleSession, _sid_hash(sid), with_for_update=True)
+            if row is not None and row.ended_at is None:
+                self._ended(row, utcnow(), by)
+
+    def _ended(self, row: ConsoleSession, now: dt.datetime, by: str) -> None:
+        # Kept until its absolute expiry: the next sign-in must be newer (``last_ended``).
+        row.ended_at, row.ended_by = now, by[:512]
+        row.expires_at = _aware(row.created_at) + self.policy.absolute
+
+    def last_ended(self, subject: str, issuer: str) -> dt.datetime | None:
+        """When a session of this person was last signed out or revoked (kept until
+        that session's absolute expiry)."""
+        query = select(func.max(ConsoleSession.ended_at)).where(
+            ConsoleSession.subject == subject, ConsoleSession.issuer == issuer
+        )
+        with Session(self.engine) as session:
+            moment = session.scalar(query)
+        return _aware(moment) if moment is not None else None
 
     def revoke(self, actor: _audit.Actor, subject: str, issuer: str) -> int:
         """End every live session of one person (audited); how many there were."""
@@ -135,13 +179,14 @@ class SessionStore:
                 ).with_for_update()
             ).all()  # fmt: skip
             for row in rows:
-                row.ended_at, row.ended_by = now, actor.subject[:512]
+                self._ended(row, now, actor.subject)
             detail = {"subject": subject, "issuer": issuer, "sessions": len(rows)}
             _audit.append(session, actor, "console.sessions_revoked", detail=detail)
         return len(rows)
 
     def active(self, limit: int = 500) -> list[dict[str, Any]]:
-        """Live sessions, newest first: who, from which issuer, since and until when."""
+        """Valid sessions (not ended, not idle, not past their absolute expiry), newest
+        first: who, from which issuer, since and until when at the latest."""
         query = (
             select(ConsoleSession)
             .where(ConsoleSession.ended_at.is_(None), ConsoleSession.expires_at > utcnow())
@@ -152,7 +197,7 @@ class SessionStore:
             return [
                 {"subject": row.subject, "issuer": row.issuer, "name": row.name,
                  "created_at": _aware(row.created_at).isoformat(),
-                 "expires_at": _aware(row.expires_at).isoformat()}
+                 "expires_at": (_aware(row.created_at) + self.policy.absolute).isoformat()}
                 for row in session.scalars(query)
             ]  # fmt: skip
 
@@ -170,7 +215,6 @@ def sign_in(
     claims: Mapping[str, Any],
     bindings: Sequence[Binding],
     store: SessionStore,
-    policy: SessionPolicy,
 ) -> None:
     """Start a session for verified ``claims`` (a new CSRF token; the old session ends).
 
@@ -184,14 +228,14 @@ def sign_in(
         if isinstance(value, list | str):
             kept[key] = [g for g in ([value] if isinstance(value, str) else value) if g in named]
     name = display[:200] or str(claims.get("sub"))
-    sid = store.open(str(claims.get("sub")), str(claims.get("iss") or ""), name, policy.absolute)
+    sid = store.open(str(claims.get("sub")), str(claims.get("iss") or ""), name)
     _start(request, sid, claims=kept, name=name)
 
 
-def sign_in_local(request: Request, user: str, store: SessionStore, policy: SessionPolicy) -> None:
+def sign_in_local(request: Request, user: str, store: SessionStore) -> None:
     """Start a session for the local user who owns the embedded plane (``tofuflow ui``):
     an admin there, as the tokens the embedded plane mints itself are."""
-    sid = store.open(f"local:{user}", "local", user, policy.absolute)
+    sid = store.open(f"local:{user}", "local", user)
     _start(request, sid, local=user, name=user)
 
 
@@ -213,13 +257,16 @@ def viewer(request: Request, policy: SessionPolicy, bindings: Sequence[Binding])
     now = int(time.time())
     if now - iat > policy.absolute.total_seconds():
         session.clear()
+        session[REAUTH_KEY] = True
         raise AuthError("your session ended: sign in again")
     if now - seen > policy.idle.total_seconds():
         session.clear()
         raise AuthError("your session was idle too long: sign in again")
-    if not _background(request):
+    active = not _background(request)
+    if active:
         session["seen"] = now
-    return Viewer(_principal(session, bindings), str(session["name"]), session["csrf"], sid)
+    principal = _principal(session, bindings)
+    return Viewer(principal, str(session["name"]), session["csrf"], sid, active)
 
 
 def _background(request: Request) -> bool:

@@ -10,7 +10,8 @@
 
 The client secret never goes in the file: it comes from the environment variable named
 by ``client_secret_env`` or from ``client_secret_file``. The redirect URI to register
-with the IdP is ``<server.public_url>/console/auth/callback``.
+with the IdP is ``<server.public_url>/console/auth/callback``; the post-logout redirect
+URI, ``<server.public_url>/console/signed-out``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 
 from tofuflow.errors import ConfigError
 
-__all__ = ["CONSOLE_KEYS", "ConsoleSettings"]
+__all__ = ["CALLBACK_PATH", "CONSOLE_KEYS", "SIGNED_OUT_PATH", "ConsoleSettings", "unreachable"]
 
 CONSOLE_KEYS = (
     "issuer",
@@ -42,6 +43,8 @@ CONSOLE_KEYS = (
 _DEFAULT_SECRET_ENV = "TOFUFLOW_CONSOLE_CLIENT_SECRET"  # noqa: S105 - a variable's name
 _DEFAULT_KEY_ENV = "TOFUFLOW_CONSOLE_SESSION_KEY"
 CALLBACK_PATH = "/console/auth/callback"
+SIGNED_OUT_PATH = "/console/signed-out"
+_DISCOVERY_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,47 @@ class ConsoleSettings:
                     f"({exc.strerror})"
                 ) from None
         return os.environ.get(self.client_secret_env, "").strip() or None
+
+    def start_up_warnings(self) -> list[str]:
+        """What an operator should know at start, a line each: a public client (no
+        secret), a provider whose discovery document does not load now."""
+        import httpx
+
+        warnings = []
+        if self.client_secret() is None:
+            unset = (
+                f"console.client_secret_file {self.client_secret_file} is empty"
+                if self.client_secret_file
+                else f"{self.client_secret_env} is unset"
+            )
+            warnings.append(
+                f"the console signs in as a public client (PKCE only, no client secret) "
+                f"because {unset}; a provider that registered it as a confidential client "
+                "refuses every sign-in (invalid_client)"
+            )
+        try:
+            answer = httpx.get(self.discovery_url, timeout=_DISCOVERY_TIMEOUT)
+            answer.raise_for_status()
+            answer.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            reason = unreachable(self.discovery_url, exc)
+            warnings.append(f"{reason} (the console's sign-in fails until it answers)")
+        return warnings
+
+
+def unreachable(url: str, exc: BaseException) -> str | None:
+    """ "cannot reach your identity provider at URL: <one line>" for a failed HTTP
+    exchange with it, or a document that is no JSON; None for any other error.
+
+    Authlib uses httpx2 where it is installed, else httpx: their errors are recognised by
+    their module, so that neither needs importing here."""
+    module = type(exc).__module__.split(".", 1)[0]
+    if module not in {"httpx", "httpx2", "httpcore", "httpcore2"} and not isinstance(
+        exc, ValueError
+    ):
+        return None
+    detail = (str(exc).strip().splitlines() or [""])[0][:200]
+    return f"cannot reach your identity provider at {url}: {type(exc).__name__}: {detail}"
 
 
 _DEFAULTS = {"session_idle": "30m", "session_absolute": "12h"}
