@@ -146,6 +146,7 @@ def _run(
     click.echo(f"tofuflow control plane on {listening}{public} (data: {config.data_dir})", err=True)
     for warning in config.warnings:
         click.echo(f"warning: {warning}", err=True)
+    _warn_about_console(config)
     _warn_past_max_connections(app.state.engine, config, workers)
     local = "127.0.0.1" if config.host in {"0.0.0.0", "::", ""} else config.host  # noqa: S104
     reaper = start_reaper(app.state.engine, config, f"http://{local}:{config.port}")
@@ -184,6 +185,14 @@ def _serve(server: Any, sock: socket.socket) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _warn_about_console(config: Any) -> None:
+    """A public client, a provider that does not answer now: a line each, and it starts
+    all the same (the provider may come up later)."""
+    settings = config.console_settings(str(config.source or "configuration"))
+    for warning in settings.start_up_warnings() if settings is not None else ():
+        click.echo(f"warning: {warning}", err=True)
 
 
 def _warn_past_max_connections(engine: Engine, config: Any, workers: int) -> None:
