@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from _services.idp import free_port, openid_provider
-from _services.server import RunningServer, threaded_server
+from _services.server import RunningServer, process_server, threaded_server
 
 CLIENT = ("tofuflow-console", "test-only-client-secret")
 USERS = {"bob": {"name": "Bob Planner", "groups": ["infra-planners"]}}
@@ -163,3 +163,22 @@ def _user() -> str:
     import getpass
 
     return getpass.getuser()
+
+
+def test_a_sign_in_started_on_another_host_name_starts_again_on_the_public_url(
+    tmp_path: Path,
+) -> None:
+    """On localhost with public_url on 127.0.0.1, the provider came back to 127.0.0.1,
+    where the browser had no state cookie: "CSRF Warning! State not equal"."""
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    config = tmp_path / "server.toml"
+    config.write_text(
+        f'[server]\ndata_dir = "{tmp_path / "data"}"\npublic_url = "{public}"\n\n'
+        f'[console]\nissuer = "http://127.0.0.1:{free_port()}"\nclient_id = "{CLIENT[0]}"\n'
+        "insecure_cookie = true\n"
+    )
+    with process_server(config, port, tmp_path / "server.log"):
+        page = httpx.get(f"http://localhost:{port}/console/runs", follow_redirects=True)
+    assert str(page.url).startswith(f"{public}/console/login"), page.url
+    assert "cannot reach your identity provider" in page.text  # sign-in went on there
