@@ -20,6 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from fnmatch import fnmatchcase
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -807,10 +808,18 @@ class _Console:
             ],
             "can_approve": run["status"] == "needs_approval"
             and principal.can(Permission.APPROVE_RUN, run["workspace"]),
+            "own_run": run["requester"] == principal.subject
+            and not self.self_approval_allowed(run["workspace"]),
             # What RunService.cancel allows someone who did not request the run.
             "can_cancel": run["status"] in {"needs_approval", "approved"}
             and principal.can(Permission.APPLY_RUN, run["workspace"]),
         }
+
+    def self_approval_allowed(self, workspace: str) -> bool:
+        """As RunService.approve decides: every [[workspace_settings]] entry matching the
+        workspace allows it (none matching: not allowed)."""
+        matching = [p for p in self.runs.workspace_policies if fnmatchcase(workspace, p.match)]
+        return bool(matching) and all(p.allow_self_approval for p in matching)
 
     def story_data(self, ctx: RequestContext, run_id: str) -> dict[str, Any]:
         run = self.runs.get(ctx, run_id)
