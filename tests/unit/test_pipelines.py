@@ -749,3 +749,24 @@ def test_the_pipeline_cache_never_holds_a_working_copy(
             for name, value in variables.items():
                 path = path.replace(f"$({name})", value)
             assert not base.startswith(path.rstrip("/") + "/"), (stage["stage"], path)
+
+
+def test_each_workspace_can_deploy_to_its_own_environment(tmp_path: Path) -> None:
+    """app/dev to an environment without checks, app/prod to the gated one: with one
+    environment for every workspace, a dev change waited for the production approvers."""
+    result = _init(CliRunner(), tmp_path, "--environment", "production",
+                   "--environment", "app/dev=dev", "--auto-apply-routine")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    main = yaml.safe_load((tmp_path / MAIN_FILE).read_text(encoding="utf-8"))
+    given = {stage["parameters"]["workspace"]: stage["parameters"] for stage in main["stages"]}
+    assert (given["app/dev"]["environment"], given["app/dev"]["routineEnvironment"]) == (
+        "dev", "dev-routine",
+    )  # fmt: skip
+    assert given["app/prod"]["environment"] == "production"
+    assert given["app/prod"]["routineEnvironment"] == "production-routine"
+
+    typo = _init(CliRunner(), tmp_path, "--environment", "app/deb=dev", "--force")
+    assert typo.exit_code == 2 and 'did you mean "app/dev"' in typo.output, typo.output
+    two = _init(CliRunner(), tmp_path, "--environment", "a", "--environment", "b", "--force")
+    assert two.exit_code == 2, two.output
+    assert "one --environment without a workspace (the default)" in two.output

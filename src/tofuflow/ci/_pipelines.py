@@ -47,6 +47,7 @@ Pipelines refuses them).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -118,6 +119,8 @@ class PipelineOptions:
     plan_service_connection: str = "tofuflow-plan"
     apply_service_connection: str = "tofuflow-apply"
     environment: str = "production"
+    # Workspaces deploying to another environment than ``environment`` (dev to "dev").
+    workspace_environments: Mapping[str, str] = field(default_factory=dict)
     pool: AgentPool = field(default_factory=AgentPool)
     opentofu_version: str = DEFAULT_VERSION
     python_version: str = "3.12"
@@ -138,6 +141,12 @@ class PipelineOptions:
         ids = [stage_id(w) for w in self.workspaces]
         if len(set(ids)) != len(ids):
             raise ValueError(f"workspace names map to clashing stage ids: {ids}")
+        strange = sorted(set(self.workspace_environments) - set(self.workspaces))
+        if strange:
+            raise ValueError(f"an environment for {', '.join(strange)}, not a chosen workspace")
+        for ws, own in self.workspace_environments.items():
+            if not own.strip():
+                raise ValueError(f"the environment of {ws} must not be empty")
         for name, value in (
             ("plan service connection", self.plan_service_connection),
             ("apply service connection", self.apply_service_connection),
@@ -159,9 +168,13 @@ class PipelineOptions:
         _check_opentofu_version(self.opentofu_version)
         _check_python_version(self.python_version)
 
-    @property
-    def routine_env(self) -> str:
-        return self.routine_environment or f"{self.environment}-routine"
+    def environment_of(self, workspace: str) -> str:
+        return self.workspace_environments.get(workspace, self.environment)
+
+    def routine_env(self, workspace: str) -> str:
+        """Where ``workspace``'s routine runs deploy: --routine-environment, else
+        ``<its environment>-routine``."""
+        return self.routine_environment or f"{self.environment_of(workspace)}-routine"
 
     @property
     def branch_ref(self) -> str:
@@ -257,9 +270,9 @@ def _main(options: PipelineOptions) -> dict[str, Any]:
                 "serverUrl": options.server_url,
                 "planServiceConnection": options.plan_service_connection,
                 "applyServiceConnection": options.apply_service_connection,
-                "environment": options.environment,
+                "environment": options.environment_of(ws),
                 **(
-                    {"routineEnvironment": options.routine_env}
+                    {"routineEnvironment": options.routine_env(ws)}
                     if options.auto_apply_routine
                     else {}
                 ),

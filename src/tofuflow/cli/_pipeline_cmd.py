@@ -58,9 +58,13 @@ def pipeline_init() -> None:
 )
 @click.option(
     "--environment",
-    default="production",
+    "environments",
+    multiple=True,
+    default=("production",),
     show_default=True,
-    help="Azure DevOps environment of the apply deployment job (approvals live there).",
+    help="Azure DevOps environment of the apply deployment job (approvals live there). "
+    "WORKSPACE=ENVIRONMENT gives one workspace its own (repeat: --environment production "
+    "--environment app/dev=dev).",
 )
 @click.option(
     "--routine-environment",
@@ -119,7 +123,7 @@ def azure_devops(
     variable_group: str | None,
     plan_service_connection: str,
     apply_service_connection: str,
-    environment: str,
+    environments: tuple[str, ...],
     routine_environment: str | None,
     pool: str,
     opentofu_version: str,
@@ -145,6 +149,7 @@ def azure_devops(
     project = _project(output_dir)
     chosen = _workspaces(project, workspaces)
     url = _server_url(project, server_url)
+    environment, per_workspace = _environments(project, environments)
     try:
         options = PipelineOptions(
             workspaces=chosen,
@@ -153,6 +158,7 @@ def azure_devops(
             plan_service_connection=plan_service_connection,
             apply_service_connection=apply_service_connection,
             environment=environment,
+            workspace_environments=per_workspace,
             routine_environment=routine_environment,
             pool=AgentPool.parse(pool),
             opentofu_version=opentofu_version,
@@ -214,6 +220,28 @@ def _workspaces(project: Project, given: tuple[str, ...]) -> list[str]:
         raise click.UsageError(f"--workspace: {err}") from err
 
 
+def _environments(project: Project, given: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """The default environment (the one value without ``WORKSPACE=``; production when
+    none), and each named workspace's own."""
+    from tofuflow.errors import TofuflowError
+
+    default = [value for value in given if "=" not in value]
+    if len(default) > 1:
+        raise click.UsageError(
+            f"--environment: {', '.join(default)}: give one --environment without a workspace "
+            "(the default), and WORKSPACE=ENVIRONMENT for the workspaces that differ"
+        )
+    own: dict[str, str] = {}
+    for value in given:
+        if "=" in value:
+            name, _, environment = value.partition("=")
+            try:
+                own[project.workspace(name.strip()).name] = environment.strip()
+            except TofuflowError as err:
+                raise click.UsageError(f"--environment {value}: {err}") from err
+    return (default[0] if default else "production"), own
+
+
 def _server_url(project: Project, given: str | None) -> str:
     """--server-url, else tofuflow.toml's [server] url: the agents must reach a control
     plane (an embedded one would be gone with each agent)."""
@@ -226,7 +254,17 @@ def _server_url(project: Project, given: str | None) -> str:
     return url
 
 
+def _names(values: list[str]) -> str:
+    return ", ".join(repr(value) for value in values)
+
+
+def _plural(values: list[str]) -> str:
+    return "s" if len(values) > 1 else ""
+
+
 def _next_steps(options: PipelineOptions) -> str:
+    gated = sorted({options.environment_of(ws) for ws in options.workspaces})
+    routine = sorted({options.routine_env(ws) for ws in options.workspaces})
     where = (
         f"in the variable group {options.variable_group!r} (Pipelines > Library)"
         if options.variable_group
@@ -242,14 +280,14 @@ def _next_steps(options: PipelineOptions) -> str:
         "identity.plan/apply service_connection_id. The steps name them in AzureCLI@2 "
         "tasks (self-hosted agents need the Azure CLI): on the first run, Permit the "
         "pipeline to use them.",
-        f"  2. Create the environment {options.environment!r} and add an Approvals check "
-        "to it: the apply stage waits there. A run tofuflow's policy left waiting for an "
-        "approver also needs `tofuflow approve RUN` on the control plane: the apply step "
-        "waits up to TOFUFLOW_APPROVAL_WAIT (1h) for it.",
+        f"  2. Create the environment{_plural(gated)} {_names(gated)} and add an Approvals "
+        "check where a person must approve: the apply stage waits there. A run tofuflow's "
+        "policy left waiting for an approver also needs `tofuflow approve RUN` on the "
+        "control plane: the apply step waits up to TOFUFLOW_APPROVAL_WAIT (1h) for it.",
     ]
     if options.auto_apply_routine:
         lines.append(
-            f"     Create {options.routine_env!r} without approval checks: runs tofuflow's "
+            f"     Create {_names(routine)} without approval checks: runs tofuflow's "
             "policy auto-approved deploy there."
         )
     lines += [
