@@ -811,7 +811,7 @@ def idle_console(
 
 @pytest.fixture
 def ending_console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Console]:
-    yield from _console(tmp_path, monkeypatch, session_idle="3s", session_absolute="3s")
+    yield from _console(tmp_path, monkeypatch, session_idle="6s", session_absolute="6s")
 
 
 def _asks_for_a_password(page: Any, console: Console) -> None:
@@ -861,7 +861,7 @@ def test_past_its_absolute_lifetime_the_next_sign_in_asks_for_a_password(
     ending_console: Console, browser: Any
 ) -> None:
     _, page = _sign_in(browser, ending_console, "bob", "/console/runs")
-    page.wait_for_timeout(4000)
+    page.wait_for_timeout(7000)
     page.goto(f"{ending_console.server.url}/console/runs")
     _asks_for_a_password(page, ending_console)
 
@@ -880,3 +880,23 @@ def test_an_approval_sent_after_the_session_idled_out_returns_to_the_run_saying_
     expect(notice).to_contain_text("sign in again and approve again")
     expect(page.locator("[data-status]")).to_have_text("needs_approval")
     expect(page.locator("textarea[name=comment]")).to_have_value("typed before lunch")
+
+
+def test_after_a_revoke_even_a_browser_without_the_consoles_cookie_is_asked_for_a_password(
+    idp_console: Console, browser: Any
+) -> None:
+    """Clearing the console's cookie (which remembers the revoke) does not bring back
+    the silent sign-in: the server compares the provider's auth_time with the revoke."""
+    url = idp_console.server.url
+    bob_context, _ = _sign_in(browser, idp_console, "bob", "/console/runs")
+    carol_context, carol = _sign_in(browser, idp_console, "carol", "/console/sessions")
+    revoked = carol_context.request.post(f"{url}/console/sessions/revoke",
+                                         form={"csrf": _csrf(carol), "subject": "bob",
+                                               "issuer": idp_console.issuer})  # fmt: skip
+    assert revoked.status == 200
+    provider_only = [c for c in bob_context.cookies() if c["name"] != "tofuflow_console"]
+    bob_context.clear_cookies()
+    bob_context.add_cookies(provider_only)
+    page = bob_context.new_page()
+    page.goto(f"{url}/console/runs")
+    _asks_for_a_password(page, idp_console)

@@ -115,7 +115,7 @@ _SESSION_OVER = (
 _NOTICE_KEY, _DRAFT_KEY, _AUTH_AFTER_KEY = "notice", "draft", "auth_after"
 # What survives the session being cleared on the way through the provider's sign-in.
 _CARRIED = (ENDED_KEY, REAUTH_KEY, _NOTICE_KEY, _DRAFT_KEY)
-_CLOCK_SKEW = 5  # seconds between this server's clock and the provider's
+_CLOCK_SKEW = 10  # seconds this server's clock and the provider's may differ by
 _SSE_LIST_SECONDS = 1.0
 _LINK_SECONDS = 120.0
 _EXTENSIONS = {"1h": 1, "1d": 24}  # the environments page's Extend buttons
@@ -937,17 +937,18 @@ class _Console:
         """A sign-in the provider did not make fresh enough, or None: it must be newer than
         the person's last signed-out or revoked session, newer than the absolute lifetime,
         and, when a password was asked for (prompt=login), made after that request. The
-        first time, the browser goes round again asking for a password; then a page."""
+        first time, the browser goes round again asking for a password (strictly newer);
+        after that, a page (newer but for the clocks' difference)."""
         auth_time = claims.get("auth_time")
         asked = request.session.get(_AUTH_AFTER_KEY)
         ended = self.sessions.last_ended(str(claims.get("sub")), str(claims.get("iss") or ""))
         if isinstance(auth_time, int | float) and not isinstance(auth_time, bool):
             floor = max(
                 time.time() - self.policy.absolute.total_seconds(),
-                asked - _CLOCK_SKEW if isinstance(asked, int) else 0,
+                asked if isinstance(asked, int) else 0,
                 ended.timestamp() if ended else 0,
             )
-            if auth_time >= floor:
+            if auth_time >= floor - (_CLOCK_SKEW if asked is not None else 0):
                 return None
         elif ended is None or asked is not None:
             return None  # a provider that says nothing of when: it was asked to, at least

@@ -136,13 +136,14 @@ class SessionStore:
             row = session.get(ConsoleSession, _sid_hash(sid))
             if row is None or row.ended_at is not None or _aware(row.expires_at) <= now:
                 return False
-            if not active or _aware(row.expires_at) >= now + self.policy.idle:
-                return True
+            moved = self._idle_until(_aware(row.created_at), now)
+            if not active or _aware(row.expires_at) >= min(moved, now + self.policy.idle):
+                return True  # not the person's doing, or moved on less than a minute ago
         with write_session(self.engine) as session:
             session.execute(
-                update(ConsoleSession)
-                .where(ConsoleSession.id_hash == _sid_hash(sid))
-                .values(expires_at=self._idle_until(_aware(row.created_at), now))
+                update(ConsoleSession)  # an ended row keeps its expiry (``last_ended``)
+                .where(ConsoleSession.id_hash == _sid_hash(sid), ConsoleSession.ended_at.is_(None))
+                .values(expires_at=moved)
             )
         return True
 
