@@ -6,6 +6,7 @@ process (with its reaper thread) or in a thread, and a reaper is SIGKILLed mid-d
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -428,6 +429,12 @@ def test_a_second_env_destroy_while_one_runs_is_refused_and_the_first_finishes(
         assert second.returncode == 1, second.stdout
         assert "environment pr-7 is being destroyed by " in second.stderr, second.stderr
         assert "try again after that" in second.stderr
+        # A lease of a minute, renewed: a destroyer killed with -9 blocks others for at
+        # most that long, not the 5 minutes a claim used to run.
+        until = re.search(r"its claim runs until (\S+)\)", second.stderr)
+        assert until, second.stderr
+        left = dt.datetime.fromisoformat(until.group(1)) - dt.datetime.now(dt.UTC)
+        assert left <= dt.timedelta(seconds=61), (left, second.stderr)
     finally:
         release.touch()
     out, err = first.communicate(timeout=120)

@@ -238,7 +238,7 @@ def env_destroy(name: str, project_path: Path | None) -> None:
 @env.command("reap")
 @click.option("--json", "as_json", is_flag=True, help="Print the pass's report as JSON.")
 @click.option(
-    "--lease", default="5m", show_default=True,
+    "--lease", default="1m", show_default=True,
     help="How long a claim lasts unrenewed: if this reaper dies, the next pass takes its "
     "environments over after this long.",
 )  # fmt: skip

@@ -152,7 +152,7 @@ def destroy_environment(
     *,
     holder: str,
     force: bool = False,
-    lease_seconds: int = 300,
+    lease_seconds: int = 60,
     context: Mapping[str, Any] | None = None,
     base: WorkspaceConfig | None = None,
 ) -> dict[str, Any]:

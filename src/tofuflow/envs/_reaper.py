@@ -58,7 +58,7 @@ def reap_once(
     *,
     holder: str | None = None,
     runner: Runner | None = None,
-    lease_seconds: int = 300,
+    lease_seconds: int = 60,
     sources: Mapping[str, WorkspaceConfig] | None = None,
 ) -> ReapReport:
     """One pass: destroy every environment that is due; report what happened.
@@ -131,7 +131,7 @@ class Reaper:
         due: Callable[[], Sequence[str]],
         holder: str | None = None,
         runner: Runner | None = None,
-        lease_seconds: int = 300,
+        lease_seconds: int = 60,
         identity: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.url = url

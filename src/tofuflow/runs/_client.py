@@ -262,7 +262,7 @@ class ControlPlane:
         return self._send("GET", f"/v1/environments/{name}/snapshot").content
 
     def claim_environment(
-        self, name: str, holder: str, *, lease_seconds: int = 300, force: bool = False
+        self, name: str, holder: str, *, lease_seconds: int = 60, force: bool = False
     ) -> dict[str, Any]:
         body = {"holder": holder, "lease_seconds": lease_seconds, "force": force}
         return self._json("POST", f"/v1/environments/{name}/claim", json=body)

@@ -38,7 +38,7 @@ class Extend(BaseModel):
 
 class Claim(BaseModel):
     holder: str = Field(min_length=1, max_length=255, description="Who destroys it")
-    lease_seconds: int = Field(ge=5, le=3600, default=300)
+    lease_seconds: int = Field(ge=5, le=3600, default=60)
     force: bool = Field(default=False, description="Destroy before it expires")
 
 
