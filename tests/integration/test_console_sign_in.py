@@ -157,6 +157,12 @@ def test_a_revoked_sessions_live_stream_ends_within_seconds_saying_so(tmp_path: 
             started, rest = time.monotonic(), list(lines)  # the server ends the stream
         assert time.monotonic() - started < 6
         assert "event: ended" in rest and any("signed out: sign in again" in x for x in rest)
+        # The page's own refresh of its status says the same, never a silent redirect.
+        refresh = watcher.get(f"/console/runs/{run['id']}/live", headers={"HX-Request": "true"})
+        assert refresh.status_code == 200 and "signed out: sign in again" in refresh.text
+        # And a reconnect is told again, in one event, so the page stops reconnecting.
+        again = watcher.get(f"/console/runs/{run['id']}/events", headers=headers)
+        assert again.text.startswith("event: ended")
 
 
 def _user() -> str:
