@@ -12,6 +12,7 @@ import getpass
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -347,6 +348,33 @@ def test_a_remote_control_plane_with_a_token_per_stage(
         unchanged = stacks.run("plan")  # everything applied: exit 0, no changes anywhere
         assert unchanged.returncode == 0, unchanged.stdout + unchanged.stderr
         assert unchanged.stdout.count(": no changes") == 2
+
+
+def test_a_stack_whose_plan_fails_names_its_run_in_the_summary(
+    tmp_path: Path, environment: dict[str, str]
+) -> None:
+    """A plan the binary refuses (an undeclared variable) has a run, recorded failed with
+    the reason: the table's RUN column names it, as for every other stack, instead of "-"
+    (the person had to search `runs list` for it)."""
+    repo = tmp_path / "repo"
+    for name, body in (("ok", ""), ("broken", "  input = var.missing\n")):
+        (repo / name).mkdir(parents=True)
+        (repo / name / "main.tf").write_text(f'resource "terraform_data" "x" {{\n{body}}}\n')
+    (repo / "tofuflow.toml").write_text(
+        '[workspaces.ok]\ndirectory = "ok"\n[workspaces.broken]\ndirectory = "broken"\n'
+    )
+    done = subprocess.run([*CLI, "run-all", "plan"], cwd=repo, env=environment,
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()
+            if line.startswith(("ok ", "broken "))}  # fmt: skip
+    assert rows["broken"][1] == "failed", rows
+    run_id = rows["broken"][3]
+    assert re.fullmatch(r"[0-9a-f]{16}", run_id), rows["broken"]
+    shown = subprocess.run([*CLI, "runs", "show", run_id], cwd=repo, env=environment,
+                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    run = json.loads(shown.stdout)
+    assert run["workspace"] == "broken" and run["status"] == "failed", run
 
 
 def test_mistakes_are_reported_before_anything_runs(

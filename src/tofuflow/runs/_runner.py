@@ -94,11 +94,14 @@ def plan_workspace(
     *,
     destroy: bool = False,
     targets: Sequence[str] = (),
+    on_run: Callable[[str], None] | None = None,
 ) -> PlanOutcome:
     """Plan with the planner's read-only identity and submit it for the policy check.
 
     ``targets``: ``-target`` addresses (the binary warns that a targeted plan is partial;
-    the policy sees exactly what it changes).
+    the policy sees exactly what it changes). ``on_run`` is told the run's id as soon as
+    the run exists: a plan that then fails or is interrupted records it failed or
+    cancelled, and the caller can still name it.
     """
     _check_local_state(workspace, control_plane)
     tree = configuration(workspace.directory)
@@ -108,6 +111,8 @@ def plan_workspace(
     if workspace.unknown_inputs:  # planned with their defaults: the policies ask a person
         declared["unknown_inputs"] = list(workspace.unknown_inputs)
     run = control_plane.create_run(workspace.name, config_digest(tree), declared)
+    if on_run is not None:
+        on_run(str(run["id"]))
     try:
         with staged(
             workspace, "plan", control_plane, run_id=run["id"], context=context, runner=runner,

@@ -51,7 +51,7 @@ class StackTask:
 
     def __call__(self, name: str) -> Outcome:
         workspace = self.project.workspace(name)
-        run_id: str | None = None
+        made: list[str] = []  # the run's id once it exists, also when its plan fails
         notes: tuple[str, ...] = ()
         try:
             found = resolve_inputs(
@@ -63,7 +63,7 @@ class StackTask:
             runner = self.runner(workspace)
             planned = plan_workspace(
                 workspace, self.clients("plan", workspace), self.context(workspace), runner,
-                destroy=self.mode == "destroy",
+                destroy=self.mode == "destroy", on_run=made.append,
             )  # fmt: skip
             notes = (*notes, *planned.warnings())
             run = planned.run
@@ -98,9 +98,10 @@ class StackTask:
                 "succeeded", f"{applied}: {changes}; state serial {serial}", run_id, notes, changed
             )
         except TofuCancelledError:
-            return self.outcome("cancelled", self._stopped(name, run_id), run_id, notes)
+            made_id = made[0] if made else None
+            return self.outcome("cancelled", self._stopped(name, made_id), made_id, notes)
         except TofuflowError as err:
-            return self.outcome("failed", str(err), run_id, notes)
+            return self.outcome("failed", str(err), made[0] if made else None, notes)
 
     def _stopped(self, name: str, run_id: str | None) -> str:
         """What a stack stopped by the run's cancellation got done, from its run."""
