@@ -63,3 +63,30 @@ def test_the_story_names_each_step_and_its_facts() -> None:
     assert ("commit sha", "abc123") in steps[0].details
     assert ("comment", "go") in steps[1].details
     assert steps[2].outcome == "refused"
+
+
+def test_an_output_known_only_after_apply_says_so_as_the_cli_does() -> None:
+    """Not `[null, null]`: a person approving reads null as "set to nothing"."""
+    document = {
+        "format_version": "1.2",
+        "resource_changes": [],
+        "output_changes": {
+            "replicas": {"actions": ["create"], "before": None, "after": [None, None],
+                         "after_unknown": [True, True], "before_sensitive": False,
+                         "after_sensitive": False},
+            "names": {"actions": ["update"], "before": ["prod-0", "prod-1"],
+                      "after": ["prod-0", "prod-1", None, None],
+                      "after_unknown": [False, False, True, True],
+                      "before_sensitive": False, "after_sensitive": False},
+            "id": {"actions": ["create"], "before": None, "after": None,
+                   "after_unknown": True, "before_sensitive": False, "after_sensitive": False},
+        },
+    }  # fmt: skip
+    _, outputs = plan_sections(Plan.from_json(json.dumps(document).encode()))
+    shown = {o.name: (o.old, o.new) for o in outputs}
+    assert shown["replicas"] == ("(none)", "[(known after apply), (known after apply)]")
+    assert shown["names"] == (
+        '["prod-0", "prod-1"]',
+        '["prod-0", "prod-1", (known after apply), (known after apply)]',
+    )
+    assert shown["id"] == ("(none)", "(known after apply)")

@@ -19,7 +19,7 @@ EXPECTED = {
     "render_state_outputs_text", "DEFAULT_VERSION", "EventCallback", "OutputCallback",
     "parse_event", "read_record", "Masker", "attribute_changes", "path_text",
     "CHANGE_REASONS", "markdown_code", "markdown_text", "default_plugin_cache", "any_marked",
-    "MINIMUM_VERSIONS", "normalise_version",
+    "MINIMUM_VERSIONS", "normalise_version", "format_value",
 }  # fmt: skip
 
 

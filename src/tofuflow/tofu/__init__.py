@@ -34,13 +34,20 @@ if TYPE_CHECKING:
     )
     from tofuflow.tofu._state import State, StateInstance, StateOutput, StateResource
     from tofuflow.tofu._tofu import ApplyResult, PlanResult, Tofu, default_plugin_cache
-    from tofuflow.tofu._values import Masker, any_marked, attribute_changes, path_text
+    from tofuflow.tofu._values import (
+        Masker,
+        any_marked,
+        attribute_changes,
+        format_value,
+        path_text,
+    )
 
 _EXPORTS = {
     "default_plugin_cache": "tofuflow.tofu._tofu",
     "Masker": "tofuflow.tofu._values",
     "any_marked": "tofuflow.tofu._values",
     "attribute_changes": "tofuflow.tofu._values",
+    "format_value": "tofuflow.tofu._values",
     "path_text": "tofuflow.tofu._values",
     "CHANGE_REASONS": "tofuflow.tofu._plan_view",
     "markdown_code": "tofuflow.tofu._render",
@@ -110,6 +117,7 @@ __all__ = [
     "attribute_changes",
     "default_plugin_cache",
     "find_binary",
+    "format_value",
     "install",
     "installed_versions",
     "markdown_code",

@@ -237,8 +237,9 @@ def _path_text(path: Sequence[str | int]) -> str:
     return "".join(parts) or "(whole object)"
 
 
-# Public names for the drift report, which shows values the way plans do.
+# Public names for the drift report and the console, which show values the way plans do.
 any_marked = _any_true
 Masker = _Masker
 attribute_changes = _attribute_changes
+format_value = _format_value
 path_text = _path_text

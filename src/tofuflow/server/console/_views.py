@@ -8,14 +8,22 @@ facts = context_facts(run["context"], run["commit"])   # commit, branch, CI run:
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from tofuflow.tofu import Action, Masker, Plan, ResourceChange, attribute_changes, path_text
+from tofuflow.tofu import (
+    Action,
+    Masker,
+    OutputChange,
+    Plan,
+    ResourceChange,
+    attribute_changes,
+    format_value,
+    path_text,
+)
 
 __all__ = [
     "AttributeRow",
@@ -66,7 +74,7 @@ def plan_sections(plan: Plan) -> tuple[list[ResourceSection], list[OutputRow]]:
         for i, rc in enumerate(changed)
     ]
     outputs = [
-        OutputRow(name, oc.action.value, *_output_values(oc.before, oc.after, oc.sensitive, masker))
+        OutputRow(name, oc.action.value, *_output_values(oc, masker))
         for name, oc in sorted(plan.output_changes.items())
         if oc.action is not Action.NO_OP
     ]
@@ -89,14 +97,18 @@ def _rows(rc: ResourceChange, masker: Masker) -> Iterable[AttributeRow]:
         )
 
 
-def _output_values(before: Any, after: Any, sensitive: bool, masker: Masker) -> tuple[str, str]:
-    if sensitive:
+def _output_values(oc: OutputChange, masker: Masker) -> tuple[str, str]:
+    """Before and after as the CLI shows them: `(known after apply)` where the binary
+    does not know the value yet (never `null`), `(none)` where there was or is none."""
+    if oc.sensitive:
         return SENSITIVE, SENSITIVE
-    return masker.scrub(_json(before)), masker.scrub(_json(after))
 
+    def shown(value: Any, unknown: Any) -> str:
+        if value is None and not unknown:
+            return "(none)"
+        return masker.scrub(format_value(value, False, unknown, masker))
 
-def _json(value: Any) -> str:
-    return "(none)" if value is None else json.dumps(value, ensure_ascii=False)[:2000]
+    return shown(oc.before, None), shown(oc.after, oc.after_unknown)
 
 
 # -- the story ---------------------------------------------------------------------------
