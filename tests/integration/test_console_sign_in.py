@@ -188,3 +188,22 @@ def test_a_sign_in_started_on_another_host_name_starts_again_on_the_public_url(
         page = httpx.get(f"http://localhost:{port}/console/runs", follow_redirects=True)
     assert str(page.url).startswith(f"{public}/console/login"), page.url
     assert "cannot reach your identity provider" in page.text  # sign-in went on there
+
+
+def test_the_access_log_names_the_signed_in_person_on_every_console_page(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Who read what: the runs list and its live updates were logged `anonymous`
+    while a run's page named the person."""
+    caplog.set_level(logging.INFO, logger="tofuflow.server.access")
+    with threaded_server(_config(tmp_path, "http://127.0.0.1:9")) as server:
+        browser = _linked(server)
+        try:
+            for path in ("/console/runs", "/console/environments", "/console/drift"):
+                assert browser.get(path).status_code == 200, path
+        finally:
+            browser.close()
+    logged = [r.getMessage() for r in caplog.records if r.name == "tofuflow.server.access"]
+    for path in ("/console/runs", "/console/environments", "/console/drift"):
+        lines = [line for line in logged if line.startswith(f"GET {path} 200 ")]
+        assert lines and not [line for line in lines if " anonymous " in line], logged

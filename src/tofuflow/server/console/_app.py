@@ -259,6 +259,7 @@ class _Console:
             if self.settings is None:
                 return self.unconfigured(request)
             return await self.to_sign_in(request, str(signal))
+        request.state.principal = person.principal  # for the access log, on every page
         try:
             return await build(person)
         except ForbiddenError as exc:
