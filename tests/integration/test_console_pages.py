@@ -147,3 +147,28 @@ def test_an_ended_run_without_approvals_does_not_promise_one(state_server: Runni
         assert cancelled.status_code == 200, cancelled.text
         ended = browser.get(f"/console/runs/{run['id']}").text
     assert "<p>None yet.</p>" not in ended and "<p>None.</p>" in ended
+
+
+def test_reject_from_a_stale_page_does_not_cancel_a_run_no_longer_waiting(
+    state_server: RunningServer,
+) -> None:
+    """A second tab opened while the run waited: another approver approved it since, and
+    Reject there cancelled the approved run without a word (the page then read "rejected
+    by ..."). Reject decides a run that waits for a decision; anything else is refused,
+    saying what the run is now, and changes nothing."""
+    from tofuflow.server.console import issue_sign_in_link
+
+    planner = {"Authorization": f"Bearer {make_token(state_server, 'planner')}"}
+    body = {"workspace": "app/dev", "config_digest": "0" * 64}
+    run = httpx.post(f"{state_server.url}/v1/runs", json=body, headers=planner).json()
+    with httpx.Client(base_url=state_server.url) as browser:
+        browser.get(issue_sign_in_link(state_server.app), follow_redirects=True)
+        page = browser.get(f"/console/runs/{run['id']}").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert csrf, page
+        refused = browser.post(f"/console/runs/{run['id']}/reject",
+                               data={"csrf": csrf.group(1), "comment": "no"})  # fmt: skip
+    assert refused.status_code == 409, refused.text
+    assert f"run {run['id']} is planning now, not waiting for a decision" in refused.text
+    shown = httpx.get(f"{state_server.url}/v1/runs/{run['id']}", headers=planner).json()
+    assert shown["status"] == "planning", shown

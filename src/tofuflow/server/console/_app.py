@@ -42,6 +42,7 @@ from starlette.staticfiles import StaticFiles
 from tofuflow.errors import (
     AuthError,
     BadRequestError,
+    ConflictError,
     ForbiddenError,
     NotFoundError,
     RequestError,
@@ -874,8 +875,15 @@ class _Console:
         return reports[0] if reports else None
 
     def reject(self, ctx: RequestContext, run_id: str, comment: str) -> None:
+        """Decide a run that waits for one. From a page opened before someone approved it,
+        Reject would cancel the approved run: refused, saying what it is now."""
         run = self.runs.get(ctx, run_id)
         ctx.principal.require(Permission.APPROVE_RUN, run["workspace"])
+        if run["status"] != "needs_approval":
+            raise ConflictError(
+                f"run {run_id} is {run['status']} now, not waiting for a decision: reload "
+                "its page to see who decided (to stop an approved run, Cancel it there)"
+            )
         reason = f"rejected by {ctx.principal.subject}" + (f": {comment}" if comment else "")
         self.runs.cancel(ctx, run_id, reason[:500])
 
