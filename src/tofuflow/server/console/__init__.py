@@ -15,12 +15,9 @@ from typing import TYPE_CHECKING
 from tofuflow._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from tofuflow.server.console._app import (
-        install_console,
-        install_offline_docs,
-        issue_sign_in_link,
-    )
+    from tofuflow.server.console._app import install_console, install_offline_docs
     from tofuflow.server.console._settings import CONSOLE_KEYS, ConsoleSettings
+    from tofuflow.server.console._sign_in import issue_sign_in_link
 
 # Lazy: importing the package does not import Jinja2 and Authlib (config.py takes the
 # settings from _settings itself: _app imports config).
@@ -29,7 +26,7 @@ _EXPORTS = {
     "ConsoleSettings": "tofuflow.server.console._settings",
     "install_console": "tofuflow.server.console._app",
     "install_offline_docs": "tofuflow.server.console._app",
-    "issue_sign_in_link": "tofuflow.server.console._app",
+    "issue_sign_in_link": "tofuflow.server.console._sign_in",
 }
 __all__ = [
     "CONSOLE_KEYS",

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import getpass
-import hashlib
 import html
 import logging
 import os
@@ -24,7 +22,7 @@ from fnmatch import fnmatchcase
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -46,7 +44,6 @@ from tofuflow.errors import (
     ForbiddenError,
     NotFoundError,
     RequestError,
-    TofuflowError,
 )
 from tofuflow.server._audit import AuditQuery, query_events
 from tofuflow.server._drift import DriftService
@@ -75,16 +72,13 @@ from tofuflow.server.console._session import (
     SessionStore,
     Viewer,
     check_csrf,
-    sign_in,
-    sign_in_local,
+    read_form,
     viewer,
 )
 from tofuflow.server.console._settings import (
-    CALLBACK_PATH,
-    SIGNED_OUT_PATH,
     ConsoleSettings,
-    unreachable,
 )
+from tofuflow.server.console._sign_in import DRAFT_KEY, NOTICE_KEY, SignIn, safe_next
 from tofuflow.server.console._views import (
     OutputRow,
     ResourceSection,
@@ -94,11 +88,10 @@ from tofuflow.server.console._views import (
 )
 from tofuflow.server.notify import deliveries, retry_delivery
 
-__all__ = ["install_console", "install_offline_docs", "issue_sign_in_link"]
+__all__ = ["install_console", "install_offline_docs"]
 
 _log = logging.getLogger("tofuflow.server.console")
 _HERE = Path(__file__).parent
-_MAX_FORM = 64 * 1024
 _STATUSES = ("planning", "needs_approval", "approved", "applying", "applied", "denied",
              "failed", "cancelled", "no_changes")  # fmt: skip
 # Scripts and styles only from this server: an injected <script> could not run anyway.
@@ -113,12 +106,7 @@ _SESSION_OVER = (
     "Your session ended (signed out, revoked or expired), so this page no longer updates. "
     "You are signed out: sign in again."
 )
-_NOTICE_KEY, _DRAFT_KEY, _AUTH_AFTER_KEY = "notice", "draft", "auth_after"
-# What survives the session being cleared on the way through the provider's sign-in.
-_CARRIED = (ENDED_KEY, REAUTH_KEY, _NOTICE_KEY, _DRAFT_KEY)
-_CLOCK_SKEW = 10  # seconds this server's clock and the provider's may differ by
 _SSE_LIST_SECONDS = 1.0
-_LINK_SECONDS = 120.0
 _EXTENSIONS = {"1h": 1, "1d": 24}  # the environments page's Extend buttons
 _SECTIONS_KEPT = 64  # runs whose plan view is kept in memory
 # Only these have ever had an apply (and so a log) behind them.
@@ -147,23 +135,6 @@ def install_console(
         max_age=int(console.policy.absolute.total_seconds()), path="/console",
         same_site="lax", https_only=secure,
     )  # fmt: skip
-
-
-def issue_sign_in_link(app: FastAPI, lifetime: float = _LINK_SECONDS) -> str:
-    """A one-time sign-in path for the local user of an embedded plane (``tofuflow ui``,
-    as Jupyter's token link): good once, for ``lifetime`` seconds, kept in this process."""
-    token = secrets.token_urlsafe(32)
-    app.state.console_ui = True  # people sign in here only through these links
-    links: dict[str, float] = app.state.console_links
-    now = time.monotonic()
-    for digest in [d for d, expires in links.items() if expires < now]:
-        del links[digest]
-    links[_digest(token)] = now + lifetime
-    return f"/console/link?token={token}"
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _session_key(settings: ConsoleSettings | None) -> str:
@@ -211,7 +182,7 @@ class _Console:
         )
         self.templates.filters["when"] = _when
         self.templates.filters["duration"] = _duration
-        self.oauth = _oauth_client(settings) if settings is not None else None
+        self.signin = SignIn(config, settings, self.policy, self.sessions, bindings, self)
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -219,10 +190,10 @@ class _Console:
         self, request: Request, template: str, status: int = 200, **values: Any
     ) -> HTMLResponse:
         if values.get("person") is not None:  # shown once, after the sign-in it asked for
-            values.setdefault("notice", request.session.pop(_NOTICE_KEY, None))
-            draft = request.session.get(_DRAFT_KEY)
+            values.setdefault("notice", request.session.pop(NOTICE_KEY, None))
+            draft = request.session.get(DRAFT_KEY)
             if isinstance(draft, dict) and draft.get("path") == request.url.path:
-                values.setdefault("draft", str(request.session.pop(_DRAFT_KEY)["comment"]))
+                values.setdefault("draft", str(request.session.pop(DRAFT_KEY)["comment"]))
         html = self.templates.get_template(template).render(request=request, **values)
         issuer = _origin(self.settings.issuer) if self.settings else ""
         headers = {
@@ -286,40 +257,18 @@ class _Console:
             # Never back to the POST's own URL, which has no GET: to the form's page.
             target = _form_page(request)
             verb = request.url.path.rsplit("/", 1)[-1]
-            request.session[_NOTICE_KEY] = (
+            request.session[NOTICE_KEY] = (
                 f"Your session had ended, so your {verb} was not done: sign in again and "
                 f"{verb} again."
             )
             try:
-                comment = (await _form(request)).get("comment", "").strip()
+                comment = (await read_form(request)).get("comment", "").strip()
             except ForbiddenError:  # too large to keep: the notice says what to do
                 comment = ""
             if comment:
-                request.session[_DRAFT_KEY] = {"path": target, "comment": comment[:1000]}
+                request.session[DRAFT_KEY] = {"path": target, "comment": comment[:1000]}
         login = f"/console/login?next={quote(target, safe='')}&why={quote(why)}"
         return RedirectResponse(login, status_code=303)
-
-    async def discover(self) -> str | None:
-        """None once the provider's discovery document is loaded; else why not, in one
-        line (logged as one line too: a typo in the issuer is not a crash)."""
-        if self.oauth is None or self.settings is None:
-            return "the console has no sign-in configured"
-        try:
-            await self.oauth.load_server_metadata()
-        except Exception as exc:  # httpx's or httpx2's errors: see unreachable
-            reason = unreachable(self.settings.discovery_url, exc)
-            if reason is None:
-                raise
-            _log.warning("console sign-in: %s", reason)
-            return reason
-        return None
-
-    def cannot_sign_in(self, request: Request, reason: str) -> Response:
-        return self.render(request, "message.html", 503, title="Cannot sign in",
-                           message=f"Sign-in is not possible now: {reason}. Try again "
-                                   "later, or ask the console's operator to check [console] "
-                                   "issuer.",
-                           person=None, retry=True)  # fmt: skip
 
     def unconfigured(self, request: Request) -> Response:
         """No OpenID sign-in here: under `tofuflow ui` (it issued links) people sign in
@@ -341,7 +290,7 @@ class _Console:
 
     def router(self) -> APIRouter:
         api = APIRouter(include_in_schema=False)
-        self._sign_in_routes(api)
+        self.signin.routes(api)
         self._run_routes(api)
         self._action_routes(api)
 
@@ -402,7 +351,7 @@ class _Console:
         @api.post("/console/environments/{name:path}/destroy")
         async def destroy(name: str, request: Request) -> Response:
             async def build(person: Viewer) -> Response:
-                form = await _form(request)
+                form = await read_form(request)
                 check_csrf(request, form.get("csrf"))
                 ctx = self.ctx(request, person)
                 ctx.principal.require(Permission.APPLY_RUN, name)
@@ -422,7 +371,7 @@ class _Console:
         @api.post("/console/environments/{name:path}/extend")
         async def extend(name: str, request: Request) -> Response:
             async def build(person: Viewer) -> Response:
-                form = await _form(request)
+                form = await read_form(request)
                 check_csrf(request, form.get("csrf"))
                 hours = _EXTENSIONS.get(form.get("by", ""))
                 if hours is None:
@@ -463,7 +412,7 @@ class _Console:
         @api.post("/console/notifications/{delivery_id}/retry")
         async def retry_notification(delivery_id: int, request: Request) -> Response:
             async def build(person: Viewer) -> Response:
-                form = await _form(request)
+                form = await read_form(request)
                 check_csrf(request, form.get("csrf"))
                 self.ctx(request, person).principal.require(
                     Permission.MANAGE_TOKENS, "*", "retry notification deliveries"
@@ -487,7 +436,7 @@ class _Console:
         @api.post("/console/sessions/revoke")
         async def revoke_sessions(request: Request) -> Response:
             async def build(person: Viewer) -> Response:
-                form = await _form(request)
+                form = await read_form(request)
                 check_csrf(request, form.get("csrf"))
                 ctx = self.ctx(request, person)
                 ctx.principal.require(
@@ -504,7 +453,7 @@ class _Console:
         @api.post("/console/workspaces/{workspace:path}/unlock")
         async def unlock(workspace: str, request: Request) -> Response:
             async def build(person: Viewer) -> Response:
-                form = await _form(request)
+                form = await read_form(request)
                 check_csrf(request, form.get("csrf"))
                 name = validate_workspace_name(workspace)
                 # No lock id: a force-unlock, which needs the admin role (audited).
@@ -514,129 +463,6 @@ class _Console:
             return await self.page(request, build)
 
         return api
-
-    def _sign_in_routes(self, api: APIRouter) -> None:
-        @api.get("/console/link")
-        async def link(request: Request, token: str = "") -> Response:
-            links: dict[str, float] = request.app.state.console_links
-            expires = links.pop(_digest(token), None)  # good once
-            if expires is None or expires < time.monotonic():
-                return self.render(request, "message.html", 403, title="Link not valid",
-                                   message="This sign-in link was already used or has expired: "
-                                           "run `tofuflow ui` again for a new one.",
-                                   person=None)  # fmt: skip
-            await run_in_threadpool(sign_in_local, request, getpass.getuser(), self.sessions)
-            return RedirectResponse("/console/runs", status_code=303)
-
-        @api.get("/console/login")
-        async def login(request: Request, next: str = "/console/runs", why: str = "") -> Response:
-            if self.oauth is None or self.settings is None:
-                return self.unconfigured(request)
-            public = self.public_url(request)
-            if (
-                urlsplit(public).netloc != request.url.netloc
-                and "moved" not in request.query_params
-            ):
-                # The provider returns to public_url: start there, where the state cookie
-                # will be (else "State not equal" after a sign-in on another host name).
-                # Once only: a proxy that rewrites Host must not make a loop.
-                query = urlencode({"next": next, "why": why, "moved": "1"})
-                return RedirectResponse(f"{public}/console/login?{query}", status_code=303)
-            # An open page's own request that met an ended session follows its redirect
-            # here by itself (a fetch does); the person's next click must still learn
-            # why, so the mark survives until someone signs in.
-            carried = {k: request.session[k] for k in _CARRIED if k in request.session}
-            request.session.clear()
-            request.session.update(carried)
-            request.session["next"] = _safe_next(next)
-            problem = await self.discover()
-            if problem is not None:
-                return self.cannot_sign_in(request, problem)
-            # A sign-in older than a session's absolute lifetime is never taken as is.
-            options: dict[str, Any] = {"max_age": int(self.policy.absolute.total_seconds())}
-            if carried.get(REAUTH_KEY):  # signed out, revoked, or past its lifetime
-                options = {"prompt": "login", "max_age": 0}
-                request.session[_AUTH_AFTER_KEY] = int(time.time())
-            redirect_uri = public + CALLBACK_PATH
-            response: Response = await self.oauth.authorize_redirect(
-                request, redirect_uri, **options
-            )
-            return response
-
-        @api.get(CALLBACK_PATH)
-        async def callback(request: Request) -> Response:
-            from authlib.integrations.starlette_client import OAuthError
-
-            if self.oauth is None or self.settings is None:
-                return RedirectResponse("/console/login", status_code=303)
-            state = request.query_params.get("state", "")
-            if not state or f"_state_idp_{state}" not in request.session:
-                # Not an answer to a sign-in this browser started: nothing in it (an
-                # error_description anyone could have written) is shown.
-                _log.warning("console sign-in failed: an answer for no sign-in started here")
-                return self.render(request, "message.html", 400, title="Sign-in failed",
-                                   message="Sign-in failed: this answer was not for a sign-in "
-                                           "started here; sign in again.",
-                                   person=None, retry=True)  # fmt: skip
-            try:
-                token = await self.oauth.authorize_access_token(request)
-                claims = await self.claims(token)
-            except (OAuthError, TofuflowError) as exc:
-                _log.warning("console sign-in failed: %s", exc)
-                return self.render(request, "message.html", 400, title="Sign-in failed",
-                                   message=f"The identity provider's answer was not accepted "
-                                           f"({_oauth_reason(exc)}). Sign in again.",
-                                   person=None, retry=True)  # fmt: skip
-            except Exception as exc:  # httpx's or httpx2's: see unreachable
-                reason = unreachable(self.settings.issuer, exc)
-                if reason is None:
-                    raise
-                _log.warning("console sign-in: %s", reason)
-                return self.cannot_sign_in(request, reason)
-            target = _safe_next(str(request.session.get("next") or ""))
-            stale = await run_in_threadpool(self.stale_sign_in, request, claims)
-            if stale is not None:
-                return stale
-            carried = {k: request.session[k] for k in (_NOTICE_KEY, _DRAFT_KEY)
-                       if k in request.session}  # fmt: skip
-            await run_in_threadpool(sign_in, request, claims, self.bindings, self.sessions)
-            request.session.update(carried)
-            return RedirectResponse(target, status_code=303)
-
-        @api.post("/console/logout")
-        async def logout(request: Request) -> Response:
-            form = await _form(request)
-            sid = request.session.get("sid")
-            if not isinstance(sid, str):  # already signed out (another tab did)
-                return RedirectResponse(SIGNED_OUT_PATH, status_code=303)
-            try:
-                check_csrf(request, form.get("csrf"))
-            except ForbiddenError as exc:
-                return self.render(request, "message.html", 403, title="Not allowed",
-                                   message=str(exc), person=None)  # fmt: skip
-            by = str(request.session.get("name") or "")
-            await run_in_threadpool(self.sessions.end, sid, by)  # a copy is refused too
-            request.session.clear()
-            request.session[REAUTH_KEY] = True  # this browser's next sign-in: a password
-            back = self.public_url(request) + SIGNED_OUT_PATH
-            end = await self.end_session_url(back)
-            return RedirectResponse(end or SIGNED_OUT_PATH, status_code=303)
-
-        @api.get("/console/logout")
-        async def logout_page() -> Response:
-            return RedirectResponse(SIGNED_OUT_PATH, status_code=303)
-
-        @api.get(SIGNED_OUT_PATH)
-        async def signed_out(request: Request) -> Response:
-            try:
-                person = self.who(request)
-            except AuthError:
-                return self.render(request, "message.html", title="Signed out", person=None,
-                                   message="You are signed out of the tofuflow console.",
-                                   retry=True)  # fmt: skip
-            return self.render(request, "message.html", title="Still signed in", person=person,
-                               message="You are still signed in: sign out with the button at "
-                                       "the top.")  # fmt: skip
 
     def _run_routes(self, api: APIRouter) -> None:
         @api.get("/console/runs")
@@ -729,7 +555,7 @@ class _Console:
         @api.post("/console/runs/{run_id}/approve")
         async def approve(run_id: str, request: Request) -> Response:
             async def build(person: Viewer) -> Response:
-                form = await _form(request)
+                form = await read_form(request)
                 check_csrf(request, form.get("csrf"))
                 ctx = self.ctx(request, person)
                 comment = form.get("comment", "")[:1000]
@@ -741,7 +567,7 @@ class _Console:
         @api.post("/console/runs/{run_id}/cancel")
         async def cancel(run_id: str, request: Request) -> Response:
             async def build(person: Viewer) -> Response:
-                form = await _form(request)
+                form = await read_form(request)
                 check_csrf(request, form.get("csrf"))
                 ctx = self.ctx(request, person)
                 reason = f"cancelled in the console by {ctx.principal.subject}"
@@ -753,7 +579,7 @@ class _Console:
         @api.post("/console/runs/{run_id}/reject")
         async def reject(run_id: str, request: Request) -> Response:
             async def build(person: Viewer) -> Response:
-                form = await _form(request)
+                form = await read_form(request)
                 check_csrf(request, form.get("csrf"))
                 ctx = self.ctx(request, person)
                 await run_in_threadpool(self.reject, ctx, run_id, form.get("comment", ""))
@@ -942,49 +768,6 @@ class _Console:
             last = current
             await asyncio.sleep(_SSE_LIST_SECONDS)
 
-    def stale_sign_in(self, request: Request, claims: dict[str, Any]) -> Response | None:
-        """A sign-in the provider did not make fresh enough, or None: it must be newer than
-        the person's last signed-out or revoked session, newer than the absolute lifetime,
-        and, when a password was asked for (prompt=login), made after that request. The
-        first time, the browser goes round again asking for a password (strictly newer);
-        after that, a page (newer but for the clocks' difference)."""
-        auth_time = claims.get("auth_time")
-        asked = request.session.get(_AUTH_AFTER_KEY)
-        ended = self.sessions.last_ended(str(claims.get("sub")), str(claims.get("iss") or ""))
-        if isinstance(auth_time, int | float) and not isinstance(auth_time, bool):
-            floor = max(
-                time.time() - self.policy.absolute.total_seconds(),
-                asked if isinstance(asked, int) else 0,
-                ended.timestamp() if ended else 0,
-            )
-            if auth_time >= floor - (_CLOCK_SKEW if asked is not None else 0):
-                return None
-        elif ended is None or asked is not None:
-            return None  # a provider that says nothing of when: it was asked to, at least
-        if asked is None:
-            request.session[REAUTH_KEY] = True
-            target = str(request.session.get("next") or "/console/runs")
-            return RedirectResponse(f"/console/login?next={quote(target, safe='')}",
-                                    status_code=303)  # fmt: skip
-        _log.warning("console sign-in refused: the provider did not ask for the password again")
-        return self.render(request, "message.html", 403, title="Sign-in failed",
-                           message="Your identity provider signed you in without asking for "
-                                   "your password again, after your session here was ended. "
-                                   "Sign out at your provider, then sign in again.",
-                           person=None, retry=True)  # fmt: skip
-
-    async def end_session_url(self, back: str) -> str | None:
-        """The provider's end-session (RP-initiated logout) URL returning to ``back``, when
-        its discovery document advertises one."""
-        if self.oauth is None or self.settings is None or await self.discover() is not None:
-            return None
-        endpoint = (await self.oauth.load_server_metadata()).get("end_session_endpoint")
-        if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
-            return None
-        query = urlencode({"client_id": self.settings.client_id,
-                           "post_logout_redirect_uri": back})  # fmt: skip
-        return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"
-
     async def session_over(self, request: Request, person: Viewer) -> str | None:
         """Whether a stream's session still stands: None while it does; "" when its idle
         time ran out as of the cookie it started with (the browser reconnects with its
@@ -998,42 +781,6 @@ class _Console:
         if now - int(started.get("seen") or 0) > self.policy.idle.total_seconds():
             return ""
         return None
-
-    async def claims(self, token: dict[str, Any]) -> dict[str, Any]:
-        """The ID token's verified claims, plus what the userinfo endpoint adds (groups
-        live there at some providers); ``sub`` must agree."""
-        if self.oauth is None:
-            raise ForbiddenError("the console has no sign-in configured")
-        claims = dict(token.get("userinfo") or {})
-        if not claims.get("sub"):
-            raise ForbiddenError("the identity provider sent no ID token: is openid a scope?")
-        metadata = await self.oauth.load_server_metadata()
-        if metadata.get("userinfo_endpoint"):
-            extra = dict(await self.oauth.userinfo(token=token))
-            if extra.get("sub") == claims["sub"]:
-                claims = {**extra, **claims}
-        return claims
-
-    def public_url(self, request: Request) -> str:
-        return self.config.public_url.rstrip("/") or str(request.base_url).rstrip("/")
-
-
-def _oauth_client(settings: ConsoleSettings) -> Any:
-    from authlib.integrations.starlette_client import OAuth
-
-    oauth = OAuth()
-    return oauth.register(
-        "idp",
-        client_id=settings.client_id,
-        client_secret=settings.client_secret(),
-        server_metadata_url=settings.discovery_url,
-        client_kwargs={"scope": " ".join(settings.scopes), "code_challenge_method": "S256"},
-    )
-
-
-def _oauth_reason(exc: Exception) -> str:
-    description = getattr(exc, "description", None) or getattr(exc, "error", None)
-    return str(description or exc)[:300]
 
 
 def _sse(event: str, text: str) -> str:
@@ -1056,31 +803,14 @@ def _form_page(request: Request) -> str:
     form's action belongs to (a run's, a workspace's, the list it came from)."""
     referer = urlsplit(request.headers.get("referer", ""))
     if referer.netloc == request.url.netloc and referer.path.startswith("/console/"):
-        return _safe_next(referer.path + (f"?{referer.query}" if referer.query else ""))
+        return safe_next(referer.path + (f"?{referer.query}" if referer.query else ""))
     parent = request.url.path.rsplit("/", 1)[0]
     if parent.startswith(("/console/runs/", "/console/workspaces/")):
-        return _safe_next(parent)
+        return safe_next(parent)
     for listing in ("/console/environments", "/console/notifications", "/console/sessions"):
         if parent.startswith(listing):
             return listing
     return "/console/runs"
-
-
-def _safe_next(target: str) -> str:
-    # Only a path of this console: never another site (an open redirect).
-    if target.startswith("/console/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return "/console/runs"
-
-
-async def _form(request: Request) -> dict[str, str]:
-    """An url-encoded form, first value of each field (no multipart: the console sends
-    none)."""
-    body = await request.body()
-    if len(body) > _MAX_FORM:
-        raise ForbiddenError("the form is too large")
-    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-    return {key: values[0] for key, values in fields.items()}
 
 
 def _when(moment: object) -> str:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
@@ -53,6 +54,7 @@ __all__ = [
     "SessionStore",
     "Viewer",
     "check_csrf",
+    "read_form",
     "sign_in",
     "sign_in_local",
     "viewer",
@@ -300,3 +302,16 @@ def check_csrf(request: Request, submitted: object) -> None:
             "the form's CSRF token is missing or does not match your session: reload the "
             "page and submit it again"
         )
+
+
+_MAX_FORM = 64 * 1024
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """An url-encoded form, first value of each field (no multipart: the console sends
+    none)."""
+    body = await request.body()
+    if len(body) > _MAX_FORM:
+        raise ForbiddenError("the form is too large")
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {key: values[0] for key, values in fields.items()}
