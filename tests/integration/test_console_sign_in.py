@@ -207,3 +207,22 @@ def test_the_access_log_names_the_signed_in_person_on_every_console_page(
     for path in ("/console/runs", "/console/environments", "/console/drift"):
         lines = [line for line in logged if line.startswith(f"GET {path} 200 ")]
         assert lines and not [line for line in lines if " anonymous " in line], logged
+
+
+def test_an_idle_session_says_idle_even_after_the_pages_own_request_met_it_first(
+    tmp_path: Path,
+) -> None:
+    """The open page's own requests (its live stream reconnecting) usually meet an
+    idled-out session before the person does; the person's next click must still say
+    why they are sent to sign in, not "not signed in"."""
+    with threaded_server(_config(tmp_path, "http://127.0.0.1:9", session_idle="2s")) as server:
+        browser = _linked(server)
+        try:
+            time.sleep(3)
+            stream = browser.get("/console/events/runs", headers={"accept": "text/event-stream"})
+            assert stream.status_code in (200, 303), stream.text
+            answer = browser.get("/console/runs", follow_redirects=False)
+        finally:
+            browser.close()
+    assert answer.status_code == 303, answer.text
+    assert "idle" in answer.headers["location"], answer.headers["location"]

@@ -65,6 +65,8 @@ SESSION_COOKIE = "tofuflow_console"
 # the cleared cookie, so every later request says why, not just the first.
 ENDED_KEY = "ended"
 SESSION_ENDED = "your session was ended (signed out or revoked): sign in again"
+_PAST_LIFETIME = "your session ended: sign in again"
+_IDLE = "your session was idle too long: sign in again"
 # The next sign-in must be a fresh authentication at the provider (prompt=login).
 REAUTH_KEY = "reauth"
 _DISPLAY_CLAIMS = ("name", "preferred_username", "email")
@@ -256,15 +258,21 @@ def viewer(request: Request, policy: SessionPolicy, bindings: Sequence[Binding])
     session = request.session
     iat, seen, sid = session.get("iat"), session.get("seen"), session.get("sid")
     if not isinstance(iat, int) or not isinstance(seen, int) or not isinstance(sid, str):
-        raise AuthError(SESSION_ENDED if session.get(ENDED_KEY) else "not signed in")
+        ended = session.get(ENDED_KEY)
+        raise AuthError(ended if isinstance(ended, str) else SESSION_ENDED if ended else
+                        "not signed in")  # fmt: skip
     now = int(time.time())
+    # The cleared cookie keeps why: the open page's own requests often meet the end
+    # first, and the person's next click must still say why they sign in again.
     if now - iat > policy.absolute.total_seconds():
         session.clear()
         session[REAUTH_KEY] = True
-        raise AuthError("your session ended: sign in again")
+        session[ENDED_KEY] = _PAST_LIFETIME
+        raise AuthError(_PAST_LIFETIME)
     if now - seen > policy.idle.total_seconds():
         session.clear()
-        raise AuthError("your session was idle too long: sign in again")
+        session[ENDED_KEY] = _IDLE
+        raise AuthError(_IDLE)
     active = not _background(request)
     if active:
         session["seen"] = now
