@@ -107,9 +107,11 @@ class EmbeddedControlPlane:
         """
         from tofuflow.server.admin import create_token
 
+        # On one line: a command's argv (a run id pasted with its line break) is part of it.
+        one_line = " ".join("".join(c if c.isprintable() else " " for c in description).split())
         created = create_token(
             self._app.state.engine, role=role, workspaces=workspaces or "*", ttl=ttl,
-            description=description[:255] or f"embedded runner ({role})",
+            description=one_line[:255] or f"embedded runner ({role})",
         )  # fmt: skip
         return created.token
 
