@@ -3,7 +3,10 @@ of a server without sign-in, the apply log's API refusals."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 
@@ -131,15 +134,27 @@ def test_without_a_session_tofuflow_uis_console_says_to_get_a_new_link_not_to_se
             ), page.text
 
 
-def test_an_ended_run_without_approvals_does_not_promise_one(state_server: RunningServer) -> None:
-    """A rejected (cancelled) run's page said "Approvals: None yet."."""
+def _planning_run(server: RunningServer) -> tuple[dict[str, Any], dict[str, str]]:
+    """A run of app/dev in `planning`, and its planner's headers."""
+    planner = {"Authorization": f"Bearer {make_token(server, 'planner')}"}
+    body = {"workspace": "app/dev", "config_digest": "0" * 64}
+    return httpx.post(f"{server.url}/v1/runs", json=body, headers=planner).json(), planner
+
+
+@contextlib.contextmanager
+def _signed_in(server: RunningServer) -> Iterator[httpx.Client]:
+    """A browser signed in as the local user through `tofuflow ui`'s link."""
     from tofuflow.server.console import issue_sign_in_link
 
-    planner = {"Authorization": f"Bearer {make_token(state_server, 'planner')}"}
-    body = {"workspace": "app/dev", "config_digest": "0" * 64}
-    run = httpx.post(f"{state_server.url}/v1/runs", json=body, headers=planner).json()
-    with httpx.Client(base_url=state_server.url) as browser:
-        browser.get(issue_sign_in_link(state_server.app), follow_redirects=True)
+    with httpx.Client(base_url=server.url) as browser:
+        browser.get(issue_sign_in_link(server.app), follow_redirects=True)
+        yield browser
+
+
+def test_an_ended_run_without_approvals_does_not_promise_one(state_server: RunningServer) -> None:
+    """A rejected (cancelled) run's page said "Approvals: None yet."."""
+    run, planner = _planning_run(state_server)
+    with _signed_in(state_server) as browser:
         waiting = browser.get(f"/console/runs/{run['id']}").text
         assert "<p>None yet.</p>" in waiting  # planning: one may come
         cancelled = httpx.post(f"{state_server.url}/v1/runs/{run['id']}/cancel",
@@ -156,13 +171,8 @@ def test_reject_from_a_stale_page_does_not_cancel_a_run_no_longer_waiting(
     Reject there cancelled the approved run without a word (the page then read "rejected
     by ..."). Reject decides a run that waits for a decision; anything else is refused,
     saying what the run is now, and changes nothing."""
-    from tofuflow.server.console import issue_sign_in_link
-
-    planner = {"Authorization": f"Bearer {make_token(state_server, 'planner')}"}
-    body = {"workspace": "app/dev", "config_digest": "0" * 64}
-    run = httpx.post(f"{state_server.url}/v1/runs", json=body, headers=planner).json()
-    with httpx.Client(base_url=state_server.url) as browser:
-        browser.get(issue_sign_in_link(state_server.app), follow_redirects=True)
+    run, planner = _planning_run(state_server)
+    with _signed_in(state_server) as browser:
         page = browser.get(f"/console/runs/{run['id']}").text
         csrf = re.search(r'name="csrf" value="([^"]+)"', page)
         assert csrf, page
