@@ -558,6 +558,31 @@ def keys_rotate(config: Any) -> None:
     click.echo(f"re-wrapped {count} data keys under {keyring.current.key_id}")
 
 
+@server.command("backup")
+@click.argument("destination", type=click.Path(file_okay=False, path_type=Path))
+@click.pass_obj
+def backup_command(config: Any, destination: Path) -> None:
+    """Copy this control plane into DESTINATION, a new directory, while it serves.
+
+    
+    The database (SQLite, through its online backup: consistent however many writes go
+    on), the data directory's keys, salt, audit-signing key and checkpoints, key files
+    the configuration names elsewhere (under outside/), and MANIFEST.json (sha256 of each
+    file, the audit log's last event). It names what it cannot copy: a PostgreSQL
+    database (pg_dump), an object store, a KMS key, the passphrase. Restore:
+    docs/operations.md#back-up-and-restore.
+    """
+    from tofuflow.server.backup import backup
+
+    _engine(config)  # the database is there and its schema current, or one line
+    try:
+        report = backup(config, destination)
+    except TofuflowError as err:
+        raise click.ClickException(str(err)) from err
+    for line in report.lines():
+        click.echo(line)
+
+
 @server.group("audit")
 def audit() -> None:
     """The hash-chained audit log."""
