@@ -147,6 +147,11 @@ def test_a_backup_goes_into_a_new_directory_and_names_what_it_cannot_copy(
                            capture_output=True, text=True, check=False)  # fmt: skip
     assert again.returncode == 1
     assert f"{target} exists and is not an empty directory" in again.stderr
+    inside = tmp_path / "data" / "backups" / "today"
+    within = subprocess.run([*CLI, "server", "backup", str(inside)], env=env,
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    assert within.returncode == 1 and "is inside the data directory" in within.stderr
+    assert not inside.exists()
 
 
 def test_a_postgresql_backup_says_pg_dump_is_the_operators(

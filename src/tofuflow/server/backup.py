@@ -86,6 +86,11 @@ def backup(config: ServerConfig, destination: Path) -> BackupReport:
     url = make_url(config.effective_database_url)
     kind = "sqlite" if url.get_backend_name() == "sqlite" else "postgresql"
     data_dir = config.data_dir.resolve()
+    if destination.resolve().is_relative_to(data_dir):
+        raise ConfigError(
+            f"{destination} is inside the data directory {data_dir}: a backup there is lost "
+            "with it (and would copy itself); give a directory elsewhere, on another disk"
+        )
     destination.mkdir(mode=0o700, parents=True, exist_ok=True)
     report = BackupReport(destination, kind)
     database_file = Path(url.database).resolve() if kind == "sqlite" and url.database else None
