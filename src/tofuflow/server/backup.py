@@ -41,6 +41,7 @@ from sqlalchemy.engine import URL, make_url
 from tofuflow._version import __version__
 from tofuflow.errors import ConfigError
 from tofuflow.server.config import ServerConfig
+from tofuflow.server.crypto._keys import _path_option
 
 __all__ = ["MANIFEST", "BackupReport", "backup"]
 
@@ -161,10 +162,9 @@ def _outside_key_files(config: ServerConfig, data_dir: Path) -> Iterator[Path]:
     """Key files and salts the configuration names outside the data directory."""
     for table in _key_tables(config):
         for key in ("path", "salt_path"):
-            value = table.get(key)
-            if isinstance(value, str) and value:
-                path = Path(value).expanduser()
-                path = (path if path.is_absolute() else data_dir / path).resolve()
+            if isinstance(table.get(key), str) and table[key]:
+                # Resolved as the key providers resolve it (relative: to the data dir).
+                path = _path_option(table, key, data_dir, "", "keys").resolve()
                 if path.is_file() and not path.is_relative_to(data_dir):
                     yield path
 
