@@ -3,9 +3,9 @@ way docs/notifications.md tells receivers to, and an SMTP server (aiosmtpd)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import functools
 import json
+import re
 import socket
 import threading
 import time
@@ -14,9 +14,32 @@ from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
-__all__ = ["Received", "SmtpReceiver", "WebhookReceiver", "free_port", "wait_for"]
+__all__ = [
+    "Received",
+    "SmtpReceiver",
+    "WebhookReceiver",
+    "documented_verify",
+    "free_port",
+    "wait_for",
+]
+
+
+_DOCS = Path(__file__).parents[2] / "docs" / "notifications.md"
+
+
+@functools.cache
+def documented_verify() -> Callable[..., bool]:
+    """The receiver's ``verify(secret, headers, body)`` from docs/notifications.md, as
+    written there (its only Python block)."""
+    blocks = re.findall(r"```python\n(.*?)```", _DOCS.read_text(), re.S)
+    if len(blocks) != 1:
+        raise AssertionError(f"{_DOCS} should have one Python block, has {len(blocks)}")
+    namespace: dict[str, Any] = {}
+    exec(compile(blocks[0], str(_DOCS), "exec"), namespace)  # noqa: S102 - our own docs
+    return namespace["verify"]  # type: ignore[no-any-return]
 
 
 def free_port() -> int:
@@ -69,7 +92,8 @@ class WebhookReceiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                receiver.received.append(Received(headers, body, receiver.verify(headers, body)))
+                signature_ok = receiver.verify(self.headers, body)
+                receiver.received.append(Received(headers, body, signature_ok))
                 self.send_response(receiver.status)
                 self.end_headers()
 
@@ -87,16 +111,11 @@ class WebhookReceiver:
             self._server.server_close()
             self._server = None
 
-    def verify(self, headers: dict[str, str], body: bytes) -> bool | None:
-        """What a receiver does with the headers docs/notifications.md documents."""
+    def verify(self, headers: Message, body: bytes) -> bool | None:
+        """docs/notifications.md's ``verify``, run as written, on the request's headers."""
         if self.secret is None:
             return None
-        timestamp = headers.get("tofuflow-timestamp", "")
-        if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > 300:
-            return False
-        expected = hmac.new(self.secret.encode(), timestamp.encode() + b"." + body,
-                            hashlib.sha256).hexdigest()  # fmt: skip
-        return hmac.compare_digest(headers.get("tofuflow-signature", ""), f"v1={expected}")
+        return bool(documented_verify()(self.secret.encode(), headers, body))
 
     def events(self) -> list[str]:
         return [r.json["event"] for r in self.received]
