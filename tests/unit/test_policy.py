@@ -573,13 +573,77 @@ def test_a_policy_that_fails_at_run_time_fails_at_load_time() -> None:
     source = (
         "package acme.bad\n\ndeny contains msg if {\n\tx := 1 / 0\n\tmsg := sprintf(`%d`, [x])\n}\n"
     )
-    with pytest.raises(ConfigError, match=r"bad\.rego: divide by zero"):
+    with pytest.raises(ConfigError, match=r"bad\.rego:3: divide by zero"):
         PolicySet.from_sources({"bad.rego": source})
+
+
+def _loaded(directory: Path, source: str) -> tuple[PolicySet, Path]:
+    """A user's policy file on disk, loaded (it passes the check on an empty plan)."""
+    path = directory / "budget.rego"
+    path.write_text(source)
+    return PolicySet.load(directory), path
+
+
+def _evaluation_error(policies: PolicySet) -> str:
+    with pytest.raises(ConfigError) as caught:
+        decide(policies, plan_of(change("aws_s3_bucket.logs", "create")))
+    return str(caught.value)
+
+
+def test_an_evaluation_error_rego_locates_names_the_file_line_and_column(tmp_path: Path) -> None:
+    policies, path = _loaded(tmp_path, (
+        "package acme.budget\n\nimport rego.v1\n\n"
+        "deny contains msg if {\n"
+        "\tsome rc in input.plan.resource_changes\n"
+        "\tmsg := concat(\" \", [rc.address, \"is over budget by\", 3])\n"
+        "}\n"
+    ))  # fmt: skip
+    assert (
+        f"{path}:7:55: concat: operand 2 must be array of strings but got array containing number"
+    ) in _evaluation_error(policies)
+
+
+def test_an_evaluation_error_without_a_location_names_the_file_and_the_rule_line(
+    tmp_path: Path,
+) -> None:
+    """rego-cpp reports a division by zero with no location at all: the rule it happened
+    in is the closest place tofuflow can name, and it says so."""
+    policies, path = _loaded(tmp_path, (
+        "package acme.budget\n\nimport rego.v1\n\n"
+        "deny contains msg if {\n"
+        "\tsome rc in input.plan.resource_changes\n"
+        "\tshare := 100 / (count(input.plan.resource_changes) - 1)\n"
+        "\tshare > 50\n"
+        "\tmsg := rc.address\n"
+        "}\n"
+    ))  # fmt: skip
+    assert (
+        f"{path}:5: divide by zero (in rule deny; rego-cpp reports no line or column "
+        "for this error)"
+    ) in _evaluation_error(policies)
+
+
+def test_a_conflict_names_the_conflicting_rule_not_the_rule_that_reads_it(
+    tmp_path: Path,
+) -> None:
+    policies, path = _loaded(tmp_path, (
+        "package acme.budget\n\nimport rego.v1\n\n"
+        "owner := \"team-a\" if some rc in input.plan.resource_changes\n"
+        "# the second team claims the same plan\n"
+        "owner := \"team-b\" if some rc in input.plan.resource_changes\n\n"
+        "deny contains \"no owner\" if {\n"
+        "\tnot owner\n"
+        "}\n"
+    ))  # fmt: skip
+    assert (
+        f"{path}:5: complete rules must not produce multiple outputs (in rule owner, also "
+        f"defined at {path}:7; rego-cpp reports no line or column for this error)"
+    ) in _evaluation_error(policies)
 
 
 def test_an_unknown_function_names_the_file() -> None:
     source = "package acme.bad\n\nimport rego.v1\n\ndeny contains msg if msg := nope.fn(1)\n"
-    with pytest.raises(ConfigError, match=r"bad\.rego: Function not found: nope\.fn"):
+    with pytest.raises(ConfigError, match=r"bad\.rego:5: Function not found: nope\.fn"):
         PolicySet.from_sources({"bad.rego": source})
 
 
@@ -634,6 +698,16 @@ def test_a_misspelt_decision_rule_is_refused_with_its_line(
     with pytest.raises(ConfigError, match=re.escape(
         f'x.rego:5: rule {rule} is no decision rule; did you mean "{meant}"?'
     )):  # fmt: skip
+        PolicySet.from_sources({"x.rego": source})
+
+
+def test_a_misspelt_decision_rule_after_comments_is_refused_with_its_own_line() -> None:
+    source = (
+        "# Budget rules for the data team: ask them before changing anything here.\n"
+        "package acme.x\n\n# Deletions of buckets need a second look, always.\n\n"
+        'denny contains "x" if true\n'
+    )
+    with pytest.raises(ConfigError, match=re.escape("x.rego:6: rule denny is no decision rule")):
         PolicySet.from_sources({"x.rego": source})
 
 

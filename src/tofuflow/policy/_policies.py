@@ -23,6 +23,7 @@ from pathlib import Path
 from tofuflow.errors import ConfigError
 from tofuflow.policy._decision import empty_input, evaluate
 from tofuflow.policy._rego import DECISION_RULES, RegoModule
+from tofuflow.policy._rules import rule_heads, without_comments
 
 __all__ = ["BUILTIN_PREFIX", "PolicySet"]
 
@@ -139,7 +140,7 @@ def _user_module(name: str, source: str, origin: str = "") -> RegoModule:
 
 def _module(name: str, source: str, *, origin: str = "", builtin: bool = False) -> RegoModule:
     where = origin or name
-    match = _PACKAGE.search(_without_comments(source))
+    match = _PACKAGE.search(without_comments(source))
     if match is None:
         raise ConfigError(f"{where}: no package declaration; start the file with `package <name>`")
     package = match.group("path")
@@ -151,31 +152,16 @@ def _module(name: str, source: str, *, origin: str = "", builtin: bool = False) 
     return RegoModule(name, package, source, origin=origin, builtin=builtin)
 
 
-def _without_comments(source: str) -> str:
-    # Good enough to find `package`: it precedes every string literal that could hold a '#'.
-    return "\n".join(line.split("#", 1)[0] for line in source.splitlines())
-
-
-# A rule head at the start of a line (as `opa fmt` writes them): `name contains`, `name if`,
-# `name :=`, `name[`, `default name`.
-_RULE_HEAD = re.compile(
-    r"^(?:default[ \t]+)?(?P<name>[A-Za-z_]\w*)(?=[ \t]*(?:contains\b|if\b|:=|=|\[|\{))",
-    re.MULTILINE,
-)
-
-
 def _check_rule_names(module: RegoModule) -> None:
     """A rule named almost like a decision rule (``denny``) is never read: the run it
     should deny is approved. Refused, with its line."""
-    for match in _RULE_HEAD.finditer(_without_comments(module.source)):
-        name = match.group("name")
-        if name in DECISION_RULES or name in ("package", "import"):
+    for head in rule_heads(module.source):
+        if head.name in DECISION_RULES:
             continue
-        close = difflib.get_close_matches(name, DECISION_RULES, n=1, cutoff=0.8)
+        close = difflib.get_close_matches(head.name, DECISION_RULES, n=1, cutoff=0.8)
         if close:
-            line = module.source.count("\n", 0, match.start()) + 1
             raise ConfigError(
-                f"{module.where}:{line}: rule {name} is no decision rule; did you mean "
-                f'"{close[0]}"? tofuflow reads only {", ".join(DECISION_RULES)} from a '
+                f"{module.where}:{head.line}: rule {head.name} is no decision rule; did you "
+                f'mean "{close[0]}"? tofuflow reads only {", ".join(DECISION_RULES)} from a '
                 "package, so this rule would never decide anything"
             )

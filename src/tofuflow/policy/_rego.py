@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tofuflow.errors import ConfigError, DocumentError
+from tofuflow.policy._rules import RuleHead, rule_heads
 
 __all__ = ["DECISION_RULES", "RegoModule", "query_rules"]
 
@@ -36,7 +37,9 @@ DECISION_RULES = ("deny", "warn", "require_approval", "auto_approve")
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
-_ERROR_LOCATION = re.compile(r"\(error \d+:(?P<name>[^|\n]*)\|(?P<offset>\d+)\|\d+")
+_ERROR_START = re.compile(r"\(error(?=\s)")
+# `6:a.rego|55|1` after an error's start (compile) or an AST node's type (evaluation).
+_ERROR_LOCATION = re.compile(r"(?:\A\s*|\(rego-[\w-]+ )\d+:(?P<name>[^|\n]*)\|(?P<offset>\d+)\|\d+")
 _ERROR_MESSAGE = re.compile(r"\(errormsg \d+:(?P<message>.*)\)$", re.MULTILINE)
 # The token a location-less message is about, e.g. "Function not found: foo.bar".
 _ERROR_SUBJECT = re.compile(r": (?:data\.)?(?P<subject>[\w.]+)$")
@@ -119,8 +122,18 @@ def _decision_query(packages: Sequence[str]) -> str:
 
 
 def _query(interpreter: Any, query: str, modules: Sequence[RegoModule]) -> Any:
-    native = _regopy("regopy.rego_shared")
+    failed, text = _run(interpreter, query, modules)
+    if failed:
+        blame = functools.partial(_failing_rules, interpreter, modules)
+        raise ConfigError(_error_text(text, modules, blame=blame))
+    if text == "undefined":
+        return None
+    return json.loads(text)["bindings"]["x"]
 
+
+def _run(interpreter: Any, query: str, modules: Sequence[RegoModule]) -> tuple[bool, str]:
+    """``(failed, text)``: the query's output, or its errors when it failed."""
+    native = _regopy("regopy.rego_shared")
     try:
         output = native.rego_query(interpreter._impl, query)
     except native.RegoError as exc:
@@ -129,12 +142,10 @@ def _query(interpreter: Any, query: str, modules: Sequence[RegoModule]) -> Any:
         ok = native.rego_output_ok(output)
         text = native.rego_output_string(output)
         if not ok or text.startswith("(error"):
-            raise ConfigError(_error_text(_errors_of(native, output, text), modules))
+            return True, _errors_of(native, output, text)
+        return False, text
     finally:
         native.rego_free_output(output)
-    if text == "undefined":
-        return None
-    return json.loads(text)["bindings"]["x"]
 
 
 def _errors_of(native: Any, output: Any, text: str) -> str:
@@ -147,22 +158,49 @@ def _errors_of(native: Any, output: Any, text: str) -> str:
     return "\n".join(native.rego_node_json(native.rego_node_get(node, i)) for i in range(size))
 
 
-def _error_text(raw: str, modules: Sequence[RegoModule], name: str | None = None) -> str:
-    """rego-cpp's s-expression errors as ``file:line:col: message`` lines plus the fix."""
+def _error_text(
+    raw: str,
+    modules: Sequence[RegoModule],
+    name: str | None = None,
+    blame: Callable[[str], list[_Rule]] | None = None,
+) -> str:
+    """rego-cpp's s-expression errors as ``file:line:col: message`` lines plus the fix.
+
+    ``name`` is the module being added (a compile error is in it); ``blame`` finds the
+    rules an error without a location came from.
+    """
     by_name = {m.name: m for m in modules}
-    messages = [m.group("message") for m in _ERROR_MESSAGE.finditer(raw)] or [raw.strip()]
-    locations = [_location(m, by_name) for m in _ERROR_LOCATION.finditer(raw)]
-    if locations:
-        lines = [f"{where}: {msg}" for where, msg in zip(locations, messages, strict=False)]
-    else:
-        lines = [f"{_suspects(msg, modules, by_name.get(name or ''))}: {msg}" for msg in messages]
+    added = by_name.get(name or "")
+    lines = []
+    for message, where in _parsed(raw, by_name):
+        if where is None and added is None and blame is not None:
+            lines += _blamed(message, blame(message)) or [
+                f"{_suspects(message, modules)}: {message}"
+            ]
+        else:
+            lines.append(f"{where or _suspects(message, modules, added)}: {message}")
     return "policy error:\n  " + "\n  ".join(lines) + "\nFix the policy and load it again."
 
 
-def _location(match: re.Match[str], by_name: Mapping[str, RegoModule]) -> str:
+def _parsed(raw: str, by_name: Mapping[str, RegoModule]) -> list[tuple[str, str | None]]:
+    """Each error's message and ``file:line:col``, when rego-cpp located it in a module.
+
+    A compile error carries its location; an evaluation error at most the location of the
+    AST node it failed on (a literal operand, never a value from the input).
+    """
+    errors: list[tuple[str, str | None]] = []
+    for block in _ERROR_START.split(raw):
+        message = _ERROR_MESSAGE.search(block)
+        if message is not None:
+            locations = (_location(m, by_name) for m in _ERROR_LOCATION.finditer(block))
+            errors.append((message.group("message"), next(filter(None, locations), None)))
+    return errors or [(raw.strip(), None)]
+
+
+def _location(match: re.Match[str], by_name: Mapping[str, RegoModule]) -> str | None:
     module = by_name.get(match.group("name"))
     if module is None:
-        return match.group("name")
+        return None
     offset = int(match.group("offset"))
     # rego-cpp counts bytes; editors count lines and characters.
     before = module.source.encode()[:offset].decode(errors="replace")
@@ -171,7 +209,7 @@ def _location(match: re.Match[str], by_name: Mapping[str, RegoModule]) -> str:
     return f"{module.where}:{line}:{column}"
 
 
-def _suspects(message: str, modules: Sequence[RegoModule], added: RegoModule | None) -> str:
+def _suspects(message: str, modules: Sequence[RegoModule], added: RegoModule | None = None) -> str:
     """The modules a location-less error is probably about, most specific first."""
     if added is not None:
         return added.where
@@ -183,6 +221,71 @@ def _suspects(message: str, modules: Sequence[RegoModule], added: RegoModule | N
     # The built-ins are tested; a user's module is the likelier culprit.
     suspects = mentioned or [m for m in modules if not m.builtin] or list(modules)
     return ", ".join(m.where for m in suspects) or "policies"
+
+
+# ------------------------------------------------------------------ blame
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """A rule by its definitions: ``(module, head)`` each, in load order."""
+
+    name: str
+    definitions: tuple[tuple[RegoModule, RuleHead], ...]
+
+    def uses(self, other: _Rule) -> bool:
+        word = re.compile(rf"\b{re.escape(other.name)}\b")
+        return any(word.search(head.body) for _, head in self.definitions)
+
+
+def _failing_rules(interpreter: Any, modules: Sequence[RegoModule], message: str) -> list[_Rule]:
+    """The rules that fail with ``message`` on their own, less those that fail only by
+    using another of them: rego-cpp gives no location for some evaluation errors (a
+    division by zero, a rule with conflicting values), so the rule is the closest place.
+
+    User modules are tried first (the built-ins are tested), one query per rule.
+    """
+    for group in ([m for m in modules if not m.builtin], [m for m in modules if m.builtin]):
+        failing = [
+            rule
+            for (package, name), rule in _rules_of(group).items()
+            if _fails_with(interpreter, modules, f"x := data.{package}.{name}", message)
+        ]
+        if failing:
+            deepest = [r for r in failing if not any(r.uses(o) for o in failing if o is not r)]
+            return deepest or failing
+    return []
+
+
+def _rules_of(modules: Sequence[RegoModule]) -> dict[tuple[str, str], _Rule]:
+    """``{(package, name): rule}``: a package's rules may be defined in several files."""
+    rules: dict[tuple[str, str], list[tuple[RegoModule, RuleHead]]] = {}
+    for module in modules:
+        for head in rule_heads(module.source):
+            rules.setdefault((module.package, head.name), []).append((module, head))
+    return {key: _Rule(key[1], tuple(defs)) for key, defs in rules.items()}
+
+
+def _fails_with(interpreter: Any, modules: Sequence[RegoModule], query: str, message: str) -> bool:
+    try:
+        failed, text = _run(interpreter, query, modules)
+    except ConfigError:
+        return False
+    return failed and message in _ERROR_MESSAGE.findall(text)
+
+
+def _blamed(message: str, rules: Sequence[_Rule]) -> list[str]:
+    """``file:line: message (in rule …)`` per rule, at its first definition."""
+    lines = []
+    for rule in rules:
+        (module, head), *others = rule.definitions
+        also = ", ".join(f"{m.where}:{h.line}" for m, h in others)
+        lines.append(
+            f"{module.where}:{head.line}: {message} (in rule {rule.name}"
+            f"{f', also defined at {also}' if also else ''}; rego-cpp reports no line or "
+            "column for this error)"
+        )
+    return lines
 
 
 # ------------------------------------------------------------------ input
