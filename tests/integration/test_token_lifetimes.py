@@ -7,7 +7,7 @@
   plane accepts a token 60 seconds past ``exp`` (clock-skew leeway), so the apply must also
   outlast lifetime + leeway: 60 s tokens and a 180 s apply do; a shorter pair would not.
 - ``tofuflow apply`` presents the apply identity of the run's own workspace, when several
-  workspaces have one.
+  workspaces have one; an error in one of those tables names its workspace.
 - The embedded control plane's tokens cover the one workspace and die with the command.
 """
 
@@ -173,3 +173,31 @@ def test_the_embedded_planes_tokens_cover_one_workspace_and_are_revoked_when_the
     ), listed.stdout
     assert all(e["detail"].get("deleted") is True for e in events
                if e["action"] == "token.revoke")  # fmt: skip
+
+
+@pytest.mark.binary
+def test_a_broken_apply_identity_tried_for_the_runs_workspace_is_named_by_its_workspace(
+    tmp_path: Path, binary: Binary, server: RunningServer, ado: AdoOidcEndpoint
+) -> None:
+    del binary
+    repo = _project(tmp_path, sleep=0)
+    toml = repo / "tofuflow.toml"
+    toml.write_text(toml.read_text().replace(f'service_connection_id = "{APPLY_CONNECTION}"\n', ""))
+    env = {**_clean_env(tmp_path), "TOFUFLOW_SERVER_URL": server.url}
+    planner = make_token(server, "planner", "app/*")
+    planned = _run("plan", "app/dev", cwd=repo, env={**env, "TOFUFLOW_PLAN_TOKEN": planner})
+    assert planned.returncode == 2, planned.stderr
+    run_id = planned.stdout.split("run ")[-1].split(":")[0]
+
+    # other/x's identity is tried first and may not read the run; app/dev's is broken.
+    agent = {**env, **ado.env(JOB_TOKEN), "TF_BUILD": "True"}
+    applied = _run("apply", run_id, cwd=repo, env=agent)
+
+    assert applied.returncode == 1, applied.stdout + applied.stderr
+    assert "Traceback" not in applied.stderr
+    assert "workspaces.app/dev.identity.apply.service_connection_id: missing" in applied.stderr, (
+        applied.stderr
+    )
+    reader = make_token(server, "reader", "*")
+    shown = _run("runs", "show", run_id, cwd=repo, env={**env, "TOFUFLOW_TOKEN": reader})
+    assert json.loads(shown.stdout)["status"] == "approved"

@@ -318,24 +318,33 @@ def apply_control_plane(project: Any, run_id: str) -> Iterator[tuple[ControlPlan
     url = project_url(project)
     tables = {name: ws.identity.get("apply") for name, ws in project.workspaces.items()}
     tables = {name: t for name, t in tables.items() if t and t.get("source")}
-    distinct = [t for i, t in enumerate(tables.values()) if t not in list(tables.values())[:i]]
-    chosen = distinct[0] if distinct else None
+    distinct: dict[str, Any] = {}  # each table once, under the first workspace that has it
+    for name, table in tables.items():
+        if table not in distinct.values():
+            distinct[name] = table
+    chosen = next(iter(distinct), "")  # whose table: its errors name that workspace
     workspace = "*"
     if url is None:  # embedded: an applier token on the run's workspace only
         with control_plane("read", None) as reader:
             workspace = reader.run(run_id)["workspace"]
     tokens_set = any(os.environ.get(v) for v in (STAGE_TOKEN_VARIABLES["apply"], "TOFUFLOW_TOKEN"))
     if url is not None and not tokens_set and len(distinct) > 1:
-        for table in distinct:
+        for name, table in distinct.items():
             try:
-                with control_plane("apply", url, table) as probe:
+                with control_plane("apply", url, table, where=_apply_table(name)) as probe:
                     workspace = probe.run(run_id)["workspace"]
             except (AuthError, ForbiddenError, NotFoundError):
                 continue  # this identity may not read the run (or has no token here)
-            chosen = tables.get(workspace)
+            chosen = workspace
             break
-    with control_plane("apply", url, chosen, workspace=workspace) as client:
+    with control_plane(
+        "apply", url, tables.get(chosen), workspace=workspace, where=_apply_table(chosen)
+    ) as client:
         yield client, client.run(run_id)
+
+
+def _apply_table(workspace: str) -> str:
+    return f"workspaces.{workspace}.identity.apply"
 
 
 def project_url(project: Any) -> str | None:
