@@ -290,6 +290,84 @@ def test_a_failing_receiver_is_dead_lettered_visible_in_metrics_and_sent_again_o
         hook.stop()
 
 
+def test_a_delivery_counts_every_attempt_the_one_that_succeeded_too(
+    tmp_path: Path, server_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`attempts` is how many times the receiver was sent the delivery: 1 when it took it at
+    once, the failures plus the success when it took it on a retry."""
+    hook = WebhookReceiver(secret=SECRET, status=500).start()
+    monkeypatch.setenv("TEST_NOTIFY_SECRET", SECRET)
+    config = _config(server_config, tmp_path, {"destinations": [_webhook(hook)],
+                                               "max_attempts": 1000})  # fmt: skip
+    try:
+        with _plane(config, tmp_path) as plane:
+            headers = {"Authorization": f"Bearer {plane.admin.token}"}
+            url = f"{plane.server.url}/v1/notifications/deliveries"
+            delivered: list[Any] = []
+
+            def listed(count: int) -> bool:
+                answer = httpx.get(url, params={"status": "delivered"}, headers=headers)
+                assert answer.status_code == 200, answer.text
+                delivered[:] = answer.json()
+                return len(delivered) >= count
+
+            plane.admin.record_drift("app/dev", "drift", {"resources": []})
+            wait_for(lambda: len(hook.received) >= 2, what="two failed attempts")
+            hook.status = 204
+            wait_for(lambda: listed(1), what="the delivery after its retries")
+            plane.admin.record_drift("app/web", "drift", {"resources": []})
+            wait_for(lambda: listed(2), what="the delivery taken at once")
+    finally:
+        hook.stop()
+    sent = [r.headers["idempotency-key"] for r in hook.received]
+    retried, at_once = delivered
+    assert retried["attempts"] == sent.count(f"{retried['event']['id']}.ops") >= 3
+    assert at_once["attempts"] == sent.count(f"{at_once['event']['id']}.ops") == 1
+
+
+def test_deliveries_recorded_when_attempts_counted_failures_only_read_like_new_ones(
+    database_url: str,
+) -> None:
+    """Before revision 0013 a delivered row's attempts left out the attempt that succeeded
+    (0 for one taken at once); upgrading adds it. Pending and dead rows, all failures, keep
+    their count."""
+    from alembic import command
+    from alembic.config import Config
+
+    from tofuflow.server import storage
+    from tofuflow.server.notify import deliveries
+
+    engine = storage.make_engine(database_url)
+    config = Config()
+    config.set_main_option("script_location", str(Path(storage.__file__).parent / "migrations"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0012")
+    rows = {"delivered": [0, 2], "pending": [3], "dead": [8]}  # attempts as 0012 counted
+    with engine.begin() as connection:
+        for number, (status, attempts) in enumerate(
+            ((status, n) for status, counts in rows.items() for n in counts), start=1
+        ):
+            connection.execute(
+                text("INSERT INTO notification_events (id, uid, created_at, event, payload, "
+                     "fanned_out) VALUES (:id, :uid, :at, 'drift.found', :payload, :yes)"),
+                {"id": number, "uid": f"event{number}", "at": "2026-01-02 03:04:05",
+                 "payload": json.dumps({"occurred_at": "2026-01-02T03:04:05Z"}), "yes": True},
+            )  # fmt: skip
+            connection.execute(
+                text("INSERT INTO notification_deliveries (event_id, destination, status, "
+                     "attempts, created_at) VALUES (:id, 'ops', :status, :attempts, :at)"),
+                {"id": number, "status": status, "attempts": attempts,
+                 "at": "2026-01-02 03:04:05"},
+            )  # fmt: skip
+    try:
+        storage.migrate(engine)  # 0012 -> head
+        attempts = {status: [d["attempts"] for d in deliveries(engine, status)] for status in rows}
+    finally:
+        engine.dispose()
+    assert attempts == {"delivered": [1, 3], "pending": [3], "dead": [8]}
+
+
 def test_a_server_killed_between_commit_and_send_delivers_after_restart(
     tmp_path: Path, workdir: Path, binary: Binary, monkeypatch: pytest.MonkeyPatch
 ) -> None:

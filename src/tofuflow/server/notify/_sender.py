@@ -235,7 +235,8 @@ class Sender:
                 update(NotificationDelivery)
                 .where(NotificationDelivery.id.in_([i for i, _ in done.delivered]),
                        NotificationDelivery.status == "pending")
-                .values(status="delivered", delivered_at=now, last_error=None)
+                .values(status="delivered", delivered_at=now, last_error=None,
+                        attempts=NotificationDelivery.attempts + 1)  # the one that succeeded
             )  # fmt: skip
         for delivery_id, attempts, error, dead in done.failed:
             backoff = dt.timedelta(seconds=self.config.backoff(attempts))

@@ -361,6 +361,7 @@ class NotificationDelivery(Base):
     event_id: Mapped[int] = mapped_column(ForeignKey("notification_events.id"), index=True)
     destination: Mapped[str] = mapped_column(String(64), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True, default="pending")
+    # Sends tried, the one that succeeded included, since created or last sent again.
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     last_error: Mapped[str | None] = mapped_column(String(1000), default=None)
