@@ -172,3 +172,44 @@ def test_a_postgresql_backup_says_pg_dump_is_the_operators(
     manifest = json.loads((tmp_path / "b" / "MANIFEST.json").read_text())
     assert manifest["database"] == "postgresql"
     assert "tofuflow.db" not in {f["path"] for f in manifest["files"]}
+
+
+def test_an_interrupted_backup_leaves_nothing_and_the_same_command_then_works(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C as soon as the backup starts writing: the destination must not be left
+    half-filled (a directory without its manifest looks like a backup, and the retry into
+    it was refused as "not empty"); the same command, run again, then succeeds."""
+    import signal
+    import sqlite3
+    import time
+
+    data = tmp_path / "data"
+    config = tmp_path / "server.toml"
+    config.write_text(f'[server]\ndata_dir = "{data}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOFUFLOW_")}
+    env["TOFUFLOW_SERVER_CONFIG"] = str(config)
+    subprocess.run([*CLI, "server", "tokens", "create", "--role", "admin"], env=env,
+                   capture_output=True, check=True)  # fmt: skip
+    with sqlite3.connect(data / "tofuflow.db") as db:  # a database that takes a while to copy
+        db.execute("CREATE TABLE padding (b BLOB)")
+        db.executemany("INSERT INTO padding VALUES (randomblob(1048576))", [()] * 300)
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    destination = backups / "tofuflow-2026-12-06"
+    command = [*CLI, "server", "backup", str(destination)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not any(backups.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert proc.poll() is None, "the backup ended before it wrote anything: make it bigger"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out + err
+    assert "Traceback" not in err, err
+    assert f"interrupted: nothing was kept at {destination}" in err, err
+    assert list(backups.iterdir()) == [], "an interrupted backup leaves nothing behind"
+    again = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (destination / "MANIFEST.json").exists()

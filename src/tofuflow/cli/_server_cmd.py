@@ -572,13 +572,20 @@ def backup_command(config: Any, destination: Path) -> None:
     database (pg_dump), an object store, a KMS key, the passphrase. Restore:
     docs/operations.md#back-up-and-restore.
     """
-    from tofuflow.server.backup import backup
+    from tofuflow.server.backup import MANIFEST, backup
 
     _engine(config)  # the database is there and its schema current, or one line
     try:
         report = backup(config, destination)
     except TofuflowError as err:
         raise click.ClickException(str(err)) from err
+    except KeyboardInterrupt as err:
+        if (destination.expanduser() / MANIFEST).exists():  # it had just finished
+            said = f"interrupted: the backup at {destination} is whole"
+            raise click.ClickException(said) from err
+        raise click.ClickException(
+            f"interrupted: nothing was kept at {destination}; run the same command again"
+        ) from err
     for line in report.lines():
         click.echo(line)
 

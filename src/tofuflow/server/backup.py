@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +78,8 @@ def _count(number: int, thing: str) -> str:
 
 def backup(config: ServerConfig, destination: Path) -> BackupReport:
     """Copy ``config``'s control plane into ``destination`` (created 0700; refused when it
-    exists and is not empty: a backup is never mixed with another)."""
+    exists and is not empty: a backup is never mixed with another). It appears whole or
+    not at all: a failure or Ctrl-C on the way leaves nothing there."""
     destination = destination.expanduser()
     if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
         raise ConfigError(
@@ -92,7 +94,23 @@ def backup(config: ServerConfig, destination: Path) -> BackupReport:
             f"{destination} is inside the data directory {data_dir}: a backup there is lost "
             "with it (and would copy itself); give a directory elsewhere, on another disk"
         )
-    destination.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Filled beside the destination and renamed into place once its manifest is written:
+    # a backup that fails or is interrupted leaves nothing that looks like one.
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
+    try:
+        report = _fill(config, staging, kind, data_dir)
+        staging.rename(destination)  # over an empty directory too
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    report.destination = destination
+    return report
+
+
+def _fill(config: ServerConfig, destination: Path, kind: str, data_dir: Path) -> BackupReport:
+    """The backup's files and manifest, into the new directory ``destination``."""
+    url = make_url(config.effective_database_url)
     report = BackupReport(destination, kind)
     database_file = Path(url.database).resolve() if kind == "sqlite" and url.database else None
     if database_file is not None:
