@@ -469,6 +469,43 @@ def test_a_stopped_run_all_says_what_each_stack_got_done(
     ]
 
 
+def test_a_stopped_run_all_apply_says_a_replacement_it_left_waits_for_an_approver(
+    tmp_path: Path, environment: dict[str, str]
+) -> None:
+    """Ctrl-C while a resource is being created taints it; under the built-in policies the
+    next plan's replacement waits for a person, so "run it again" alone is not the way on:
+    the advice says to approve and apply such runs, and the next run-all shows why."""
+    environment = {k: v for k, v in environment.items() if k != "TOFUFLOW_SERVER_CONFIG"}
+    started = tmp_path / "slow.started"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "main.tf").write_text(
+        'resource "terraform_data" "slow" {\n'
+        f'  provisioner "local-exec" {{ command = "touch {started} && sleep 60" }}\n'
+        "}\n"
+    )
+    (tmp_path / "tofuflow.toml").write_text('[workspaces.a]\ndirectory = "a"\n')
+    proc = subprocess.Popen(
+        [*CLI, "run-all", "apply"], cwd=tmp_path, env=environment, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not started.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out + err
+    assert "tainted: the next plan replaces it" in out, out
+    advice = out[out.index("run-all apply was interrupted (Ctrl-C)") :]
+    assert "run `tofuflow run-all apply` again to continue" in advice, out
+    assert "`tofuflow approve RUN`" in advice and "`tofuflow apply RUN`" in advice, out
+
+    again = subprocess.run([*CLI, "run-all", "apply"], cwd=tmp_path, env=environment,
+                           capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert again.returncode == 2, again.stdout + again.stderr
+    assert "awaiting approval" in again.stdout, again.stdout
+
+
 def test_an_input_naming_an_output_its_dependency_lacks_waits_for_a_person(
     tmp_path: Path, binary: Binary
 ) -> None:

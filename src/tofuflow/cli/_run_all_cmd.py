@@ -109,9 +109,18 @@ def run_all(
     _print_table(printer, report, action)
     if report.with_status("cancelled"):
         why = "interrupted (Ctrl-C)" if report.interrupted else "cancelled"
+        # A run-all never applies a run that needs a person, and a resource left tainted
+        # is replaced by the next plan: not routine under the built-in policies.
+        approve = (
+            ". A stack waiting for an approver (as the replacement of a tainted resource "
+            "does, under the built-in policies) goes on only once its run is approved and "
+            "applied: `tofuflow approve RUN`, then `tofuflow apply RUN`"
+            if action != "plan"
+            else ""
+        )
         printer.line(
             f"run-all {action} was {why}: the rows above say what each stack got done; "
-            f"run `tofuflow run-all {action}` again to continue",
+            f"run `tofuflow run-all {action}` again to continue{approve}",
             fg="yellow",
         )
     sys.exit(_exit_code(report, action))
