@@ -9,11 +9,12 @@
 Names are imported on first use, so `import tofuflow` costs almost nothing.
 """
 
-from typing import TYPE_CHECKING
-
 from tofuflow._lazy import lazy_exports
 from tofuflow._version import __version__
 
+# Not typing's: importing typing takes milliseconds of every `tofuflow` start, before
+# tofuflow.cli can make a Ctrl-C there one line instead of a traceback.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from tofuflow.errors import (
         AuthError,

@@ -219,3 +219,50 @@ def test_ctrl_c_once_the_plan_has_said_its_run_keeps_the_plans_exit_code(
         assert "interrupted: the plan of app/dev had finished: run " in err, err
     else:
         assert proc.returncode == 2, (proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("command", ["plan", "apply"])
+def test_ctrl_c_as_the_command_starts_is_one_line_never_a_traceback(
+    project: Path, command: str
+) -> None:
+    """Ctrl-C within milliseconds of starting (a second thought, a CI job cancelled at
+    once), while Python still loads the command's modules: exit 130 and one line, not the
+    traceback of whichever import it landed in."""
+    argv = [*CLI, "plan", "app/dev"] if command == "plan" else [*CLI, "apply", "0" * 16]
+    guarded = 0
+    for delay in (0, 0.005, 0.01, 0.02, 0.05) * 2:
+        proc = subprocess.Popen(argv, cwd=project, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)  # fmt: skip
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=120)
+        if proc.returncode == -signal.SIGINT and not err:
+            continue  # before the interpreter handles SIGINT: killed, silently (a shell: 130)
+        if _before_the_guard(err):
+            continue
+        assert "Traceback" not in err, (delay, err)
+        assert proc.returncode == 130, (delay, proc.returncode, err)
+        assert err.splitlines() == [
+            "Error: interrupted while tofuflow was starting: nothing was done"
+        ], (delay, err)
+        guarded += 1
+    assert guarded >= 4  # 20 and 50 ms are well past the interpreter's own start
+
+
+def _before_the_guard(err: str) -> bool:
+    """Interrupted before tofuflow.cli's first statement installed its handler: in
+    CPython's own start-up (site.py, the standard streams) or while it found and loaded
+    the package's first few modules, the milliseconds no Python code can cover."""
+    if err.startswith("Fatal Python error: init_"):
+        return True
+    if not err.startswith("Traceback") or not err.rstrip().endswith("KeyboardInterrupt"):
+        return False
+    lines = err.splitlines()
+    inside = [
+        f"{line} {lines[i + 1].strip() if i + 1 < len(lines) else ''}"
+        for i, line in enumerate(lines)
+        if "/tofuflow/cli/" in line
+    ]
+    guard = ("_starting.py", "from tofuflow.cli._starting import started")
+    return all(any(part in frame for part in guard) for frame in inside)

@@ -6,6 +6,10 @@ needs when it runs.
 
 from __future__ import annotations
 
+# First: a Ctrl-C while the rest loads is one line, not a traceback (until started()).
+from tofuflow.cli._starting import started
+
+# isort: split
 import atexit
 import contextlib
 import os
@@ -111,6 +115,7 @@ for command in (
     env, drift, run_all, unlock, ui, state,
 ):  # fmt: skip
     cli.add_command(command)
+started()
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
