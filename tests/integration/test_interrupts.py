@@ -242,7 +242,9 @@ def test_ctrl_c_as_the_command_starts_is_one_line_never_a_traceback(
         if _before_the_guard(err):
             continue
         assert "Traceback" not in err, (delay, err)
-        assert proc.returncode == 130, (delay, proc.returncode, err)
+        if proc.returncode != 130:  # after start-up: the command's own one line (a fast machine)
+            assert proc.returncode == 1 and len(err.strip().splitlines()) == 1, (delay, err)
+            continue
         assert err.splitlines() == [
             "Error: interrupted while tofuflow was starting: nothing was done"
         ], (delay, err)
