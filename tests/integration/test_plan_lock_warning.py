@@ -57,6 +57,9 @@ def test_a_plan_of_a_workspace_whose_lock_a_killed_apply_left_warns_and_says_wha
     assert "(ci@agent-7, OperationTypeApply)" in warning
     assert "this run's apply cannot start until it is released" in warning
     assert "`tofuflow unlock app/dev`" in warning
+    # A killed tofuflow leaves its binary applying (it outlives kill -9 to save the state):
+    # the lock is not dead until that one has exited too.
+    assert "and the tofu/terraform it started have exited" in warning, warning
 
     # On an Azure Pipelines agent it is a warning issue: the stage ends
     # SucceededWithIssues, so the build summary shows it, not only the log.

@@ -92,6 +92,7 @@ def test_an_http_backend_lock_error_names_the_holders_id_not_its_own_attempt(
     assert (info.who, info.operation, info.created) == ("", "", "")  # not known from here
     advice = str(caught.value).splitlines()[0]  # then the binary's own diagnostic
     assert "the state is locked (lock ID held-by-a-person)" in advice, advice
+    assert "and the tofu/terraform it started have exited" in advice, advice
     assert "3257c79c" not in advice and "root@vm" not in advice
 
 

@@ -430,8 +430,9 @@ def lock_warning(run: Mapping[str, Any]) -> str | None:
     return (
         f"{name}: the state is locked by {_holder(lock)}; {applies} cannot start until it is "
         f"released. If that run is still going, wait for it (`tofuflow runs list --workspace "
-        f"{name}`); if its process is gone, an admin releases the lock with `tofuflow unlock "
-        f"{name}`."
+        f"{name}`); once its process and the tofu/terraform it started have exited (that "
+        f"one outlives a `kill -9` of tofuflow, to save the state), an admin releases the "
+        f"lock with `tofuflow unlock {name}`."
     )
 
 
@@ -455,9 +456,10 @@ def _locked(exc: StateLockedError, name: str, control_plane: ControlPlane) -> St
                 holder = _holder(lock)
     return StateLockedError(
         f"{name}: the state is locked by {holder}. Wait for that run to finish (`tofuflow "
-        f"runs list --workspace {name}`); if its process is gone, an admin releases the "
-        f"lock with `tofuflow unlock {name}` and ends its run with `tofuflow runs cancel "
-        "RUN`, then plan again",
+        f"runs list --workspace {name}`); once its process and the tofu/terraform it started "
+        "have exited (that one outlives a `kill -9` of tofuflow, to save the state), an admin "
+        f"releases the lock with `tofuflow unlock {name}` and ends its run with `tofuflow "
+        "runs cancel RUN`, then plan again",
         lock_info=exc.lock_info, command=exc.command, exit_code=exc.exit_code,
     )  # fmt: skip
 

@@ -375,8 +375,9 @@ class Tofu:
                 who = f" (lock ID {info.id})"
             return StateLockedError(
                 f"{what}: the state is locked{who}. Wait for that run to finish (or retry "
-                "with a lock timeout); if its process is gone, release the lock: `tofuflow "
-                "unlock WORKSPACE` for tofuflow's state, else the binary's `force-unlock ID`",
+                "with a lock timeout); once its process and the tofu/terraform it started "
+                "have exited, release the lock: `tofuflow unlock WORKSPACE` for tofuflow's "
+                "state, else the binary's `force-unlock ID`",
                 lock_info=info,
                 **base,
             )
