@@ -428,6 +428,27 @@ def test_an_idle_session_goes_back_to_sign_in(short_console: Console, browser: A
     assert "idle" in answer.headers["location"]
 
 
+def test_back_from_signing_in_again_the_page_says_the_session_had_idled_out(
+    idle_console: Console, browser: Any
+) -> None:
+    """The provider's session was still on, so signing in again is a bounce the person
+    hardly sees: the page they land on says why it happened, once."""
+    url = idle_console.server.url
+    _, page = _sign_in(browser, idle_console, "bob", "/console/runs")
+    page.wait_for_timeout(5000)
+    page.goto(f"{url}/console/runs")
+    page.wait_for_url(f"{url}/console/runs")
+    notice = page.locator("p.notice", has_text="idle")
+    expect(notice).to_have_text("Your session was idle too long, so you were signed in again.")
+    page.reload()
+    expect(notice).to_have_count(0)
+    # Only tofuflow's own reasons are shown: a link that carries some other text shows none.
+    page.goto(f"{url}/console/login?next=%2Fconsole%2Fruns&why=Call+0800+123+now")
+    page.wait_for_url(f"{url}/console/runs")
+    assert "0800" not in page.content()
+    expect(page.locator("p.notice:not(:empty)")).to_have_count(0)
+
+
 def test_tofuflow_ui_signs_the_local_user_in_once_with_its_link(
     tmp_path: Path, browser: Any
 ) -> None:

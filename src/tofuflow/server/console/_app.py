@@ -74,6 +74,7 @@ from tofuflow.server.console._session import (
     check_csrf,
     read_form,
     viewer,
+    why_code,
 )
 from tofuflow.server.console._settings import (
     ConsoleSettings,
@@ -267,7 +268,8 @@ class _Console:
                 comment = ""
             if comment:
                 request.session[DRAFT_KEY] = {"path": target, "comment": comment[:1000]}
-        login = f"/console/login?next={quote(target, safe='')}&why={quote(why)}"
+        code = why_code(why)
+        login = f"/console/login?next={quote(target, safe='')}" + (f"&why={code}" if code else "")
         return RedirectResponse(login, status_code=303)
 
     def unconfigured(self, request: Request) -> Response:

@@ -50,6 +50,7 @@ __all__ = [
     "REAUTH_KEY",
     "SESSION_COOKIE",
     "SESSION_ENDED",
+    "SIGNED_IN_AGAIN",
     "SessionPolicy",
     "SessionStore",
     "Viewer",
@@ -58,6 +59,7 @@ __all__ = [
     "sign_in",
     "sign_in_local",
     "viewer",
+    "why_code",
 ]
 
 SESSION_COOKIE = "tofuflow_console"
@@ -69,6 +71,14 @@ _PAST_LIFETIME = "your session ended: sign in again"
 _IDLE = "your session was idle too long: sign in again"
 # The next sign-in must be a fresh authentication at the provider (prompt=login).
 REAUTH_KEY = "reauth"
+# Why a session is over, as the sign-in link's `why=` code, and what the page the person
+# lands on after signing in again says: fixed text, never the link's own.
+_WHY_CODES = {_IDLE: "idle", SESSION_ENDED: "ended", _PAST_LIFETIME: "expired"}
+SIGNED_IN_AGAIN = {
+    "idle": "Your session was idle too long, so you were signed in again.",
+    "ended": "Your session was ended (signed out or revoked), so you were signed in again.",
+    "expired": "Your session reached its time limit, so you were signed in again.",
+}
 _DISPLAY_CLAIMS = ("name", "preferred_username", "email")
 _GROUP_CLAIMS = ("groups", "roles")  # where bindings look for groups (auth/_bindings.py)
 
@@ -250,6 +260,12 @@ def _start(request: Request, sid: str, **values: Any) -> None:
     request.session.update(
         {**values, "sid": sid, "iat": now, "seen": now, "csrf": secrets.token_urlsafe(32)}
     )
+
+
+def why_code(reason: str) -> str:
+    """The sign-in link's ``why=`` for an AuthError's ``reason``: "idle", "ended",
+    "expired", or "" when the person simply is not signed in."""
+    return _WHY_CODES.get(reason, "")
 
 
 def viewer(request: Request, policy: SessionPolicy, bindings: Sequence[Binding]) -> Viewer:

@@ -26,6 +26,7 @@ from tofuflow.server.config import ServerConfig
 from tofuflow.server.console._session import (
     ENDED_KEY,
     REAUTH_KEY,
+    SIGNED_IN_AGAIN,
     SessionPolicy,
     SessionStore,
     Viewer,
@@ -135,6 +136,8 @@ class SignIn:
             request.session.clear()
             request.session.update(carried)
             request.session["next"] = safe_next(next)
+            if why in SIGNED_IN_AGAIN:  # a form's own notice, when it left one, says more
+                request.session.setdefault(NOTICE_KEY, SIGNED_IN_AGAIN[why])
             problem = await self.discover()
             if problem is not None:
                 return self.cannot_sign_in(request, problem)
