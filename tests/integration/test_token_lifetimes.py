@@ -201,3 +201,34 @@ def test_a_broken_apply_identity_tried_for_the_runs_workspace_is_named_by_its_wo
     reader = make_token(server, "reader", "*")
     shown = _run("runs", "show", run_id, cwd=repo, env={**env, "TOFUFLOW_TOKEN": reader})
     assert json.loads(shown.stdout)["status"] == "approved"
+
+
+@pytest.mark.parametrize(
+    ("argv", "table"),
+    [
+        (["drift", "app/dev"], "plan"),
+        (["run-all", "plan", "app/dev"], "plan"),
+        (["rollback", "app/dev", "--to", "0" * 16], "apply"),
+        (["env", "create", "pr-1", "--from", "app/dev", "--ttl", "1h"], "apply"),
+    ],
+)
+def test_every_command_names_the_workspace_of_a_broken_identity_table(
+    tmp_path: Path, server: RunningServer, ado: AdoOidcEndpoint, argv: list[str], table: str
+) -> None:
+    """The identity table a command uses is named by its workspace in the error, as
+    `plan` and `apply` name it: with several workspaces, `identity.plan` alone does not
+    say which table to fix."""
+    repo = _project(tmp_path, sleep=0)
+    toml = repo / "tofuflow.toml"
+    broken = (
+        toml.read_text().replace(f'service_connection_id = "{APPLY_CONNECTION}"\n', "")
+        + '[workspaces."app/dev".identity.plan]\nsource = "azure-devops"\ncloud = "none"\n'
+    )
+    toml.write_text(broken)
+    env = {**_clean_env(tmp_path), "TOFUFLOW_SERVER_URL": server.url,
+           **ado.env(JOB_TOKEN), "TF_BUILD": "True"}  # fmt: skip
+    done = _run(*argv, cwd=repo, env=env)
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    said = f"workspaces.app/dev.identity.{table}.service_connection_id: missing"
+    assert said in done.stdout + done.stderr, done.stdout + done.stderr

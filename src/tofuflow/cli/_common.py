@@ -331,20 +331,22 @@ def apply_control_plane(project: Any, run_id: str) -> Iterator[tuple[ControlPlan
     if url is not None and not tokens_set and len(distinct) > 1:
         for name, table in distinct.items():
             try:
-                with control_plane("apply", url, table, where=_apply_table(name)) as probe:
+                where = identity_table(name, "apply")
+                with control_plane("apply", url, table, where=where) as probe:
                     workspace = probe.run(run_id)["workspace"]
             except (AuthError, ForbiddenError, NotFoundError):
                 continue  # this identity may not read the run (or has no token here)
             chosen = workspace
             break
     with control_plane(
-        "apply", url, tables.get(chosen), workspace=workspace, where=_apply_table(chosen)
+        "apply", url, tables.get(chosen), workspace=workspace, where=identity_table(chosen, "apply")
     ) as client:
         yield client, client.run(run_id)
 
 
-def _apply_table(workspace: str) -> str:
-    return f"workspaces.{workspace}.identity.apply"
+def identity_table(workspace: str, stage: str) -> str:
+    """Where ``workspace``'s identity table for ``stage`` is, for the errors about it."""
+    return f"workspaces.{workspace}.identity.{stage}"
 
 
 def project_url(project: Any) -> str | None:

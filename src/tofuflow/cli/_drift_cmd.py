@@ -5,18 +5,22 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from tofuflow.cli._common import (
     control_plane,
     fail,
+    identity_table,
     load_project_file,
     project_url,
     wired,
 )
 from tofuflow.errors import ConfigError, TofuflowError
+
+if TYPE_CHECKING:
+    from tofuflow.project import WorkspaceConfig
 
 __all__ = ["drift"]
 
@@ -74,8 +78,8 @@ def drift(
                 f"{project.path}: no workspaces are defined; add a [workspaces.NAME] table"
             )
         selected = [project.workspace(name) for name in names]
-        identity = _plan_identity(ws.identity.get("plan") for ws in selected)
-        with control_plane("plan", project_url(project), identity) as client:
+        identity, where = _plan_identity(selected)
+        with control_plane("plan", project_url(project), identity, where=where) as client:
             selected = [wired(ws, project, client) for ws in selected]
             report = check_drift(selected, client, Runner(cancel_event=CANCEL))
     except TofuflowError as err:
@@ -96,11 +100,21 @@ def drift(
     sys.exit(report.exit_code)
 
 
-def _plan_identity(tables: Iterable[Mapping[str, Any] | None]) -> Mapping[str, Any] | None:
+def _plan_identity(
+    selected: Iterable[WorkspaceConfig],
+) -> tuple[Mapping[str, Any] | None, str | None]:
     """The plan stage's identity table, when every selected workspace that has one with a
-    token source has the same one (one token is presented for the whole command)."""
-    distinct = {repr(sorted(t.items())): t for t in tables if t and t.get("source")}
-    return next(iter(distinct.values())) if len(distinct) == 1 else None
+    token source has the same one (one token is presented for the whole command), and
+    where it is (the first workspace that has it); (None, None) otherwise."""
+    distinct: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    for ws in selected:
+        table = ws.identity.get("plan")
+        if table and table.get("source"):
+            distinct.setdefault(repr(sorted(table.items())), (ws.name, table))
+    if len(distinct) != 1:
+        return None, None
+    ((name, table),) = distinct.values()
+    return table, identity_table(name, "plan")
 
 
 def clean(text: str) -> str:

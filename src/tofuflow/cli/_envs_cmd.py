@@ -21,6 +21,7 @@ from tofuflow.cli._common import (
     configured_url,
     control_plane,
     fail,
+    identity_table,
     load_project_file,
     project_url,
     saying_how_far,
@@ -82,7 +83,8 @@ def env_create(
         project = load_project_file(project_path)
         ws = project.workspace(source)
         context = detect_run_context(cwd=ws.directory).to_json()
-        with control_plane("apply", project_url(project), ws.identity.get("apply")) as client:
+        table, where = ws.identity.get("apply"), identity_table(ws.name, "apply")
+        with control_plane("apply", project_url(project), table, where=where) as client:
             created = create_environment(
                 ws, name, client, ttl_seconds=seconds, owner=owner or getpass.getuser(),
                 variables=extra, context=context,
@@ -291,15 +293,18 @@ def _teardown_plane(project_path: Path | None, name: str) -> Iterator[tuple[Any,
     project = _project_or_none(project_path)
     url = project_url(project) if project is not None else configured_url(project_path)
     workspaces = project.workspaces if project is not None else {}
-    tables = [ws.identity.get("apply") for ws in workspaces.values()]
-    first = next((table for table in tables if table and table.get("source")), None)
-    with control_plane("apply", url, first) as probe:
+    tables = {n: ws.identity.get("apply") for n, ws in workspaces.items()}
+    owner = next((n for n, table in tables.items() if table and table.get("source")), None)
+    first = tables[owner] if owner else None
+    where = identity_table(owner, "apply") if owner else None
+    with control_plane("apply", url, first, where=where) as probe:
         source = workspaces.get(probe.environment(name).get("source_workspace") or "")
         table = source.identity.get("apply") if source is not None else None
         if url is None or (table or None) == first:  # the embedded plane ignores identities
             yield probe, source
             return
-    with control_plane("apply", url, table) as client:
+    where = identity_table(source.name, "apply") if source is not None else None
+    with control_plane("apply", url, table, where=where) as client:
         yield client, source
 
 

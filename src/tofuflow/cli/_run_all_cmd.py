@@ -264,18 +264,23 @@ class _Clients:
         key = (stage, _identity_key(identity))
         with self._lock:
             if key not in self._by_key:
-                client = self._connect(stage, identity)
+                client = self._connect(stage, identity, workspace.name)
                 self._printer.redactor.add(client.token)
                 self._by_key[key] = client
             return self._by_key[key]
 
-    def _connect(self, stage: str, identity: Mapping[str, Any] | None) -> ControlPlane:
-        from tofuflow.cli._common import command_line
+    def _connect(
+        self, stage: str, identity: Mapping[str, Any] | None, workspace: str | None = None
+    ) -> ControlPlane:
+        """A client as ``identity``, the table of ``workspace`` (the first that has it),
+        which its errors name."""
+        from tofuflow.cli._common import command_line, identity_table
         from tofuflow.runs import connect
 
         # The requester runs show: `tofuflow run-all apply net (alice)`, as for `plan`.
         return self._stack.enter_context(connect(
             cast("Stage", stage), url=self._url, identity=identity, description=command_line(),
+            where=identity_table(workspace, stage) if workspace else None,
         ))  # fmt: skip
 
 

@@ -33,6 +33,7 @@ from tofuflow.cli._common import (
     console_link,
     control_plane,
     fail,
+    identity_table,
     load_project_file,
     print_decision,
     print_verify,
@@ -105,7 +106,7 @@ def plan(
             # Embedded: a token on this workspace only, unless it reads others' outputs.
             scope = "*" if ws.inputs else ws.name
             url = project_url(project)
-            where = f"workspaces.{ws.name}.identity.plan"
+            where = identity_table(ws.name, "plan")
             with control_plane(
                 "plan", url, ws.identity.get("plan"), workspace=scope, where=where
             ) as client:
@@ -327,8 +328,9 @@ def rollback(workspace: str, to_run: str, apply_now: bool, project_path: Path | 
         context = detect_run_context(cwd=ws.directory).to_json()
         # Reading the earlier run's artifact (it may hold sensitive values) needs an applier.
         with control_plane(
-            "apply", project_url(project), ws.identity.get("apply"), workspace=ws.name
-        ) as client:
+            "apply", project_url(project), ws.identity.get("apply"), workspace=ws.name,
+            where=identity_table(ws.name, "apply"),
+        ) as client:  # fmt: skip
             outcome = rollback_workspace(ws, to_run, client, context, cli_runner(None))
             click.echo(render_plan_text(outcome.plan))
             print_decision(outcome.run)
