@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["CLI", "cli_in", "descendants", "fresh_user", "run_cli"]
+__all__ = ["CLI", "cli_in", "descendants", "fresh_user", "interrupted", "run_cli"]
 
 CLI = [sys.executable, "-c", "from tofuflow.cli import main; main()"]
 
@@ -52,3 +54,20 @@ def descendants(pid: int) -> list[int]:
             found += children
             pending += children
     return found
+
+
+def interrupted(
+    cwd: Path, env: dict[str, str], *args: str, once: Path, signum: int = signal.SIGINT
+) -> subprocess.CompletedProcess[str]:
+    """``tofuflow ARGS`` sent ``signum`` (a terminal's Ctrl-C) as soon as the file ``once``
+    exists (a provisioner touches it: the binary is mid-apply); what it printed and its
+    exit code. SIGINT is not ignored in it (tests/conftest.py), as in a terminal."""
+    proc = subprocess.Popen([*CLI, *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not once.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from _services.cli import interrupted
 from _services.fixtures import make_token
 from _services.postgres import free_port
 from _services.server import RunningServer, cli_token, process_server, threaded_server
@@ -323,17 +324,10 @@ def _ctrl_c_once(started: Path, args: list[str], repo: Path, env: dict[str, str]
     """Run `tofuflow ARGS`, send SIGINT once ``started`` exists (SIGINT is not ignored in
     it, tests/conftest.py, as in a terminal); its stderr, after it exited 1 without a
     bare `Aborted.`."""
-    proc = subprocess.Popen([*CLI, *args], cwd=repo, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not started.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1, out + err
-    assert "Aborted." not in err
-    return err
+    done = interrupted(repo, env, *args, once=started)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Aborted." not in done.stderr
+    return done.stderr
 
 
 def test_ctrl_c_during_env_create_says_what_exists_and_how_to_remove_it(

@@ -6,10 +6,8 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from _services.cli import interrupted
 from _services.fixtures import make_token
 from _services.server import RunningServer, threaded_server
 from tofuflow.runs import ControlPlane
@@ -228,17 +227,9 @@ def test_ctrl_c_during_rollback_apply_says_how_far_it_got(
     assert _cli(repo, env, "apply", v2).returncode == 0
 
     quick.unlink()  # re-creating slow now takes a minute: Ctrl-C in the middle
-    proc = subprocess.Popen(
-        [*CLI, "rollback", "app/dev", "--to", v1, "--apply"], cwd=repo, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not started.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)  # not ignored in it (tests/conftest.py), as in a terminal
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1, out + err
+    done = interrupted(repo, env, "rollback", "app/dev", "--to", v1, "--apply", once=started)
+    out, err = done.stdout, done.stderr
+    assert done.returncode == 1, out + err
     assert "Aborted." not in err
     assert re.search(
         r"interrupted: 0 of 1 changes applied, saved as state version \d+; 1 stopped while "

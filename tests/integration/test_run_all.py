@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from _services.cli import cli_in, fresh_user
+from _services.cli import cli_in, fresh_user, interrupted
 from _services.fixtures import make_token
 from _services.server import threaded_server
 from tofuflow.stacks import locking_binary, plugin_cache_dir
@@ -445,17 +445,9 @@ def test_a_stopped_run_all_says_what_each_stack_got_done(
     (tmp_path / "tofuflow.toml").write_text(
         '[workspaces.a]\ndirectory = "a"\n\n[workspaces.b]\ndirectory = "b"\ndepends_on = ["a"]\n'
     )
-    proc = subprocess.Popen(
-        [*CLI, "run-all", "apply"], cwd=tmp_path, env=environment, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,  # SIGINT not ignored: tests/conftest.py
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not started.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.1)
-    proc.send_signal(signum)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1, out + err
+    done = interrupted(tmp_path, environment, "run-all", "apply", once=started, signum=signum)
+    out, err = done.stdout, done.stderr
+    assert done.returncode == 1, out + err
     assert "Aborted." not in out + err
     rows = {line.split()[0]: line for line in out.splitlines() if line[:2] in ("a ", "b ")}
     assert "stopped (cancelled)" in rows["a"], out
@@ -484,17 +476,9 @@ def test_a_stopped_run_all_apply_says_a_replacement_it_left_waits_for_an_approve
         "}\n"
     )
     (tmp_path / "tofuflow.toml").write_text('[workspaces.a]\ndirectory = "a"\n')
-    proc = subprocess.Popen(
-        [*CLI, "run-all", "apply"], cwd=tmp_path, env=environment, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not started.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1, out + err
+    done = interrupted(tmp_path, environment, "run-all", "apply", once=started)
+    out, err = done.stdout, done.stderr
+    assert done.returncode == 1, out + err
     assert "tainted: the next plan replaces it" in out, out
     advice = out[out.index("run-all apply was interrupted (Ctrl-C)") :]
     assert "run `tofuflow run-all apply` again to continue" in advice, out
