@@ -5,9 +5,13 @@ checks each workspace's chain."""
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 from typing import Any
 
+from click.testing import CliRunner
+
+from tofuflow.cli._runs_cmd import audit
 from tofuflow.server._chains import GENESIS, ChainTips, heads_sha256
 from tofuflow.server.checkpoints import (
     CHECKPOINT_FORMAT,
@@ -77,3 +81,78 @@ def test_a_format_2_export_checks_every_workspaces_chain(tmp_path: Path) -> None
     swapped = [events[0], events[1], events[2], {**events[4], "prev_hash": events[0]["hash"]}]
     check = verify_export({**doc, "events": swapped}, signer.public_key_pem())
     assert check.problem == "event 5 does not follow the event before it"
+
+
+def _format_2_export(tmp_path: Path) -> tuple[dict[str, Any], bytes]:
+    signer = Ed25519FileSigner.load_or_create(tmp_path / "key.pem")
+    tips, events = ChainTips(), []
+    for event_id, workspace in enumerate(WORKSPACES, start=1):
+        events.append(_event(event_id, workspace, tips.tip(workspace or "")[1]))
+        tips.follow(event_id, workspace, events[-1]["prev_hash"], events[-1]["hash"])
+    heads = tips.heads()
+    new = _signed(signer, {"format": CHECKPOINT_FORMAT, "event_id": 5, "events": 5,
+                           "origin": {"event_id": 0, "hash": GENESIS}, "chains": len(heads),
+                           "chains_sha256": heads_sha256(heads),
+                           "heads": {n: list(h) for n, h in heads.items()}})  # fmt: skip
+    return {"format": EXPORT_FORMAT, "events": events, "checkpoints": [new]}, (
+        signer.public_key_pem()
+    )
+
+
+def test_content_no_hash_or_signature_covers_is_refused(tmp_path: Path) -> None:
+    """A field added to an event (or beside the events) is covered by nothing: an auditor
+    reading the file would take it for the log's, so the export does not verify."""
+    doc, key = _format_2_export(tmp_path)
+    events = [dict(e) for e in doc["events"]]
+    events[2]["approved_by"] = "the CISO"
+    check = verify_export({**doc, "events": events}, key)
+    assert check.problem == (
+        "event 3: field 'approved_by' is not covered by its hash: it was added to the export"
+    ), check
+    check = verify_export({**doc, "note": "all reviewed"}, key)
+    assert check.problem == (
+        "the export has a field 'note' beside its events and checkpoints, which no "
+        "signature covers: it was added to the export"
+    ), check
+
+
+def test_a_malformed_export_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """Every structural change an editor can make is reported with where it is."""
+    doc, key = _format_2_export(tmp_path)
+
+    def edited(path: tuple[Any, ...], value: Any) -> dict[str, Any]:
+        copy = json.loads(json.dumps(doc))
+        target = copy
+        for step in path[:-1]:
+            target = target[step]
+        target[path[-1]] = value
+        return copy
+
+    cases = {
+        ("events", 1, "id"): (None, "the 2nd event in the export has no integer id"),
+        ("events", 1): (5, "the 2nd event in the export is not an object"),
+        ("events",): ({}, "the export's events are not a list"),
+        ("checkpoints", 0, "event_id"): (
+            "abc",
+            "the 1st checkpoint in the export has no integer event_id",
+        ),
+        ("checkpoints", 0, "heads", "app/dev"): (
+            [4],
+            "the 1st checkpoint in the export has a malformed head for workspace app/dev "
+            "(not [event id, hash])",
+        ),
+        ("checkpoints", 0): ("x", "the 1st checkpoint in the export is not an object"),
+    }
+    for path, (value, problem) in cases.items():
+        check = verify_export(edited(path, value), key)
+        assert not check.ok and check.problem == problem, (path, check)
+    # Through the CLI, as the auditor runs it: a message and exit 1, no traceback.
+    export = tmp_path / "audit.json"
+    export.write_text(json.dumps(edited(("events", 1, "id"), None)))
+    (tmp_path / "pub.pem").write_bytes(key)
+    result = CliRunner().invoke(
+        audit, ["verify", "--export", str(export), "--public-key", str(tmp_path / "pub.pem")]
+    )
+    assert result.exit_code == 1, result.output
+    assert "audit export BROKEN: the 2nd event in the export has no integer id" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception

@@ -507,6 +507,8 @@ def verify_export(doc: Mapping[str, Any], public_key_pem: bytes) -> ExportCheck:
     chain must be covered by the newest checkpoint."""
     if doc.get("format") != EXPORT_FORMAT:
         return ExportCheck(False, 0, 0, f"not a tofuflow audit export ({EXPORT_FORMAT})")
+    if problem := _shape_problem(doc):
+        return ExportCheck(False, 0, 0, problem)
     events: Sequence[Mapping[str, Any]] = doc.get("events") or []
     checkpoints: Sequence[Mapping[str, Any]] = doc.get("checkpoints") or []
     if not checkpoints:  # nor is there an origin to walk the chains from
@@ -535,6 +537,64 @@ def verify_export(doc: Mapping[str, Any], public_key_pem: bytes) -> ExportCheck:
     if problem := _uncovered(newest, tips, last_id):
         return ExportCheck(False, count, len(checkpoints), problem)
     return ExportCheck(True, count, len(checkpoints))
+
+
+_EXPORT_FIELDS = frozenset({"format", "events", "checkpoints"})
+_EVENT_FIELDS = frozenset(HASHED_FIELDS) | {"prev_hash", "hash"}
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _shape_problem(doc: Mapping[str, Any]) -> str:
+    """'' if the export has the shape ``audit export`` writes, else what and where not.
+
+    Anything beside the hashed fields, the events and the checkpoints is covered by no
+    hash or signature, so an edit there would read as the log's own: it is refused.
+    """
+    for name in sorted(doc.keys() - _EXPORT_FIELDS):
+        return (f"the export has a field {name!r} beside its events and checkpoints, which "
+                "no signature covers: it was added to the export")  # fmt: skip
+    events, checkpoints = doc.get("events", []), doc.get("checkpoints", [])
+    if not isinstance(events, list):
+        return "the export's events are not a list"
+    if not isinstance(checkpoints, list):
+        return "the export's checkpoints are not a list"
+    for n, event in enumerate(events, start=1):
+        where = f"the {_ordinal(n)} event in the export"
+        if not isinstance(event, dict):
+            return f"{where} is not an object"
+        if not _is_int(event.get("id")):
+            return f"{where} has no integer id"
+        for name in sorted(event.keys() - _EVENT_FIELDS):
+            return (f"event {event['id']}: field {name!r} is not covered by its hash: it was "
+                    "added to the export")  # fmt: skip
+        if not isinstance(event.get("prev_hash"), str) or not isinstance(event.get("hash"), str):
+            return f"event {event['id']} has no prev_hash or hash string"
+    for n, checkpoint in enumerate(checkpoints, start=1):
+        where = f"the {_ordinal(n)} checkpoint in the export"
+        if not isinstance(checkpoint, dict):
+            return f"{where} is not an object"
+        if not _is_int(checkpoint.get("event_id")):
+            return f"{where} has no integer event_id"
+        origin = checkpoint.get("origin", {})
+        if not isinstance(origin, dict) or not _is_int(origin.get("event_id", 0)):
+            return f"{where} has a malformed origin (not {{event_id, hash}})"
+        heads = checkpoint.get("heads", {})
+        if not isinstance(heads, dict):
+            return f"{where} has malformed heads (not {{workspace: [event id, hash]}})"
+        for name, head in heads.items():
+            if not (isinstance(head, list) and len(head) == 2 and _is_int(head[0])
+                    and isinstance(head[1], str)):  # fmt: skip
+                return (f"{where} has a malformed head for {chain_label(name)} "
+                        "(not [event id, hash])")  # fmt: skip
+    return ""
 
 
 def _checkpoint_problem(
