@@ -687,6 +687,9 @@ def test_a_policy_directory_without_policies_is_a_config_error(
         ('warns contains "x" if true', "warns", "warn"),
         ("default requires_approval := false", "requires_approval", "require_approval"),
         ("auto_approved if true", "auto_approved", "auto_approve"),
+        # Rego is case-sensitive: `Deny` is never read either.
+        ('Deny contains "x" if true', "Deny", "deny"),
+        ('Require_Approval contains "x" if true', "Require_Approval", "require_approval"),
     ],
 )
 def test_a_misspelt_decision_rule_is_refused_with_its_line(
@@ -709,6 +712,49 @@ def test_a_misspelt_decision_rule_after_comments_is_refused_with_its_own_line() 
     )
     with pytest.raises(ConfigError, match=re.escape("x.rego:6: rule denny is no decision rule")):
         PolicySet.from_sources({"x.rego": source})
+
+
+@pytest.mark.parametrize(
+    ("reference", "path", "meant"),
+    [
+        (
+            "some rc in input.plan.resource_change",
+            "input.plan.resource_change",
+            "input.plan.resource_changes",
+        ),
+        ('"production" in input.workspace.tag', "input.workspace.tag", "input.workspace.tags"),
+        ("input.plan.counts.destroy_count > 3", "input.plan.counts.destroy_count", None),
+        ("input.plans.has_changes", "input.plans", "input.plan"),
+        ("count(input.derived.protect) > 0", "input.derived.protect", "input.derived.protected"),
+    ],
+)
+def test_an_input_field_that_does_not_exist_is_refused_with_its_line(
+    reference: str, path: str, meant: str | None
+) -> None:
+    """A rule reading a field the input does not have is undefined and never fires: a
+    misspelt `input.plan.resource_change` switched a deny off without a word."""
+    source = f'package acme.x\n\nimport rego.v1\n\ndeny contains "x" if {{\n  {reference}\n}}\n'
+    with pytest.raises(ConfigError) as caught:
+        PolicySet.from_sources({"x.rego": source})
+    message = str(caught.value)
+    assert message.startswith(f"x.rego:6: {path} is not in the policy input"), message
+    if meant:
+        assert f"did you mean {meant}?" in message, message
+    assert "docs/policies.md#the-input-document" in message, message
+
+
+def test_input_fields_that_exist_or_are_yours_pass_the_check() -> None:
+    """run, run.context, run.requester.claims and workspace.settings hold what the runner,
+    the identity and the server's settings put there: any name is allowed below them."""
+    PolicySet.from_sources({"x.rego": (
+        "package acme.x\n\nimport rego.v1\n\n"
+        'msg := "input.plan.nonsense in a string is not a reference"\n'
+        "deny contains msg if {\n"
+        "  input.plan.counts.to_destroy > input.workspace.settings.my_limit\n"
+        "  input.run.context.branch != \"main\"\n  input.run.requester.claims.repository\n"
+        "  input.derived.groups[_].count > 1\n  input.workspace.environment\n"
+        "  input.plan.resource_changes[_].action == \"delete\"\n  input.run.anything_yours\n}\n"
+    )})  # fmt: skip
 
 
 def test_helper_rules_named_like_nothing_tofuflow_reads_are_fine() -> None:

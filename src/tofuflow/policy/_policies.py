@@ -32,6 +32,8 @@ BUILTIN_PREFIX = "tofuflow.library"
 _BUILTIN_NAME = "builtin:{}"
 _PACKAGE = re.compile(r"^[ \t]*package[ \t]+(?P<path>\S+)", re.MULTILINE)
 _DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+_INPUT_PATH = re.compile(r"(?<![\w.])input((?:\.[A-Za-z_]\w*)+)")
+_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"|`[^`]*`')
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ def _read(path: Path) -> str:
 def _user_module(name: str, source: str, origin: str = "") -> RegoModule:
     module = _module(name, source, origin=origin)
     _check_rule_names(module)
+    _check_input_paths(module)
     if module.package == BUILTIN_PREFIX or module.package.startswith(BUILTIN_PREFIX + "."):
         raise ConfigError(
             f"{module.where}: package {module.package} is reserved for tofuflow's built-in "
@@ -158,10 +161,36 @@ def _check_rule_names(module: RegoModule) -> None:
     for head in rule_heads(module.source):
         if head.name in DECISION_RULES:
             continue
-        close = difflib.get_close_matches(head.name, DECISION_RULES, n=1, cutoff=0.8)
+        # Rego is case-sensitive, so `Deny` is never read either.
+        close = difflib.get_close_matches(head.name.lower(), DECISION_RULES, n=1, cutoff=0.8)
         if close:
             raise ConfigError(
                 f"{module.where}:{head.line}: rule {head.name} is no decision rule; did you "
                 f'mean "{close[0]}"? tofuflow reads only {", ".join(DECISION_RULES)} from a '
                 "package, so this rule would never decide anything"
             )
+
+
+def _check_input_paths(module: RegoModule) -> None:
+    """A reference to a field the input does not have (``input.plan.resource_change``)
+    is undefined, so the rule reading it never fires: refused, with its line. Only the
+    parts of the input tofuflow shapes are checked; below ``input.run`` and
+    ``input.workspace.settings`` (empty in ``empty_input``) any name may be yours."""
+    shape = empty_input()
+    text = _STRING.sub(lambda m: "\n" * m.group().count("\n"), without_comments(module.source))
+    for match in _INPUT_PATH.finditer(text):
+        node: object = shape
+        path = "input"
+        for name in match.group(1).split(".")[1:]:
+            if not isinstance(node, dict) or not node:
+                break  # a list, a value, or a section whose names are not tofuflow's
+            if name not in node:
+                line = text.count("\n", 0, match.start()) + 1
+                close = difflib.get_close_matches(name, list(node), n=1, cutoff=0.6)
+                hint = f"; did you mean {path}.{close[0]}?" if close else "."
+                raise ConfigError(
+                    f"{module.where}:{line}: {path}.{name} is not in the policy input, so a "
+                    f"rule reading it is undefined and never fires{hint} {path} has "
+                    f"{', '.join(sorted(node))} (docs/policies.md#the-input-document)"
+                )
+            node, path = node[name], f"{path}.{name}"
