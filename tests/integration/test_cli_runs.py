@@ -96,6 +96,13 @@ def test_plan_then_apply_from_another_checkout_with_the_embedded_control_plane(
     # Who did each step, as a person reads it: the token's subject and what it was for.
     (created,) = [line for line in story.splitlines() if " run.created " in line]
     assert re.search(r"token:tfw_\w{12} \(tofuflow plan app/dev \(.+\)\)$", created), created
+    # A workspace's story has several runs: each line names the run it belongs to, so
+    # the decisions and approvals can be told apart and matched with `runs list`.
+    workspace_story = _run("audit", "show", "--workspace", "app/dev", cwd=repo, env=env).stdout
+    decided = [line for line in workspace_story.splitlines() if " run.policy_decided " in line]
+    runs_named = [line.split()[5] for line in decided]
+    assert all(re.fullmatch(r"[0-9a-f]{16}", r) for r in runs_named), workspace_story
+    assert {run_id, removal_id} <= set(runs_named), workspace_story
     unknown_run = _run("audit", "show", "--run", "0123456789abcdef", cwd=repo, env=env)
     assert unknown_run.returncode == 1, unknown_run.stdout
     assert "no run '0123456789abcdef'" in unknown_run.stderr

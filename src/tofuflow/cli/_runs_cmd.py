@@ -540,6 +540,10 @@ def audit_show(
 ) -> None:
     """The audit log's events, oldest first, one per line; the filters combine.
 
+    Each line: id, time, action, outcome, workspace, run (or -), actor, and for a state
+    change how it was allowed (via apply_session, simple_applier, break_glass). A run's
+    apply session locks, reads and unlocks state as run:<id>: --actor run:<id> lists those.
+
     \b
     Exit codes: 0 (also when no event matches: it says so), 1 an unknown --run or an error.
     """
@@ -557,8 +561,10 @@ def audit_show(
         where = e.get("workspace") or "-"
         # State changes say how they were allowed: apply_session, simple_applier, break_glass.
         via = (e.get("detail") or {}).get("via")
+        # The run it belongs to, so a workspace's several runs can be told apart.
+        run = e.get("run_id") or "-"
         click.echo(f"{e['id']:>6} {e['ts']} {e['action']:<22} {e['outcome']:<8} {where:<20} "
-                   f"{_who(e)}{f'  via {via}' if via else ''}")  # fmt: skip
+                   f"{run:<16} {_who(e)}{f'  via {via}' if via else ''}")  # fmt: skip
 
 
 # The claims that name an actor for a person, in order: an OIDC identity's name or e-mail,
