@@ -1,0 +1,58 @@
+"""Recovering from a mid-way failure as a person does it, from tofuflow's own words.
+
+A `kill -9` of `tofuflow apply` on the embedded plane takes the control plane with it, so
+the binary (which outlives it to save the state) writes errored.tfstate into the working
+copy; the next stage keeps it and must name the command that moves it into the
+workspace. And the recovery commands themselves, given a wrong argument, must say what is
+wrong without a traceback and without writing anywhere the user did not mean.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from _services.cli import run_cli
+
+pytestmark = pytest.mark.binary
+
+CONFIG = """
+resource "terraform_data" "step" {
+  for_each = toset(["1", "2"])
+  input    = each.key
+  provisioner "local-exec" {
+    command = "touch MARK && sleep 4"
+  }
+}
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, binary: object) -> Path:
+    root = tmp_path / "repo"
+    (root / "infra").mkdir(parents=True)
+    (root / "infra" / "main.tf").write_text(CONFIG.replace("MARK", str(tmp_path / "started")))
+    (root / "tofuflow.toml").write_text('[workspaces."app/dev"]\ndirectory = "infra"\n')
+    monkeypatch.setenv("TOFUFLOW_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TOFUFLOW_WORK_DIR", str(tmp_path / "work"))
+    return root
+
+
+def _plan(project: Path) -> str:
+    planned = run_cli(project, "plan", "app/dev")
+    assert planned.returncode == 2, planned.stdout + planned.stderr
+    return re.findall(r"run ([0-9a-f]{16})", planned.stdout)[-1]
+
+
+def test_state_push_of_a_json_file_that_is_not_a_state_is_refused_without_a_traceback(
+    project: Path, tmp_path: Path
+) -> None:
+    for text in ("[]", "42", '"state"', "null"):
+        wrong = tmp_path / "wrong.tfstate"
+        wrong.write_text(text)
+        done = run_cli(project, "state", "push", "app/dev", str(wrong))
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        assert f"{wrong}: " in done.stderr and "not a state file" in done.stderr, done.stderr
