@@ -9,12 +9,14 @@ wrong without a traceback and without writing anywhere the user did not mean.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 
 from _services.cli import run_cli
+from tofuflow.runs import connect
 
 pytestmark = pytest.mark.binary
 
@@ -56,3 +58,20 @@ def test_state_push_of_a_json_file_that_is_not_a_state_is_refused_without_a_trac
         assert done.returncode == 1, done.stdout + done.stderr
         assert "Traceback" not in done.stderr, done.stderr
         assert f"{wrong}: " in done.stderr and "not a state file" in done.stderr, done.stderr
+
+
+def test_state_push_to_a_mistyped_workspace_is_refused_and_creates_nothing(
+    project: Path, tmp_path: Path
+) -> None:
+    state = {"version": 4, "terraform_version": "1.11.4", "serial": 3, "lineage": "l-1",
+             "outputs": {}, "resources": [], "check_results": None}  # fmt: skip
+    file = tmp_path / "terraform.tfstate"
+    file.write_text(json.dumps(state))
+    typo = run_cli(project, "state", "push", "app/de", str(file))
+    assert typo.returncode == 1, typo.stdout + typo.stderr
+    assert "app/de" in typo.stderr and "app/dev" in typo.stderr, typo.stderr
+    with connect("read") as client:
+        assert "app/de" not in [w["name"] for w in client.workspaces()]
+    # The workspace of tofuflow.toml, new on the control plane, takes it (adopting).
+    adopted = run_cli(project, "state", "push", "app/dev", str(file))
+    assert adopted.returncode == 0, adopted.stderr

@@ -5,10 +5,17 @@ from __future__ import annotations
 import getpass
 import socket
 from pathlib import Path
+from typing import Any
 
 import click
 
-from tofuflow.cli._common import PROJECT_OPTION, configured_url, control_plane, fail
+from tofuflow.cli._common import (
+    PROJECT_OPTION,
+    configured_url,
+    control_plane,
+    fail,
+    load_project_file,
+)
 from tofuflow.errors import DocumentError, TofuflowError
 
 __all__ = ["state"]
@@ -43,7 +50,10 @@ def state_push(workspace: str, file: Path, project_path: Path | None) -> None:
     try:
         url = configured_url(project_path)
         with control_plane("admin", url, workspace=workspace) as client:
-            body, serial = next_state_version(file.read_bytes(), client.state(workspace))
+            current = client.state(workspace)
+            if current is None:
+                _check_known(workspace, project_path, client)
+            body, serial = next_state_version(file.read_bytes(), current)
             if body is not None:
                 client.push_state(workspace, body, who)
     except DocumentError as err:
@@ -54,3 +64,23 @@ def state_push(workspace: str, file: Path, project_path: Path | None) -> None:
         click.echo(f"{workspace}: already holds that state (serial {serial}); nothing pushed")
         return
     click.echo(f"{workspace}: {file} pushed as state serial {serial}")
+
+
+def _check_known(workspace: str, project_path: Path | None, client: Any) -> None:
+    """A workspace without state gets its first version only when tofuflow.toml (or the
+    control plane) knows it: a mistyped name would put the state where nothing reads it."""
+    from tofuflow.errors import ConfigError
+
+    try:
+        planned = set(load_project_file(project_path).workspaces)
+    except ConfigError:
+        if project_path is not None:
+            raise
+        planned = set()  # no tofuflow.toml here
+    known = planned | {w["name"] for w in client.workspaces()}
+    if workspace not in known:
+        raise click.ClickException(
+            f"no workspace {workspace!r} in tofuflow.toml or on this control plane (they "
+            f"have {', '.join(sorted(known)) or 'none'}); check the name, or add the "
+            "workspace to tofuflow.toml first"
+        )
