@@ -10,12 +10,16 @@ wrong without a traceback and without writing anywhere the user did not mean.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from _services.cli import run_cli
+from _services.cli import CLI, run_cli
 from tofuflow.runs import connect
 
 pytestmark = pytest.mark.binary
@@ -46,6 +50,37 @@ def _plan(project: Path) -> str:
     planned = run_cli(project, "plan", "app/dev")
     assert planned.returncode == 2, planned.stdout + planned.stderr
     return re.findall(r"run ([0-9a-f]{16})", planned.stdout)[-1]
+
+
+def test_an_errored_state_left_by_a_killed_apply_is_named_with_the_state_push_that_saves_it(
+    project: Path, tmp_path: Path
+) -> None:
+    run_id = _plan(project)
+    apply = subprocess.Popen([*CLI, "apply", run_id], cwd=project, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "started").exists():
+        assert time.monotonic() < deadline and apply.poll() is None, "the apply never started"
+        time.sleep(0.1)
+    os.kill(apply.pid, signal.SIGKILL)  # tofuflow alone: its binary carries on
+    apply.wait()
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "work").rglob("errored.tfstate")):
+        assert time.monotonic() < deadline, "the binary never wrote errored.tfstate"
+        time.sleep(0.2)
+    time.sleep(1)  # the binary writes it, then exits
+
+    again = run_cli(project, "plan", "app/dev")
+    (kept,) = (tmp_path / "work").rglob("errored-*.tfstate")
+    assert f"`tofuflow state push app/dev {kept}`" in again.stderr, again.stderr
+    assert "import what is missing" not in again.stderr
+
+    # Followed as told (the lock the killed apply held is released first): nothing lost.
+    assert run_cli(project, "unlock", "app/dev", "--yes").returncode == 0
+    pushed = run_cli(project, "state", "push", "app/dev", str(kept))
+    assert pushed.returncode == 0, pushed.stderr
+    after = run_cli(project, "plan", "app/dev")
+    assert after.returncode == 0, after.stdout + after.stderr  # both resources are in state
 
 
 def test_state_push_of_a_json_file_that_is_not_a_state_is_refused_without_a_traceback(

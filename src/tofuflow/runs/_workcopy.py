@@ -150,8 +150,11 @@ def working_copy(
             _log.warning(
                 "%s: an earlier stage on this machine could not save the state it applied "
                 "(its binary outlived it and wrote errored.tfstate); kept as %s. What it "
-                "applied may be missing from the workspace's state: compare that file with "
-                "the next plan, and import what is missing", label, left,
+                "applied may be missing from the workspace's state, and from this stage's "
+                "plan: once the lock that stage left is released (`tofuflow unlock %s`), "
+                "an admin pushes the file with `tofuflow state push %s %s` (refused if the "
+                "workspace moved on meanwhile), then plans again", label, left, label,
+                label, left,
             )  # fmt: skip
         _clear(root, keep=own / ".terraform")
         for relative in tree.files:
