@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import getpass
 import socket
 from pathlib import Path
@@ -79,8 +80,10 @@ def _check_known(workspace: str, project_path: Path | None, client: Any) -> None
         planned = set()  # no tofuflow.toml here
     known = planned | {w["name"] for w in client.workspaces()}
     if workspace not in known:
+        close = difflib.get_close_matches(workspace, sorted(known), n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
         raise click.ClickException(
-            f"no workspace {workspace!r} in tofuflow.toml or on this control plane (they "
-            f"have {', '.join(sorted(known)) or 'none'}); check the name, or add the "
-            "workspace to tofuflow.toml first"
+            f"no workspace {workspace!r} in tofuflow.toml or on this control plane ({hint}"
+            f"{len(known)} known); check the name, or add the workspace to tofuflow.toml "
+            "first"
         )
