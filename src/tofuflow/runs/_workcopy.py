@@ -2,7 +2,7 @@
 
     tree = configuration(Path("infra"))      # the directory and the local modules it uses
     tree.files                               # every regular file the binary can read
-    with working_copy(Path("infra"), "plan-app-dev") as copy:
+    with working_copy(Path("infra"), "app/dev") as copy:
         copy.directory                       # infra/ inside a private 0700 directory
 
 A configuration is its directory plus every local module source it references (``source =
@@ -119,8 +119,9 @@ def working_copy(
     base: str | os.PathLike[str] | None = None,
     purpose: str = "",
 ) -> Iterator[Configuration]:
-    """The private working copy (``0700``) of the configuration for ``label`` (one per
-    workspace), held under a file lock for the block. ``purpose`` ("the apply of run …") is
+    """The private working copy (``0700``) of the configuration for ``label``, the
+    workspace's name (one copy per workspace; its messages name it as the workspace),
+    held under a file lock for the block. ``purpose`` ("the apply of run …") is
     what a stage that has to wait for the copy is told (a warning of ``tofuflow.runs``).
 
     The copy lives at a stable path — ``<base>/<label>-<hash of the source>``, ``base``
