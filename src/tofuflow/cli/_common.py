@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -317,11 +317,7 @@ def apply_control_plane(project: Any, run_id: str) -> Iterator[tuple[ControlPlan
 
     url = project_url(project)
     tables = {name: ws.identity.get("apply") for name, ws in project.workspaces.items()}
-    tables = {name: t for name, t in tables.items() if t and t.get("source")}
-    distinct: dict[str, Any] = {}  # each table once, under the first workspace that has it
-    for name, table in tables.items():
-        if table not in distinct.values():
-            distinct[name] = table
+    distinct = distinct_identities(project.workspaces.values(), "apply")
     chosen = next(iter(distinct), "")  # whose table: its errors name that workspace
     workspace = "*"
     if url is None:  # embedded: an applier token on the run's workspace only
@@ -342,6 +338,17 @@ def apply_control_plane(project: Any, run_id: str) -> Iterator[tuple[ControlPlan
         "apply", url, tables.get(chosen), workspace=workspace, where=identity_table(chosen, "apply")
     ) as client:
         yield client, client.run(run_id)
+
+
+def distinct_identities(workspaces: Iterable[Any], stage: str) -> dict[str, Mapping[str, Any]]:
+    """Each ``stage`` identity table with a token source once, under the first of
+    ``workspaces`` that has it (its errors name that workspace): ``{name: table}``."""
+    distinct: dict[str, Mapping[str, Any]] = {}
+    for ws in workspaces:
+        table = ws.identity.get(stage)
+        if table and table.get("source") and table not in distinct.values():
+            distinct[ws.name] = table
+    return distinct
 
 
 def identity_table(workspace: str, stage: str) -> str:

@@ -11,6 +11,7 @@ import click
 
 from tofuflow.cli._common import (
     control_plane,
+    distinct_identities,
     fail,
     identity_table,
     load_project_file,
@@ -106,14 +107,10 @@ def _plan_identity(
     """The plan stage's identity table, when every selected workspace that has one with a
     token source has the same one (one token is presented for the whole command), and
     where it is (the first workspace that has it); (None, None) otherwise."""
-    distinct: dict[str, tuple[str, Mapping[str, Any]]] = {}
-    for ws in selected:
-        table = ws.identity.get("plan")
-        if table and table.get("source"):
-            distinct.setdefault(repr(sorted(table.items())), (ws.name, table))
+    distinct = distinct_identities(selected, "plan")
     if len(distinct) != 1:
         return None, None
-    ((name, table),) = distinct.values()
+    ((name, table),) = distinct.items()
     return table, identity_table(name, "plan")
 
 

@@ -17,7 +17,7 @@ from tofuflow.cli._common import (
     fail,
     load_project_file,
 )
-from tofuflow.errors import DocumentError, TofuflowError
+from tofuflow.errors import ConfigError, DocumentError, TofuflowError
 
 __all__ = ["state"]
 
@@ -70,8 +70,6 @@ def state_push(workspace: str, file: Path, project_path: Path | None) -> None:
 def _check_known(workspace: str, project_path: Path | None, client: Any) -> None:
     """A workspace without state gets its first version only when tofuflow.toml (or the
     control plane) knows it: a mistyped name would put the state where nothing reads it."""
-    from tofuflow.errors import ConfigError
-
     try:
         planned = set(load_project_file(project_path).workspaces)
     except ConfigError:

@@ -92,9 +92,8 @@ def next_state_version(left: bytes, current: bytes | None) -> tuple[bytes | None
         document = json.loads(left)
     except ValueError as exc:
         raise DocumentError(f"the state file is not JSON: {exc}") from exc
-    if not isinstance(document, dict):
-        raise DocumentError("the file has no serial and lineage: not a state file")
-    lineage, serial = document.get("lineage"), document.get("serial")
+    fields = document if isinstance(document, dict) else {}
+    lineage, serial = fields.get("lineage"), fields.get("serial")
     if not isinstance(lineage, str) or not isinstance(serial, int) or serial < 0:
         raise DocumentError("the file has no serial and lineage: not a state file")
     if current is None:

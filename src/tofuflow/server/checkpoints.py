@@ -558,9 +558,9 @@ def _shape_problem(doc: Mapping[str, Any]) -> str:
     Anything beside the hashed fields, the events and the checkpoints is covered by no
     hash or signature, so an edit there would read as the log's own: it is refused.
     """
-    for name in sorted(doc.keys() - _EXPORT_FIELDS):
-        return (f"the export has a field {name!r} beside its events and checkpoints, which "
-                "no signature covers: it was added to the export")  # fmt: skip
+    if added := sorted(doc.keys() - _EXPORT_FIELDS):
+        return (f"the export has a field {added[0]!r} beside its events and checkpoints, "
+                "which no signature covers: it was added to the export")  # fmt: skip
     events, checkpoints = doc.get("events", []), doc.get("checkpoints", [])
     if not isinstance(events, list):
         return "the export's events are not a list"
@@ -572,9 +572,9 @@ def _shape_problem(doc: Mapping[str, Any]) -> str:
             return f"{where} is not an object"
         if not _is_int(event.get("id")):
             return f"{where} has no integer id"
-        for name in sorted(event.keys() - _EVENT_FIELDS):
-            return (f"event {event['id']}: field {name!r} is not covered by its hash: it was "
-                    "added to the export")  # fmt: skip
+        if added := sorted(event.keys() - _EVENT_FIELDS):
+            return (f"event {event['id']}: field {added[0]!r} is not covered by its hash: it "
+                    "was added to the export")  # fmt: skip
         if not isinstance(event.get("prev_hash"), str) or not isinstance(event.get("hash"), str):
             return f"event {event['id']} has no prev_hash or hash string"
     for n, checkpoint in enumerate(checkpoints, start=1):
